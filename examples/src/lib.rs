@@ -1,0 +1,1 @@
+//! Example-only crate: see `examples/`.
