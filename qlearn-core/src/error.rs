@@ -1,0 +1,106 @@
+//! The crate's one error type.
+//!
+//! Every fallible operation of `qlearn-core` returns [`Error`]. Variants are
+//! grouped by what the caller should do: fix the input (`InvalidField`,
+//! `InvalidState`, ...), back off (`QuotaExceeded`, `RateLimited`), or report
+//! a fault of the environment (`Storage`). The HTTP host maps each variant to
+//! one status code and error code in a single function.
+
+/// Result with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `qlearn-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A field of a request or configuration is out of range or malformed.
+    /// `field` is the field's name as the user wrote it (`learning_rate`).
+    #[error("invalid {field}: {message}")]
+    InvalidField {
+        /// The offending field, e.g. `learning_rate` or `experiences[3].reward`.
+        field: String,
+        /// What is wrong and what is allowed, e.g. `must be in (0, 1], got 1.5`.
+        message: String,
+    },
+
+    /// A state is not a string, an integer or an array of 1 to 64 finite numbers,
+    /// or does not match the model's `state_bins`.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+
+    /// An action index is outside `0..n_actions`, or an action mask is empty
+    /// or out of range.
+    #[error("invalid action: {0}")]
+    InvalidAction(String),
+
+    /// Bytes given to a decoder are not a model in a format this version reads.
+    #[error("cannot decode model: {0}")]
+    Decode(String),
+
+    /// The resource does not exist or belongs to another tenant. Deliberately
+    /// carries no hint of which.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+
+    /// A unique constraint was violated (e.g. the email is already registered).
+    #[error("{0}")]
+    Conflict(String),
+
+    /// The user's tier allows no more models.
+    #[error("model limit of {limit} reached for this tier")]
+    ModelLimitReached {
+        /// The tier's model limit.
+        limit: u32,
+    },
+
+    /// The monthly quota of metered calls is used up.
+    #[error("monthly quota of {limit} calls reached; it resets in {retry_after_secs} s")]
+    QuotaExceeded {
+        /// The tier's monthly limit.
+        limit: u64,
+        /// Seconds until 00:00 UTC on the 1st of next month.
+        retry_after_secs: u64,
+    },
+
+    /// Too many requests in a short time (token bucket or login throttle).
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request would be admitted.
+        retry_after_secs: u64,
+    },
+
+    /// Bad credentials; deliberately the same for unknown users and wrong passwords.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+
+    /// The storage backend failed (IO, connection, corruption). Not the caller's fault.
+    #[error("{backend} storage error: {message}")]
+    Storage {
+        /// Which backend: `memory`, `sqlite` or `postgres`.
+        backend: &'static str,
+        /// The backend's own message.
+        message: String,
+    },
+
+    /// An internal invariant failed (a bug); reported instead of panicking.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidField`].
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidField {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Storage`].
+    pub fn storage(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Error::Storage {
+            backend,
+            message: message.to_string(),
+        }
+    }
+}

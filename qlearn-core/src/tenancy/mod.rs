@@ -1,0 +1,1 @@
+//! Tenants, tiers, quotas (being written).
