@@ -1,0 +1,843 @@
+//! The engine: action selection and the learning rules.
+//!
+//! A [`Model`] is a [`Learner`] (configuration, current epsilon, counters, the
+//! random generator) plus its in-memory [`QTable`]. The learner's methods are
+//! generic over [`QRows`], so a storage backend can run the very same rules
+//! over rows it keeps elsewhere. Every method validates its whole input before
+//! it changes anything: a failed call leaves the model as it was.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Algorithm, Exploration, ModelConfig};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::state::{with_key, StateKey, StateRef};
+use crate::table::{QRows, QTable};
+
+/// How many recent episode returns a model keeps (its learning curve).
+pub const RECENT_RETURNS: usize = 1000;
+
+/// Counters of a model, saved with it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Predictions served.
+    pub predictions: u64,
+    /// Updates applied.
+    pub updates: u64,
+    /// Episodes ended (terminated or truncated).
+    pub episodes: u64,
+    /// Distinct states stored.
+    pub states: u64,
+    /// Sum of all rewards seen by `update` (for the running mean).
+    pub reward_sum: f64,
+    /// Return of the episode in progress.
+    pub episode_return: f64,
+    /// Returns of the last [`RECENT_RETURNS`] episodes, oldest first.
+    pub recent_returns: VecDeque<f64>,
+}
+
+/// A model's statistics, as reported to users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Predictions served.
+    pub predictions: u64,
+    /// Updates applied.
+    pub updates: u64,
+    /// Episodes ended.
+    pub episodes: u64,
+    /// Distinct states stored.
+    pub states: u64,
+    /// Current exploration rate.
+    pub epsilon: f64,
+    /// Mean reward over all updates (0 before the first).
+    pub mean_reward: f64,
+    /// Returns of the most recent episodes, oldest first.
+    pub recent_returns: Vec<f64>,
+}
+
+/// What `predict` decided.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Decision {
+    /// The chosen action index.
+    pub action: usize,
+    /// Whether the choice was exploratory (not a greedy action).
+    pub explored: bool,
+    /// The epsilon in force.
+    pub epsilon: f64,
+}
+
+/// A decision together with the state's Q-values (what the HTTP API returns).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The chosen action index.
+    pub action: usize,
+    /// Whether the choice was exploratory.
+    pub explored: bool,
+    /// The epsilon in force.
+    pub epsilon: f64,
+    /// The state's Q-values (`initial_q` everywhere for an unseen state; the
+    /// mean of both tables for double Q-learning).
+    pub q_values: Vec<f64>,
+}
+
+/// One transition to learn from.
+#[derive(Clone, Copy, Debug)]
+pub struct Experience<'a> {
+    /// The state the action was taken in.
+    pub state: StateRef<'a>,
+    /// The action taken.
+    pub action: usize,
+    /// The reward observed.
+    pub reward: f64,
+    /// The state reached.
+    pub next_state: StateRef<'a>,
+    /// The episode terminated: no bootstrap from `next_state`.
+    pub done: bool,
+    /// The episode was cut short (e.g. a time limit): it ends, but the
+    /// target still bootstraps from `next_state`.
+    pub truncated: bool,
+    /// The action taken in `next_state` (required by SARSA unless `done`).
+    pub next_action: Option<usize>,
+    /// Actions allowed in `next_state` (restricts the max or expectation).
+    pub next_allowed_actions: Option<&'a [usize]>,
+}
+
+impl<'a> Experience<'a> {
+    /// A non-terminal transition with no next action or mask.
+    pub fn new(
+        state: impl Into<StateRef<'a>>,
+        action: usize,
+        reward: f64,
+        next_state: impl Into<StateRef<'a>>,
+    ) -> Self {
+        Experience {
+            state: state.into(),
+            action,
+            reward,
+            next_state: next_state.into(),
+            done: false,
+            truncated: false,
+            next_action: None,
+            next_allowed_actions: None,
+        }
+    }
+
+    /// Sets `done`.
+    pub fn done(mut self, done: bool) -> Self {
+        self.done = done;
+        self
+    }
+
+    /// Sets `truncated`.
+    pub fn truncated(mut self, truncated: bool) -> Self {
+        self.truncated = truncated;
+        self
+    }
+
+    /// Sets `next_action`.
+    pub fn next_action(mut self, a: usize) -> Self {
+        self.next_action = Some(a);
+        self
+    }
+
+    /// Sets `next_allowed_actions`.
+    pub fn next_allowed(mut self, allowed: &'a [usize]) -> Self {
+        self.next_allowed_actions = Some(allowed);
+        self
+    }
+}
+
+/// What `update` did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UpdateOutcome {
+    /// The new Q(s, a) (mean of both tables for double Q-learning).
+    pub q_value: f64,
+    /// The TD error: target − old Q (of the table that was updated).
+    pub td_error: f64,
+    /// Epsilon after the update (decayed if the episode ended).
+    pub epsilon: f64,
+    /// The finished episode's return, when this update ended one.
+    pub episode_return: Option<f64>,
+}
+
+/// A model without its Q-table: configuration, current epsilon, counters and
+/// the random generator. Its methods run the rules over any [`QRows`].
+#[derive(Clone, Debug)]
+pub struct Learner {
+    config: ModelConfig,
+    epsilon: f64,
+    rng: Rng,
+    counters: Counters,
+}
+
+enum Candidates<'a> {
+    All(std::ops::Range<usize>),
+    Some(std::iter::Copied<std::slice::Iter<'a, usize>>),
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Candidates::All(r) => r.next(),
+            Candidates::Some(i) => i.next(),
+        }
+    }
+}
+
+#[inline]
+fn candidates(allowed: Option<&[usize]>, n: usize) -> Candidates<'_> {
+    match allowed {
+        Some(a) => Candidates::Some(a.iter().copied()),
+        None => Candidates::All(0..n),
+    }
+}
+
+fn check_mask(allowed: Option<&[usize]>, n: usize, field: &str) -> Result<()> {
+    let Some(a) = allowed else { return Ok(()) };
+    if a.is_empty() {
+        return Err(Error::InvalidAction(format!("{field} must not be empty")));
+    }
+    let mut seen = [0u64; crate::config::MAX_ACTIONS / 64];
+    for &x in a {
+        if x >= n {
+            return Err(Error::InvalidAction(format!(
+                "{field} contains {x}, outside 0..{n}"
+            )));
+        }
+        let (w, b) = (x / 64, 1u64 << (x % 64));
+        if seen[w] & b != 0 {
+            return Err(Error::InvalidAction(format!(
+                "{field} lists action {x} twice"
+            )));
+        }
+        seen[w] |= b;
+    }
+    Ok(())
+}
+
+/// Picks uniformly among the best candidates by `value` (reservoir sampling
+/// over ties: one random draw per tie, none when the best is unique).
+#[inline]
+fn argmax_random(
+    rng: &mut Rng,
+    cands: impl Iterator<Item = usize>,
+    value: impl Fn(usize) -> f64,
+) -> (usize, f64) {
+    let mut best = f64::NEG_INFINITY;
+    let mut best_a = 0;
+    let mut ties = 0usize;
+    for a in cands {
+        let v = value(a);
+        if v > best {
+            best = v;
+            best_a = a;
+            ties = 1;
+        } else if v == best {
+            ties += 1;
+            if rng.below(ties) == 0 {
+                best_a = a;
+            }
+        }
+    }
+    (best_a, best)
+}
+
+impl Learner {
+    /// A learner for a validated configuration, epsilon at its initial value.
+    pub fn new(config: ModelConfig) -> Result<Self> {
+        config.validate()?;
+        let rng = match config.seed {
+            Some(s) => Rng::from_seed(s),
+            None => Rng::from_entropy(),
+        };
+        Ok(Learner {
+            epsilon: config.epsilon,
+            config,
+            rng,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Rebuilds a learner from saved parts (used by decoders and storage).
+    pub fn from_parts(
+        config: ModelConfig,
+        epsilon: f64,
+        rng_state: [u64; 4],
+        counters: Counters,
+    ) -> Result<Self> {
+        config.validate()?;
+        if !(0.0..=1.0).contains(&epsilon) {
+            return Err(Error::Decode(format!("epsilon {epsilon} out of [0, 1]")));
+        }
+        let rng = Rng::from_state(rng_state)
+            .ok_or_else(|| Error::Decode("random generator state is all zero".into()))?;
+        if counters.recent_returns.len() > RECENT_RETURNS
+            || !counters.reward_sum.is_finite()
+            || !counters.episode_return.is_finite()
+        {
+            return Err(Error::Decode("statistics are out of range".into()));
+        }
+        Ok(Learner {
+            config,
+            epsilon,
+            rng,
+            counters,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The current exploration rate.
+    pub fn epsilon(&self) -> f64 {
+        self.epsilon
+    }
+
+    /// Sets the current exploration rate (must be in [0, 1]).
+    pub fn set_epsilon(&mut self, epsilon: f64) -> Result<()> {
+        if !(0.0..=1.0).contains(&epsilon) {
+            return Err(Error::field(
+                "epsilon",
+                format!("must be in [0, 1], got {epsilon}"),
+            ));
+        }
+        self.epsilon = epsilon;
+        Ok(())
+    }
+
+    /// The raw counters (saved with the model).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The random generator's state (saved with the model).
+    pub fn rng_state(&self) -> [u64; 4] {
+        self.rng.state()
+    }
+
+    /// Values per Q-table row.
+    pub fn width(&self) -> usize {
+        self.config.n_actions * self.config.algorithm.tables()
+    }
+
+    /// The user-facing statistics.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        Stats {
+            predictions: c.predictions,
+            updates: c.updates,
+            episodes: c.episodes,
+            states: c.states,
+            epsilon: self.epsilon,
+            mean_reward: if c.updates == 0 {
+                0.0
+            } else {
+                c.reward_sum / c.updates as f64
+            },
+            recent_returns: c.recent_returns.iter().copied().collect(),
+        }
+    }
+
+    /// The Q-values a row shows to users (mean of A and B for double Q).
+    pub fn visible_q(&self, row: Option<&[f64]>) -> Vec<f64> {
+        visible_q(&self.config, row)
+    }
+
+    /// Chooses an action for `state` (counted as a prediction). An unseen
+    /// state reads as `initial_q` everywhere and is not stored.
+    #[inline]
+    pub fn predict<T: QRows + ?Sized>(
+        &mut self,
+        table: &T,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Decision> {
+        let n = self.config.n_actions;
+        check_mask(allowed, n, "allowed_actions")?;
+        let bins = self.config.state_bins.as_deref();
+        let (cfg, rng, eps) = (&self.config, &mut self.rng, self.epsilon);
+        let decision = with_key(state, bins, "state", |key| {
+            choose(cfg, rng, eps, table.row(key), explore, allowed)
+        })?;
+        self.counters.predictions += 1;
+        Ok(decision)
+    }
+
+    /// Like [`Learner::predict`], also returning the state's Q-values.
+    pub fn predict_full<T: QRows + ?Sized>(
+        &mut self,
+        table: &T,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction> {
+        let n = self.config.n_actions;
+        check_mask(allowed, n, "allowed_actions")?;
+        let bins = self.config.state_bins.as_deref();
+        let (cfg, rng, eps) = (&self.config, &mut self.rng, self.epsilon);
+        let (d, q) = with_key(state, bins, "state", |key| {
+            let row = table.row(key);
+            (
+                choose(cfg, rng, eps, row, explore, allowed),
+                visible_q(cfg, row),
+            )
+        })?;
+        self.counters.predictions += 1;
+        Ok(Prediction {
+            action: d.action,
+            explored: d.explored,
+            epsilon: d.epsilon,
+            q_values: q,
+        })
+    }
+
+    /// The Q-values of `state` as users see them (no counter changes).
+    pub fn q_values<T: QRows + ?Sized>(&self, table: &T, state: StateRef<'_>) -> Result<Vec<f64>> {
+        let bins = self.config.state_bins.as_deref();
+        with_key(state, bins, "state", |key| self.visible_q(table.row(key)))
+    }
+
+    /// Checks an experience without applying it: everything `update` would
+    /// refuse is refused here (storage backends validate a whole batch before
+    /// they debit a quota).
+    pub fn validate(&self, exp: &Experience<'_>) -> Result<()> {
+        let n = self.config.n_actions;
+        if exp.action >= n {
+            return Err(Error::InvalidAction(format!(
+                "action {} is outside 0..{n}",
+                exp.action
+            )));
+        }
+        if !exp.reward.is_finite() {
+            return Err(Error::field("reward", "must be a finite number"));
+        }
+        check_mask(exp.next_allowed_actions, n, "next_allowed_actions")?;
+        if let Some(na) = exp.next_action {
+            if na >= n {
+                return Err(Error::InvalidAction(format!(
+                    "next_action {na} is outside 0..{n}"
+                )));
+            }
+            if let Some(mask) = exp.next_allowed_actions {
+                if !mask.contains(&na) {
+                    return Err(Error::InvalidAction(format!(
+                        "next_action {na} is not in next_allowed_actions"
+                    )));
+                }
+            }
+        } else if self.config.algorithm == Algorithm::Sarsa && !exp.done {
+            return Err(Error::field(
+                "next_action",
+                "sarsa needs the action taken in next_state (or done = true)",
+            ));
+        }
+        let bins = self.config.state_bins.as_deref();
+        with_key(exp.state, bins, "state", |_| ())?;
+        with_key(exp.next_state, bins, "next_state", |_| ())?;
+        Ok(())
+    }
+
+    /// Applies the configured learning rule to one experience. On error
+    /// nothing changes.
+    #[inline]
+    pub fn update<T: QRows + ?Sized>(
+        &mut self,
+        table: &mut T,
+        exp: &Experience<'_>,
+    ) -> Result<UpdateOutcome> {
+        self.validate(exp)?;
+        let bins = self.config.state_bins.as_deref();
+        let cfg = &self.config;
+        let rng = &mut self.rng;
+        let epsilon = self.epsilon;
+        let n = cfg.n_actions;
+        let init = cfg.initial_q;
+        // Which table double Q-learning updates this time (0 = A, 1 = B).
+        let side = if cfg.algorithm == Algorithm::DoubleQLearning {
+            rng.below(2)
+        } else {
+            0
+        };
+        let bootstrap = if exp.done {
+            0.0
+        } else {
+            with_key(exp.next_state, bins, "next_state", |key| {
+                let row = table.row(key);
+                let allowed = exp.next_allowed_actions;
+                match cfg.algorithm {
+                    Algorithm::QLearning => match row {
+                        None => init,
+                        Some(r) => candidates(allowed, n)
+                            .map(|a| r[a])
+                            .fold(f64::NEG_INFINITY, f64::max),
+                    },
+                    Algorithm::Sarsa => match (row, exp.next_action) {
+                        (Some(r), Some(a)) => r[a],
+                        _ => init,
+                    },
+                    Algorithm::ExpectedSarsa => match row {
+                        None => init,
+                        Some(r) => expected_value(cfg, epsilon, r, allowed),
+                    },
+                    Algorithm::DoubleQLearning => match row {
+                        None => init,
+                        Some(r) => {
+                            let (own, other) = if side == 0 { (0, n) } else { (n, 0) };
+                            let (a_star, _) =
+                                argmax_random(rng, candidates(allowed, n), |a| r[own + a]);
+                            r[other + a_star]
+                        }
+                    },
+                }
+            })?
+        };
+        let target = exp.reward + cfg.discount_factor * bootstrap;
+        let alpha = cfg.learning_rate;
+        let (q_value, td_error, inserted) = with_key(exp.state, bins, "state", |key| {
+            let (row, inserted) = table.row_or_insert(key, init);
+            let i = side * n + exp.action;
+            let old = row[i];
+            let td = target - old;
+            let new = old + alpha * td;
+            if !new.is_finite() {
+                return Err(Error::field(
+                    "reward",
+                    "the update would make a Q-value non-finite",
+                ));
+            }
+            row[i] = new;
+            let shown = if row.len() == 2 * n {
+                (row[exp.action] + row[n + exp.action]) / 2.0
+            } else {
+                new
+            };
+            Ok((shown, td, inserted))
+        })??;
+        let c = &mut self.counters;
+        c.updates += 1;
+        c.states += inserted as u64;
+        c.reward_sum += exp.reward;
+        c.episode_return += exp.reward;
+        let mut episode_return = None;
+        if exp.done || exp.truncated {
+            c.episodes += 1;
+            if c.recent_returns.len() == RECENT_RETURNS {
+                c.recent_returns.pop_front();
+            }
+            c.recent_returns.push_back(c.episode_return);
+            episode_return = Some(c.episode_return);
+            c.episode_return = 0.0;
+            if self.epsilon > cfg.min_epsilon {
+                self.epsilon = (self.epsilon * cfg.epsilon_decay).max(cfg.min_epsilon);
+            }
+        }
+        Ok(UpdateOutcome {
+            q_value,
+            td_error,
+            epsilon: self.epsilon,
+            episode_return,
+        })
+    }
+
+    /// Replaces the configuration (a PATCH). `n_actions` and `state_bins`
+    /// cannot change (they define the table's keys and width); a new epsilon
+    /// resets the current one, a new seed reseeds. Returns the table width
+    /// change, if any, as `(n_actions, tables)` for the caller to reshape.
+    pub fn reconfigure(&mut self, new: ModelConfig) -> Result<Option<(usize, usize)>> {
+        new.validate()?;
+        if new.n_actions != self.config.n_actions {
+            return Err(Error::field(
+                "n_actions",
+                "cannot change on an existing model",
+            ));
+        }
+        if new.state_bins != self.config.state_bins {
+            return Err(Error::field(
+                "state_bins",
+                "cannot change on an existing model",
+            ));
+        }
+        let reshape = (new.algorithm.tables() != self.config.algorithm.tables())
+            .then(|| (new.n_actions, new.algorithm.tables()));
+        if new.epsilon != self.config.epsilon {
+            self.epsilon = new.epsilon;
+        }
+        if new.seed != self.config.seed {
+            if let Some(s) = new.seed {
+                self.rng = Rng::from_seed(s);
+            }
+        }
+        self.config = new;
+        Ok(reshape)
+    }
+}
+
+/// Action selection over one row (`None`: an unseen state).
+#[inline]
+fn choose(
+    cfg: &ModelConfig,
+    rng: &mut Rng,
+    epsilon: f64,
+    row: Option<&[f64]>,
+    explore: bool,
+    allowed: Option<&[usize]>,
+) -> Decision {
+    let n = cfg.n_actions;
+    let Some(row) = row else {
+        // Every action ties at initial_q: uniform among the candidates.
+        let action = match allowed {
+            Some(a) => a[rng.below(a.len())],
+            None => rng.below(n),
+        };
+        return Decision {
+            action,
+            explored: false,
+            epsilon,
+        };
+    };
+    let double = row.len() == 2 * n;
+    let value = |a: usize| if double { row[a] + row[n + a] } else { row[a] };
+    if explore {
+        match cfg.exploration {
+            Exploration::EpsilonGreedy => {
+                if epsilon > 0.0 && rng.next_f64() < epsilon {
+                    let action = match allowed {
+                        Some(a) => a[rng.below(a.len())],
+                        None => rng.below(n),
+                    };
+                    return Decision {
+                        action,
+                        explored: true,
+                        epsilon,
+                    };
+                }
+            }
+            Exploration::Softmax => {
+                let scale = if double { 2.0 } else { 1.0 };
+                let t = cfg.temperature * scale;
+                let max = candidates(allowed, n)
+                    .map(value)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = candidates(allowed, n)
+                    .map(|a| ((value(a) - max) / t).exp())
+                    .sum();
+                let mut u = rng.next_f64() * total;
+                let mut action = None;
+                let mut last = 0;
+                for a in candidates(allowed, n) {
+                    last = a;
+                    u -= ((value(a) - max) / t).exp();
+                    if u < 0.0 {
+                        action = Some(a);
+                        break;
+                    }
+                }
+                let action = action.unwrap_or(last);
+                return Decision {
+                    action,
+                    explored: value(action) < max,
+                    epsilon,
+                };
+            }
+        }
+    }
+    let (action, _) = argmax_random(rng, candidates(allowed, n), value);
+    Decision {
+        action,
+        explored: false,
+        epsilon,
+    }
+}
+
+fn visible_q(cfg: &ModelConfig, row: Option<&[f64]>) -> Vec<f64> {
+    let n = cfg.n_actions;
+    match row {
+        None => vec![cfg.initial_q; n],
+        Some(r) if r.len() == 2 * n => (0..n).map(|a| (r[a] + r[n + a]) / 2.0).collect(),
+        Some(r) => r.to_vec(),
+    }
+}
+
+/// `Σ π(a'|s') Q(s', a')` under the current exploration policy, restricted to
+/// `allowed`.
+fn expected_value(cfg: &ModelConfig, epsilon: f64, r: &[f64], allowed: Option<&[usize]>) -> f64 {
+    let n = cfg.n_actions;
+    let count = allowed.map_or(n, <[usize]>::len) as f64;
+    let max = candidates(allowed, n)
+        .map(|a| r[a])
+        .fold(f64::NEG_INFINITY, f64::max);
+    match cfg.exploration {
+        Exploration::EpsilonGreedy => {
+            // Greedy actions share 1 − ε (all of them are worth `max`); every
+            // allowed action gets ε / count.
+            let sum: f64 = candidates(allowed, n).map(|a| r[a]).sum();
+            (1.0 - epsilon) * max + epsilon * sum / count
+        }
+        Exploration::Softmax => {
+            let t = cfg.temperature;
+            let (z, s) = candidates(allowed, n).fold((0.0, 0.0), |(z, s), a| {
+                let w = ((r[a] - max) / t).exp();
+                (z + w, s + w * r[a])
+            });
+            s / z
+        }
+    }
+}
+
+/// A complete model: a [`Learner`] and its in-memory [`QTable`]. `Clone`,
+/// `Send` and `Sync`; share it behind a lock to serve several threads.
+#[derive(Clone, Debug)]
+pub struct Model {
+    learner: Learner,
+    table: QTable,
+}
+
+impl Model {
+    /// A new, empty model. Errors name the invalid field.
+    pub fn new(config: ModelConfig) -> Result<Self> {
+        let learner = Learner::new(config)?;
+        let table = QTable::new(learner.width());
+        Ok(Model { learner, table })
+    }
+
+    /// Assembles a model from a learner and a table of the right width.
+    pub fn from_parts(learner: Learner, table: QTable) -> Result<Self> {
+        if table.width() != learner.width() {
+            return Err(Error::Decode(format!(
+                "Q-table rows have {} values, the configuration needs {}",
+                table.width(),
+                learner.width()
+            )));
+        }
+        Ok(Model { learner, table })
+    }
+
+    /// Splits into learner and table (what storage backends keep apart).
+    pub fn into_parts(self) -> (Learner, QTable) {
+        (self.learner, self.table)
+    }
+
+    /// The learner (configuration, epsilon, counters).
+    pub fn learner(&self) -> &Learner {
+        &self.learner
+    }
+
+    /// The Q-table.
+    pub fn table(&self) -> &QTable {
+        &self.table
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.learner.config()
+    }
+
+    /// Current exploration rate.
+    pub fn epsilon(&self) -> f64 {
+        self.learner.epsilon()
+    }
+
+    /// Sets the current exploration rate, in [0, 1].
+    pub fn set_epsilon(&mut self, epsilon: f64) -> Result<()> {
+        self.learner.set_epsilon(epsilon)
+    }
+
+    /// Number of distinct states stored.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether no state is stored yet.
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// User-facing statistics.
+    pub fn stats(&self) -> Stats {
+        self.learner.stats()
+    }
+
+    /// Chooses an action (see [`Learner::predict`]).
+    #[inline]
+    pub fn predict<'a>(
+        &mut self,
+        state: impl Into<StateRef<'a>>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Decision> {
+        self.learner
+            .predict(&self.table, state.into(), explore, allowed)
+    }
+
+    /// Chooses an action and returns the state's Q-values too.
+    pub fn predict_full<'a>(
+        &mut self,
+        state: impl Into<StateRef<'a>>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction> {
+        self.learner
+            .predict_full(&self.table, state.into(), explore, allowed)
+    }
+
+    /// The Q-values of a state (`initial_q` everywhere if unseen).
+    pub fn q_values<'a>(&self, state: impl Into<StateRef<'a>>) -> Result<Vec<f64>> {
+        self.learner.q_values(&self.table, state.into())
+    }
+
+    /// Learns from one experience (see [`Learner::update`]).
+    #[inline]
+    pub fn update(&mut self, exp: &Experience<'_>) -> Result<UpdateOutcome> {
+        self.learner.update(&mut self.table, exp)
+    }
+
+    /// Learns from many experiences, validating all of them first: on error
+    /// nothing is applied.
+    pub fn update_batch(&mut self, exps: &[Experience<'_>]) -> Result<Vec<UpdateOutcome>> {
+        for (i, e) in exps.iter().enumerate() {
+            self.learner.validate(e).map_err(|err| at_index(i, err))?;
+        }
+        exps.iter().map(|e| self.update(e)).collect()
+    }
+
+    /// Validates one experience without applying it.
+    pub fn validate(&self, exp: &Experience<'_>) -> Result<()> {
+        self.learner.validate(exp)
+    }
+
+    /// Replaces the configuration (see [`Learner::reconfigure`]).
+    pub fn reconfigure(&mut self, config: ModelConfig) -> Result<()> {
+        if let Some((n, tables)) = self.learner.reconfigure(config)? {
+            self.table.reshape(n, tables);
+        }
+        Ok(())
+    }
+
+    /// A page of the Q-table in insertion order: `(state, q_values)`.
+    pub fn rows(&self, offset: usize, limit: usize) -> Vec<(StateKey, Vec<f64>)> {
+        (offset..self.table.len().min(offset.saturating_add(limit)))
+            .filter_map(|i| self.table.row_at(i))
+            .map(|(k, r)| (k.clone(), self.learner.visible_q(Some(r))))
+            .collect()
+    }
+}
+
+/// Prefixes an error's field with the index of the batch item it came from.
+pub fn at_index(i: usize, err: Error) -> Error {
+    match err {
+        Error::InvalidField { field, message } => Error::InvalidField {
+            field: format!("experiences[{i}].{field}"),
+            message,
+        },
+        Error::InvalidState(m) => Error::InvalidState(format!("experiences[{i}]: {m}")),
+        Error::InvalidAction(m) => Error::InvalidAction(format!("experiences[{i}]: {m}")),
+        other => other,
+    }
+}

@@ -1,0 +1,246 @@
+//! The Q-table: rows of Q-values keyed by canonical states.
+//!
+//! [`QRows`] is what the learning rules read and write; [`QTable`] is the
+//! in-memory implementation every model owns. A storage backend that keeps
+//! rows elsewhere (PostgreSQL, one transaction per update) implements
+//! [`QRows`] over the few rows it fetched, and the engine's rules run on it
+//! unchanged.
+//!
+//! Layout: keys in insertion order (`Vec<StateKey>`), all Q-values in one flat
+//! `Vec<f64>` (`width` per state), and a `hashbrown::HashTable<u32>` of row
+//! numbers. A stored 4-action state costs its key (24 bytes), its values
+//! (32 bytes) and ~5 bytes of index, before allocator slack; rows keep a
+//! stable order for paging.
+
+use hashbrown::HashTable;
+
+use crate::error::{Error, Result};
+use crate::state::{key_eq, key_hash, StateKey, StateRef};
+
+/// Read and write access to Q-table rows, for the learning rules.
+///
+/// Keys passed in are canonical (see [`crate::state`]). A row is `width`
+/// values: `n_actions`, or `2 * n_actions` for double Q-learning (table A
+/// then table B).
+pub trait QRows {
+    /// The stored row of `key`, if any.
+    fn row(&self, key: StateRef<'_>) -> Option<&[f64]>;
+    /// The row of `key`, inserting one filled with `init` if absent. The
+    /// flag says whether it was inserted.
+    fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool);
+}
+
+/// An in-memory Q-table.
+#[derive(Clone, Debug)]
+pub struct QTable {
+    width: usize,
+    keys: Vec<StateKey>,
+    values: Vec<f64>,
+    index: HashTable<u32>,
+}
+
+impl QTable {
+    /// An empty table whose rows hold `width` values.
+    pub fn new(width: usize) -> Self {
+        QTable {
+            width,
+            keys: Vec::new(),
+            values: Vec::new(),
+            index: HashTable::new(),
+        }
+    }
+
+    /// Rebuilds a table from saved rows. Errors on a duplicate key, a
+    /// non-canonical key or a length mismatch (corrupt input).
+    pub fn from_rows(width: usize, keys: Vec<StateKey>, values: Vec<f64>) -> Result<Self> {
+        if width == 0 || keys.len().checked_mul(width) != Some(values.len()) {
+            return Err(Error::Decode(format!(
+                "{} states do not match {} Q-values of width {width}",
+                keys.len(),
+                values.len()
+            )));
+        }
+        if keys.len() > u32::MAX as usize {
+            return Err(Error::Decode("too many states".into()));
+        }
+        if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Decode(format!("Q-value {bad} is not finite")));
+        }
+        let mut index = HashTable::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            if !k.is_canonical() {
+                return Err(Error::Decode(format!("state {i} is not canonical")));
+            }
+            let h = key_hash(k.as_ref());
+            if index
+                .find(h, |&j: &u32| key_eq(keys[j as usize].as_ref(), k.as_ref()))
+                .is_some()
+            {
+                return Err(Error::Decode(format!("state {i} appears twice")));
+            }
+            index.insert_unique(h, i as u32, |&j: &u32| key_hash(keys[j as usize].as_ref()));
+        }
+        Ok(QTable {
+            width,
+            keys,
+            values,
+            index,
+        })
+    }
+
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Number of stored states.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no state is stored.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The keys, in insertion order.
+    pub fn keys(&self) -> &[StateKey] {
+        &self.keys
+    }
+
+    /// All values, row after row.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// Row `i` (insertion order), with its key.
+    pub fn row_at(&self, i: usize) -> Option<(&StateKey, &[f64])> {
+        let k = self.keys.get(i)?;
+        Some((k, &self.values[i * self.width..(i + 1) * self.width]))
+    }
+
+    /// Bytes of memory the table holds (capacity, not just length), for the
+    /// memory benchmark.
+    pub fn memory_bytes(&self) -> usize {
+        self.keys.capacity() * std::mem::size_of::<StateKey>()
+            + self.keys.iter().map(StateKey::heap_bytes).sum::<usize>()
+            + self.values.capacity() * std::mem::size_of::<f64>()
+            + self.index.allocation_size()
+    }
+
+    /// Reserves room for `additional` more states.
+    pub fn reserve(&mut self, additional: usize) {
+        self.keys.reserve(additional);
+        self.values.reserve(additional * self.width);
+        let keys = &self.keys;
+        self.index
+            .reserve(additional, |&j| key_hash(keys[j as usize].as_ref()));
+    }
+
+    /// Changes the row width between one and two tables (`n_actions` per
+    /// table): going to two copies each row; going to one averages A and B.
+    pub(crate) fn reshape(&mut self, n_actions: usize, tables: usize) {
+        let old_tables = self.width / n_actions;
+        if old_tables == tables {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.keys.len() * n_actions * tables);
+        for row in self.values.chunks_exact(self.width) {
+            if tables == 2 {
+                out.extend_from_slice(row);
+                out.extend_from_slice(row);
+            } else {
+                out.extend((0..n_actions).map(|a| (row[a] + row[n_actions + a]) / 2.0));
+            }
+        }
+        self.values = out;
+        self.width = n_actions * tables;
+    }
+
+    #[inline]
+    fn find(&self, key: StateRef<'_>, hash: u64) -> Option<usize> {
+        let keys = &self.keys;
+        self.index
+            .find(hash, |&j| key_eq(keys[j as usize].as_ref(), key))
+            .map(|&j| j as usize)
+    }
+}
+
+impl QRows for QTable {
+    #[inline]
+    fn row(&self, key: StateRef<'_>) -> Option<&[f64]> {
+        let i = self.find(key, key_hash(key))?;
+        Some(&self.values[i * self.width..(i + 1) * self.width])
+    }
+
+    #[inline]
+    fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool) {
+        let hash = key_hash(key);
+        let (i, inserted) = match self.find(key, hash) {
+            Some(i) => (i, false),
+            None => {
+                let i = self.keys.len();
+                self.keys.push(StateKey::from_canonical(key));
+                self.values.resize(self.values.len() + self.width, init);
+                let keys = &self.keys;
+                self.index
+                    .insert_unique(hash, i as u32, |&j| key_hash(keys[j as usize].as_ref()));
+                (i, true)
+            }
+        };
+        let w = self.width;
+        (&mut self.values[i * w..(i + 1) * w], inserted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_and_order() {
+        let mut t = QTable::new(2);
+        assert!(t.row(StateRef::Int(1)).is_none());
+        let (r, ins) = t.row_or_insert(StateRef::Int(1), 0.5);
+        assert!(ins);
+        r[1] = 3.0;
+        let (_, ins) = t.row_or_insert(StateRef::Str("a"), 0.0);
+        assert!(ins);
+        let (r, ins) = t.row_or_insert(StateRef::Int(1), 0.0);
+        assert!(!ins);
+        assert_eq!(r, &[0.5, 3.0]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.row_at(1).unwrap().0, &StateKey::Str("a".into()));
+        for i in 0..1000 {
+            t.row_or_insert(StateRef::Int(i + 10), 0.0);
+        }
+        assert_eq!(t.row(StateRef::Int(1)).unwrap(), &[0.5, 3.0]);
+        assert_eq!(t.len(), 1002);
+    }
+
+    #[test]
+    fn from_rows_rejects_corruption() {
+        let k = vec![StateKey::Int(1), StateKey::Int(1)];
+        assert!(QTable::from_rows(1, k, vec![0.0, 0.0]).is_err());
+        assert!(QTable::from_rows(2, vec![StateKey::Int(1)], vec![0.0]).is_err());
+        assert!(QTable::from_rows(1, vec![StateKey::Int(1)], vec![f64::NAN]).is_err());
+        let neg = vec![StateKey::Array(vec![-0.0].into())];
+        assert!(QTable::from_rows(1, neg, vec![0.0]).is_err());
+        let ok =
+            QTable::from_rows(1, vec![StateKey::Int(1), StateKey::Int(2)], vec![1.0, 2.0]).unwrap();
+        assert_eq!(ok.row(StateRef::Int(2)).unwrap(), &[2.0]);
+    }
+
+    #[test]
+    fn reshape_copies_and_averages() {
+        let mut t = QTable::new(2);
+        t.row_or_insert(StateRef::Int(0), 0.0)
+            .0
+            .copy_from_slice(&[1.0, 2.0]);
+        t.reshape(2, 2);
+        assert_eq!(t.row(StateRef::Int(0)).unwrap(), &[1.0, 2.0, 1.0, 2.0]);
+        t.row_or_insert(StateRef::Int(0), 0.0).0[2] = 3.0;
+        t.reshape(2, 1);
+        assert_eq!(t.row(StateRef::Int(0)).unwrap(), &[2.0, 2.0]);
+    }
+}

@@ -1,0 +1,327 @@
+//! Tiers, roles and the limits each tier grants.
+//!
+//! The default limits are the SPEC's table; a host may load overrides from
+//! JSON (`Limits` is `Deserialize`) and should call [`Limits::validate`] on
+//! whatever it loaded.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::{Error, Result};
+
+/// A user's subscription tier; decides quotas, model limit and rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// The tier of every new user.
+    #[default]
+    Free,
+    /// Paid tier with higher limits.
+    Pro,
+    /// Unlimited calls and models, highest rate limit.
+    Enterprise,
+}
+
+impl Tier {
+    /// Every tier, cheapest first.
+    pub const ALL: [Tier; 3] = [Tier::Free, Tier::Pro, Tier::Enterprise];
+
+    /// The wire and storage name: `free`, `pro` or `enterprise`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Free => "free",
+            Tier::Pro => "pro",
+            Tier::Enterprise => "enterprise",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Tier {
+    type Err = Error;
+
+    /// Parses a tier name, ignoring ASCII case and surrounding whitespace.
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        Tier::ALL
+            .into_iter()
+            .find(|tier| tier.as_str().eq_ignore_ascii_case(t))
+            .ok_or_else(|| Error::field("tier", "must be one of free, pro, enterprise"))
+    }
+}
+
+/// What a user may do beyond their own resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A tenant: sees and changes only their own account, models and keys.
+    #[default]
+    User,
+    /// May also change other users' tiers.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 2] = [Role::User, Role::Admin];
+
+    /// The wire and storage name: `user` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = Error;
+
+    /// Parses a role name, ignoring ASCII case and surrounding whitespace.
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim();
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(t))
+            .ok_or_else(|| Error::field("role", "must be one of user, admin"))
+    }
+}
+
+/// Deserializes an `Option` but, unlike serde's default for `Option` fields,
+/// makes the field required: a missing `monthly_calls` in an override file is
+/// an error, not silently "unlimited". `null` still means unlimited.
+fn required_option<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
+/// The limits of one tier. `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimits {
+    /// Metered calls (each predict, each experience of an update) per
+    /// calendar month (UTC); `None` (JSON `null`) = unlimited.
+    #[serde(deserialize_with = "required_option")]
+    pub monthly_calls: Option<u64>,
+    /// Models a user may own at once; `None` (JSON `null`) = unlimited.
+    #[serde(deserialize_with = "required_option")]
+    pub max_models: Option<u32>,
+    /// Sustained request rate of the token bucket, requests per second.
+    pub rate_per_second: u32,
+    /// Token bucket capacity: requests that may arrive at once.
+    pub burst: u32,
+}
+
+impl TierLimits {
+    /// Metered calls left this month after `used`; `None` = unlimited.
+    pub fn remaining_calls(&self, used: u64) -> Option<u64> {
+        self.monthly_calls.map(|limit| limit.saturating_sub(used))
+    }
+
+    /// Whether a user owning `owned` models may create one more.
+    pub fn may_create_model(&self, owned: u64) -> bool {
+        self.max_models.is_none_or(|max| owned < u64::from(max))
+    }
+
+    /// The `RateLimit-Policy` item (IETF draft, structured-field list
+    /// member) describing this tier's token bucket, e.g.
+    /// `"default";q=10;w=2`: `q` is the burst, `w` the seconds an empty
+    /// bucket takes to fill again.
+    pub fn rate_limit_policy(&self, policy: &str) -> String {
+        let rate = self.rate_per_second.max(1);
+        let window = self.burst.div_ceil(rate).max(1);
+        format!("{};q={};w={}", sf_string(policy), self.burst, window)
+    }
+
+    fn validate(&self, tier: Tier) -> Result<()> {
+        if self.rate_per_second == 0 {
+            return Err(Error::field(
+                format!("limits.{tier}.rate_per_second"),
+                "must be at least 1",
+            ));
+        }
+        if self.burst == 0 {
+            return Err(Error::field(
+                format!("limits.{tier}.burst"),
+                "must be at least 1",
+            ));
+        }
+        if self.max_models == Some(0) {
+            return Err(Error::field(
+                format!("limits.{tier}.max_models"),
+                "must be at least 1 (registration creates a default model) or null for unlimited",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `s` as a structured-field string (RFC 9651): quoted, with `"`
+/// and `\` escaped and anything outside printable ASCII dropped.
+pub(crate) fn sf_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The limits of every tier. `Default` is the SPEC's table; any tier missing
+/// from a deserialized override keeps its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Limits of [`Tier::Free`].
+    pub free: TierLimits,
+    /// Limits of [`Tier::Pro`].
+    pub pro: TierLimits,
+    /// Limits of [`Tier::Enterprise`].
+    pub enterprise: TierLimits,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            free: TierLimits {
+                monthly_calls: Some(100),
+                max_models: Some(3),
+                rate_per_second: 5,
+                burst: 10,
+            },
+            pro: TierLimits {
+                monthly_calls: Some(1_000),
+                max_models: Some(10),
+                rate_per_second: 50,
+                burst: 100,
+            },
+            enterprise: TierLimits {
+                monthly_calls: None,
+                max_models: None,
+                rate_per_second: 500,
+                burst: 1_000,
+            },
+        }
+    }
+}
+
+impl Limits {
+    /// The limits of `tier`.
+    pub fn for_tier(&self, tier: Tier) -> &TierLimits {
+        match tier {
+            Tier::Free => &self.free,
+            Tier::Pro => &self.pro,
+            Tier::Enterprise => &self.enterprise,
+        }
+    }
+
+    /// Checks loaded limits: every rate and burst at least 1, every model
+    /// limit at least 1. The error names the field, e.g. `limits.pro.burst`.
+    pub fn validate(&self) -> Result<()> {
+        for tier in Tier::ALL {
+            self.for_tier(tier).validate(tier)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_parse_display_serde() {
+        assert_eq!("FREE".parse::<Tier>().unwrap(), Tier::Free);
+        assert_eq!(" Pro ".parse::<Tier>().unwrap(), Tier::Pro);
+        assert_eq!("enterprise".parse::<Tier>().unwrap(), Tier::Enterprise);
+        let err = "gold".parse::<Tier>().unwrap_err().to_string();
+        assert!(err.contains("tier") && err.contains("free, pro, enterprise"), "{err}");
+        for t in Tier::ALL {
+            assert_eq!(t.to_string().parse::<Tier>().unwrap(), t);
+            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", t.as_str()));
+        }
+        assert_eq!(serde_json::from_str::<Tier>("\"pro\"").unwrap(), Tier::Pro);
+        assert_eq!(Tier::default(), Tier::Free);
+    }
+
+    #[test]
+    fn role_parse_display_serde() {
+        assert_eq!("Admin".parse::<Role>().unwrap(), Role::Admin);
+        assert_eq!("user".parse::<Role>().unwrap(), Role::User);
+        let err = "root".parse::<Role>().unwrap_err().to_string();
+        assert!(err.contains("role") && err.contains("user, admin"), "{err}");
+        assert_eq!(serde_json::to_string(&Role::Admin).unwrap(), "\"admin\"");
+        assert_eq!(Role::default(), Role::User);
+    }
+
+    #[test]
+    fn default_limits_match_spec() {
+        let l = Limits::default();
+        let f = l.for_tier(Tier::Free);
+        assert_eq!((f.monthly_calls, f.max_models, f.rate_per_second, f.burst), (Some(100), Some(3), 5, 10));
+        let p = l.for_tier(Tier::Pro);
+        assert_eq!((p.monthly_calls, p.max_models, p.rate_per_second, p.burst), (Some(1000), Some(10), 50, 100));
+        let e = l.for_tier(Tier::Enterprise);
+        assert_eq!((e.monthly_calls, e.max_models, e.rate_per_second, e.burst), (None, None, 500, 1000));
+        l.validate().unwrap();
+    }
+
+    #[test]
+    fn limits_json_overrides() {
+        let l: Limits = serde_json::from_str(
+            r#"{"pro": {"monthly_calls": 5000, "max_models": null, "rate_per_second": 10, "burst": 20}}"#,
+        )
+        .unwrap();
+        assert_eq!(l.pro.monthly_calls, Some(5000));
+        assert_eq!(l.pro.max_models, None);
+        assert_eq!(l.free, Limits::default().free);
+        // Round trip.
+        let back: Limits = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        // A missing field is an error, not "unlimited".
+        assert!(serde_json::from_str::<Limits>(r#"{"free": {"max_models": 3, "rate_per_second": 5, "burst": 10}}"#).is_err());
+        // Typos are errors.
+        assert!(serde_json::from_str::<Limits>(r#"{"fre": {}}"#).is_err());
+        let mut bad = Limits::default();
+        bad.pro.burst = 0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.pro.burst"), "{err}");
+    }
+
+    #[test]
+    fn tier_limit_helpers() {
+        let l = Limits::default();
+        assert_eq!(l.free.remaining_calls(40), Some(60));
+        assert_eq!(l.free.remaining_calls(400), Some(0));
+        assert_eq!(l.enterprise.remaining_calls(u64::MAX), None);
+        assert!(l.free.may_create_model(2));
+        assert!(!l.free.may_create_model(3));
+        assert!(l.enterprise.may_create_model(1_000_000));
+        assert_eq!(l.free.rate_limit_policy("default"), "\"default\";q=10;w=2");
+        assert_eq!(l.enterprise.rate_limit_policy("a\"b"), "\"a\\\"b\";q=1000;w=2");
+    }
+}
