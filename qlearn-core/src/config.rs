@@ -262,8 +262,11 @@ impl ModelConfig {
         range_closed("epsilon", self.epsilon)?;
         range_open_closed("epsilon_decay", self.epsilon_decay)?;
         range_closed("min_epsilon", self.min_epsilon)?;
-        if !self.initial_q.is_finite() {
-            return Err(Error::field("initial_q", "must be a finite number"));
+        if !(self.initial_q.is_finite() && self.initial_q.abs() <= crate::model::MAX_REWARD) {
+            return Err(Error::field(
+                "initial_q",
+                "must be a finite number of magnitude at most 1e12",
+            ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(Error::field(

@@ -5,6 +5,7 @@ pub mod error;
 pub mod model;
 pub mod rng;
 pub mod state;
+pub mod store;
 pub mod table;
 pub mod tenancy;
 

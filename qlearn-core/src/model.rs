@@ -16,6 +16,11 @@ use crate::rng::Rng;
 use crate::state::{with_key, StateKey, StateRef};
 use crate::table::{QRows, QTable};
 
+/// Largest reward magnitude accepted. With it (and `initial_q` bounded the
+/// same way) no sequence of updates can overflow a Q-value, so an update that
+/// passed validation always applies.
+pub const MAX_REWARD: f64 = 1e12;
+
 /// How many recent episode returns a model keeps (its learning curve).
 pub const RECENT_RETURNS: usize = 1000;
 
@@ -404,6 +409,13 @@ impl Learner {
         with_key(state, bins, "state", |key| self.visible_q(table.row(key)))
     }
 
+    /// Checks a prediction's input without serving it: what `predict` would
+    /// refuse is refused here (so a store can validate before it debits).
+    pub fn validate_predict(&self, state: StateRef<'_>, allowed: Option<&[usize]>) -> Result<()> {
+        check_mask(allowed, self.config.n_actions, "allowed_actions")?;
+        with_key(state, self.config.state_bins.as_deref(), "state", |_| ())
+    }
+
     /// Checks an experience without applying it: everything `update` would
     /// refuse is refused here (storage backends validate a whole batch before
     /// they debit a quota).
@@ -415,8 +427,11 @@ impl Learner {
                 exp.action
             )));
         }
-        if !exp.reward.is_finite() {
-            return Err(Error::field("reward", "must be a finite number"));
+        if !(exp.reward.is_finite() && exp.reward.abs() <= MAX_REWARD) {
+            return Err(Error::field(
+                "reward",
+                format!("must be a finite number of magnitude at most {MAX_REWARD:e}"),
+            ));
         }
         check_mask(exp.next_allowed_actions, n, "next_allowed_actions")?;
         if let Some(na) = exp.next_action {
@@ -805,6 +820,15 @@ impl Model {
             self.learner.validate(e).map_err(|err| at_index(i, err))?;
         }
         exps.iter().map(|e| self.update(e)).collect()
+    }
+
+    /// Checks a prediction's input without serving it.
+    pub fn validate_predict<'a>(
+        &self,
+        state: impl Into<StateRef<'a>>,
+        allowed: Option<&[usize]>,
+    ) -> Result<()> {
+        self.learner.validate_predict(state.into(), allowed)
     }
 
     /// Validates one experience without applying it.

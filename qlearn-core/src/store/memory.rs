@@ -1,0 +1,394 @@
+//! [`MemoryStore`]: the in-memory [`Store`], for tests, examples and
+//! embedding. Nothing survives the process; everything else in the contract
+//! holds (isolation, atomic metering, serialisable updates).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use super::{ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Store, Usage, User};
+use crate::error::{Error, Result};
+use crate::model::{at_index, Experience, Model, Prediction, UpdateOutcome};
+use crate::state::StateRef;
+use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier};
+
+const BACKEND: &str = "memory";
+
+struct Entry {
+    owner: String,
+    name: String,
+    created_at: i64,
+    updated_at: i64,
+    model: Model,
+}
+
+impl Entry {
+    fn info(&self, id: &str) -> ModelInfo {
+        ModelInfo {
+            id: id.to_owned(),
+            owner: self.owner.clone(),
+            name: self.name.clone(),
+            config: self.model.config().clone(),
+            stats: self.model.stats(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Accounts {
+    users: HashMap<String, User>,
+    by_email: HashMap<String, String>,
+    keys: HashMap<String, (String, ApiKey)>, // hash -> (hash, record)
+    settings: HashMap<String, String>,
+    /// (user, month) -> calls per day.
+    usage: HashMap<(String, BillingMonth), Vec<u64>>,
+}
+
+/// The in-memory store. Models sit behind one mutex each, so updates of
+/// different models run in parallel.
+#[derive(Default)]
+pub struct MemoryStore {
+    accounts: Mutex<Accounts>,
+    models: RwLock<HashMap<String, Arc<Mutex<Entry>>>>,
+    /// Serialises model creation so the per-owner limit check is atomic.
+    create_lock: Mutex<()>,
+}
+
+fn poisoned() -> Error {
+    Error::storage(BACKEND, "a lock was poisoned by a panicking thread")
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn accounts(&self) -> Result<MutexGuard<'_, Accounts>> {
+        self.accounts.lock().map_err(|_| poisoned())
+    }
+
+    fn entry(&self, owner: &str, id: &str) -> Result<Arc<Mutex<Entry>>> {
+        let models = self.models.read().map_err(|_| poisoned())?;
+        let e = models.get(id).cloned().ok_or(Error::NotFound("model"))?;
+        drop(models);
+        let owned = e.lock().map_err(|_| poisoned())?.owner == owner;
+        if owned {
+            Ok(e)
+        } else {
+            Err(Error::NotFound("model"))
+        }
+    }
+
+    /// Debits `n` calls for the meter's user, or refuses without counting.
+    fn debit(&self, meter: &Meter<'_>, n: u64) -> Result<()> {
+        let month = BillingMonth::from_unix(meter.now);
+        let mut acc = self.accounts()?;
+        let days = acc
+            .usage
+            .entry((meter.user_id.to_owned(), month))
+            .or_insert_with(|| vec![0; month.days() as usize]);
+        let used: u64 = days.iter().sum();
+        check_quota(meter.limits, used, n, meter.now)?;
+        let d = (month.day_of(meter.now) as usize).saturating_sub(1);
+        if let Some(slot) = days.get_mut(d) {
+            *slot += n;
+        }
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.accounts()?.settings.get(key).cloned())
+    }
+
+    fn set_setting_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let mut acc = self.accounts()?;
+        Ok(acc
+            .settings
+            .entry(key.to_owned())
+            .or_insert_with(|| value.to_owned())
+            .clone())
+    }
+
+    fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
+        let mut acc = self.accounts()?;
+        if acc.by_email.contains_key(&user.email) {
+            return Err(Error::Conflict("email already registered".into()));
+        }
+        let u = User {
+            id: new_id(),
+            email: user.email,
+            password_hash: user.password_hash,
+            tier: user.tier,
+            role: user.role,
+            created_at: now,
+            password_changed_at: now,
+        };
+        acc.by_email.insert(u.email.clone(), u.id.clone());
+        acc.users.insert(u.id.clone(), u.clone());
+        Ok(u)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<User>> {
+        Ok(self.accounts()?.users.get(id).cloned())
+    }
+
+    fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let acc = self.accounts()?;
+        Ok(acc
+            .by_email
+            .get(email)
+            .and_then(|id| acc.users.get(id))
+            .cloned())
+    }
+
+    fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()> {
+        let mut acc = self.accounts()?;
+        let u = acc.users.get_mut(user_id).ok_or(Error::NotFound("user"))?;
+        u.tier = tier;
+        Ok(())
+    }
+
+    fn set_role(&self, user_id: &str, role: Role) -> Result<()> {
+        let mut acc = self.accounts()?;
+        let u = acc.users.get_mut(user_id).ok_or(Error::NotFound("user"))?;
+        u.role = role;
+        Ok(())
+    }
+
+    fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
+        let mut acc = self.accounts()?;
+        let u = acc.users.get_mut(user_id).ok_or(Error::NotFound("user"))?;
+        u.password_hash = password_hash.to_owned();
+        u.password_changed_at = now;
+        Ok(())
+    }
+
+    fn create_api_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<ApiKey> {
+        let mut acc = self.accounts()?;
+        if !acc.users.contains_key(user_id) {
+            return Err(Error::NotFound("user"));
+        }
+        if acc.keys.contains_key(hash) {
+            return Err(Error::Conflict("API key already exists".into()));
+        }
+        let k = ApiKey {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: now,
+            last_used_at: None,
+        };
+        acc.keys
+            .insert(hash.to_owned(), (hash.to_owned(), k.clone()));
+        Ok(k)
+    }
+
+    fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        let acc = self.accounts()?;
+        let mut v: Vec<ApiKey> = acc
+            .keys
+            .values()
+            .filter(|(_, k)| k.user_id == user_id)
+            .map(|(_, k)| k.clone())
+            .collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()> {
+        let mut acc = self.accounts()?;
+        let hash = acc
+            .keys
+            .iter()
+            .find(|(_, (_, k))| k.id == key_id && k.user_id == user_id)
+            .map(|(h, _)| h.clone())
+            .ok_or(Error::NotFound("API key"))?;
+        acc.keys.remove(&hash);
+        Ok(())
+    }
+
+    fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>> {
+        let mut acc = self.accounts()?;
+        let Some((_, key)) = acc.keys.get_mut(hash) else {
+            return Ok(None);
+        };
+        if key.last_used_at.is_none_or(|t| now - t >= 60) {
+            key.last_used_at = Some(now);
+        }
+        let key = key.clone();
+        Ok(acc.users.get(&key.user_id).cloned().map(|u| (u, key)))
+    }
+
+    fn create_model(
+        &self,
+        owner: &str,
+        name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        let _guard = self.create_lock.lock().map_err(|_| poisoned())?;
+        if let Some(limit) = max_models {
+            let owned = self.models(owner)?.len();
+            if owned >= limit as usize {
+                return Err(Error::ModelLimitReached { limit });
+            }
+        }
+        let id = new_id();
+        let entry = Entry {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            created_at: now,
+            updated_at: now,
+            model: model.clone(),
+        };
+        let info = entry.info(&id);
+        self.models
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(id, Arc::new(Mutex::new(entry)));
+        Ok(info)
+    }
+
+    fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
+        let models = self.models.read().map_err(|_| poisoned())?;
+        let mut out = Vec::new();
+        for (id, e) in models.iter() {
+            let e = e.lock().map_err(|_| poisoned())?;
+            if e.owner == owner {
+                out.push(e.info(id));
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn model(&self, owner: &str, id: &str) -> Result<ModelInfo> {
+        let e = self.entry(owner, id)?;
+        let e = e.lock().map_err(|_| poisoned())?;
+        Ok(e.info(id))
+    }
+
+    fn update_model(
+        &self,
+        owner: &str,
+        id: &str,
+        patch: ModelPatch,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        let e = self.entry(owner, id)?;
+        let mut e = e.lock().map_err(|_| poisoned())?;
+        if let Some(config) = patch.config {
+            // Reconfigure a copy: on error the model is untouched.
+            let mut m = e.model.clone();
+            m.reconfigure(config)?;
+            e.model = m;
+        }
+        if let Some(name) = patch.name {
+            e.name = name;
+        }
+        e.updated_at = now;
+        Ok(e.info(id))
+    }
+
+    fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
+        self.entry(owner, id)?;
+        self.models.write().map_err(|_| poisoned())?.remove(id);
+        Ok(())
+    }
+
+    fn export_model(&self, owner: &str, id: &str) -> Result<Model> {
+        let e = self.entry(owner, id)?;
+        let e = e.lock().map_err(|_| poisoned())?;
+        Ok(e.model.clone())
+    }
+
+    fn q_table(&self, owner: &str, id: &str, offset: u64, limit: u64) -> Result<QPage> {
+        let e = self.entry(owner, id)?;
+        let e = e.lock().map_err(|_| poisoned())?;
+        let off = usize::try_from(offset).unwrap_or(usize::MAX);
+        let lim = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(QPage {
+            total: e.model.len() as u64,
+            rows: e.model.rows(off, lim),
+        })
+    }
+
+    fn predict(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction> {
+        let e = self.entry(meter.user_id, model_id)?;
+        let mut e = e.lock().map_err(|_| poisoned())?;
+        // Validate first: errors cost nothing and change nothing.
+        e.model.validate_predict(state, allowed)?;
+        self.debit(meter, 1)?;
+        e.model.predict_full(state, explore, allowed)
+    }
+
+    fn update(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        exps: &[Experience<'_>],
+    ) -> Result<Vec<UpdateOutcome>> {
+        let e = self.entry(meter.user_id, model_id)?;
+        let mut e = e.lock().map_err(|_| poisoned())?;
+        for (i, x) in exps.iter().enumerate() {
+            e.model.validate(x).map_err(|err| {
+                if exps.len() > 1 {
+                    at_index(i, err)
+                } else {
+                    err
+                }
+            })?;
+        }
+        let n = exps.len() as u64;
+        self.debit(meter, n)?;
+        // Validated input always applies (see `crate::model::MAX_REWARD`).
+        let mut out = Vec::with_capacity(exps.len());
+        for (i, x) in exps.iter().enumerate() {
+            out.push(e.model.update(x).map_err(|err| at_index(i, err))?);
+        }
+        e.updated_at = meter.now;
+        Ok(out)
+    }
+
+    fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
+        let acc = self.accounts()?;
+        let per_day = acc
+            .usage
+            .get(&(user_id.to_owned(), month))
+            .cloned()
+            .unwrap_or_else(|| vec![0; month.days() as usize]);
+        Ok(Usage {
+            month,
+            calls: per_day.iter().sum(),
+            per_day,
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}

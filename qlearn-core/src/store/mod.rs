@@ -1,0 +1,255 @@
+//! Storage: the [`Store`] trait every backend implements, and its records.
+//!
+//! The trait is shaped by what the service does, not a key-value bag: users,
+//! API keys, models (configuration, statistics, Q-table rows), metered engine
+//! calls and monthly usage. Implementations: [`memory::MemoryStore`]
+//! (tests, embedding), `sqlite::SqliteStore` (the embedded default) and
+//! `postgres::PgStore` (several server instances sharing one database).
+//!
+//! # What every implementation must do
+//!
+//! - **Tenant isolation.** Every model operation takes the owner's user id;
+//!   a model of another user is [`Error::NotFound`], exactly as an unknown id.
+//! - **Metered calls are atomic with their effect.** [`Store::predict`] and
+//!   [`Store::update`] first find the model and validate the whole input
+//!   (errors change nothing and cost nothing), then in one atomic step debit
+//!   the caller's monthly quota (refusing with [`Error::QuotaExceeded`] when
+//!   `used + n > limit`, without counting) and apply the engine. A refused
+//!   call is never counted; an accepted call is never lost; under any
+//!   concurrency (threads, processes sharing the database) no more calls are
+//!   granted than the limit.
+//! - **Updates are serialisable per model.** N concurrent updates of one model
+//!   leave its update count at exactly N and its Q-values equal to those of
+//!   some serial order. The Q-learning math is the core's
+//!   ([`crate::Learner::update`] over [`crate::QRows`]); a backend never
+//!   re-implements it.
+//! - **Acknowledged means durable.** When a mutating method returns `Ok`, the
+//!   change survives `kill -9` of the process (for persistent backends).
+//! - **Errors.** Unique violations are [`Error::Conflict`]; backend faults are
+//!   [`Error::Storage`] naming the backend. No method panics on any input.
+//!
+//! All timestamps are Unix seconds (UTC), passed in by the caller so tests
+//! control time.
+
+pub mod memory;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::model::{Experience, Model, Prediction, Stats, UpdateOutcome};
+use crate::state::{StateKey, StateRef};
+use crate::tenancy::{BillingMonth, Role, Tier, TierLimits};
+
+/// A registered user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Opaque random id (URL-safe, 128 bits).
+    pub id: String,
+    /// Normalised (lower-case) email, unique.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Subscription tier.
+    pub tier: Tier,
+    /// Role (admins may change tiers).
+    pub role: Role,
+    /// When the user registered.
+    pub created_at: i64,
+    /// When the password last changed: tokens issued before it are revoked.
+    pub password_changed_at: i64,
+}
+
+/// What [`Store::create_user`] needs.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// Normalised email.
+    pub email: String,
+    /// argon2id PHC string (never the password).
+    pub password_hash: String,
+    /// Starting tier.
+    pub tier: Tier,
+    /// Starting role.
+    pub role: Role,
+}
+
+/// An API key's record. The key itself is never stored, only its hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Opaque random id.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// The user's label for the key.
+    pub name: String,
+    /// The first characters of the key, for recognising it in a list.
+    pub prefix: String,
+    /// When it was created.
+    pub created_at: i64,
+    /// When it last authenticated a request (updated at most once a minute).
+    pub last_used_at: Option<i64>,
+}
+
+/// A model's metadata and statistics (no Q-table).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// Opaque random id.
+    pub id: String,
+    /// Owner's user id.
+    pub owner: String,
+    /// Display name.
+    pub name: String,
+    /// Hyperparameters.
+    pub config: ModelConfig,
+    /// Counters, epsilon, learning curve.
+    pub stats: Stats,
+    /// Creation time.
+    pub created_at: i64,
+    /// Last change of name, configuration or learning.
+    pub updated_at: i64,
+}
+
+/// A page of a Q-table, in the table's stable row order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QPage {
+    /// Rows in the whole table.
+    pub total: u64,
+    /// The rows: state key and the Q-values users see.
+    pub rows: Vec<(StateKey, Vec<f64>)>,
+}
+
+/// A user's metered calls in one calendar month.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// The month.
+    pub month: BillingMonth,
+    /// Calls this month.
+    pub calls: u64,
+    /// Calls per day: index 0 is the 1st; one entry per day of the month.
+    pub per_day: Vec<u64>,
+}
+
+/// Who pays for a metered call, under which limits, and when it happens.
+#[derive(Clone, Copy, Debug)]
+pub struct Meter<'a> {
+    /// The caller's user id; also the owner every model access is checked against.
+    pub user_id: &'a str,
+    /// The caller's tier limits (monthly quota).
+    pub limits: &'a TierLimits,
+    /// Now, in Unix seconds: picks the month and day the calls count in.
+    pub now: i64,
+}
+
+/// Changes to a model's metadata ([`Store::update_model`]).
+#[derive(Clone, Debug, Default)]
+pub struct ModelPatch {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new configuration (validated by [`crate::Learner::reconfigure`]).
+    pub config: Option<ModelConfig>,
+}
+
+/// The storage contract of qlearn. See the module docs for what every
+/// implementation must guarantee. Methods block; async callers run them on a
+/// blocking thread.
+pub trait Store: Send + Sync {
+    /// `memory`, `sqlite` or `postgres`: names the backend in errors and logs.
+    fn backend(&self) -> &'static str;
+
+    // ---- settings ---------------------------------------------------------
+
+    /// A server setting (e.g. the generated JWT secret), if set.
+    fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` under `key` unless a value is already there; returns
+    /// the value in force (so concurrent first starts agree on one secret).
+    fn set_setting_if_absent(&self, key: &str, value: &str) -> Result<String>;
+
+    // ---- users ------------------------------------------------------------
+
+    /// Creates a user with a fresh id. [`crate::Error::Conflict`] if the email exists.
+    fn create_user(&self, user: NewUser, now: i64) -> Result<User>;
+    /// A user by id.
+    fn user(&self, id: &str) -> Result<Option<User>>;
+    /// A user by normalised email.
+    fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    /// Changes a user's tier. [`crate::Error::NotFound`] for an unknown user.
+    fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()>;
+    /// Changes a user's role.
+    fn set_role(&self, user_id: &str, role: Role) -> Result<()>;
+    /// Replaces the password hash and sets `password_changed_at = now`.
+    fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()>;
+
+    // ---- API keys ---------------------------------------------------------
+
+    /// Records a new key (its SHA-256 `hash`, never the key).
+    fn create_api_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<ApiKey>;
+    /// The user's keys, oldest first.
+    fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>>;
+    /// Revokes a key. [`crate::Error::NotFound`] if it is not this user's.
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()>;
+    /// The user a key hash authenticates, and the key (touching `last_used_at`).
+    fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>>;
+
+    // ---- models -----------------------------------------------------------
+
+    /// Stores `model` (new or imported) for `owner` with a fresh id, refusing
+    /// with [`crate::Error::ModelLimitReached`] when the owner already has
+    /// `max_models` (checked atomically with the insert).
+    fn create_model(
+        &self,
+        owner: &str,
+        name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<ModelInfo>;
+    /// The owner's models, oldest first.
+    fn models(&self, owner: &str) -> Result<Vec<ModelInfo>>;
+    /// One of the owner's models.
+    fn model(&self, owner: &str, id: &str) -> Result<ModelInfo>;
+    /// Renames and/or reconfigures a model.
+    fn update_model(&self, owner: &str, id: &str, patch: ModelPatch, now: i64)
+        -> Result<ModelInfo>;
+    /// Deletes a model and its Q-table.
+    fn delete_model(&self, owner: &str, id: &str) -> Result<()>;
+    /// A full copy of the model (for export), consistent at one instant.
+    fn export_model(&self, owner: &str, id: &str) -> Result<Model>;
+    /// A page of the model's Q-table.
+    fn q_table(&self, owner: &str, id: &str, offset: u64, limit: u64) -> Result<QPage>;
+
+    // ---- metered engine calls ---------------------------------------------
+
+    /// One metered prediction on `meter.user_id`'s model `model_id`.
+    fn predict(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction>;
+    /// `exps.len()` metered updates applied in order, all or nothing: every
+    /// experience is validated before the quota is debited.
+    fn update(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        exps: &[Experience<'_>],
+    ) -> Result<Vec<UpdateOutcome>>;
+
+    // ---- usage ------------------------------------------------------------
+
+    /// The user's metered calls in `month`.
+    fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage>;
+
+    /// Makes every acknowledged write durable and stops background work
+    /// (graceful shutdown). Further calls may fail.
+    fn flush(&self) -> Result<()>;
+}
