@@ -79,10 +79,16 @@ impl BillingMonth {
     /// 1..=12.
     pub fn new(year: i32, month: u8) -> Result<Self> {
         if !(0..=9999).contains(&year) {
-            return Err(Error::field("year", format!("must be 0 to 9999, got {year}")));
+            return Err(Error::field(
+                "year",
+                format!("must be 0 to 9999, got {year}"),
+            ));
         }
         if !(1..=12).contains(&month) {
-            return Err(Error::field("month", format!("must be 1 to 12, got {month}")));
+            return Err(Error::field(
+                "month",
+                format!("must be 1 to 12, got {month}"),
+            ));
         }
         Ok(BillingMonth { year, month })
     }
@@ -178,7 +184,8 @@ impl FromStr for BillingMonth {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || Error::field("month", "must be YYYY-MM, e.g. 2026-11");
         let (y, m) = s.trim().split_once('-').ok_or_else(bad)?;
-        if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit())) {
+        if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()))
+        {
             return Err(bad());
         }
         let year = y.parse::<i32>().map_err(|_| bad())?;
@@ -280,7 +287,10 @@ mod tests {
         assert_eq!(dec.next(), BillingMonth::new(2027, 1).unwrap());
         assert_eq!(dec.next().prev(), dec);
         assert_eq!(dec.next().start_unix(), 1_798_761_600);
-        assert_eq!(BillingMonth::from_unix(1_798_761_600).to_string(), "2027-01");
+        assert_eq!(
+            BillingMonth::from_unix(1_798_761_600).to_string(),
+            "2027-01"
+        );
         assert_eq!(dec.days(), 31);
         assert_eq!(dec.day_of(1_798_761_599), 31);
         assert_eq!(dec.day_of(dec.start_unix()), 1);
@@ -314,19 +324,55 @@ mod tests {
     #[test]
     fn billing_month_parse_and_serde() {
         let m: BillingMonth = "2026-11".parse().unwrap();
-        assert_eq!(m, BillingMonth { year: 2026, month: 11 });
-        for bad in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", "abcd-ef", "", "+026-11"] {
+        assert_eq!(
+            m,
+            BillingMonth {
+                year: 2026,
+                month: 11
+            }
+        );
+        for bad in [
+            "2026-13", "2026-00", "2026-1", "26-11", "2026/11", "abcd-ef", "", "+026-11",
+        ] {
             assert!(bad.parse::<BillingMonth>().is_err(), "{bad}");
         }
         assert_eq!(serde_json::to_string(&m).unwrap(), "\"2026-11\"");
-        assert_eq!(serde_json::from_str::<BillingMonth>("\"2026-11\"").unwrap(), m);
+        assert_eq!(
+            serde_json::from_str::<BillingMonth>("\"2026-11\"").unwrap(),
+            m
+        );
         assert!(serde_json::from_str::<BillingMonth>("\"2026-99\"").is_err());
         assert!(BillingMonth::new(10_000, 1).is_err());
         // Out-of-range public fields do not panic.
-        let odd = BillingMonth { year: 2026, month: 13 };
+        let odd = BillingMonth {
+            year: 2026,
+            month: 13,
+        };
         assert_eq!(odd.days(), 31);
-        assert_eq!(odd.next(), BillingMonth { year: 2027, month: 1 });
-        assert!(BillingMonth { year: 2026, month: 1 } < BillingMonth { year: 2026, month: 2 });
-        assert!(BillingMonth { year: 2025, month: 12 } < BillingMonth { year: 2026, month: 1 });
+        assert_eq!(
+            odd.next(),
+            BillingMonth {
+                year: 2027,
+                month: 1
+            }
+        );
+        assert!(
+            BillingMonth {
+                year: 2026,
+                month: 1
+            } < BillingMonth {
+                year: 2026,
+                month: 2
+            }
+        );
+        assert!(
+            BillingMonth {
+                year: 2025,
+                month: 12
+            } < BillingMonth {
+                year: 2026,
+                month: 1
+            }
+        );
     }
 }

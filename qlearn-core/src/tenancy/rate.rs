@@ -39,7 +39,12 @@ impl RateState {
     /// The `RateLimit` header item for policy `policy`, e.g.
     /// `"default";r=7;t=1`.
     pub fn header_value(&self, policy: &str) -> String {
-        format!("{};r={};t={}", sf_string(policy), self.remaining, self.reset_secs)
+        format!(
+            "{};r={};t={}",
+            sf_string(policy),
+            self.remaining,
+            self.reset_secs
+        )
     }
 }
 
@@ -237,7 +242,9 @@ impl KeyedLimiter {
         let i = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
         // A panic while holding the lock cannot leave a bucket invalid, so a
         // poisoned lock is safe to use.
-        self.shards[i].lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes one token from `key`'s bucket (created full at the first call)
@@ -394,7 +401,8 @@ mod tests {
         assert_eq!(l.len(), 2);
         // A tier upgrade raises the burst; tokens carry over and refill.
         assert!(l.check("alice", 1.0, 10.0, 0.5).is_err());
-        assert_eq!(l.check("alice", 1.0, 10.0, 5.0).unwrap().remaining, 3);
+        // 0.5 tokens at t = 0.5 (the refusal took none), 5 at t = 5, minus one.
+        assert_eq!(l.check("alice", 1.0, 10.0, 5.0).unwrap().remaining, 4);
         // n at once.
         assert_eq!(l.take("carol", 1.0, 5.0, 0.0, 5.0).unwrap().remaining, 0);
         assert!(l.take("carol", 1.0, 5.0, 0.0, 1.0).is_err());
@@ -442,7 +450,8 @@ mod tests {
         let n = SHARDS * PRUNE_FLOOR * 2;
         for i in 0..n {
             // Each key's bucket is full again one second later.
-            l.check(&i.to_string(), 1.0, 10.0, i as f64 / 1000.0).unwrap();
+            l.check(&i.to_string(), 1.0, 10.0, i as f64 / 1000.0)
+                .unwrap();
         }
         assert!(l.len() < n, "{} of {n} buckets kept", l.len());
     }
@@ -454,7 +463,11 @@ mod tests {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
                     let l = &l;
-                    s.spawn(move || (0..50).filter(|_| l.check("k", 1.0, 100.0, 0.0).is_ok()).count())
+                    s.spawn(move || {
+                        (0..50)
+                            .filter(|_| l.check("k", 1.0, 100.0, 0.0).is_ok())
+                            .count()
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).sum()

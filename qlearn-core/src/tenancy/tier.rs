@@ -12,7 +12,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::{Error, Result};
 
 /// A user's subscription tier; decides quotas, model limit and rate limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// The tier of every new user.
@@ -58,7 +60,9 @@ impl FromStr for Tier {
 }
 
 /// What a user may do beyond their own resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// A tenant: sees and changes only their own account, models and keys.
@@ -259,10 +263,16 @@ mod tests {
         assert_eq!(" Pro ".parse::<Tier>().unwrap(), Tier::Pro);
         assert_eq!("enterprise".parse::<Tier>().unwrap(), Tier::Enterprise);
         let err = "gold".parse::<Tier>().unwrap_err().to_string();
-        assert!(err.contains("tier") && err.contains("free, pro, enterprise"), "{err}");
+        assert!(
+            err.contains("tier") && err.contains("free, pro, enterprise"),
+            "{err}"
+        );
         for t in Tier::ALL {
             assert_eq!(t.to_string().parse::<Tier>().unwrap(), t);
-            assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{}\"", t.as_str()));
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{}\"", t.as_str())
+            );
         }
         assert_eq!(serde_json::from_str::<Tier>("\"pro\"").unwrap(), Tier::Pro);
         assert_eq!(Tier::default(), Tier::Free);
@@ -282,11 +292,20 @@ mod tests {
     fn default_limits_match_spec() {
         let l = Limits::default();
         let f = l.for_tier(Tier::Free);
-        assert_eq!((f.monthly_calls, f.max_models, f.rate_per_second, f.burst), (Some(100), Some(3), 5, 10));
+        assert_eq!(
+            (f.monthly_calls, f.max_models, f.rate_per_second, f.burst),
+            (Some(100), Some(3), 5, 10)
+        );
         let p = l.for_tier(Tier::Pro);
-        assert_eq!((p.monthly_calls, p.max_models, p.rate_per_second, p.burst), (Some(1000), Some(10), 50, 100));
+        assert_eq!(
+            (p.monthly_calls, p.max_models, p.rate_per_second, p.burst),
+            (Some(1000), Some(10), 50, 100)
+        );
         let e = l.for_tier(Tier::Enterprise);
-        assert_eq!((e.monthly_calls, e.max_models, e.rate_per_second, e.burst), (None, None, 500, 1000));
+        assert_eq!(
+            (e.monthly_calls, e.max_models, e.rate_per_second, e.burst),
+            (None, None, 500, 1000)
+        );
         l.validate().unwrap();
     }
 
@@ -303,7 +322,10 @@ mod tests {
         let back: Limits = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
         assert_eq!(back, l);
         // A missing field is an error, not "unlimited".
-        assert!(serde_json::from_str::<Limits>(r#"{"free": {"max_models": 3, "rate_per_second": 5, "burst": 10}}"#).is_err());
+        assert!(serde_json::from_str::<Limits>(
+            r#"{"free": {"max_models": 3, "rate_per_second": 5, "burst": 10}}"#
+        )
+        .is_err());
         // Typos are errors.
         assert!(serde_json::from_str::<Limits>(r#"{"fre": {}}"#).is_err());
         let mut bad = Limits::default();
@@ -322,6 +344,9 @@ mod tests {
         assert!(!l.free.may_create_model(3));
         assert!(l.enterprise.may_create_model(1_000_000));
         assert_eq!(l.free.rate_limit_policy("default"), "\"default\";q=10;w=2");
-        assert_eq!(l.enterprise.rate_limit_policy("a\"b"), "\"a\\\"b\";q=1000;w=2");
+        assert_eq!(
+            l.enterprise.rate_limit_policy("a\"b"),
+            "\"a\\\"b\";q=1000;w=2"
+        );
     }
 }
