@@ -1,0 +1,167 @@
+// Thin client for the qlearn HTTP API (docs/http-api.md). Every error the
+// server returns as {"error": {"code", "message"}} becomes an ApiError that
+// carries the code and the server's own message, so the UI can show it.
+
+const TOKEN_KEY = 'qlearn.token';
+const EMAIL_KEY = 'qlearn.email';
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+export const session = {
+  get token() { return sessionStorage.getItem(TOKEN_KEY); },
+  get email() { return sessionStorage.getItem(EMAIL_KEY); },
+  set(token, email) {
+    sessionStorage.setItem(TOKEN_KEY, token);
+    if (email != null) sessionStorage.setItem(EMAIL_KEY, email);
+  },
+  clear() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(EMAIL_KEY);
+  },
+};
+
+// Called when an authenticated request comes back 401 (expired or revoked token).
+let onUnauthorized = () => {};
+export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
+
+// Called after every metered call (predict, update, batch), successful or refused for quota.
+let onMetered = () => {};
+export function setMeteredHandler(fn) { onMetered = fn; }
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function parseError(res) {
+  let code = 'http_' + res.status;
+  let message = `${res.status} ${res.statusText || 'error'}`;
+  try {
+    const body = await res.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch { /* not JSON: keep the status line */ }
+  const ra = res.headers.get('Retry-After');
+  const retryAfter = ra != null && ra !== '' && !Number.isNaN(Number(ra)) ? Number(ra) : null;
+  return new ApiError(res.status, code, message, retryAfter);
+}
+
+/**
+ * request('POST', '/predict', body, {auth: true})
+ * Retries a short `rate_limited` 429 by itself (the per-second limiter), never a quota refusal.
+ */
+export async function request(method, path, body = undefined, opts = {}) {
+  const auth = opts.auth !== false;
+  const headers = { Accept: 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (auth && session.token) headers.Authorization = `Bearer ${session.token}`;
+  for (let attempt = 0; ; attempt++) {
+    let res;
+    try {
+      res = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: 'no-store',
+      });
+    } catch (e) {
+      throw new ApiError(0, 'network_error', 'Cannot reach the server. Is saas-host running?');
+    }
+    if (res.ok) {
+      if (opts.metered) onMetered();
+      if (res.status === 204) return null;
+      const text = await res.text();
+      return text ? JSON.parse(text) : null;
+    }
+    const err = await parseError(res);
+    if (err.status === 429 && err.code === 'rate_limited' && attempt < 3) {
+      const wait = Math.min(5, Math.max(0.2, err.retryAfter ?? 1));
+      await sleep(wait * 1000);
+      continue;
+    }
+    if (err.status === 401 && auth && session.token) onUnauthorized(err);
+    if (opts.metered && err.code === 'quota_exceeded') onMetered();
+    throw err;
+  }
+}
+
+export const api = {
+  register: (email, password) => request('POST', '/register', { email, password }, { auth: false }),
+  login: (email, password) => request('POST', '/login', { email, password }, { auth: false }),
+  me: () => request('GET', '/me'),
+  dashboard: () => request('GET', '/dashboard'),
+  listModels: () => request('GET', '/models'),
+  getModel: (id) => request('GET', `/models/${encodeURIComponent(id)}`),
+  createModel: (body) => request('POST', '/models', body),
+  patchModel: (id, body) => request('PATCH', `/models/${encodeURIComponent(id)}`, body),
+  deleteModel: (id) => request('DELETE', `/models/${encodeURIComponent(id)}`),
+  predict: (body) => request('POST', '/predict', body, { metered: true }),
+  update: (body) => request('POST', '/update', body, { metered: true }),
+  updateBatch: (body) => request('POST', '/update/batch', body, { metered: true }),
+  status: (id, offset, limit) =>
+    request('GET', `/status/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`),
+  listKeys: () => request('GET', '/api-keys'),
+  createKey: (name) => request('POST', '/api-keys', { name }),
+  deleteKey: (id) => request('DELETE', `/api-keys/${encodeURIComponent(id)}`),
+  eventsUrl: (id) =>
+    `/models/${encodeURIComponent(id)}/events?access_token=${encodeURIComponent(session.token || '')}`,
+};
+
+/**
+ * Parse what a user typed as a state: `[..]` → array (JSON), integer text → integer,
+ * a JSON string literal ("7") → that string, anything else → the trimmed text.
+ * Throws Error with a readable message when an array is malformed.
+ */
+export function parseState(text) {
+  const t = String(text ?? '').trim();
+  if (t === '') throw new Error('Enter a state: a string, an integer or an array like [0, 1].');
+  if (t.startsWith('[')) {
+    let v;
+    try { v = JSON.parse(t); } catch { throw new Error(`"${t}" is not a valid array; write it like [0, 1.5].`); }
+    if (!Array.isArray(v)) throw new Error('An array state must be a list of numbers, like [0, 1].');
+    return v;
+  }
+  if (/^-?\d+$/.test(t)) {
+    const n = Number(t);
+    if (Number.isSafeInteger(n)) return n;
+  }
+  if (t.length >= 2 && t.startsWith('"') && t.endsWith('"')) {
+    try { const s = JSON.parse(t); if (typeof s === 'string') return s; } catch { /* fall through */ }
+  }
+  return t;
+}
+
+/** The canonical key of a state for matching rows and events: JSON of the parsed value. */
+export function stateKey(state) {
+  if (Array.isArray(state)) return JSON.stringify(state.map((x) => (Object.is(x, -0) ? 0 : Number(x))));
+  return JSON.stringify(state);
+}
+
+/** How a state is shown to a person: arrays as [a, b], strings bare, integers as digits. */
+export function formatState(state) {
+  if (Array.isArray(state)) return '[' + state.map((x) => fmtNum(x, 6)).join(', ') + ']';
+  return String(state);
+}
+
+/** Text to put back into a state input so that parseState() returns the same state. */
+export function stateToInput(state) {
+  if (Array.isArray(state)) return formatState(state);
+  if (typeof state === 'string' && (/^-?\d+$/.test(state.trim()) || state.trim().startsWith('[') || state !== state.trim())) {
+    return JSON.stringify(state);
+  }
+  return String(state);
+}
+
+export function fmtNum(x, digits = 3) {
+  if (x == null || Number.isNaN(x)) return '–';
+  if (Number.isInteger(x)) return String(x);
+  const r = Number(x.toFixed(digits));
+  return String(Object.is(r, -0) ? 0 : r);
+}

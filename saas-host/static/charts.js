@@ -1,0 +1,194 @@
+// Small hand-drawn SVG charts (no library, no CDN). Each chart is drawn at the
+// container's real pixel width, so text stays readable on a phone, and redrawn
+// when the container is resized.
+
+const NS = 'http://www.w3.org/2000/svg';
+
+function el(name, attrs = {}, text) {
+  const e = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs)) if (v != null) e.setAttribute(k, String(v));
+  if (text != null) e.textContent = text;
+  return e;
+}
+
+/** "Nice" axis ticks from lo to hi, about `count` of them. */
+export function niceTicks(lo, hi, count = 4, minStep = 0) {
+  if (!(hi > lo)) { hi = lo + 1; }
+  const span = hi - lo;
+  const raw = span / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const norm = raw / mag;
+  const step = Math.max(minStep, (norm >= 5 ? 10 : norm >= 2 ? 5 : norm >= 1 ? 2 : 1) * mag);
+  const start = Math.floor(lo / step) * step;
+  const end = Math.ceil(hi / step) * step;
+  const ticks = [];
+  for (let v = start; v <= end + step / 2; v += step) ticks.push(Number(v.toFixed(10)));
+  return ticks;
+}
+
+const fmtTick = (v) => {
+  const a = Math.abs(v);
+  if (a >= 1e6) return (v / 1e6).toFixed(1).replace(/\.0$/, '') + 'M';
+  if (a >= 1e4) return (v / 1e3).toFixed(1).replace(/\.0$/, '') + 'k';
+  return String(Number(v.toFixed(3)));
+};
+
+const drawers = new WeakMap();
+let observer = null;
+function watch(container, draw) {
+  drawers.set(container, draw);
+  if (typeof ResizeObserver === 'undefined') return;
+  if (!observer) {
+    observer = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const d = drawers.get(entry.target);
+        const w = Math.round(entry.contentRect.width);
+        if (d && w > 0 && w !== entry.target.__lastWidth) d();
+      }
+    });
+  }
+  observer.observe(container);
+}
+
+function widthOf(container, fallback = 640) {
+  const w = container.clientWidth;
+  return w > 0 ? w : fallback;
+}
+
+/**
+ * Bar chart of calls per day.
+ * days: [{date: "2026-11-01", calls: 3}, ...]; today: "2026-11-28" or null.
+ */
+export function usageChart(container, days, today) {
+  const draw = () => {
+    const W = widthOf(container);
+    container.__lastWidth = W;
+    const H = W < 480 ? 170 : 210;
+    const m = { top: 12, right: 8, bottom: 26, left: 36 };
+    const iw = W - m.left - m.right;
+    const ih = H - m.top - m.bottom;
+    const svg = el('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'presentation' });
+    const max = Math.max(4, ...days.map((d) => d.calls));
+    const ticks = niceTicks(0, max, 4, 1).filter((t) => t >= 0);
+    const top = ticks[ticks.length - 1] || 1;
+    const y = (v) => m.top + ih - (v / top) * ih;
+    for (const t of ticks) {
+      svg.append(el('line', { x1: m.left, x2: W - m.right, y1: y(t), y2: y(t), stroke: t === 0 ? '#cdd2dc' : '#eceef3', 'stroke-width': 1 }));
+      svg.append(el('text', { x: m.left - 6, y: y(t) + 4, 'text-anchor': 'end', 'font-size': 11 }, fmtTick(t)));
+    }
+    const n = Math.max(1, days.length);
+    const slot = iw / n;
+    const bw = Math.max(2, Math.min(22, slot * 0.68));
+    const labelEvery = slot < 14 ? 5 : slot < 22 ? 2 : 1;
+    days.forEach((d, i) => {
+      const day = Number(d.date.slice(8, 10));
+      const x = m.left + i * slot + (slot - bw) / 2;
+      const isToday = d.date === today;
+      const h = Math.max(d.calls > 0 ? 2 : 0, (d.calls / top) * ih);
+      const g = el('g');
+      const rect = el('rect', {
+        x: x.toFixed(1), y: (m.top + ih - h).toFixed(1), width: bw.toFixed(1), height: h.toFixed(1), rx: Math.min(3, bw / 3),
+        fill: isToday ? '#4f46e5' : '#a5b4fc', 'data-testid': 'usage-bar', 'data-date': d.date, 'data-calls': d.calls,
+      });
+      rect.append(el('title', {}, `${d.date}: ${d.calls} call${d.calls === 1 ? '' : 's'}`));
+      g.append(rect);
+      // A transparent hit area so the tooltip works on empty days too.
+      const hit = el('rect', { x: m.left + i * slot, y: m.top, width: slot, height: ih, fill: 'transparent' });
+      hit.append(el('title', {}, `${d.date}: ${d.calls} call${d.calls === 1 ? '' : 's'}`));
+      g.append(hit);
+      if (day === 1 || day % labelEvery === 0 || isToday) {
+        g.append(el('text', {
+          x: (m.left + i * slot + slot / 2).toFixed(1), y: H - 8, 'text-anchor': 'middle', 'font-size': 11,
+          'font-weight': isToday ? 700 : 400, fill: isToday ? '#4338ca' : null,
+        }, String(day)));
+      }
+      svg.append(g);
+    });
+    if (days.length === 0) {
+      svg.append(el('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty-text' }, 'No usage data'));
+    }
+    container.replaceChildren(svg);
+  };
+  draw();
+  watch(container, draw);
+}
+
+/**
+ * Line chart of episode returns, oldest first. Draws the returns and a moving average.
+ */
+export function learningCurve(container, returns) {
+  const draw = () => {
+    const W = widthOf(container, 400);
+    container.__lastWidth = W;
+    const H = W < 480 ? 190 : 230;
+    const m = { top: 14, right: 12, bottom: 30, left: 44 };
+    const iw = W - m.left - m.right;
+    const ih = H - m.top - m.bottom;
+    const svg = el('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'presentation' });
+    svg.setAttribute('data-points', String(returns.length));
+    if (returns.length === 0) {
+      svg.append(el('rect', { x: m.left, y: m.top, width: iw, height: ih, fill: '#f7f8fb', rx: 6 }));
+      svg.append(el('text', { x: m.left + iw / 2, y: m.top + ih / 2, 'text-anchor': 'middle', class: 'empty-text' },
+        'No finished episodes yet'));
+      svg.append(el('text', { x: m.left + iw / 2, y: m.top + ih / 2 + 18, 'text-anchor': 'middle', class: 'empty-text', 'font-size': 12 },
+        'send an update with done, or run the demo'));
+      container.replaceChildren(svg);
+      return;
+    }
+    let lo = Math.min(0, ...returns);
+    let hi = Math.max(0, ...returns);
+    if (hi - lo < 1e-9) { hi += 1; lo -= 1; }
+    const ticks = niceTicks(lo, hi, 4);
+    const ymin = ticks[0];
+    const ymax = ticks[ticks.length - 1];
+    const n = returns.length;
+    const x = (i) => m.left + (n === 1 ? iw / 2 : (i / (n - 1)) * iw);
+    const y = (v) => m.top + ih - ((v - ymin) / (ymax - ymin)) * ih;
+    for (const t of ticks) {
+      svg.append(el('line', { x1: m.left, x2: W - m.right, y1: y(t), y2: y(t), stroke: t === 0 ? '#b8bfcc' : '#eceef3', 'stroke-width': 1 }));
+      svg.append(el('text', { x: m.left - 6, y: y(t) + 4, 'text-anchor': 'end', 'font-size': 11 }, fmtTick(t)));
+    }
+    // x labels: first and last episode of the window
+    svg.append(el('text', { x: m.left, y: H - 10, 'text-anchor': 'start', 'font-size': 11 }, n === 1 ? '1 episode' : 'older'));
+    if (n > 1) svg.append(el('text', { x: W - m.right, y: H - 10, 'text-anchor': 'end', 'font-size': 11 }, `latest (${n} episodes)`));
+    const pts = returns.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+    svg.append(el('polyline', { points: pts, fill: 'none', stroke: '#a5b4fc', 'stroke-width': 1.5, 'stroke-linejoin': 'round' }));
+    // moving average over a window that grows with the data
+    const w = Math.max(1, Math.min(10, Math.round(n / 6)));
+    if (w > 1) {
+      const avg = returns.map((_, i) => {
+        const s = Math.max(0, i - w + 1);
+        const slice = returns.slice(s, i + 1);
+        return slice.reduce((a, b) => a + b, 0) / slice.length;
+      });
+      svg.append(el('polyline', {
+        points: avg.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' '),
+        fill: 'none', stroke: '#4f46e5', 'stroke-width': 2.5, 'stroke-linejoin': 'round', 'stroke-linecap': 'round',
+      }));
+    }
+    if (n <= 60) {
+      returns.forEach((v, i) => {
+        const c = el('circle', { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 3, fill: '#4f46e5', 'data-testid': 'curve-point' });
+        c.append(el('title', {}, `return ${fmtTick(v)}`));
+        svg.append(c);
+      });
+    }
+    container.replaceChildren(svg);
+  };
+  draw();
+  watch(container, draw);
+}
+
+/**
+ * Diverging color for a Q-value relative to the largest magnitude on the page:
+ * warm red below zero, white at zero, blue above. Returns [background, text color].
+ */
+export function heatColor(v, maxAbs) {
+  if (!(maxAbs > 0) || !Number.isFinite(v)) return ['rgb(247,247,247)', '#1c2333'];
+  const t = Math.max(-1, Math.min(1, v / maxAbs));
+  const mid = [247, 247, 247];
+  const end = t < 0 ? [214, 96, 77] : [67, 147, 195];
+  const a = Math.abs(t);
+  const c = mid.map((m, i) => Math.round(m + (end[i] - m) * a));
+  return [`rgb(${c[0]},${c[1]},${c[2]})`, a > 0.6 ? '#ffffff' : '#1c2333'];
+}

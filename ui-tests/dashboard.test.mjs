@@ -1,0 +1,308 @@
+// End-to-end test of the qlearn web dashboard in real headless Chromium.
+// Run by scripts/ui-test.sh against a freshly started saas-host
+// (QLEARN_BASE_URL points at it); `node --test` is the runner.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { BASE, launch, until, untilText, http, uniqueEmail } from './lib.mjs';
+
+const PASSWORD = 'correct horse battery staple';
+const HTTP_ERROR = /Failed to load resource: the server responded with a status of (\d{3})/;
+
+let browser;
+let context;
+let page;
+const consoleErrors = []; // errors nobody expected
+const expectedHttpErrors = []; // 4xx the test provoked on purpose
+let expectStatus = null; // set of statuses the current step provokes on purpose
+
+before(async () => {
+  browser = await launch();
+  context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  page = await context.newPage();
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    const text = msg.text();
+    const m = text.match(HTTP_ERROR);
+    if (m && expectStatus && expectStatus.has(Number(m[1]))) { expectedHttpErrors.push(text); return; }
+    consoleErrors.push(`${text} @ ${msg.location()?.url || ''}`);
+  });
+  page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+  page.on('requestfailed', (req) => {
+    // An EventSource closed by the page itself is reported as aborted; that is not a failure.
+    const f = req.failure()?.errorText || '';
+    if (!/ERR_ABORTED/.test(f)) consoleErrors.push(`request failed: ${req.method()} ${req.url()} ${f}`);
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function provoking(statuses, fn) {
+  expectStatus = new Set(statuses);
+  try { return await fn(); } finally {
+    // let late console messages of this step arrive before the window closes
+    await page.waitForTimeout(150);
+    expectStatus = null;
+  }
+}
+
+const cell = (state, action) => page.locator(`[data-testid="q-cell"][data-state="${state}"][data-action="${action}"]`);
+const cellValue = async (state, action) => {
+  const c = cell(state, action);
+  if ((await c.count()) === 0) return null;
+  return Number(await c.getAttribute('data-value'));
+};
+
+test('the web dashboard, end to end in headless Chromium', async (t) => {
+  const email = uniqueEmail('e2e');
+  let modelId;
+  let defaultModelName;
+
+  await t.test('GET / serves the page with its assets and no console errors', async () => {
+    const res = await page.goto(BASE + '/', { waitUntil: 'load' });
+    assert.equal(res.status(), 200);
+    assert.match(res.headers()['content-type'] || '', /text\/html/);
+    await page.locator('#auth-view').waitFor({ state: 'visible' });
+    assert.equal(await page.title(), 'qlearn — self-learning models as a service');
+    // the module script really ran: the tabs are wired
+    await page.click('#tab-register');
+    assert.equal(await page.locator('#auth-submit').textContent(), 'Create account');
+  });
+
+  await t.test('registration shows the API error message, then succeeds', async () => {
+    await provoking([422], async () => {
+      await page.fill('#auth-email', email);
+      await page.fill('#auth-password', 'short');
+      await page.click('#auth-submit');
+      const msg = await untilText(page.locator('#auth-error'), /\S/);
+      assert.match(msg, /password/i, 'the server message names the password');
+    });
+    await page.fill('#auth-password', PASSWORD);
+    await page.click('#auth-submit');
+    await page.locator('#view-dashboard').waitFor({ state: 'visible' });
+    await untilText(page.locator('#user-email'), new RegExp(email.replace(/[.+]/g, '\\$&')));
+    assert.equal((await page.locator('#tier-badge').textContent()).trim(), 'free');
+    await untilText(page.locator('#usage-remaining'), /^100$/);
+    assert.ok(await page.evaluate(() => !!sessionStorage.getItem('qlearn.token')), 'the JWT is kept in sessionStorage');
+    const bars = page.locator('#usage-chart [data-testid="usage-bar"]');
+    const days = await bars.count();
+    assert.ok(days >= 28 && days <= 31, `one bar per day of the month, got ${days}`);
+    // a new account comes with a default model
+    await until('the default model in the dashboard table', async () => (await page.locator('[data-testid="dash-model-row"]').count()) === 1);
+  });
+
+  await t.test('create a model: the 422 message appears next to the form, then it is created', async () => {
+    await page.click('#nav-models');
+    await page.locator('#view-models').waitFor({ state: 'visible' });
+    await until('the models table', async () => (await page.locator('[data-testid="model-row"]').count()) === 1);
+    defaultModelName = await page.locator('[data-testid="model-row"]').first().getAttribute('data-model-name');
+    await page.click('#new-model-btn');
+    await page.locator('#model-editor').waitFor({ state: 'visible' });
+    // every engine parameter has a field with a label
+    for (const f of ['name', 'n_actions', 'action_names', 'learning_rate', 'discount_factor', 'epsilon', 'epsilon_decay',
+      'min_epsilon', 'initial_q', 'algorithm', 'exploration', 'temperature', 'seed']) {
+      assert.equal(await page.locator(`label[for="f-${f}"]`).count(), 1, `label for ${f}`);
+    }
+    assert.equal(await page.locator('#f-learning_rate').inputValue(), '0.1');
+    assert.equal(await page.locator('#f-discount_factor').inputValue(), '0.95');
+    await page.fill('#f-name', 'e2e-grid');
+    await page.fill('#f-n_actions', '4');
+    await page.fill('#f-action_names', 'up, down, left, right');
+    await page.fill('#f-learning_rate', '2');
+    await provoking([422], async () => {
+      await page.click('#model-form-submit');
+      const msg = await untilText(page.locator('#model-form-error'), /\S/);
+      assert.match(msg, /learning_rate/, 'the API names the bad field');
+      await untilText(page.locator('[data-testid="field-error"][data-field="learning_rate"]'), /learning_rate/);
+      assert.equal(await page.locator('#f-learning_rate').getAttribute('aria-invalid'), 'true');
+    });
+    await page.fill('#f-learning_rate', '0.5');
+    await page.click('#model-form-submit');
+    await page.locator('#view-operate').waitFor({ state: 'visible' });
+    modelId = decodeURIComponent(new URL(page.url()).hash.split('/')[2] || '');
+    assert.ok(modelId, 'navigated to the new model');
+    assert.equal(await page.locator('#model-select').inputValue(), modelId);
+    await untilText(page.locator('#live-status'), /live/);
+  });
+
+  await t.test('predict shows the action, its name, the Q-values and whether it explored', async () => {
+    await page.fill('#state-input', '[0, 0]');
+    await page.uncheck('#explore-input');
+    await page.click('#predict-btn');
+    await page.locator('#predict-result').waitFor({ state: 'visible' });
+    const action = Number(await page.locator('#pred-action').textContent());
+    assert.ok(action >= 0 && action < 4);
+    const name = await page.locator('#pred-action-name').textContent();
+    assert.ok(['up', 'down', 'left', 'right'].some((n) => name.includes(n)), `action name shown: ${name}`);
+    assert.equal(await page.locator('[data-testid="q-bar"]').count(), 4);
+    assert.equal(await page.locator('#pred-explored').getAttribute('data-explored'), 'false');
+    // the feedback form is pre-filled with the decision
+    assert.equal(await page.locator('#fb-state').inputValue(), '[0, 0]');
+    assert.equal(await page.locator('#fb-action').inputValue(), String(action));
+  });
+
+  await t.test('feedback changes the heatmap cell', async () => {
+    assert.equal(await cellValue('[0,0]', 3), null, 'no row for [0, 0] before any update');
+    await page.selectOption('#fb-action', '3');
+    await page.fill('#fb-reward', '1');
+    await page.fill('#fb-next-state', '[0, 1]');
+    await page.check('#fb-done');
+    await page.click('#feedback-btn');
+    await untilText(page.locator('#fb-q-value'), /^0\.5$/);
+    await until('heatmap cell [0,0]×3 = 0.5', async () => (await cellValue('[0,0]', 3)) === 0.5);
+    assert.equal(await cellValue('[0,0]', 0), 0);
+    assert.match(await cell('[0,0]', 3).textContent(), /0\.5/);
+    await untilText(page.locator('#stat-updates'), /^1$/);
+    // done ended an episode: the learning curve has a point
+    await until('one point on the learning curve', async () => (await page.locator('#learning-curve [data-testid="curve-point"]').count()) === 1);
+  });
+
+  await t.test("a second client's update appears live, without a reload", async () => {
+    await page.evaluate(() => { window.__noReload = 'still here'; });
+    const login = await http('POST', '/login', { email, password: PASSWORD });
+    assert.equal(login.status, 200);
+    const token = login.body.access_token;
+    assert.ok(token);
+    const r = await http('POST', '/update', {
+      model_id: modelId, state: [2, 3], action: 1, reward: -1, next_state: [3, 3], done: true,
+    }, token);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await until('heatmap cell [2,3]×1 = -0.5 from the other client', async () => (await cellValue('[2,3]', 1)) === -0.5);
+    // and an update of a state already shown changes its cell in place
+    const r2 = await http('POST', '/update', {
+      model_id: modelId, state: [0, 0], action: 3, reward: 1, next_state: [0, 1], done: false,
+    }, token);
+    assert.equal(r2.status, 200, JSON.stringify(r2.body));
+    const expected = r2.body.q_value;
+    await until(`heatmap cell [0,0]×3 = ${expected}`, async () => Math.abs((await cellValue('[0,0]', 3)) - expected) < 1e-9);
+    await untilText(page.locator('#stat-updates'), /^3$/);
+    await until('two points on the learning curve', async () => (await page.locator('#learning-curve [data-testid="curve-point"]').count()) === 2);
+    assert.equal(await page.evaluate(() => window.__noReload), 'still here', 'the page was not reloaded');
+  });
+
+  await t.test('the usage chart and remaining count reflect the calls', async () => {
+    // 1 predict + 1 update from the page, 2 updates from the second client
+    await untilText(page.locator('#usage-pill-text'), /^4 \/ 100$/);
+    await page.click('#nav-dashboard');
+    await page.locator('#view-dashboard').waitFor({ state: 'visible' });
+    await untilText(page.locator('#usage-calls'), /^4$/);
+    await untilText(page.locator('#usage-remaining'), /^96$/);
+    const today = new Date().toISOString().slice(0, 10);
+    await until("today's bar counts 4 calls", async () =>
+      (await page.locator(`#usage-chart [data-testid="usage-bar"][data-date="${today}"]`).getAttribute('data-calls')) === '4');
+  });
+
+  await t.test('the gridworld demo trains the model in batches and says what it costs', async () => {
+    await page.click('#nav-operate');
+    await page.locator('#view-operate').waitFor({ state: 'visible' });
+    await untilText(page.locator('#live-status'), /live/);
+    await page.fill('#demo-budget', '12');
+    await untilText(page.locator('#demo-info'), /12 metered calls.*96/);
+    await page.click('#demo-run');
+    await untilText(page.locator('#demo-status'), /^Done\. 12 calls used/, 30000);
+    await untilText(page.locator('#stat-updates'), /^15$/);
+    await untilText(page.locator('#usage-pill-text'), /^16 \/ 100$/);
+  });
+
+  await t.test('API keys: create, shown once, usable, revoke', async () => {
+    await page.click('#nav-keys');
+    await page.locator('#view-keys').waitFor({ state: 'visible' });
+    await page.fill('#key-name', 'ci worker');
+    await page.click('#key-create');
+    await page.locator('#key-created').waitFor({ state: 'visible' });
+    const key = await page.locator('#key-value').inputValue();
+    assert.ok(key.length >= 16, 'the key is shown');
+    await until('one key row', async () => (await page.locator('[data-testid="key-row"]').count()) === 1);
+    const me = await http('GET', '/me', undefined, key);
+    assert.equal(me.status, 200);
+    assert.equal(me.body.email, email);
+    await page.click('#key-dismiss');
+    assert.equal(await page.locator('#key-value').inputValue(), '', 'the key is gone from the page once dismissed');
+    await page.click('[data-testid="key-row"] [data-action="revoke"]');
+    await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
+    await page.click('#confirm-ok');
+    await until('no key rows', async () => (await page.locator('[data-testid="key-row"]').count()) === 0);
+    assert.equal((await http('GET', '/me', undefined, key)).status, 401);
+  });
+
+  await t.test('edit and delete a model, with confirmation', async () => {
+    await page.click('#nav-models');
+    await until('two model rows', async () => (await page.locator('[data-testid="model-row"]').count()) === 2);
+    await page.click(`[data-testid="model-row"][data-model-id="${modelId}"] [data-action="edit"]`);
+    await page.locator('#model-editor').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#f-name').inputValue(), 'e2e-grid');
+    assert.ok(await page.locator('#f-n_actions').isDisabled(), 'n_actions cannot change');
+    await page.fill('#f-name', 'e2e-grid-renamed');
+    await page.fill('#f-epsilon', '0.2');
+    await page.click('#model-form-submit');
+    await until('the renamed row', async () =>
+      (await page.locator(`[data-testid="model-row"][data-model-id="${modelId}"]`).getAttribute('data-model-name')) === 'e2e-grid-renamed');
+    const got = await http('GET', `/models/${modelId}`, undefined, await page.evaluate(() => sessionStorage.getItem('qlearn.token')));
+    assert.equal(got.body.name, 'e2e-grid-renamed');
+    assert.equal(got.body.epsilon, 0.2);
+
+    const other = page.locator(`[data-testid="model-row"][data-model-name="${defaultModelName}"]`);
+    // cancel first: nothing is deleted
+    await other.locator('[data-action="delete"]').click();
+    await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
+    await page.keyboard.press('Escape');
+    await page.locator('#confirm-dialog').waitFor({ state: 'hidden' });
+    assert.equal(await page.locator('[data-testid="model-row"]').count(), 2);
+    await other.locator('[data-action="delete"]').click();
+    await page.click('#confirm-ok');
+    await until('one model row left', async () => (await page.locator('[data-testid="model-row"]').count()) === 1);
+  });
+
+  await t.test('the page fits a 375 px phone screen', async () => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    for (const hash of ['#/dashboard', `#/operate/${modelId}`, '#/models', '#/keys']) {
+      await page.evaluate((h) => { location.hash = h; }, hash);
+      await page.waitForTimeout(400);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `${hash}: no horizontal scroll at 375 px (overflow ${overflow}px)`);
+    }
+    await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  await t.test('the forms are keyboard-usable', async () => {
+    await page.evaluate(() => { location.hash = '#/keys'; });
+    await page.locator('#view-keys').waitFor({ state: 'visible' });
+    await page.focus('#key-name');
+    await page.keyboard.type('keyboard key');
+    await page.keyboard.press('Enter');
+    await until('a key made from the keyboard', async () => (await page.locator('[data-testid="key-row"]').count()) === 1);
+    const unlabeled = await page.evaluate(() => Array.from(document.querySelectorAll('input:not([type=hidden]), select'))
+      .filter((e) => e.offsetParent !== null || e.closest('form'))
+      .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+      .map((e) => e.id || e.name));
+    assert.deepEqual(unlabeled, [], 'every input has a label');
+  });
+
+  await t.test('log out forgets the token', async () => {
+    await page.click('#logout-btn');
+    await page.locator('#auth-view').waitFor({ state: 'visible' });
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('qlearn.token')), null);
+    // a wrong password shows the API's message
+    await provoking([401], async () => {
+      await page.fill('#auth-email', email);
+      await page.fill('#auth-password', 'not the password');
+      await page.click('#auth-submit');
+      await untilText(page.locator('#auth-error'), /\S/);
+      assert.equal(await page.locator('#auth-error').getAttribute('data-code'), 'invalid_credentials');
+    });
+    // and signing in again works
+    await page.fill('#auth-email', email);
+    await page.fill('#auth-password', PASSWORD);
+    await page.click('#auth-submit');
+    await page.locator('#view-dashboard').waitFor({ state: 'visible' });
+    await untilText(page.locator('#usage-calls'), /^16$/);
+  });
+
+  await t.test('no console errors during the run', async () => {
+    await page.waitForTimeout(300);
+    assert.deepEqual(consoleErrors, []);
+    assert.ok(expectedHttpErrors.length >= 0);
+  });
+});
