@@ -737,6 +737,14 @@ function renderHeatmap(opts = {}) {
 function renderCurve() {
   learningCurve($('#learning-curve'), S.returns);
   const n = S.returns.length;
+  const r = S.returns;
+  const last10 = r.slice(-10);
+  $('#curve-summary').replaceChildren(...(n === 0 ? [] : [
+    h('dt', {}, 'Last'), h('dd', { 'data-testid': 'curve-last' }, fmtNum(r[n - 1], 3)),
+    h('dt', {}, 'Best'), h('dd', {}, fmtNum(Math.max(...r), 3)),
+    h('dt', {}, `Mean of last ${last10.length}`), h('dd', {}, fmtNum(last10.reduce((a, b) => a + b, 0) / last10.length, 3)),
+    h('dt', {}, 'Episodes'), h('dd', {}, fmtInt(S.stats?.episodes ?? n)),
+  ]));
   $('#curve-caption').textContent = n ? `return of the last ${n} episode${n === 1 ? '' : 's'}` : 'return per episode';
 }
 
@@ -840,7 +848,7 @@ async function onFeedback(ev) {
       out.replaceChildren(h('div', { class: 'result-grid' },
         h('div', {}, h('span', { class: 'stat-label' }, 'New Q(s, a)'), h('span', { class: 'stat-value', id: 'fb-q-value', 'data-testid': 'fb-q-value' }, fmtNum(res.q_value, 4))),
         h('div', {}, h('span', { class: 'stat-label' }, 'TD error'), h('span', { class: 'stat-value' }, fmtNum(res.td_error, 4))),
-        h('div', {}, h('span', { class: 'stat-label' }, 'ε'), h('span', { class: 'stat-value' }, fmtNum(res.epsilon, 4)))));
+        h('div', {}, h('span', { class: 'stat-label' }, 'Epsilon'), h('span', { class: 'stat-value' }, fmtNum(res.epsilon, 4)))));
       out.hidden = false;
       // Without a live stream, catch up by reloading the table.
       if (!S.es || S.es.readyState !== EventSource.OPEN) scheduleStatusRefresh(200);
@@ -926,6 +934,7 @@ async function startDemo() {
   });
   S.demo = null;
   S.demoAgent = null;
+  S.demoBudgetTouched = false;
   $('#demo-stop').disabled = true;
   renderDemoGrid();
   const summary = `${result.sent} call${result.sent === 1 ? '' : 's'} used, ${result.episodes} episode${result.episodes === 1 ? '' : 's'} finished.${lastText}`;

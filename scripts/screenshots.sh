@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerates docs/screenshots/*.png (login, dashboard, models, the operate view
+# with its live heatmap, and phone width) from a freshly started saas-host in
+# headless Chromium. Same setup as scripts/ui-test.sh.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p docs/screenshots
+SCREENSHOT_DIR="$(pwd)/docs/screenshots" bash ui-tests/with-server.sh node screenshots.mjs
+rc=$?
+if [ "$rc" = "75" ]; then
+  echo "FAILED: screenshots need Chromium (apt-get install chromium)" >&2
+  exit 1
+fi
+exit "$rc"
