@@ -300,6 +300,68 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await untilText(page.locator('#usage-calls'), /^16$/);
   });
 
+  await t.test('a clear notice near and at the monthly limit; refused calls show the API message', async () => {
+    const token = await page.evaluate(() => sessionStorage.getItem('qlearn.token'));
+    // string and integer states too, so the table needs several pages
+    const exp = (n) => Array.from({ length: n }, (_, i) => {
+      const state = i % 2 ? `room-${i % 24}` : i % 10;
+      return { state, action: i % 4, reward: 0.25, next_state: state, done: false };
+    });
+    const used = Number(await page.locator('#usage-calls').textContent());
+    const toNear = 85 - used;
+    assert.ok(toNear > 0, `calls so far ${used}`);
+    let r = await http('POST', '/update/batch', { model_id: modelId, experiences: exp(toNear) }, token);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.results.length, toNear);
+    await page.click('#dash-refresh');
+    await untilText(page.locator('#usage-calls'), /^85$/);
+    await page.locator('#quota-notice').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#quota-notice').getAttribute('data-level'), 'near');
+    assert.match(await page.locator('#quota-notice').textContent(), /85 of 100/);
+    r = await http('POST', '/update/batch', { model_id: modelId, experiences: exp(15) }, token);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await page.click('#dash-refresh');
+    await untilText(page.locator('#usage-remaining'), /^0$/);
+    await until('the at-limit notice', async () => (await page.locator('#quota-notice').getAttribute('data-level')) === 'limit');
+    assert.match(await page.locator('#quota-notice').textContent(), /all 100 calls/);
+    await page.click('#nav-operate');
+    await page.locator('#view-operate').waitFor({ state: 'visible' });
+    await page.selectOption('#model-select', modelId);
+    await untilText(page.locator('#live-status'), /live/);
+    assert.ok(await page.locator('#demo-run').isDisabled(), 'the demo cannot start without calls left');
+    // paging through the Q-table
+    await page.selectOption('#qt-limit', '10');
+    const first = await untilText(page.locator('#qt-range'), /^1–10 of \d+ states$/);
+    const total = Number(first.match(/of (\d+)/)[1]);
+    assert.ok(total > 20, `states: ${total}`);
+    assert.equal(await page.locator('[data-testid="q-row"]').count(), 10);
+    assert.ok(await page.locator('#qt-prev').isDisabled());
+    await page.click('#qt-next');
+    await untilText(page.locator('#qt-range'), new RegExp(`^11–20 of ${total} states$`));
+    await page.click('#qt-prev');
+    await untilText(page.locator('#qt-range'), /^1–10 /);
+    const seen = new Set();
+    for (let p = 0; p * 10 < total; p++) {
+      if (p > 0) await page.click('#qt-next');
+      await until(`page ${p + 1}`, async () => (await page.locator('#qt-range').textContent()).startsWith(`${p * 10 + 1}–`));
+      for (const k of await page.locator('[data-testid="q-row"]').evaluateAll((rows) => rows.map((r) => r.dataset.state))) seen.add(k);
+    }
+    assert.equal(seen.size, total, 'every state on exactly one page');
+    assert.ok(seen.has('"room-3"') && seen.has('4') && seen.has('[0,0]'), 'strings, integers and arrays are shown as sent');
+    assert.ok(await page.locator('#qt-next').isDisabled());
+    await provoking([429], async () => {
+      await page.fill('#state-input', 'lobby');
+      await page.click('#predict-btn');
+      await untilText(page.locator('#operate-error'), /\S/);
+      assert.equal(await page.locator('#operate-error').getAttribute('data-code'), 'quota_exceeded');
+    });
+    // the refused call was not counted
+    await page.click('#nav-dashboard');
+    await page.click('#dash-refresh');
+    await page.waitForTimeout(300);
+    await untilText(page.locator('#usage-calls'), /^100$/);
+  });
+
   await t.test('no console errors during the run', async () => {
     await page.waitForTimeout(300);
     assert.deepEqual(consoleErrors, []);

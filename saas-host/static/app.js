@@ -622,12 +622,15 @@ function openEvents() {
   S.es = es;
   S.esModel = id;
   es.addEventListener('open', () => { if (S.es === es) setLive('open', 'live'); });
-  es.addEventListener('update', (e) => {
+  const onData = (e) => {
     if (S.es !== es) return;
     let data;
     try { data = JSON.parse(e.data); } catch { return; }
-    onModelEvent(data);
-  });
+    if (data && data.state !== undefined) onModelEvent(data);
+  };
+  es.addEventListener('update', onData);
+  es.addEventListener('message', onData); // tolerate a stream that sends unnamed events
+
   es.addEventListener('error', () => {
     if (S.es !== es) return;
     if (es.readyState === EventSource.CLOSED) {
