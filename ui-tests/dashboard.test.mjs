@@ -333,11 +333,11 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await page.selectOption('#qt-limit', '10');
     const first = await untilText(page.locator('#qt-range'), /^1–10 of \d+ states$/);
     const total = Number(first.match(/of (\d+)/)[1]);
-    assert.ok(total > 20, `states: ${total}`);
+    assert.ok(total > 10, `states: ${total}`);
     assert.equal(await page.locator('[data-testid="q-row"]').count(), 10);
     assert.ok(await page.locator('#qt-prev').isDisabled());
     await page.click('#qt-next');
-    await untilText(page.locator('#qt-range'), new RegExp(`^11–20 of ${total} states$`));
+    await untilText(page.locator('#qt-range'), new RegExp(`^11–${Math.min(20, total)} of ${total} states$`));
     await page.click('#qt-prev');
     await untilText(page.locator('#qt-range'), /^1–10 /);
     const seen = new Set();

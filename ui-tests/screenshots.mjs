@@ -18,6 +18,7 @@ try {
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   const shot = async (name, opts = {}) => {
+    if (opts.fullPage) await page.evaluate(() => window.scrollTo(0, 0));
     await page.waitForTimeout(400); // let charts settle
     await page.screenshot({ path: path.join(out, name), ...opts });
     console.log(`wrote ${path.join(out, name)}`);
@@ -61,6 +62,17 @@ try {
   await page.locator('#model-editor').waitFor({ state: 'visible' });
   await shot('models.png', { fullPage: true });
   await page.click('#model-form-cancel');
+
+  await page.click('#nav-keys');
+  await page.locator('#view-keys').waitFor({ state: 'visible' });
+  for (const name of ['production worker', 'notebook']) {
+    await page.fill('#key-name', name);
+    await page.click('#key-create');
+    await page.locator('#key-created').waitFor({ state: 'visible' });
+  }
+  await page.click('#key-dismiss');
+  await until('two keys listed', async () => (await page.locator('[data-testid="key-row"]').count()) === 2);
+  await shot('keys.png');
 
   await page.click('#nav-dashboard');
   await page.locator('#view-dashboard').waitFor({ state: 'visible' });

@@ -44,6 +44,7 @@ const S = {
   demo: null, // {controller}
   demoAgent: null,
   demoBudgetTouched: false,
+  demoSizeTouched: false,
   editing: null, // model being edited, or null when creating
   authMode: 'login',
 };
@@ -710,14 +711,14 @@ function renderHeatmap(opts = {}) {
   const body = rows.map((r) => {
     const key = stateKey(r.state);
     const best = Math.max(...r.q_values);
-    const allSame = r.q_values.every((v) => v === r.q_values[0]);
+    const uniqueBest = r.q_values.filter((v) => v === best).length === 1;
     const tr = h('tr', { 'data-testid': 'q-row', 'data-state': key }, h('th', { scope: 'row', title: formatState(r.state) }, formatState(r.state)));
     for (let a = 0; a < cols; a++) {
       const v = r.q_values[a];
       const [bg, fg] = heatColor(v, maxAbs);
       const td = h('td', {
         'data-testid': 'q-cell', 'data-state': key, 'data-action': a, 'data-value': v,
-        class: [!allSame && v === best ? 'best' : '', flash && flash.flashKey === key && flash.flashAction === a ? 'flash' : ''].join(' ').trim() || null,
+        class: [uniqueBest && v === best ? 'best' : '', flash && flash.flashKey === key && flash.flashAction === a ? 'flash' : ''].join(' ').trim() || null,
         title: `${formatState(r.state)} · ${actionLabel(m, a)}: ${v}`,
       }, fmtNum(v, 3));
       td.style.backgroundColor = bg;
@@ -753,7 +754,7 @@ function renderCurve() {
 
 function renderDemoGrid() {
   if (!S.selected) return;
-  renderGrid($('#demo-grid'), S.qIndex, S.selected.n_actions, S.demoAgent);
+  renderGrid($('#demo-grid'), S.qIndex, S.selected.n_actions, S.demoAgent, demoSize());
 }
 
 // ------------------------------------------------------------------ operate: predict and feedback
@@ -864,8 +865,16 @@ async function onFeedback(ev) {
 function demoBudgetDefault() {
   const u = S.dashboard?.usage;
   if (!u || u.limit == null) return 400;
-  return Math.max(1, Math.min(u.remaining ?? 0, Math.round(u.limit * 0.5), 400));
+  return Math.max(1, Math.min(u.remaining ?? 0, Math.round(u.limit * 0.6), 400));
 }
+
+// A 3×3 grid learns visibly within the free plan's calls; 4×4 needs a few hundred.
+function demoSizeDefault() {
+  const u = S.dashboard?.usage;
+  return u && u.limit != null && (u.remaining ?? 0) < 300 ? 3 : 4;
+}
+
+const demoSize = () => Number($('#demo-size').value) || 4;
 
 function renderDemoInfo() {
   const m = S.selected;
@@ -875,6 +884,7 @@ function renderDemoInfo() {
   if (S.demo) return;
   const u = S.dashboard?.usage;
   if (!S.demoBudgetTouched) $('#demo-budget').value = String(demoBudgetDefault());
+  if (!S.demoSizeTouched) $('#demo-size').value = String(demoSizeDefault());
   const budget = Math.max(0, Math.floor(Number($('#demo-budget').value) || 0));
   info.replaceChildren();
   if (m.n_actions !== 4) {
@@ -921,10 +931,11 @@ async function startDemo() {
   S.demo = { controller };
   $('#demo-run').disabled = true;
   $('#demo-stop').disabled = false;
+  for (const id of ['#demo-size', '#demo-budget', '#demo-max-steps']) $(id).disabled = true;
   status.textContent = 'Running…';
   let lastText = '';
   const result = await runDemo({
-    api, model: { ...m, stats: S.stats || m.stats }, budget, maxSteps, qIndex: S.qIndex, signal: controller.signal,
+    api, model: { ...m, stats: S.stats || m.stats }, size: demoSize(), budget, maxSteps, qIndex: S.qIndex, signal: controller.signal,
     onProgress: (p) => {
       S.demoAgent = p.agent;
       renderDemoGrid();
@@ -939,6 +950,7 @@ async function startDemo() {
   S.demoAgent = null;
   S.demoBudgetTouched = false;
   $('#demo-stop').disabled = true;
+  for (const id of ['#demo-size', '#demo-budget', '#demo-max-steps']) $(id).disabled = false;
   renderDemoGrid();
   const summary = `${result.sent} call${result.sent === 1 ? '' : 's'} used, ${result.episodes} episode${result.episodes === 1 ? '' : 's'} finished.${lastText}`;
   if (result.stoppedBy === 'error') {
@@ -1035,6 +1047,7 @@ function wire() {
   $('#demo-run').addEventListener('click', startDemo);
   $('#demo-stop').addEventListener('click', stopDemo);
   $('#demo-budget').addEventListener('input', () => { S.demoBudgetTouched = true; renderDemoInfo(); });
+  $('#demo-size').addEventListener('change', () => { S.demoSizeTouched = true; renderDemoGrid(); renderDemoInfo(); });
   $('#qt-prev').addEventListener('click', () => { S.qt.offset = Math.max(0, S.qt.offset - S.qt.limit); loadStatus(false).catch((e) => showError($('#operate-error'), e)); });
   $('#qt-next').addEventListener('click', () => { S.qt.offset += S.qt.limit; loadStatus(false).catch((e) => showError($('#operate-error'), e)); });
   $('#qt-limit').addEventListener('change', (e) => { S.qt.limit = Number(e.target.value); S.qt.offset = 0; loadStatus(false).catch((err) => showError($('#operate-error'), err)); });

@@ -1,13 +1,12 @@
-// The built-in demo: a 4x4 gridworld trained from the browser through
-// POST /update/batch. Actions are chosen here from the model's own Q-values
-// (ε-greedy), so only the updates are metered, never a predict.
+// The built-in demo: an n×n gridworld (3×3 to 5×5, 4×4 by default on plans with
+// room for it) trained from the browser through POST /update/batch. Actions are
+// chosen here from the model's own Q-values (ε-greedy), so only the updates are
+// metered, never a predict. The agent starts at [0, 0]; the goal is the far corner.
 
 import { ApiError, stateKey } from './api.js';
 
-export const ROWS = 4;
-export const COLS = 4;
 export const START = [0, 0];
-export const GOAL = [3, 3];
+export const goalOf = (size) => [size - 1, size - 1];
 export const STEP_REWARD = -0.04;
 export const GOAL_REWARD = 1;
 export const ACTION_NAMES = ['up', 'down', 'left', 'right'];
@@ -15,11 +14,11 @@ const MOVES = [[-1, 0], [1, 0], [0, -1], [0, 1]];
 const ARROWS = ['↑', '↓', '←', '→'];
 
 /** One step of the environment. Bumping into a wall leaves the agent where it is. */
-export function envStep([r, c], action) {
+export function envStep([r, c], action, size = 4) {
   const [dr, dc] = MOVES[action];
-  const nr = Math.min(ROWS - 1, Math.max(0, r + dr));
-  const nc = Math.min(COLS - 1, Math.max(0, c + dc));
-  const done = nr === GOAL[0] && nc === GOAL[1];
+  const nr = Math.min(size - 1, Math.max(0, r + dr));
+  const nc = Math.min(size - 1, Math.max(0, c + dc));
+  const done = nr === size - 1 && nc === size - 1;
   return { next: [nr, nc], reward: done ? GOAL_REWARD : STEP_REWARD, done };
 }
 
@@ -33,13 +32,14 @@ const sleep = (ms, signal) => new Promise((resolve) => {
  * by the caller from /status and the event stream; the runner also writes the q_value of
  * every update the server returns into it.
  *
- * opts: {api, model, budget, maxSteps, qIndex, signal, chunk, delayMs, onProgress(info)}
+ * opts: {api, model, size, budget, maxSteps, qIndex, signal, chunk, delayMs, onProgress(info)}
  * Resolves to {sent, episodes, stoppedBy: 'budget'|'abort'|'error', error?}.
  */
 export async function runDemo(opts) {
   const { api, model, qIndex, signal } = opts;
   const budget = Math.max(0, Math.floor(opts.budget));
-  const maxSteps = Math.max(2, Math.floor(opts.maxSteps || 40));
+  const maxSteps = Math.max(2, Math.floor(opts.maxSteps || 25));
+  const size = Math.min(8, Math.max(2, Math.floor(opts.size || 4)));
   const chunk = opts.chunk || 10;
   const delayMs = opts.delayMs ?? 300;
   const nA = model.n_actions;
@@ -97,7 +97,7 @@ export async function runDemo(opts) {
   try {
     while (sent + pending.length < budget) {
       if (signal?.aborted) { await flush(); return { sent, episodes, returns, stoppedBy: 'abort' }; }
-      const { next, reward, done } = envStep(state, action);
+      const { next, reward, done } = envStep(state, action, size);
       steps += 1;
       ret += reward;
       const truncated = !done && steps >= maxSteps;
@@ -139,10 +139,13 @@ export async function runDemo(opts) {
 }
 
 /** Draws the grid with the greedy action per cell (from qIndex) and the agent. */
-export function renderGrid(container, qIndex, nActions, agent) {
+export function renderGrid(container, qIndex, nActions, agent, n = 4) {
   const NS = 'http://www.w3.org/2000/svg';
-  const size = 52;
+  const size = Math.round(208 / n);
   const pad = 2;
+  const ROWS = n;
+  const COLS = n;
+  const GOAL = goalOf(n);
   const W = COLS * size + pad * 2;
   const H = ROWS * size + pad * 2;
   const svg = document.createElementNS(NS, 'svg');
@@ -175,13 +178,13 @@ export function renderGrid(container, qIndex, nActions, agent) {
         const learned = v.some((x) => x !== v[0]);
         if (learned) {
           const a = v.indexOf(best);
-          svg.append(mk('text', { x: x + size / 2, y: y + size / 2 + 7, 'text-anchor': 'middle', 'font-size': 20, fill: '#4f46e5', 'font-weight': 700 }, ARROWS[a]));
+          svg.append(mk('text', { x: x + size / 2, y: y + size / 2 + 7, 'text-anchor': 'middle', 'font-size': n > 4 ? 16 : 20, fill: '#4f46e5', 'font-weight': 700 }, ARROWS[a]));
         }
       }
       if (isStart) svg.append(mk('text', { x: x + 5, y: y + 13, 'font-size': 9, fill: '#5d6678' }, 'start'));
     }
   }
-  if (agent) {
+  if (agent && agent[0] < n && agent[1] < n) {
     const [r, c] = agent;
     svg.append(mk('circle', { cx: pad + c * size + size / 2, cy: pad + r * size + size / 2, r: 9, fill: '#f59e0b', 'fill-opacity': 0.85, stroke: '#b45309', 'stroke-width': 1.5 }));
   }
