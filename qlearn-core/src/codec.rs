@@ -6,7 +6,7 @@
 //! | --- | --- |
 //! | 4 | magic `QLRN` |
 //! | 2 | format version (currently 1) |
-//! | 2 | reserved, 0 |
+//! | 2 | reserved, must be 0 |
 //! | 8 | payload length |
 //! | 4 | CRC-32 of the payload |
 //! | n | payload: bincode (standard config, fixed-width integers) |
@@ -118,6 +118,11 @@ impl Model {
                 "format version {version} is not supported (this build reads 1..={FORMAT_VERSION}); upgrade qlearn"
             )));
         }
+        if bytes[6..8] != [0, 0] {
+            return Err(Error::Decode(
+                "reserved header bytes are not zero (corrupted data)".into(),
+            ));
+        }
         let mut len8 = [0u8; 8];
         len8.copy_from_slice(&bytes[8..16]);
         let len = u64::from_le_bytes(len8);
@@ -142,7 +147,10 @@ impl Model {
     }
 
     /// The JSON export: configuration, state and every Q-table row with its
-    /// state in the form the client sent it.
+    /// state in the form the client sent it. Each row's `q` holds the raw
+    /// values: `n_actions` of them, or `2 * n_actions` (table A, then B) for
+    /// double Q-learning. Floats are written so that [`Model::from_json`]
+    /// reads every bit back: the reloaded model continues exactly.
     pub fn to_json(&self) -> Result<String> {
         let l = self.learner();
         let rows: Vec<JsonRow> = (0..self.table().len())
@@ -180,9 +188,19 @@ impl Model {
                 doc.version
             )));
         }
+        let width = doc
+            .config
+            .n_actions
+            .saturating_mul(doc.config.algorithm.tables());
         let mut keys = Vec::with_capacity(doc.q_table.len());
-        let mut values = Vec::new();
+        let mut values = Vec::with_capacity(doc.q_table.len().saturating_mul(width).min(1 << 24));
         for (i, row) in doc.q_table.into_iter().enumerate() {
+            if row.q.len() != width {
+                return Err(Error::Decode(format!(
+                    "q_table[{i}] has {} Q-values, the configuration needs {width}",
+                    row.q.len()
+                )));
+            }
             // Stored keys are already canonical (and binned): re-binning would
             // be wrong, so only normalise.
             let key = canonical_key(row.state.as_ref(), None)

@@ -161,7 +161,7 @@ pub struct ModelConfig {
     /// Number of discrete actions, 1..=4096.
     pub n_actions: usize,
     /// Optional display names, one per action, unique.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_action_names")]
     pub action_names: Option<Vec<String>>,
     /// α in (0, 1].
     #[serde(default = "default_learning_rate")]
@@ -311,6 +311,18 @@ impl ModelConfig {
     }
 }
 
+/// Reads `action_names` with [`crate::state::de_box_str`]'s borrowing
+/// visitor, so a corrupt binary length prefix cannot make the decoder
+/// allocate gigabytes before it notices the input is short.
+fn de_action_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Name(#[serde(deserialize_with = "crate::state::de_box_str")] Box<str>);
+    let names: Option<Vec<Name>> = Option::deserialize(d)?;
+    Ok(names.map(|v| v.into_iter().map(|n| n.0.into()).collect()))
+}
+
 fn range_closed(field: &str, v: f64) -> Result<()> {
     if (0.0..=1.0).contains(&v) {
         Ok(())
@@ -356,8 +368,9 @@ mod tests {
 
     #[test]
     fn every_range_is_enforced_and_named() {
+        type Mutation = Box<dyn Fn(&mut ModelConfig)>;
         let base = ModelConfig::new(4);
-        let cases: Vec<(&str, Box<dyn Fn(&mut ModelConfig)>)> = vec![
+        let cases: Vec<(&str, Mutation)> = vec![
             ("n_actions", Box::new(|c| c.n_actions = 0)),
             ("n_actions", Box::new(|c| c.n_actions = 4097)),
             ("learning_rate", Box::new(|c| c.learning_rate = 0.0)),

@@ -67,7 +67,9 @@ pub struct Stats {
 pub struct Decision {
     /// The chosen action index.
     pub action: usize,
-    /// Whether the choice was exploratory (not a greedy action).
+    /// Whether the choice was exploratory: the action is not one of the
+    /// greedy (highest-valued) allowed actions. Always `false` when
+    /// `explore` is `false`.
     pub explored: bool,
     /// The epsilon in force.
     pub epsilon: f64,
@@ -78,7 +80,7 @@ pub struct Decision {
 pub struct Prediction {
     /// The chosen action index.
     pub action: usize,
-    /// Whether the choice was exploratory.
+    /// Whether the choice was exploratory (see [`Decision::explored`]).
     pub explored: bool,
     /// The epsilon in force.
     pub epsilon: f64,
@@ -283,6 +285,7 @@ impl Learner {
         if counters.recent_returns.len() > RECENT_RETURNS
             || !counters.reward_sum.is_finite()
             || !counters.episode_return.is_finite()
+            || !counters.recent_returns.iter().all(|r| r.is_finite())
         {
             return Err(Error::Decode("statistics are out of range".into()));
         }
@@ -420,6 +423,16 @@ impl Learner {
     /// refuse is refused here (storage backends validate a whole batch before
     /// they debit a quota).
     pub fn validate(&self, exp: &Experience<'_>) -> Result<()> {
+        self.check_experience(exp)?;
+        let bins = self.config.state_bins.as_deref();
+        with_key(exp.state, bins, "state", |_| ())?;
+        with_key(exp.next_state, bins, "next_state", |_| ())?;
+        Ok(())
+    }
+
+    /// Everything [`Learner::validate`] checks except the two states.
+    #[inline]
+    fn check_experience(&self, exp: &Experience<'_>) -> Result<()> {
         let n = self.config.n_actions;
         if exp.action >= n {
             return Err(Error::InvalidAction(format!(
@@ -453,88 +466,27 @@ impl Learner {
                 "sarsa needs the action taken in next_state (or done = true)",
             ));
         }
-        let bins = self.config.state_bins.as_deref();
-        with_key(exp.state, bins, "state", |_| ())?;
-        with_key(exp.next_state, bins, "next_state", |_| ())?;
         Ok(())
     }
 
     /// Applies the configured learning rule to one experience. On error
-    /// nothing changes.
+    /// nothing changes (not even the random generator).
     #[inline]
     pub fn update<T: QRows + ?Sized>(
         &mut self,
         table: &mut T,
         exp: &Experience<'_>,
     ) -> Result<UpdateOutcome> {
-        self.validate(exp)?;
+        self.check_experience(exp)?;
         let bins = self.config.state_bins.as_deref();
-        let cfg = &self.config;
-        let rng = &mut self.rng;
-        let epsilon = self.epsilon;
-        let n = cfg.n_actions;
-        let init = cfg.initial_q;
-        // Which table double Q-learning updates this time (0 = A, 1 = B).
-        let side = if cfg.algorithm == Algorithm::DoubleQLearning {
-            rng.below(2)
-        } else {
-            0
-        };
-        let bootstrap = if exp.done {
-            0.0
-        } else {
-            with_key(exp.next_state, bins, "next_state", |key| {
-                let row = table.row(key);
-                let allowed = exp.next_allowed_actions;
-                match cfg.algorithm {
-                    Algorithm::QLearning => match row {
-                        None => init,
-                        Some(r) => candidates(allowed, n)
-                            .map(|a| r[a])
-                            .fold(f64::NEG_INFINITY, f64::max),
-                    },
-                    Algorithm::Sarsa => match (row, exp.next_action) {
-                        (Some(r), Some(a)) => r[a],
-                        _ => init,
-                    },
-                    Algorithm::ExpectedSarsa => match row {
-                        None => init,
-                        Some(r) => expected_value(cfg, epsilon, r, allowed),
-                    },
-                    Algorithm::DoubleQLearning => match row {
-                        None => init,
-                        Some(r) => {
-                            let (own, other) = if side == 0 { (0, n) } else { (n, 0) };
-                            let (a_star, _) =
-                                argmax_random(rng, candidates(allowed, n), |a| r[own + a]);
-                            r[other + a_star]
-                        }
-                    },
-                }
-            })?
-        };
-        let target = exp.reward + cfg.discount_factor * bootstrap;
-        let alpha = cfg.learning_rate;
+        let (cfg, rng, epsilon) = (&self.config, &mut self.rng, self.epsilon);
+        // Each state is canonicalised once; both are checked before anything
+        // is touched.
         let (q_value, td_error, inserted) = with_key(exp.state, bins, "state", |key| {
-            let (row, inserted) = table.row_or_insert(key, init);
-            let i = side * n + exp.action;
-            let old = row[i];
-            let td = target - old;
-            let new = old + alpha * td;
-            if !new.is_finite() {
-                return Err(Error::field(
-                    "reward",
-                    "the update would make a Q-value non-finite",
-                ));
-            }
-            row[i] = new;
-            let shown = if row.len() == 2 * n {
-                (row[exp.action] + row[n + exp.action]) / 2.0
-            } else {
-                new
-            };
-            Ok((shown, td, inserted))
-        })??;
+            with_key(exp.next_state, bins, "next_state", |next| {
+                apply_rule(cfg, rng, epsilon, table, key, next, exp)
+            })
+        })???;
         let c = &mut self.counters;
         c.updates += 1;
         c.states += inserted as u64;
@@ -559,6 +511,12 @@ impl Learner {
             epsilon: self.epsilon,
             episode_return,
         })
+    }
+
+    /// Sets the statistics' state count (a [`Model`] keeps it equal to its
+    /// table's length).
+    fn set_state_count(&mut self, states: u64) {
+        self.counters.states = states;
     }
 
     /// Replaces the configuration (a PATCH). `n_actions` and `state_bins`
@@ -594,6 +552,87 @@ impl Learner {
     }
 }
 
+/// The learning rule proper, on canonical keys: computes the target from
+/// `next`, then moves Q(`key`, action) towards it. Returns the new (shown)
+/// Q-value, the TD error and whether `key`'s row was inserted.
+#[inline]
+fn apply_rule<T: QRows + ?Sized>(
+    cfg: &ModelConfig,
+    rng: &mut Rng,
+    epsilon: f64,
+    table: &mut T,
+    key: StateRef<'_>,
+    next: StateRef<'_>,
+    exp: &Experience<'_>,
+) -> Result<(f64, f64, bool)> {
+    let n = cfg.n_actions;
+    let init = cfg.initial_q;
+    let double = cfg.algorithm == Algorithm::DoubleQLearning;
+    // Double Q-learning draws from the generator; a failed update restores it.
+    let saved_rng = double.then(|| rng.clone());
+    // Which table double Q-learning updates this time (0 = A, 1 = B).
+    let side = if double { rng.below(2) } else { 0 };
+    let bootstrap = if exp.done {
+        0.0
+    } else {
+        let row = table.row(next);
+        let allowed = exp.next_allowed_actions;
+        match (row, cfg.algorithm) {
+            (None, _) => init,
+            (Some(r), Algorithm::QLearning) => max_over(r, allowed, n),
+            (Some(r), Algorithm::Sarsa) => exp.next_action.map_or(init, |a| r[a]),
+            (Some(r), Algorithm::ExpectedSarsa) => expected_value(cfg, epsilon, r, allowed),
+            (Some(r), Algorithm::DoubleQLearning) => {
+                let (own, other) = if side == 0 { (0, n) } else { (n, 0) };
+                let (a_star, _) = argmax_random(rng, candidates(allowed, n), |a| r[own + a]);
+                r[other + a_star]
+            }
+        }
+    };
+    let target = exp.reward + cfg.discount_factor * bootstrap;
+    let (row, inserted) = table.row_or_insert(key, init);
+    let i = side * n + exp.action;
+    let old = row[i];
+    let td = target - old;
+    let new = old + cfg.learning_rate * td;
+    if !new.is_finite() {
+        // Only reachable with imported Q-values near f64::MAX; an inserted row
+        // starts at the bounded `initial_q`, so nothing was inserted here.
+        if let Some(saved) = saved_rng {
+            *rng = saved;
+        }
+        return Err(Error::field(
+            "reward",
+            "the update would make a Q-value non-finite",
+        ));
+    }
+    row[i] = new;
+    let shown = if double {
+        (row[exp.action] + row[n + exp.action]) / 2.0
+    } else {
+        new
+    };
+    Ok((shown, td, inserted))
+}
+
+/// The largest of `r[a]` over the allowed actions.
+#[inline]
+fn max_over(r: &[f64], allowed: Option<&[usize]>, n: usize) -> f64 {
+    match allowed {
+        None => {
+            let r = &r[..n];
+            let mut m = r[0];
+            for &v in &r[1..] {
+                if v > m {
+                    m = v;
+                }
+            }
+            m
+        }
+        Some(a) => a.iter().map(|&i| r[i]).fold(f64::NEG_INFINITY, f64::max),
+    }
+}
+
 /// Action selection over one row (`None`: an unseen state).
 #[inline]
 fn choose(
@@ -623,13 +662,16 @@ fn choose(
         match cfg.exploration {
             Exploration::EpsilonGreedy => {
                 if epsilon > 0.0 && rng.next_f64() < epsilon {
+                    // A uniformly random allowed action (possibly a greedy
+                    // one: then it is not counted as exploratory).
                     let action = match allowed {
                         Some(a) => a[rng.below(a.len())],
                         None => rng.below(n),
                     };
+                    let v = value(action);
                     return Decision {
                         action,
-                        explored: true,
+                        explored: candidates(allowed, n).any(|a| value(a) > v),
                         epsilon,
                     };
                 }
@@ -722,8 +764,10 @@ impl Model {
         Ok(Model { learner, table })
     }
 
-    /// Assembles a model from a learner and a table of the right width.
-    pub fn from_parts(learner: Learner, table: QTable) -> Result<Self> {
+    /// Assembles a model from a learner and a table of the right width. The
+    /// table is the truth for the number of stored states: the learner's
+    /// `states` counter is set to its length.
+    pub fn from_parts(mut learner: Learner, table: QTable) -> Result<Self> {
         if table.width() != learner.width() {
             return Err(Error::Decode(format!(
                 "Q-table rows have {} values, the configuration needs {}",
@@ -731,6 +775,7 @@ impl Model {
                 learner.width()
             )));
         }
+        learner.set_state_count(table.len() as u64);
         Ok(Model { learner, table })
     }
 

@@ -102,9 +102,32 @@ pub enum StateKey {
     /// An integer state.
     Int(i64),
     /// A string state.
-    Str(Box<str>),
+    Str(#[serde(deserialize_with = "de_box_str")] Box<str>),
     /// A canonical array state (finite, no `-0.0`; bin indices with `state_bins`).
     Array(Box<[f64]>),
+}
+
+/// Deserializes a string through `deserialize_str`, so that binary decoders
+/// borrow it from the input instead of allocating whatever length a corrupt
+/// length prefix claims.
+pub(crate) fn de_box_str<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Box<str>, D::Error> {
+    d.deserialize_str(BoxStrVisitor)
+}
+
+/// Visitor for [`de_box_str`] (and `action_names`): copies the borrowed or
+/// transient string once its length is known to be real.
+pub(crate) struct BoxStrVisitor;
+
+impl Visitor<'_> for BoxStrVisitor {
+    type Value = Box<str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Box<str>, E> {
+        Ok(v.into())
+    }
 }
 
 impl StateKey {
@@ -200,11 +223,38 @@ pub(crate) fn key_hash(k: StateRef<'_>) -> u64 {
     h.finish()
 }
 
-/// Runs `f` with the canonical key of `state` (without allocating: array
-/// states are normalised into a stack buffer). Errors if the state is not
-/// valid for a model with these `bins`.
+/// Runs `f` with the canonical key of `state`, without allocating. Integer and
+/// string states are their own keys; an array that is already canonical (no
+/// `-0.0`, no `state_bins`) is used in place, otherwise it is normalised into
+/// a stack buffer. Errors if the state is not valid for a model with these
+/// `bins`; `what` names the state in the message (`state`, `next_state`).
 #[inline]
 pub(crate) fn with_key<R>(
+    state: StateRef<'_>,
+    bins: Option<&[Bin]>,
+    what: &str,
+    f: impl FnOnce(StateRef<'_>) -> R,
+) -> Result<R> {
+    match (state, bins) {
+        (StateRef::Int(_), None) => Ok(f(state)),
+        (StateRef::Str(s), None) if s.len() <= MAX_STATE_STR_BYTES => Ok(f(state)),
+        (StateRef::Array(a), None) if is_canonical_array(a) => Ok(f(state)),
+        _ => with_key_slow(state, bins, what, f),
+    }
+}
+
+/// Whether `a` is a valid array state that needs no normalisation.
+#[inline]
+fn is_canonical_array(a: &[f64]) -> bool {
+    const NEG_ZERO: u64 = 0x8000_0000_0000_0000;
+    !a.is_empty()
+        && a.len() <= MAX_STATE_DIMS
+        // Finite and not -0.0: the exponent is not all ones, and the bits
+        // are not exactly the sign bit.
+        && a.iter().all(|x| x.is_finite() & (x.to_bits() != NEG_ZERO))
+}
+
+fn with_key_slow<R>(
     state: StateRef<'_>,
     bins: Option<&[Bin]>,
     what: &str,
@@ -219,13 +269,13 @@ pub(crate) fn with_key<R>(
                     )));
                 }
             }
-            if let Some(b) = bins {
-                return Err(Error::InvalidState(format!(
+            match bins {
+                Some(b) => Err(Error::InvalidState(format!(
                     "{what}: this model discretizes states (state_bins); send an array of {} numbers",
                     b.len()
-                )));
+                ))),
+                None => Ok(f(state)),
             }
-            Ok(f(state))
         }
         StateRef::Array(a) => {
             let mut buf = [0.0f64; MAX_STATE_DIMS];
