@@ -318,8 +318,32 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await page.locator('#quota-notice').waitFor({ state: 'visible' });
     assert.equal(await page.locator('#quota-notice').getAttribute('data-level'), 'near');
     assert.match(await page.locator('#quota-notice').textContent(), /85 of 100/);
-    r = await http('POST', '/update/batch', { model_id: modelId, experiences: exp(15) }, token);
-    assert.equal(r.status, 200, JSON.stringify(r.body));
+    // the demo asked for more calls than are left: it says so, runs, and stops cleanly on the 429
+    await page.click('#nav-operate');
+    await page.locator('#view-operate').waitFor({ state: 'visible' });
+    await page.selectOption('#model-select', modelId);
+    await untilText(page.locator('#live-status'), /live/);
+    await page.fill('#demo-budget', '40');
+    await untilText(page.locator('#demo-info'), /40 metered calls.*15 you have left.*more than you have/);
+    await provoking([429], async () => {
+      await page.click('#demo-run');
+      const text = await untilText(page.locator('#demo-status'), /^Stopped: /, 30000);
+      assert.match(text, /quota|limit/i, `the API's message is shown: ${text}`);
+      assert.match(await page.locator('#demo-status').getAttribute('class'), /error/);
+    });
+    assert.ok(!(await page.locator('#demo-stop').isEnabled()), 'the demo has ended');
+    const dash = await http('GET', '/dashboard', undefined, token);
+    const left = dash.body.usage.remaining;
+    assert.ok(left >= 0 && left < 10, `a refused chunk is smaller than 10 calls: ${left} left`);
+    if (left > 0) {
+      r = await http('POST', '/update/batch', { model_id: modelId, experiences: exp(left) }, token);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+    }
+    r = await http('POST', '/update', { model_id: modelId, ...exp(1)[0] }, token);
+    assert.equal(r.status, 429);
+    assert.equal(r.body.error.code, 'quota_exceeded');
+    assert.ok(Number(r.headers.get('retry-after')) > 0, 'Retry-After on the 429');
+    await page.click('#nav-dashboard');
     await page.click('#dash-refresh');
     await untilText(page.locator('#usage-remaining'), /^0$/);
     await until('the at-limit notice', async () => (await page.locator('#quota-notice').getAttribute('data-level')) === 'limit');
