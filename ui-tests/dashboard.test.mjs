@@ -292,10 +292,15 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
       await untilText(page.locator('#auth-error'), /\S/);
       assert.equal(await page.locator('#auth-error').getAttribute('data-code'), 'invalid_credentials');
     });
-    // and signing in again works
-    await page.fill('#auth-email', email);
-    await page.fill('#auth-password', PASSWORD);
-    await page.click('#auth-submit');
+    // and signing in again works, from the keyboard alone
+    await page.fill('#auth-email', '');
+    await page.fill('#auth-password', '');
+    await page.focus('#auth-email');
+    await page.keyboard.type(email);
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'auth-password');
+    await page.keyboard.type(PASSWORD);
+    await page.keyboard.press('Enter');
     await page.locator('#view-dashboard').waitFor({ state: 'visible' });
     await untilText(page.locator('#usage-calls'), /^16$/);
   });

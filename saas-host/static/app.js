@@ -983,6 +983,7 @@ function showView(name) {
 
 async function route() {
   if (!session.token) { logout(); return; }
+  const before = S.view;
   const hash = location.hash.replace(/^#\/?/, '');
   const parts = hash.split('/').map(decodeURIComponent);
   const [head, id, sub] = parts;
@@ -1018,7 +1019,11 @@ async function route() {
       if (S.dashboard) usageChart($('#usage-chart'), S.dashboard.usage?.per_day || [], todayUtc());
       break;
   }
-  $('#main').focus({ preventScroll: true });
+  // Move focus to the content when the view changed (as a page load would), not when
+  // e.g. the model picker of the same view changed the address.
+  if (S.view !== before && !$(`#view-${S.view}`).contains(document.activeElement)) {
+    $('#main').focus({ preventScroll: true });
+  }
 }
 
 // ------------------------------------------------------------------ wiring
