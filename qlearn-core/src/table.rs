@@ -113,6 +113,12 @@ impl QTable {
         &self.values
     }
 
+    /// The row number (insertion order) of `key`, if stored. Storage
+    /// backends use it to write back exactly the rows an update touched.
+    pub fn position(&self, key: StateRef<'_>) -> Option<usize> {
+        self.find(key, key_hash(key))
+    }
+
     /// Row `i` (insertion order), with its key.
     pub fn row_at(&self, i: usize) -> Option<(&StateKey, &[f64])> {
         let k = self.keys.get(i)?;

@@ -31,7 +31,13 @@
 //! All timestamps are Unix seconds (UTC), passed in by the caller so tests
 //! control time.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod encoding;
 pub mod memory;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod migrations;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 use serde::{Deserialize, Serialize};
 

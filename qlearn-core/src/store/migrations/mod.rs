@@ -1,0 +1,67 @@
+//! Versioned schema migrations of the SQL stores, embedded in the binary.
+//!
+//! Each backend has its own ordered list. A store applies, at open, every
+//! migration newer than the highest version recorded in its
+//! `schema_migrations` table, each in a transaction together with its
+//! record, and refuses a database whose recorded version is newer than this
+//! build knows (an older binary must not write a newer schema). Migrations
+//! are append-only: a released file never changes; a schema change is a new
+//! file with the next version.
+
+/// One migration: its version (1, 2, ...), a short name and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Strictly increasing from 1.
+    pub version: u32,
+    /// What it does, e.g. `init`.
+    pub name: &'static str,
+    /// The statements, run as one batch in one transaction.
+    pub sql: &'static str,
+}
+
+/// SQLite's migrations, oldest first.
+#[cfg(feature = "sqlite")]
+pub const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("sqlite/0001_init.sql"),
+}];
+
+/// PostgreSQL's migrations, oldest first.
+#[cfg(feature = "postgres")]
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("postgres/0001_init.sql"),
+}];
+
+/// The newest version in `list` (0 for an empty list).
+pub fn latest(list: &[Migration]) -> u32 {
+    list.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[allow(unused_imports)]
+    use super::*;
+
+    #[allow(dead_code)]
+    fn check(list: &[Migration]) {
+        for (i, m) in list.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1, "versions are 1, 2, ... in order");
+            assert!(!m.sql.trim().is_empty());
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_versions_are_dense() {
+        check(SQLITE);
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_versions_are_dense() {
+        check(POSTGRES);
+    }
+}
