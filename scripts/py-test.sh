@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the Python module `qlearn` (py-bindings/) in a virtualenv and runs its
+# tests: pytest (incl. hypothesis properties and, when saas-host builds, the
+# server interop test) and mypy.stubtest on the hand-written stub.
+#
+# Needs only python3 (with venv and pip) and a Rust toolchain. The virtualenv
+# is $QLEARN_VENV or ./.venv at the repository root, created on first use.
+#   scripts/py-test.sh               # build (release) + all tests
+#   scripts/py-test.sh -k pickle     # extra arguments go to pytest
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="${QLEARN_VENV:-$root/.venv}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-py}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "== creating virtualenv $venv"
+    python3 -m venv "$venv"
+fi
+py="$venv/bin/python"
+echo "== installing build and test tools into $venv"
+"$py" -m pip install --quiet --disable-pip-version-check --upgrade \
+    "maturin>=1.9.4,<2" "numpy>=1.21" pytest hypothesis mypy
+
+echo "== building the extension (maturin develop --release)"
+# maturin develop installs into the virtualenv named by VIRTUAL_ENV.
+VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+    "$venv/bin/maturin" develop --release --quiet -m py-bindings/Cargo.toml
+
+echo "== pytest"
+"$py" -m pytest py-bindings/tests -q "$@"
+
+echo "== mypy.stubtest (the .pyi stub against the built module)"
+(cd py-bindings && "$py" -m mypy.stubtest qlearn --allowlist stubtest-allowlist.txt)
