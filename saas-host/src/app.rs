@@ -1,0 +1,282 @@
+//! The shared state of a running server ([`App`]) and authentication:
+//! JWTs (HS256, algorithm pinned, `exp` required) and API keys, with a short
+//! cache of authenticated users so the hot path needs no storage round trip.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use qlearn_core::store::{Store, User};
+use qlearn_core::tenancy::{
+    generate_secret, hash_api_key, looks_like_api_key, KeyedLimiter, SecretKey, TierLimits,
+};
+use qlearn_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+use crate::now_unix;
+
+/// The setting under which a generated JWT secret is kept.
+const SECRET_SETTING: &str = "jwt_secret";
+/// Cached entries above which a cache is cleared (bounds memory).
+const CACHE_MAX: usize = 100_000;
+
+/// Everything a request handler may use.
+pub struct App {
+    /// The storage backend.
+    pub store: Arc<dyn Store>,
+    /// The configuration.
+    pub config: Config,
+    jwt_enc: EncodingKey,
+    jwt_dec: DecodingKey,
+    validation: Validation,
+    /// Per-user API rate limit (token buckets).
+    pub rate: KeyedLimiter,
+    /// Failed logins per account.
+    pub login_account: KeyedLimiter,
+    /// Failed logins per client address.
+    pub login_address: KeyedLimiter,
+    /// Registrations per client address.
+    pub register_address: KeyedLimiter,
+    users: Mutex<HashMap<String, Cached>>,
+    keys: Mutex<HashMap<String, Cached>>,
+    /// Live model events.
+    pub events: EventHub,
+    /// Prometheus counters.
+    pub metrics: Metrics,
+    started: Instant,
+    /// Action names per model id (with the time they were read).
+    names: Mutex<HashMap<String, (Option<Arc<Vec<String>>>, Instant)>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    user: Arc<User>,
+    fingerprint: String,
+    at: Instant,
+}
+
+/// JWT claims.
+#[derive(Serialize, Deserialize)]
+struct Claims {
+    /// The user id.
+    sub: String,
+    /// Issued at (Unix seconds).
+    iat: i64,
+    /// Expires at (Unix seconds).
+    exp: i64,
+    /// Fingerprint of the password hash the token was issued under: a
+    /// password change revokes every earlier token, even one issued in the
+    /// same second.
+    pwv: String,
+}
+
+/// A short, non-reversible fingerprint of a password hash (which is itself
+/// salted): 64 bits of SHA-256.
+fn fingerprint(password_hash: &str) -> String {
+    let mut h = hash_api_key(password_hash);
+    h.truncate(16);
+    h
+}
+
+/// Runs blocking work (storage, password hashing) on tokio's blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::Core(Error::Internal(format!(
+            "blocking task failed: {e}"
+        )))),
+    }
+}
+
+impl App {
+    /// Builds the state: resolves the JWT secret (from the configuration, or
+    /// generated once and kept in the store). Blocks on the store.
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Result<Self> {
+        let secret = match &config.secret_key {
+            Some(s) => SecretKey::new(s.as_bytes().to_vec())?,
+            None => {
+                let kept = match store.setting(SECRET_SETTING)? {
+                    Some(s) => s,
+                    None => {
+                        tracing::warn!(
+                            "SECRET_KEY is not set: using a generated secret kept in the database \
+                             (set SECRET_KEY to at least 32 random bytes in production)"
+                        );
+                        store.set_setting_if_absent(SECRET_SETTING, &generate_secret())?
+                    }
+                };
+                SecretKey::new(kept.into_bytes())?
+            }
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.set_required_spec_claims(&["exp", "iat", "sub"]);
+        validation.leeway = 5;
+        validation.validate_exp = true;
+        qlearn_core::tenancy::prepare_password_hashing();
+        Ok(App {
+            jwt_enc: EncodingKey::from_secret(secret.as_bytes()),
+            jwt_dec: DecodingKey::from_secret(secret.as_bytes()),
+            validation,
+            store,
+            config,
+            rate: KeyedLimiter::new(),
+            login_account: KeyedLimiter::new(),
+            login_address: KeyedLimiter::new(),
+            register_address: KeyedLimiter::new(),
+            users: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            events: EventHub::default(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            names: Mutex::new(HashMap::new()),
+            shutdown: tokio::sync::watch::Sender::new(false),
+        })
+    }
+
+    /// Seconds since start, the clock of the token buckets.
+    pub fn clock(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The limits of `user`'s tier.
+    pub fn limits(&self, user: &User) -> &TierLimits {
+        self.config.limits.for_tier(user.tier)
+    }
+
+    /// A JWT for `user`, valid for the configured lifetime.
+    pub fn issue_token(&self, user: &User) -> Result<String, ApiError> {
+        let now = now_unix();
+        let claims = Claims {
+            sub: user.id.clone(),
+            iat: now,
+            exp: now + self.config.token_ttl.as_secs() as i64,
+            pwv: fingerprint(&user.password_hash),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.jwt_enc)
+            .map_err(|e| ApiError::Core(Error::Internal(format!("jwt encode: {e}"))))
+    }
+
+    /// The token's lifetime in seconds (`expires_in`).
+    pub fn token_ttl_secs(&self) -> u64 {
+        self.config.token_ttl.as_secs()
+    }
+
+    fn cached(&self, map: &Mutex<HashMap<String, Cached>>, key: &str) -> Option<Cached> {
+        let m = map.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(key)
+            .filter(|c| c.at.elapsed() < self.config.auth_cache_ttl)
+            .cloned()
+    }
+
+    fn remember(
+        &self,
+        map: &Mutex<HashMap<String, Cached>>,
+        key: String,
+        user: Arc<User>,
+    ) -> Cached {
+        let c = Cached {
+            fingerprint: fingerprint(&user.password_hash),
+            user,
+            at: Instant::now(),
+        };
+        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= CACHE_MAX {
+            m.clear();
+        }
+        m.insert(key, c.clone());
+        c
+    }
+
+    /// Forgets every cached authentication of `user_id` (after a password,
+    /// tier or role change or a key revocation on this instance).
+    pub fn forget_user(&self, user_id: &str) {
+        self.users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(user_id);
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, c| c.user.id != user_id);
+    }
+
+    /// A receiver that changes when the server starts shutting down.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells long-lived responses (event streams) to end.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// The action names of `owner`'s model `model_id` (cached briefly; this
+    /// instance's own changes invalidate at once). Blocks on a cache miss.
+    pub fn action_names(&self, owner: &str, model_id: &str) -> Result<Option<Arc<Vec<String>>>> {
+        {
+            let m = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((n, at)) = m.get(model_id) {
+                if at.elapsed() < self.config.auth_cache_ttl {
+                    return Ok(n.clone());
+                }
+            }
+        }
+        let info = self.store.model(owner, model_id)?;
+        let names = info.config.action_names.map(Arc::new);
+        let mut m = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= CACHE_MAX {
+            m.clear();
+        }
+        m.insert(model_id.to_owned(), (names.clone(), Instant::now()));
+        Ok(names)
+    }
+
+    /// Forgets cached facts about a model (after a change or deletion).
+    pub fn forget_model(&self, model_id: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(model_id);
+    }
+
+    /// The user a bearer token (JWT or API key) authenticates.
+    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Arc<User>, ApiError> {
+        if looks_like_api_key(token) {
+            let hash = hash_api_key(token);
+            if let Some(c) = self.cached(&self.keys, &hash) {
+                return Ok(c.user);
+            }
+            let app = self.clone();
+            let h = hash.clone();
+            let found = blocking(move || app.store.user_by_api_key(&h, now_unix())).await?;
+            let (user, _key) = found.ok_or(ApiError::Unauthorized)?;
+            return Ok(self.remember(&self.keys, hash, Arc::new(user)).user);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.jwt_dec, &self.validation)
+            .map_err(|_| ApiError::Unauthorized)?;
+        let claims = data.claims;
+        let cached = match self.cached(&self.users, &claims.sub) {
+            Some(c) => c,
+            None => {
+                let app = self.clone();
+                let id = claims.sub.clone();
+                let user = blocking(move || app.store.user(&id)).await?;
+                let user = user.ok_or(ApiError::Unauthorized)?;
+                self.remember(&self.users, claims.sub.clone(), Arc::new(user))
+            }
+        };
+        if claims.iat < cached.user.password_changed_at || claims.pwv != cached.fingerprint {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(cached.user)
+    }
+}

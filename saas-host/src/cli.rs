@@ -1,0 +1,199 @@
+//! The command line: `saas-host [serve] [flags]` and
+//! `saas-host admin set-tier EMAIL TIER` / `admin set-role EMAIL ROLE`.
+//! Every serve flag can also come from the environment; `SECRET_KEY` only
+//! from the environment (a flag would show in `ps`).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use qlearn_core::tenancy::{normalize_email, Role, Tier};
+use qlearn_core::{Error, Result};
+
+use crate::config::{load_limits, open_store, Config, DEFAULT_DATABASE_URL};
+
+/// The qlearn HTTP service.
+#[derive(Parser, Debug)]
+#[command(
+    name = "saas-host",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Serve options (when no subcommand is given).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Change users directly in the database.
+    Admin(AdminArgs),
+}
+
+/// Options of `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to bind (0 = any free port).
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Storage: sqlite://PATH, postgres://... or memory://.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Allowed CORS origins, comma-separated exact origins.
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
+    pub cors_origins: Vec<String>,
+    /// Reverse proxies whose X-Forwarded-For is trusted, comma-separated IPs.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+    /// JSON file overriding the per-tier limits (quota, models, rate limit).
+    #[arg(long, env = "LIMITS_FILE")]
+    pub limits_file: Option<PathBuf>,
+    /// Most connections served at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Largest POST /models/import body, bytes.
+    #[arg(long, env = "IMPORT_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub import_limit_bytes: usize,
+    /// Seconds a client has to send request headers (and to start the next request).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds without traffic after which a connection is closed.
+    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    pub idle_timeout_secs: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ServeArgs {
+    /// The server configuration (reads `SECRET_KEY` from the environment).
+    pub fn config(&self) -> Result<Config> {
+        let mut c = Config {
+            database_url: self.database_url.clone(),
+            secret_key: std::env::var("SECRET_KEY").ok().filter(|s| !s.is_empty()),
+            cors_origins: self
+                .cors_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            trusted_proxies: self.trusted_proxies.clone(),
+            max_connections: self.max_connections,
+            import_limit: self.import_limit_bytes,
+            header_read_timeout: std::time::Duration::from_secs(
+                self.header_read_timeout_secs.max(1),
+            ),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+            ..Config::default()
+        };
+        if let Some(s) = &c.secret_key {
+            qlearn_core::tenancy::validate_secret(s.as_bytes())?;
+        }
+        if let Some(p) = &self.limits_file {
+            c.limits = load_limits(p)?;
+        }
+        Ok(c)
+    }
+}
+
+/// `admin` options.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Storage: sqlite://PATH, postgres://... .
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// The change.
+    #[command(subcommand)]
+    pub action: AdminAction,
+}
+
+/// Admin changes.
+#[derive(Subcommand, Debug)]
+pub enum AdminAction {
+    /// Set a user's tier (free, pro, enterprise).
+    SetTier {
+        /// The user's email.
+        email: String,
+        /// The new tier.
+        tier: String,
+    },
+    /// Set a user's role (user, admin).
+    SetRole {
+        /// The user's email.
+        email: String,
+        /// The new role.
+        role: String,
+    },
+}
+
+/// Runs an admin command against the database; returns what it did.
+pub fn admin(args: &AdminArgs) -> Result<String> {
+    let store = open_store(&args.database_url)?;
+    let (email, what) = match &args.action {
+        AdminAction::SetTier { email, tier } => (email, Ok(tier.parse::<Tier>()?)),
+        AdminAction::SetRole { email, role } => (email, Err(role.parse::<Role>()?)),
+    };
+    let email = normalize_email(email)?;
+    let user = store
+        .user_by_email(&email)?
+        .ok_or(Error::NotFound("user"))?;
+    let msg = match what {
+        Ok(tier) => {
+            store.set_tier(&user.id, tier)?;
+            format!("{email}: tier {} -> {tier}", user.tier)
+        }
+        Err(role) => {
+            store.set_role(&user.id, role)?;
+            format!("{email}: role {} -> {role}", user.role)
+        }
+    };
+    store.flush()?;
+    Ok(msg)
+}
+
+/// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines.
+pub fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if format.eq_ignore_ascii_case("json") {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Resolves on SIGINT or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

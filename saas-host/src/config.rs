@@ -1,0 +1,164 @@
+//! Server configuration (what `run` needs) and opening the store a
+//! `DATABASE_URL` names.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qlearn_core::store::memory::MemoryStore;
+use qlearn_core::store::Store;
+use qlearn_core::tenancy::Limits;
+use qlearn_core::{Error, Result};
+
+/// Default `DATABASE_URL`.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./saas_ai.db";
+
+/// A token bucket's parameters: sustained `rate` per second and `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Throttle {
+    /// Tokens per second.
+    pub rate: f64,
+    /// Capacity.
+    pub burst: f64,
+}
+
+impl Throttle {
+    /// `burst` attempts, refilled at `burst` per `period`.
+    pub const fn per(burst: u32, period_secs: u32) -> Self {
+        Throttle {
+            rate: burst as f64 / period_secs as f64,
+            burst: burst as f64,
+        }
+    }
+}
+
+/// Everything [`crate::run`] needs. `Config::default()` is the SPEC's
+/// defaults; the binary fills it from flags and the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `sqlite://PATH`, `postgres://...` or `memory://`.
+    pub database_url: String,
+    /// The JWT secret (`SECRET_KEY`); `None` = generated once and kept in the store.
+    pub secret_key: Option<String>,
+    /// Origins allowed by CORS (exact match, e.g. `https://app.example.com`).
+    pub cors_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Per-tier limits (quota, models, rate limit).
+    pub limits: Limits,
+    /// Largest JSON body, bytes (64 KiB).
+    pub body_limit: usize,
+    /// Largest `POST /update/batch` body, bytes (1 MiB: room for 1,000
+    /// experiences with array states).
+    pub batch_limit: usize,
+    /// Largest `POST /models/import` body, bytes (64 MiB).
+    pub import_limit: usize,
+    /// Most connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (also bounds the wait
+    /// for the next request on a kept-alive connection).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Lifetime of issued JWTs (24 h).
+    pub token_ttl: Duration,
+    /// Failed logins allowed per account.
+    pub login_per_account: Throttle,
+    /// Failed logins allowed per client address.
+    pub login_per_address: Throttle,
+    /// Registrations allowed per client address.
+    pub register_per_address: Throttle,
+    /// How long an authenticated user (or API key) is cached before the
+    /// store is asked again (bounds how late another instance's tier change
+    /// or key revocation is seen here; this instance's own are immediate).
+    pub auth_cache_ttl: Duration,
+    /// Interval of `: keep-alive` comments on event streams.
+    pub sse_keep_alive: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: DEFAULT_DATABASE_URL.into(),
+            secret_key: None,
+            cors_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            limits: Limits::default(),
+            body_limit: 64 * 1024,
+            batch_limit: 1024 * 1024,
+            import_limit: 64 * 1024 * 1024,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            shutdown_timeout: Duration::from_secs(30),
+            token_ttl: Duration::from_secs(24 * 3600),
+            login_per_account: Throttle::per(5, 15 * 60),
+            login_per_address: Throttle::per(20, 15 * 60),
+            register_per_address: Throttle::per(10, 3600),
+            auth_cache_ttl: Duration::from_secs(5),
+            sse_keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Reads a limits override file (JSON of [`Limits`]; tiers left out keep
+/// their defaults) and validates it.
+pub fn load_limits(path: &std::path::Path) -> Result<Limits> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::field(
+            "limits_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let limits: Limits = serde_json::from_str(&text)
+        .map_err(|e| Error::field("limits_file", format!("{}: {e}", path.display())))?;
+    limits.validate()?;
+    Ok(limits)
+}
+
+/// Opens the store `url` names: `sqlite://PATH` (PATH may be relative, e.g.
+/// `sqlite://./saas_ai.db`, or absolute, `sqlite:///var/lib/qlearn.db`),
+/// `postgres://...`/`postgresql://...`, or `memory://` (nothing persists).
+/// Blocks (connects, migrates): call it off the async executor.
+pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    if url == "memory://" || url == "memory:" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(Error::field(
+                "DATABASE_URL",
+                "sqlite:// needs a file path, e.g. sqlite://./saas_ai.db",
+            ));
+        }
+        return open_sqlite(path);
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return open_postgres(url);
+    }
+    Err(Error::field(
+        "DATABASE_URL",
+        "must start with sqlite://, postgres:// or memory://",
+    ))
+}
+
+fn open_sqlite(path: &str) -> Result<Arc<dyn Store>> {
+    let _ = path;
+    Err(Error::field(
+        "DATABASE_URL",
+        "the SQLite store is not available in this build yet; use memory:// for now",
+    ))
+}
+
+fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
+    let _ = url;
+    Err(Error::field(
+        "DATABASE_URL",
+        "the PostgreSQL store is not available in this build yet; use memory:// for now",
+    ))
+}

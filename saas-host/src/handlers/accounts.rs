@@ -1,0 +1,333 @@
+//! Accounts: registration, login, the caller's profile and password, API
+//! keys, and the admin's user changes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use qlearn_core::store::NewUser;
+use qlearn_core::tenancy::{
+    generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
+    verify_password, Role, Tier,
+};
+use qlearn_core::{Error, Model, ModelConfig};
+
+use super::check_name;
+use crate::app::{blocking, App};
+use crate::error::ApiError;
+use crate::http::{json_response, no_content, ok_json, read_json, Resp};
+use crate::now_unix;
+use crate::router::Ctx;
+use crate::wire::{
+    AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
+    UserOut,
+};
+
+/// Actions of the model every new account gets.
+const DEFAULT_MODEL_ACTIONS: usize = 4;
+
+fn throttled(e: Error) -> ApiError {
+    match e {
+        Error::RateLimited { retry_after_secs } => {
+            ApiError::TooManyAttempts(retry_after_secs.max(1))
+        }
+        other => ApiError::Core(other),
+    }
+}
+
+/// `POST /register`.
+#[utoipa::path(post, path = "/register", tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered", body = Registered),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 409, description = "email_taken", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "Invalid email or password", body = crate::wire::ErrorBody),
+        (status = 429, description = "too_many_attempts (registrations per address)", body = crate::wire::ErrorBody),
+    ))]
+pub async fn register(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<Resp, ApiError> {
+    let t = app.config.register_per_address;
+    app.register_address
+        .check(&client.to_string(), t.rate, t.burst, app.clock())
+        .map_err(throttled)?;
+    let body: Credentials = read_json(req, app.config.body_limit).await?;
+    let email = normalize_email(&body.email)?;
+    validate_password(&body.password)?;
+    let a = app.clone();
+    let (user, model_id) = blocking(move || {
+        if a.store.user_by_email(&email)?.is_some() {
+            return Err(Error::Conflict("email_taken".into()));
+        }
+        let hash = hash_password(&body.password)?;
+        let now = now_unix();
+        let user = a.store.create_user(
+            NewUser {
+                email,
+                password_hash: hash,
+                tier: Tier::Free,
+                role: Role::User,
+            },
+            now,
+        )?;
+        let model = Model::new(ModelConfig::new(DEFAULT_MODEL_ACTIONS))?;
+        let limits = a.limits(&user);
+        let info = a
+            .store
+            .create_model(&user.id, "default", &model, limits.max_models, now)?;
+        Ok((user, info.id))
+    })
+    .await
+    .map_err(|e| match e {
+        ApiError::Core(Error::Conflict(_)) => ApiError::EmailTaken,
+        other => other,
+    })?;
+    tracing::info!(user = %user.id, "registered");
+    let token = app.issue_token(&user)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &Registered {
+            access_token: token,
+            token_type: "bearer",
+            expires_in: app.token_ttl_secs(),
+            user: UserOut::from(&user),
+            default_model_id: model_id,
+        },
+    ))
+}
+
+/// `POST /login`.
+#[utoipa::path(post, path = "/login", tag = "accounts",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in", body = TokenOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "invalid_credentials (same for unknown email and wrong password)", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "Invalid field", body = crate::wire::ErrorBody),
+        (status = 429, description = "too_many_attempts (failed logins per account or address)", body = crate::wire::ErrorBody),
+    ))]
+pub async fn login(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    client: IpAddr,
+) -> Result<Resp, ApiError> {
+    let body: Credentials = read_json(req, app.config.body_limit).await?;
+    // A malformed email cannot be an account: same answer as a wrong password.
+    let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.clone());
+    let (ta, tc) = (app.config.login_per_account, app.config.login_per_address);
+    let addr = client.to_string();
+    let now = app.clock();
+    app.login_account
+        .peek(&email, ta.rate, ta.burst, now)
+        .map_err(throttled)?;
+    app.login_address
+        .peek(&addr, tc.rate, tc.burst, now)
+        .map_err(throttled)?;
+    let a = app.clone();
+    let e = email.clone();
+    let user = blocking(move || {
+        let user = a.store.user_by_email(&e)?;
+        let ok = verify_password(
+            &body.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        );
+        Ok(user.filter(|_| ok))
+    })
+    .await?;
+    let Some(user) = user else {
+        let now = app.clock();
+        let _ = app.login_account.check(&email, ta.rate, ta.burst, now);
+        let _ = app.login_address.check(&addr, tc.rate, tc.burst, now);
+        return Err(Error::InvalidCredentials.into());
+    };
+    app.login_account.reset(&email);
+    let token = app.issue_token(&user)?;
+    Ok(ok_json(&TokenOut {
+        access_token: token,
+        token_type: "bearer",
+        expires_in: app.token_ttl_secs(),
+    }))
+}
+
+/// `GET /me`.
+#[utoipa::path(get, path = "/me", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn me(cx: &Ctx) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let id = cx.user.id.clone();
+    let user = blocking(move || a.store.user(&id)).await?;
+    let user = user.ok_or(ApiError::Unauthorized)?;
+    Ok(ok_json(&UserOut::from(&user)))
+}
+
+/// `POST /me/password`.
+#[utoipa::path(post, path = "/me/password", tag = "accounts", security(("bearer" = [])),
+    request_body = PasswordChange,
+    responses(
+        (status = 200, description = "Changed; every earlier token is revoked, here is a new one", body = TokenOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized, or invalid_credentials (wrong current password)", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "new_password invalid", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited or too_many_attempts", body = crate::wire::ErrorBody),
+    ))]
+pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let app = &cx.app;
+    let body: PasswordChange = read_json(req, app.config.body_limit).await?;
+    validate_password(&body.new_password)
+        .map_err(|_| Error::field("new_password", "must be 8 to 1024 characters"))?;
+    let ta = app.config.login_per_account;
+    let key = format!("pw:{}", cx.user.id);
+    app.login_account
+        .peek(&key, ta.rate, ta.burst, app.clock())
+        .map_err(throttled)?;
+    let a = app.clone();
+    let id = cx.user.id.clone();
+    let changed = blocking(move || {
+        let user = a.store.user(&id)?.ok_or(Error::InvalidCredentials)?;
+        if !verify_password(&body.current_password, Some(&user.password_hash)) {
+            return Ok(None);
+        }
+        let hash = hash_password(&body.new_password)?;
+        a.store.set_password(&id, &hash, now_unix())?;
+        a.store.user(&id)
+    })
+    .await?;
+    let Some(user) = changed else {
+        let _ = app
+            .login_account
+            .check(&key, ta.rate, ta.burst, app.clock());
+        return Err(Error::InvalidCredentials.into());
+    };
+    app.forget_user(&user.id);
+    tracing::info!(user = %user.id, "password changed; earlier tokens revoked");
+    let token = app.issue_token(&user)?;
+    Ok(ok_json(&TokenOut {
+        access_token: token,
+        token_type: "bearer",
+        expires_in: app.token_ttl_secs(),
+    }))
+}
+
+/// `POST /api-keys`.
+#[utoipa::path(post, path = "/api-keys", tag = "accounts", security(("bearer" = [])),
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "Created; `key` is shown only now", body = CreatedKey),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "Invalid name", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: NewKey = read_json(req, cx.app.config.body_limit).await?;
+    let name = check_name("name", &body.name)?;
+    let (key, prefix) = generate_api_key();
+    let hash = hash_api_key(&key);
+    let a = cx.app.clone();
+    let id = cx.user.id.clone();
+    let rec = blocking(move || {
+        a.store
+            .create_api_key(&id, &name, &prefix, &hash, now_unix())
+    })
+    .await?;
+    let out = CreatedKey {
+        id: rec.id,
+        name: rec.name,
+        key,
+        prefix: rec.prefix,
+        created_at: qlearn_core::tenancy::rfc3339(rec.created_at),
+    };
+    Ok(json_response(StatusCode::CREATED, &out))
+}
+
+/// `GET /api-keys`.
+#[utoipa::path(get, path = "/api-keys", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's keys (never the keys themselves)", body = Vec<KeyOut>),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn list_keys(cx: &Ctx) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let id = cx.user.id.clone();
+    let keys = blocking(move || a.store.api_keys(&id)).await?;
+    let out: Vec<KeyOut> = keys.iter().map(KeyOut::from).collect();
+    Ok(ok_json(&out))
+}
+
+/// `DELETE /api-keys/{id}`.
+#[utoipa::path(delete, path = "/api-keys/{id}", tag = "accounts", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Key id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found (unknown or another user's key)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn delete_key(cx: &Ctx, key_id: String) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let id = cx.user.id.clone();
+    blocking(move || a.store.delete_api_key(&id, &key_id)).await?;
+    cx.app.forget_user(&cx.user.id);
+    Ok(no_content())
+}
+
+/// `PATCH /admin/users/{id}`.
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id")),
+    request_body = AdminUserPatch,
+    responses(
+        (status = 200, description = "The changed user", body = UserOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "forbidden (admin role needed)", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "Invalid tier or role", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn admin_patch_user(
+    cx: &Ctx,
+    user_id: String,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    if cx.user.role != Role::Admin {
+        return Err(ApiError::Forbidden);
+    }
+    let body: AdminUserPatch = read_json(req, cx.app.config.body_limit).await?;
+    let a = cx.app.clone();
+    let id = user_id.clone();
+    let user = blocking(move || {
+        if a.store.user(&id)?.is_none() {
+            return Err(Error::NotFound("user"));
+        }
+        if let Some(t) = body.tier {
+            a.store.set_tier(&id, t)?;
+        }
+        if let Some(r) = body.role {
+            a.store.set_role(&id, r)?;
+        }
+        a.store.user(&id)?.ok_or(Error::NotFound("user"))
+    })
+    .await?;
+    cx.app.forget_user(&user_id);
+    tracing::info!(admin = %cx.user.id, user = %user_id, tier = %user.tier, role = %user.role, "user changed by admin");
+    Ok(ok_json(&UserOut::from(&user)))
+}

@@ -1,0 +1,27 @@
+//! Request handlers, one module per area of the API. Each handler parses
+//! its input with [`crate::http`], calls the store on a blocking thread and
+//! answers with a [`crate::wire`] type; errors go back as
+//! [`crate::error::ApiError`].
+
+pub mod accounts;
+pub mod engine;
+pub mod models;
+pub mod service;
+
+use crate::error::ApiError;
+use qlearn_core::Error;
+
+/// Checks a display name (model, API key): 1 to 100 characters after
+/// trimming; returns the trimmed name.
+pub fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
+    let n = name.trim();
+    let chars = n.chars().count();
+    if chars == 0 || chars > 100 || n.chars().any(char::is_control) {
+        return Err(Error::field(
+            field,
+            "must be 1 to 100 characters, without control characters",
+        )
+        .into());
+    }
+    Ok(n.to_owned())
+}

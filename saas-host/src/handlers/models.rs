@@ -1,0 +1,348 @@
+//! Models: create, list, read, change, delete, status (Q-table pages),
+//! export and import, and the caller's dashboard.
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
+use hyper::{Request, StatusCode};
+use qlearn_core::store::ModelPatch;
+use qlearn_core::tenancy::{date_string, rfc3339, seconds_until_next_month, BillingMonth};
+use qlearn_core::{Error, Model};
+
+use super::check_name;
+use crate::app::blocking;
+use crate::error::ApiError;
+use crate::http::{
+    bytes_response, json_response, media_type, no_content, ok_json, query_param, read_body,
+    read_json, Resp,
+};
+use crate::now_unix;
+use crate::router::Ctx;
+use crate::wire::{
+    CreateModel, DashboardOut, DayOut, LimitsOut, ModelOut, PatchModel, QTableOut, RowOut,
+    StatusOut, UsageOut, UserOut,
+};
+
+/// Largest `limit` of a Q-table page.
+const MAX_PAGE: u64 = 1000;
+/// Default `limit` of a Q-table page.
+const DEFAULT_PAGE: u64 = 100;
+
+/// `GET /models`.
+#[utoipa::path(get, path = "/models", tag = "models", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's models, oldest first", body = Vec<ModelOut>),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn list(cx: &Ctx) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let models = blocking(move || a.store.models(&uid)).await?;
+    let out: Vec<ModelOut> = models.into_iter().map(ModelOut::from).collect();
+    Ok(ok_json(&out))
+}
+
+/// `POST /models`.
+#[utoipa::path(post, path = "/models", tag = "models", security(("bearer" = [])),
+    request_body = CreateModel,
+    responses(
+        (status = 201, description = "Created", body = ModelOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_limit_reached", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (names the field)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn create(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: CreateModel = read_json(req, cx.app.config.body_limit).await?;
+    let name = check_name("name", &body.name)?;
+    let model = Model::new(body.config())?;
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let max = cx.limits().max_models;
+    let info = blocking(move || a.store.create_model(&uid, &name, &model, max, now_unix())).await?;
+    Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))
+}
+
+/// `GET /models/{id}`.
+#[utoipa::path(get, path = "/models/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id")),
+    responses(
+        (status = 200, description = "The model", body = ModelOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found (unknown or another user's model)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let info = blocking(move || a.store.model(&uid, &id)).await?;
+    Ok(ok_json(&ModelOut::from(info)))
+}
+
+/// `PATCH /models/{id}`.
+#[utoipa::path(patch, path = "/models/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id")),
+    request_body = PatchModel,
+    responses(
+        (status = 200, description = "The changed model", body = ModelOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (n_actions and state_bins cannot change)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: PatchModel = read_json(req, cx.app.config.body_limit).await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| check_name("name", n))
+        .transpose()?;
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let mid = id.clone();
+    let info = blocking(move || {
+        let config = if body.touches_config() {
+            let current = a.store.model(&uid, &mid)?;
+            Some(body.apply(&current.config))
+        } else {
+            None
+        };
+        a.store
+            .update_model(&uid, &mid, ModelPatch { name, config }, now_unix())
+    })
+    .await?;
+    cx.app.forget_model(&id);
+    Ok(ok_json(&ModelOut::from(info)))
+}
+
+/// `DELETE /models/{id}`.
+#[utoipa::path(delete, path = "/models/{id}", tag = "models", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn delete(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let mid = id.clone();
+    blocking(move || a.store.delete_model(&uid, &mid)).await?;
+    cx.app.forget_model(&id);
+    Ok(no_content())
+}
+
+fn page_param(query: Option<&str>, name: &str, default: u64) -> Result<u64, ApiError> {
+    match query_param(query, name) {
+        None => Ok(default),
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            Error::field(name, format!("must be a non-negative integer, got {v:?}")).into()
+        }),
+    }
+}
+
+/// `GET /status/{id}`.
+#[utoipa::path(get, path = "/status/{id}", tag = "models", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Model id"),
+        ("offset" = Option<u64>, Query, description = "First row (default 0)"),
+        ("limit" = Option<u64>, Query, description = "Rows (1..=1000, default 100)"),
+    ),
+    responses(
+        (status = 200, description = "Model, statistics and a page of the Q-table", body = StatusOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid offset or limit", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn status(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = req.uri().query();
+    let offset = page_param(q, "offset", 0)?;
+    let limit = page_param(q, "limit", DEFAULT_PAGE)?;
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(
+            Error::field("limit", format!("must be in 1..={MAX_PAGE}, got {limit}")).into(),
+        );
+    }
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let (info, page) = blocking(move || {
+        let info = a.store.model(&uid, &id)?;
+        let page = a.store.q_table(&uid, &id, offset, limit)?;
+        Ok((info, page))
+    })
+    .await?;
+    let rows = page
+        .rows
+        .into_iter()
+        .map(|(k, q)| RowOut {
+            state: k.to_state(),
+            q_values: q,
+        })
+        .collect();
+    let model = ModelOut::from(info);
+    let stats = crate::wire::StatsOut {
+        predictions: model.stats.predictions,
+        updates: model.stats.updates,
+        episodes: model.stats.episodes,
+        states: model.stats.states,
+        epsilon: model.stats.epsilon,
+        mean_reward: model.stats.mean_reward,
+        recent_returns: model.stats.recent_returns.clone(),
+    };
+    Ok(ok_json(&StatusOut {
+        model,
+        stats,
+        q_table: QTableOut {
+            total: page.total,
+            offset,
+            limit,
+            rows,
+        },
+    }))
+}
+
+/// `GET /models/{id}/export`.
+#[utoipa::path(get, path = "/models/{id}/export", tag = "models", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Model id"),
+        ("format" = Option<String>, Query, description = "`binary` (default) or `json`"),
+    ),
+    responses(
+        (status = 200, description = "The model in the shared binary format (application/octet-stream) or the JSON export", content_type = "application/octet-stream"),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 422, description = "unknown format", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let json = match query_param(req.uri().query(), "format").as_deref() {
+        None | Some("binary") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(
+                Error::field("format", format!("must be binary or json, got {other:?}")).into(),
+            )
+        }
+    };
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let mid = id.clone();
+    let bytes = blocking(move || {
+        let model = a.store.export_model(&uid, &mid)?;
+        if json {
+            model.to_json().map(String::into_bytes)
+        } else {
+            model.to_bytes()
+        }
+    })
+    .await?;
+    let (ct, ext) = if json {
+        (crate::http::JSON, "json")
+    } else {
+        (HeaderValue::from_static("application/octet-stream"), "qlrn")
+    };
+    let mut resp = bytes_response(StatusCode::OK, ct, bytes);
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"model-{id}.{ext}\"")) {
+        resp.headers_mut().insert(CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// `POST /models/import`.
+#[utoipa::path(post, path = "/models/import", tag = "models", security(("bearer" = [])),
+    params(("name" = Option<String>, Query, description = "Name of the new model (default `imported`)")),
+    request_body(content = Vec<u8>, description = "The binary format (application/octet-stream) or the JSON export (application/json)", content_type = "application/octet-stream"),
+    responses(
+        (status = 201, description = "Imported as a new model", body = ModelOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_limit_reached", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body over the import limit", body = crate::wire::ErrorBody),
+        (status = 415, description = "Neither application/octet-stream nor application/json", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_model (cannot decode) or invalid name", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let json = match media_type(&req).as_deref() {
+        Some("application/octet-stream") => false,
+        Some("application/json") => true,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/octet-stream (binary model) or application/json (JSON export)",
+            ))
+        }
+    };
+    let name = match query_param(req.uri().query(), "name") {
+        Some(n) => check_name("name", &n)?,
+        None => "imported".to_owned(),
+    };
+    let bytes = read_body(req, cx.app.config.import_limit).await?;
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let max = cx.limits().max_models;
+    let info = blocking(move || {
+        let model = if json {
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| Error::Decode("the JSON export is not UTF-8".into()))?;
+            Model::from_json(text)?
+        } else {
+            Model::from_bytes(&bytes)?
+        };
+        a.store.create_model(&uid, &name, &model, max, now_unix())
+    })
+    .await?;
+    Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))
+}
+
+/// `GET /dashboard`.
+#[utoipa::path(get, path = "/dashboard", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "User, tier limits, usage this month and per day, models", body = DashboardOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn dashboard(cx: &Ctx) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let now = now_unix();
+    let month = BillingMonth::from_unix(now);
+    let (user, usage, models) = blocking(move || {
+        let user = a.store.user(&uid)?.ok_or(Error::NotFound("user"))?;
+        let usage = a.store.usage(&uid, month)?;
+        let models = a.store.models(&uid)?;
+        Ok((user, usage, models))
+    })
+    .await?;
+    let limits = *cx.app.limits(&user);
+    let start = month.start_unix();
+    let per_day = usage
+        .per_day
+        .iter()
+        .enumerate()
+        .map(|(i, &calls)| DayOut {
+            date: date_string(start + i as i64 * 86_400),
+            calls,
+        })
+        .collect();
+    let out = DashboardOut {
+        user: UserOut::from(&user),
+        limits: LimitsOut::new(user.tier, &limits),
+        usage: UsageOut {
+            month: month.to_string(),
+            calls: usage.calls,
+            limit: limits.monthly_calls,
+            remaining: limits.remaining_calls(usage.calls),
+            resets_at: rfc3339(now + seconds_until_next_month(now) as i64),
+            per_day,
+        },
+        models: models.into_iter().map(ModelOut::from).collect(),
+    };
+    Ok(ok_json(&out))
+}

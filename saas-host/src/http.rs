@@ -1,0 +1,258 @@
+//! HTTP plumbing shared by every handler: the response body type, response
+//! builders, and reading request bodies (size limit, content type, JSON with
+//! errors that name the offending field).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+
+/// Every response of the service.
+pub type Resp = Response<Body>;
+
+/// A response body: a complete buffer, or a stream of chunks (server-sent
+/// events) fed by a task through a channel.
+#[derive(Debug)]
+pub enum Body {
+    /// The whole body (possibly empty).
+    Full(Option<Bytes>),
+    /// Chunks as they come; ends when the sender is dropped.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// An empty body.
+    pub fn empty() -> Self {
+        Body::Full(None)
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(b: Bytes) -> Self {
+        Body::Full(Some(b))
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(b: Vec<u8>) -> Self {
+        Body::Full(Some(Bytes::from(b)))
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(b: &'static [u8]) -> Self {
+        Body::Full(Some(Bytes::from_static(b)))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => SizeHint::with_exact(0),
+            Body::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// `application/json`.
+pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// A response with `body` serialized as JSON.
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => bytes_response(status, JSON, bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "response serialization failed");
+            bytes_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                JSON,
+                br#"{"error":{"code":"internal","message":"internal error; it has been logged"}}"#
+                    .to_vec(),
+            )
+        }
+    }
+}
+
+/// A 200 JSON response.
+pub fn ok_json<T: Serialize + ?Sized>(body: &T) -> Resp {
+    json_response(StatusCode::OK, body)
+}
+
+/// A response with a body of the given content type.
+pub fn bytes_response(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: impl Into<Body>,
+) -> Resp {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, content_type);
+    r
+}
+
+/// 204 No Content.
+pub fn no_content() -> Resp {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+/// The media type of a request (lower-cased, parameters stripped), if any.
+pub fn media_type(req: &Request<Incoming>) -> Option<String> {
+    let ct = req.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(
+        ct.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Whether the request says its body is JSON (`application/json` or a
+/// `+json` type).
+pub fn is_json(req: &Request<Incoming>) -> bool {
+    media_type(req).is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+}
+
+/// Reads the whole body, refusing more than `limit` bytes: first by
+/// `Content-Length`, then while reading (for chunked bodies).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+        let len = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| ApiError::MalformedJson("invalid Content-Length".into()))?;
+        if len > limit as u64 {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge(limit))
+        }
+        Err(_) => Err(ApiError::MalformedJson("the body could not be read".into())),
+    }
+}
+
+/// Reads a JSON body into `T`: 415 unless the content type is JSON, 413 over
+/// `limit`, 400 for invalid JSON, 422 naming the field for a missing field
+/// or a value of the wrong type.
+pub async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    if !is_json(&req) {
+        return Err(ApiError::UnsupportedMediaType("application/json"));
+    }
+    let bytes = read_body(req, limit).await?;
+    parse_json(&bytes)
+}
+
+/// Parses JSON bytes into `T` with the error mapping of [`read_json`].
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(v) => {
+            // Trailing garbage after the value is a syntax error.
+            de.end()
+                .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+            Ok(v)
+        }
+        Err(err) => {
+            let path = err.path().to_string();
+            let inner = err.into_inner();
+            use serde_json::error::Category;
+            match inner.classify() {
+                Category::Syntax | Category::Eof | Category::Io => {
+                    Err(ApiError::MalformedJson(inner.to_string()))
+                }
+                Category::Data => Err(ApiError::InvalidField(field_message(&path, &inner))),
+            }
+        }
+    }
+}
+
+/// A 422 message that names the field: `reward: invalid type: string "x",
+/// expected f64`, or `missing field `state`` at the top level.
+fn field_message(path: &str, e: &serde_json::Error) -> String {
+    // serde_json appends " at line L column C"; the path says more.
+    let text = e.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    if path.is_empty() || path == "." {
+        text.to_owned()
+    } else {
+        format!("invalid {path}: {text}")
+    }
+}
+
+/// The value of query parameter `name` (percent-decoded), if present.
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let q = query?;
+    q.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// Decodes `%XX` escapes and `+` (as space) of a query value.
+pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}

@@ -1,0 +1,39 @@
+//! saas-host: the qlearn HTTP service.
+//!
+//! A multi-tenant JSON API over [`qlearn_core`], on hyper 1.x without a web
+//! framework: users register, own Q-learning models, and make metered
+//! `predict`/`update` calls; the store does the metering and learning.
+//!
+//! - [`run`] / [`serve`]: the server (what `main` and the tests start);
+//! - [`config`]: configuration and opening a store from `DATABASE_URL`;
+//! - [`cli`]: the command line (`serve`, `admin set-tier`, `admin set-role`);
+//! - [`router`]: dispatch, authentication, rate limits, CORS, logs;
+//! - [`handlers`]: one module per area of the API; [`wire`]: its JSON types;
+//! - [`error`]: the single mapping of errors to status codes and JSON.
+//!
+//! **Architecture invariant:** only this crate knows HTTP and the JSON wire
+//! format; it never re-implements learning, quota or password logic.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod handlers;
+pub mod http;
+pub mod metrics;
+pub mod openapi;
+pub mod router;
+pub mod server;
+pub mod wire;
+
+pub use config::Config;
+pub use server::{run, serve};
+
+/// Now, in Unix seconds (UTC).
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
