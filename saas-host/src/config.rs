@@ -148,11 +148,7 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 fn open_sqlite(path: &str) -> Result<Arc<dyn Store>> {
-    let _ = path;
-    Err(Error::field(
-        "DATABASE_URL",
-        "the SQLite store is not available in this build yet; use memory:// for now",
-    ))
+    Ok(Arc::new(qlearn_core::store::sqlite::SqliteStore::open(path)?))
 }
 
 fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
