@@ -371,7 +371,7 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await untilText(page.locator('#qt-range'), /^1–10 /);
     const seen = new Set();
     for (let p = 0; p * 10 < total; p++) {
-      if (p > 0) await page.click('#qt-next');
+      if (p > 0) { await page.waitForTimeout(300); await page.click('#qt-next'); } // a person's pace
       await until(`page ${p + 1}`, async () => (await page.locator('#qt-range').textContent()).startsWith(`${p * 10 + 1}–`));
       for (const k of await page.locator('[data-testid="q-row"]').evaluateAll((rows) => rows.map((r) => r.dataset.state))) seen.add(k);
     }

@@ -52,8 +52,11 @@ try {
   await page.uncheck('#explore-input');
   await page.click('#predict-btn');
   await page.locator('#predict-result').waitFor({ state: 'visible' });
+  // fill the feedback form as the gridworld would answer the predicted move
+  const moved = [[-1, 0], [1, 0], [0, -1], [0, 1]][Number(await page.locator('#pred-action').textContent())] || [0, 0];
+  const next = [Math.min(2, Math.max(0, moved[0])), Math.min(2, Math.max(0, moved[1]))];
   await page.fill('#fb-reward', '-0.04');
-  await page.fill('#fb-next-state', '[0, 1]');
+  await page.fill('#fb-next-state', `[${next[0]}, ${next[1]}]`);
   await page.waitForTimeout(1500); // usage refresh
   await shot('operate.png', { fullPage: true });
 
@@ -80,11 +83,12 @@ try {
   await shot('dashboard.png', { fullPage: true });
 
   await page.setViewportSize({ width: 375, height: 812 });
+  await page.mouse.move(370, 800); // no hover effects in the shots
   await page.evaluate(() => { location.hash = '#/operate'; });
   await page.locator('#view-operate').waitFor({ state: 'visible' });
   await untilText(page.locator('#live-status'), /live/);
   await shot('phone.png', { fullPage: false });
-  await page.evaluate(() => document.querySelector('#heatmap').scrollIntoView({ block: 'start' }));
+  await page.evaluate(() => document.querySelector('#heatmap').closest('.card').scrollIntoView({ block: 'start' }));
   await shot('phone-heatmap.png', { fullPage: false });
   if (errors.length) {
     console.error('console errors while taking screenshots:\n' + errors.join('\n'));

@@ -38,6 +38,28 @@ export function setMeteredHandler(fn) { onMetered = fn; }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// A client-side token bucket a little under the plan's rate limit (from /dashboard),
+// so the page itself never bursts into the server's per-second limiter. The server
+// stays the judge: a `rate_limited` 429 is still waited out and retried below.
+const bucket = { rate: 0, capacity: 0, tokens: 0, at: 0 };
+export function setRateLimit(perSecond, burst) {
+  if (!(perSecond > 0)) { bucket.rate = 0; return; }
+  bucket.rate = perSecond * 0.8;
+  bucket.capacity = Math.max(1, Math.floor((burst || perSecond) * 0.6));
+  bucket.tokens = Math.min(bucket.tokens || bucket.capacity, bucket.capacity);
+  bucket.at = performance.now();
+}
+async function takeToken() {
+  if (!bucket.rate) return;
+  for (;;) {
+    const now = performance.now();
+    bucket.tokens = Math.min(bucket.capacity, bucket.tokens + ((now - bucket.at) / 1000) * bucket.rate);
+    bucket.at = now;
+    if (bucket.tokens >= 1) { bucket.tokens -= 1; return; }
+    await sleep(Math.ceil(((1 - bucket.tokens) / bucket.rate) * 1000));
+  }
+}
+
 async function parseError(res) {
   let code = 'http_' + res.status;
   let message = `${res.status} ${res.statusText || 'error'}`;
@@ -64,6 +86,7 @@ export async function request(method, path, body = undefined, opts = {}) {
   if (auth && session.token) headers.Authorization = `Bearer ${session.token}`;
   for (let attempt = 0; ; attempt++) {
     let res;
+    if (auth) await takeToken();
     try {
       res = await fetch(path, {
         method,

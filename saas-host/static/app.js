@@ -2,7 +2,7 @@
 // only the public HTTP API (docs/http-api.md).
 
 import {
-  api, session, ApiError, setUnauthorizedHandler, setMeteredHandler,
+  api, session, ApiError, setUnauthorizedHandler, setMeteredHandler, setRateLimit,
   parseState, stateKey, formatState, stateToInput, fmtNum,
 } from './api.js';
 import { usageChart, learningCurve, heatColor } from './charts.js';
@@ -188,6 +188,7 @@ async function loadDashboard() {
   const d = await api.dashboard();
   S.dashboard = d;
   S.models = d.models || [];
+  setRateLimit(d.limits?.rate_per_second, d.limits?.burst);
   if (d.user?.email) { $('#user-email').textContent = d.user.email; }
   renderUsage();
   renderDashboard();
