@@ -96,7 +96,9 @@ export function usageChart(container, days, today) {
       const hit = el('rect', { x: m.left + i * slot, y: m.top, width: slot, height: ih, fill: 'transparent' });
       hit.append(el('title', {}, `${d.date}: ${d.calls} call${d.calls === 1 ? '' : 's'}`));
       g.append(hit);
-      if (day === 1 || day % labelEvery === 0 || isToday) {
+      const todayDay = today && today.slice(0, 7) === d.date.slice(0, 7) ? Number(today.slice(8, 10)) : null;
+      const nearToday = todayDay != null && !isToday && labelEvery > 1 && Math.abs(day - todayDay) < 2 + (slot < 12 ? 1 : 0);
+      if ((day === 1 || day % labelEvery === 0 || isToday) && !nearToday) {
         g.append(el('text', {
           x: (m.left + i * slot + slot / 2).toFixed(1), y: H - 8, 'text-anchor': 'middle', 'font-size': 11,
           'font-weight': isToday ? 700 : 400, fill: isToday ? '#4338ca' : null,
