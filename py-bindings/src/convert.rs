@@ -26,8 +26,7 @@
 use std::mem::MaybeUninit;
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray,
-    PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -102,8 +101,10 @@ fn numpy_fn<'py>(
     cell: &'static PyOnceLock<Py<PyAny>>,
     name: &str,
 ) -> PyResult<&'py Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import("numpy")?.getattr(name)?.unbind()))
-        .map(|f| f.bind(py))
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("numpy")?.getattr(name)?.unbind())
+    })
+    .map(|f| f.bind(py))
 }
 
 /// `numpy.ascontiguousarray(obj, dtype=dtype)`.
@@ -166,7 +167,10 @@ pub(crate) fn state<'a>(
 ) -> PyResult<StateRef<'a>> {
     // The hot path: a plain int.
     if let Ok(n) = obj.cast_exact::<PyInt>() {
-        return n.extract::<i64>().map(StateRef::Int).map_err(|_| int_range(what));
+        return n
+            .extract::<i64>()
+            .map(StateRef::Int)
+            .map_err(|_| int_range(what));
     }
     if let Ok(s) = obj.cast::<PyString>() {
         return s.to_str().map(StateRef::Str);
@@ -196,7 +200,10 @@ pub(crate) fn state<'a>(
     }
     if let Ok(n) = obj.cast::<PyInt>() {
         // bool and int subclasses (IntEnum, ...).
-        return n.extract::<i64>().map(StateRef::Int).map_err(|_| int_range(what));
+        return n
+            .extract::<i64>()
+            .map(StateRef::Int)
+            .map_err(|_| int_range(what));
     }
     if obj.is_instance_of::<PyFloat>() {
         return Err(type_error(format!(
@@ -212,7 +219,10 @@ pub(crate) fn state<'a>(
         // A numpy scalar (np.int64, np.bool_, ...): its Python value is a state.
         let item = obj.call_method0("item")?;
         if item.is_instance_of::<PyInt>() {
-            return item.extract::<i64>().map(StateRef::Int).map_err(|_| int_range(what));
+            return item
+                .extract::<i64>()
+                .map(StateRef::Int)
+                .map_err(|_| int_range(what));
         }
         return Err(type_error(format!(
             "{what}: a numpy {} scalar is not a state; pass an integer, a string or an array",
@@ -319,18 +329,50 @@ impl Batch {
         }
     }
 
-    /// State `i` (an empty array state if `i` is out of range, which the
-    /// engine then refuses; callers check lengths first).
-    #[inline]
-    pub(crate) fn get(&self, i: usize) -> StateRef<'_> {
+    /// The states in order.
+    pub(crate) fn iter(&self) -> BatchIter<'_> {
         match self {
-            Batch::Ints(v) => v.get(i).map_or(StateRef::Array(&[]), |&x| StateRef::Int(x)),
-            Batch::Rows { data, dim, .. } => StateRef::Array(
-                i.checked_mul(*dim)
-                    .and_then(|lo| data.get(lo..lo.checked_add(*dim)?))
-                    .unwrap_or(&[]),
-            ),
-            Batch::Owned(v) => v.get(i).map_or(StateRef::Array(&[]), State::as_ref),
+            Batch::Ints(v) => BatchIter::Ints(v.iter()),
+            Batch::Rows { data, dim, n } => BatchIter::Rows {
+                data,
+                dim: *dim,
+                left: *n,
+            },
+            Batch::Owned(v) => BatchIter::Owned(v.iter()),
+        }
+    }
+}
+
+/// Iterator over a [`Batch`]'s states.
+pub(crate) enum BatchIter<'a> {
+    Ints(std::slice::Iter<'a, i64>),
+    Rows {
+        data: &'a [f64],
+        dim: usize,
+        left: usize,
+    },
+    Owned(std::slice::Iter<'a, State>),
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = StateRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<StateRef<'a>> {
+        match self {
+            BatchIter::Ints(it) => it.next().map(|&x| StateRef::Int(x)),
+            BatchIter::Rows { data, dim, left } => {
+                if *left == 0 {
+                    return None;
+                }
+                *left -= 1;
+                // `dim` may be 0 (an (n, 0) array): every row is then the
+                // empty array, which the engine refuses with its message.
+                let (row, rest) = data.split_at_checked(*dim).unwrap_or((&[], &[]));
+                *data = rest;
+                Some(StateRef::Array(row))
+            }
+            BatchIter::Owned(it) => it.next().map(State::as_ref),
         }
     }
 }
@@ -510,7 +552,11 @@ pub(crate) fn action(a: i64, n_actions: usize, what: &str) -> PyResult<usize> {
 
 /// A list of allowed actions: a sequence of action indices, or a numpy bool
 /// mask of length `n_actions` (Gymnasium's `action_mask` as `mask.astype(bool)`).
-pub(crate) fn allowed(obj: &Bound<'_, PyAny>, n_actions: usize, what: &str) -> PyResult<Vec<usize>> {
+pub(crate) fn allowed(
+    obj: &Bound<'_, PyAny>,
+    n_actions: usize,
+    what: &str,
+) -> PyResult<Vec<usize>> {
     if let Ok(arr) = obj.cast::<PyUntypedArray>() {
         if arr.dtype().kind() == b'b' {
             if arr.ndim() != 1 || arr.len() != n_actions {
@@ -534,5 +580,7 @@ pub(crate) fn allowed(obj: &Bound<'_, PyAny>, n_actions: usize, what: &str) -> P
         )));
     }
     let ints = int_batch(obj, what)?;
-    ints.into_iter().map(|a| action(a, n_actions, what)).collect()
+    ints.into_iter()
+        .map(|a| action(a, n_actions, what))
+        .collect()
 }

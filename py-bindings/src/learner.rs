@@ -79,16 +79,18 @@ impl QLearner {
         // The uncontended case inline (one atomic); waiting detaches.
         match self.model.try_lock() {
             Ok(guard) => Ok(guard),
-            Err(TryLockError::WouldBlock) => self.model.lock_py_attached(py).map_err(|_| poisoned()),
+            Err(TryLockError::WouldBlock) => {
+                self.model.lock_py_attached(py).map_err(|_| poisoned())
+            }
             Err(TryLockError::Poisoned(_)) => Err(poisoned()),
         }
     }
 
     /// Locks the model from a thread that is detached from the interpreter.
     fn lock_detached(&self) -> Result<MutexGuard<'_, Model>, Error> {
-        self.model
-            .lock()
-            .map_err(|_| Error::Internal("the model's lock was poisoned by an earlier panic".into()))
+        self.model.lock().map_err(|_| {
+            Error::Internal("the model's lock was poisoned by an earlier panic".into())
+        })
     }
 
     /// Changes the configuration through the engine's `reconfigure` (which
@@ -105,7 +107,8 @@ impl QLearner {
     }
 
     fn bytes(&self, py: Python<'_>) -> PyResult<Vec<u8>> {
-        py.detach(|| self.lock_detached()?.to_bytes()).map_err(to_py)
+        py.detach(|| self.lock_detached()?.to_bytes())
+            .map_err(to_py)
     }
 }
 
@@ -235,7 +238,10 @@ impl QLearner {
                 if s.extract::<i128>().is_ok() {
                     value_error(Error::field("seed", "must be an int in 0..2**64"))
                 } else {
-                    type_error(format!("seed must be an int, got {}", convert::type_name(s)))
+                    type_error(format!(
+                        "seed must be an int, got {}",
+                        convert::type_name(s)
+                    ))
                 }
             })?),
         };
@@ -305,7 +311,9 @@ impl QLearner {
         let mut buf = ArrayBuf::new();
         let s = convert::state(state, &mut buf, "state")?;
         let mask = match allowed_actions {
-            Some(a) if !a.is_none() => Some(convert::allowed(a, self.n_actions, "allowed_actions")?),
+            Some(a) if !a.is_none() => {
+                Some(convert::allowed(a, self.n_actions, "allowed_actions")?)
+            }
             _ => None,
         };
         let decision = self.lock(py)?.predict(s, explore, mask.as_deref());
@@ -421,15 +429,12 @@ impl QLearner {
         let actions = py
             .detach(|| -> Result<Vec<i64>, Error> {
                 let mut m = self.lock_detached()?;
-                let n = batch.len();
-                for i in 0..n {
-                    m.validate_predict(batch.get(i), None)
-                        .map_err(|e| at_state(i, e))?;
+                for (i, s) in batch.iter().enumerate() {
+                    m.validate_predict(s, None).map_err(|e| at_state(i, e))?;
                 }
-                let mut out = Vec::with_capacity(n);
-                for i in 0..n {
-                    let d = m.predict(batch.get(i), explore, None)?;
-                    out.push(d.action as i64);
+                let mut out = Vec::with_capacity(batch.len());
+                for s in batch.iter() {
+                    out.push(m.predict(s, explore, None)?.action as i64);
                 }
                 Ok(out)
             })
@@ -521,35 +526,50 @@ impl QLearner {
             }
             _ => None,
         };
-        let experience = |i: usize| -> Option<Experience<'_>> {
-            Some(Experience {
-                state: states.get(i),
-                action: *actions.get(i)?,
-                reward: *rewards.get(i)?,
-                next_state: next_states.get(i),
-                done: *dones.get(i)?,
-                truncated: match &truncateds {
-                    Some(t) => *t.get(i)?,
-                    None => false,
-                },
-                next_action: match &next_actions {
-                    Some(a) => Some(*a.get(i)?),
-                    None => None,
-                },
-                next_allowed_actions: None,
-            })
+        // One pass over the columns, zipped (no per-item bounds checks);
+        // every column has n entries (checked above).
+        let experiences = || {
+            let truncated = truncateds.as_deref().unwrap_or(&[]).iter().copied();
+            let next_action = next_actions
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .map(|&a| Some(a));
+            states
+                .iter()
+                .zip(&actions)
+                .zip(&rewards)
+                .zip(next_states.iter())
+                .zip(&dones)
+                .zip(truncated.chain(std::iter::repeat(false)))
+                .zip(next_action.chain(std::iter::repeat(None)))
+                .map(
+                    |(
+                        (((((state, &action), &reward), next_state), &done), truncated),
+                        next_action,
+                    )| {
+                        Experience {
+                            state,
+                            action,
+                            reward,
+                            next_state,
+                            done,
+                            truncated,
+                            next_action,
+                            next_allowed_actions: None,
+                        }
+                    },
+                )
         };
-        let missing = || Error::Internal("batch lengths changed".into());
         let td = py
             .detach(|| -> Result<Vec<f64>, Error> {
                 let mut m = self.lock_detached()?;
-                for i in 0..n {
-                    let e = experience(i).ok_or_else(missing)?;
+                // Validate everything first, so that a bad item applies nothing.
+                for (i, e) in experiences().enumerate() {
                     m.validate(&e).map_err(|err| at_index(i, err))?;
                 }
                 let mut td = Vec::with_capacity(n);
-                for i in 0..n {
-                    let e = experience(i).ok_or_else(missing)?;
+                for (i, e) in experiences().enumerate() {
                     td.push(m.update(&e).map_err(|err| at_index(i, err))?.td_error);
                 }
                 Ok(td)
