@@ -50,7 +50,7 @@ pub struct App {
     pub metrics: Metrics,
     started: Instant,
     /// Action names per model id (with the time they were read).
-    names: Mutex<HashMap<String, (Option<Arc<Vec<String>>>, Instant)>>,
+    names: Mutex<HashMap<String, (ActionNames, Instant)>>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -60,6 +60,9 @@ struct Cached {
     fingerprint: String,
     at: Instant,
 }
+
+/// A model's action names, if it names its actions.
+pub type ActionNames = Option<Arc<Vec<String>>>;
 
 /// JWT claims.
 #[derive(Serialize, Deserialize)]
@@ -221,7 +224,7 @@ impl App {
 
     /// The action names of `owner`'s model `model_id` (cached briefly; this
     /// instance's own changes invalidate at once). Blocks on a cache miss.
-    pub fn action_names(&self, owner: &str, model_id: &str) -> Result<Option<Arc<Vec<String>>>> {
+    pub fn action_names(&self, owner: &str, model_id: &str) -> Result<ActionNames> {
         {
             let m = self.names.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((n, at)) = m.get(model_id) {

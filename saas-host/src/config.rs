@@ -148,7 +148,14 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
 }
 
 fn open_sqlite(path: &str) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(qlearn_core::store::sqlite::SqliteStore::open(path)?))
+    Ok(Arc::new(qlearn_core::store::sqlite::SqliteStore::open(
+        path,
+    )?))
+}
+
+/// Whether this build can open `postgres://` URLs.
+pub fn postgres_available() -> bool {
+    false
 }
 
 fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {

@@ -198,7 +198,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 Category::Syntax | Category::Eof | Category::Io => {
                     Err(ApiError::MalformedJson(inner.to_string()))
                 }
-                Category::Data => Err(ApiError::InvalidField(field_message(&path, &inner))),
+                Category::Data => {
+                    // A body that is not JSON at all is a 400 even when the
+                    // typed parse stopped at a missing field first.
+                    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                        return Err(ApiError::MalformedJson(e.to_string()));
+                    }
+                    Err(ApiError::InvalidField(field_message(&path, &inner)))
+                }
             }
         }
     }
@@ -255,4 +262,51 @@ pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
         i += 1;
     }
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{PredictIn, UpdateIn};
+
+    fn err(bytes: &[u8]) -> ApiError {
+        match parse_json::<PredictIn>(bytes) {
+            Err(e) => e,
+            Ok(_) => panic!("parsed"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_data_errors_422_naming_the_field() {
+        assert!(
+            matches!(err(b"{\"model_id\": "), ApiError::MalformedJson(_)),
+            "{:?}",
+            err(b"{\"model_id\": ")
+        );
+        assert!(matches!(err(b"{} x"), ApiError::MalformedJson(_)));
+        assert!(matches!(err(b""), ApiError::MalformedJson(_)));
+        match err(b"{\"model_id\": \"m\", \"state\": 1.5}") {
+            ApiError::InvalidField(m) => assert!(m.contains("state"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match parse_json::<UpdateIn>(
+            b"{\"model_id\":\"m\",\"state\":1,\"action\":1,\"reward\":\"x\",\"next_state\":2}",
+        ) {
+            Err(ApiError::InvalidField(m)) => assert!(m.starts_with("invalid reward:"), "{m}"),
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn query_params_decode() {
+        assert_eq!(
+            query_param(Some("a=1&name=copy%20one"), "name").unwrap(),
+            "copy one"
+        );
+        assert_eq!(query_param(Some("name=a+b"), "name").unwrap(), "a b");
+        assert_eq!(query_param(Some("name=%zz"), "name").unwrap(), "%zz");
+        assert_eq!(query_param(Some("name=%4"), "name").unwrap(), "%4");
+        assert!(query_param(Some("x=1"), "name").is_none());
+        assert!(query_param(None, "name").is_none());
+    }
 }
