@@ -1,0 +1,255 @@
+//! Durability of acknowledged updates across process stops: the real binary
+//! as a child process, under concurrent update load, stopped by SIGTERM
+//! (graceful) or SIGKILL, then restarted on the same database.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Backend;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+backend_tests!(
+    sigterm_during_load_loses_no_acked_update,
+    sigkill_loses_no_acked_update
+);
+
+const SECRET: &str = "shutdown test secret, long enough for HS256 keys";
+
+struct Proc {
+    child: Child,
+    base: String,
+}
+
+async fn spawn(database_url: &str, limits: &std::path::Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saas-host"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .env("DATABASE_URL", database_url)
+        .env("SECRET_KEY", SECRET)
+        .env("LIMITS_FILE", limits)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["fields"]["message"] == "serving" {
+                    return v["fields"]["addr"].as_str().unwrap().to_owned();
+                }
+            }
+        }
+        panic!("server exited before serving");
+    })
+    .await
+    .expect("server starts");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Proc {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn signal(p: &Proc, sig: &str) {
+    let pid = p.child.id().unwrap().to_string();
+    let st = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+async fn database(b: Backend, test: &str) -> Option<(String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match b {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("d.db").display()),
+        Backend::Postgres => {
+            if !saas_host::config::postgres_available() {
+                eprintln!("SKIPPED {test} on PostgreSQL: this build has no PostgreSQL store yet");
+                return None;
+            }
+            let t = test.to_owned();
+            tokio::task::spawn_blocking(move || common::pg_schema_url(&t))
+                .await
+                .unwrap()?
+        }
+    };
+    let limits = dir.path().join("limits.json");
+    std::fs::write(
+        &limits,
+        r#"{"free": {"monthly_calls": null, "max_models": 3, "rate_per_second": 1000000, "burst": 1000000}}"#,
+    )
+    .unwrap();
+    Some((url, dir))
+}
+
+/// Runs 8 clients of updates (each to a fresh state) until the server goes
+/// away; `stop` is sent after `after`. Returns the acknowledged states.
+async fn load_then(
+    p: &Proc,
+    token: &str,
+    mid: &str,
+    after: Duration,
+    sig: &str,
+) -> HashSet<(u32, u32)> {
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let mut tasks = Vec::new();
+    for c in 0..8u32 {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let (base, token, mid, acked) = (
+            p.base.clone(),
+            token.to_owned(),
+            mid.to_owned(),
+            acked.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100_000u32 {
+                let body = json!({"model_id": mid, "state": [c, i], "action": 0, "reward": 1, "next_state": [c, i], "done": true});
+                match http.post(format!("{base}/update")).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = match r.json().await {
+                            Ok(v) => v,
+                            Err(_) => break,
+                        };
+                        assert_eq!(v["q_value"], 0.1);
+                        acked.lock().unwrap().insert((c, i));
+                    }
+                    Ok(r) => {
+                        assert_eq!(r.status(), 503, "only 'unavailable' while stopping");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(after).await;
+    signal(p, sig);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let set = acked.lock().unwrap().clone();
+    set
+}
+
+async fn check_after_restart(
+    url: &str,
+    limits: &std::path::Path,
+    token: &str,
+    mid: &str,
+    acked: &HashSet<(u32, u32)>,
+) {
+    let p = spawn(url, limits).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut rows: HashMap<(u32, u32), f64> = HashMap::new();
+    let mut offset = 0;
+    let mut updates = 0;
+    loop {
+        let v: Value = http
+            .get(format!(
+                "{}/status/{mid}?offset={offset}&limit=1000",
+                p.base
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        updates = v["stats"]["updates"].as_u64().unwrap();
+        let page = v["q_table"]["rows"].as_array().unwrap();
+        for r in page {
+            let s = r["state"].as_array().unwrap();
+            let key = (s[0].as_u64().unwrap() as u32, s[1].as_u64().unwrap() as u32);
+            rows.insert(key, r["q_values"][0].as_f64().unwrap());
+        }
+        offset += page.len();
+        if page.is_empty() || offset as u64 >= v["q_table"]["total"].as_u64().unwrap() {
+            break;
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|k| rows.get(k) != Some(&0.1)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged updates lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        updates as usize >= acked.len(),
+        "updates {updates} < acked {}",
+        acked.len()
+    );
+    assert_eq!(rows.len() as u64, updates, "one state per applied update");
+    signal(&p, "-TERM");
+    let mut p = p;
+    let st = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "{st:?}");
+}
+
+async fn setup(p: &Proc) -> (String, String) {
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let v: Value = http
+        .post(format!("{}/register", p.base))
+        .json(&json!({"email": "load@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["access_token"].as_str().unwrap().to_owned(),
+        v["default_model_id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn sigterm_during_load_loses_no_acked_update(b: Backend) {
+    let Some((url, dir)) = database(b, "sigterm").await else {
+        return;
+    };
+    let limits = dir.path().join("limits.json");
+    let mut p = spawn(&url, &limits).await;
+    let (token, mid) = setup(&p).await;
+    let acked = load_then(&p, &token, &mid, Duration::from_millis(700), "-TERM").await;
+    let st = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(st.success(), "graceful exit after SIGTERM: {st:?}");
+    assert!(acked.len() > 50, "the load ran ({} acked)", acked.len());
+    eprintln!("{b:?}: {} updates acknowledged before SIGTERM", acked.len());
+    check_after_restart(&url, &limits, &token, &mid, &acked).await;
+}
+
+async fn sigkill_loses_no_acked_update(b: Backend) {
+    let Some((url, dir)) = database(b, "sigkill").await else {
+        return;
+    };
+    let limits = dir.path().join("limits.json");
+    let mut p = spawn(&url, &limits).await;
+    let (token, mid) = setup(&p).await;
+    let acked = load_then(&p, &token, &mid, Duration::from_millis(700), "-KILL").await;
+    let _ = p.child.wait().await;
+    assert!(acked.len() > 50, "the load ran ({} acked)", acked.len());
+    eprintln!("{b:?}: {} updates acknowledged before SIGKILL", acked.len());
+    check_after_restart(&url, &limits, &token, &mid, &acked).await;
+}
