@@ -1,5 +1,6 @@
-//! Byte layouts shared by the SQL stores (SQLite and PostgreSQL): how a
-//! state key, a Q-row and a learner's state are kept in a database column.
+//! What the SQL stores (SQLite and PostgreSQL) share: how a state key, a
+//! Q-row and a learner's state are kept in a database column, and the
+//! [`QRows`] wrapper that records which rows an update wrote.
 //!
 //! All numbers are little-endian; every decoder checks lengths and tags and
 //! reports corruption as [`Error::Storage`] naming the backend, never panics.
@@ -18,7 +19,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{Counters, Learner, RECENT_RETURNS};
 use crate::state::{StateKey, StateRef};
-use crate::table::QTable;
+use crate::table::{QRows, QTable};
 
 const KEY_INT: u8 = 0;
 const KEY_STR: u8 = 1;
@@ -203,6 +204,25 @@ pub(crate) fn table_from_rows(
     values: Vec<f64>,
 ) -> Result<QTable> {
     QTable::from_rows(width, keys, values).map_err(|e| corrupt(backend, e))
+}
+
+/// [`QRows`] over an in-memory table that records which rows the engine
+/// wrote (their positions), so a store persists exactly those.
+pub(crate) struct Tracked<'a> {
+    pub(crate) table: &'a mut QTable,
+    pub(crate) touched: &'a mut Vec<usize>,
+}
+
+impl QRows for Tracked<'_> {
+    fn row(&self, key: StateRef<'_>) -> Option<&[f64]> {
+        self.table.row(key)
+    }
+
+    fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool) {
+        let pos = self.table.position(key).unwrap_or(self.table.len());
+        self.touched.push(pos);
+        self.table.row_or_insert(key, init)
+    }
 }
 
 #[cfg(test)]

@@ -66,22 +66,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::encoding::{
     config_text, decode_key, decode_learner, decode_values, encode_key, encode_values, key_bytes,
-    learner_bytes, returns_bytes, table_from_rows, values_bytes,
+    learner_bytes, returns_bytes, table_from_rows, values_bytes, Tracked,
 };
 use super::migrations::{self, Migration};
 use super::{ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Store, Usage, User};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Learner, Model, Prediction, UpdateOutcome};
 use crate::state::StateRef;
-use crate::table::{QRows, QTable};
+use crate::table::QTable;
 use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier};
 
 const BACKEND: &str = "sqlite";
@@ -172,7 +173,8 @@ enum Job {
 
 #[derive(Default)]
 struct Queue {
-    jobs: Vec<Job>,
+    /// Jobs with the thread waiting for each (unparked once it committed).
+    jobs: Vec<(Job, Thread)>,
     /// Sequence number of the last job enqueued (jobs are numbered from 1).
     last_seq: u64,
     closed: bool,
@@ -181,9 +183,25 @@ struct Queue {
 #[derive(Default)]
 struct Done {
     /// Every job up to this sequence number has committed.
-    committed: u64,
-    /// Set when a commit failed: the store has stopped.
-    failed: Option<String>,
+    committed: AtomicU64,
+    /// Whether `failure` is set.
+    failed: AtomicBool,
+    /// Why the store stopped (a commit failed or the writer died).
+    failure: Mutex<Option<String>>,
+}
+
+impl Done {
+    fn fail(&self, why: String) {
+        let mut f = lock_plain(&self.failure);
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn failure(&self) -> Option<String> {
+        lock_plain(&self.failure).clone()
+    }
 }
 
 /// What a batch writes, coalesced: last learner state per model, last
@@ -309,20 +327,23 @@ struct WriterGuard(Arc<Inner>);
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        let mut d = lock_plain(&self.0.done);
-        if d.failed.is_none() && !lock_plain(&self.0.queue).closed {
-            d.failed = Some("the writer thread stopped unexpectedly".into());
+        let mut q = lock_plain(&self.0.queue);
+        if !q.closed || !q.jobs.is_empty() {
+            self.0
+                .done
+                .fail("the writer thread stopped unexpectedly; reopen the store".into());
         }
-        drop(d);
-        lock_plain(&self.0.queue).closed = true;
-        self.0.done_cv.notify_all();
+        q.closed = true;
+        for (_, waiter) in q.jobs.drain(..) {
+            waiter.unpark();
+        }
     }
 }
 
 fn writer_loop(inner: Arc<Inner>, conn: Connection) {
     let _guard = WriterGuard(inner.clone());
     loop {
-        let (jobs, last) = {
+        let (taken, last) = {
             let mut q = lock_plain(&inner.queue);
             while q.jobs.is_empty() && !q.closed {
                 q = inner
@@ -335,22 +356,20 @@ fn writer_loop(inner: Arc<Inner>, conn: Connection) {
             }
             (std::mem::take(&mut q.jobs), q.last_seq)
         };
+        let (jobs, waiters): (Vec<Job>, Vec<Thread>) = taken.into_iter().unzip();
         let result = run_batch(&conn, jobs);
         let failed = result.is_err();
-        {
-            let mut d = lock_plain(&inner.done);
-            match result {
-                Ok(()) => d.committed = last,
-                Err(e) => {
-                    d.failed = Some(format!(
-                        "a commit failed ({e}); the store has stopped: reopen it"
-                    ))
-                }
-            }
+        match result {
+            Ok(()) => inner.done.committed.store(last, Ordering::Release),
+            Err(e) => inner.done.fail(format!(
+                "a commit failed ({e}); the store has stopped: reopen it"
+            )),
         }
-        inner.done_cv.notify_all();
+        for w in waiters {
+            w.unpark();
+        }
         if failed {
-            lock_plain(&inner.queue).closed = true;
+            // The guard closes the queue and wakes whoever still waits.
             return;
         }
     }
@@ -397,25 +416,6 @@ enum SlotState {
 
 type Slot = Arc<Mutex<SlotState>>;
 
-/// [`QRows`] over the in-memory table that records which rows the engine
-/// wrote, so exactly those are persisted.
-struct Tracked<'a> {
-    table: &'a mut QTable,
-    touched: &'a mut Vec<usize>,
-}
-
-impl QRows for Tracked<'_> {
-    fn row(&self, key: StateRef<'_>) -> Option<&[f64]> {
-        self.table.row(key)
-    }
-
-    fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool) {
-        let pos = self.table.position(key).unwrap_or(self.table.len());
-        self.touched.push(pos);
-        self.table.row_or_insert(key, init)
-    }
-}
-
 /// A debit made in memory, to be committed with the call's effect.
 struct Debit {
     user: String,
@@ -431,8 +431,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     queue: Mutex<Queue>,
     queue_cv: Condvar,
-    done: Mutex<Done>,
-    done_cv: Condvar,
+    done: Done,
     models: RwLock<HashMap<String, Slot>>,
     /// user -> month -> calls per day (index 0 = the 1st).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, Vec<u64>>>>,
@@ -735,8 +734,7 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
-            done: Mutex::new(Done::default()),
-            done_cv: Condvar::new(),
+            done: Done::default(),
             models: RwLock::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
         });
@@ -799,35 +797,35 @@ impl SqliteStore {
         let mut q = lock_plain(&self.inner.queue);
         if q.closed {
             drop(q);
-            let failed = lock_plain(&self.inner.done).failed.clone();
             return Err(Error::storage(
                 BACKEND,
-                failed.unwrap_or_else(|| "the store is closed".into()),
+                self.inner
+                    .done
+                    .failure()
+                    .unwrap_or_else(|| "the store is closed".into()),
             ));
         }
         q.last_seq += 1;
         let seq = q.last_seq;
-        q.jobs.push(job);
+        q.jobs.push((job, std::thread::current()));
         drop(q);
         self.inner.queue_cv.notify_one();
         Ok(seq)
     }
 
-    /// Blocks until job `seq` has committed.
+    /// Blocks until job `seq` has committed (the writer unparks exactly
+    /// the threads of the batch it committed).
     fn wait(&self, seq: u64) -> Result<()> {
-        let mut d = lock_plain(&self.inner.done);
+        let done = &self.inner.done;
         loop {
-            if d.committed >= seq {
+            if done.committed.load(Ordering::Acquire) >= seq {
                 return Ok(());
             }
-            if let Some(f) = &d.failed {
-                return Err(Error::storage(BACKEND, f.clone()));
+            if done.failed.load(Ordering::Acquire) {
+                return Err(Error::storage(BACKEND, done.failure().unwrap_or_default()));
             }
-            d = self
-                .inner
-                .done_cv
-                .wait(d)
-                .unwrap_or_else(PoisonError::into_inner);
+            // The timeout only guards against a lost wake-up.
+            std::thread::park_timeout(std::time::Duration::from_millis(100));
         }
     }
 
@@ -859,8 +857,8 @@ impl SqliteStore {
         handle
             .join()
             .map_err(|_| Error::storage(BACKEND, "the writer thread panicked"))?;
-        match &lock_plain(&self.inner.done).failed {
-            Some(f) => Err(Error::storage(BACKEND, f.clone())),
+        match self.inner.done.failure() {
+            Some(f) => Err(Error::storage(BACKEND, f)),
             None => Ok(()),
         }
     }

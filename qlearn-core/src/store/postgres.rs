@@ -1,0 +1,1359 @@
+//! [`PgStore`]: the PostgreSQL [`Store`], for several server instances
+//! sharing one database (sync `postgres` client, `r2d2` pool).
+//!
+//! # Design
+//!
+//! - **Nothing is cached between calls**: every call reads what it needs in
+//!   its own transaction, so any number of processes may share the database.
+//! - **Per-model serialisable updates.** A metered call locks its model's row
+//!   (`SELECT ... FOR UPDATE`), reads the learner state and only the Q-rows
+//!   it needs (state and next state), runs the core's [`crate::Learner`]
+//!   over them ([`QRows`] over a small [`QTable`]), and writes the changed
+//!   rows and the learner back in the same transaction. The row lock orders
+//!   concurrent updates of one model across every instance.
+//! - **Batched per model.** Within a process, concurrent calls on one model
+//!   are combined: the first caller becomes the leader and runs everything
+//!   queued for that model in one transaction (one lock, one commit, one
+//!   fsync), each call keeping its own validation, quota decision and
+//!   result; the others wait for their result. Between processes the row
+//!   lock still serialises.
+//! - **Quota debit is one atomic SQL statement**: a conditional upsert of
+//!   the month's total (`INSERT ... ON CONFLICT DO UPDATE ... WHERE calls + n
+//!   <= limit RETURNING`), which adds to the per-day row in the same
+//!   statement only when granted. It runs in the call's transaction: a
+//!   refused call is not counted, and a granted call's debit commits together
+//!   with its effect. Concurrent debits of one user serialise on the usage
+//!   row, in any number of processes.
+//! - **Model limit**: creation locks the owner's user row, counts and
+//!   inserts in one transaction.
+//! - **Versioned migrations** ([`crate::store::migrations::POSTGRES`]) run at
+//!   connect under a transaction-scoped advisory lock (instances starting
+//!   together migrate once), recorded in `schema_migrations`.
+//! - **Durability**: PostgreSQL's default `synchronous_commit = on`: an
+//!   acknowledged call's commit is flushed to the server's WAL.
+//!
+//! [`PgStore::connect_with_schema`] keeps everything in one schema (created
+//! if needed, set as `search_path` on every pooled connection): tests use a
+//! schema each and run in parallel.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement, Transaction};
+
+use super::encoding::{
+    config_text, decode_key, decode_learner, decode_values, encode_key, key_bytes, learner_bytes,
+    returns_bytes, table_from_rows, values_bytes, Tracked,
+};
+use super::migrations::{self, Migration};
+use super::{ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Store, Usage, User};
+use crate::error::{Error, Result};
+use crate::model::{at_index, Experience, Learner, Model, Prediction, UpdateOutcome};
+use crate::state::{canonical_key, State, StateKey, StateRef};
+use crate::table::QTable;
+use crate::tenancy::{seconds_until_next_month, BillingMonth, Role, Tier, TierLimits};
+
+const BACKEND: &str = "postgres";
+/// Most pooled connections per store.
+const POOL_SIZE: u32 = 16;
+/// Rows per statement when inserting a whole table.
+const INSERT_CHUNK: usize = 5_000;
+
+fn pg(e: postgres::Error) -> Error {
+    Error::storage(BACKEND, e)
+}
+
+fn is_unique_violation(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::storage(BACKEND, format!("corrupt data in the database: {what}"))
+}
+
+fn lock_plain<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---- connections -------------------------------------------------------------
+
+/// A pooled connection and its prepared statements.
+struct PgConn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// Prepares `sql` once per connection.
+fn stmt(
+    statements: &mut HashMap<&'static str, Statement>,
+    tx: &mut Transaction<'_>,
+    sql: &'static str,
+) -> Result<Statement> {
+    if let Some(s) = statements.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = tx.prepare(sql).map_err(pg)?;
+    statements.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// The r2d2 connection manager: connects, sets the schema, checks health.
+struct Manager {
+    config: postgres::Config,
+    schema: Option<String>,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
+        let mut client = self.config.connect(NoTls)?;
+        if let Some(s) = &self.schema {
+            client.batch_execute(&format!("SET search_path TO \"{s}\""))?;
+        }
+        Ok(PgConn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    fn is_valid(&self, c: &mut PgConn) -> std::result::Result<(), postgres::Error> {
+        c.client.simple_query("").map(|_| ())
+    }
+
+    fn has_broken(&self, c: &mut PgConn) -> bool {
+        c.client.is_closed()
+    }
+}
+
+/// Silences r2d2's own logging of connection errors (they are returned).
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<postgres::Error> for QuietErrors {
+    fn handle_error(&self, _error: postgres::Error) {}
+}
+
+// ---- combining concurrent calls on one model ----------------------------------
+
+/// An owned experience (a call's input, shared with the leader thread).
+struct OwnedExp {
+    state: State,
+    action: usize,
+    reward: f64,
+    next_state: State,
+    done: bool,
+    truncated: bool,
+    next_action: Option<usize>,
+    next_allowed: Option<Vec<usize>>,
+}
+
+impl OwnedExp {
+    fn of(e: &Experience<'_>) -> Self {
+        OwnedExp {
+            state: owned_state(e.state),
+            action: e.action,
+            reward: e.reward,
+            next_state: owned_state(e.next_state),
+            done: e.done,
+            truncated: e.truncated,
+            next_action: e.next_action,
+            next_allowed: e.next_allowed_actions.map(<[usize]>::to_vec),
+        }
+    }
+
+    fn as_exp(&self) -> Experience<'_> {
+        Experience {
+            state: self.state.as_ref(),
+            action: self.action,
+            reward: self.reward,
+            next_state: self.next_state.as_ref(),
+            done: self.done,
+            truncated: self.truncated,
+            next_action: self.next_action,
+            next_allowed_actions: self.next_allowed.as_deref(),
+        }
+    }
+}
+
+fn owned_state(s: StateRef<'_>) -> State {
+    match s {
+        StateRef::Int(i) => State::Int(i),
+        StateRef::Str(x) => State::Str(x.to_owned()),
+        StateRef::Array(a) => State::Array(a.to_vec()),
+    }
+}
+
+enum Call {
+    Predict {
+        state: State,
+        explore: bool,
+        allowed: Option<Vec<usize>>,
+    },
+    Update(Vec<OwnedExp>),
+}
+
+enum Outcome {
+    Predicted(Prediction),
+    Updated(Vec<UpdateOutcome>),
+}
+
+struct Request {
+    user: String,
+    limits: TierLimits,
+    now: i64,
+    call: Call,
+    result: Mutex<Option<Result<Outcome>>>,
+}
+
+impl Request {
+    fn n(&self) -> u64 {
+        match &self.call {
+            Call::Predict { .. } => 1,
+            Call::Update(x) => x.len() as u64,
+        }
+    }
+
+    fn set(&self, r: Result<Outcome>) {
+        *lock_plain(&self.result) = Some(r);
+    }
+}
+
+/// Calls waiting for one model, and whether a leader is running a batch.
+#[derive(Default)]
+struct Combiner {
+    state: Mutex<CombinerState>,
+    /// Signalled when a leader finishes a batch.
+    done: Condvar,
+}
+
+/// Ends a leader's turn (also if the batch panicked, so followers are
+/// never stuck).
+struct Lead<'a>(&'a Combiner);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        lock_plain(&self.0.state).leading = false;
+        self.0.done.notify_all();
+    }
+}
+
+#[derive(Default)]
+struct CombinerState {
+    queue: Vec<Arc<Request>>,
+    leading: bool,
+}
+
+// ---- SQL -------------------------------------------------------------------------
+
+const USER_COLS: &str = "id, email, password_hash, tier, role, created_at, password_changed_at";
+const MODEL_COLS: &str =
+    "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
+
+const SQL_LOCK_MODEL: &str =
+    "SELECT mid, owner, config, learner, returns, n_rows FROM models WHERE id = $1 FOR UPDATE";
+const SQL_FETCH_ROWS: &str =
+    "SELECT row_no, key, vals FROM q_rows WHERE mid = $1 AND key = ANY($2::bytea[])";
+const SQL_DEBIT: &str = "WITH m AS ( \
+       INSERT INTO usage_month AS u (user_id, month, calls) \
+       SELECT $1::text, $2::text, $3::int8 WHERE $4::int8 IS NULL OR $3::int8 <= $4::int8 \
+       ON CONFLICT (user_id, month) DO UPDATE SET calls = u.calls + excluded.calls \
+       WHERE $4::int8 IS NULL OR u.calls + excluded.calls <= $4::int8 \
+       RETURNING calls), \
+     d AS ( \
+       INSERT INTO usage_day AS d (user_id, month, day, calls) \
+       SELECT $1::text, $2::text, $5::int2, $3::int8 FROM m \
+       ON CONFLICT (user_id, month, day) DO UPDATE SET calls = d.calls + excluded.calls) \
+     SELECT calls FROM m";
+const SQL_WRITE_BACK: &str = "WITH r AS ( \
+       INSERT INTO q_rows (mid, row_no, key, vals) \
+       SELECT $1::int8, * FROM unnest($2::int8[], $3::bytea[], $4::bytea[]) \
+       ON CONFLICT (mid, row_no) DO UPDATE SET vals = excluded.vals) \
+     UPDATE models SET learner = $5, returns = COALESCE($6, returns), n_rows = $7, \
+       updated_at = COALESCE($8, updated_at) WHERE mid = $1";
+
+fn user_from_row(r: &Row) -> Result<User> {
+    let tier: String = r.get(3);
+    let role: String = r.get(4);
+    Ok(User {
+        id: r.get(0),
+        email: r.get(1),
+        password_hash: r.get(2),
+        tier: tier
+            .parse()
+            .map_err(|_| corrupt(format!("unknown tier {tier:?}")))?,
+        role: role
+            .parse()
+            .map_err(|_| corrupt(format!("unknown role {role:?}")))?,
+        created_at: r.get(5),
+        password_changed_at: r.get(6),
+    })
+}
+
+fn key_from_row(r: &Row, at: usize) -> ApiKey {
+    ApiKey {
+        id: r.get(at),
+        user_id: r.get(at + 1),
+        name: r.get(at + 2),
+        prefix: r.get(at + 3),
+        created_at: r.get(at + 4),
+        last_used_at: r.get(at + 5),
+    }
+}
+
+fn info_from_row(r: &Row) -> Result<(i64, ModelInfo, Learner)> {
+    let config: String = r.get(4);
+    let learner = decode_learner(BACKEND, &config, r.get(5), r.get(6))?;
+    let info = ModelInfo {
+        id: r.get(1),
+        owner: r.get(2),
+        name: r.get(3),
+        config: learner.config().clone(),
+        stats: learner.stats(),
+        created_at: r.get(8),
+        updated_at: r.get(9),
+    };
+    Ok((r.get(0), info, learner))
+}
+
+/// Loads `(keys, values)` of rows `from..to` of a model, in order.
+fn load_rows(
+    tx: &mut Transaction<'_>,
+    mid: i64,
+    width: usize,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<StateKey>, Vec<f64>)> {
+    let rows = tx
+        .query(
+            "SELECT row_no, key, vals FROM q_rows WHERE mid = $1 AND row_no >= $2 \
+             AND row_no < $3 ORDER BY row_no",
+            &[&mid, &from, &to],
+        )
+        .map_err(pg)?;
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut values = Vec::with_capacity(rows.len() * width);
+    for (i, r) in rows.iter().enumerate() {
+        let row_no: i64 = r.get(0);
+        if row_no != from + i as i64 {
+            return Err(corrupt(format!(
+                "Q-row {row_no} where {} was expected",
+                from + i as i64
+            )));
+        }
+        keys.push(decode_key(BACKEND, r.get(1))?);
+        decode_values(BACKEND, r.get(2), width, &mut values)?;
+    }
+    Ok((keys, values))
+}
+
+/// Inserts rows `start..` of `table` as rows numbered from `start`.
+fn insert_rows(tx: &mut Transaction<'_>, mid: i64, table: &QTable) -> Result<()> {
+    let width = table.width();
+    let mut start = 0;
+    while start < table.len() {
+        let end = (start + INSERT_CHUNK).min(table.len());
+        let mut row_nos = Vec::with_capacity(end - start);
+        let mut keys = Vec::with_capacity(end - start);
+        let mut vals = Vec::with_capacity(end - start);
+        for i in start..end {
+            row_nos.push(i as i64);
+            let mut k = Vec::with_capacity(16);
+            encode_key(table.keys()[i].as_ref(), &mut k);
+            keys.push(k);
+            vals.push(values_bytes(&table.values()[i * width..(i + 1) * width]));
+        }
+        tx.execute(
+            "INSERT INTO q_rows (mid, row_no, key, vals) \
+             SELECT $1::int8, * FROM unnest($2::int8[], $3::bytea[], $4::bytea[])",
+            &[&mid, &row_nos, &keys, &vals],
+        )
+        .map_err(pg)?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// A stable 64-bit hash (FNV-1a) naming the migration lock of a schema.
+fn lock_key(schema: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"qlearn-migrations:".iter().chain(schema.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+fn migrate(client: &mut Client, list: &[Migration]) -> Result<()> {
+    let mut tx = client.transaction().map_err(pg)?;
+    let schema: String = tx
+        .query_one("SELECT current_schema()::text", &[])
+        .map_err(pg)?
+        .get(0);
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&schema)])
+        .map_err(pg)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+           version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+    )
+    .map_err(pg)?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(pg)?
+        .get(0);
+    let latest = migrations::latest(list) as i32;
+    if current > latest {
+        return Err(Error::storage(
+            BACKEND,
+            format!(
+                "the database has schema version {current}, newer than this build knows \
+                 ({latest}); use a newer qlearn"
+            ),
+        ));
+    }
+    for m in list.iter().filter(|m| m.version as i32 > current) {
+        tx.batch_execute(m.sql).map_err(|e| {
+            Error::storage(
+                BACKEND,
+                format!("migration {} ({}) failed: {e}", m.version, m.name),
+            )
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) \
+             VALUES ($1, $2, EXTRACT(EPOCH FROM now())::bigint)",
+            &[&(m.version as i32), &m.name],
+        )
+        .map_err(pg)?;
+    }
+    tx.commit().map_err(pg)
+}
+
+fn valid_schema_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.as_bytes()[0].is_ascii_digit()
+}
+
+/// The PostgreSQL store. See the module docs for its design and guarantees.
+pub struct PgStore {
+    pool: r2d2::Pool<Manager>,
+    schema: Option<String>,
+    combiners: Mutex<HashMap<String, Weak<Combiner>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`), applies pending
+    /// migrations in the connection's default schema, and keeps a pool.
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::open(url, None)
+    }
+
+    /// Like [`PgStore::connect`], keeping every table in `schema` (lower-case
+    /// letters, digits and `_`; created if absent): one database can hold
+    /// independent stores, e.g. one per test.
+    pub fn connect_with_schema(url: &str, schema: &str) -> Result<Self> {
+        if !valid_schema_name(schema) {
+            return Err(Error::field(
+                "schema",
+                "must be 1 to 63 lower-case letters, digits or _, not starting with a digit",
+            ));
+        }
+        Self::open(url, Some(schema.to_owned()))
+    }
+
+    fn open(url: &str, schema: Option<String>) -> Result<Self> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| Error::storage(BACKEND, format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("qlearn");
+        // One direct connection first: fails fast when the server is down,
+        // creates the schema, migrates.
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|e| Error::storage(BACKEND, format!("cannot connect: {e}")))?;
+        if let Some(s) = &schema {
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\""
+                ))
+                .map_err(pg)?;
+        }
+        migrate(&mut client, migrations::POSTGRES)?;
+        drop(client);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .error_handler(Box::new(QuietErrors))
+            .build(Manager {
+                config,
+                schema: schema.clone(),
+            })
+            .map_err(|e| Error::storage(BACKEND, format!("cannot start the pool: {e}")))?;
+        Ok(PgStore {
+            pool,
+            schema,
+            combiners: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The schema given to [`PgStore::connect_with_schema`].
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Drops this store's schema and everything in it (tests and
+    /// benchmarks clean up with it). Refused for a store without its own
+    /// schema.
+    pub fn drop_schema(&self) -> Result<()> {
+        let Some(s) = &self.schema else {
+            return Err(Error::field(
+                "schema",
+                "this store has no schema of its own",
+            ));
+        };
+        let mut c = self.conn()?;
+        c.client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{s}\" CASCADE"))
+            .map_err(pg)
+    }
+
+    /// The schema version recorded in `schema_migrations`.
+    pub fn schema_version(&self) -> Result<u32> {
+        let mut c = self.conn()?;
+        let v: i32 = c
+            .client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(pg)?
+            .get(0);
+        Ok(v.max(0) as u32)
+    }
+
+    /// The newest schema version this build knows.
+    pub fn latest_schema_version() -> u32 {
+        migrations::latest(migrations::POSTGRES)
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
+        self.pool
+            .get()
+            .map_err(|e| Error::storage(BACKEND, format!("no connection: {e}")))
+    }
+
+    /// Runs `f` in a transaction and commits if it returned `Ok`.
+    fn tx<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>, &mut HashMap<&'static str, Statement>) -> Result<T>,
+    ) -> Result<T> {
+        let mut c = self.conn()?;
+        let PgConn { client, statements } = &mut *c;
+        let mut tx = client.transaction().map_err(pg)?;
+        let v = f(&mut tx, statements)?;
+        tx.commit().map_err(pg)?;
+        Ok(v)
+    }
+
+    /// Runs one statement outside an explicit transaction.
+    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let mut c = self.conn()?;
+        c.client.query(sql, params).map_err(pg)
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let mut c = self.conn()?;
+        c.client.execute(sql, params).map_err(pg)
+    }
+
+    fn combiner(&self, model_id: &str) -> Arc<Combiner> {
+        let mut map = lock_plain(&self.combiners);
+        if let Some(c) = map.get(model_id).and_then(Weak::upgrade) {
+            return c;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let c = Arc::new(Combiner::default());
+        map.insert(model_id.to_owned(), Arc::downgrade(&c));
+        c
+    }
+
+    /// Queues `req` for `model_id` and returns its outcome. When no batch
+    /// of this model is running, this thread leads: it runs everything
+    /// queued (its call and everyone else's) in one transaction; otherwise
+    /// it waits for the running batch to finish and looks again.
+    fn call(&self, model_id: &str, req: Request) -> Result<Outcome> {
+        let comb = self.combiner(model_id);
+        let req = Arc::new(req);
+        let mut g = lock_plain(&comb.state);
+        g.queue.push(req.clone());
+        loop {
+            if let Some(r) = lock_plain(&req.result).take() {
+                return r;
+            }
+            if g.leading {
+                g = comb.done.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.leading = true;
+            let batch = std::mem::take(&mut g.queue);
+            drop(g);
+            let lead = Lead(&comb);
+            self.run_batch(model_id, &batch);
+            drop(lead);
+            g = lock_plain(&comb.state);
+        }
+    }
+
+    /// Runs a batch of calls on one model in one transaction; sets every
+    /// request's result.
+    fn run_batch(&self, model_id: &str, batch: &[Arc<Request>]) {
+        let mut results: Vec<Option<Result<Outcome>>> = (0..batch.len()).map(|_| None).collect();
+        let outcome = self
+            .tx(|tx, st| apply_batch(tx, st, model_id, batch, &mut results))
+            .map_err(|e| match e {
+                Error::Storage { message, .. } => message,
+                other => other.to_string(),
+            });
+        for (req, r) in batch.iter().zip(results) {
+            let r = match (&outcome, r) {
+                // The transaction failed: nothing that succeeded inside it
+                // happened.
+                (Err(msg), Some(Ok(_)) | None) => Err(Error::storage(BACKEND, msg)),
+                (_, Some(r)) => r,
+                (Ok(()), None) => Err(Error::Internal("a combined call got no result".into())),
+            };
+            req.set(r);
+        }
+    }
+}
+
+/// The debit of `n` calls for `req`'s user, as one statement. `Ok(true)`
+/// when granted.
+fn debit(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    user: &str,
+    limits: &TierLimits,
+    now: i64,
+    n: u64,
+) -> Result<bool> {
+    if n == 0 {
+        return Ok(true);
+    }
+    let month = BillingMonth::from_unix(now);
+    let day = i16::from(month.day_of(now));
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    let limit = limits
+        .monthly_calls
+        .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let s = stmt(st, tx, SQL_DEBIT)?;
+    let rows = tx
+        .query(&s, &[&user, &month.to_string(), &n, &limit, &day])
+        .map_err(pg)?;
+    Ok(!rows.is_empty())
+}
+
+fn quota_error(limits: &TierLimits, now: i64) -> Error {
+    Error::QuotaExceeded {
+        limit: limits.monthly_calls.unwrap_or(0),
+        retry_after_secs: seconds_until_next_month(now),
+    }
+}
+
+fn validate(learner: &Learner, req: &Request) -> Result<()> {
+    match &req.call {
+        Call::Predict { state, allowed, .. } => {
+            learner.validate_predict(state.as_ref(), allowed.as_deref())
+        }
+        Call::Update(exps) => {
+            for (i, x) in exps.iter().enumerate() {
+                learner.validate(&x.as_exp()).map_err(|err| {
+                    if exps.len() > 1 {
+                        at_index(i, err)
+                    } else {
+                        err
+                    }
+                })?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The body of [`PgStore::run_batch`]'s transaction. Per-request errors go
+/// to `results`; an `Err` return aborts the transaction.
+fn apply_batch(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    model_id: &str,
+    batch: &[Arc<Request>],
+    results: &mut [Option<Result<Outcome>>],
+) -> Result<()> {
+    let s = stmt(st, tx, SQL_LOCK_MODEL)?;
+    let Some(row) = tx.query_opt(&s, &[&model_id]).map_err(pg)? else {
+        results.fill_with(|| Some(Err(Error::NotFound("model"))));
+        return Ok(());
+    };
+    let mid: i64 = row.get(0);
+    let owner: String = row.get(1);
+    let config: String = row.get(2);
+    let mut learner = decode_learner(BACKEND, &config, row.get(3), row.get(4))?;
+    let n_rows: i64 = row.get(5);
+    let bins = learner.config().state_bins.clone();
+
+    // Ownership and validation: errors cost nothing.
+    let mut live = Vec::with_capacity(batch.len());
+    for (i, req) in batch.iter().enumerate() {
+        if req.user != owner {
+            results[i] = Some(Err(Error::NotFound("model")));
+        } else if let Err(e) = validate(&learner, req) {
+            results[i] = Some(Err(e));
+        } else {
+            live.push(i);
+        }
+    }
+    if live.is_empty() {
+        return Ok(());
+    }
+
+    // The quota: everything at once when it fits, else call by call.
+    let same = live.iter().all(|&i| {
+        let (a, b) = (&batch[i], &batch[live[0]]);
+        a.limits.monthly_calls == b.limits.monthly_calls
+            && BillingMonth::from_unix(a.now) == BillingMonth::from_unix(b.now)
+            && BillingMonth::from_unix(a.now).day_of(a.now)
+                == BillingMonth::from_unix(b.now).day_of(b.now)
+    });
+    let first = &batch[live[0]];
+    let total: u64 = live.iter().map(|&i| batch[i].n()).sum();
+    let granted: Vec<usize> = if same && debit(tx, st, &owner, &first.limits, first.now, total)? {
+        live
+    } else {
+        let mut g = Vec::with_capacity(live.len());
+        for i in live {
+            let r = &batch[i];
+            if debit(tx, st, &owner, &r.limits, r.now, r.n())? {
+                g.push(i);
+            } else {
+                results[i] = Some(Err(quota_error(&r.limits, r.now)));
+            }
+        }
+        g
+    };
+    if granted.is_empty() {
+        return Ok(());
+    }
+
+    // Fetch the rows the granted calls read or write.
+    let mut wanted: Vec<Vec<u8>> = Vec::new();
+    let mut add = |s: &State| -> Result<()> {
+        let k = canonical_key(s.as_ref(), bins.as_deref())?;
+        wanted.push(key_bytes(k.as_ref()));
+        Ok(())
+    };
+    for &i in &granted {
+        match &batch[i].call {
+            Call::Predict { state, .. } => add(state)?,
+            Call::Update(exps) => {
+                for x in exps {
+                    add(&x.state)?;
+                    add(&x.next_state)?;
+                }
+            }
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let s = stmt(st, tx, SQL_FETCH_ROWS)?;
+    let fetched = tx.query(&s, &[&mid, &wanted]).map_err(pg)?;
+    let width = learner.width();
+    let mut keys = Vec::with_capacity(fetched.len());
+    let mut values = Vec::with_capacity(fetched.len() * width);
+    let mut row_nos = Vec::with_capacity(fetched.len());
+    for r in &fetched {
+        row_nos.push(r.get::<_, i64>(0));
+        keys.push(decode_key(BACKEND, r.get(1))?);
+        decode_values(BACKEND, r.get(2), width, &mut values)?;
+    }
+    let mut table = table_from_rows(BACKEND, width, keys, values)?;
+    let n_fetched = table.len();
+
+    // Run the engine, call after call, in queue order.
+    let episodes_before = learner.counters().episodes;
+    let mut touched = Vec::new();
+    let mut updated = false;
+    for &i in &granted {
+        let r = &batch[i];
+        let out = match &r.call {
+            Call::Predict {
+                state,
+                explore,
+                allowed,
+            } => learner
+                .predict_full(&table, state.as_ref(), *explore, allowed.as_deref())
+                .map(Outcome::Predicted),
+            Call::Update(exps) => {
+                updated = true;
+                let mut outs = Vec::with_capacity(exps.len());
+                let mut failure = None;
+                for (j, x) in exps.iter().enumerate() {
+                    let mut rows = Tracked {
+                        table: &mut table,
+                        touched: &mut touched,
+                    };
+                    match learner.update(&mut rows, &x.as_exp()) {
+                        Ok(o) => outs.push(o),
+                        Err(e) => {
+                            failure = Some(at_index(j, e));
+                            break;
+                        }
+                    }
+                }
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(Outcome::Updated(outs)),
+                }
+            }
+        };
+        results[i] = Some(out);
+    }
+
+    // Write back the touched rows and the learner.
+    touched.sort_unstable();
+    touched.dedup();
+    let mut w_nos = Vec::with_capacity(touched.len());
+    let mut w_keys = Vec::with_capacity(touched.len());
+    let mut w_vals = Vec::with_capacity(touched.len());
+    for pos in touched {
+        let Some((k, v)) = table.row_at(pos) else {
+            continue;
+        };
+        let row_no = if pos < n_fetched {
+            row_nos[pos]
+        } else {
+            n_rows + (pos - n_fetched) as i64
+        };
+        w_nos.push(row_no);
+        w_keys.push(key_bytes(k.as_ref()));
+        w_vals.push(values_bytes(v));
+    }
+    let new_rows = (table.len() - n_fetched) as i64;
+    let returns = (learner.counters().episodes != episodes_before).then(|| returns_bytes(&learner));
+    let updated_at = updated.then(|| granted.iter().map(|&i| batch[i].now).max().unwrap_or(0));
+    let s = stmt(st, tx, SQL_WRITE_BACK)?;
+    tx.execute(
+        &s,
+        &[
+            &mid,
+            &w_nos,
+            &w_keys,
+            &w_vals,
+            &learner_bytes(&learner),
+            &returns,
+            &(n_rows + new_rows),
+            &updated_at,
+        ],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
+
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        let rows = self.query("SELECT value FROM settings WHERE key = $1", &[&key])?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn set_setting_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let mut c = self.conn()?;
+        c.client
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .map_err(pg)?;
+        // A new statement sees a concurrent first writer's committed value.
+        let row = c
+            .client
+            .query_one("SELECT value FROM settings WHERE key = $1", &[&key])
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
+        let u = User {
+            id: crate::tenancy::new_id(),
+            email: user.email,
+            password_hash: user.password_hash,
+            tier: user.tier,
+            role: user.role,
+            created_at: now,
+            password_changed_at: now,
+        };
+        let mut c = self.conn()?;
+        c.client
+            .execute(
+                &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &[
+                    &u.id,
+                    &u.email,
+                    &u.password_hash,
+                    &u.tier.as_str(),
+                    &u.role.as_str(),
+                    &u.created_at,
+                    &u.password_changed_at,
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::Conflict("email already registered".into())
+                } else {
+                    pg(e)
+                }
+            })?;
+        Ok(u)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<User>> {
+        let rows = self.query(
+            &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
+            &[&id],
+        )?;
+        rows.first().map(user_from_row).transpose()
+    }
+
+    fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let rows = self.query(
+            &format!("SELECT {USER_COLS} FROM users WHERE email = $1"),
+            &[&email],
+        )?;
+        rows.first().map(user_from_row).transpose()
+    }
+
+    fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()> {
+        let n = self.execute(
+            "UPDATE users SET tier = $2 WHERE id = $1",
+            &[&user_id, &tier.as_str()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    fn set_role(&self, user_id: &str, role: Role) -> Result<()> {
+        let n = self.execute(
+            "UPDATE users SET role = $2 WHERE id = $1",
+            &[&user_id, &role.as_str()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
+        let n = self.execute(
+            "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+            &[&user_id, &password_hash, &now],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    fn create_api_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<ApiKey> {
+        let k = ApiKey {
+            id: crate::tenancy::new_id(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: now,
+            last_used_at: None,
+        };
+        let mut c = self.conn()?;
+        let n = c
+            .client
+            .execute(
+                "INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) \
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+                &[&k.id, &k.user_id, &k.name, &k.prefix, &hash, &k.created_at],
+            )
+            .map_err(|e| {
+                // Ids are random: the one unique value a caller can repeat is the hash.
+                if is_unique_violation(&e) {
+                    Error::Conflict("API key already exists".into())
+                } else {
+                    pg(e)
+                }
+            })?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(k)
+    }
+
+    fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        let rows = self.query(
+            "SELECT id, user_id, name, prefix, created_at, last_used_at FROM api_keys \
+             WHERE user_id = $1 ORDER BY created_at, id",
+            &[&user_id],
+        )?;
+        Ok(rows.iter().map(|r| key_from_row(r, 0)).collect())
+    }
+
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()> {
+        let n = self.execute(
+            "DELETE FROM api_keys WHERE id = $1 AND user_id = $2",
+            &[&key_id, &user_id],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("API key"));
+        }
+        Ok(())
+    }
+
+    fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>> {
+        let rows = self.query(
+            "SELECT u.id, u.email, u.password_hash, u.tier, u.role, u.created_at, \
+                 u.password_changed_at, k.id, k.user_id, k.name, k.prefix, k.created_at, \
+                 k.last_used_at FROM api_keys k JOIN users u ON u.id = k.user_id \
+                 WHERE k.hash = $1",
+            &[&hash],
+        )?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let user = user_from_row(r)?;
+        let mut key = key_from_row(r, 7);
+        if key.last_used_at.is_none_or(|t| now - t >= 60) {
+            self.execute(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
+                &[&key.id, &now],
+            )?;
+            key.last_used_at = Some(now);
+        }
+        Ok(Some((user, key)))
+    }
+
+    fn create_model(
+        &self,
+        owner: &str,
+        name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        let l = model.learner();
+        let config = config_text(BACKEND, l.config())?;
+        let id = crate::tenancy::new_id();
+        self.tx(|tx, _| {
+            // Locking the owner's row makes count-then-insert atomic across
+            // every instance.
+            let user = tx
+                .query_opt(
+                    "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                    &[&owner],
+                )
+                .map_err(pg)?;
+            if user.is_none() {
+                return Err(Error::NotFound("user"));
+            }
+            if let Some(limit) = max_models {
+                let owned: i64 = tx
+                    .query_one("SELECT COUNT(*) FROM models WHERE owner = $1", &[&owner])
+                    .map_err(pg)?
+                    .get(0);
+                if owned >= i64::from(limit) {
+                    return Err(Error::ModelLimitReached { limit });
+                }
+            }
+            let mid: i64 = tx
+                .query_one(
+                    "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                     RETURNING mid",
+                    &[
+                        &id,
+                        &owner,
+                        &name,
+                        &config,
+                        &learner_bytes(l),
+                        &returns_bytes(l),
+                        &(model.len() as i64),
+                        &now,
+                    ],
+                )
+                .map_err(pg)?
+                .get(0);
+            insert_rows(tx, mid, model.table())
+        })?;
+        Ok(ModelInfo {
+            id,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            config: l.config().clone(),
+            stats: model.stats(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
+        let rows = self.query(
+            &format!("SELECT {MODEL_COLS} FROM models WHERE owner = $1 ORDER BY created_at, id"),
+            &[&owner],
+        )?;
+        rows.iter()
+            .map(|r| info_from_row(r).map(|(_, i, _)| i))
+            .collect()
+    }
+
+    fn model(&self, owner: &str, id: &str) -> Result<ModelInfo> {
+        let rows = self.query(
+            &format!("SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2"),
+            &[&id, &owner],
+        )?;
+        let r = rows.first().ok_or(Error::NotFound("model"))?;
+        info_from_row(r).map(|(_, i, _)| i)
+    }
+
+    fn update_model(
+        &self,
+        owner: &str,
+        id: &str,
+        patch: ModelPatch,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        self.tx(|tx, _| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR UPDATE"
+                    ),
+                    &[&id, &owner],
+                )
+                .map_err(pg)?
+                .ok_or(Error::NotFound("model"))?;
+            let (mid, mut info, mut learner) = info_from_row(&row)?;
+            let n_rows: i64 = row.get(7);
+            if let Some(config) = patch.config {
+                let old_width = learner.width();
+                if let Some((n, tables)) = learner.reconfigure(config)? {
+                    let (keys, values) = load_rows(tx, mid, old_width, 0, n_rows)?;
+                    let mut table = table_from_rows(BACKEND, old_width, keys, values)?;
+                    table.reshape(n, tables);
+                    let nos: Vec<i64> = (0..n_rows).collect();
+                    let vals: Vec<Vec<u8>> = table
+                        .values()
+                        .chunks_exact(table.width())
+                        .map(values_bytes)
+                        .collect();
+                    tx.execute(
+                        "UPDATE q_rows q SET vals = v.vals FROM unnest($2::int8[], $3::bytea[]) \
+                         AS v(row_no, vals) WHERE q.mid = $1 AND q.row_no = v.row_no",
+                        &[&mid, &nos, &vals],
+                    )
+                    .map_err(pg)?;
+                }
+            }
+            if let Some(name) = patch.name {
+                info.name = name;
+            }
+            tx.execute(
+                "UPDATE models SET name = $2, config = $3, learner = $4, returns = $5, \
+                 updated_at = $6 WHERE mid = $1",
+                &[
+                    &mid,
+                    &info.name,
+                    &config_text(BACKEND, learner.config())?,
+                    &learner_bytes(&learner),
+                    &returns_bytes(&learner),
+                    &now,
+                ],
+            )
+            .map_err(pg)?;
+            info.config = learner.config().clone();
+            info.stats = learner.stats();
+            info.updated_at = now;
+            Ok(info)
+        })
+    }
+
+    fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
+        let n = self.execute(
+            "DELETE FROM models WHERE id = $1 AND owner = $2",
+            &[&id, &owner],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("model"));
+        }
+        Ok(())
+    }
+
+    fn export_model(&self, owner: &str, id: &str) -> Result<Model> {
+        self.tx(|tx, _| {
+            // FOR SHARE: no update commits while the table is read.
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR SHARE"
+                    ),
+                    &[&id, &owner],
+                )
+                .map_err(pg)?
+                .ok_or(Error::NotFound("model"))?;
+            let (mid, _, learner) = info_from_row(&row)?;
+            let n_rows: i64 = row.get(7);
+            let (keys, values) = load_rows(tx, mid, learner.width(), 0, n_rows)?;
+            if keys.len() as i64 != n_rows {
+                return Err(corrupt(format!(
+                    "model {id} has {} Q-rows, its record says {n_rows}",
+                    keys.len()
+                )));
+            }
+            let table = table_from_rows(BACKEND, learner.width(), keys, values)?;
+            Model::from_parts(learner, table)
+        })
+    }
+
+    fn q_table(&self, owner: &str, id: &str, offset: u64, limit: u64) -> Result<QPage> {
+        self.tx(|tx, _| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR SHARE"
+                    ),
+                    &[&id, &owner],
+                )
+                .map_err(pg)?
+                .ok_or(Error::NotFound("model"))?;
+            let (mid, _, learner) = info_from_row(&row)?;
+            let n_rows: i64 = row.get(7);
+            let from = i64::try_from(offset).unwrap_or(i64::MAX).min(n_rows);
+            let to = from
+                .saturating_add(i64::try_from(limit).unwrap_or(i64::MAX))
+                .min(n_rows);
+            let (keys, values) = load_rows(tx, mid, learner.width(), from, to)?;
+            let rows = keys
+                .into_iter()
+                .zip(values.chunks_exact(learner.width().max(1)))
+                .map(|(k, v)| (k, learner.visible_q(Some(v))))
+                .collect();
+            Ok(QPage {
+                total: n_rows.max(0) as u64,
+                rows,
+            })
+        })
+    }
+
+    fn predict(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction> {
+        let req = Request {
+            user: meter.user_id.to_owned(),
+            limits: *meter.limits,
+            now: meter.now,
+            call: Call::Predict {
+                state: owned_state(state),
+                explore,
+                allowed: allowed.map(<[usize]>::to_vec),
+            },
+            result: Mutex::new(None),
+        };
+        match self.call(model_id, req)? {
+            Outcome::Predicted(p) => Ok(p),
+            Outcome::Updated(_) => Err(Error::Internal(
+                "a prediction got an update's result".into(),
+            )),
+        }
+    }
+
+    fn update(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        exps: &[Experience<'_>],
+    ) -> Result<Vec<UpdateOutcome>> {
+        let req = Request {
+            user: meter.user_id.to_owned(),
+            limits: *meter.limits,
+            now: meter.now,
+            call: Call::Update(exps.iter().map(OwnedExp::of).collect()),
+            result: Mutex::new(None),
+        };
+        match self.call(model_id, req)? {
+            Outcome::Updated(o) => Ok(o),
+            Outcome::Predicted(_) => Err(Error::Internal(
+                "an update got a prediction's result".into(),
+            )),
+        }
+    }
+
+    fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
+        let rows = self.query(
+            "SELECT day, calls FROM usage_day WHERE user_id = $1 AND month = $2",
+            &[&user_id, &month.to_string()],
+        )?;
+        let mut per_day = vec![0u64; month.days() as usize];
+        for r in rows {
+            let day: i16 = r.get(0);
+            let calls: i64 = r.get(1);
+            let slot = usize::try_from(day - 1)
+                .ok()
+                .and_then(|d| per_day.get_mut(d))
+                .ok_or_else(|| corrupt(format!("usage on day {day} of {month}")))?;
+            *slot = u64::try_from(calls).map_err(|_| corrupt("negative usage"))?;
+        }
+        Ok(Usage {
+            month,
+            calls: per_day.iter().sum(),
+            per_day,
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Every acknowledged call has committed; nothing is buffered.
+        Ok(())
+    }
+}
