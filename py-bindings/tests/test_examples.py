@@ -1,0 +1,33 @@
+"""The Python examples run and do what they claim (examples/python)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
+
+
+def run(script: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, str(EXAMPLES / script), *args], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_taxi_greedy_policy_is_near_optimal():
+    pytest.importorskip("gymnasium", reason="gymnasium not installed: the Taxi example did not run")
+    text = run("taxi.py", "--episodes", "3000", "--seed", "0")
+    mean = float(re.search(r"mean return (-?[0-9.]+)", text.splitlines()[-1]).group(1))
+    # The optimum averaged over start states is about 7.9; 100 evaluation
+    # episodes of an optimal policy land within about +-0.5 of it.
+    assert mean >= 7.0, text
+
+
+def test_benchmark_script_runs():
+    text = run("bench.py", "--steps", "3000", "--batch", "3000", "--repeat", "1")
+    assert "dict Q-table" in text and "update_many" in text and "predict_many" in text
