@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Algorithm, Exploration, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use crate::state::{with_key, StateKey, StateRef};
+use crate::state::{with_key, with_key_try, StateKey, StateRef};
 use crate::table::{QRows, QTable};
 
 /// Largest reward magnitude accepted. With it (and `initial_q` bounded the
@@ -203,8 +203,15 @@ fn candidates(allowed: Option<&[usize]>, n: usize) -> Candidates<'_> {
     }
 }
 
+#[inline(always)]
 fn check_mask(allowed: Option<&[usize]>, n: usize, field: &str) -> Result<()> {
-    let Some(a) = allowed else { return Ok(()) };
+    match allowed {
+        None => Ok(()),
+        Some(a) => check_mask_list(a, n, field),
+    }
+}
+
+fn check_mask_list(a: &[usize], n: usize, field: &str) -> Result<()> {
     if a.is_empty() {
         return Err(Error::InvalidAction(format!("{field} must not be empty")));
     }
@@ -226,18 +233,34 @@ fn check_mask(allowed: Option<&[usize]>, n: usize, field: &str) -> Result<()> {
     Ok(())
 }
 
-/// Picks uniformly among the best candidates by `value` (reservoir sampling
-/// over ties: one random draw per tie, none when the best is unique).
-#[inline]
+/// Picks uniformly among the best allowed actions by `value` and returns it
+/// with the best value. One pass finds the best value and how many actions
+/// share it; only a tie costs a random draw (one, whatever the number of
+/// tied actions) and a second pass to find the drawn one.
+#[inline(always)]
 fn argmax_random(
     rng: &mut Rng,
-    cands: impl Iterator<Item = usize>,
+    allowed: Option<&[usize]>,
+    n: usize,
+    value: impl Fn(usize) -> f64,
+) -> (usize, f64) {
+    match allowed {
+        None => argmax_in(rng, 0..n, value),
+        Some(a) => argmax_in(rng, a.iter().copied(), value),
+    }
+}
+
+/// [`argmax_random`] over a non-empty list of candidates.
+#[inline(always)]
+fn argmax_in(
+    rng: &mut Rng,
+    cands: impl Iterator<Item = usize> + Clone,
     value: impl Fn(usize) -> f64,
 ) -> (usize, f64) {
     let mut best = f64::NEG_INFINITY;
     let mut best_a = 0;
     let mut ties = 0usize;
-    for a in cands {
+    for a in cands.clone() {
         let v = value(a);
         if v > best {
             best = v;
@@ -245,8 +268,16 @@ fn argmax_random(
             ties = 1;
         } else if v == best {
             ties += 1;
-            if rng.below(ties) == 0 {
-                best_a = a;
+        }
+    }
+    if ties > 1 {
+        let mut k = rng.below(ties);
+        for a in cands {
+            if value(a) == best {
+                if k == 0 {
+                    return (a, best);
+                }
+                k -= 1;
             }
         }
     }
@@ -482,11 +513,11 @@ impl Learner {
         let (cfg, rng, epsilon) = (&self.config, &mut self.rng, self.epsilon);
         // Each state is canonicalised once; both are checked before anything
         // is touched.
-        let (q_value, td_error, inserted) = with_key(exp.state, bins, "state", |key| {
-            with_key(exp.next_state, bins, "next_state", |next| {
+        let (q_value, td_error, inserted) = with_key_try(exp.state, bins, "state", |key| {
+            with_key_try(exp.next_state, bins, "next_state", |next| {
                 apply_rule(cfg, rng, epsilon, table, key, next, exp)
             })
-        })???;
+        })?;
         let c = &mut self.counters;
         c.updates += 1;
         c.states += inserted as u64;
@@ -584,7 +615,7 @@ fn apply_rule<T: QRows + ?Sized>(
             (Some(r), Algorithm::ExpectedSarsa) => expected_value(cfg, epsilon, r, allowed),
             (Some(r), Algorithm::DoubleQLearning) => {
                 let (own, other) = if side == 0 { (0, n) } else { (n, 0) };
-                let (a_star, _) = argmax_random(rng, candidates(allowed, n), |a| r[own + a]);
+                let (a_star, _) = argmax_random(rng, allowed, n, |a| r[own + a]);
                 r[other + a_star]
             }
         }
@@ -705,7 +736,7 @@ fn choose(
             }
         }
     }
-    let (action, _) = argmax_random(rng, candidates(allowed, n), value);
+    let (action, _) = argmax_random(rng, allowed, n, value);
     Decision {
         action,
         explored: false,

@@ -4,12 +4,12 @@
 //! numbers ([`State`], or the borrowed [`StateRef`] on the hot path). Each
 //! maps to one canonical [`StateKey`]: `-0.0` becomes `0.0`, NaN and infinities
 //! are refused, and with `state_bins` an array becomes its bin indices. Keys
-//! hash with FxHash and compare by value, so a lookup costs a few nanoseconds
-//! and never allocates. A key converts back to the [`State`] the client sent
+//! hash with foldhash and compare by value, so a lookup costs a few
+//! nanoseconds and never allocates. A key converts back to the [`State`] the client sent
 //! (`[1, 2]` stays an array, `"s1"` a string).
 
 use std::fmt;
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -191,7 +191,7 @@ impl Eq for StateKey {}
 
 /// Equality of two canonical keys (arrays bitwise, which is value equality
 /// once `-0.0` and NaN are gone).
-#[inline]
+#[inline(always)]
 pub(crate) fn key_eq(a: StateRef<'_>, b: StateRef<'_>) -> bool {
     match (a, b) {
         (StateRef::Int(x), StateRef::Int(y)) => x == y,
@@ -203,16 +203,19 @@ pub(crate) fn key_eq(a: StateRef<'_>, b: StateRef<'_>) -> bool {
     }
 }
 
-/// The hash of a canonical key (FxHash: a multiply and a rotate per word).
-#[inline]
-pub(crate) fn key_hash(k: StateRef<'_>) -> u64 {
-    let mut h = rustc_hash::FxHasher::default();
+/// The hash of a canonical key under `build` (the table's foldhash state).
+///
+/// foldhash folds a 128-bit product back onto itself, so every input bit
+/// reaches the low bits (hashbrown's bucket index) and the top 7 bits (its
+/// tag). A plain multiplicative hash (FxHash) does not: array states such as
+/// `[3, 7]` are floats whose low 45 bits are zero, and collapsed onto a few
+/// buckets with one tag, which made lookups hundreds of times slower.
+#[inline(always)]
+pub(crate) fn key_hash(k: StateRef<'_>, build: &impl BuildHasher) -> u64 {
+    let mut h = build.build_hasher();
     match k {
         StateRef::Int(i) => h.write_u64(i as u64),
-        StateRef::Str(s) => {
-            h.write(s.as_bytes());
-            h.write_u8(0xff);
-        }
+        StateRef::Str(s) => h.write(s.as_bytes()),
         StateRef::Array(a) => {
             h.write_usize(a.len());
             for x in a {
@@ -240,6 +243,23 @@ pub(crate) fn with_key<R>(
         (StateRef::Str(s), None) if s.len() <= MAX_STATE_STR_BYTES => Ok(f(state)),
         (StateRef::Array(a), None) if is_canonical_array(a) => Ok(f(state)),
         _ => with_key_slow(state, bins, what, f),
+    }
+}
+
+/// [`with_key`] for a fallible `f`: its error and the key's come out as one
+/// `Result`.
+#[inline]
+pub(crate) fn with_key_try<R>(
+    state: StateRef<'_>,
+    bins: Option<&[Bin]>,
+    what: &str,
+    f: impl FnOnce(StateRef<'_>) -> Result<R>,
+) -> Result<R> {
+    match (state, bins) {
+        (StateRef::Int(_), None) => f(state),
+        (StateRef::Str(s), None) if s.len() <= MAX_STATE_STR_BYTES => f(state),
+        (StateRef::Array(a), None) if is_canonical_array(a) => f(state),
+        _ => with_key_slow(state, bins, what, f)?,
     }
 }
 
@@ -429,7 +449,8 @@ mod tests {
         let a = key(&State::Array(vec![1.0, 2.0]));
         let b = key(&serde_json::from_str::<State>("[1, 2]").unwrap());
         assert_eq!(a, b);
-        assert_eq!(key_hash(a.as_ref()), key_hash(b.as_ref()));
+        let h = foldhash::fast::RandomState::default();
+        assert_eq!(key_hash(a.as_ref(), &h), key_hash(b.as_ref(), &h));
         let z = key(&State::Array(vec![-0.0]));
         assert_eq!(z, key(&State::Array(vec![0.0])));
         assert_eq!(z.as_ref(), StateRef::Array(&[0.0]));
@@ -527,7 +548,8 @@ mod tests {
             let json = serde_json::to_string(&xs).unwrap();
             let parsed: State = serde_json::from_str(&json).unwrap();
             let (a, b) = (key(&ints), key(&parsed));
-            prop_assert_eq!(key_hash(a.as_ref()), key_hash(b.as_ref()));
+            let h = foldhash::fast::RandomState::default();
+            prop_assert_eq!(key_hash(a.as_ref(), &h), key_hash(b.as_ref(), &h));
             prop_assert_eq!(a, b);
         }
 

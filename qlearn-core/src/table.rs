@@ -8,10 +8,13 @@
 //!
 //! Layout: keys in insertion order (`Vec<StateKey>`), all Q-values in one flat
 //! `Vec<f64>` (`width` per state), and a `hashbrown::HashTable<u32>` of row
-//! numbers. A stored 4-action state costs its key (24 bytes), its values
-//! (32 bytes) and ~5 bytes of index, before allocator slack; rows keep a
-//! stable order for paging.
+//! numbers. A stored 4-action state costs its key (24 bytes, plus the heap
+//! bytes of a string or array key), its values (32 bytes) and 5 to 11 bytes
+//! of index; keys and values grow by half when full (at most 50% slack), so
+//! an integer state with 4 actions stays under 96 bytes at any table size.
+//! Rows keep a stable order for paging.
 
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use crate::error::{Error, Result};
@@ -33,6 +36,9 @@ pub trait QRows {
 /// An in-memory Q-table.
 #[derive(Clone, Debug)]
 pub struct QTable {
+    /// The hash function's seed (random per table: crafted states cannot be
+    /// made to collide in advance).
+    hasher: RandomState,
     width: usize,
     keys: Vec<StateKey>,
     values: Vec<f64>,
@@ -43,6 +49,7 @@ impl QTable {
     /// An empty table whose rows hold `width` values.
     pub fn new(width: usize) -> Self {
         QTable {
+            hasher: RandomState::default(),
             width,
             keys: Vec::new(),
             values: Vec::new(),
@@ -66,21 +73,25 @@ impl QTable {
         if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::Decode(format!("Q-value {bad} is not finite")));
         }
+        let hasher = RandomState::default();
         let mut index = HashTable::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
             if !k.is_canonical() {
                 return Err(Error::Decode(format!("state {i} is not canonical")));
             }
-            let h = key_hash(k.as_ref());
+            let h = key_hash(k.as_ref(), &hasher);
             if index
                 .find(h, |&j: &u32| key_eq(keys[j as usize].as_ref(), k.as_ref()))
                 .is_some()
             {
                 return Err(Error::Decode(format!("state {i} appears twice")));
             }
-            index.insert_unique(h, i as u32, |&j: &u32| key_hash(keys[j as usize].as_ref()));
+            index.insert_unique(h, i as u32, |&j: &u32| {
+                key_hash(keys[j as usize].as_ref(), &hasher)
+            });
         }
         Ok(QTable {
+            hasher,
             width,
             keys,
             values,
@@ -116,7 +127,7 @@ impl QTable {
     /// The row number (insertion order) of `key`, if stored. Storage
     /// backends use it to write back exactly the rows an update touched.
     pub fn position(&self, key: StateRef<'_>) -> Option<usize> {
-        self.find(key, key_hash(key))
+        self.find(key, key_hash(key, &self.hasher))
     }
 
     /// Row `i` (insertion order), with its key.
@@ -138,9 +149,9 @@ impl QTable {
     pub fn reserve(&mut self, additional: usize) {
         self.keys.reserve(additional);
         self.values.reserve(additional * self.width);
-        let keys = &self.keys;
+        let (keys, hasher) = (&self.keys, &self.hasher);
         self.index
-            .reserve(additional, |&j| key_hash(keys[j as usize].as_ref()));
+            .reserve(additional, |&j| key_hash(keys[j as usize].as_ref(), hasher));
     }
 
     /// Changes the row width between one and two tables (`n_actions` per
@@ -163,7 +174,20 @@ impl QTable {
         self.width = n_actions * tables;
     }
 
-    #[inline]
+    /// Grows keys and values together by half (not the doubling of `Vec`):
+    /// a table that just outgrew its capacity then holds at most 1.5x the
+    /// room it needs, which keeps a stored 4-action state under 96 bytes at
+    /// every size.
+    #[cold]
+    fn grow(&mut self) {
+        let rows = self.keys.len();
+        let target = (rows + rows / 2).max(16);
+        self.keys.reserve_exact(target - self.keys.len());
+        self.values
+            .reserve_exact(target * self.width - self.values.len());
+    }
+
+    #[inline(always)]
     fn find(&self, key: StateRef<'_>, hash: u64) -> Option<usize> {
         let keys = &self.keys;
         self.index
@@ -173,29 +197,40 @@ impl QTable {
 }
 
 impl QRows for QTable {
-    #[inline]
+    #[inline(always)]
     fn row(&self, key: StateRef<'_>) -> Option<&[f64]> {
-        let i = self.find(key, key_hash(key))?;
+        let i = self.find(key, key_hash(key, &self.hasher))?;
         Some(&self.values[i * self.width..(i + 1) * self.width])
     }
 
-    #[inline]
+    #[inline(always)]
     fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool) {
-        let hash = key_hash(key);
+        let hash = key_hash(key, &self.hasher);
         let (i, inserted) = match self.find(key, hash) {
             Some(i) => (i, false),
-            None => {
-                let i = self.keys.len();
-                self.keys.push(StateKey::from_canonical(key));
-                self.values.resize(self.values.len() + self.width, init);
-                let keys = &self.keys;
-                self.index
-                    .insert_unique(hash, i as u32, |&j| key_hash(keys[j as usize].as_ref()));
-                (i, true)
-            }
+            None => (self.insert(key, hash, init), true),
         };
         let w = self.width;
         (&mut self.values[i * w..(i + 1) * w], inserted)
+    }
+}
+
+impl QTable {
+    /// Appends a row for `key` (known absent), filled with `init`; returns
+    /// its number. Out of line: the hot path is the lookup.
+    #[inline(never)]
+    fn insert(&mut self, key: StateRef<'_>, hash: u64, init: f64) -> usize {
+        let i = self.keys.len();
+        if i == self.keys.capacity() || self.values.len() + self.width > self.values.capacity() {
+            self.grow();
+        }
+        self.keys.push(StateKey::from_canonical(key));
+        self.values.resize(self.values.len() + self.width, init);
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.index.insert_unique(hash, i as u32, |&j| {
+            key_hash(keys[j as usize].as_ref(), hasher)
+        });
+        i
     }
 }
 
