@@ -11,12 +11,15 @@
 //!   over them ([`QRows`] over a small [`QTable`]), and writes the changed
 //!   rows and the learner back in the same transaction. The row lock orders
 //!   concurrent updates of one model across every instance.
-//! - **Batched per model.** Within a process, concurrent calls on one model
-//!   are combined: the first caller becomes the leader and runs everything
-//!   queued for that model in one transaction (one lock, one commit, one
-//!   fsync), each call keeping its own validation, quota decision and
-//!   result; the others wait for their result. Between processes the row
-//!   lock still serialises.
+//! - **Batched per user.** Within a process, concurrent calls of one user
+//!   (on one or several of their models) are combined: the first caller
+//!   becomes the leader and runs everything queued in one transaction (one
+//!   set of row locks, taken in model-id order, one quota debit, one commit
+//!   and fsync), each call keeping its own validation, quota decision and
+//!   result; the others wait for theirs. A user's calls serialise on their
+//!   usage row anyway (the debit commits with the effect), so batching is
+//!   what lets them share commits. Between processes the row locks still
+//!   serialise.
 //! - **Quota debit is one atomic SQL statement**: a conditional upsert of
 //!   the month's total (`INSERT ... ON CONFLICT DO UPDATE ... WHERE calls + n
 //!   <= limit RETURNING`), which adds to the per-day row in the same
@@ -203,6 +206,7 @@ enum Outcome {
 }
 
 struct Request {
+    model: String,
     user: String,
     limits: TierLimits,
     now: i64,
@@ -254,10 +258,10 @@ const USER_COLS: &str = "id, email, password_hash, tier, role, created_at, passw
 const MODEL_COLS: &str =
     "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
 
-const SQL_LOCK_MODEL: &str =
-    "SELECT mid, owner, config, learner, returns, n_rows FROM models WHERE id = $1 FOR UPDATE";
-const SQL_FETCH_ROWS: &str =
-    "SELECT row_no, key, vals FROM q_rows WHERE mid = $1 AND key = ANY($2::bytea[])";
+const SQL_LOCK_MODELS: &str = "SELECT mid, id, config, learner, returns, n_rows FROM models \
+     WHERE id = ANY($1::text[]) AND owner = $2 ORDER BY id FOR UPDATE";
+const SQL_FETCH_ROWS: &str = "SELECT q.mid, q.row_no, q.key, q.vals FROM q_rows q \
+     JOIN unnest($1::int8[], $2::bytea[]) AS w(mid, key) ON q.mid = w.mid AND q.key = w.key";
 const SQL_DEBIT: &str = "WITH m AS ( \
        INSERT INTO usage_month AS u (user_id, month, calls) \
        SELECT $1::text, $2::text, $3::int8 WHERE $4::int8 IS NULL OR $3::int8 <= $4::int8 \
@@ -271,10 +275,12 @@ const SQL_DEBIT: &str = "WITH m AS ( \
      SELECT calls FROM m";
 const SQL_WRITE_BACK: &str = "WITH r AS ( \
        INSERT INTO q_rows (mid, row_no, key, vals) \
-       SELECT $1::int8, * FROM unnest($2::int8[], $3::bytea[], $4::bytea[]) \
+       SELECT * FROM unnest($1::int8[], $2::int8[], $3::bytea[], $4::bytea[]) \
        ON CONFLICT (mid, row_no) DO UPDATE SET vals = excluded.vals) \
-     UPDATE models SET learner = $5, returns = COALESCE($6, returns), n_rows = $7, \
-       updated_at = COALESCE($8, updated_at) WHERE mid = $1";
+     UPDATE models m SET learner = v.learner, returns = COALESCE(v.returns, m.returns), \
+       n_rows = v.n_rows, updated_at = COALESCE(v.updated_at, m.updated_at) \
+     FROM unnest($5::int8[], $6::bytea[], $7::bytea[], $8::int8[], $9::int8[]) \
+       AS v(mid, learner, returns, n_rows, updated_at) WHERE m.mid = v.mid";
 
 fn user_from_row(r: &Row) -> Result<User> {
     let tier: String = r.get(3);
@@ -587,25 +593,26 @@ impl PgStore {
         c.client.execute(sql, params).map_err(pg)
     }
 
-    fn combiner(&self, model_id: &str) -> Arc<Combiner> {
+    fn combiner(&self, user_id: &str) -> Arc<Combiner> {
         let mut map = lock_plain(&self.combiners);
-        if let Some(c) = map.get(model_id).and_then(Weak::upgrade) {
+        if let Some(c) = map.get(user_id).and_then(Weak::upgrade) {
             return c;
         }
         if map.len() >= 1024 {
             map.retain(|_, w| w.strong_count() > 0);
         }
         let c = Arc::new(Combiner::default());
-        map.insert(model_id.to_owned(), Arc::downgrade(&c));
+        map.insert(user_id.to_owned(), Arc::downgrade(&c));
         c
     }
 
-    /// Queues `req` for `model_id` and returns its outcome. When no batch
-    /// of this model is running, this thread leads: it runs everything
-    /// queued (its call and everyone else's) in one transaction; otherwise
-    /// it waits for the running batch to finish and looks again.
-    fn call(&self, model_id: &str, req: Request) -> Result<Outcome> {
-        let comb = self.combiner(model_id);
+    /// Queues `req` with the other calls of its user and returns its
+    /// outcome. When no batch of this user is running, this thread leads:
+    /// it runs everything queued (its call and everyone else's, on any of
+    /// the user's models) in one transaction; otherwise it waits for the
+    /// running batch to finish and looks again.
+    fn call(&self, req: Request) -> Result<Outcome> {
+        let comb = self.combiner(&req.user);
         let req = Arc::new(req);
         let mut g = lock_plain(&comb.state);
         g.queue.push(req.clone());
@@ -621,18 +628,18 @@ impl PgStore {
             let batch = std::mem::take(&mut g.queue);
             drop(g);
             let lead = Lead(&comb);
-            self.run_batch(model_id, &batch);
+            self.run_batch(&batch);
             drop(lead);
             g = lock_plain(&comb.state);
         }
     }
 
-    /// Runs a batch of calls on one model in one transaction; sets every
+    /// Runs a batch of one user's calls in one transaction; sets every
     /// request's result.
-    fn run_batch(&self, model_id: &str, batch: &[Arc<Request>]) {
+    fn run_batch(&self, batch: &[Arc<Request>]) {
         let mut results: Vec<Option<Result<Outcome>>> = (0..batch.len()).map(|_| None).collect();
         let outcome = self
-            .tx(|tx, st| apply_batch(tx, st, model_id, batch, &mut results))
+            .tx(|tx, st| apply_batch(tx, st, batch, &mut results))
             .map_err(|e| match e {
                 Error::Storage { message, .. } => message,
                 other => other.to_string(),
@@ -703,36 +710,129 @@ fn validate(learner: &Learner, req: &Request) -> Result<()> {
     }
 }
 
-/// The body of [`PgStore::run_batch`]'s transaction. Per-request errors go
-/// to `results`; an `Err` return aborts the transaction.
+/// A model locked by a batch: its learner, the rows fetched for the batch,
+/// and what the batch changed.
+struct Locked {
+    mid: i64,
+    learner: Learner,
+    n_rows: i64,
+    keys: Vec<StateKey>,
+    values: Vec<f64>,
+    row_nos: Vec<i64>,
+    table: QTable,
+    touched: Vec<usize>,
+    episodes_before: u64,
+    updated_at: Option<i64>,
+    granted: bool,
+}
+
+/// The canonical keys (encoded) a call reads or writes.
+fn call_keys(
+    call: &Call,
+    bins: Option<&[crate::config::Bin]>,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let mut add = |s: &State| -> Result<()> {
+        let k = canonical_key(s.as_ref(), bins)?;
+        out.push(key_bytes(k.as_ref()));
+        Ok(())
+    };
+    match call {
+        Call::Predict { state, .. } => add(state),
+        Call::Update(exps) => {
+            for x in exps {
+                add(&x.state)?;
+                add(&x.next_state)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs one call on its locked model.
+fn run_call(m: &mut Locked, req: &Request) -> Result<Outcome> {
+    match &req.call {
+        Call::Predict {
+            state,
+            explore,
+            allowed,
+        } => m
+            .learner
+            .predict_full(&m.table, state.as_ref(), *explore, allowed.as_deref())
+            .map(Outcome::Predicted),
+        Call::Update(exps) => {
+            m.updated_at = Some(m.updated_at.map_or(req.now, |t| t.max(req.now)));
+            let mut outs = Vec::with_capacity(exps.len());
+            for (j, x) in exps.iter().enumerate() {
+                let mut rows = Tracked {
+                    table: &mut m.table,
+                    touched: &mut m.touched,
+                };
+                // Validated input always applies; should it not, what did
+                // apply is written back with the rest.
+                outs.push(
+                    m.learner
+                        .update(&mut rows, &x.as_exp())
+                        .map_err(|e| at_index(j, e))?,
+                );
+            }
+            Ok(Outcome::Updated(outs))
+        }
+    }
+}
+
+/// The body of [`PgStore::run_batch`]'s transaction: every call of the
+/// batch belongs to one user. Per-call errors go to `results`; an `Err`
+/// return aborts the transaction.
 fn apply_batch(
     tx: &mut Transaction<'_>,
     st: &mut HashMap<&'static str, Statement>,
-    model_id: &str,
     batch: &[Arc<Request>],
     results: &mut [Option<Result<Outcome>>],
 ) -> Result<()> {
-    let s = stmt(st, tx, SQL_LOCK_MODEL)?;
-    let Some(row) = tx.query_opt(&s, &[&model_id]).map_err(pg)? else {
-        results.fill_with(|| Some(Err(Error::NotFound("model"))));
+    let Some(first) = batch.first() else {
         return Ok(());
     };
-    let mid: i64 = row.get(0);
-    let owner: String = row.get(1);
-    let config: String = row.get(2);
-    let mut learner = decode_learner(BACKEND, &config, row.get(3), row.get(4))?;
-    let n_rows: i64 = row.get(5);
-    let bins = learner.config().state_bins.clone();
+    let user = first.user.as_str();
+    // Lock the user's models the batch touches, in id order (every batch
+    // and every instance locks in that order: no deadlock).
+    let mut ids: Vec<&str> = batch.iter().map(|r| r.model.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let s = stmt(st, tx, SQL_LOCK_MODELS)?;
+    let mut models: HashMap<String, Locked> = HashMap::with_capacity(ids.len());
+    for row in tx.query(&s, &[&ids, &user]).map_err(pg)? {
+        let config: String = row.get(2);
+        let learner = decode_learner(BACKEND, &config, row.get(3), row.get(4))?;
+        let width = learner.width();
+        models.insert(
+            row.get(1),
+            Locked {
+                mid: row.get(0),
+                episodes_before: learner.counters().episodes,
+                learner,
+                n_rows: row.get(5),
+                keys: Vec::new(),
+                values: Vec::new(),
+                row_nos: Vec::new(),
+                table: QTable::new(width),
+                touched: Vec::new(),
+                updated_at: None,
+                granted: false,
+            },
+        );
+    }
 
-    // Ownership and validation: errors cost nothing.
+    // Ownership and validation: errors cost nothing. (A model of another
+    // user was not locked: it is unknown here.)
     let mut live = Vec::with_capacity(batch.len());
     for (i, req) in batch.iter().enumerate() {
-        if req.user != owner {
-            results[i] = Some(Err(Error::NotFound("model")));
-        } else if let Err(e) = validate(&learner, req) {
-            results[i] = Some(Err(e));
-        } else {
-            live.push(i);
+        match models.get(&req.model) {
+            None => results[i] = Some(Err(Error::NotFound("model"))),
+            Some(m) => match validate(&m.learner, req) {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(()) => live.push(i),
+            },
         }
     }
     if live.is_empty() {
@@ -740,22 +840,23 @@ fn apply_batch(
     }
 
     // The quota: everything at once when it fits, else call by call.
+    let day_of = |r: &Request| {
+        let m = BillingMonth::from_unix(r.now);
+        (m, m.day_of(r.now))
+    };
+    let lead = &batch[live[0]];
     let same = live.iter().all(|&i| {
-        let (a, b) = (&batch[i], &batch[live[0]]);
-        a.limits.monthly_calls == b.limits.monthly_calls
-            && BillingMonth::from_unix(a.now) == BillingMonth::from_unix(b.now)
-            && BillingMonth::from_unix(a.now).day_of(a.now)
-                == BillingMonth::from_unix(b.now).day_of(b.now)
+        batch[i].limits.monthly_calls == lead.limits.monthly_calls
+            && day_of(&batch[i]) == day_of(lead)
     });
-    let first = &batch[live[0]];
     let total: u64 = live.iter().map(|&i| batch[i].n()).sum();
-    let granted: Vec<usize> = if same && debit(tx, st, &owner, &first.limits, first.now, total)? {
+    let granted: Vec<usize> = if same && debit(tx, st, user, &lead.limits, lead.now, total)? {
         live
     } else {
         let mut g = Vec::with_capacity(live.len());
         for i in live {
             let r = &batch[i];
-            if debit(tx, st, &owner, &r.limits, r.now, r.n())? {
+            if debit(tx, st, user, &r.limits, r.now, r.n())? {
                 g.push(i);
             } else {
                 results[i] = Some(Err(quota_error(&r.limits, r.now)));
@@ -767,114 +868,89 @@ fn apply_batch(
         return Ok(());
     }
 
-    // Fetch the rows the granted calls read or write.
-    let mut wanted: Vec<Vec<u8>> = Vec::new();
-    let mut add = |s: &State| -> Result<()> {
-        let k = canonical_key(s.as_ref(), bins.as_deref())?;
-        wanted.push(key_bytes(k.as_ref()));
-        Ok(())
-    };
-    for &i in &granted {
-        match &batch[i].call {
-            Call::Predict { state, .. } => add(state)?,
-            Call::Update(exps) => {
-                for x in exps {
-                    add(&x.state)?;
-                    add(&x.next_state)?;
-                }
-            }
-        }
-    }
-    wanted.sort_unstable();
-    wanted.dedup();
-    let s = stmt(st, tx, SQL_FETCH_ROWS)?;
-    let fetched = tx.query(&s, &[&mid, &wanted]).map_err(pg)?;
-    let width = learner.width();
-    let mut keys = Vec::with_capacity(fetched.len());
-    let mut values = Vec::with_capacity(fetched.len() * width);
-    let mut row_nos = Vec::with_capacity(fetched.len());
-    for r in &fetched {
-        row_nos.push(r.get::<_, i64>(0));
-        keys.push(decode_key(BACKEND, r.get(1))?);
-        decode_values(BACKEND, r.get(2), width, &mut values)?;
-    }
-    let mut table = table_from_rows(BACKEND, width, keys, values)?;
-    let n_fetched = table.len();
-
-    // Run the engine, call after call, in queue order.
-    let episodes_before = learner.counters().episodes;
-    let mut touched = Vec::new();
-    let mut updated = false;
+    // Fetch the rows the granted calls read or write, for every model at once.
+    let mut pairs: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut keys = Vec::new();
     for &i in &granted {
         let r = &batch[i];
-        let out = match &r.call {
-            Call::Predict {
-                state,
-                explore,
-                allowed,
-            } => learner
-                .predict_full(&table, state.as_ref(), *explore, allowed.as_deref())
-                .map(Outcome::Predicted),
-            Call::Update(exps) => {
-                updated = true;
-                let mut outs = Vec::with_capacity(exps.len());
-                let mut failure = None;
-                for (j, x) in exps.iter().enumerate() {
-                    let mut rows = Tracked {
-                        table: &mut table,
-                        touched: &mut touched,
-                    };
-                    match learner.update(&mut rows, &x.as_exp()) {
-                        Ok(o) => outs.push(o),
-                        Err(e) => {
-                            failure = Some(at_index(j, e));
-                            break;
-                        }
-                    }
-                }
-                match failure {
-                    Some(e) => Err(e),
-                    None => Ok(Outcome::Updated(outs)),
-                }
-            }
-        };
-        results[i] = Some(out);
-    }
-
-    // Write back the touched rows and the learner.
-    touched.sort_unstable();
-    touched.dedup();
-    let mut w_nos = Vec::with_capacity(touched.len());
-    let mut w_keys = Vec::with_capacity(touched.len());
-    let mut w_vals = Vec::with_capacity(touched.len());
-    for pos in touched {
-        let Some((k, v)) = table.row_at(pos) else {
+        let Some(m) = models.get_mut(&r.model) else {
             continue;
         };
-        let row_no = if pos < n_fetched {
-            row_nos[pos]
-        } else {
-            n_rows + (pos - n_fetched) as i64
-        };
-        w_nos.push(row_no);
-        w_keys.push(key_bytes(k.as_ref()));
-        w_vals.push(values_bytes(v));
+        m.granted = true;
+        keys.clear();
+        call_keys(&r.call, m.learner.config().state_bins.as_deref(), &mut keys)?;
+        pairs.extend(keys.drain(..).map(|k| (m.mid, k)));
     }
-    let new_rows = (table.len() - n_fetched) as i64;
-    let returns = (learner.counters().episodes != episodes_before).then(|| returns_bytes(&learner));
-    let updated_at = updated.then(|| granted.iter().map(|&i| batch[i].now).max().unwrap_or(0));
+    pairs.sort_unstable();
+    pairs.dedup();
+    let (mids, wanted): (Vec<i64>, Vec<Vec<u8>>) = pairs.into_iter().unzip();
+    let s = stmt(st, tx, SQL_FETCH_ROWS)?;
+    let fetched = tx.query(&s, &[&mids, &wanted]).map_err(pg)?;
+    let by_mid: HashMap<i64, String> = models.iter().map(|(id, m)| (m.mid, id.clone())).collect();
+    for r in &fetched {
+        let mid: i64 = r.get(0);
+        let Some(m) = by_mid.get(&mid).and_then(|id| models.get_mut(id)) else {
+            continue;
+        };
+        m.row_nos.push(r.get(1));
+        m.keys.push(decode_key(BACKEND, r.get(2))?);
+        decode_values(BACKEND, r.get(3), m.learner.width(), &mut m.values)?;
+    }
+    for m in models.values_mut().filter(|m| m.granted) {
+        let (k, v) = (std::mem::take(&mut m.keys), std::mem::take(&mut m.values));
+        m.table = table_from_rows(BACKEND, m.learner.width(), k, v)?;
+    }
+
+    // Run the engine, call after call, in queue order.
+    for &i in &granted {
+        let r = &batch[i];
+        if let Some(m) = models.get_mut(&r.model) {
+            results[i] = Some(run_call(m, r));
+        }
+    }
+
+    // Write back the touched rows and the learners, all models at once.
+    let (mut w_mids, mut w_nos, mut w_keys, mut w_vals) = (vec![], vec![], vec![], vec![]);
+    let (mut m_mids, mut m_learners, mut m_returns, mut m_rows, mut m_at) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for m in models.values_mut().filter(|m| m.granted) {
+        let n_fetched = m.row_nos.len();
+        m.touched.sort_unstable();
+        m.touched.dedup();
+        for &pos in &m.touched {
+            let Some((k, v)) = m.table.row_at(pos) else {
+                continue;
+            };
+            let row_no = match m.row_nos.get(pos) {
+                Some(&n) => n,
+                None => m.n_rows + (pos - n_fetched) as i64,
+            };
+            w_mids.push(m.mid);
+            w_nos.push(row_no);
+            w_keys.push(key_bytes(k.as_ref()));
+            w_vals.push(values_bytes(v));
+        }
+        m_mids.push(m.mid);
+        m_learners.push(learner_bytes(&m.learner));
+        m_returns.push(
+            (m.learner.counters().episodes != m.episodes_before).then(|| returns_bytes(&m.learner)),
+        );
+        m_rows.push(m.n_rows + (m.table.len() - n_fetched) as i64);
+        m_at.push(m.updated_at);
+    }
     let s = stmt(st, tx, SQL_WRITE_BACK)?;
     tx.execute(
         &s,
         &[
-            &mid,
+            &w_mids,
             &w_nos,
             &w_keys,
             &w_vals,
-            &learner_bytes(&learner),
-            &returns,
-            &(n_rows + new_rows),
-            &updated_at,
+            &m_mids,
+            &m_learners,
+            &m_returns,
+            &m_rows,
+            &m_at,
         ],
     )
     .map_err(pg)?;
@@ -1291,6 +1367,7 @@ impl Store for PgStore {
         allowed: Option<&[usize]>,
     ) -> Result<Prediction> {
         let req = Request {
+            model: model_id.to_owned(),
             user: meter.user_id.to_owned(),
             limits: *meter.limits,
             now: meter.now,
@@ -1301,7 +1378,7 @@ impl Store for PgStore {
             },
             result: Mutex::new(None),
         };
-        match self.call(model_id, req)? {
+        match self.call(req)? {
             Outcome::Predicted(p) => Ok(p),
             Outcome::Updated(_) => Err(Error::Internal(
                 "a prediction got an update's result".into(),
@@ -1316,13 +1393,14 @@ impl Store for PgStore {
         exps: &[Experience<'_>],
     ) -> Result<Vec<UpdateOutcome>> {
         let req = Request {
+            model: model_id.to_owned(),
             user: meter.user_id.to_owned(),
             limits: *meter.limits,
             now: meter.now,
             call: Call::Update(exps.iter().map(OwnedExp::of).collect()),
             result: Mutex::new(None),
         };
-        match self.call(model_id, req)? {
+        match self.call(req)? {
             Outcome::Updated(o) => Ok(o),
             Outcome::Predicted(_) => Err(Error::Internal(
                 "an update got a prediction's result".into(),

@@ -33,6 +33,10 @@
 //!   dies, also on `kill -9`) and refuses to open a database another process
 //!   holds. Several server instances sharing state use
 //!   [`crate::store::postgres::PgStore`].
+//! - **Checkpoints in the background.** Automatic checkpoints are off on
+//!   the writer's connection; a checkpointer thread folds the WAL into the
+//!   database file (`PASSIVE`, every 250 ms when something committed), so
+//!   no commit waits for one. Closing the store checkpoints fully.
 //! - **Versioned migrations** ([`crate::store::migrations::SQLITE`]) run at
 //!   open, each recorded in `schema_migrations`; a database newer than this
 //!   build is refused.
@@ -374,7 +378,33 @@ fn writer_loop(inner: Arc<Inner>, conn: Connection) {
         }
     }
     // Clean close: fold the WAL into the database file.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+/// Folds the WAL into the database file in the background (`PASSIVE`:
+/// never blocks the writer), so commits never wait for a checkpoint.
+fn checkpointer_loop(inner: Arc<Inner>, conn: Connection) {
+    let mut last = 0;
+    loop {
+        {
+            let closing = lock_plain(&inner.closing);
+            if *closing {
+                return;
+            }
+            let (closing, _) = inner
+                .closing_cv
+                .wait_timeout(closing, std::time::Duration::from_millis(250))
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closing {
+                return;
+            }
+        }
+        let committed = inner.done.committed.load(Ordering::Acquire);
+        if committed != last {
+            last = committed;
+            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        }
+    }
 }
 
 // ---- the model cache ---------------------------------------------------------
@@ -435,12 +465,16 @@ struct Inner {
     models: RwLock<HashMap<String, Slot>>,
     /// user -> month -> calls per day (index 0 = the 1st).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, Vec<u64>>>>,
+    /// Set (and signalled) when the store closes: stops the checkpointer.
+    closing: Mutex<bool>,
+    closing_cv: Condvar,
 }
 
 /// The SQLite store. See the module docs for its design and guarantees.
 pub struct SqliteStore {
     inner: Arc<Inner>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
     /// Held for the store's life: the exclusive lock on `<file>-lock`.
     _lock: Option<File>,
 }
@@ -724,7 +758,7 @@ impl SqliteStore {
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
              PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; \
-             PRAGMA wal_autocheckpoint = 4000;"
+             PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(sq)?;
         migrate(&mut conn, migrations::SQLITE)?;
@@ -737,14 +771,23 @@ impl SqliteStore {
             done: Done::default(),
             models: RwLock::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            closing: Mutex::new(false),
+            closing_cv: Condvar::new(),
         });
         let for_writer = inner.clone();
+        let checkpoints = open_connection(&inner.path)?;
+        let for_checkpointer = inner.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("qlearn-sqlite-checkpoint".into())
+            .spawn(move || checkpointer_loop(for_checkpointer, checkpoints))
+            .map_err(|e| Error::storage(BACKEND, format!("cannot start the checkpointer: {e}")))?;
         let writer = std::thread::Builder::new()
             .name("qlearn-sqlite-writer".into())
             .spawn(move || writer_loop(for_writer, conn))
             .map_err(|e| Error::storage(BACKEND, format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             inner,
+            checkpointer: Mutex::new(Some(checkpointer)),
             writer: Mutex::new(Some(writer)),
             _lock: lock,
         })
@@ -848,6 +891,11 @@ impl SqliteStore {
     }
 
     fn shutdown(&self) -> Result<()> {
+        *lock_plain(&self.inner.closing) = true;
+        self.inner.closing_cv.notify_all();
+        if let Some(c) = lock_plain(&self.checkpointer).take() {
+            let _ = c.join();
+        }
         let handle = lock_plain(&self.writer).take();
         let Some(handle) = handle else {
             return Ok(());
