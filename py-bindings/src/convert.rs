@@ -273,7 +273,9 @@ fn array_state<'a>(
             } else {
                 contiguous(arr, "float64")?.cast_into::<PyArray1<f64>>()?
             };
-            let ro = values.readonly();
+            let ro = values
+                .try_readonly()
+                .map_err(|e| type_error(format!("{what}: the array is being written: {e}")))?;
             for &x in ro.as_array().iter() {
                 if !buf.push(x) {
                     return Err(bad_len(what, n));
@@ -580,6 +582,14 @@ pub(crate) fn allowed(
         )));
     }
     let ints = int_batch(obj, what)?;
+    if n_actions > 2 && ints.len() == n_actions && ints.iter().all(|&a| a == 0 || a == 1) {
+        // Gymnasium's action_mask is an int8 array of 0/1: as indices it
+        // would list actions 0 and 1 again and again.
+        return Err(value_error(Error::InvalidAction(format!(
+            "{what} looks like a 0/1 action mask; pass mask.astype(bool) for a mask, \
+             or the indices of the allowed actions"
+        ))));
+    }
     ints.into_iter()
         .map(|a| action(a, n_actions, what))
         .collect()

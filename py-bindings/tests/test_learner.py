@@ -238,6 +238,7 @@ def test_allowed_actions_restrict_greedy_and_exploration():
         ([1, 1], "twice"),
         (np.array([True, False]), "mask"),
         (np.zeros(4, dtype=bool), "must not be empty"),
+        (np.array([0, 1, 1, 0], dtype=np.int8), "looks like a 0/1 action mask"),
     ],
 )
 def test_bad_allowed_actions_are_value_errors(allowed, match):

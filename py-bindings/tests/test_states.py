@@ -130,3 +130,18 @@ def test_a_huge_int_is_refused_not_wrapped():
     a.predict(-(2**63))
     with pytest.raises(ValueError, match="64-bit"):
         a.predict(2**64 + 1)
+
+
+def test_byte_swapped_and_read_only_arrays():
+    a = QLearner(2, learning_rate=1.0)
+    a.update([1, 2], 1, 3.0, 0, done=True)
+    for form in (np.array([1, 2], dtype=">i8"), np.array([1, 2], dtype=">f8"),
+                 np.array([1, 2], dtype="<i2")):
+        assert a.q_values(form) == [0.0, 3.0]
+    ro = np.array([1.0, 2.0])
+    ro.setflags(write=False)
+    assert a.q_values(ro) == [0.0, 3.0]
+    b = QLearner(2, learning_rate=1.0)
+    b.update_many(np.array([[1, 2]], dtype=">f8"), np.array([1], dtype=">i8"),
+                  np.array([3.0], dtype=">f8"), np.array([0], dtype=">i4"), np.array([True]))
+    assert b.q_values([1, 2]) == [0.0, 3.0]
