@@ -12,13 +12,14 @@
 #   QLEARN_VENV            virtualenv to create/reuse (default ./.venv)
 #   QLEARN_SKIP_SERVER=1   do not build saas-host (its interop tests then skip)
 #   QLEARN_SAAS_HOST=PATH  use this saas-host binary instead of building one
-#   CARGO_TARGET_DIR       cargo's target dir (default ./target-py)
+#   CARGO_TARGET_DIR       cargo's target dir (default ./target, shared with
+#                          `cargo test`, so saas-host is usually built already)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="${QLEARN_VENV:-$root/.venv}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-py}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "== creating virtualenv $venv"
@@ -37,7 +38,7 @@ VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
 if [ -z "${QLEARN_SAAS_HOST:-}" ] && [ "${QLEARN_SKIP_SERVER:-0}" != 1 ]; then
     echo "== building saas-host for the interop tests (cargo build -p saas-host)"
     if cargo build --quiet -p saas-host --bin saas-host; then
-        export QLEARN_SAAS_HOST="$CARGO_TARGET_DIR/debug/saas-host"
+        export QLEARN_SAAS_HOST="$target_dir/debug/saas-host"
     else
         echo "!! saas-host does not build: the server interop tests will be SKIPPED" >&2
         export QLEARN_SAAS_HOST=/nonexistent/saas-host
