@@ -36,7 +36,10 @@
 //! - **Checkpoints in the background.** Automatic checkpoints are off on
 //!   the writer's connection; a checkpointer thread folds the WAL into the
 //!   database file (`PASSIVE`, every 250 ms when something committed), so
-//!   no commit waits for one. Closing the store checkpoints fully.
+//!   no commit waits for one. When a commit leaves the WAL past 8192 pages
+//!   (32 MiB), the writer finishes a checkpoint itself before the next
+//!   batch, after the acknowledgements, so the WAL restarts instead of
+//!   growing under constant load. Closing the store checkpoints fully.
 //! - **Versioned migrations** ([`crate::store::migrations::SQLITE`]) run at
 //!   open, each recorded in `schema_migrations`; a database newer than this
 //!   build is refused.
@@ -70,7 +73,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::{JoinHandle, Thread};
@@ -94,6 +97,10 @@ const BACKEND: &str = "sqlite";
 const MAX_IDLE_READERS: usize = 8;
 /// How long a connection waits for a lock held by a checkpoint.
 const BUSY_TIMEOUT_MS: u32 = 10_000;
+/// WAL frames (pages) past which the writer completes a checkpoint itself
+/// (background checkpoints alone never catch up under constant writes, so
+/// the WAL would only grow).
+const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// How hard SQLite works to make a commit durable (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -376,9 +383,23 @@ fn writer_loop(inner: Arc<Inner>, conn: Connection) {
             // The guard closes the queue and wakes whoever still waits.
             return;
         }
+        // After the acknowledgements: bound the WAL (see `wal_full`).
+        if inner.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            // Busy while the checkpointer runs one: then the next batch
+            // tries again (the hook keeps reporting the WAL's size). A
+            // complete checkpoint lets the next commit restart the WAL.
+            let _ = checkpoint(&conn);
+        }
     }
     // Clean close: fold the WAL into the database file.
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+/// A passive checkpoint: `(frames in the WAL, frames checkpointed)`.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
 }
 
 /// Folds the WAL into the database file in the background (`PASSIVE`:
@@ -402,7 +423,7 @@ fn checkpointer_loop(inner: Arc<Inner>, conn: Connection) {
         let committed = inner.done.committed.load(Ordering::Acquire);
         if committed != last {
             last = committed;
-            let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            let _ = checkpoint(&conn);
         }
     }
 }
@@ -465,6 +486,11 @@ struct Inner {
     models: RwLock<HashMap<String, Slot>>,
     /// user -> month -> calls per day (index 0 = the 1st).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, Vec<u64>>>>,
+    /// Frames in the WAL after the last commit (SQLite's WAL hook): past
+    /// [`WAL_RESTART_FRAMES`] the writer checkpoints once between batches
+    /// (with no write in flight it completes, so the next transaction
+    /// restarts the WAL).
+    wal_frames: Arc<AtomicI64>,
     /// Set (and signalled) when the store closes: stops the checkpointer.
     closing: Mutex<bool>,
     closing_cv: Condvar,
@@ -762,6 +788,14 @@ impl SqliteStore {
         ))
         .map_err(sq)?;
         migrate(&mut conn, migrations::SQLITE)?;
+        // After `wal_autocheckpoint` (which replaces the hook).
+        let wal_frames = Arc::new(AtomicI64::new(0));
+        let frames = wal_frames.clone();
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(i64::from(pages), Ordering::Relaxed);
+            Ok(())
+        }))
+        .map_err(sq)?;
         conn.set_prepared_statement_cache_capacity(32);
         let inner = Arc::new(Inner {
             path,
@@ -771,6 +805,7 @@ impl SqliteStore {
             done: Done::default(),
             models: RwLock::new(HashMap::new()),
             usage: Mutex::new(HashMap::new()),
+            wal_frames: wal_frames.clone(),
             closing: Mutex::new(false),
             closing_cv: Condvar::new(),
         });
