@@ -564,13 +564,29 @@ impl QLearner {
         let td = py
             .detach(|| -> Result<Vec<f64>, Error> {
                 let mut m = self.lock_detached()?;
-                // Validate everything first, so that a bad item applies nothing.
-                for (i, e) in experiences().enumerate() {
-                    m.validate(&e).map_err(|err| at_index(i, err))?;
-                }
                 let mut td = Vec::with_capacity(n);
-                for (i, e) in experiences().enumerate() {
-                    td.push(m.update(&e).map_err(|err| at_index(i, err))?.td_error);
+                // A bad item must apply nothing. When the batch is large next
+                // to the table, a copy of the model to fall back on costs less
+                // than a validation pass over the batch (~20 ns an item);
+                // otherwise everything is validated before anything applies.
+                if m.len().saturating_mul(2) <= n {
+                    let backup = m.clone();
+                    for (i, e) in experiences().enumerate() {
+                        match m.update(&e) {
+                            Ok(o) => td.push(o.td_error),
+                            Err(err) => {
+                                *m = backup;
+                                return Err(at_index(i, err));
+                            }
+                        }
+                    }
+                } else {
+                    for (i, e) in experiences().enumerate() {
+                        m.validate(&e).map_err(|err| at_index(i, err))?;
+                    }
+                    for (i, e) in experiences().enumerate() {
+                        td.push(m.update(&e).map_err(|err| at_index(i, err))?.td_error);
+                    }
                 }
                 Ok(td)
             })

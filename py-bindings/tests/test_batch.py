@@ -138,6 +138,29 @@ def test_bad_batches_raise_and_apply_nothing(change, exc, match):
     assert agent.to_bytes() == before
 
 
+@pytest.mark.parametrize("table_states", [0, 5, 400])
+def test_a_bad_item_applies_nothing_whatever_the_table_size(table_states):
+    # Small tables next to the batch are restored from a copy, large ones
+    # validated first: both must leave the model exactly as it was.
+    agent = QLearner(4, seed=0, epsilon_decay=0.5)
+    if table_states:
+        agent.update_many(np.arange(table_states), np.zeros(table_states, dtype=np.int64),
+                          np.ones(table_states), np.arange(table_states) + 1,
+                          np.arange(table_states) % 7 == 0)
+    before = agent.to_bytes()
+    n = 50
+    s = np.arange(n) + 1000
+    a = np.zeros(n, dtype=np.int64)
+    a[-1] = 9
+    dones = np.ones(n, dtype=bool)
+    with pytest.raises(ValueError, match=r"experiences\[49\]"):
+        agent.update_many(s, a, np.ones(n), s + 1, dones)
+    assert agent.to_bytes() == before
+    a[-1] = 1
+    td = agent.update_many(s, a, np.ones(n), s + 1, dones)
+    assert len(td) == n and agent.stats.updates == table_states + n
+
+
 def test_predict_many_matches_predict():
     s, a, r, s2, done, _ = random_transitions(3000)
     agent = QLearner(4, seed=2)
