@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Algorithm, Exploration, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use crate::state::{with_key, with_key_try, StateKey, StateRef};
+use crate::state::{canonical, with_key, StateKey, StateRef};
 use crate::table::{QRows, QTable};
 
 /// Largest reward magnitude accepted. With it (and `initial_q` bounded the
@@ -250,6 +250,36 @@ fn argmax_random(
     }
 }
 
+/// [`argmax_random`] over all of a (non-empty) row: the common case, with
+/// no index arithmetic or bounds checks in the loops.
+#[inline(always)]
+fn argmax_slice(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
+    let mut best = f64::NEG_INFINITY;
+    let mut best_a = 0;
+    let mut ties = 0usize;
+    for (a, &v) in q.iter().enumerate() {
+        if v > best {
+            best = v;
+            best_a = a;
+            ties = 1;
+        } else if v == best {
+            ties += 1;
+        }
+    }
+    if ties > 1 {
+        let mut k = rng.below(ties);
+        for (a, &v) in q.iter().enumerate() {
+            if v == best {
+                if k == 0 {
+                    return (a, best);
+                }
+                k -= 1;
+            }
+        }
+    }
+    (best_a, best)
+}
+
 /// [`argmax_random`] over a non-empty list of candidates.
 #[inline(always)]
 fn argmax_in(
@@ -398,13 +428,18 @@ impl Learner {
         explore: bool,
         allowed: Option<&[usize]>,
     ) -> Result<Decision> {
-        let n = self.config.n_actions;
-        check_mask(allowed, n, "allowed_actions")?;
-        let bins = self.config.state_bins.as_deref();
-        let (cfg, rng, eps) = (&self.config, &mut self.rng, self.epsilon);
-        let decision = with_key(state, bins, "state", |key| {
-            choose(cfg, rng, eps, table.row(key), explore, allowed)
-        })?;
+        check_mask(allowed, self.config.n_actions, "allowed_actions")?;
+        let mut buf = None;
+        let key = canonical(state, self.config.state_bins.as_deref(), "state", &mut buf)?;
+        let row = table.row(key);
+        let decision = choose(
+            &self.config,
+            &mut self.rng,
+            self.epsilon,
+            row,
+            explore,
+            allowed,
+        );
         self.counters.predictions += 1;
         Ok(decision)
     }
@@ -510,14 +545,21 @@ impl Learner {
     ) -> Result<UpdateOutcome> {
         self.check_experience(exp)?;
         let bins = self.config.state_bins.as_deref();
-        let (cfg, rng, epsilon) = (&self.config, &mut self.rng, self.epsilon);
-        // Each state is canonicalised once; both are checked before anything
-        // is touched.
-        let (q_value, td_error, inserted) = with_key_try(exp.state, bins, "state", |key| {
-            with_key_try(exp.next_state, bins, "next_state", |next| {
-                apply_rule(cfg, rng, epsilon, table, key, next, exp)
-            })
-        })?;
+        // Both states are canonicalised (and checked) before anything is
+        // touched.
+        let (mut key_buf, mut next_buf) = (None, None);
+        let key = canonical(exp.state, bins, "state", &mut key_buf)?;
+        let next = canonical(exp.next_state, bins, "next_state", &mut next_buf)?;
+        let (q_value, td_error, inserted) = apply_rule(
+            &self.config,
+            &mut self.rng,
+            self.epsilon,
+            table,
+            key,
+            next,
+            exp,
+        )?;
+        let cfg = &self.config;
         let c = &mut self.counters;
         c.updates += 1;
         c.states += inserted as u64;
@@ -736,7 +778,10 @@ fn choose(
             }
         }
     }
-    let (action, _) = argmax_random(rng, allowed, n, value);
+    let (action, _) = match (double, allowed) {
+        (false, None) => argmax_slice(rng, &row[..n]),
+        _ => argmax_random(rng, allowed, n, value),
+    };
     Decision {
         action,
         explored: false,

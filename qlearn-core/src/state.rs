@@ -184,19 +184,19 @@ impl StateKey {
 
 impl PartialEq for StateKey {
     fn eq(&self, other: &Self) -> bool {
-        key_eq(self.as_ref(), other.as_ref())
+        key_eq(self, other.as_ref())
     }
 }
 impl Eq for StateKey {}
 
-/// Equality of two canonical keys (arrays bitwise, which is value equality
-/// once `-0.0` and NaN are gone).
+/// Equality of a stored key and a canonical key (arrays bitwise, which is
+/// value equality once `-0.0` and NaN are gone).
 #[inline(always)]
-pub(crate) fn key_eq(a: StateRef<'_>, b: StateRef<'_>) -> bool {
-    match (a, b) {
-        (StateRef::Int(x), StateRef::Int(y)) => x == y,
-        (StateRef::Str(x), StateRef::Str(y)) => x == y,
-        (StateRef::Array(x), StateRef::Array(y)) => {
+pub(crate) fn key_eq(stored: &StateKey, k: StateRef<'_>) -> bool {
+    match (stored, k) {
+        (StateKey::Int(x), StateRef::Int(y)) => *x == y,
+        (StateKey::Str(x), StateRef::Str(y)) => **x == *y,
+        (StateKey::Array(x), StateRef::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
         }
         _ => false,
@@ -226,11 +226,42 @@ pub(crate) fn key_hash(k: StateRef<'_>, build: &impl BuildHasher) -> u64 {
     h.finish()
 }
 
-/// Runs `f` with the canonical key of `state`, without allocating. Integer and
-/// string states are their own keys; an array that is already canonical (no
-/// `-0.0`, no `state_bins`) is used in place, otherwise it is normalised into
-/// a stack buffer. Errors if the state is not valid for a model with these
+/// Room for a normalised array key: `None` until an array needs one (only
+/// its tag is written on the hot path, not its 512 bytes).
+pub(crate) type KeyBuf = Option<[f64; MAX_STATE_DIMS]>;
+
+/// The canonical key of `state`, without allocating. Integer and string
+/// states are their own keys, and so is an array that is already canonical
+/// (no `-0.0`, no `state_bins`); otherwise the normalised array is written
+/// to `buf`. Errors if the state is not valid for a model with these
 /// `bins`; `what` names the state in the message (`state`, `next_state`).
+#[inline(always)]
+pub(crate) fn canonical<'a>(
+    state: StateRef<'a>,
+    bins: Option<&[Bin]>,
+    what: &str,
+    buf: &'a mut KeyBuf,
+) -> Result<StateRef<'a>> {
+    let fast = match (state, bins) {
+        (StateRef::Int(_), None) => true,
+        (StateRef::Str(s), None) => s.len() <= MAX_STATE_STR_BYTES,
+        (StateRef::Array(a), None) => is_canonical_array(a),
+        _ => false,
+    };
+    if fast {
+        return Ok(state);
+    }
+    // The slow path reports only a length: the key itself never travels
+    // through its return slot (which cost a store-forwarding stall on the
+    // fast path when it did).
+    let len = canonical_slow(state, bins, what, buf)?;
+    match buf {
+        Some(b) => Ok(StateRef::Array(&b[..len])),
+        None => Err(Error::Internal("canonical key buffer not filled".into())),
+    }
+}
+
+/// Runs `f` with the canonical key of `state` (see [`canonical`]).
 #[inline]
 pub(crate) fn with_key<R>(
     state: StateRef<'_>,
@@ -238,29 +269,8 @@ pub(crate) fn with_key<R>(
     what: &str,
     f: impl FnOnce(StateRef<'_>) -> R,
 ) -> Result<R> {
-    match (state, bins) {
-        (StateRef::Int(_), None) => Ok(f(state)),
-        (StateRef::Str(s), None) if s.len() <= MAX_STATE_STR_BYTES => Ok(f(state)),
-        (StateRef::Array(a), None) if is_canonical_array(a) => Ok(f(state)),
-        _ => with_key_slow(state, bins, what, f),
-    }
-}
-
-/// [`with_key`] for a fallible `f`: its error and the key's come out as one
-/// `Result`.
-#[inline]
-pub(crate) fn with_key_try<R>(
-    state: StateRef<'_>,
-    bins: Option<&[Bin]>,
-    what: &str,
-    f: impl FnOnce(StateRef<'_>) -> Result<R>,
-) -> Result<R> {
-    match (state, bins) {
-        (StateRef::Int(_), None) => f(state),
-        (StateRef::Str(s), None) if s.len() <= MAX_STATE_STR_BYTES => f(state),
-        (StateRef::Array(a), None) if is_canonical_array(a) => f(state),
-        _ => with_key_slow(state, bins, what, f)?,
-    }
+    let mut buf = None;
+    Ok(f(canonical(state, bins, what, &mut buf)?))
 }
 
 /// Whether `a` is a valid array state that needs no normalisation.
@@ -274,12 +284,15 @@ fn is_canonical_array(a: &[f64]) -> bool {
         && a.iter().all(|x| x.is_finite() & (x.to_bits() != NEG_ZERO))
 }
 
-fn with_key_slow<R>(
+/// Everything [`canonical`] does not do inline: errors, binning, `-0.0`.
+/// On success the key is the first `len` numbers of `buf`.
+#[inline(never)]
+fn canonical_slow(
     state: StateRef<'_>,
     bins: Option<&[Bin]>,
     what: &str,
-    f: impl FnOnce(StateRef<'_>) -> R,
-) -> Result<R> {
+    buf: &mut KeyBuf,
+) -> Result<usize> {
     match state {
         StateRef::Int(_) | StateRef::Str(_) => {
             if let StateRef::Str(s) = state {
@@ -289,19 +302,12 @@ fn with_key_slow<R>(
                     )));
                 }
             }
-            match bins {
-                Some(b) => Err(Error::InvalidState(format!(
-                    "{what}: this model discretizes states (state_bins); send an array of {} numbers",
-                    b.len()
-                ))),
-                None => Ok(f(state)),
-            }
+            Err(Error::InvalidState(format!(
+                "{what}: this model discretizes states (state_bins); send an array of {} numbers",
+                bins.map_or(0, <[Bin]>::len)
+            )))
         }
-        StateRef::Array(a) => {
-            let mut buf = [0.0f64; MAX_STATE_DIMS];
-            let n = canonical_array(a, bins, &mut buf, what)?;
-            Ok(f(StateRef::Array(&buf[..n])))
-        }
+        StateRef::Array(a) => canonical_array(a, bins, buf.insert([0.0f64; MAX_STATE_DIMS]), what),
     }
 }
 
@@ -342,7 +348,9 @@ fn canonical_array(
 
 /// Canonicalises a state into an owned key (allocates; not for the hot path).
 pub fn canonical_key(state: StateRef<'_>, bins: Option<&[Bin]>) -> Result<StateKey> {
-    with_key(state, bins, "state", StateKey::from_canonical)
+    let mut buf = None;
+    let key = canonical(state, bins, "state", &mut buf)?;
+    Ok(StateKey::from_canonical(key))
 }
 
 // ---- JSON form -----------------------------------------------------------

@@ -81,7 +81,7 @@ impl QTable {
             }
             let h = key_hash(k.as_ref(), &hasher);
             if index
-                .find(h, |&j: &u32| key_eq(keys[j as usize].as_ref(), k.as_ref()))
+                .find(h, |&j: &u32| key_eq(&keys[j as usize], k.as_ref()))
                 .is_some()
             {
                 return Err(Error::Decode(format!("state {i} appears twice")));
@@ -191,7 +191,7 @@ impl QTable {
     fn find(&self, key: StateRef<'_>, hash: u64) -> Option<usize> {
         let keys = &self.keys;
         self.index
-            .find(hash, |&j| key_eq(keys[j as usize].as_ref(), key))
+            .find(hash, |&j| key_eq(&keys[j as usize], key))
             .map(|&j| j as usize)
     }
 }
