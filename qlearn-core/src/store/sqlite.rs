@@ -913,6 +913,16 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        let pending = self.start_write(f)?;
+        self.finish_write(pending)
+    }
+
+    /// Enqueues `f` for the writer; [`SqliteStore::finish_write`] waits for
+    /// it (the caller may work meanwhile).
+    fn start_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<(u64, mpsc::Receiver<Result<T>>)> {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
         let seq = self.enqueue(Job::Op(Box::new(move |c| {
             let r = f(c);
@@ -920,6 +930,10 @@ impl SqliteStore {
             let _ = tx.send(r);
             ok
         })))?;
+        Ok((seq, rx))
+    }
+
+    fn finish_write<T>(&self, (seq, rx): (u64, mpsc::Receiver<Result<T>>)) -> Result<T> {
         self.wait(seq)?;
         rx.recv()
             .map_err(|_| Error::storage(BACKEND, "the writer dropped an operation"))?
@@ -1417,14 +1431,14 @@ impl Store for SqliteStore {
         max_models: Option<u32>,
         now: i64,
     ) -> Result<ModelInfo> {
-        let (learner, table) = model.clone().into_parts();
-        let rows = EncodedRows::of(&table);
-        let config = config_text(BACKEND, learner.config())?;
-        let (lb, rb) = (learner_bytes(&learner), returns_bytes(&learner));
+        let rows = EncodedRows::of(model.table());
+        let l = model.learner();
+        let config = config_text(BACKEND, l.config())?;
+        let (lb, rb) = (learner_bytes(l), returns_bytes(l));
         let id = new_id();
         let (w_owner, w_name, w_id) = (owner.to_owned(), name.to_owned(), id.clone());
-        let n_rows = table.len() as i64;
-        let mid = self.write(move |c| {
+        let n_rows = model.len() as i64;
+        let pending = self.start_write(move |c| {
             if !user_exists(c, &w_owner)? {
                 return Err(Error::NotFound("user"));
             }
@@ -1450,6 +1464,9 @@ impl Store for SqliteStore {
             rows.insert(c, mid).map_err(sq)?;
             Ok(mid)
         })?;
+        // The cache's copy is made while the writer inserts the rows.
+        let (learner, table) = model.clone().into_parts();
+        let mid = self.finish_write(pending)?;
         let cached = Cached {
             id: id.clone(),
             mid,
