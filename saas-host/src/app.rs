@@ -44,6 +44,12 @@ pub struct App {
     pub register_address: KeyedLimiter,
     users: Mutex<HashMap<String, Cached>>,
     keys: Mutex<HashMap<String, Cached>>,
+    /// JWTs whose signature was already checked, with their claims (saves
+    /// the HMAC and two JSON parses per request on the hot path).
+    verified: Mutex<HashMap<String, Arc<Claims>>>,
+    /// Whether store calls may run on the async workers (the in-memory
+    /// store never waits for IO).
+    inline_store: bool,
     /// Live model events.
     pub events: EventHub,
     /// Prometheus counters.
@@ -59,6 +65,17 @@ struct Cached {
     user: Arc<User>,
     fingerprint: String,
     at: Instant,
+}
+
+impl Drop for App {
+    /// Releases the store off the async runtime: a backend's connections
+    /// (PostgreSQL) may block while closing.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let store = self.take_store();
+            std::thread::spawn(move || drop(store));
+        }
+    }
 }
 
 /// A model's action names, if it names its actions.
@@ -125,6 +142,7 @@ impl App {
         validation.leeway = 5;
         validation.validate_exp = true;
         qlearn_core::tenancy::prepare_password_hashing();
+        let inline_store = store.backend() == "memory";
         Ok(App {
             jwt_enc: EncodingKey::from_secret(secret.as_bytes()),
             jwt_dec: DecodingKey::from_secret(secret.as_bytes()),
@@ -137,12 +155,36 @@ impl App {
             register_address: KeyedLimiter::new(),
             users: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+            inline_store,
             events: EventHub::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             names: Mutex::new(HashMap::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Takes the store out (replacing it with an empty in-memory one), so
+    /// the caller can close it where blocking is allowed.
+    pub fn take_store(&mut self) -> Arc<dyn Store> {
+        std::mem::replace(
+            &mut self.store,
+            Arc::new(qlearn_core::store::memory::MemoryStore::new()),
+        )
+    }
+
+    /// Runs a store call: on the blocking pool, or inline for the in-memory
+    /// store (which never waits for IO), saving two thread hand-offs.
+    pub async fn store_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if self.inline_store {
+            f().map_err(ApiError::from)
+        } else {
+            blocking(f).await
+        }
     }
 
     /// Seconds since start, the clock of the token buckets.
@@ -251,6 +293,36 @@ impl App {
             .remove(model_id);
     }
 
+    /// The claims of a validly signed, unexpired JWT (verified once, then
+    /// remembered until it expires).
+    fn verify_jwt(&self, token: &str) -> Result<Arc<Claims>, ApiError> {
+        let now = now_unix();
+        if let Some(c) = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(token)
+        {
+            return if c.exp > now {
+                Ok(c.clone())
+            } else {
+                Err(ApiError::Unauthorized)
+            };
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.jwt_dec, &self.validation)
+            .map_err(|_| ApiError::Unauthorized)?;
+        let claims = Arc::new(data.claims);
+        let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if v.len() >= CACHE_MAX {
+            v.retain(|_, c| c.exp > now);
+            if v.len() >= CACHE_MAX {
+                v.clear();
+            }
+        }
+        v.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
     /// The user a bearer token (JWT or API key) authenticates.
     pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Arc<User>, ApiError> {
         if looks_like_api_key(token) {
@@ -264,9 +336,7 @@ impl App {
             let (user, _key) = found.ok_or(ApiError::Unauthorized)?;
             return Ok(self.remember(&self.keys, hash, Arc::new(user)).user);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.jwt_dec, &self.validation)
-            .map_err(|_| ApiError::Unauthorized)?;
-        let claims = data.claims;
+        let claims = self.verify_jwt(token)?;
         let cached = match self.cached(&self.users, &claims.sub) {
             Some(c) => c,
             None => {

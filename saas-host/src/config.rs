@@ -155,13 +155,11 @@ fn open_sqlite(path: &str) -> Result<Arc<dyn Store>> {
 
 /// Whether this build can open `postgres://` URLs.
 pub fn postgres_available() -> bool {
-    false
+    true
 }
 
 fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
-    let _ = url;
-    Err(Error::field(
-        "DATABASE_URL",
-        "the PostgreSQL store is not available in this build yet; use memory:// for now",
-    ))
+    Ok(Arc::new(qlearn_core::store::postgres::PgStore::connect(
+        url,
+    )?))
 }

@@ -138,8 +138,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let st = store.clone();
-    let app = tokio::task::spawn_blocking(move || App::new(st, config))
+    let app = tokio::task::spawn_blocking(move || App::new(store, config))
         .await
         .map_err(|e| Error::Internal(format!("starting: {e}")))??;
     let app = Arc::new(app);
@@ -219,6 +218,22 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || st.flush())
         .await
         .map_err(|e| Error::Internal(format!("flushing: {e}")))??;
-    tracing::info!("storage flushed; bye");
+    // Close the store before returning (a SQLite file is locked while open):
+    // wait briefly for the last tasks holding the state to finish.
+    let mut app = app;
+    for _ in 0..200 {
+        match Arc::try_unwrap(app) {
+            Ok(mut a) => {
+                let store = a.take_store();
+                let _ = tokio::task::spawn_blocking(move || drop(store)).await;
+                break;
+            }
+            Err(shared) => {
+                app = shared;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    tracing::info!("storage flushed and closed; bye");
     Ok(())
 }

@@ -24,6 +24,7 @@ backend_tests!(
     admin_changes_tier,
     batch_updates,
     cors_and_proxies,
+    timeouts_and_connection_cap,
 );
 
 const GET: Method = Method::GET;
@@ -1403,5 +1404,55 @@ async fn cors_and_proxies(b: Backend) {
     assert_eq!(
         reg("p3@example.com", "203.0.113.2").await.unwrap().status(),
         201
+    );
+}
+
+async fn timeouts_and_connection_cap(b: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(s) = start_with(b, "timeouts", |c| {
+        c.header_read_timeout = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_millis(600);
+        c.max_connections = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    // The health check of the harness has closed its connection by now (keep-alive
+    // ends on the header timeout); a slow client that never finishes its headers
+    // is cut off after the header-read timeout.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let t0 = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // While it holds the only connection slot, another client waits.
+    let http = s.http.clone();
+    let url = s.url("/healthz");
+    let waiter = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        let r = http.get(url).send().await.unwrap();
+        (r.status(), t.elapsed())
+    });
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    let cut = t0.elapsed();
+    assert!(
+        n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "closed, not served"
+    );
+    assert!(
+        cut >= Duration::from_millis(250) && cut < Duration::from_secs(3),
+        "cut after {cut:?}"
+    );
+    let (status, waited) = waiter.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_millis(150),
+        "the second connection waited for a slot ({waited:?})"
     );
 }

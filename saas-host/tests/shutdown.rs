@@ -157,7 +157,7 @@ async fn check_after_restart(
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut rows: HashMap<(u32, u32), f64> = HashMap::new();
     let mut offset = 0;
-    let mut updates = 0;
+    let mut updates;
     loop {
         let v: Value = http
             .get(format!(
@@ -238,6 +238,9 @@ async fn sigterm_during_load_loses_no_acked_update(b: Backend) {
     assert!(acked.len() > 50, "the load ran ({} acked)", acked.len());
     eprintln!("{b:?}: {} updates acknowledged before SIGTERM", acked.len());
     check_after_restart(&url, &limits, &token, &mid, &acked).await;
+    if let Some(schema) = common::pg_schema_of(&url) {
+        common::drop_pg_schema(schema);
+    }
 }
 
 async fn sigkill_loses_no_acked_update(b: Backend) {
@@ -252,4 +255,7 @@ async fn sigkill_loses_no_acked_update(b: Backend) {
     assert!(acked.len() > 50, "the load ran ({} acked)", acked.len());
     eprintln!("{b:?}: {} updates acknowledged before SIGKILL", acked.len());
     check_after_restart(&url, &limits, &token, &mid, &acked).await;
+    if let Some(schema) = common::pg_schema_of(&url) {
+        common::drop_pg_schema(schema);
+    }
 }

@@ -75,26 +75,28 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
     let body: PredictIn = read_json(req, cx.app.config.body_limit).await?;
     let app = cx.app.clone();
     let user = cx.user.clone();
-    let (p, names, monthly) = blocking(move || {
-        let now = now_unix();
-        let limits = app.limits(&user);
-        let meter = Meter {
-            user_id: &user.id,
-            limits,
-            now,
-        };
-        let p = app.store.predict(
-            &meter,
-            &body.model_id,
-            body.state.as_ref(),
-            body.explore,
-            body.allowed_actions.as_deref(),
-        )?;
-        let names = app.action_names(&user.id, &body.model_id)?;
-        let monthly = monthly_after(&app, &user.id, limits, now)?;
-        Ok((p, names, monthly))
-    })
-    .await?;
+    let (p, names, monthly) = cx
+        .app
+        .store_call(move || {
+            let now = now_unix();
+            let limits = app.limits(&user);
+            let meter = Meter {
+                user_id: &user.id,
+                limits,
+                now,
+            };
+            let p = app.store.predict(
+                &meter,
+                &body.model_id,
+                body.state.as_ref(),
+                body.explore,
+                body.allowed_actions.as_deref(),
+            )?;
+            let names = app.action_names(&user.id, &body.model_id)?;
+            let monthly = monthly_after(&app, &user.id, limits, now)?;
+            Ok((p, names, monthly))
+        })
+        .await?;
     cx.app.metrics.metered(cx.user.tier, 1);
     let out = PredictOut {
         action: p.action,
@@ -119,21 +121,23 @@ async fn apply(
     let app = cx.app.clone();
     let user = cx.user.clone();
     let n = exps.len() as u64;
-    let r = blocking(move || {
-        let now = now_unix();
-        let limits = app.limits(&user);
-        let meter = Meter {
-            user_id: &user.id,
-            limits,
-            now,
-        };
-        let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
-        let out = app.store.update(&meter, &model_id, &xs)?;
-        publish(&app, &user.id, &model_id, &exps, &out);
-        let monthly = monthly_after(&app, &user.id, limits, now)?;
-        Ok((out, monthly))
-    })
-    .await?;
+    let r = cx
+        .app
+        .store_call(move || {
+            let now = now_unix();
+            let limits = app.limits(&user);
+            let meter = Meter {
+                user_id: &user.id,
+                limits,
+                now,
+            };
+            let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
+            let out = app.store.update(&meter, &model_id, &xs)?;
+            publish(&app, &user.id, &model_id, &exps, &out);
+            let monthly = monthly_after(&app, &user.id, limits, now)?;
+            Ok((out, monthly))
+        })
+        .await?;
     cx.app.metrics.metered(cx.user.tier, n);
     Ok(r)
 }

@@ -197,7 +197,9 @@ impl Server {
     pub async fn restart(mut self) -> Server {
         self.stop().await.unwrap();
         let dir = self._dir.take();
-        launch(self.backend, self.config.clone(), dir).await
+        // The new server owns the database (and its schema) now.
+        let config = std::mem::take(&mut self.config);
+        launch(self.backend, config, dir).await
     }
 
     /// `base + path`.
@@ -275,7 +277,28 @@ impl Drop for Server {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+        if let Some(schema) = pg_schema_of(&self.config.database_url) {
+            drop_pg_schema(schema);
+        }
     }
+}
+
+/// The schema a test URL of [`pg_schema_url`] selects.
+pub fn pg_schema_of(url: &str) -> Option<String> {
+    url.starts_with("postgres")
+        .then(|| url.split("search_path%3D").nth(1).map(str::to_owned))
+        .flatten()
+}
+
+/// Drops a test schema (best effort, on its own thread).
+pub fn drop_pg_schema(schema: String) {
+    let base = pg_base_url();
+    let _ = std::thread::spawn(move || {
+        if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    })
+    .join();
 }
 
 /// Asserts an error response: status, code, and (for 429) `Retry-After`.
