@@ -426,8 +426,9 @@ fn array_batch(arr: &Bound<'_, PyUntypedArray>, what: &str) -> PyResult<Batch> {
             .collect::<PyResult<Vec<_>>>()
             .map(Batch::Owned),
         (2, b'f' | b'i' | b'u' | b'b') => {
-            let shape = arr.shape();
-            let (n, dim) = (shape[0], shape[1]);
+            let &[n, dim] = arr.shape() else {
+                return Err(type_error(format!("{what}: expected a 2-d array")));
+            };
             let a = contiguous(arr, "float64")?.cast_into::<PyArray2<f64>>()?;
             let data = a.to_vec().map_err(|e| type_error(format!("{what}: {e}")))?;
             Ok(Batch::Rows { data, dim, n })
