@@ -543,6 +543,49 @@ fn as_1d<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyUnty
     Ok(arr)
 }
 
+/// An integer argument (`int`, numpy integer, anything with `__index__`):
+/// one too large for 64 bits is a `ValueError` (not an `OverflowError`), a
+/// non-integer a `TypeError` naming the argument.
+#[inline]
+pub(crate) fn int_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    if let Ok(v) = obj.extract::<i64>() {
+        return Ok(v);
+    }
+    if obj.is_instance_of::<PyInt>() || obj.extract::<i128>().is_ok() {
+        return Err(value_error(Error::field(
+            what,
+            "integer out of the 64-bit signed range",
+        )));
+    }
+    Err(type_error(format!(
+        "{what} must be an int, got {}",
+        type_name(obj)
+    )))
+}
+
+/// A float argument (`float`, `int`, numpy scalars, anything with
+/// `__float__`): an int too large for a float is a `ValueError`.
+#[inline]
+pub(crate) fn float_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
+    if let Ok(f) = obj.cast_exact::<PyFloat>() {
+        return Ok(f.value());
+    }
+    if obj.is_instance_of::<PyString>() {
+        return Err(type_error(format!("{what} must be a number, got str")));
+    }
+    match obj.extract::<f64>() {
+        Ok(v) => Ok(v),
+        Err(_) if obj.is_instance_of::<PyInt>() => Err(value_error(Error::field(
+            what,
+            "must be a finite number of magnitude at most 1e12",
+        ))),
+        Err(_) => Err(type_error(format!(
+            "{what} must be a number, got {}",
+            type_name(obj)
+        ))),
+    }
+}
+
 /// An action index: negative values get the engine's out-of-range message.
 #[inline]
 pub(crate) fn action(a: i64, n_actions: usize, what: &str) -> PyResult<usize> {

@@ -210,7 +210,7 @@ impl QLearner {
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        n_actions: i64,
+        n_actions: &Bound<'_, PyAny>,
         learning_rate: f64,
         discount_factor: f64,
         epsilon: f64,
@@ -225,6 +225,7 @@ impl QLearner {
         state_bins: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let max = qlearn_core::config::MAX_ACTIONS;
+        let n_actions = convert::int_arg(n_actions, "n_actions")?;
         let n = usize::try_from(n_actions).map_err(|_| {
             value_error(Error::field(
                 "n_actions",
@@ -371,12 +372,12 @@ impl QLearner {
         &self,
         py: Python<'_>,
         state: &Bound<'_, PyAny>,
-        action: i64,
-        reward: f64,
+        action: &Bound<'_, PyAny>,
+        reward: &Bound<'_, PyAny>,
         next_state: &Bound<'_, PyAny>,
         done: bool,
         truncated: bool,
-        next_action: Option<i64>,
+        next_action: Option<&Bound<'_, PyAny>>,
         next_allowed_actions: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<f64> {
         let n = self.n_actions;
@@ -390,14 +391,18 @@ impl QLearner {
         };
         let exp = Experience {
             state: s,
-            action: convert::action(action, n, "action")?,
-            reward,
+            action: convert::action(convert::int_arg(action, "action")?, n, "action")?,
+            reward: convert::float_arg(reward, "reward")?,
             next_state: s2,
             done,
             truncated,
             next_action: match next_action {
-                Some(a) => Some(convert::action(a, n, "next_action")?),
-                None => None,
+                Some(a) if !a.is_none() => Some(convert::action(
+                    convert::int_arg(a, "next_action")?,
+                    n,
+                    "next_action",
+                )?),
+                _ => None,
             },
             next_allowed_actions: mask.as_deref(),
         };

@@ -156,6 +156,7 @@ def test_config_rebuilds_an_equivalent_agent():
         ({"n_actions": 0}, "n_actions"),
         ({"n_actions": 4097}, "n_actions"),
         ({"n_actions": -1}, "n_actions"),
+        ({"n_actions": 2**70}, "n_actions"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"learning_rate": 1.5}, "learning_rate"),
         ({"learning_rate": math.nan}, "learning_rate"),
@@ -273,7 +274,12 @@ def test_allowed_actions_of_a_wrong_type_are_type_errors(allowed):
         ((0, 1, 1.0, 1.5), {}, TypeError, "float is not a state"),
         ((0, 1, 1.0, 1), {"done": "yes"}, TypeError, None),
         ((0, 1, 1.0, [1, math.nan]), {}, ValueError, "next_state: element 1 is not a finite number"),
-        ((0, 2**80, 1.0, 1), {}, (OverflowError, ValueError), None),
+        ((0, 2**80, 1.0, 1), {}, ValueError, "action: integer out of the 64-bit signed range"),
+        ((0, 1, 10**400, 1), {}, ValueError, "reward"),
+        ((0, 1, 1.0, 1), {"next_action": 2**70}, ValueError, "next_action"),
+        ((0, 1, 1.0, 1), {"next_action": 1.0}, TypeError, "next_action must be an int"),
+        ((0, None, 1.0, 1), {}, TypeError, "action must be an int, got NoneType"),
+        ((0, 1, None, 1), {}, TypeError, "reward must be a number, got NoneType"),
     ],
 )
 def test_bad_updates_raise_and_change_nothing(args, kwargs, exc, match):
