@@ -3,7 +3,7 @@
 //! cache of authenticated users so the hot path needs no storage round trip.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -42,11 +42,11 @@ pub struct App {
     pub login_address: KeyedLimiter,
     /// Registrations per client address.
     pub register_address: KeyedLimiter,
-    users: Mutex<HashMap<String, Cached>>,
-    keys: Mutex<HashMap<String, Cached>>,
+    users: RwLock<HashMap<String, Cached>>,
+    keys: RwLock<HashMap<String, Cached>>,
     /// JWTs whose signature was already checked, with their claims (saves
     /// the HMAC and two JSON parses per request on the hot path).
-    verified: Mutex<HashMap<String, Arc<Claims>>>,
+    verified: RwLock<HashMap<String, Arc<Claims>>>,
     /// Whether store calls may run on the async workers (the in-memory
     /// store never waits for IO).
     inline_store: bool,
@@ -56,7 +56,7 @@ pub struct App {
     pub metrics: Metrics,
     started: Instant,
     /// Action names per model id (with the time they were read).
-    names: Mutex<HashMap<String, (ActionNames, Instant)>>,
+    names: RwLock<HashMap<String, (ActionNames, Instant)>>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -153,14 +153,14 @@ impl App {
             login_account: KeyedLimiter::new(),
             login_address: KeyedLimiter::new(),
             register_address: KeyedLimiter::new(),
-            users: Mutex::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
+            verified: RwLock::new(HashMap::new()),
             inline_store,
             events: EventHub::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
-            names: Mutex::new(HashMap::new()),
+            names: RwLock::new(HashMap::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
         })
     }
@@ -215,8 +215,8 @@ impl App {
         self.config.token_ttl.as_secs()
     }
 
-    fn cached(&self, map: &Mutex<HashMap<String, Cached>>, key: &str) -> Option<Cached> {
-        let m = map.lock().unwrap_or_else(|p| p.into_inner());
+    fn cached(&self, map: &RwLock<HashMap<String, Cached>>, key: &str) -> Option<Cached> {
+        let m = map.read().unwrap_or_else(|p| p.into_inner());
         m.get(key)
             .filter(|c| c.at.elapsed() < self.config.auth_cache_ttl)
             .cloned()
@@ -224,7 +224,7 @@ impl App {
 
     fn remember(
         &self,
-        map: &Mutex<HashMap<String, Cached>>,
+        map: &RwLock<HashMap<String, Cached>>,
         key: String,
         user: Arc<User>,
     ) -> Cached {
@@ -233,7 +233,7 @@ impl App {
             user,
             at: Instant::now(),
         };
-        let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = map.write().unwrap_or_else(|p| p.into_inner());
         if m.len() >= CACHE_MAX {
             m.clear();
         }
@@ -245,11 +245,11 @@ impl App {
     /// tier or role change or a key revocation on this instance).
     pub fn forget_user(&self, user_id: &str) {
         self.users
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(user_id);
         self.keys
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, c| c.user.id != user_id);
     }
@@ -268,7 +268,7 @@ impl App {
     /// instance's own changes invalidate at once). Blocks on a cache miss.
     pub fn action_names(&self, owner: &str, model_id: &str) -> Result<ActionNames> {
         {
-            let m = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            let m = self.names.read().unwrap_or_else(|p| p.into_inner());
             if let Some((n, at)) = m.get(model_id) {
                 if at.elapsed() < self.config.auth_cache_ttl {
                     return Ok(n.clone());
@@ -277,7 +277,7 @@ impl App {
         }
         let info = self.store.model(owner, model_id)?;
         let names = info.config.action_names.map(Arc::new);
-        let mut m = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.names.write().unwrap_or_else(|p| p.into_inner());
         if m.len() >= CACHE_MAX {
             m.clear();
         }
@@ -288,7 +288,7 @@ impl App {
     /// Forgets cached facts about a model (after a change or deletion).
     pub fn forget_model(&self, model_id: &str) {
         self.names
-            .lock()
+            .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(model_id);
     }
@@ -299,7 +299,7 @@ impl App {
         let now = now_unix();
         if let Some(c) = self
             .verified
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
         {
@@ -312,7 +312,7 @@ impl App {
         let data = jsonwebtoken::decode::<Claims>(token, &self.jwt_dec, &self.validation)
             .map_err(|_| ApiError::Unauthorized)?;
         let claims = Arc::new(data.claims);
-        let mut v = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = self.verified.write().unwrap_or_else(|p| p.into_inner());
         if v.len() >= CACHE_MAX {
             v.retain(|_, c| c.exp > now);
             if v.len() >= CACHE_MAX {

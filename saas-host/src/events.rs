@@ -4,7 +4,7 @@
 //! no subscriber has no channel, so publishing costs one map lookup.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -16,13 +16,13 @@ const CAPACITY: usize = 256;
 /// The per-model channels.
 #[derive(Default)]
 pub struct EventHub {
-    channels: Mutex<HashMap<String, broadcast::Sender<Bytes>>>,
+    channels: RwLock<HashMap<String, broadcast::Sender<Bytes>>>,
 }
 
 impl EventHub {
     /// Subscribes to `model_id`'s events.
     pub fn subscribe(&self, model_id: &str) -> broadcast::Receiver<Bytes> {
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ch = self.channels.write().unwrap_or_else(|p| p.into_inner());
         match ch.get(model_id) {
             Some(tx) => tx.subscribe(),
             None => {
@@ -35,7 +35,7 @@ impl EventHub {
 
     /// The sender of `model_id` when someone listens.
     pub fn sender(&self, model_id: &str) -> Option<broadcast::Sender<Bytes>> {
-        let ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let ch = self.channels.read().unwrap_or_else(|p| p.into_inner());
         ch.get(model_id)
             .filter(|tx| tx.receiver_count() > 0)
             .cloned()
@@ -44,7 +44,7 @@ impl EventHub {
     /// Drops `model_id`'s channel once nobody listens (called when a
     /// subscriber leaves).
     pub fn release(&self, model_id: &str) {
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ch = self.channels.write().unwrap_or_else(|p| p.into_inner());
         if ch.get(model_id).is_some_and(|tx| tx.receiver_count() == 0) {
             ch.remove(model_id);
         }

@@ -1,35 +1,90 @@
 //! Prometheus metrics, hand-written in the text exposition format:
 //! requests by route and status, a latency histogram per route, and metered
-//! calls by tier. One short mutex section per request; nothing else.
+//! calls by tier. Lock-free: fixed tables of atomic counters indexed by
+//! route and status, so the hot path never waits on a lock.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use qlearn_core::tenancy::Tier;
+
+/// Every route label the router produces (path templates), and `unmatched`.
+pub const ROUTES: [&str; 25] = [
+    "/",
+    "/static/{file}",
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/{file}",
+    "/register",
+    "/login",
+    "/me",
+    "/me/password",
+    "/api-keys",
+    "/api-keys/{id}",
+    "/models",
+    "/models/import",
+    "/models/{id}",
+    "/models/{id}/export",
+    "/models/{id}/events",
+    "/predict",
+    "/update",
+    "/update/batch",
+    "/status/{id}",
+    "/dashboard",
+    "/admin/users/{id}",
+    "unmatched",
+];
+
+/// Status codes counted individually; anything else counts as `other`.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 500, 503,
+];
+const N_STATUS: usize = STATUSES.len() + 1;
 
 /// Upper bounds of the latency histogram's buckets, seconds.
 const BUCKETS: [f64; 14] = [
     0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+const N_BUCKETS: usize = BUCKETS.len() + 1;
 
-#[derive(Default)]
 struct RouteStats {
-    by_status: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+    by_status: [AtomicU64; N_STATUS],
+    buckets: [AtomicU64; N_BUCKETS],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats {
+            by_status: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
 }
 
 /// The service's counters.
-#[derive(Default)]
 pub struct Metrics {
-    routes: Mutex<BTreeMap<&'static str, RouteStats>>,
+    routes: [RouteStats; ROUTES.len()],
     metered: [AtomicU64; 3],
     refused_quota: [AtomicU64; 3],
     connections: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            routes: std::array::from_fn(|_| RouteStats::default()),
+            metered: Default::default(),
+            refused_quota: Default::default(),
+            connections: AtomicU64::new(0),
+        }
+    }
 }
 
 fn tier_index(t: Tier) -> usize {
@@ -41,17 +96,26 @@ fn tier_index(t: Tier) -> usize {
 }
 
 impl Metrics {
-    /// Records one finished request.
+    /// Records one finished request (`route` is one of [`ROUTES`]).
     pub fn record(&self, route: &'static str, status: u16, latency: Duration) {
+        let Some(r) = ROUTES.iter().position(|&x| x == route) else {
+            return;
+        };
+        let r = &self.routes[r];
+        let s = STATUSES
+            .iter()
+            .position(|&x| x == status)
+            .unwrap_or(N_STATUS - 1);
+        r.by_status[s].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let r = routes.entry(route).or_default();
-        *r.by_status.entry(status).or_default() += 1;
-        r.count += 1;
-        r.sum += secs;
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            r.buckets[i] += 1;
-        }
+        let b = BUCKETS
+            .iter()
+            .position(|&x| secs <= x)
+            .unwrap_or(N_BUCKETS - 1);
+        r.buckets[b].fetch_add(1, Ordering::Relaxed);
+        r.count.fetch_add(1, Ordering::Relaxed);
+        r.sum_micros
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Counts `n` accepted metered calls of a user of `tier`.
@@ -64,7 +128,7 @@ impl Metrics {
         self.refused_quota[tier_index(tier)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection opened (+1) or closed (-1).
+    /// A connection opened (`true`) or closed.
     pub fn connection(&self, open: bool) {
         if open {
             self.connections.fetch_add(1, Ordering::Relaxed);
@@ -75,12 +139,18 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::with_capacity(8192);
         out.push_str("# HELP qlearn_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE qlearn_http_requests_total counter\n");
-        for (route, r) in routes.iter() {
-            for (status, n) in &r.by_status {
+        for (route, r) in ROUTES.iter().zip(&self.routes) {
+            for (i, n) in r.by_status.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n == 0 {
+                    continue;
+                }
+                let status = STATUSES
+                    .get(i)
+                    .map_or_else(|| "other".to_owned(), u16::to_string);
                 let _ = writeln!(
                     out,
                     "qlearn_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
@@ -91,32 +161,34 @@ impl Metrics {
             "# HELP qlearn_http_request_duration_seconds Time from request head to response head.\n",
         );
         out.push_str("# TYPE qlearn_http_request_duration_seconds histogram\n");
-        for (route, r) in routes.iter() {
+        for (route, r) in ROUTES.iter().zip(&self.routes) {
+            let count = r.count.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
             let mut cumulative = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += r.buckets[i];
+                cumulative += r.buckets[i].load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
                     "qlearn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}"
                 );
             }
+            cumulative += r.buckets[N_BUCKETS - 1].load(Ordering::Relaxed);
             let _ = writeln!(
                 out,
-                "qlearn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                r.count
+                "qlearn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {cumulative}"
             );
             let _ = writeln!(
                 out,
                 "qlearn_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                r.sum
+                r.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
             );
             let _ = writeln!(
                 out,
-                "qlearn_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                r.count
+                "qlearn_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
-        drop(routes);
         out.push_str("# HELP qlearn_metered_calls_total Metered engine calls (predictions and updates) accepted, by tier.\n");
         out.push_str("# TYPE qlearn_metered_calls_total counter\n");
         for t in Tier::ALL {
@@ -143,5 +215,26 @@ impl Metrics {
             self.connections.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_router_label_is_counted_and_rendered() {
+        let m = Metrics::default();
+        m.record("/predict", 200, Duration::from_micros(300));
+        m.record("/predict", 429, Duration::from_millis(30));
+        m.record("/predict", 418, Duration::from_secs(30));
+        m.metered(Tier::Pro, 3);
+        let text = m.render();
+        assert!(text.contains("qlearn_http_requests_total{route=\"/predict\",status=\"200\"} 1"));
+        assert!(text.contains("qlearn_http_requests_total{route=\"/predict\",status=\"other\"} 1"));
+        assert!(text.contains("le=\"0.0005\"} 1\n"));
+        assert!(text.contains("le=\"0.05\"} 2\n"));
+        assert!(text.contains("le=\"+Inf\"} 3\n"));
+        assert!(text.contains("qlearn_metered_calls_total{tier=\"pro\"} 3"));
     }
 }
