@@ -159,9 +159,7 @@ fn bin(obj: &Bound<'_, PyAny>, i: usize) -> PyResult<Bin> {
 }
 
 fn bins_count(obj: &Bound<'_, PyAny>, i: usize) -> PyResult<u32> {
-    let n: i64 = obj
-        .extract()
-        .map_err(|_| type_error(format!("state_bins[{i}].bins must be an int")))?;
+    let n = convert::int_arg(obj, &format!("state_bins[{i}].bins"))?;
     u32::try_from(n).map_err(|_| {
         value_error(Error::field(
             format!("state_bins[{i}].bins"),
