@@ -500,6 +500,27 @@ impl Learner {
     #[inline]
     fn check_experience(&self, exp: &Experience<'_>) -> Result<()> {
         let n = self.config.n_actions;
+        let next_ok = match exp.next_action {
+            Some(na) => na < n,
+            None => self.config.algorithm != Algorithm::Sarsa || exp.done,
+        };
+        if exp.action < n
+            && exp.reward.is_finite()
+            && exp.reward.abs() <= MAX_REWARD
+            && next_ok
+            && exp.next_allowed_actions.is_none()
+        {
+            return Ok(());
+        }
+        self.experience_error(exp)
+    }
+
+    /// The error of an experience that failed [`Learner::check_experience`]'s
+    /// fast test (or `Ok` when only its mask needed the full check).
+    #[cold]
+    #[inline(never)]
+    fn experience_error(&self, exp: &Experience<'_>) -> Result<()> {
+        let n = self.config.n_actions;
         if exp.action >= n {
             return Err(Error::InvalidAction(format!(
                 "action {} is outside 0..{n}",
@@ -648,18 +669,10 @@ fn apply_rule<T: QRows + ?Sized>(
     let bootstrap = if exp.done {
         0.0
     } else {
-        let row = table.row(next);
-        let allowed = exp.next_allowed_actions;
-        match (row, cfg.algorithm) {
+        match (table.row(next), cfg.algorithm) {
             (None, _) => init,
-            (Some(r), Algorithm::QLearning) => max_over(r, allowed, n),
-            (Some(r), Algorithm::Sarsa) => exp.next_action.map_or(init, |a| r[a]),
-            (Some(r), Algorithm::ExpectedSarsa) => expected_value(cfg, epsilon, r, allowed),
-            (Some(r), Algorithm::DoubleQLearning) => {
-                let (own, other) = if side == 0 { (0, n) } else { (n, 0) };
-                let (a_star, _) = argmax_random(rng, allowed, n, |a| r[own + a]);
-                r[other + a_star]
-            }
+            (Some(r), Algorithm::QLearning) => max_over(r, exp.next_allowed_actions, n),
+            (Some(r), _) => other_bootstrap(cfg, rng, epsilon, r, side, exp),
         }
     };
     let target = exp.reward + cfg.discount_factor * bootstrap;
@@ -686,6 +699,31 @@ fn apply_rule<T: QRows + ?Sized>(
         new
     };
     Ok((shown, td, inserted))
+}
+
+/// The bootstrap value of SARSA, expected SARSA and double Q-learning from
+/// the next state's row `r` (Q-learning's is inline in [`apply_rule`]).
+#[inline(never)]
+fn other_bootstrap(
+    cfg: &ModelConfig,
+    rng: &mut Rng,
+    epsilon: f64,
+    r: &[f64],
+    side: usize,
+    exp: &Experience<'_>,
+) -> f64 {
+    let n = cfg.n_actions;
+    let allowed = exp.next_allowed_actions;
+    match cfg.algorithm {
+        Algorithm::QLearning => max_over(r, allowed, n),
+        Algorithm::Sarsa => exp.next_action.map_or(cfg.initial_q, |a| r[a]),
+        Algorithm::ExpectedSarsa => expected_value(cfg, epsilon, r, allowed),
+        Algorithm::DoubleQLearning => {
+            let (own, other) = if side == 0 { (0, n) } else { (n, 0) };
+            let (a_star, _) = argmax_random(rng, allowed, n, |a| r[own + a]);
+            r[other + a_star]
+        }
+    }
 }
 
 /// The largest of `r[a]` over the allowed actions.
@@ -718,73 +756,114 @@ fn choose(
 ) -> Decision {
     let n = cfg.n_actions;
     let Some(row) = row else {
-        // Every action ties at initial_q: uniform among the candidates.
-        let action = match allowed {
-            Some(a) => a[rng.below(a.len())],
-            None => rng.below(n),
-        };
-        return Decision {
-            action,
-            explored: false,
-            epsilon,
-        };
+        return choose_unseen(rng, n, allowed, epsilon);
     };
     let double = row.len() == 2 * n;
-    let value = |a: usize| if double { row[a] + row[n + a] } else { row[a] };
     if explore {
         match cfg.exploration {
             Exploration::EpsilonGreedy => {
                 if epsilon > 0.0 && rng.next_f64() < epsilon {
-                    // A uniformly random allowed action (possibly a greedy
-                    // one: then it is not counted as exploratory).
-                    let action = match allowed {
-                        Some(a) => a[rng.below(a.len())],
-                        None => rng.below(n),
-                    };
-                    let v = value(action);
-                    return Decision {
-                        action,
-                        explored: candidates(allowed, n).any(|a| value(a) > v),
-                        epsilon,
-                    };
+                    return choose_at_random(rng, row, n, allowed, epsilon);
                 }
             }
-            Exploration::Softmax => {
-                let scale = if double { 2.0 } else { 1.0 };
-                let t = cfg.temperature * scale;
-                let max = candidates(allowed, n)
-                    .map(value)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                let total: f64 = candidates(allowed, n)
-                    .map(|a| ((value(a) - max) / t).exp())
-                    .sum();
-                let mut u = rng.next_f64() * total;
-                let mut action = None;
-                let mut last = 0;
-                for a in candidates(allowed, n) {
-                    last = a;
-                    u -= ((value(a) - max) / t).exp();
-                    if u < 0.0 {
-                        action = Some(a);
-                        break;
-                    }
-                }
-                let action = action.unwrap_or(last);
-                return Decision {
-                    action,
-                    explored: value(action) < max,
-                    epsilon,
-                };
-            }
+            Exploration::Softmax => return choose_softmax(cfg, rng, row, allowed, epsilon),
         }
     }
-    let (action, _) = match (double, allowed) {
-        (false, None) => argmax_slice(rng, &row[..n]),
-        _ => argmax_random(rng, allowed, n, value),
+    let action = match (double, allowed) {
+        (false, None) => argmax_slice(rng, &row[..n]).0,
+        _ => argmax_random(rng, allowed, n, |a| shown_value(row, n, a)).0,
     };
     Decision {
         action,
         explored: false,
+        epsilon,
+    }
+}
+
+/// The value an action has for selection: Q(s, a), or Q_A + Q_B for double
+/// Q-learning (same order as their mean).
+#[inline(always)]
+fn shown_value(row: &[f64], n: usize, a: usize) -> f64 {
+    if row.len() == 2 * n {
+        row[a] + row[n + a]
+    } else {
+        row[a]
+    }
+}
+
+/// An unseen state: every action ties at `initial_q`, so the choice is
+/// uniform among the candidates (and never exploratory).
+#[inline(never)]
+fn choose_unseen(rng: &mut Rng, n: usize, allowed: Option<&[usize]>, epsilon: f64) -> Decision {
+    let action = match allowed {
+        Some(a) => a[rng.below(a.len())],
+        None => rng.below(n),
+    };
+    Decision {
+        action,
+        explored: false,
+        epsilon,
+    }
+}
+
+/// Epsilon-greedy's random branch: a uniformly random allowed action
+/// (possibly a greedy one: then it is not counted as exploratory).
+#[inline(never)]
+fn choose_at_random(
+    rng: &mut Rng,
+    row: &[f64],
+    n: usize,
+    allowed: Option<&[usize]>,
+    epsilon: f64,
+) -> Decision {
+    let action = match allowed {
+        Some(a) => a[rng.below(a.len())],
+        None => rng.below(n),
+    };
+    let v = shown_value(row, n, action);
+    Decision {
+        action,
+        explored: candidates(allowed, n).any(|a| shown_value(row, n, a) > v),
+        epsilon,
+    }
+}
+
+/// Boltzmann exploration: `P(a) ∝ exp(Q(s, a) / temperature)` over the
+/// allowed actions.
+#[inline(never)]
+fn choose_softmax(
+    cfg: &ModelConfig,
+    rng: &mut Rng,
+    row: &[f64],
+    allowed: Option<&[usize]>,
+    epsilon: f64,
+) -> Decision {
+    let n = cfg.n_actions;
+    let double = row.len() == 2 * n;
+    let value = |a: usize| shown_value(row, n, a);
+    let scale = if double { 2.0 } else { 1.0 };
+    let t = cfg.temperature * scale;
+    let max = candidates(allowed, n)
+        .map(value)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = candidates(allowed, n)
+        .map(|a| ((value(a) - max) / t).exp())
+        .sum();
+    let mut u = rng.next_f64() * total;
+    let mut action = None;
+    let mut last = 0;
+    for a in candidates(allowed, n) {
+        last = a;
+        u -= ((value(a) - max) / t).exp();
+        if u < 0.0 {
+            action = Some(a);
+            break;
+        }
+    }
+    let action = action.unwrap_or(last);
+    Decision {
+        action,
+        explored: value(action) < max,
         epsilon,
     }
 }

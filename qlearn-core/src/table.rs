@@ -187,12 +187,27 @@ impl QTable {
             .reserve_exact(target * self.width - self.values.len());
     }
 
+    /// The row number of `key`. One probe per key kind, so that each
+    /// probe's equality test is a few instructions that inline into
+    /// hashbrown's loop (one generic test covering every kind did not).
     #[inline(always)]
     fn find(&self, key: StateRef<'_>, hash: u64) -> Option<usize> {
         let keys = &self.keys;
-        self.index
-            .find(hash, |&j| key_eq(&keys[j as usize], key))
-            .map(|&j| j as usize)
+        let found = match key {
+            StateRef::Int(i) => self.index.find(
+                hash,
+                |&j| matches!(keys.get(j as usize), Some(StateKey::Int(k)) if *k == i),
+            ),
+            StateRef::Str(s) => self.index.find(
+                hash,
+                |&j| matches!(keys.get(j as usize), Some(StateKey::Str(k)) if **k == *s),
+            ),
+            StateRef::Array(_) => self.index.find(hash, |&j| match keys.get(j as usize) {
+                Some(stored) => key_eq(stored, key),
+                None => false,
+            }),
+        };
+        found.map(|&j| j as usize)
     }
 }
 
