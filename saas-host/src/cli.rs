@@ -71,6 +71,13 @@ pub struct ServeArgs {
     /// Seconds without traffic after which a connection is closed.
     #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 120)]
     pub idle_timeout_secs: u64,
+    /// Async worker threads (default: one per core).
+    #[arg(long, env = "WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+    /// Threads running storage calls. Few busy threads beat many sleeping
+    /// ones: fewer wake-ups and less lock contention (see docs/benchmarks-http.md).
+    #[arg(long, env = "BLOCKING_THREADS", default_value_t = 8)]
+    pub blocking_threads: usize,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod handlers;
+pub mod hashing;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

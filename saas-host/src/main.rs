@@ -3,9 +3,28 @@
 use clap::Parser;
 use saas_host::cli::{self, Cli, Command};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let args = Cli::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    let serve = match &args.command {
+        Some(Command::Serve(s)) => Some(s),
+        None => Some(&args.serve),
+        Some(Command::Admin(_)) => None,
+    };
+    if let Some(s) = serve {
+        if let Some(n) = s.worker_threads {
+            rt.worker_threads(n.max(1));
+        }
+        rt.max_blocking_threads(s.blocking_threads.max(1));
+    }
+    match rt.build() {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => fail(&format!("cannot start the async runtime: {e}")),
+    }
+}
+
+async fn run(args: Cli) -> std::process::ExitCode {
     let serve = match args.command {
         Some(Command::Admin(a)) => {
             return match tokio::task::spawn_blocking(move || cli::admin(&a)).await {

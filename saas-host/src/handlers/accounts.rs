@@ -16,6 +16,7 @@ use qlearn_core::{Error, Model, ModelConfig};
 use super::check_name;
 use crate::app::{blocking, App};
 use crate::error::ApiError;
+use crate::hashing::hashing;
 use crate::http::{json_response, no_content, ok_json, read_json, Resp};
 use crate::now_unix;
 use crate::router::Ctx;
@@ -61,11 +62,15 @@ pub async fn register(
     let email = normalize_email(&body.email)?;
     validate_password(&body.password)?;
     let a = app.clone();
+    let e = email.clone();
+    let taken = blocking(move || Ok(a.store.user_by_email(&e)?.is_some())).await?;
+    if taken {
+        return Err(ApiError::EmailTaken);
+    }
+    let password = body.password;
+    let hash = hashing(move || hash_password(&password)).await??;
+    let a = app.clone();
     let (user, model_id) = blocking(move || {
-        if a.store.user_by_email(&email)?.is_some() {
-            return Err(Error::Conflict("email_taken".into()));
-        }
-        let hash = hash_password(&body.password)?;
         let now = now_unix();
         let user = a.store.create_user(
             NewUser {
@@ -133,15 +138,12 @@ pub async fn login(
         .map_err(throttled)?;
     let a = app.clone();
     let e = email.clone();
-    let user = blocking(move || {
-        let user = a.store.user_by_email(&e)?;
-        let ok = verify_password(
-            &body.password,
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        );
-        Ok(user.filter(|_| ok))
-    })
-    .await?;
+    let user = blocking(move || a.store.user_by_email(&e)).await?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let password = body.password;
+    // Unknown users cost a verification against a dummy hash too.
+    let ok = hashing(move || verify_password(&password, stored.as_deref())).await?;
+    let user = user.filter(|_| ok);
     let Some(user) = user else {
         let now = app.clock();
         let _ = app.login_account.check(&email, ta.rate, ta.burst, now);
@@ -196,16 +198,29 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
         .map_err(throttled)?;
     let a = app.clone();
     let id = cx.user.id.clone();
-    let changed = blocking(move || {
-        let user = a.store.user(&id)?.ok_or(Error::InvalidCredentials)?;
-        if !verify_password(&body.current_password, Some(&user.password_hash)) {
-            return Ok(None);
+    let user = blocking(move || a.store.user(&id)?.ok_or(Error::InvalidCredentials)).await?;
+    let stored = user.password_hash.clone();
+    let (current, new) = (body.current_password, body.new_password);
+    let hash = hashing(move || {
+        if verify_password(&current, Some(&stored)) {
+            hash_password(&new).map(Some)
+        } else {
+            Ok(None)
         }
-        let hash = hash_password(&body.new_password)?;
-        a.store.set_password(&id, &hash, now_unix())?;
-        a.store.user(&id)
     })
-    .await?;
+    .await??;
+    let changed = match hash {
+        None => None,
+        Some(hash) => {
+            let a = app.clone();
+            let id = user.id.clone();
+            blocking(move || {
+                a.store.set_password(&id, &hash, now_unix())?;
+                a.store.user(&id)
+            })
+            .await?
+        }
+    };
     let Some(user) = changed else {
         let _ = app
             .login_account
