@@ -74,16 +74,28 @@ pub struct ServeArgs {
     /// Async worker threads (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
-    /// Threads running storage calls. Few busy threads beat many sleeping
-    /// ones: fewer wake-ups and less lock contention (see docs/benchmarks-http.md).
-    #[arg(long, env = "BLOCKING_THREADS", default_value_t = 8)]
-    pub blocking_threads: usize,
+    /// Threads running storage calls (default 8 for SQLite and memory, 32
+    /// for PostgreSQL, whose calls wait on the network). Few busy threads beat
+    /// many sleeping ones: fewer wake-ups and less lock contention (see
+    /// docs/benchmarks-http.md).
+    #[arg(long, env = "BLOCKING_THREADS")]
+    pub blocking_threads: Option<usize>,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 }
 
 impl ServeArgs {
+    /// The blocking-pool size for this backend (see `blocking_threads`).
+    pub fn blocking_threads(&self) -> usize {
+        self.blocking_threads
+            .unwrap_or(if self.database_url.starts_with("postgres") {
+                32
+            } else {
+                8
+            })
+    }
+
     /// The server configuration (reads `SECRET_KEY` from the environment).
     pub fn config(&self) -> Result<Config> {
         let mut c = Config {

@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
         if let Some(n) = s.worker_threads {
             rt.worker_threads(n.max(1));
         }
-        rt.max_blocking_threads(s.blocking_threads.max(1));
+        rt.max_blocking_threads(s.blocking_threads().max(1));
     }
     match rt.build() {
         Ok(rt) => rt.block_on(run(args)),
