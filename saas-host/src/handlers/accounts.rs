@@ -37,7 +37,7 @@ fn throttled(e: Error) -> ApiError {
     }
 }
 
-/// `POST /register`.
+/// Creates an account (free tier) and its default model; returns a token.
 #[utoipa::path(post, path = "/register", tag = "accounts",
     request_body = Credentials,
     responses(
@@ -107,7 +107,7 @@ pub async fn register(
     ))
 }
 
-/// `POST /login`.
+/// Exchanges email and password for a token.
 #[utoipa::path(post, path = "/login", tag = "accounts",
     request_body = Credentials,
     responses(
@@ -159,7 +159,7 @@ pub async fn login(
     }))
 }
 
-/// `GET /me`.
+/// The caller's account.
 #[utoipa::path(get, path = "/me", tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = UserOut),
@@ -174,7 +174,7 @@ pub async fn me(cx: &Ctx) -> Result<Resp, ApiError> {
     Ok(ok_json(&UserOut::from(&user)))
 }
 
-/// `POST /me/password`.
+/// Changes the password; revokes every earlier token and returns a new one.
 #[utoipa::path(post, path = "/me/password", tag = "accounts", security(("bearer" = [])),
     request_body = PasswordChange,
     responses(
@@ -237,7 +237,7 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
     }))
 }
 
-/// `POST /api-keys`.
+/// Creates an API key (shown once).
 #[utoipa::path(post, path = "/api-keys", tag = "accounts", security(("bearer" = [])),
     request_body = NewKey,
     responses(
@@ -271,7 +271,7 @@ pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiErr
     Ok(json_response(StatusCode::CREATED, &out))
 }
 
-/// `GET /api-keys`.
+/// Lists the caller's API keys (never the keys themselves).
 #[utoipa::path(get, path = "/api-keys", tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's keys (never the keys themselves)", body = Vec<KeyOut>),
@@ -286,7 +286,7 @@ pub async fn list_keys(cx: &Ctx) -> Result<Resp, ApiError> {
     Ok(ok_json(&out))
 }
 
-/// `DELETE /api-keys/{id}`.
+/// Revokes an API key.
 #[utoipa::path(delete, path = "/api-keys/{id}", tag = "accounts", security(("bearer" = [])),
     params(("id" = String, Path, description = "Key id")),
     responses(
@@ -303,7 +303,7 @@ pub async fn delete_key(cx: &Ctx, key_id: String) -> Result<Resp, ApiError> {
     Ok(no_content())
 }
 
-/// `PATCH /admin/users/{id}`.
+/// Changes a user's tier or role (admin only).
 #[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path, description = "User id")),
     request_body = AdminUserPatch,

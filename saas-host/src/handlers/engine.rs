@@ -58,7 +58,7 @@ fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
     resp
 }
 
-/// `POST /predict`.
+/// Chooses an action for a state (metered).
 #[utoipa::path(post, path = "/predict", tag = "engine", security(("bearer" = [])),
     request_body = PredictIn,
     responses(
@@ -194,7 +194,7 @@ fn update_out(o: &UpdateOutcome) -> UpdateOut {
     }
 }
 
-/// `POST /update`.
+/// Learns from one experience (metered).
 #[utoipa::path(post, path = "/update", tag = "engine", security(("bearer" = [])),
     request_body = UpdateIn,
     responses(
@@ -226,7 +226,7 @@ pub async fn update(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
     Ok(with_monthly(ok_json(&update_out(o)), monthly))
 }
 
-/// `POST /update/batch`.
+/// Learns from up to 1,000 experiences in order, all or nothing (N metered calls).
 #[utoipa::path(post, path = "/update/batch", tag = "engine", security(("bearer" = [])),
     request_body = BatchIn,
     responses(
@@ -256,7 +256,7 @@ pub async fn update_batch(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiE
     Ok(with_monthly(ok_json(&BatchOut { results }), monthly))
 }
 
-/// `GET /models/{id}/events`.
+/// Server-sent events: every update of the model, live.
 #[utoipa::path(get, path = "/models/{id}/events", tag = "engine", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Model id"),

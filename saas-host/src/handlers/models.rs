@@ -27,7 +27,7 @@ const MAX_PAGE: u64 = 1000;
 /// Default `limit` of a Q-table page.
 const DEFAULT_PAGE: u64 = 100;
 
-/// `GET /models`.
+/// Lists the caller's models.
 #[utoipa::path(get, path = "/models", tag = "models", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's models, oldest first", body = Vec<ModelOut>),
@@ -42,7 +42,7 @@ pub async fn list(cx: &Ctx) -> Result<Resp, ApiError> {
     Ok(ok_json(&out))
 }
 
-/// `POST /models`.
+/// Creates a model.
 #[utoipa::path(post, path = "/models", tag = "models", security(("bearer" = [])),
     request_body = CreateModel,
     responses(
@@ -66,7 +66,7 @@ pub async fn create(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
     Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))
 }
 
-/// `GET /models/{id}`.
+/// Reads a model.
 #[utoipa::path(get, path = "/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     responses(
@@ -82,7 +82,7 @@ pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     Ok(ok_json(&ModelOut::from(info)))
 }
 
-/// `PATCH /models/{id}`.
+/// Renames a model or changes its hyperparameters.
 #[utoipa::path(patch, path = "/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     request_body = PatchModel,
@@ -121,7 +121,7 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
     Ok(ok_json(&ModelOut::from(info)))
 }
 
-/// `DELETE /models/{id}`.
+/// Deletes a model and its Q-table.
 #[utoipa::path(delete, path = "/models/{id}", tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     responses(
@@ -148,7 +148,7 @@ fn page_param(query: Option<&str>, name: &str, default: u64) -> Result<u64, ApiE
     }
 }
 
-/// `GET /status/{id}`.
+/// A model, its statistics and a page of its Q-table.
 #[utoipa::path(get, path = "/status/{id}", tag = "models", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Model id"),
@@ -209,7 +209,7 @@ pub async fn status(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
     }))
 }
 
-/// `GET /models/{id}/export`.
+/// Exports a model (shared binary format, or JSON).
 #[utoipa::path(get, path = "/models/{id}/export", tag = "models", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Model id"),
@@ -256,7 +256,7 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
     Ok(resp)
 }
 
-/// `POST /models/import`.
+/// Imports a model as a new model of the caller.
 #[utoipa::path(post, path = "/models/import", tag = "models", security(("bearer" = [])),
     params(("name" = Option<String>, Query, description = "Name of the new model (default `imported`)")),
     request_body(content = Vec<u8>, description = "The binary format (application/octet-stream) or the JSON export (application/json)", content_type = "application/octet-stream"),
@@ -301,7 +301,7 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
     Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))
 }
 
-/// `GET /dashboard`.
+/// The caller's account, tier limits, usage this month and models.
 #[utoipa::path(get, path = "/dashboard", tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "User, tier limits, usage this month and per day, models", body = DashboardOut),

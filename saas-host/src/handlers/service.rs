@@ -88,7 +88,7 @@ pub fn docs_asset(name: &str) -> Result<Resp, ApiError> {
     asset(DOCS_ASSETS, name)
 }
 
-/// `GET /healthz`.
+/// Liveness.
 #[utoipa::path(get, path = "/healthz", tag = "service",
     responses((status = 200, description = "Alive", body = Health)))]
 pub fn health(app: &App) -> Resp {
@@ -98,7 +98,7 @@ pub fn health(app: &App) -> Resp {
     })
 }
 
-/// `GET /metrics`.
+/// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub fn metrics(app: &App) -> Resp {
