@@ -92,5 +92,5 @@ for route in update predict; do
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
 done
 STATUS="$(curl -sf "$BASE/status/$MODEL?limit=1" -H "authorization: Bearer $TOKEN")"
-echo "model after the run: $(echo "$STATUS" | python3 -c 'import sys,json; s=json.load(sys.stdin)["stats"]; print(f"{s[\"updates\"]} updates, {s[\"predictions\"]} predictions, {s[\"states\"]} states")')"
+echo "$STATUS" | python3 -c 'import sys, json; s = json.load(sys.stdin)["stats"]; print("model after the run: %d updates, %d predictions, %d states" % (s["updates"], s["predictions"], s["states"]))'
 stop_server
