@@ -573,7 +573,8 @@ fn a_seeded_model_replays_the_same_choices() {
 
 #[test]
 fn every_configuration_error_names_its_field() {
-    let cases: [(&str, fn(&mut ModelConfig)); 12] = [
+    type Case = (&'static str, fn(&mut ModelConfig));
+    let cases: [Case; 12] = [
         ("n_actions", |c| c.n_actions = 0),
         ("n_actions", |c| c.n_actions = 4097),
         ("learning_rate", |c| c.learning_rate = 0.0),
@@ -722,4 +723,12 @@ fn states_of_every_kind_and_their_canonical_forms() {
     assert_close!(m.q_values(StateRef::Array(&[0.49])).unwrap()[0], 0.5);
     assert_eq!(m.q_values(StateRef::Array(&[0.51])).unwrap()[0], 0.0);
     assert!(state_error(m.predict(3i64, true, None)).contains("state_bins"));
+}
+
+#[test]
+fn models_can_be_shared_between_threads() {
+    fn shared<T: Send + Sync + Clone>() {}
+    shared::<Model>();
+    shared::<qlearn_core::Learner>();
+    shared::<qlearn_core::QTable>();
 }
