@@ -63,7 +63,7 @@ pub struct App {
 #[derive(Clone)]
 struct Cached {
     user: Arc<User>,
-    fingerprint: String,
+    fingerprint: Arc<str>,
     at: Instant,
 }
 
@@ -229,7 +229,7 @@ impl App {
         user: Arc<User>,
     ) -> Cached {
         let c = Cached {
-            fingerprint: fingerprint(&user.password_hash),
+            fingerprint: fingerprint(&user.password_hash).into(),
             user,
             at: Instant::now(),
         };
@@ -347,7 +347,7 @@ impl App {
                 self.remember(&self.users, claims.sub.clone(), Arc::new(user))
             }
         };
-        if claims.iat < cached.user.password_changed_at || claims.pwv != cached.fingerprint {
+        if claims.iat < cached.user.password_changed_at || *claims.pwv != *cached.fingerprint {
             return Err(ApiError::Unauthorized);
         }
         Ok(cached.user)

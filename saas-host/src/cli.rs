@@ -181,18 +181,25 @@ pub fn admin(args: &AdminArgs) -> Result<String> {
     Ok(msg)
 }
 
-/// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines.
-pub fn init_logging(format: &str) {
+/// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines
+/// on stdout, written by a background thread so request handling never
+/// waits on the terminal or pipe. Keep the returned guard alive: dropping it
+/// flushes what is buffered.
+pub fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(writer);
     if format.eq_ignore_ascii_case("json") {
         b.json().init();
     } else {
-        b.init();
+        b.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
     }
+    guard
 }
 
 /// Resolves on SIGINT or (on Unix) SIGTERM.

@@ -39,7 +39,7 @@ async fn run(args: Cli) -> std::process::ExitCode {
         Some(Command::Serve(s)) => s,
         None => args.serve,
     };
-    cli::init_logging(&serve.log_format);
+    let _log = cli::init_logging(&serve.log_format);
     let config = match serve.config() {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
