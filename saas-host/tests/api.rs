@@ -25,6 +25,7 @@ backend_tests!(
     batch_updates,
     cors_and_proxies,
     timeouts_and_connection_cap,
+    generated_secret_survives_restart,
 );
 
 const GET: Method = Method::GET;
@@ -1454,5 +1455,20 @@ async fn timeouts_and_connection_cap(b: Backend) {
     assert!(
         waited >= Duration::from_millis(150),
         "the second connection waited for a slot ({waited:?})"
+    );
+}
+
+async fn generated_secret_survives_restart(b: Backend) {
+    // No SECRET_KEY: one is generated, kept in the database, and reused.
+    let Some(s) = start_with(b, "secret", |c| c.secret_key = None).await else {
+        return;
+    };
+    let (token, _, _) = s.register("secret@example.com").await;
+    assert_eq!(s.call(GET, "/me", Some(&token), None).await.status(), 200);
+    let s = s.restart().await;
+    assert_eq!(
+        s.call(GET, "/me", Some(&token), None).await.status(),
+        200,
+        "tokens survive a restart"
     );
 }

@@ -259,3 +259,64 @@ async fn sigkill_loses_no_acked_update(b: Backend) {
         common::drop_pg_schema(schema);
     }
 }
+
+#[tokio::test]
+async fn a_short_secret_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_saas-host"))
+        .args(["serve", "--port", "0"])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("s.db").display()),
+        )
+        .env("SECRET_KEY", "too short")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SECRET_KEY") && err.contains("32"), "{err}");
+    assert!(
+        !err.contains("too short"),
+        "the secret is never printed: {err}"
+    );
+}
+
+#[tokio::test]
+async fn admin_cli_sets_tier_and_reports_unknown_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let limits = dir.path().join("limits.json");
+    std::fs::write(&limits, "{}").unwrap();
+    let mut p = spawn(&url, &limits).await;
+    setup(&p).await;
+    signal(&p, "-TERM");
+    assert!(p.child.wait().await.unwrap().success());
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_saas-host"));
+        c.arg("admin").args(args).env("DATABASE_URL", &url);
+        c.output()
+    };
+    let out = run(&["set-tier", "LOAD@example.com", "enterprise"])
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "load@example.com: tier free -> enterprise"
+    );
+    let out = run(&["set-tier", "nobody@example.com", "pro"])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user not found"));
+    let out = run(&["set-tier", "load@example.com", "gold"])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tier"));
+}
