@@ -24,5 +24,6 @@ suite!(
     tenant_isolation,
     concurrent_updates,
     concurrent_quota,
+    concurrent_invalid_calls,
     concurrent_model_limit,
 );

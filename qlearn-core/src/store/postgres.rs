@@ -66,7 +66,36 @@ const POOL_SIZE: u32 = 16;
 const INSERT_CHUNK: usize = 5_000;
 
 fn pg(e: postgres::Error) -> Error {
-    Error::storage(BACKEND, e)
+    if is_retryable(&e) {
+        Error::storage(BACKEND, format!("{DEADLOCK_MARK} {e}"))
+    } else {
+        Error::storage(BACKEND, e)
+    }
+}
+
+/// Marks a storage error caused by a deadlock or serialization failure
+/// (the transaction can simply run again).
+const DEADLOCK_MARK: &str = "[retryable]";
+
+/// Whether a failed batch transaction should run again.
+enum Retry {
+    Again,
+    Fail(Error),
+}
+
+impl Retry {
+    fn of(e: postgres::Error) -> Retry {
+        if is_retryable(&e) {
+            Retry::Again
+        } else {
+            Retry::Fail(pg(e))
+        }
+    }
+}
+
+fn is_retryable(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 fn is_unique_violation(e: &postgres::Error) -> bool {
@@ -227,12 +256,14 @@ impl Request {
     }
 }
 
-/// Calls waiting for one model, and whether a leader is running a batch.
+/// Calls waiting for one user, and whether a leader is running a batch.
 #[derive(Default)]
 struct Combiner {
     state: Mutex<CombinerState>,
     /// Signalled when a leader finishes a batch.
     done: Condvar,
+    /// Signalled when a call is queued (a gathering leader waits on it).
+    arrived: Condvar,
 }
 
 /// Ends a leader's turn (also if the batch panicked, so followers are
@@ -250,7 +281,15 @@ impl Drop for Lead<'_> {
 struct CombinerState {
     queue: Vec<Arc<Request>>,
     leading: bool,
+    /// Calls in the last batch: how many a new leader expects to gather.
+    last_batch: usize,
+    /// How long the last batch's transaction took.
+    last_tx: Duration,
 }
+
+/// The longest a new leader waits for the callers of the previous batch to
+/// queue again before it starts its transaction.
+const MAX_GATHER: Duration = Duration::from_millis(2);
 
 // ---- SQL -------------------------------------------------------------------------
 
@@ -259,6 +298,23 @@ const MODEL_COLS: &str =
     "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
 
 const SQL_LOCK_MODELS: &str = "SELECT mid, id, config, learner, returns, n_rows FROM models \
+     WHERE id = ANY($1::text[]) AND owner = $2 ORDER BY id FOR UPDATE";
+/// [`SQL_DEBIT`] of a whole batch and [`SQL_LOCK_MODELS`] in one round
+/// trip; every row carries whether the debit was granted. Both the model
+/// rows (`FOR UPDATE`, re-read at their latest version) and the usage row
+/// (`ON CONFLICT DO UPDATE`) are locked at their newest committed version,
+/// so nothing here reads a stale snapshot.
+const SQL_DEBIT_LOCK_MODELS: &str = "WITH m AS ( \
+       INSERT INTO usage_month AS u (user_id, month, calls) \
+       SELECT $2::text, $3::text, $4::int8 WHERE $5::int8 IS NULL OR $4::int8 <= $5::int8 \
+       ON CONFLICT (user_id, month) DO UPDATE SET calls = u.calls + excluded.calls \
+       WHERE $5::int8 IS NULL OR u.calls + excluded.calls <= $5::int8 \
+       RETURNING calls), \
+     d AS ( \
+       INSERT INTO usage_day AS d (user_id, month, day, calls) \
+       SELECT $2::text, $3::text, $6::int2, $4::int8 FROM m \
+       ON CONFLICT (user_id, month, day) DO UPDATE SET calls = d.calls + excluded.calls) \
+     SELECT mid, id, config, learner, returns, n_rows, (SELECT COUNT(*) FROM m) FROM models \
      WHERE id = ANY($1::text[]) AND owner = $2 ORDER BY id FOR UPDATE";
 const SQL_FETCH_ROWS: &str = "SELECT q.mid, q.row_no, q.key, q.vals FROM q_rows q \
      JOIN unnest($1::int8[], $2::bytea[]) AS w(mid, key) ON q.mid = w.mid AND q.key = w.key";
@@ -582,6 +638,26 @@ impl PgStore {
         Ok(v)
     }
 
+    /// One attempt at a batch's transaction: commits when [`apply_batch`]
+    /// kept something, rolls back otherwise.
+    fn batch_tx(
+        &self,
+        batch: &[Arc<Request>],
+        results: &mut [Option<Result<Outcome>>],
+    ) -> std::result::Result<(), Retry> {
+        let mut c = self.conn().map_err(Retry::Fail)?;
+        let PgConn { client, statements } = &mut *c;
+        let mut tx = client.transaction().map_err(Retry::of)?;
+        match apply_batch(&mut tx, statements, batch, results) {
+            Ok(true) => tx.commit().map_err(Retry::of),
+            Ok(false) => tx.rollback().map_err(Retry::of),
+            Err(Error::Storage { message, .. }) if message.contains(DEADLOCK_MARK) => {
+                Err(Retry::Again)
+            }
+            Err(e) => Err(Retry::Fail(e)),
+        }
+    }
+
     /// Runs one statement outside an explicit transaction.
     fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         let mut c = self.conn()?;
@@ -616,6 +692,9 @@ impl PgStore {
         let req = Arc::new(req);
         let mut g = lock_plain(&comb.state);
         g.queue.push(req.clone());
+        if g.leading {
+            comb.arrived.notify_one();
+        }
         loop {
             if let Some(r) = lock_plain(&req.result).take() {
                 return r;
@@ -625,10 +704,35 @@ impl PgStore {
                 continue;
             }
             g.leading = true;
-            let batch = std::mem::take(&mut g.queue);
-            drop(g);
             let lead = Lead(&comb);
+            // The callers of the last batch were all woken at once and are
+            // queueing again: a leader that started at once would commit a
+            // batch of one or two and make them wait a whole transaction
+            // more. Give them a moment (a fraction of a transaction).
+            let expect = g.last_batch;
+            if g.queue.len() < expect {
+                let deadline = std::time::Instant::now() + (g.last_tx / 2).min(MAX_GATHER);
+                while g.queue.len() < expect {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    g = comb
+                        .arrived
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+            let batch = std::mem::take(&mut g.queue);
+            g.last_batch = batch.len();
+            drop(g);
+            let started = std::time::Instant::now();
             self.run_batch(&batch);
+            let took = started.elapsed();
+            g = lock_plain(&comb.state);
+            g.last_tx = took;
+            drop(g);
             drop(lead);
             g = lock_plain(&comb.state);
         }
@@ -638,12 +742,27 @@ impl PgStore {
     /// request's result.
     fn run_batch(&self, batch: &[Arc<Request>]) {
         let mut results: Vec<Option<Result<Outcome>>> = (0..batch.len()).map(|_| None).collect();
-        let outcome = self
-            .tx(|tx, st| apply_batch(tx, st, batch, &mut results))
-            .map_err(|e| match e {
-                Error::Storage { message, .. } => message,
-                other => other.to_string(),
-            });
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            results.iter_mut().for_each(|r| *r = None);
+            match self.batch_tx(batch, &mut results) {
+                // Two instances can lock a month's usage rows and models in
+                // different orders (batches spanning two months): PostgreSQL
+                // aborts one; run it again.
+                Err(Retry::Again) if attempt < 5 => continue,
+                Err(Retry::Again) => {
+                    break Err("a batch deadlocked repeatedly; try again".to_owned())
+                }
+                Err(Retry::Fail(e)) => {
+                    break Err(match e {
+                        Error::Storage { message, .. } => message,
+                        other => other.to_string(),
+                    })
+                }
+                Ok(()) => break Ok(()),
+            }
+        };
         for (req, r) in batch.iter().zip(results) {
             let r = match (&outcome, r) {
                 // The transaction failed: nothing that succeeded inside it
@@ -667,15 +786,37 @@ fn debit(
     now: i64,
     n: u64,
 ) -> Result<bool> {
+    debit_signed(
+        tx,
+        st,
+        user,
+        limit_of(limits),
+        now,
+        i64::try_from(n).unwrap_or(i64::MAX),
+    )
+}
+
+fn limit_of(limits: &TierLimits) -> Option<i64> {
+    limits
+        .monthly_calls
+        .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+/// [`debit`] of `n` calls, negative to give back calls debited earlier in
+/// the same transaction (with `limit` `None`).
+fn debit_signed(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    user: &str,
+    limit: Option<i64>,
+    now: i64,
+    n: i64,
+) -> Result<bool> {
     if n == 0 {
         return Ok(true);
     }
     let month = BillingMonth::from_unix(now);
     let day = i16::from(month.day_of(now));
-    let n = i64::try_from(n).unwrap_or(i64::MAX);
-    let limit = limits
-        .monthly_calls
-        .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let s = stmt(st, tx, SQL_DEBIT)?;
     let rows = tx
         .query(&s, &[&user, &month.to_string(), &n, &limit, &day])
@@ -783,15 +924,16 @@ fn run_call(m: &mut Locked, req: &Request) -> Result<Outcome> {
 
 /// The body of [`PgStore::run_batch`]'s transaction: every call of the
 /// batch belongs to one user. Per-call errors go to `results`; an `Err`
-/// return aborts the transaction.
+/// return aborts the transaction, `Ok(false)` rolls it back (nothing to
+/// keep), `Ok(true)` commits it.
 fn apply_batch(
     tx: &mut Transaction<'_>,
     st: &mut HashMap<&'static str, Statement>,
     batch: &[Arc<Request>],
     results: &mut [Option<Result<Outcome>>],
-) -> Result<()> {
+) -> Result<bool> {
     let Some(first) = batch.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let user = first.user.as_str();
     // Lock the user's models the batch touches, in id order (every batch
@@ -799,9 +941,54 @@ fn apply_batch(
     let mut ids: Vec<&str> = batch.iter().map(|r| r.model.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let s = stmt(st, tx, SQL_LOCK_MODELS)?;
+    let day_of = |r: &Request| {
+        let m = BillingMonth::from_unix(r.now);
+        (m, m.day_of(r.now))
+    };
+    // When every call has the same limit and day (the usual case), the
+    // whole batch is debited optimistically in the locking statement (one
+    // round trip less); calls found invalid are given back below.
+    let same = batch.iter().all(|r| {
+        r.limits.monthly_calls == first.limits.monthly_calls && day_of(r) == day_of(first)
+    });
+    let total: u64 = batch.iter().map(|r| r.n()).sum();
+    let rows = if same && total > 0 {
+        let (month, day) = day_of(first);
+        let s = stmt(st, tx, SQL_DEBIT_LOCK_MODELS)?;
+        tx.query(
+            &s,
+            &[
+                &ids,
+                &user,
+                &month.to_string(),
+                &i64::try_from(total).unwrap_or(i64::MAX),
+                &limit_of(&first.limits),
+                &i16::from(day),
+            ],
+        )
+        .map_err(pg)?
+    } else {
+        let s = stmt(st, tx, SQL_LOCK_MODELS)?;
+        tx.query(&s, &[&ids, &user]).map_err(pg)?
+    };
+    // Whether the optimistic debit of `total` was made (None: not tried).
+    let pre_debited: Option<bool> = if same && total > 0 {
+        match rows.first() {
+            Some(r) => Some(r.get::<_, i64>(6) > 0),
+            // No model of this user: every call is NotFound; the caller
+            // rolls back whatever the statement debited.
+            None => {
+                for (i, _) in batch.iter().enumerate() {
+                    results[i] = Some(Err(Error::NotFound("model")));
+                }
+                return Ok(false);
+            }
+        }
+    } else {
+        None
+    };
     let mut models: HashMap<String, Locked> = HashMap::with_capacity(ids.len());
-    for row in tx.query(&s, &[&ids, &user]).map_err(pg)? {
+    for row in rows {
         let config: String = row.get(2);
         let learner = decode_learner(BACKEND, &config, row.get(3), row.get(4))?;
         let width = learner.width();
@@ -836,21 +1023,21 @@ fn apply_batch(
         }
     }
     if live.is_empty() {
-        return Ok(());
+        // Nothing to keep (an optimistic debit is rolled back).
+        return Ok(false);
     }
 
     // The quota: everything at once when it fits, else call by call.
-    let day_of = |r: &Request| {
-        let m = BillingMonth::from_unix(r.now);
-        (m, m.day_of(r.now))
-    };
-    let lead = &batch[live[0]];
-    let same = live.iter().all(|&i| {
-        batch[i].limits.monthly_calls == lead.limits.monthly_calls
-            && day_of(&batch[i]) == day_of(lead)
-    });
-    let total: u64 = live.iter().map(|&i| batch[i].n()).sum();
-    let granted: Vec<usize> = if same && debit(tx, st, user, &lead.limits, lead.now, total)? {
+    let live_total: u64 = live.iter().map(|&i| batch[i].n()).sum();
+    let granted: Vec<usize> = if pre_debited == Some(true) {
+        // Give back what the invalid calls were debited.
+        let back = i64::try_from(total - live_total).unwrap_or(i64::MAX);
+        debit_signed(tx, st, user, None, first.now, -back)?;
+        live
+    } else if pre_debited.is_none()
+        && same
+        && debit(tx, st, user, &first.limits, first.now, live_total)?
+    {
         live
     } else {
         let mut g = Vec::with_capacity(live.len());
@@ -865,7 +1052,7 @@ fn apply_batch(
         g
     };
     if granted.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
 
     // Fetch the rows the granted calls read or write, for every model at once.
@@ -954,7 +1141,7 @@ fn apply_batch(
         ],
     )
     .map_err(pg)?;
-    Ok(())
+    Ok(true)
 }
 
 impl Store for PgStore {

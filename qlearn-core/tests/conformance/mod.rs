@@ -698,6 +698,74 @@ pub fn concurrent_quota<S: Store>(s: &S) {
     );
 }
 
+/// 16 threads mix valid updates with invalid ones (an action out of range,
+/// an unknown model, another user's model) on one user's quota: batched or
+/// not, only the valid calls are applied and counted, and a quota that
+/// fits exactly the valid calls grants every one of them.
+pub fn concurrent_invalid_calls<S: Store>(s: &S) {
+    const THREADS: usize = 16;
+    const EACH: usize = 40;
+    let a = new_user(s, "a@example.com");
+    let b = new_user(s, "b@example.com");
+    let info = ok(s, s.create_model(&a.id, "m", &seeded(2, 3), None, NOW));
+    let other = ok(s, s.create_model(&b.id, "theirs", &seeded(2, 4), None, NOW));
+    let before = ok(s, s.model(&a.id, &info.id)).stats.updates;
+    // Exactly the valid calls fit.
+    let valid = (THREADS * EACH / 2) as u64;
+    let l = limits(Some(valid), None);
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|sc| {
+        for t in 0..THREADS {
+            let (barrier, info, other, a, l) = (&barrier, &info, &other, &a, &l);
+            sc.spawn(move || {
+                let m = meter(&a.id, l, NOW);
+                barrier.wait();
+                for i in 0..EACH {
+                    let good = Experience::new(1, 1, 1.0, 2);
+                    let r = match (t + i) % 6 {
+                        0 | 2 | 4 => s.update(&m, &info.id, &[good]),
+                        1 => s.update(&m, &info.id, &[Experience::new(1, 7, 1.0, 2)]),
+                        3 => s.update(&m, "no-such-model", &[good]),
+                        _ => s.update(&m, &other.id, &[good]),
+                    };
+                    match ((t + i) % 2, r) {
+                        (0, Ok(_)) => {}
+                        (
+                            1,
+                            Err(
+                                Error::InvalidAction(_)
+                                | Error::InvalidField { .. }
+                                | Error::NotFound(_),
+                            ),
+                        ) => {}
+                        (_, r) => panic!("[{}] call {t}/{i}: unexpected {r:?}", s.backend()),
+                    }
+                }
+            });
+        }
+    });
+    let month = BillingMonth::from_unix(NOW);
+    check_eq!(
+        s,
+        ok(s, s.usage(&a.id, month)).calls,
+        valid,
+        "only valid calls counted"
+    );
+    check_eq!(
+        s,
+        ok(s, s.usage(&b.id, month)).calls,
+        0,
+        "nothing counted for b"
+    );
+    check_eq!(
+        s,
+        ok(s, s.model(&a.id, &info.id)).stats.updates - before,
+        valid,
+        "only valid calls applied"
+    );
+    check_eq!(s, ok(s, s.model(&b.id, &other.id)).stats.updates, 0);
+}
+
 /// 16 threads create models under a limit of 3: exactly 3 exist.
 pub fn concurrent_model_limit<S: Store>(s: &S) {
     const THREADS: usize = 16;
