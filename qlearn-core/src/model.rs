@@ -177,6 +177,28 @@ pub struct Learner {
     epsilon: f64,
     rng: Rng,
     counters: Counters,
+    /// Which of [`Model`]'s fast paths this configuration allows (derived
+    /// from `config`, recomputed whenever it changes).
+    fast: FastPaths,
+}
+
+/// The common configurations [`Model::predict`] and [`Model::update`] serve
+/// on a short path: no `state_bins`, one table, epsilon-greedy (predict)
+/// and Q-learning (update). Anything else takes the general path.
+#[derive(Clone, Copy, Debug, Default)]
+struct FastPaths {
+    predict: bool,
+    update: bool,
+}
+
+impl FastPaths {
+    fn of(config: &ModelConfig) -> Self {
+        let plain = config.state_bins.is_none() && config.algorithm.tables() == 1;
+        FastPaths {
+            predict: plain && config.exploration == Exploration::EpsilonGreedy,
+            update: plain && config.algorithm == Algorithm::QLearning,
+        }
+    }
 }
 
 enum Candidates<'a> {
@@ -324,6 +346,7 @@ impl Learner {
         };
         Ok(Learner {
             epsilon: config.epsilon,
+            fast: FastPaths::of(&config),
             config,
             rng,
             counters: Counters::default(),
@@ -351,6 +374,7 @@ impl Learner {
             return Err(Error::Decode("statistics are out of range".into()));
         }
         Ok(Learner {
+            fast: FastPaths::of(&config),
             config,
             epsilon,
             rng,
@@ -607,6 +631,90 @@ impl Learner {
         })
     }
 
+    /// [`Learner::predict`] on an in-memory table for a model whose
+    /// configuration allows the fast path (see [`FastPaths`]), without a
+    /// mask. Same decisions, random draws, errors and counters as the
+    /// general path, with fewer branches.
+    #[inline(always)]
+    fn predict_fast(
+        &mut self,
+        table: &QTable,
+        state: StateRef<'_>,
+        explore: bool,
+    ) -> Result<Decision> {
+        let mut buf = None;
+        let key = canonical(state, None, "state", &mut buf)?;
+        let epsilon = self.epsilon;
+        let rng = &mut self.rng;
+        let decision = match table.row(key) {
+            None => choose_unseen(rng, self.config.n_actions, None, epsilon),
+            Some(row) => {
+                if explore && epsilon > 0.0 && rng.next_f64() < epsilon {
+                    choose_at_random(rng, row, row.len(), None, epsilon)
+                } else {
+                    Decision {
+                        action: argmax_slice(rng, row).0,
+                        explored: false,
+                        epsilon,
+                    }
+                }
+            }
+        };
+        self.counters.predictions += 1;
+        Ok(decision)
+    }
+
+    /// Whether `exp` is a plain transition the fast update serves: a valid
+    /// action and reward, no episode end, no next action or mask (a
+    /// Q-learning update ignores neither, but the general path handles them).
+    #[inline(always)]
+    fn plain_transition(&self, exp: &Experience<'_>) -> bool {
+        self.fast.update
+            & (exp.action < self.config.n_actions)
+            & (exp.reward.abs() <= MAX_REWARD)
+            & !(exp.done | exp.truncated)
+            & exp.next_action.is_none()
+            & exp.next_allowed_actions.is_none()
+    }
+
+    /// [`Learner::update`] on an in-memory table for a transition that
+    /// [`Learner::plain_transition`] accepted: Q-learning, no `state_bins`,
+    /// one table. Same values, errors and counters as the general path.
+    #[inline(always)]
+    fn update_fast(&mut self, table: &mut QTable, exp: &Experience<'_>) -> Result<UpdateOutcome> {
+        let (mut key_buf, mut next_buf) = (None, None);
+        let key = canonical(exp.state, None, "state", &mut key_buf)?;
+        let next = canonical(exp.next_state, None, "next_state", &mut next_buf)?;
+        let cfg = &self.config;
+        let bootstrap = match table.row(next) {
+            Some(r) => max_over(r, None, cfg.n_actions),
+            None => cfg.initial_q,
+        };
+        let target = exp.reward + cfg.discount_factor * bootstrap;
+        let (row, inserted) = table.row_or_insert(key, cfg.initial_q);
+        let Some(cell) = row.get_mut(exp.action) else {
+            return Err(internal_width_error());
+        };
+        let old = *cell;
+        let td = target - old;
+        let new = old + cfg.learning_rate * td;
+        if !new.is_finite() {
+            return Err(non_finite_error());
+        }
+        *cell = new;
+        let c = &mut self.counters;
+        c.updates += 1;
+        c.states += inserted as u64;
+        c.reward_sum += exp.reward;
+        c.episode_return += exp.reward;
+        Ok(UpdateOutcome {
+            q_value: new,
+            td_error: td,
+            epsilon: self.epsilon,
+            episode_return: None,
+        })
+    }
+
     /// Sets the statistics' state count (a [`Model`] keeps it equal to its
     /// table's length).
     fn set_state_count(&mut self, states: u64) {
@@ -641,6 +749,7 @@ impl Learner {
                 self.rng = Rng::from_seed(s);
             }
         }
+        self.fast = FastPaths::of(&new);
         self.config = new;
         Ok(reshape)
     }
@@ -687,10 +796,7 @@ fn apply_rule<T: QRows + ?Sized>(
         if let Some(saved) = saved_rng {
             *rng = saved;
         }
-        return Err(Error::field(
-            "reward",
-            "the update would make a Q-value non-finite",
-        ));
+        return Err(non_finite_error());
     }
     row[i] = new;
     let shown = if double {
@@ -699,6 +805,21 @@ fn apply_rule<T: QRows + ?Sized>(
         new
     };
     Ok((shown, td, inserted))
+}
+
+/// The error of an update whose new Q-value would not be finite (only
+/// reachable with imported Q-values near `f64::MAX`).
+#[cold]
+#[inline(never)]
+fn non_finite_error() -> Error {
+    Error::field("reward", "the update would make a Q-value non-finite")
+}
+
+/// A row shorter than the configuration says (a broken invariant).
+#[cold]
+#[inline(never)]
+fn internal_width_error() -> Error {
+    Error::Internal("Q-table row narrower than n_actions".into())
 }
 
 /// The bootstrap value of SARSA, expected SARSA and double Q-learning from
@@ -987,8 +1108,22 @@ impl Model {
         explore: bool,
         allowed: Option<&[usize]>,
     ) -> Result<Decision> {
-        self.learner
-            .predict(&self.table, state.into(), explore, allowed)
+        let state = state.into();
+        if self.learner.fast.predict && allowed.is_none() {
+            return self.learner.predict_fast(&self.table, state, explore);
+        }
+        self.predict_general(state, explore, allowed)
+    }
+
+    /// [`Model::predict`] for what the fast path does not serve.
+    #[inline(never)]
+    fn predict_general(
+        &mut self,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Decision> {
+        self.learner.predict(&self.table, state, explore, allowed)
     }
 
     /// Chooses an action and returns the state's Q-values too.
@@ -1010,6 +1145,15 @@ impl Model {
     /// Learns from one experience (see [`Learner::update`]).
     #[inline]
     pub fn update(&mut self, exp: &Experience<'_>) -> Result<UpdateOutcome> {
+        if self.learner.plain_transition(exp) {
+            return self.learner.update_fast(&mut self.table, exp);
+        }
+        self.update_general(exp)
+    }
+
+    /// [`Model::update`] for what the fast path does not serve.
+    #[inline(never)]
+    fn update_general(&mut self, exp: &Experience<'_>) -> Result<UpdateOutcome> {
         self.learner.update(&mut self.table, exp)
     }
 
