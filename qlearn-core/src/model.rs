@@ -273,33 +273,44 @@ fn argmax_random(
 }
 
 /// [`argmax_random`] over all of a (non-empty) row: the common case, with
-/// no index arithmetic or bounds checks in the loops.
+/// no index arithmetic or bounds checks in the loops, and no branch on the
+/// values (Q-values compare in no predictable order, and a mispredicted
+/// branch per action cost more than the whole loop): the best value by
+/// `maxsd`, the number of actions sharing it and the first of them by
+/// conditional moves. Only a tie costs a branch, a random draw and a third
+/// pass. Q-values are finite, so this picks exactly what a left-to-right
+/// `>` / `==` scan would.
 #[inline(always)]
 fn argmax_slice(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
     let mut best = f64::NEG_INFINITY;
-    let mut best_a = 0;
+    for &v in q {
+        best = if v > best { v } else { best };
+    }
     let mut ties = 0usize;
-    for (a, &v) in q.iter().enumerate() {
-        if v > best {
-            best = v;
-            best_a = a;
-            ties = 1;
-        } else if v == best {
-            ties += 1;
-        }
+    let mut first = 0usize;
+    for (a, &v) in q.iter().enumerate().rev() {
+        let eq = v == best;
+        ties += eq as usize;
+        first = if eq { a } else { first };
     }
     if ties > 1 {
-        let mut k = rng.below(ties);
-        for (a, &v) in q.iter().enumerate() {
-            if v == best {
-                if k == 0 {
-                    return (a, best);
-                }
-                k -= 1;
-            }
-        }
+        return (nth_best(q, best, rng.below(ties)), best);
     }
-    (best_a, best)
+    (first, best)
+}
+
+/// The index of the `k`-th (from 0) entry of `q` equal to `best`, without
+/// branching on the values.
+#[inline(never)]
+fn nth_best(q: &[f64], best: f64, k: usize) -> usize {
+    let mut seen = 0usize;
+    let mut chosen = 0usize;
+    for (a, &v) in q.iter().enumerate() {
+        let eq = v == best;
+        chosen = if eq & (seen == k) { a } else { chosen };
+        seen += eq as usize;
+    }
+    chosen
 }
 
 /// [`argmax_random`] over a non-empty list of candidates.
