@@ -9,11 +9,11 @@
 //! # What every implementation must do
 //!
 //! - **Tenant isolation.** Every model operation takes the owner's user id;
-//!   a model of another user is [`Error::NotFound`], exactly as an unknown id.
+//!   a model of another user is [`Error::NotFound`](crate::Error::NotFound), exactly as an unknown id.
 //! - **Metered calls are atomic with their effect.** [`Store::predict`] and
 //!   [`Store::update`] first find the model and validate the whole input
 //!   (errors change nothing and cost nothing), then in one atomic step debit
-//!   the caller's monthly quota (refusing with [`Error::QuotaExceeded`] when
+//!   the caller's monthly quota (refusing with [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) when
 //!   `used + n > limit`, without counting) and apply the engine. A refused
 //!   call is never counted; an accepted call is never lost; under any
 //!   concurrency (threads, processes sharing the database) no more calls are
@@ -25,8 +25,8 @@
 //!   re-implements it.
 //! - **Acknowledged means durable.** When a mutating method returns `Ok`, the
 //!   change survives `kill -9` of the process (for persistent backends).
-//! - **Errors.** Unique violations are [`Error::Conflict`]; backend faults are
-//!   [`Error::Storage`] naming the backend. No method panics on any input.
+//! - **Errors.** Unique violations are [`Error::Conflict`](crate::Error::Conflict); backend faults are
+//!   [`Error::Storage`](crate::Error::Storage) naming the backend. No method panics on any input.
 //!
 //! All timestamps are Unix seconds (UTC), passed in by the caller so tests
 //! control time.
