@@ -8,7 +8,7 @@
 //! - **Per-model serialisable updates.** A metered call locks its model's row
 //!   (`SELECT ... FOR UPDATE`), reads the learner state and only the Q-rows
 //!   it needs (state and next state), runs the core's [`crate::Learner`]
-//!   over them ([`QRows`] over a small [`QTable`]), and writes the changed
+//!   over them ([`QRows`](crate::QRows) over a small [`QTable`]), and writes the changed
 //!   rows and the learner back in the same transaction. The row lock orders
 //!   concurrent updates of one model across every instance.
 //! - **Batched per user.** Within a process, concurrent calls of one user
