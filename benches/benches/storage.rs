@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Environment: `QLEARN_BENCH_SECONDS` (seconds per throughput run, default
-//! 3), `QLEARN_TEST_POSTGRES_URL` (default
+//! 3), `QLEARN_BENCH_WRITERS` (writer counts, default `1,8,32`),
+//! `QLEARN_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`; PostgreSQL rows are skipped
 //! with a message when it is unreachable). Filter sections with an argument:
 //! `sqlite`, `postgres`, `predict`, `large`.
@@ -105,6 +106,16 @@ fn updates_per_sec(s: &dyn Store, writers: usize, shared: bool, dur: Duration, t
     acked.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
 }
 
+/// Writer counts of the throughput runs: `QLEARN_BENCH_WRITERS` (e.g.
+/// `32` or `1,8`), else 1, 8 and 32.
+fn writer_counts() -> Vec<usize> {
+    std::env::var("QLEARN_BENCH_WRITERS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|w| w.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 8, 32])
+}
+
 fn row(backend: &str, what: &str, value: f64, unit: &str) {
     println!("| {backend} | {what} | {value:>12.0} | {unit} |");
 }
@@ -114,7 +125,7 @@ fn sqlite_section(dur: Duration) {
         (Durability::Process, "synchronous=NORMAL (default)"),
         (Durability::PowerLoss, "synchronous=FULL"),
     ] {
-        for writers in [1, 8, 32] {
+        for writers in writer_counts() {
             for shared in [true, false] {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let s = SqliteStore::open_with(
@@ -150,7 +161,7 @@ fn postgres_section(dur: Duration) {
             return;
         }
     };
-    for writers in [1, 8, 32] {
+    for writers in writer_counts() {
         for shared in [true, false] {
             let r = updates_per_sec(&s, writers, shared, dur, "pg");
             let models = if shared { "one model" } else { "a model each" };

@@ -189,7 +189,15 @@ struct Queue {
     /// Sequence number of the last job enqueued (jobs are numbered from 1).
     last_seq: u64,
     closed: bool,
+    /// The writer sleeps until the queue holds this many jobs (0: it is
+    /// not sleeping; enqueuers only wake it on reaching the number, not at
+    /// every job).
+    wake_at: usize,
 }
+
+/// The longest the writer waits for the callers of its last batch to queue
+/// again before it starts a smaller batch.
+const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
 #[derive(Default)]
 struct Done {
@@ -353,22 +361,48 @@ impl Drop for WriterGuard {
 
 fn writer_loop(inner: Arc<Inner>, conn: Connection) {
     let _guard = WriterGuard(inner.clone());
+    let mut last_batch = 0usize;
+    let mut last_took = std::time::Duration::ZERO;
     loop {
         let (taken, last) = {
             let mut q = lock_plain(&inner.queue);
             while q.jobs.is_empty() && !q.closed {
+                q.wake_at = 1;
                 q = inner
                     .queue_cv
                     .wait(q)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+            // The callers of the last batch were all woken at once and are
+            // queueing again: give them a moment (a fraction of a batch's
+            // time) so they share the next commit instead of being split
+            // over several small ones.
+            if q.jobs.len() < last_batch && !q.closed {
+                let deadline = std::time::Instant::now() + (last_took / 2).min(MAX_GATHER);
+                while q.jobs.len() < last_batch && !q.closed {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    q.wake_at = last_batch;
+                    q = inner
+                        .queue_cv
+                        .wait_timeout(q, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+            q.wake_at = 0;
             if q.jobs.is_empty() {
                 break;
             }
             (std::mem::take(&mut q.jobs), q.last_seq)
         };
+        let started = std::time::Instant::now();
+        last_batch = taken.len();
         let (jobs, waiters): (Vec<Job>, Vec<Thread>) = taken.into_iter().unzip();
         let result = run_batch(&conn, jobs);
+        last_took = started.elapsed();
         let failed = result.is_err();
         match result {
             Ok(()) => inner.done.committed.store(last, Ordering::Release),
@@ -709,6 +743,21 @@ impl ModelRow {
     }
 }
 
+/// Rows per execution of the multi-row insert of a whole table.
+const ROWS_PER_INSERT: usize = 128;
+
+/// `INSERT INTO q_rows ... VALUES (?,?,?,?), ...` for `rows` rows.
+fn multi_row_insert(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO q_rows (mid, row_no, key, vals) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?)");
+    }
+    sql
+}
+
 /// Keys and values of a whole table, encoded for insertion.
 struct EncodedRows {
     keys: Vec<u8>,
@@ -736,20 +785,41 @@ impl EncodedRows {
         }
     }
 
+    /// Inserts every row, [`ROWS_PER_INSERT`] rows per statement execution
+    /// (a large table spends its time in per-statement overhead otherwise).
     fn insert(&self, c: &Connection, mid: i64) -> rusqlite::Result<()> {
-        let mut st = c.prepare_cached(
+        let w8 = self.width * 8;
+        let n = self.ends.len();
+        let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
+        let mut many = c.prepare(&multi_row_insert(ROWS_PER_INSERT))?;
+        let mut key_start = 0;
+        let mut i = 0;
+        while i < full {
+            for j in 0..ROWS_PER_INSERT {
+                let r = i + j;
+                let at = j * 4;
+                let end = self.ends[r];
+                many.raw_bind_parameter(at + 1, mid)?;
+                many.raw_bind_parameter(at + 2, r as i64)?;
+                many.raw_bind_parameter(at + 3, &self.keys[key_start..end])?;
+                many.raw_bind_parameter(at + 4, &self.vals[r * w8..(r + 1) * w8])?;
+                key_start = end;
+            }
+            many.raw_execute()?;
+            i += ROWS_PER_INSERT;
+        }
+        let mut one = c.prepare_cached(
             "INSERT INTO q_rows (mid, row_no, key, vals) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let w8 = self.width * 8;
-        let mut start = 0;
-        for (i, &end) in self.ends.iter().enumerate() {
-            st.execute(params![
+        for r in full..n {
+            let end = self.ends[r];
+            one.execute(params![
                 mid,
-                i as i64,
-                &self.keys[start..end],
-                &self.vals[i * w8..(i + 1) * w8]
+                r as i64,
+                &self.keys[key_start..end],
+                &self.vals[r * w8..(r + 1) * w8]
             ])?;
-            start = end;
+            key_start = end;
         }
         Ok(())
     }
@@ -886,8 +956,14 @@ impl SqliteStore {
         q.last_seq += 1;
         let seq = q.last_seq;
         q.jobs.push((job, std::thread::current()));
+        let wake = q.wake_at > 0 && q.jobs.len() >= q.wake_at;
+        if wake {
+            q.wake_at = 0;
+        }
         drop(q);
-        self.inner.queue_cv.notify_one();
+        if wake {
+            self.inner.queue_cv.notify_one();
+        }
         Ok(seq)
     }
 
