@@ -75,7 +75,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::thread::{JoinHandle, Thread};
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -182,10 +182,28 @@ enum Job {
     Op(OpFn),
 }
 
+/// A caller waiting for its job's commit. After a commit the writer wakes
+/// only the first caller of the batch; each woken caller wakes the next two
+/// (caller `i` wakes `2i + 1` and `2i + 2`), so the writer, the one thread
+/// everybody waits for, does not spend its time on 32 wake-ups per batch.
+struct WaitSlot {
+    thread: Thread,
+    /// Set by the writer before it publishes the commit: the batch's
+    /// waiting threads and this caller's position among them.
+    batch: OnceLock<(Arc<Vec<Thread>>, usize)>,
+}
+
+/// What [`SqliteStore::wait`] waits for: a job's sequence number and its
+/// caller's wake-up slot.
+struct Ticket {
+    seq: u64,
+    slot: Arc<WaitSlot>,
+}
+
 #[derive(Default)]
 struct Queue {
     /// Jobs with the thread waiting for each (unparked once it committed).
-    jobs: Vec<(Job, Thread)>,
+    jobs: Vec<(Job, Arc<WaitSlot>)>,
     /// Sequence number of the last job enqueued (jobs are numbered from 1).
     last_seq: u64,
     closed: bool,
@@ -354,7 +372,7 @@ impl Drop for WriterGuard {
         }
         q.closed = true;
         for (_, waiter) in q.jobs.drain(..) {
-            waiter.unpark();
+            waiter.thread.unpark();
         }
     }
 }
@@ -400,18 +418,31 @@ fn writer_loop(inner: Arc<Inner>, conn: Connection) {
         };
         let started = std::time::Instant::now();
         last_batch = taken.len();
-        let (jobs, waiters): (Vec<Job>, Vec<Thread>) = taken.into_iter().unzip();
+        let (jobs, waiters): (Vec<Job>, Vec<Arc<WaitSlot>>) = taken.into_iter().unzip();
         let result = run_batch(&conn, jobs);
         last_took = started.elapsed();
         let failed = result.is_err();
         match result {
-            Ok(()) => inner.done.committed.store(last, Ordering::Release),
-            Err(e) => inner.done.fail(format!(
-                "a commit failed ({e}); the store has stopped: reopen it"
-            )),
-        }
-        for w in waiters {
-            w.unpark();
+            Ok(()) => {
+                let threads: Arc<Vec<Thread>> =
+                    Arc::new(waiters.iter().map(|w| w.thread.clone()).collect());
+                for (i, w) in waiters.iter().enumerate() {
+                    let _ = w.batch.set((threads.clone(), i));
+                }
+                inner.done.committed.store(last, Ordering::Release);
+                // The rest wake each other (see `WaitSlot`).
+                if let Some(first) = threads.first() {
+                    first.unpark();
+                }
+            }
+            Err(e) => {
+                inner.done.fail(format!(
+                    "a commit failed ({e}); the store has stopped: reopen it"
+                ));
+                for w in waiters {
+                    w.thread.unpark();
+                }
+            }
         }
         if failed {
             // The guard closes the queue and wakes whoever still waits.
@@ -941,7 +972,11 @@ impl SqliteStore {
         r
     }
 
-    fn enqueue(&self, job: Job) -> Result<u64> {
+    fn enqueue(&self, job: Job) -> Result<Ticket> {
+        let slot = Arc::new(WaitSlot {
+            thread: std::thread::current(),
+            batch: OnceLock::new(),
+        });
         let mut q = lock_plain(&self.inner.queue);
         if q.closed {
             drop(q);
@@ -955,7 +990,7 @@ impl SqliteStore {
         }
         q.last_seq += 1;
         let seq = q.last_seq;
-        q.jobs.push((job, std::thread::current()));
+        q.jobs.push((job, slot.clone()));
         let wake = q.wake_at > 0 && q.jobs.len() >= q.wake_at;
         if wake {
             q.wake_at = 0;
@@ -964,15 +999,22 @@ impl SqliteStore {
         if wake {
             self.inner.queue_cv.notify_one();
         }
-        Ok(seq)
+        Ok(Ticket { seq, slot })
     }
 
-    /// Blocks until job `seq` has committed (the writer unparks exactly
-    /// the threads of the batch it committed).
-    fn wait(&self, seq: u64) -> Result<()> {
+    /// Blocks until the ticket's job has committed, then wakes the next
+    /// callers of its batch (see [`WaitSlot`]).
+    fn wait(&self, ticket: Ticket) -> Result<()> {
         let done = &self.inner.done;
         loop {
-            if done.committed.load(Ordering::Acquire) >= seq {
+            if done.committed.load(Ordering::Acquire) >= ticket.seq {
+                if let Some((threads, i)) = ticket.slot.batch.get() {
+                    for next in [2 * i + 1, 2 * i + 2] {
+                        if let Some(t) = threads.get(next) {
+                            t.unpark();
+                        }
+                    }
+                }
                 return Ok(());
             }
             if done.failed.load(Ordering::Acquire) {
@@ -998,7 +1040,7 @@ impl SqliteStore {
     fn start_write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
-    ) -> Result<(u64, mpsc::Receiver<Result<T>>)> {
+    ) -> Result<(Ticket, mpsc::Receiver<Result<T>>)> {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
         let seq = self.enqueue(Job::Op(Box::new(move |c| {
             let r = f(c);
@@ -1009,7 +1051,7 @@ impl SqliteStore {
         Ok((seq, rx))
     }
 
-    fn finish_write<T>(&self, (seq, rx): (u64, mpsc::Receiver<Result<T>>)) -> Result<T> {
+    fn finish_write<T>(&self, (seq, rx): (Ticket, mpsc::Receiver<Result<T>>)) -> Result<T> {
         self.wait(seq)?;
         rx.recv()
             .map_err(|_| Error::storage(BACKEND, "the writer dropped an operation"))?
