@@ -650,16 +650,23 @@ impl Learner {
     fn predict_fast(
         &mut self,
         table: &QTable,
+        hint: &mut usize,
         state: StateRef<'_>,
         explore: bool,
     ) -> Result<Decision> {
         let mut buf = None;
         let key = canonical(state, None, "state", &mut buf)?;
+        let found = match table.check_hint(*hint, key) {
+            Some(i) => Some(i),
+            None => table.index_of(key),
+        };
         let epsilon = self.epsilon;
         let rng = &mut self.rng;
-        let decision = match table.row(key) {
+        let decision = match found {
             None => choose_unseen(rng, self.config.n_actions, None, epsilon),
-            Some(row) => {
+            Some(i) => {
+                *hint = i;
+                let row = table.values_at(i);
                 if explore && epsilon > 0.0 && rng.next_f64() < epsilon {
                     choose_at_random(rng, row, row.len(), None, epsilon)
                 } else {
@@ -692,17 +699,32 @@ impl Learner {
     /// [`Learner::plain_transition`] accepted: Q-learning, no `state_bins`,
     /// one table. Same values, errors and counters as the general path.
     #[inline(always)]
-    fn update_fast(&mut self, table: &mut QTable, exp: &Experience<'_>) -> Result<UpdateOutcome> {
+    fn update_fast(
+        &mut self,
+        table: &mut QTable,
+        hint: &mut usize,
+        exp: &Experience<'_>,
+    ) -> Result<UpdateOutcome> {
         let (mut key_buf, mut next_buf) = (None, None);
         let key = canonical(exp.state, None, "state", &mut key_buf)?;
         let next = canonical(exp.next_state, None, "next_state", &mut next_buf)?;
         let cfg = &self.config;
-        let bootstrap = match table.row(next) {
-            Some(r) => max_over(r, None, cfg.n_actions),
+        // The state is usually the one just predicted: its row is the hint.
+        let own = table.check_hint(*hint, key);
+        let bootstrap = match table.index_of(next) {
+            Some(j) => {
+                // The next prediction is usually for `next`.
+                *hint = j;
+                max_over(table.values_at(j), None, cfg.n_actions)
+            }
             None => cfg.initial_q,
         };
         let target = exp.reward + cfg.discount_factor * bootstrap;
-        let (row, inserted) = table.row_or_insert(key, cfg.initial_q);
+        let (i, inserted) = match own {
+            Some(i) => (i, false),
+            None => table.index_or_insert(key, cfg.initial_q),
+        };
+        let row = table.values_at_mut(i);
         let Some(cell) = row.get_mut(exp.action) else {
             return Err(internal_width_error());
         };
@@ -1041,6 +1063,11 @@ fn expected_value(cfg: &ModelConfig, epsilon: f64, r: &[f64], allowed: Option<&[
 pub struct Model {
     learner: Learner,
     table: QTable,
+    /// The row the fast path used last (see [`QTable::check_hint`]): in an
+    /// agent's loop, `update`'s state is the state just predicted and the
+    /// next `predict`'s is `update`'s next state, so one key comparison
+    /// replaces a hash and a probe. Any value is safe (it is checked).
+    hint: usize,
 }
 
 impl Model {
@@ -1048,7 +1075,11 @@ impl Model {
     pub fn new(config: ModelConfig) -> Result<Self> {
         let learner = Learner::new(config)?;
         let table = QTable::new(learner.width());
-        Ok(Model { learner, table })
+        Ok(Model {
+            learner,
+            table,
+            hint: usize::MAX,
+        })
     }
 
     /// Assembles a model from a learner and a table of the right width. The
@@ -1063,7 +1094,11 @@ impl Model {
             )));
         }
         learner.set_state_count(table.len() as u64);
-        Ok(Model { learner, table })
+        Ok(Model {
+            learner,
+            table,
+            hint: usize::MAX,
+        })
     }
 
     /// Splits into learner and table (what storage backends keep apart).
@@ -1121,7 +1156,9 @@ impl Model {
     ) -> Result<Decision> {
         let state = state.into();
         if self.learner.fast.predict && allowed.is_none() {
-            return self.learner.predict_fast(&self.table, state, explore);
+            return self
+                .learner
+                .predict_fast(&self.table, &mut self.hint, state, explore);
         }
         self.predict_general(state, explore, allowed)
     }
@@ -1157,7 +1194,9 @@ impl Model {
     #[inline]
     pub fn update(&mut self, exp: &Experience<'_>) -> Result<UpdateOutcome> {
         if self.learner.plain_transition(exp) {
-            return self.learner.update_fast(&mut self.table, exp);
+            return self
+                .learner
+                .update_fast(&mut self.table, &mut self.hint, exp);
         }
         self.update_general(exp)
     }
@@ -1218,5 +1257,67 @@ pub fn at_index(i: usize, err: Error) -> Error {
         Error::InvalidState(m) => Error::InvalidState(format!("experiences[{i}]: {m}")),
         Error::InvalidAction(m) => Error::InvalidAction(format!("experiences[{i}]: {m}")),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast paths of [`Model`] (with their row hint) decide, learn and
+    /// count exactly as the general [`Learner`] methods on a separate table,
+    /// on a mix of seen, unseen, repeated and out-of-order states of every
+    /// kind, episode ends and invalid calls.
+    #[test]
+    fn fast_paths_match_the_general_path() {
+        let mut config = ModelConfig::new(3);
+        config.epsilon = 0.3;
+        config.seed = Some(11);
+        let mut model = Model::new(config.clone()).unwrap();
+        let mut learner = Learner::new(config).unwrap();
+        let mut table = QTable::new(3);
+        let strs: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
+        let arrays: Vec<[f64; 2]> = (0..7).map(|i| [i as f64, -0.0]).collect();
+        let state = |i: usize| match i % 3 {
+            0 => StateRef::Int((i / 3) as i64),
+            1 => StateRef::Str(&strs[(i / 3) % 7]),
+            _ => StateRef::Array(&arrays[(i / 3) % 7]),
+        };
+        let mut r = Rng::from_seed(5);
+        let mut s = 0usize;
+        for step in 0..5000 {
+            let next = if r.below(4) == 0 {
+                r.below(21)
+            } else {
+                (s + 3) % 21
+            };
+            let explore = r.below(5) != 0;
+            let a = model
+                .predict(state(s), explore, None)
+                .map_err(|e| e.to_string());
+            let b = learner
+                .predict(&table, state(s), explore, None)
+                .map_err(|e| e.to_string());
+            assert_eq!(a, b, "predict at step {step}");
+            let action = match a {
+                Ok(d) => d.action,
+                Err(_) => 0,
+            };
+            let action = if step % 97 == 0 { 7 } else { action };
+            let reward = if step % 89 == 0 {
+                f64::NAN
+            } else {
+                r.next_f64() - 0.5
+            };
+            let exp = Experience::new(state(s), action, reward, state(next)).done(step % 50 == 49);
+            let a = model.update(&exp).map_err(|e| e.to_string());
+            let b = learner.update(&mut table, &exp).map_err(|e| e.to_string());
+            assert_eq!(a, b, "update at step {step}");
+            // The row the hint remembers is sometimes not the next state's.
+            s = if r.below(6) == 0 { r.below(21) } else { next };
+        }
+        assert_eq!(model.stats(), learner.stats());
+        assert_eq!(model.table().keys(), table.keys());
+        assert_eq!(model.table().values(), table.values());
     }
 }

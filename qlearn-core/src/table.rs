@@ -230,6 +230,57 @@ impl QRows for QTable {
     }
 }
 
+/// Row access by row number, for [`crate::Model`]'s fast path: it remembers
+/// the row it used last and checks that row's key before it probes (rows
+/// never move, so a remembered number stays valid; the key check makes a
+/// stale one harmless).
+impl QTable {
+    /// The row number of `key` if row `hint` holds it: one key comparison,
+    /// no hashing.
+    #[inline(always)]
+    pub(crate) fn check_hint(&self, hint: usize, key: StateRef<'_>) -> Option<usize> {
+        let stored = self.keys.get(hint)?;
+        let same = match (stored, key) {
+            (StateKey::Int(x), StateRef::Int(y)) => *x == y,
+            (StateKey::Str(x), StateRef::Str(y)) => **x == *y,
+            (StateKey::Array(_), StateRef::Array(_)) => key_eq(stored, key),
+            _ => false,
+        };
+        same.then_some(hint)
+    }
+
+    /// The row number of `key`, inserting a row filled with `init` if
+    /// absent; the flag says whether it was inserted.
+    #[inline(always)]
+    pub(crate) fn index_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (usize, bool) {
+        let hash = key_hash(key, &self.hasher);
+        match self.find(key, hash) {
+            Some(i) => (i, false),
+            None => (self.insert(key, hash, init), true),
+        }
+    }
+
+    /// The row number of `key`, if stored ([`QTable::position`], inlined).
+    #[inline(always)]
+    pub(crate) fn index_of(&self, key: StateRef<'_>) -> Option<usize> {
+        self.find(key, key_hash(key, &self.hasher))
+    }
+
+    /// Row `i`'s values (`i` < `len()`).
+    #[inline(always)]
+    pub(crate) fn values_at(&self, i: usize) -> &[f64] {
+        let w = self.width;
+        &self.values[i * w..(i + 1) * w]
+    }
+
+    /// Row `i`'s values, writable (`i` < `len()`).
+    #[inline(always)]
+    pub(crate) fn values_at_mut(&mut self, i: usize) -> &mut [f64] {
+        let w = self.width;
+        &mut self.values[i * w..(i + 1) * w]
+    }
+}
+
 impl QTable {
     /// Appends a row for `key` (known absent), filled with `init`; returns
     /// its number. Out of line: the hot path is the lookup.
