@@ -282,6 +282,29 @@ fn argmax_random(
 /// `>` / `==` scan would.
 #[inline(always)]
 fn argmax_slice(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
+    // Common widths get a copy with the length known, fully unrolled (the
+    // generic loops spend more on their set-up than on four actions).
+    match q.len() {
+        4 => argmax_fixed::<4>(rng, q),
+        2 => argmax_fixed::<2>(rng, q),
+        3 => argmax_fixed::<3>(rng, q),
+        8 => argmax_fixed::<8>(rng, q),
+        _ => argmax_any(rng, q),
+    }
+}
+
+/// [`argmax_any`] on a row of exactly `N` values.
+#[inline(always)]
+fn argmax_fixed<const N: usize>(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
+    match <&[f64; N]>::try_from(q) {
+        Ok(q) => argmax_any(rng, q),
+        Err(_) => argmax_any(rng, q),
+    }
+}
+
+/// [`argmax_slice`] for any length.
+#[inline(always)]
+fn argmax_any(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
     let mut best = f64::NEG_INFINITY;
     for &v in q {
         best = if v > best { v } else { best };
@@ -884,18 +907,41 @@ fn other_bootstrap(
 #[inline]
 fn max_over(r: &[f64], allowed: Option<&[usize]>, n: usize) -> f64 {
     match allowed {
-        None => {
-            let r = &r[..n];
-            let mut m = r[0];
-            for &v in &r[1..] {
-                if v > m {
-                    m = v;
-                }
-            }
-            m
-        }
+        None => max_row(&r[..n]),
         Some(a) => a.iter().map(|&i| r[i]).fold(f64::NEG_INFINITY, f64::max),
     }
+}
+
+/// The largest value of a (non-empty) row; common widths unrolled (see
+/// [`argmax_slice`]).
+#[inline(always)]
+fn max_row(r: &[f64]) -> f64 {
+    match r.len() {
+        4 => max_fixed::<4>(r),
+        2 => max_fixed::<2>(r),
+        3 => max_fixed::<3>(r),
+        8 => max_fixed::<8>(r),
+        _ => max_any(r),
+    }
+}
+
+/// [`max_any`] on a row of exactly `N` values.
+#[inline(always)]
+fn max_fixed<const N: usize>(r: &[f64]) -> f64 {
+    match <&[f64; N]>::try_from(r) {
+        Ok(r) => max_any(r),
+        Err(_) => max_any(r),
+    }
+}
+
+/// [`max_row`] for any length.
+#[inline(always)]
+fn max_any(r: &[f64]) -> f64 {
+    let mut m = r[0];
+    for &v in &r[1..] {
+        m = if v > m { v } else { m };
+    }
+    m
 }
 
 /// Action selection over one row (`None`: an unseen state).
