@@ -1237,7 +1237,7 @@ impl Model {
     }
 
     /// Learns from one experience (see [`Learner::update`]).
-    #[inline]
+    #[inline(always)]
     pub fn update(&mut self, exp: &Experience<'_>) -> Result<UpdateOutcome> {
         if self.learner.plain_transition(exp) {
             return self
