@@ -19,7 +19,21 @@
 //!   result; the others wait for theirs. A user's calls serialise on their
 //!   usage row anyway (the debit commits with the effect), so batching is
 //!   what lets them share commits. Between processes the row locks still
-//!   serialise.
+//!   serialise. A new leader first waits briefly (at most 2 ms, half the
+//!   last transaction) until as many calls are queued as the last batch
+//!   had: the last batch's callers were all woken at once and are queueing
+//!   again, and starting at once would commit a batch of one and make the
+//!   rest wait a whole transaction more (this alone roughly doubled
+//!   throughput at 32 writers).
+//! - **Round trips.** A batch is `BEGIN`, one statement that debits the
+//!   whole batch (when its calls share a limit and a day) and locks its
+//!   models, one that fetches the Q-rows it needs (`= ANY`-style join on
+//!   arrays), one that writes back every changed row and learner
+//!   (`UNNEST` upsert), and `COMMIT`. Calls found invalid after the
+//!   optimistic debit are given back in the same transaction; when the
+//!   whole batch does not fit the quota, calls are debited one by one.
+//!   A batch that deadlocks with another instance (possible only for
+//!   batches spanning two months) runs again.
 //! - **Quota debit is one atomic SQL statement**: a conditional upsert of
 //!   the month's total (`INSERT ... ON CONFLICT DO UPDATE ... WHERE calls + n
 //!   <= limit RETURNING`), which adds to the per-day row in the same

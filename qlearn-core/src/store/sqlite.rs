@@ -10,7 +10,12 @@
 //!   concurrent calls share one commit (and, at [`Durability::PowerLoss`],
 //!   one fsync). Consecutive learning jobs are coalesced: a batch writes a
 //!   touched Q-row, a model's learner state and a day's usage counter once,
-//!   however many calls changed them.
+//!   however many calls changed them. Before a batch the writer waits
+//!   briefly (at most 500 us, half the last batch's time) until as many
+//!   jobs are queued as its last batch had, so the callers it just woke
+//!   share the next commit; after a commit it wakes only the batch's first
+//!   caller, and each woken caller wakes two more (a wake-up tree), so the
+//!   one thread everybody waits for does not spend its time in wake-ups.
 //! - **Models are served from memory.** A model is loaded once (its learner
 //!   and Q-table) and kept behind its own mutex. `predict` and `update` run
 //!   the core's [`crate::Learner`] in memory under that mutex, hand the
