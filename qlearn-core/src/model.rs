@@ -5,6 +5,11 @@
 //! generic over [`QRows`], so a storage backend can run the very same rules
 //! over rows it keeps elsewhere. Every method validates its whole input before
 //! it changes anything: a failed call leaves the model as it was.
+//!
+//! [`Model::predict`] and [`Model::update`] serve the common case (no mask,
+//! no `state_bins`, one table, epsilon-greedy, Q-learning, no episode end) on
+//! a short path that remembers the last row it used; everything else goes
+//! through the general [`Learner`] methods. Both give the same results.
 
 use std::collections::VecDeque;
 
