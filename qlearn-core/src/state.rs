@@ -277,11 +277,18 @@ pub(crate) fn with_key<R>(
 #[inline]
 fn is_canonical_array(a: &[f64]) -> bool {
     const NEG_ZERO: u64 = 0x8000_0000_0000_0000;
+    // Without the sign bit, a finite number's bits are below the exponent
+    // all ones (shifted up by one).
+    const INF_SHIFTED: u64 = 0xFFE0_0000_0000_0000;
     !a.is_empty()
         && a.len() <= MAX_STATE_DIMS
         // Finite and not -0.0: the exponent is not all ones, and the bits
-        // are not exactly the sign bit.
-        && a.iter().all(|x| x.is_finite() & (x.to_bits() != NEG_ZERO))
+        // are not exactly the sign bit. One fold over the numbers, no branch
+        // per number.
+        && a.iter().fold(true, |ok, x| {
+            let b = x.to_bits();
+            ok & ((b << 1) < INF_SHIFTED) & (b != NEG_ZERO)
+        })
 }
 
 /// Everything [`canonical`] does not do inline: errors, binning, `-0.0`.
@@ -462,6 +469,34 @@ mod tests {
         let z = key(&State::Array(vec![-0.0]));
         assert_eq!(z, key(&State::Array(vec![0.0])));
         assert_eq!(z.as_ref(), StateRef::Array(&[0.0]));
+    }
+
+    #[test]
+    fn canonical_array_test_matches_its_definition() {
+        let edge = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            f64::from_bits(0x8000_0000_0000_0001),
+            f64::MAX,
+            f64::MIN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+        ];
+        for &x in &edge {
+            for &y in &edge {
+                let want = [x, y]
+                    .iter()
+                    .all(|v| v.is_finite() && v.to_bits() != (-0.0f64).to_bits());
+                assert_eq!(is_canonical_array(&[x, y]), want, "{x:?} {y:?}");
+            }
+        }
     }
 
     #[test]
