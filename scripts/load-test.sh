@@ -14,7 +14,8 @@
 # almost everything a single benchmark user sends, so the server runs with a
 # limits file that lifts it (limits are configuration); quotas and metering
 # still run on every call. Environment: DURATION (default 10), CONNECTIONS
-# (32), THREADS (2), CARGO_TARGET_DIR (where the release binary is built).
+# (32), THREADS (2), RUST_LOG (default: warnings only), BLOCKING_THREADS,
+# CARGO_TARGET_DIR (where the release binary is built).
 set -euo pipefail
 
 DB_URL="${1:-}"
@@ -50,7 +51,7 @@ cat > "$TMP/limits.json" <<'JSON'
 JSON
 
 export DATABASE_URL="$DB_URL" LIMITS_FILE="$TMP/limits.json" LOG_FORMAT=json
-export RUST_LOG="warn,saas_host::server=info"
+export RUST_LOG="${RUST_LOG:-warn,saas_host::server=info}"
 export SECRET_KEY="load-test secret key of at least thirty-two bytes"
 
 start_server() {
