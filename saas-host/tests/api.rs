@@ -855,9 +855,10 @@ async fn rate_limit_and_headers(b: Backend) {
     );
     assert!(state.starts_with("\"burst\";r="), "{state}");
     assert!(state.contains("\"monthly\";r=99;t="), "{state}");
-    // Burst of 10 (one used): the 10th more is refused.
+    // Burst of 10, one used: the next 9 pass, then refusals (unless the
+    // bucket refilled meanwhile at 5/s, which a slow machine may allow once).
     let mut codes = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..14 {
         let r = s.call(GET, "/me", Some(&token), None).await;
         let st = r.status();
         let retry = r.headers().get("retry-after").cloned();
@@ -867,11 +868,16 @@ async fn rate_limit_and_headers(b: Backend) {
             assert_error(st, &v, 429, "rate_limited");
             assert!(retry.unwrap().to_str().unwrap().parse::<u64>().unwrap() >= 1);
             assert!(rl.unwrap().to_str().unwrap().starts_with("\"burst\";r=0;"));
+        } else {
+            assert_eq!(st, 200);
         }
         codes.push(st.as_u16());
     }
-    assert_eq!(codes.iter().filter(|&&c| c == 200).count(), 9, "{codes:?}");
-    assert_eq!(codes.iter().filter(|&&c| c == 429).count(), 3, "{codes:?}");
+    assert!(codes[..9].iter().all(|&c| c == 200), "{codes:?}");
+    assert!(
+        codes.iter().filter(|&&c| c == 429).count() >= 2,
+        "{codes:?}"
+    );
     // Refills at 5/s.
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(s.call(GET, "/me", Some(&token), None).await.status(), 200);
