@@ -191,3 +191,28 @@ fn two_instances_share_quota_and_updates() {
         "[postgres] every granted update applied once"
     );
 }
+
+/// A `DATABASE_URL` whose search_path names a schema that does not exist is
+/// a clear storage error at connect, never a panic.
+#[test]
+fn missing_search_path_schema_is_an_error_not_a_panic() {
+    // Only meaningful when the server answers (the schema helper says so).
+    let probe = Schema::new();
+    if probe.open().is_none() {
+        return;
+    }
+    let base = url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let bad = format!(
+        "{base}{sep}options=-csearch_path%3Dqlearn_no_such_schema_{}",
+        std::process::id()
+    );
+    match PgStore::connect(&bad) {
+        Err(qlearn_core::Error::Storage { backend, message }) => {
+            assert_eq!(backend, "postgres");
+            assert!(message.contains("search_path"), "{message}");
+        }
+        Err(other) => panic!("expected a storage error naming the search_path, got {other:?}"),
+        Ok(_) => panic!("connecting with a missing search_path schema must fail"),
+    }
+}

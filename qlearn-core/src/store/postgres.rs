@@ -466,10 +466,19 @@ fn lock_key(schema: &str) -> i64 {
 
 fn migrate(client: &mut Client, list: &[Migration]) -> Result<()> {
     let mut tx = client.transaction().map_err(pg)?;
-    let schema: String = tx
+    // NULL when no schema of the search_path exists (e.g. `options=-csearch_path=x`
+    // naming a schema nobody created): a clear error, not a panic.
+    let schema: Option<String> = tx
         .query_one("SELECT current_schema()::text", &[])
         .map_err(pg)?
-        .get(0);
+        .try_get(0)
+        .map_err(pg)?;
+    let schema = schema.ok_or_else(|| {
+        Error::storage(
+            BACKEND,
+            "no schema of the connection's search_path exists; create it or fix the search_path in DATABASE_URL",
+        )
+    })?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(&schema)])
         .map_err(pg)?;
     tx.batch_execute(
