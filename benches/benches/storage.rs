@@ -22,7 +22,7 @@ use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use qlearn_core::store::{Meter, NewUser, Store};
 use qlearn_core::tenancy::{Role, Tier, TierLimits};
-use qlearn_core::{Experience, Model, ModelConfig, StateKey, StateRef};
+use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
 const NOW: i64 = 1_790_038_400;
 const UNLIMITED: TierLimits = TierLimits {
@@ -243,12 +243,9 @@ fn large_section(states: i64) {
     let load = t.elapsed();
     assert_eq!(back.len(), states as usize);
     let (mid, last) = (states as usize / 2, states as usize - 1);
-    assert_eq!(back.table().keys()[mid], m.table().keys()[mid]);
-    let k: &StateKey = &back.table().keys()[last];
-    assert_eq!(
-        back.q_values(k.as_ref()).expect("q"),
-        m.q_values(k.as_ref()).expect("q")
-    );
+    assert_eq!(back.table().key_at(mid), m.table().key_at(mid));
+    let k = back.table().key_at(last).expect("last key");
+    assert_eq!(back.q_values(k).expect("q"), m.q_values(k).expect("q"));
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     row(
         "sqlite",

@@ -45,8 +45,17 @@ struct SnapshotRef<'a> {
     epsilon: f64,
     rng: [u64; 4],
     counters: &'a Counters,
-    keys: &'a [StateKey],
+    keys: KeysRef<'a>,
     values: &'a [f64],
+}
+
+/// A table's keys, serialized as the `Vec<StateKey>` they decode into.
+struct KeysRef<'a>(&'a QTable);
+
+impl Serialize for KeysRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.keys())
+    }
 }
 
 #[derive(Deserialize)]
@@ -83,7 +92,7 @@ impl Model {
             epsilon: l.epsilon(),
             rng: l.rng_state(),
             counters: l.counters(),
-            keys: self.table().keys(),
+            keys: KeysRef(self.table()),
             values: self.table().values(),
         };
         let payload = bincode::serde::encode_to_vec(&snap, bincode_config())

@@ -6,19 +6,23 @@
 //! [`QRows`] over the few rows it fetched, and the engine's rules run on it
 //! unchanged.
 //!
-//! Layout: keys in insertion order (`Vec<StateKey>`), all Q-values in one flat
-//! `Vec<f64>` (`width` per state), and a `hashbrown::HashTable<u32>` of row
-//! numbers. A stored 4-action state costs its key (24 bytes, plus the heap
-//! bytes of a string or array key), its values (32 bytes) and 5 to 11 bytes
-//! of index; keys and values grow by half when full (at most 50% slack), so
-//! an integer state with 4 actions stays under 96 bytes at any table size.
-//! Rows keep a stable order for paging.
+//! Layout: each row's key packed in 16 bytes (see [`Packed`]) in insertion
+//! order, all Q-values in one flat `Vec<f64>` (`width` per state), and a
+//! `hashbrown::HashTable<u32>` of row numbers. Integers, strings of up to 14
+//! bytes and arrays of one or two numbers are packed whole, so finding them
+//! compares two words and follows no pointer; longer strings and arrays keep
+//! their bytes in one shared arena per kind. A stored 4-action state then
+//! costs 16 bytes of key, 32 of values and 5 to 11 of index; keys and values
+//! grow by half when full (at most 50% slack), so it stays under 96 bytes at
+//! any table size. Rows keep a stable order for paging.
+
+use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use crate::error::{Error, Result};
-use crate::state::{key_eq, key_hash, StateKey, StateRef};
+use crate::state::{StateKey, StateRef};
 
 /// Read and write access to Q-table rows, for the learning rules.
 ///
@@ -33,6 +37,213 @@ pub trait QRows {
     fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool);
 }
 
+// ---- packed keys -----------------------------------------------------------
+
+/// A row's key in two words. Word 0 holds the integer, the first 8 bytes of a
+/// short string, or the first number's bits; word 1's top 16 bits say what
+/// the key is (the tags below), except for a two-number array, whose second
+/// number fills word 1. Every tag has the f64 exponent bits all ones, which no
+/// finite number has, so no two states share a packed form. Strings of more
+/// than 14 bytes and arrays of more than two numbers keep their content in
+/// the table's arenas: word 0 is the offset, word 1's low bits the length.
+///
+/// The byte view of a packed short string (`bytemuck::bytes_of`) is the
+/// string itself, which assumes a little-endian target.
+type Packed = [u64; 2];
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("qlearn-core packs Q-table keys for little-endian targets only");
+
+const TAG_INT: u64 = 0x7FF0;
+const TAG_ARRAY_LONG: u64 = 0x7FF4;
+const TAG_ARRAY1: u64 = 0x7FF8;
+/// Or'ed with the length (0 to 14).
+const TAG_STR_SHORT: u64 = 0xFFF0;
+const TAG_STR_LONG: u64 = 0xFFFF;
+/// Longest string packed whole.
+const SHORT_STR: usize = 14;
+const LEN_MASK: u64 = 0xFFFF_FFFF;
+
+/// A key prepared for lookup: its packed form, and for a key too long to
+/// pack, the content the stored row's arena bytes are compared with.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    Packed(Packed),
+    Str(&'a str),
+    Array(&'a [f64]),
+}
+
+impl<'a> Probe<'a> {
+    /// The probe of a canonical key.
+    #[inline(always)]
+    fn of(key: StateRef<'a>) -> Self {
+        match key {
+            StateRef::Int(i) => Probe::Packed([i as u64, TAG_INT << 48]),
+            StateRef::Str(s) if s.len() <= SHORT_STR => Probe::Packed(pack_str(s.as_bytes())),
+            StateRef::Str(s) => Probe::Str(s),
+            StateRef::Array(&[x]) => Probe::Packed([x.to_bits(), TAG_ARRAY1 << 48]),
+            StateRef::Array(&[x, y]) => Probe::Packed([x.to_bits(), y.to_bits()]),
+            StateRef::Array(a) => Probe::Array(a),
+        }
+    }
+}
+
+/// Packs a string of at most [`SHORT_STR`] bytes: the bytes in order,
+/// zero-padded, the tag and length in the top 16 bits. Loads the bytes in
+/// at most two overlapping reads (a byte-wise copy of a variable length is a
+/// `memcpy` call).
+#[inline(always)]
+fn pack_str(b: &[u8]) -> Packed {
+    let n = b.len();
+    let (lo, hi) = if n >= 8 {
+        let head = le_u64(&b[..8]);
+        let tail = le_u64(&b[n - 8..]);
+        // The tail's last n - 8 bytes are bytes 8.. of the string.
+        let hi = if n > 8 { tail >> (8 * (16 - n)) } else { 0 };
+        (head, hi)
+    } else if n >= 4 {
+        let head = le_u32(&b[..4]) as u64;
+        let tail = le_u32(&b[n - 4..]) as u64;
+        (head | tail << (8 * (n - 4)), 0)
+    } else if n > 0 {
+        let lo =
+            b[0] as u64 | (b[n / 2] as u64) << (8 * (n / 2)) | (b[n - 1] as u64) << (8 * (n - 1));
+        (lo, 0)
+    } else {
+        (0, 0)
+    };
+    [lo, hi | (TAG_STR_SHORT | n as u64) << 48]
+}
+
+#[inline(always)]
+fn le_u64(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn le_u32(b: &[u8]) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(w)
+}
+
+/// The packed keys, in row order, with the arenas of the long ones.
+#[derive(Clone, Debug, Default)]
+struct Keys {
+    packed: Vec<Packed>,
+    /// Content of strings longer than [`SHORT_STR`] bytes.
+    strs: String,
+    /// Content of arrays of more than two numbers.
+    arrays: Vec<f64>,
+}
+
+impl Keys {
+    /// The state of a packed key.
+    fn get<'s>(&'s self, k: &'s Packed) -> StateRef<'s> {
+        let tag = k[1] >> 48;
+        let (off, len) = (k[0] as usize, (k[1] & LEN_MASK) as usize);
+        match tag {
+            TAG_INT => StateRef::Int(k[0] as i64),
+            TAG_ARRAY1 => StateRef::Array(bytemuck::cast_slice(&k[..1])),
+            TAG_ARRAY_LONG => StateRef::Array(self.arrays.get(off..off + len).unwrap_or(&[])),
+            TAG_STR_LONG => StateRef::Str(self.strs.get(off..off + len).unwrap_or("")),
+            t if t & 0xFFF0 == TAG_STR_SHORT => {
+                let bytes = &bytemuck::bytes_of(k)[..(t & 0xF) as usize];
+                // Packed from a `&str` by `pack_str`: always valid UTF-8.
+                StateRef::Str(std::str::from_utf8(bytes).unwrap_or_default())
+            }
+            _ => StateRef::Array(bytemuck::cast_slice(&k[..])),
+        }
+    }
+
+    /// Whether row `j` holds the key of `probe`.
+    #[inline(always)]
+    fn eq(&self, j: usize, probe: Probe<'_>) -> bool {
+        match probe {
+            Probe::Packed(p) => self.packed.get(j) == Some(&p),
+            Probe::Str(s) => self.packed.get(j).is_some_and(|k| {
+                k[1] == (TAG_STR_LONG << 48 | s.len() as u64)
+                    && self.strs.get(k[0] as usize..k[0] as usize + s.len()) == Some(s)
+            }),
+            Probe::Array(a) => self.packed.get(j).is_some_and(|k| {
+                k[1] == (TAG_ARRAY_LONG << 48 | a.len() as u64)
+                    && self
+                        .arrays
+                        .get(k[0] as usize..k[0] as usize + a.len())
+                        .is_some_and(|b| bits_eq(a, b))
+            }),
+        }
+    }
+
+    /// The hash of row `j`'s key (when the index grows).
+    fn hash_at(&self, j: usize, hasher: &RandomState) -> u64 {
+        match self.packed.get(j) {
+            Some(k) => match self.get(k) {
+                StateRef::Str(s) if s.len() > SHORT_STR => hash_probe(Probe::Str(s), hasher),
+                StateRef::Array(a) if a.len() > 2 => hash_probe(Probe::Array(a), hasher),
+                _ => hash_probe(Probe::Packed(*k), hasher),
+            },
+            None => 0,
+        }
+    }
+
+    /// Appends the key of `probe`.
+    fn push(&mut self, probe: Probe<'_>) {
+        let packed = match probe {
+            Probe::Packed(p) => p,
+            Probe::Str(s) => {
+                let off = self.strs.len() as u64;
+                self.strs.push_str(s);
+                [off, TAG_STR_LONG << 48 | s.len() as u64]
+            }
+            Probe::Array(a) => {
+                let off = self.arrays.len() as u64;
+                self.arrays.extend_from_slice(a);
+                [off, TAG_ARRAY_LONG << 48 | a.len() as u64]
+            }
+        };
+        self.packed.push(packed);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.packed.capacity() * std::mem::size_of::<Packed>()
+            + self.strs.capacity()
+            + self.arrays.capacity() * std::mem::size_of::<f64>()
+    }
+}
+
+/// Bitwise equality of two arrays (value equality once `-0.0` and NaN are
+/// gone).
+#[inline]
+fn bits_eq(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// A key's hash under the table's seed: one folded multiply of the two
+/// words for a packed key (every input bit reaches both the low bits,
+/// hashbrown's bucket, and the top 7, its tag: array states such as `[3, 7]`
+/// have their low 45 bits zero, which a plain multiplicative hash collapsed
+/// onto a few buckets); foldhash over the content for a long key.
+#[inline(always)]
+fn hash_probe(probe: Probe<'_>, hasher: &RandomState) -> u64 {
+    let mut h = hasher.build_hasher();
+    match probe {
+        Probe::Packed(p) => h.write_u128(p[0] as u128 | (p[1] as u128) << 64),
+        Probe::Str(s) => h.write(s.as_bytes()),
+        Probe::Array(a) => {
+            h.write_usize(a.len());
+            for x in a {
+                h.write_u64(x.to_bits());
+            }
+        }
+    }
+    h.finish()
+}
+
+// ---- the table ---------------------------------------------------------------
+
 /// An in-memory Q-table.
 #[derive(Clone, Debug)]
 pub struct QTable {
@@ -40,7 +251,7 @@ pub struct QTable {
     /// made to collide in advance).
     hasher: RandomState,
     width: usize,
-    keys: Vec<StateKey>,
+    keys: Keys,
     values: Vec<f64>,
     index: HashTable<u32>,
 }
@@ -51,7 +262,7 @@ impl QTable {
         QTable {
             hasher: RandomState::default(),
             width,
-            keys: Vec::new(),
+            keys: Keys::default(),
             values: Vec::new(),
             index: HashTable::new(),
         }
@@ -73,30 +284,26 @@ impl QTable {
         if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::Decode(format!("Q-value {bad} is not finite")));
         }
-        let hasher = RandomState::default();
-        let mut index = HashTable::with_capacity(keys.len());
+        let mut table = QTable::new(width);
+        table.keys.packed.reserve_exact(keys.len());
+        table.index.reserve(keys.len(), |_| 0);
         for (i, k) in keys.iter().enumerate() {
             if !k.is_canonical() {
                 return Err(Error::Decode(format!("state {i} is not canonical")));
             }
-            let h = key_hash(k.as_ref(), &hasher);
-            if index
-                .find(h, |&j: &u32| key_eq(&keys[j as usize], k.as_ref()))
-                .is_some()
-            {
+            let probe = Probe::of(k.as_ref());
+            let hash = hash_probe(probe, &table.hasher);
+            if table.find(probe, hash).is_some() {
                 return Err(Error::Decode(format!("state {i} appears twice")));
             }
-            index.insert_unique(h, i as u32, |&j: &u32| {
-                key_hash(keys[j as usize].as_ref(), &hasher)
-            });
+            table.keys.push(probe);
+            let (keys, hasher) = (&table.keys, &table.hasher);
+            table
+                .index
+                .insert_unique(hash, i as u32, |&j| keys.hash_at(j as usize, hasher));
         }
-        Ok(QTable {
-            hasher,
-            width,
-            keys,
-            values,
-            index,
-        })
+        table.values = values;
+        Ok(table)
     }
 
     /// Values per row.
@@ -106,17 +313,22 @@ impl QTable {
 
     /// Number of stored states.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys.packed.len()
     }
 
     /// Whether no state is stored.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys.packed.is_empty()
     }
 
     /// The keys, in insertion order.
-    pub fn keys(&self) -> &[StateKey] {
-        &self.keys
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = StateRef<'_>> + '_ {
+        self.keys.packed.iter().map(|k| self.keys.get(k))
+    }
+
+    /// The key of row `i` (insertion order).
+    pub fn key_at(&self, i: usize) -> Option<StateRef<'_>> {
+        self.keys.packed.get(i).map(|k| self.keys.get(k))
     }
 
     /// All values, row after row.
@@ -127,31 +339,30 @@ impl QTable {
     /// The row number (insertion order) of `key`, if stored. Storage
     /// backends use it to write back exactly the rows an update touched.
     pub fn position(&self, key: StateRef<'_>) -> Option<usize> {
-        self.find(key, key_hash(key, &self.hasher))
+        self.index_of(key)
     }
 
     /// Row `i` (insertion order), with its key.
-    pub fn row_at(&self, i: usize) -> Option<(&StateKey, &[f64])> {
-        let k = self.keys.get(i)?;
-        Some((k, &self.values[i * self.width..(i + 1) * self.width]))
+    pub fn row_at(&self, i: usize) -> Option<(StateRef<'_>, &[f64])> {
+        let k = self.key_at(i)?;
+        Some((k, self.values.get(i * self.width..(i + 1) * self.width)?))
     }
 
     /// Bytes of memory the table holds (capacity, not just length), for the
     /// memory benchmark.
     pub fn memory_bytes(&self) -> usize {
-        self.keys.capacity() * std::mem::size_of::<StateKey>()
-            + self.keys.iter().map(StateKey::heap_bytes).sum::<usize>()
+        self.keys.heap_bytes()
             + self.values.capacity() * std::mem::size_of::<f64>()
             + self.index.allocation_size()
     }
 
     /// Reserves room for `additional` more states.
     pub fn reserve(&mut self, additional: usize) {
-        self.keys.reserve(additional);
+        self.keys.packed.reserve(additional);
         self.values.reserve(additional * self.width);
         let (keys, hasher) = (&self.keys, &self.hasher);
         self.index
-            .reserve(additional, |&j| key_hash(keys[j as usize].as_ref(), hasher));
+            .reserve(additional, |&j| keys.hash_at(j as usize, hasher));
     }
 
     /// Changes the row width between one and two tables (`n_actions` per
@@ -161,7 +372,7 @@ impl QTable {
         if old_tables == tables {
             return;
         }
-        let mut out = Vec::with_capacity(self.keys.len() * n_actions * tables);
+        let mut out = Vec::with_capacity(self.len() * n_actions * tables);
         for row in self.values.chunks_exact(self.width) {
             if tables == 2 {
                 out.extend_from_slice(row);
@@ -180,32 +391,24 @@ impl QTable {
     /// every size.
     #[cold]
     fn grow(&mut self) {
-        let rows = self.keys.len();
+        let rows = self.len();
         let target = (rows + rows / 2).max(16);
-        self.keys.reserve_exact(target - self.keys.len());
+        self.keys.packed.reserve_exact(target - rows);
         self.values
             .reserve_exact(target * self.width - self.values.len());
     }
 
-    /// The row number of `key`. One probe per key kind, so that each
-    /// probe's equality test is a few instructions that inline into
-    /// hashbrown's loop (one generic test covering every kind did not).
+    /// The row number of the key of `probe`.
     #[inline(always)]
-    fn find(&self, key: StateRef<'_>, hash: u64) -> Option<usize> {
+    fn find(&self, probe: Probe<'_>, hash: u64) -> Option<usize> {
         let keys = &self.keys;
-        let found = match key {
-            StateRef::Int(i) => self.index.find(
-                hash,
-                |&j| matches!(keys.get(j as usize), Some(StateKey::Int(k)) if *k == i),
-            ),
-            StateRef::Str(s) => self.index.find(
-                hash,
-                |&j| matches!(keys.get(j as usize), Some(StateKey::Str(k)) if **k == *s),
-            ),
-            StateRef::Array(_) => self.index.find(hash, |&j| match keys.get(j as usize) {
-                Some(stored) => key_eq(stored, key),
-                None => false,
-            }),
+        let found = match probe {
+            // The common case gets its own copy of the probe loop, with the
+            // two-word comparison inlined.
+            Probe::Packed(p) => self
+                .index
+                .find(hash, |&j| keys.packed.get(j as usize) == Some(&p)),
+            _ => self.index.find(hash, |&j| keys.eq(j as usize, probe)),
         };
         found.map(|&j| j as usize)
     }
@@ -214,19 +417,14 @@ impl QTable {
 impl QRows for QTable {
     #[inline(always)]
     fn row(&self, key: StateRef<'_>) -> Option<&[f64]> {
-        let i = self.find(key, key_hash(key, &self.hasher))?;
-        Some(&self.values[i * self.width..(i + 1) * self.width])
+        let i = self.index_of(key)?;
+        Some(self.values_at(i))
     }
 
     #[inline(always)]
     fn row_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (&mut [f64], bool) {
-        let hash = key_hash(key, &self.hasher);
-        let (i, inserted) = match self.find(key, hash) {
-            Some(i) => (i, false),
-            None => (self.insert(key, hash, init), true),
-        };
-        let w = self.width;
-        (&mut self.values[i * w..(i + 1) * w], inserted)
+        let (i, inserted) = self.index_or_insert(key, init);
+        (self.values_at_mut(i), inserted)
     }
 }
 
@@ -235,35 +433,30 @@ impl QRows for QTable {
 /// never move, so a remembered number stays valid; the key check makes a
 /// stale one harmless).
 impl QTable {
-    /// The row number of `key` if row `hint` holds it: one key comparison,
-    /// no hashing.
+    /// The row number of `key` if row `hint` holds it: one key comparison
+    /// (two words for a packed key), no hashing.
     #[inline(always)]
     pub(crate) fn check_hint(&self, hint: usize, key: StateRef<'_>) -> Option<usize> {
-        let stored = self.keys.get(hint)?;
-        let same = match (stored, key) {
-            (StateKey::Int(x), StateRef::Int(y)) => *x == y,
-            (StateKey::Str(x), StateRef::Str(y)) => **x == *y,
-            (StateKey::Array(_), StateRef::Array(_)) => key_eq(stored, key),
-            _ => false,
-        };
-        same.then_some(hint)
+        self.keys.eq(hint, Probe::of(key)).then_some(hint)
     }
 
     /// The row number of `key`, inserting a row filled with `init` if
     /// absent; the flag says whether it was inserted.
     #[inline(always)]
     pub(crate) fn index_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (usize, bool) {
-        let hash = key_hash(key, &self.hasher);
-        match self.find(key, hash) {
+        let probe = Probe::of(key);
+        let hash = hash_probe(probe, &self.hasher);
+        match self.find(probe, hash) {
             Some(i) => (i, false),
-            None => (self.insert(key, hash, init), true),
+            None => (self.insert(probe, hash, init), true),
         }
     }
 
-    /// The row number of `key`, if stored ([`QTable::position`], inlined).
+    /// The row number of `key`, if stored.
     #[inline(always)]
     pub(crate) fn index_of(&self, key: StateRef<'_>) -> Option<usize> {
-        self.find(key, key_hash(key, &self.hasher))
+        let probe = Probe::of(key);
+        self.find(probe, hash_probe(probe, &self.hasher))
     }
 
     /// Row `i`'s values (`i` < `len()`).
@@ -282,20 +475,21 @@ impl QTable {
 }
 
 impl QTable {
-    /// Appends a row for `key` (known absent), filled with `init`; returns
-    /// its number. Out of line: the hot path is the lookup.
+    /// Appends a row for the key of `probe` (known absent), filled with
+    /// `init`; returns its number. Out of line: the hot path is the lookup.
     #[inline(never)]
-    fn insert(&mut self, key: StateRef<'_>, hash: u64, init: f64) -> usize {
-        let i = self.keys.len();
-        if i == self.keys.capacity() || self.values.len() + self.width > self.values.capacity() {
+    fn insert(&mut self, probe: Probe<'_>, hash: u64, init: f64) -> usize {
+        let i = self.len();
+        if i == self.keys.packed.capacity()
+            || self.values.len() + self.width > self.values.capacity()
+        {
             self.grow();
         }
-        self.keys.push(StateKey::from_canonical(key));
+        self.keys.push(probe);
         self.values.resize(self.values.len() + self.width, init);
         let (keys, hasher) = (&self.keys, &self.hasher);
-        self.index.insert_unique(hash, i as u32, |&j| {
-            key_hash(keys[j as usize].as_ref(), hasher)
-        });
+        self.index
+            .insert_unique(hash, i as u32, |&j| keys.hash_at(j as usize, hasher));
         i
     }
 }
@@ -317,7 +511,7 @@ mod tests {
         assert!(!ins);
         assert_eq!(r, &[0.5, 3.0]);
         assert_eq!(t.len(), 2);
-        assert_eq!(t.row_at(1).unwrap().0, &StateKey::Str("a".into()));
+        assert_eq!(t.row_at(1).unwrap().0, StateRef::Str("a"));
         for i in 0..1000 {
             t.row_or_insert(StateRef::Int(i + 10), 0.0);
         }
@@ -349,5 +543,89 @@ mod tests {
         t.row_or_insert(StateRef::Int(0), 0.0).0[2] = 3.0;
         t.reshape(2, 1);
         assert_eq!(t.row(StateRef::Int(0)).unwrap(), &[2.0, 2.0]);
+    }
+
+    /// The straightforward packing `pack_str`'s overlapping reads must match.
+    fn pack_str_by_copy(b: &[u8]) -> Packed {
+        let mut buf = [0u8; 16];
+        buf[..b.len()].copy_from_slice(b);
+        let mut w = [0u64; 2];
+        for (i, c) in buf.chunks_exact(8).enumerate() {
+            w[i] = u64::from_le_bytes(c.try_into().unwrap());
+        }
+        w[1] |= (TAG_STR_SHORT | b.len() as u64) << 48;
+        w
+    }
+
+    #[test]
+    fn short_strings_pack_byte_for_byte_at_every_length() {
+        let text = "héllo, wörld! ✓ and more";
+        for n in 0..=SHORT_STR {
+            for start in 0..4 {
+                let b = &text.as_bytes()[start..start + n];
+                assert_eq!(pack_str(b), pack_str_by_copy(b), "length {n}");
+            }
+            let all_ones = vec![0xFFu8; n];
+            assert_eq!(pack_str(&all_ones), pack_str_by_copy(&all_ones));
+        }
+    }
+
+    /// Every kind of key, including the ones whose packed forms are closest
+    /// (integer 0, the empty string, `[0]`, `[0, 0]`), is stored apart, found
+    /// again and reads back as inserted, before and after the index grows.
+    #[test]
+    fn every_kind_of_key_round_trips() {
+        let long_str = "a string that is longer than fourteen bytes";
+        let arrays: Vec<Vec<f64>> = vec![
+            vec![0.0],
+            vec![0.0, 0.0],
+            vec![1.5, -2.0],
+            vec![f64::MIN_POSITIVE, f64::MAX],
+            vec![-1e-300, 5e-324],
+            vec![1.0, 2.0, 3.0],
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![0.5; 64],
+        ];
+        let mut keys: Vec<StateRef<'_>> = vec![
+            StateRef::Int(0),
+            StateRef::Int(-1),
+            StateRef::Int(i64::MIN),
+            StateRef::Int(i64::MAX),
+            StateRef::Int(0x7FF0_0000_0000_0000),
+            StateRef::Str(""),
+            StateRef::Str("\0"),
+            StateRef::Str("a"),
+            StateRef::Str("cell-0001234"),
+            StateRef::Str("fourteen-bytes"),
+            StateRef::Str("fifteen-bytes!!"),
+            StateRef::Str("ünïcödé"),
+            StateRef::Str(long_str),
+            StateRef::Str(&long_str[..20]),
+        ];
+        keys.extend(arrays.iter().map(|a| StateRef::Array(a)));
+        let mut t = QTable::new(1);
+        for (i, k) in keys.iter().enumerate() {
+            let (row, inserted) = t.row_or_insert(*k, i as f64);
+            assert!(inserted, "{k:?} collided with an earlier key");
+            assert_eq!(row, &[i as f64]);
+        }
+        for n in 0..2000 {
+            t.row_or_insert(StateRef::Int(1_000_000 + n), 0.0);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(t.position(*k), Some(i), "{k:?}");
+            assert_eq!(t.key_at(i), Some(*k));
+            assert_eq!(t.check_hint(i, *k), Some(i));
+            assert_eq!(t.check_hint(i + 1, *k), None);
+        }
+        assert_eq!(t.keys().len(), t.len());
+        assert!(t.keys().zip(&keys).all(|(a, b)| a == *b));
+        let owned: Vec<StateKey> = t.keys().map(StateKey::from_canonical).collect();
+        let copy = QTable::from_rows(1, owned, t.values().to_vec()).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(copy.position(*k), Some(i));
+        }
+        assert_eq!(copy.position(StateRef::Str("fourteen-byte")), None);
+        assert_eq!(copy.position(StateRef::Array(&[1.0, 2.0])), None);
     }
 }

@@ -457,5 +457,8 @@ fn a_saved_v1_model_reads_back_and_re_encodes_to_the_same_bytes() {
         assert!(m.table().position(s.as_ref()).is_some(), "{s:?} is stored");
     }
     assert!(m.table().position(State::Int(1).as_ref()).is_none());
-    assert!(m.table().position(State::Array(vec![0.0, 0.0]).as_ref()).is_none());
+    assert!(m
+        .table()
+        .position(State::Array(vec![0.0, 0.0]).as_ref())
+        .is_none());
 }

@@ -17,7 +17,7 @@ use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::sqlite::SqliteStore;
 use qlearn_core::store::{Meter, NewUser, Store};
 use qlearn_core::tenancy::{Role, Tier, TierLimits};
-use qlearn_core::{Experience, Model, ModelConfig, StateKey, StateRef};
+use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
 const CHILD_ENV: &str = "QLEARN_DURABILITY_CHILD";
 const NOW: i64 = 1_790_038_400;
@@ -181,9 +181,8 @@ fn check_acked(store: &dyn Store, target: &Target, acked: &HashSet<i64>) {
     let stored: HashSet<i64> = model
         .table()
         .keys()
-        .iter()
         .filter_map(|k| match k {
-            StateKey::Int(i) => Some(*i),
+            StateRef::Int(i) => Some(i),
             _ => None,
         })
         .collect();

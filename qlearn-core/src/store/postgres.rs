@@ -429,7 +429,6 @@ fn load_rows(
 
 /// Inserts rows `start..` of `table` as rows numbered from `start`.
 fn insert_rows(tx: &mut Transaction<'_>, mid: i64, table: &QTable) -> Result<()> {
-    let width = table.width();
     let mut start = 0;
     while start < table.len() {
         let end = (start + INSERT_CHUNK).min(table.len());
@@ -437,11 +436,14 @@ fn insert_rows(tx: &mut Transaction<'_>, mid: i64, table: &QTable) -> Result<()>
         let mut keys = Vec::with_capacity(end - start);
         let mut vals = Vec::with_capacity(end - start);
         for i in start..end {
+            let Some((key, v)) = table.row_at(i) else {
+                break;
+            };
             row_nos.push(i as i64);
             let mut k = Vec::with_capacity(16);
-            encode_key(table.keys()[i].as_ref(), &mut k);
+            encode_key(key, &mut k);
             keys.push(k);
-            vals.push(values_bytes(&table.values()[i * width..(i + 1) * width]));
+            vals.push(values_bytes(v));
         }
         tx.execute(
             "INSERT INTO q_rows (mid, row_no, key, vals) \
@@ -1137,7 +1139,7 @@ fn apply_batch(
             };
             w_mids.push(m.mid);
             w_nos.push(row_no);
-            w_keys.push(key_bytes(k.as_ref()));
+            w_keys.push(key_bytes(k));
             w_vals.push(values_bytes(v));
         }
         m_mids.push(m.mid);

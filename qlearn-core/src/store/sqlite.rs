@@ -93,7 +93,7 @@ use super::migrations::{self, Migration};
 use super::{ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Store, Usage, User};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Learner, Model, Prediction, UpdateOutcome};
-use crate::state::StateRef;
+use crate::state::{StateKey, StateRef};
 use crate::table::QTable;
 use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier};
 
@@ -808,7 +808,7 @@ impl EncodedRows {
         let mut keys = Vec::with_capacity(table.len() * 9);
         let mut ends = Vec::with_capacity(table.len());
         for k in table.keys() {
-            encode_key(k.as_ref(), &mut keys);
+            encode_key(k, &mut keys);
             ends.push(keys.len());
         }
         let mut vals = Vec::with_capacity(table.values().len() * 8);
@@ -1710,7 +1710,7 @@ impl Store for SqliteStore {
             let end = off.saturating_add(lim).min(len);
             let rows = (off..end)
                 .filter_map(|i| c.table.row_at(i))
-                .map(|(k, r)| (k.clone(), c.learner.visible_q(Some(r))))
+                .map(|(k, r)| (StateKey::from_canonical(k), c.learner.visible_q(Some(r))))
                 .collect();
             Ok(QPage {
                 total: len as u64,
@@ -1796,7 +1796,7 @@ impl Store for SqliteStore {
                     let (k, v) = c.table.row_at(pos)?;
                     Some(RowWrite {
                         row_no: pos as i64,
-                        key: (pos >= len_before).then(|| key_bytes(k.as_ref())),
+                        key: (pos >= len_before).then(|| key_bytes(k)),
                         vals: values_bytes(v),
                     })
                 })

@@ -909,7 +909,13 @@ pub fn check_everything<S: Store>(s: &S, w: &Written) {
     let page = ok(s, s.q_table(&a.id, &w.model_id, 0, 1000));
     check_eq!(s, page.rows.len(), 13);
     let keys: Vec<StateKey> = page.rows.into_iter().map(|(k, _)| k).collect();
-    check_eq!(s, keys.as_slice(), w.model.table().keys());
+    let stored: Vec<StateKey> = w
+        .model
+        .table()
+        .keys()
+        .map(StateKey::from_canonical)
+        .collect();
+    check_eq!(s, keys, stored);
 }
 
 /// Reopen persistence: write, drop the store, reopen, read back everything.
