@@ -19,7 +19,7 @@ use crate::config::{Algorithm, Exploration, ModelConfig};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 use crate::state::{canonical, with_key, StateKey, StateRef};
-use crate::table::{QRows, QTable};
+use crate::table::{Probe, QRows, QTable};
 
 /// Largest reward magnitude accepted. With it (and `initial_q` bounded the
 /// same way) no sequence of updates can overflow a Q-value, so an update that
@@ -280,31 +280,82 @@ fn argmax_random(
 /// [`argmax_random`] over all of a (non-empty) row: the common case, with
 /// no index arithmetic or bounds checks in the loops, and no branch on the
 /// values (Q-values compare in no predictable order, and a mispredicted
-/// branch per action cost more than the whole loop): the best value by
-/// `maxsd`, the number of actions sharing it and the first of them by
-/// conditional moves. Only a tie costs a branch, a random draw and a third
-/// pass. Q-values are finite, so this picks exactly what a left-to-right
-/// `>` / `==` scan would.
+/// branch per action cost more than the whole loop). Only a tie costs a
+/// branch, a random draw and a second pass. Q-values are finite, so this
+/// picks exactly what a left-to-right `>` / `==` scan would.
 #[inline(always)]
 fn argmax_slice(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
     // Common widths get a copy with the length known, fully unrolled (the
     // generic loops spend more on their set-up than on four actions).
+    if let Ok(q) = <&[f64; 4]>::try_from(q) {
+        return argmax_fixed(rng, q);
+    }
     match q.len() {
-        4 => argmax_fixed::<4>(rng, q),
-        2 => argmax_fixed::<2>(rng, q),
-        3 => argmax_fixed::<3>(rng, q),
-        8 => argmax_fixed::<8>(rng, q),
+        2 => argmax_known::<2>(rng, q),
+        3 => argmax_known::<3>(rng, q),
+        8 => argmax_known::<8>(rng, q),
         _ => argmax_any(rng, q),
     }
 }
 
-/// [`argmax_any`] on a row of exactly `N` values.
+/// [`argmax_fixed`] on a slice of exactly `N` values.
 #[inline(always)]
-fn argmax_fixed<const N: usize>(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
+fn argmax_known<const N: usize>(rng: &mut Rng, q: &[f64]) -> (usize, f64) {
     match <&[f64; N]>::try_from(q) {
-        Ok(q) => argmax_any(rng, q),
+        Ok(q) => argmax_fixed(rng, q),
         Err(_) => argmax_any(rng, q),
     }
+}
+
+/// [`argmax_slice`] on a row of `N` (at most 64) values: the best value by
+/// `maxsd`, then one bit per action equal to it; the first set bit is the
+/// choice unless two are set (a tie: drawn as in [`argmax_any`]).
+#[inline(always)]
+fn argmax_fixed<const N: usize>(rng: &mut Rng, q: &[f64; N]) -> (usize, f64) {
+    let best = max_fixed(q);
+    let mut ties = 0u64;
+    for (a, &v) in q.iter().enumerate() {
+        ties |= ((v == best) as u64) << a;
+    }
+    if ties & ties.wrapping_sub(1) != 0 {
+        return (
+            nth_best(q, best, rng.below(ties.count_ones() as usize)),
+            best,
+        );
+    }
+    (ties.trailing_zeros() as usize, best)
+}
+
+/// The largest of `N` values.
+#[inline(always)]
+fn max_fixed<const N: usize>(q: &[f64; N]) -> f64 {
+    let mut m = f64::NEG_INFINITY;
+    for &v in q {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// The fast predict's choice over a row of `N` values: a uniformly random
+/// action when `draw` (exploratory unless it is a greedy one), else the
+/// greedy one. Same draws as [`choose`].
+#[inline(always)]
+fn pick_fixed<const N: usize>(rng: &mut Rng, q: &[f64; N], draw: bool) -> (usize, bool) {
+    if draw {
+        let a = rng.below(N);
+        return (a, q.get(a).is_some_and(|&v| v < max_fixed(q)));
+    }
+    (argmax_fixed(rng, q).0, false)
+}
+
+/// [`pick_fixed`] for a row of any width.
+#[inline(always)]
+fn pick_any(rng: &mut Rng, q: &[f64], draw: bool) -> (usize, bool) {
+    if draw {
+        let d = choose_at_random(rng, q, q.len(), None, 0.0);
+        return (d.action, d.explored);
+    }
+    (argmax_slice(rng, q).0, false)
 }
 
 /// [`argmax_slice`] for any length.
@@ -672,8 +723,9 @@ impl Learner {
 
     /// [`Learner::predict`] on an in-memory table for a model whose
     /// configuration allows the fast path (see [`FastPaths`]), without a
-    /// mask. Same decisions, random draws, errors and counters as the
-    /// general path, with fewer branches.
+    /// mask. Same decisions, random draws and counters as the general path,
+    /// with fewer branches; `None` (nothing changed) when the state is
+    /// invalid or needs normalising, for the general path to handle.
     #[inline(always)]
     fn predict_fast(
         &mut self,
@@ -681,86 +733,90 @@ impl Learner {
         hint: &mut usize,
         state: StateRef<'_>,
         explore: bool,
-    ) -> Result<Decision> {
-        let mut buf = None;
-        let key = canonical(state, None, "state", &mut buf)?;
-        let found = match table.check_hint(*hint, key) {
+    ) -> Option<Decision> {
+        let probe = Probe::checked(state)?;
+        let found = match table.hinted(*hint, probe) {
             Some(i) => Some(i),
-            None => table.index_of(key),
+            None => table.lookup(probe),
         };
         let epsilon = self.epsilon;
+        let n = self.config.n_actions;
         let rng = &mut self.rng;
         let decision = match found {
-            None => choose_unseen(rng, self.config.n_actions, None, epsilon),
+            None => choose_unseen(rng, n, None, epsilon),
             Some(i) => {
                 *hint = i;
-                let row = table.values_at(i);
-                if explore && epsilon > 0.0 && rng.next_f64() < epsilon {
-                    choose_at_random(rng, row, row.len(), None, epsilon)
-                } else {
-                    Decision {
-                        action: argmax_slice(rng, row).0,
-                        explored: false,
-                        epsilon,
-                    }
+                let draw = explore && epsilon > 0.0 && rng.next_f64() < epsilon;
+                let (action, explored) = match n {
+                    4 => pick_fixed(rng, table.row_n::<4>(i)?, draw),
+                    2 => pick_fixed(rng, table.row_n::<2>(i)?, draw),
+                    3 => pick_fixed(rng, table.row_n::<3>(i)?, draw),
+                    _ => pick_any(rng, table.values_at(i), draw),
+                };
+                Decision {
+                    action,
+                    explored,
+                    epsilon,
                 }
             }
         };
         self.counters.predictions += 1;
-        Ok(decision)
+        Some(decision)
     }
 
-    /// Whether `exp` is a plain transition the fast update serves: a valid
-    /// action and reward, no episode end, no next action or mask (a
-    /// Q-learning update ignores neither, but the general path handles them).
-    #[inline(always)]
-    fn plain_transition(&self, exp: &Experience<'_>) -> bool {
-        self.fast.update
-            & (exp.action < self.config.n_actions)
-            & (exp.reward.abs() <= MAX_REWARD)
-            & !(exp.done | exp.truncated)
-            & exp.next_action.is_none()
-            & exp.next_allowed_actions.is_none()
-    }
-
-    /// [`Learner::update`] on an in-memory table for a transition that
-    /// [`Learner::plain_transition`] accepted: Q-learning, no `state_bins`,
-    /// one table. Same values, errors and counters as the general path.
+    /// [`Learner::update`] on an in-memory table for a Q-learning model
+    /// without `state_bins` or a second table, when the transition is plain:
+    /// a valid action and reward, no episode end, no next action or mask,
+    /// states that are their own keys. Same values and counters as the
+    /// general path; `None` (nothing changed but the row hint) for anything
+    /// else, which the general path then applies or refuses.
     #[inline(always)]
     fn update_fast(
         &mut self,
         table: &mut QTable,
         hint: &mut usize,
         exp: &Experience<'_>,
-    ) -> Result<UpdateOutcome> {
-        let (mut key_buf, mut next_buf) = (None, None);
-        let key = canonical(exp.state, None, "state", &mut key_buf)?;
-        let next = canonical(exp.next_state, None, "next_state", &mut next_buf)?;
+    ) -> Option<UpdateOutcome> {
         let cfg = &self.config;
+        let n = cfg.n_actions;
+        let plain = (exp.action < n)
+            & (exp.reward.abs() <= MAX_REWARD)
+            & !(exp.done | exp.truncated)
+            & exp.next_action.is_none()
+            & exp.next_allowed_actions.is_none();
+        if !plain {
+            return None;
+        }
+        let key = Probe::checked(exp.state)?;
+        let next = Probe::checked(exp.next_state)?;
         // The state is usually the one just predicted: its row is the hint.
-        let own = table.check_hint(*hint, key);
-        let bootstrap = match table.index_of(next) {
+        let own = table.hinted(*hint, key);
+        let bootstrap = match table.lookup(next) {
             Some(j) => {
                 // The next prediction is usually for `next`.
                 *hint = j;
-                max_over(table.values_at(j), None, cfg.n_actions)
+                match n {
+                    4 => table.row_n::<4>(j).map_or(f64::NAN, max_fixed),
+                    2 => table.row_n::<2>(j).map_or(f64::NAN, max_fixed),
+                    3 => table.row_n::<3>(j).map_or(f64::NAN, max_fixed),
+                    _ => max_row(table.values_at(j)),
+                }
             }
             None => cfg.initial_q,
         };
         let target = exp.reward + cfg.discount_factor * bootstrap;
         let (i, inserted) = match own {
             Some(i) => (i, false),
-            None => table.index_or_insert(key, cfg.initial_q),
+            None => table.lookup_or_insert(key, cfg.initial_q),
         };
-        let row = table.values_at_mut(i);
-        let Some(cell) = row.get_mut(exp.action) else {
-            return Err(internal_width_error());
-        };
+        let cell = table.values_at_mut(i).get_mut(exp.action)?;
         let old = *cell;
         let td = target - old;
         let new = old + cfg.learning_rate * td;
         if !new.is_finite() {
-            return Err(non_finite_error());
+            // Only with imported Q-values near f64::MAX, never for a row just
+            // inserted (see `apply_rule`): the general path reports it.
+            return None;
         }
         *cell = new;
         let c = &mut self.counters;
@@ -768,7 +824,7 @@ impl Learner {
         c.states += inserted as u64;
         c.reward_sum += exp.reward;
         c.episode_return += exp.reward;
-        Ok(UpdateOutcome {
+        Some(UpdateOutcome {
             q_value: new,
             td_error: td,
             epsilon: self.epsilon,
@@ -876,13 +932,6 @@ fn non_finite_error() -> Error {
     Error::field("reward", "the update would make a Q-value non-finite")
 }
 
-/// A row shorter than the configuration says (a broken invariant).
-#[cold]
-#[inline(never)]
-fn internal_width_error() -> Error {
-    Error::Internal("Q-table row narrower than n_actions".into())
-}
-
 /// The bootstrap value of SARSA, expected SARSA and double Q-learning from
 /// the next state's row `r` (Q-learning's is inline in [`apply_rule`]).
 #[inline(never)]
@@ -921,20 +970,22 @@ fn max_over(r: &[f64], allowed: Option<&[usize]>, n: usize) -> f64 {
 /// [`argmax_slice`]).
 #[inline(always)]
 fn max_row(r: &[f64]) -> f64 {
+    if let Ok(r) = <&[f64; 4]>::try_from(r) {
+        return max_fixed(r);
+    }
     match r.len() {
-        4 => max_fixed::<4>(r),
-        2 => max_fixed::<2>(r),
-        3 => max_fixed::<3>(r),
-        8 => max_fixed::<8>(r),
+        2 => max_known::<2>(r),
+        3 => max_known::<3>(r),
+        8 => max_known::<8>(r),
         _ => max_any(r),
     }
 }
 
-/// [`max_any`] on a row of exactly `N` values.
+/// [`max_fixed`] on a slice of exactly `N` values.
 #[inline(always)]
-fn max_fixed<const N: usize>(r: &[f64]) -> f64 {
+fn max_known<const N: usize>(r: &[f64]) -> f64 {
     match <&[f64; N]>::try_from(r) {
-        Ok(r) => max_any(r),
+        Ok(r) => max_fixed(r),
         Err(_) => max_any(r),
     }
 }
@@ -1114,7 +1165,7 @@ fn expected_value(cfg: &ModelConfig, epsilon: f64, r: &[f64], allowed: Option<&[
 pub struct Model {
     learner: Learner,
     table: QTable,
-    /// The row the fast path used last (see [`QTable::check_hint`]): in an
+    /// The row the fast path used last (see [`QTable::hinted`]): in an
     /// agent's loop, `update`'s state is the state just predicted and the
     /// next `predict`'s is `update`'s next state, so one key comparison
     /// replaces a hash and a probe. Any value is safe (it is checked).
@@ -1207,9 +1258,12 @@ impl Model {
     ) -> Result<Decision> {
         let state = state.into();
         if self.learner.fast.predict && allowed.is_none() {
-            return self
+            let fast = self
                 .learner
                 .predict_fast(&self.table, &mut self.hint, state, explore);
+            if let Some(decision) = fast {
+                return Ok(decision);
+            }
         }
         self.predict_general(state, explore, allowed)
     }
@@ -1244,10 +1298,13 @@ impl Model {
     /// Learns from one experience (see [`Learner::update`]).
     #[inline(always)]
     pub fn update(&mut self, exp: &Experience<'_>) -> Result<UpdateOutcome> {
-        if self.learner.plain_transition(exp) {
-            return self
+        if self.learner.fast.update {
+            let fast = self
                 .learner
                 .update_fast(&mut self.table, &mut self.hint, exp);
+            if let Some(outcome) = fast {
+                return Ok(outcome);
+            }
         }
         self.update_general(exp)
     }

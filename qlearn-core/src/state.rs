@@ -275,20 +275,24 @@ pub(crate) fn with_key<R>(
 
 /// Whether `a` is a valid array state that needs no normalisation.
 #[inline]
-fn is_canonical_array(a: &[f64]) -> bool {
+pub(crate) fn is_canonical_array(a: &[f64]) -> bool {
+    !a.is_empty()
+        && a.len() <= MAX_STATE_DIMS
+        // One fold over the numbers, no branch per number.
+        && a.iter().fold(true, |ok, &x| ok & canonical_number(x))
+}
+
+/// Whether `x` is finite and not `-0.0` (its own canonical form), without
+/// branching: the exponent is not all ones, and the bits are not exactly the
+/// sign bit.
+#[inline(always)]
+pub(crate) fn canonical_number(x: f64) -> bool {
     const NEG_ZERO: u64 = 0x8000_0000_0000_0000;
     // Without the sign bit, a finite number's bits are below the exponent
     // all ones (shifted up by one).
     const INF_SHIFTED: u64 = 0xFFE0_0000_0000_0000;
-    !a.is_empty()
-        && a.len() <= MAX_STATE_DIMS
-        // Finite and not -0.0: the exponent is not all ones, and the bits
-        // are not exactly the sign bit. One fold over the numbers, no branch
-        // per number.
-        && a.iter().fold(true, |ok, x| {
-            let b = x.to_bits();
-            ok & ((b << 1) < INF_SHIFTED) & (b != NEG_ZERO)
-        })
+    let b = x.to_bits();
+    ((b << 1) < INF_SHIFTED) & (b != NEG_ZERO)
 }
 
 /// Everything [`canonical`] does not do inline: errors, binning, `-0.0`.

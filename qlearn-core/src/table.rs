@@ -7,22 +7,22 @@
 //! unchanged.
 //!
 //! Layout: each row's key packed in 16 bytes (see [`Packed`]) in insertion
-//! order, all Q-values in one flat `Vec<f64>` (`width` per state), and a
-//! `hashbrown::HashTable<u32>` of row numbers. Integers, strings of up to 14
-//! bytes and arrays of one or two numbers are packed whole, so finding them
-//! compares two words and follows no pointer; longer strings and arrays keep
-//! their bytes in one shared arena per kind. A stored 4-action state then
-//! costs 16 bytes of key, 32 of values and 5 to 11 of index; keys and values
-//! grow by half when full (at most 50% slack), so it stays under 96 bytes at
-//! any table size. Rows keep a stable order for paging.
+//! order, all Q-values in one flat `Vec<f64>` (`width` per state), and an
+//! open-addressing [`Index`] from hash to row number. Integers, strings of up
+//! to 14 bytes and arrays of one or two numbers are packed whole, so finding
+//! them compares two words and follows no pointer; longer strings and arrays
+//! keep their bytes in one shared arena per kind. A stored 4-action state
+//! then costs 16 bytes of key, 32 of values and 10.7 to 21.3 of index; keys
+//! and values grow by half when full (at most 50% slack), so it stays under
+//! 96 bytes at any table size. Rows keep a stable order for paging. A table
+//! holds at most `u32::MAX - 1` rows.
 
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
 
 use crate::error::{Error, Result};
-use crate::state::{StateKey, StateRef};
+use crate::state::{canonical_number, is_canonical_array, StateKey, StateRef, MAX_STATE_STR_BYTES};
 
 /// Read and write access to Q-table rows, for the learning rules.
 ///
@@ -49,7 +49,7 @@ pub trait QRows {
 ///
 /// The byte view of a packed short string (`bytemuck::bytes_of`) is the
 /// string itself, which assumes a little-endian target.
-type Packed = [u64; 2];
+pub(crate) type Packed = [u64; 2];
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("qlearn-core packs Q-table keys for little-endian targets only");
@@ -66,8 +66,8 @@ const LEN_MASK: u64 = 0xFFFF_FFFF;
 
 /// A key prepared for lookup: its packed form, and for a key too long to
 /// pack, the content the stored row's arena bytes are compared with.
-#[derive(Clone, Copy)]
-enum Probe<'a> {
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Probe<'a> {
     Packed(Packed),
     Str(&'a str),
     Array(&'a [f64]),
@@ -76,7 +76,7 @@ enum Probe<'a> {
 impl<'a> Probe<'a> {
     /// The probe of a canonical key.
     #[inline(always)]
-    fn of(key: StateRef<'a>) -> Self {
+    pub(crate) fn of(key: StateRef<'a>) -> Self {
         match key {
             StateRef::Int(i) => Probe::Packed([i as u64, TAG_INT << 48]),
             StateRef::Str(s) if s.len() <= SHORT_STR => Probe::Packed(pack_str(s.as_bytes())),
@@ -84,6 +84,27 @@ impl<'a> Probe<'a> {
             StateRef::Array(&[x]) => Probe::Packed([x.to_bits(), TAG_ARRAY1 << 48]),
             StateRef::Array(&[x, y]) => Probe::Packed([x.to_bits(), y.to_bits()]),
             StateRef::Array(a) => Probe::Array(a),
+        }
+    }
+
+    /// The probe of a state that is its own canonical key (a model without
+    /// `state_bins`), or `None` if it is invalid or needs normalising (the
+    /// general path then reports or normalises it). One test per kind: the
+    /// model's fast path calls this instead of canonicalising first.
+    #[inline(always)]
+    pub(crate) fn checked(state: StateRef<'a>) -> Option<Self> {
+        match state {
+            StateRef::Int(i) => Some(Probe::Packed([i as u64, TAG_INT << 48])),
+            StateRef::Str(s) if s.len() <= SHORT_STR => Some(Probe::Packed(pack_str(s.as_bytes()))),
+            StateRef::Str(s) if s.len() <= MAX_STATE_STR_BYTES => Some(Probe::Str(s)),
+            StateRef::Array(&[x]) if canonical_number(x) => {
+                Some(Probe::Packed([x.to_bits(), TAG_ARRAY1 << 48]))
+            }
+            StateRef::Array(&[x, y]) if canonical_number(x) & canonical_number(y) => {
+                Some(Probe::Packed([x.to_bits(), y.to_bits()]))
+            }
+            StateRef::Array(a) if a.len() > 2 && is_canonical_array(a) => Some(Probe::Array(a)),
+            _ => None,
         }
     }
 }
@@ -177,18 +198,6 @@ impl Keys {
         }
     }
 
-    /// The hash of row `j`'s key (when the index grows).
-    fn hash_at(&self, j: usize, hasher: &RandomState) -> u64 {
-        match self.packed.get(j) {
-            Some(k) => match self.get(k) {
-                StateRef::Str(s) if s.len() > SHORT_STR => hash_probe(Probe::Str(s), hasher),
-                StateRef::Array(a) if a.len() > 2 => hash_probe(Probe::Array(a), hasher),
-                _ => hash_probe(Probe::Packed(*k), hasher),
-            },
-            None => 0,
-        }
-    }
-
     /// Appends the key of `probe`.
     fn push(&mut self, probe: Probe<'_>) {
         let packed = match probe {
@@ -222,10 +231,10 @@ fn bits_eq(a: &[f64], b: &[f64]) -> bool {
 }
 
 /// A key's hash under the table's seed: one folded multiply of the two
-/// words for a packed key (every input bit reaches both the low bits,
-/// hashbrown's bucket, and the top 7, its tag: array states such as `[3, 7]`
-/// have their low 45 bits zero, which a plain multiplicative hash collapsed
-/// onto a few buckets); foldhash over the content for a long key.
+/// words for a packed key (every input bit reaches the top 32 bits the index
+/// uses: array states such as `[3, 7]` have their low 45 bits zero, which a
+/// plain multiplicative hash collapsed onto a few slots); foldhash over the
+/// content for a long key.
 #[inline(always)]
 fn hash_probe(probe: Probe<'_>, hasher: &RandomState) -> u64 {
     let mut h = hasher.build_hasher();
@@ -242,6 +251,123 @@ fn hash_probe(probe: Probe<'_>, hasher: &RandomState) -> u64 {
     h.finish()
 }
 
+// ---- the index ---------------------------------------------------------------
+
+/// The hash index: open addressing with linear probing over a power-of-two
+/// array of words, each `tag << 32 | (row + 1)` (0 = empty), where `tag` is
+/// the top 32 bits of the key's hash and also picks the first slot (its top
+/// `log2(capacity)` bits). One load finds a candidate row and filters out
+/// other keys by their tag, so the row's key and values can be loaded at
+/// once; hashbrown's separate control bytes and row number cost one more
+/// dependent load per lookup. Growing re-slots words by their tags without
+/// hashing a key again. Kept at most three quarters full (so a probe always
+/// ends at an empty slot): 8 bytes per slot is 10.7 to 21.3 bytes per row.
+#[derive(Clone, Debug)]
+struct Index {
+    slots: Vec<u64>,
+    /// `capacity - 1`.
+    mask: usize,
+    /// `32 - log2(capacity)`: a tag's first slot is `tag >> shift`.
+    shift: u32,
+    len: usize,
+}
+
+/// Slots of a new index.
+const MIN_SLOTS: usize = 8;
+
+impl Index {
+    fn with_slots(n: usize) -> Self {
+        let n = n.next_power_of_two().max(MIN_SLOTS);
+        Index {
+            slots: vec![0; n],
+            mask: n - 1,
+            shift: 32 - n.trailing_zeros(),
+            len: 0,
+        }
+    }
+
+    /// Slots needed to hold `rows` at most three quarters full.
+    fn slots_for(rows: usize) -> usize {
+        rows.saturating_add(rows / 3)
+            .saturating_add(1)
+            .next_power_of_two()
+    }
+
+    /// The row whose tag is `tag` and for which `eq` holds.
+    #[inline(always)]
+    fn find(&self, tag: u32, mut eq: impl FnMut(usize) -> bool) -> Option<usize> {
+        let mut pos = (tag as u64 >> self.shift) as usize;
+        loop {
+            let w = *self.slots.get(pos)?;
+            if w == 0 {
+                return None;
+            }
+            if (w >> 32) as u32 == tag {
+                let row = (w as u32 - 1) as usize;
+                if eq(row) {
+                    return Some(row);
+                }
+            }
+            pos = (pos + 1) & self.mask;
+        }
+    }
+
+    /// Adds `row` (known absent) under `tag`.
+    fn insert(&mut self, tag: u32, row: usize) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize(self.slots.len() * 2);
+        }
+        place(
+            &mut self.slots,
+            self.mask,
+            self.shift,
+            (tag as u64) << 32 | (row as u64 + 1),
+        );
+        self.len += 1;
+    }
+
+    /// Makes room for `additional` more rows.
+    fn reserve(&mut self, additional: usize) {
+        let need = Index::slots_for(self.len.saturating_add(additional));
+        if need > self.slots.len() {
+            self.resize(need);
+        }
+    }
+
+    /// Moves every word to a table of `n` slots (a power of two).
+    #[cold]
+    fn resize(&mut self, n: usize) {
+        let mut next = Index::with_slots(n);
+        for &w in self.slots.iter().filter(|&&w| w != 0) {
+            place(&mut next.slots, next.mask, next.shift, w);
+        }
+        next.len = self.len;
+        *self = next;
+    }
+
+    fn allocation_size(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<u64>()
+    }
+}
+
+/// Writes `w` into the first empty slot from its tag's slot on.
+fn place(slots: &mut [u64], mask: usize, shift: u32, w: u64) {
+    let mut pos = ((w >> 32) >> shift) as usize;
+    while let Some(s) = slots.get_mut(pos) {
+        if *s == 0 {
+            *s = w;
+            return;
+        }
+        pos = (pos + 1) & mask;
+    }
+}
+
+/// The index tag of a key's hash.
+#[inline(always)]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
 // ---- the table ---------------------------------------------------------------
 
 /// An in-memory Q-table.
@@ -253,7 +379,7 @@ pub struct QTable {
     width: usize,
     keys: Keys,
     values: Vec<f64>,
-    index: HashTable<u32>,
+    index: Index,
 }
 
 impl QTable {
@@ -264,7 +390,7 @@ impl QTable {
             width,
             keys: Keys::default(),
             values: Vec::new(),
-            index: HashTable::new(),
+            index: Index::with_slots(MIN_SLOTS),
         }
     }
 
@@ -278,7 +404,7 @@ impl QTable {
                 values.len()
             )));
         }
-        if keys.len() > u32::MAX as usize {
+        if keys.len() >= u32::MAX as usize {
             return Err(Error::Decode("too many states".into()));
         }
         if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
@@ -286,7 +412,7 @@ impl QTable {
         }
         let mut table = QTable::new(width);
         table.keys.packed.reserve_exact(keys.len());
-        table.index.reserve(keys.len(), |_| 0);
+        table.index.reserve(keys.len());
         for (i, k) in keys.iter().enumerate() {
             if !k.is_canonical() {
                 return Err(Error::Decode(format!("state {i} is not canonical")));
@@ -297,10 +423,7 @@ impl QTable {
                 return Err(Error::Decode(format!("state {i} appears twice")));
             }
             table.keys.push(probe);
-            let (keys, hasher) = (&table.keys, &table.hasher);
-            table
-                .index
-                .insert_unique(hash, i as u32, |&j| keys.hash_at(j as usize, hasher));
+            table.index.insert(tag_of(hash), i);
         }
         table.values = values;
         Ok(table)
@@ -360,9 +483,7 @@ impl QTable {
     pub fn reserve(&mut self, additional: usize) {
         self.keys.packed.reserve(additional);
         self.values.reserve(additional * self.width);
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        self.index
-            .reserve(additional, |&j| keys.hash_at(j as usize, hasher));
+        self.index.reserve(additional);
     }
 
     /// Changes the row width between one and two tables (`n_actions` per
@@ -402,15 +523,14 @@ impl QTable {
     #[inline(always)]
     fn find(&self, probe: Probe<'_>, hash: u64) -> Option<usize> {
         let keys = &self.keys;
-        let found = match probe {
+        match probe {
             // The common case gets its own copy of the probe loop, with the
             // two-word comparison inlined.
             Probe::Packed(p) => self
                 .index
-                .find(hash, |&j| keys.packed.get(j as usize) == Some(&p)),
-            _ => self.index.find(hash, |&j| keys.eq(j as usize, probe)),
-        };
-        found.map(|&j| j as usize)
+                .find(tag_of(hash), |j| keys.packed.get(j) == Some(&p)),
+            _ => self.index.find(tag_of(hash), |j| keys.eq(j, probe)),
+        }
     }
 }
 
@@ -433,18 +553,29 @@ impl QRows for QTable {
 /// never move, so a remembered number stays valid; the key check makes a
 /// stale one harmless).
 impl QTable {
-    /// The row number of `key` if row `hint` holds it: one key comparison
-    /// (two words for a packed key), no hashing.
+    /// The row number of the key of `probe` if row `hint` holds it: one key
+    /// comparison (two words for a packed key), no hashing.
     #[inline(always)]
-    pub(crate) fn check_hint(&self, hint: usize, key: StateRef<'_>) -> Option<usize> {
-        self.keys.eq(hint, Probe::of(key)).then_some(hint)
+    pub(crate) fn hinted(&self, hint: usize, probe: Probe<'_>) -> Option<usize> {
+        self.keys.eq(hint, probe).then_some(hint)
+    }
+
+    /// The row number of a prepared key, if stored.
+    #[inline(always)]
+    pub(crate) fn lookup(&self, probe: Probe<'_>) -> Option<usize> {
+        self.find(probe, hash_probe(probe, &self.hasher))
     }
 
     /// The row number of `key`, inserting a row filled with `init` if
     /// absent; the flag says whether it was inserted.
     #[inline(always)]
     pub(crate) fn index_or_insert(&mut self, key: StateRef<'_>, init: f64) -> (usize, bool) {
-        let probe = Probe::of(key);
+        self.lookup_or_insert(Probe::of(key), init)
+    }
+
+    /// [`QTable::index_or_insert`] for a prepared key.
+    #[inline(always)]
+    pub(crate) fn lookup_or_insert(&mut self, probe: Probe<'_>, init: f64) -> (usize, bool) {
         let hash = hash_probe(probe, &self.hasher);
         match self.find(probe, hash) {
             Some(i) => (i, false),
@@ -455,8 +586,7 @@ impl QTable {
     /// The row number of `key`, if stored.
     #[inline(always)]
     pub(crate) fn index_of(&self, key: StateRef<'_>) -> Option<usize> {
-        let probe = Probe::of(key);
-        self.find(probe, hash_probe(probe, &self.hasher))
+        self.lookup(Probe::of(key))
     }
 
     /// Row `i`'s values (`i` < `len()`).
@@ -471,6 +601,13 @@ impl QTable {
     pub(crate) fn values_at_mut(&mut self, i: usize) -> &mut [f64] {
         let w = self.width;
         &mut self.values[i * w..(i + 1) * w]
+    }
+
+    /// Row `i` of a table whose rows are `N` values wide, as an array (one
+    /// bounds check, and the row's length is known to the compiler).
+    #[inline(always)]
+    pub(crate) fn row_n<const N: usize>(&self, i: usize) -> Option<&[f64; N]> {
+        self.values.as_chunks::<N>().0.get(i)
     }
 }
 
@@ -487,9 +624,7 @@ impl QTable {
         }
         self.keys.push(probe);
         self.values.resize(self.values.len() + self.width, init);
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        self.index
-            .insert_unique(hash, i as u32, |&j| keys.hash_at(j as usize, hasher));
+        self.index.insert(tag_of(hash), i);
         i
     }
 }
@@ -615,8 +750,8 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(t.position(*k), Some(i), "{k:?}");
             assert_eq!(t.key_at(i), Some(*k));
-            assert_eq!(t.check_hint(i, *k), Some(i));
-            assert_eq!(t.check_hint(i + 1, *k), None);
+            assert_eq!(t.hinted(i, Probe::of(*k)), Some(i));
+            assert_eq!(t.hinted(i + 1, Probe::of(*k)), None);
         }
         assert_eq!(t.keys().len(), t.len());
         assert!(t.keys().zip(&keys).all(|(a, b)| a == *b));

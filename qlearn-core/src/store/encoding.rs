@@ -180,7 +180,7 @@ pub(crate) fn decode_learner(
     let (predictions, updates, episodes, states) = (next(), next(), next(), next());
     let reward_sum = f64::from_bits(next());
     let episode_return = f64::from_bits(next());
-    if returns.len() % 8 != 0 || returns.len() / 8 > RECENT_RETURNS {
+    if !returns.len().is_multiple_of(8) || returns.len() / 8 > RECENT_RETURNS {
         return Err(corrupt(backend, "learning curve of wrong length"));
     }
     let counters = Counters {
