@@ -17,7 +17,7 @@
 //! 96 bytes at any table size. Rows keep a stable order for paging. A table
 //! holds at most `u32::MAX - 1` rows.
 
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hasher as _};
 
 use foldhash::fast::RandomState;
 
@@ -230,25 +230,52 @@ fn bits_eq(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-/// A key's hash under the table's seed: one folded multiply of the two
-/// words for a packed key (every input bit reaches the top 32 bits the index
-/// uses: array states such as `[3, 7]` have their low 45 bits zero, which a
-/// plain multiplicative hash collapsed onto a few slots); foldhash over the
-/// content for a long key.
-#[inline(always)]
-fn hash_probe(probe: Probe<'_>, hasher: &RandomState) -> u64 {
-    let mut h = hasher.build_hasher();
-    match probe {
-        Probe::Packed(p) => h.write_u128(p[0] as u128 | (p[1] as u128) << 64),
-        Probe::Str(s) => h.write(s.as_bytes()),
-        Probe::Array(a) => {
-            h.write_usize(a.len());
-            for x in a {
-                h.write_u64(x.to_bits());
-            }
+/// The hash function of one table: random seeds, so crafted states cannot
+/// be made to collide in advance.
+#[derive(Clone, Debug)]
+struct KeyHasher {
+    seeds: [u64; 3],
+    /// For the content of long keys.
+    long: RandomState,
+}
+
+impl KeyHasher {
+    fn new() -> Self {
+        let long = RandomState::default();
+        KeyHasher {
+            seeds: [long.hash_one(1u64), long.hash_one(2u64), long.hash_one(3u64)],
+            long,
         }
     }
-    h.finish()
+
+    /// A key's hash: one folded multiply of the two words of a packed key
+    /// (foldhash over the content for a long key), then a second one, so
+    /// that the top bits the index uses are well mixed for any seed (with
+    /// one, sequential integers clustered into probe runs three times the
+    /// expected length for some seeds).
+    #[inline(always)]
+    fn hash(&self, probe: Probe<'_>) -> u64 {
+        let h = match probe {
+            Probe::Packed(p) => folded_multiply(p[0] ^ self.seeds[0], p[1] ^ self.seeds[1]),
+            Probe::Str(s) => self.long.hash_one(s.as_bytes()),
+            Probe::Array(a) => {
+                let mut h = self.long.build_hasher();
+                for x in a {
+                    h.write_u64(x.to_bits());
+                }
+                h.finish()
+            }
+        };
+        folded_multiply(h ^ self.seeds[2], 0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// The high and low halves of a 128-bit product, xor-ed: every input bit
+/// reaches the high bits.
+#[inline(always)]
+fn folded_multiply(x: u64, y: u64) -> u64 {
+    let p = x as u128 * y as u128;
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 // ---- the index ---------------------------------------------------------------
@@ -373,9 +400,7 @@ fn tag_of(hash: u64) -> u32 {
 /// An in-memory Q-table.
 #[derive(Clone, Debug)]
 pub struct QTable {
-    /// The hash function's seed (random per table: crafted states cannot be
-    /// made to collide in advance).
-    hasher: RandomState,
+    hasher: KeyHasher,
     width: usize,
     keys: Keys,
     values: Vec<f64>,
@@ -386,7 +411,7 @@ impl QTable {
     /// An empty table whose rows hold `width` values.
     pub fn new(width: usize) -> Self {
         QTable {
-            hasher: RandomState::default(),
+            hasher: KeyHasher::new(),
             width,
             keys: Keys::default(),
             values: Vec::new(),
@@ -418,7 +443,7 @@ impl QTable {
                 return Err(Error::Decode(format!("state {i} is not canonical")));
             }
             let probe = Probe::of(k.as_ref());
-            let hash = hash_probe(probe, &table.hasher);
+            let hash = table.hasher.hash(probe);
             if table.find(probe, hash).is_some() {
                 return Err(Error::Decode(format!("state {i} appears twice")));
             }
@@ -563,7 +588,7 @@ impl QTable {
     /// The row number of a prepared key, if stored.
     #[inline(always)]
     pub(crate) fn lookup(&self, probe: Probe<'_>) -> Option<usize> {
-        self.find(probe, hash_probe(probe, &self.hasher))
+        self.find(probe, self.hasher.hash(probe))
     }
 
     /// The row number of `key`, inserting a row filled with `init` if
@@ -576,7 +601,7 @@ impl QTable {
     /// [`QTable::index_or_insert`] for a prepared key.
     #[inline(always)]
     pub(crate) fn lookup_or_insert(&mut self, probe: Probe<'_>, init: f64) -> (usize, bool) {
-        let hash = hash_probe(probe, &self.hasher);
+        let hash = self.hasher.hash(probe);
         match self.find(probe, hash) {
             Some(i) => (i, false),
             None => (self.insert(probe, hash, init), true),
