@@ -747,11 +747,15 @@ impl Learner {
             Some(i) => {
                 *hint = i;
                 let draw = explore && epsilon > 0.0 && rng.next_f64() < epsilon;
-                let (action, explored) = match n {
-                    4 => pick_fixed(rng, table.row_n::<4>(i)?, draw),
-                    2 => pick_fixed(rng, table.row_n::<2>(i)?, draw),
-                    3 => pick_fixed(rng, table.row_n::<3>(i)?, draw),
-                    _ => pick_any(rng, table.values_at(i), draw),
+                // Widths by how common they are (an if chain keeps the order).
+                let (action, explored) = if n == 4 {
+                    pick_fixed(rng, table.row_n::<4>(i)?, draw)
+                } else if n == 2 {
+                    pick_fixed(rng, table.row_n::<2>(i)?, draw)
+                } else if n == 3 {
+                    pick_fixed(rng, table.row_n::<3>(i)?, draw)
+                } else {
+                    pick_any(rng, table.values_at(i), draw)
                 };
                 Decision {
                     action,
@@ -795,11 +799,14 @@ impl Learner {
             Some(j) => {
                 // The next prediction is usually for `next`.
                 *hint = j;
-                match n {
-                    4 => table.row_n::<4>(j).map_or(f64::NAN, max_fixed),
-                    2 => table.row_n::<2>(j).map_or(f64::NAN, max_fixed),
-                    3 => table.row_n::<3>(j).map_or(f64::NAN, max_fixed),
-                    _ => max_row(table.values_at(j)),
+                if n == 4 {
+                    table.row_n::<4>(j).map_or(f64::NAN, max_fixed)
+                } else if n == 2 {
+                    table.row_n::<2>(j).map_or(f64::NAN, max_fixed)
+                } else if n == 3 {
+                    table.row_n::<3>(j).map_or(f64::NAN, max_fixed)
+                } else {
+                    max_row(table.values_at(j))
                 }
             }
             None => cfg.initial_q,
@@ -809,7 +816,8 @@ impl Learner {
             Some(i) => (i, false),
             None => table.lookup_or_insert(key, cfg.initial_q),
         };
-        let cell = table.values_at_mut(i).get_mut(exp.action)?;
+        // One table: rows are `n` wide, and `action < n`.
+        let cell = table.values_mut().get_mut(i * n + exp.action)?;
         let old = *cell;
         let td = target - old;
         let new = old + cfg.learning_rate * td;
