@@ -348,6 +348,34 @@ fn pick_fixed<const N: usize>(rng: &mut Rng, q: &[f64; N], draw: bool) -> (usize
     (argmax_fixed(rng, q).0, false)
 }
 
+/// The fast predict's choice (see [`pick_fixed`]) in row `i` of a table
+/// whose rows are `n` (not 4) values wide.
+#[inline(never)]
+fn pick_other_width(
+    rng: &mut Rng,
+    table: &QTable,
+    i: usize,
+    n: usize,
+    draw: bool,
+) -> Option<(usize, bool)> {
+    Some(match n {
+        2 => pick_fixed(rng, table.row_n::<2>(i)?, draw),
+        3 => pick_fixed(rng, table.row_n::<3>(i)?, draw),
+        _ => pick_any(rng, table.values_at(i), draw),
+    })
+}
+
+/// The largest value in row `j` of a table whose rows are `n` (not 4)
+/// values wide.
+#[inline(never)]
+fn max_other_width(table: &QTable, j: usize, n: usize) -> f64 {
+    match n {
+        2 => table.row_n::<2>(j).map_or(f64::NAN, max_fixed),
+        3 => table.row_n::<3>(j).map_or(f64::NAN, max_fixed),
+        _ => max_row(table.values_at(j)),
+    }
+}
+
 /// [`pick_fixed`] for a row of any width.
 #[inline(always)]
 fn pick_any(rng: &mut Rng, q: &[f64], draw: bool) -> (usize, bool) {
@@ -747,15 +775,12 @@ impl Learner {
             Some(i) => {
                 *hint = i;
                 let draw = explore && epsilon > 0.0 && rng.next_f64() < epsilon;
-                // Widths by how common they are (an if chain keeps the order).
+                // Four actions (a grid's moves) inline, other widths out of
+                // line: one comparison on the common path.
                 let (action, explored) = if n == 4 {
                     pick_fixed(rng, table.row_n::<4>(i)?, draw)
-                } else if n == 2 {
-                    pick_fixed(rng, table.row_n::<2>(i)?, draw)
-                } else if n == 3 {
-                    pick_fixed(rng, table.row_n::<3>(i)?, draw)
                 } else {
-                    pick_any(rng, table.values_at(i), draw)
+                    pick_other_width(rng, table, i, n, draw)?
                 };
                 Decision {
                     action,
@@ -801,12 +826,8 @@ impl Learner {
                 *hint = j;
                 if n == 4 {
                     table.row_n::<4>(j).map_or(f64::NAN, max_fixed)
-                } else if n == 2 {
-                    table.row_n::<2>(j).map_or(f64::NAN, max_fixed)
-                } else if n == 3 {
-                    table.row_n::<3>(j).map_or(f64::NAN, max_fixed)
                 } else {
-                    max_row(table.values_at(j))
+                    max_other_width(table, j, n)
                 }
             }
             None => cfg.initial_q,
