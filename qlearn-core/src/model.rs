@@ -808,6 +808,10 @@ impl Learner {
     ) -> Option<UpdateOutcome> {
         let cfg = &self.config;
         let n = cfg.n_actions;
+        // The next state's row first: its lookup is the step's longest
+        // chain of memory loads, so it starts before anything else.
+        let next = Probe::checked(exp.next_state)?;
+        let found = table.lookup(next);
         let plain = (exp.action < n)
             & (exp.reward.abs() <= MAX_REWARD)
             & !(exp.done | exp.truncated)
@@ -817,10 +821,9 @@ impl Learner {
             return None;
         }
         let key = Probe::checked(exp.state)?;
-        let next = Probe::checked(exp.next_state)?;
         // The state is usually the one just predicted: its row is the hint.
         let own = table.hinted(*hint, key);
-        let bootstrap = match table.lookup(next) {
+        let bootstrap = match found {
             Some(j) => {
                 // The next prediction is usually for `next`.
                 *hint = j;
