@@ -1281,7 +1281,7 @@ impl Model {
     }
 
     /// Chooses an action (see [`Learner::predict`]).
-    #[inline]
+    #[inline(always)]
     pub fn predict<'a>(
         &mut self,
         state: impl Into<StateRef<'a>>,
