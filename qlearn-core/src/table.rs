@@ -6,9 +6,9 @@
 //! [`QRows`] over the few rows it fetched, and the engine's rules run on it
 //! unchanged.
 //!
-//! Layout: each row's key packed in 16 bytes (see [`Packed`]) in insertion
+//! Layout: each row's key packed in 16 bytes (`Packed` below) in insertion
 //! order, all Q-values in one flat `Vec<f64>` (`width` per state), and an
-//! open-addressing [`Index`] from hash to row number. Integers, strings of up
+//! open-addressing `Index` from hash to row number. Integers, strings of up
 //! to 14 bytes and arrays of one or two numbers are packed whole, so finding
 //! them compares two words and follows no pointer; longer strings and arrays
 //! keep their bytes in one shared arena per kind. A stored 4-action state
