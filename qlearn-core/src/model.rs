@@ -1465,26 +1465,41 @@ mod tests {
 
     #[test]
     fn fast_paths_match_the_general_path() {
-        let mut config = ModelConfig::new(3);
+        for n in [2, 3, 4, 5] {
+            fast_paths_match_the_general_path_with(n);
+        }
+    }
+
+    fn fast_paths_match_the_general_path_with(n_actions: usize) {
+        let mut config = ModelConfig::new(n_actions);
         config.epsilon = 0.3;
         config.seed = Some(11);
         let mut model = Model::new(config.clone()).unwrap();
         let mut learner = Learner::new(config).unwrap();
-        let mut table = QTable::new(3);
+        let mut table = QTable::new(n_actions);
         let strs: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
+        let long: Vec<String> = (0..7)
+            .map(|i| format!("a-state-name-longer-than-14-{i}"))
+            .collect();
         let arrays: Vec<[f64; 2]> = (0..7).map(|i| [i as f64, -0.0]).collect();
-        let state = |i: usize| match i % 3 {
-            0 => StateRef::Int((i / 3) as i64),
-            1 => StateRef::Str(&strs[(i / 3) % 7]),
-            _ => StateRef::Array(&arrays[(i / 3) % 7]),
+        let singles: Vec<[f64; 1]> = (0..7).map(|i| [i as f64 / 2.0]).collect();
+        let triples: Vec<[f64; 3]> = (0..7).map(|i| [i as f64, 1.0, 2.0]).collect();
+        let states = 7 * 6;
+        let state = |i: usize| match i % 6 {
+            0 => StateRef::Int((i / 6) as i64),
+            1 => StateRef::Str(&strs[(i / 6) % 7]),
+            2 => StateRef::Str(&long[(i / 6) % 7]),
+            3 => StateRef::Array(&arrays[(i / 6) % 7]),
+            4 => StateRef::Array(&singles[(i / 6) % 7]),
+            _ => StateRef::Array(&triples[(i / 6) % 7]),
         };
         let mut r = Rng::from_seed(5);
         let mut s = 0usize;
         for step in 0..5000 {
             let next = if r.below(4) == 0 {
-                r.below(21)
+                r.below(states)
             } else {
-                (s + 3) % 21
+                (s + 6) % states
             };
             let explore = r.below(5) != 0;
             let a = model
@@ -1493,7 +1508,7 @@ mod tests {
             let b = learner
                 .predict(&table, state(s), explore, None)
                 .map_err(|e| e.to_string());
-            assert_eq!(a, b, "predict at step {step}");
+            assert_eq!(a, b, "predict at step {step}, {n_actions} actions");
             let action = match a {
                 Ok(d) => d.action,
                 Err(_) => 0,
@@ -1507,9 +1522,13 @@ mod tests {
             let exp = Experience::new(state(s), action, reward, state(next)).done(step % 50 == 49);
             let a = model.update(&exp).map_err(|e| e.to_string());
             let b = learner.update(&mut table, &exp).map_err(|e| e.to_string());
-            assert_eq!(a, b, "update at step {step}");
+            assert_eq!(a, b, "update at step {step}, {n_actions} actions");
             // The row the hint remembers is sometimes not the next state's.
-            s = if r.below(6) == 0 { r.below(21) } else { next };
+            s = if r.below(6) == 0 {
+                r.below(states)
+            } else {
+                next
+            };
         }
         assert_eq!(model.stats(), learner.stats());
         assert!(model.table().keys().eq(table.keys()));
