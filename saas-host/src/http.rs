@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -144,8 +144,17 @@ pub fn is_json(req: &Request<Incoming>) -> bool {
     media_type(req).is_some_and(|m| m == "application/json" || m.ends_with("+json"))
 }
 
+/// How many bytes past a body limit the server still reads (and discards)
+/// before it answers 413. A client that is still sending when the server
+/// closes the connection gets a reset, and a reset can destroy the 413 before
+/// the client reads it; draining a moderately oversized body lets the answer
+/// arrive (and keeps the connection usable). Larger bodies are cut off.
+const DRAIN_PAST_LIMIT: u64 = 1 << 20;
+
 /// Reads the whole body, refusing more than `limit` bytes: first by
-/// `Content-Length`, then while reading (for chunked bodies).
+/// `Content-Length`, then while reading (for chunked bodies). An oversized
+/// body of up to [`DRAIN_PAST_LIMIT`] more bytes is read to its end before
+/// the 413, so that the client sees the answer.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req.headers().get(CONTENT_LENGTH) {
         let len = len
@@ -154,15 +163,43 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| ApiError::MalformedJson("invalid Content-Length".into()))?;
         if len > limit as u64 {
+            if len <= limit as u64 + DRAIN_PAST_LIMIT {
+                drain(req.into_body(), len).await;
+            }
             return Err(ApiError::PayloadTooLarge(limit));
         }
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge(limit))
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| ApiError::MalformedJson("the body could not be read".into()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > limit {
+            let read = (buf.len() + data.len()) as u64;
+            drain(body, (limit as u64 + DRAIN_PAST_LIMIT).saturating_sub(read)).await;
+            return Err(ApiError::PayloadTooLarge(limit));
         }
-        Err(_) => Err(ApiError::MalformedJson("the body could not be read".into())),
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards up to `max` more bytes of `body` (stops at its end, at
+/// `max`, or at a read error).
+async fn drain(mut body: Incoming, max: u64) {
+    let mut read = 0u64;
+    while read < max {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    read += data.len() as u64;
+                }
+            }
+            _ => return,
+        }
     }
 }
 
