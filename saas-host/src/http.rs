@@ -153,7 +153,7 @@ const DRAIN_PAST_LIMIT: u64 = 1 << 20;
 
 /// Reads the whole body, refusing more than `limit` bytes: first by
 /// `Content-Length`, then while reading (for chunked bodies). An oversized
-/// body of up to [`DRAIN_PAST_LIMIT`] more bytes is read to its end before
+/// body of up to `DRAIN_PAST_LIMIT` (1 MiB) more bytes is read to its end before
 /// the 413, so that the client sees the answer.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req.headers().get(CONTENT_LENGTH) {
