@@ -242,13 +242,7 @@ pub(crate) fn canonical<'a>(
     what: &str,
     buf: &'a mut KeyBuf,
 ) -> Result<StateRef<'a>> {
-    let fast = match (state, bins) {
-        (StateRef::Int(_), None) => true,
-        (StateRef::Str(s), None) => s.len() <= MAX_STATE_STR_BYTES,
-        (StateRef::Array(a), None) => is_canonical_array(a),
-        _ => false,
-    };
-    if fast {
+    if bins.is_none() && is_own_key(state) {
         return Ok(state);
     }
     // The slow path reports only a length: the key itself never travels
@@ -271,6 +265,21 @@ pub(crate) fn with_key<R>(
 ) -> Result<R> {
     let mut buf = None;
     Ok(f(canonical(state, bins, what, &mut buf)?))
+}
+
+/// Whether `state` is valid and its own canonical key for a model without
+/// `state_bins` (no normalisation needed). The engine's fast paths rely on
+/// this test alone.
+#[inline(always)]
+pub(crate) fn is_own_key(state: StateRef<'_>) -> bool {
+    match state {
+        StateRef::Int(_) => true,
+        StateRef::Str(s) => s.len() <= MAX_STATE_STR_BYTES,
+        // The common short arrays without the loop's set-up.
+        StateRef::Array(&[x]) => canonical_number(x),
+        StateRef::Array(&[x, y]) => canonical_number(x) & canonical_number(y),
+        StateRef::Array(a) => is_canonical_array(a),
+    }
 }
 
 /// Whether `a` is a valid array state that needs no normalisation.

@@ -22,7 +22,7 @@ use std::hash::{BuildHasher, Hasher as _};
 use foldhash::fast::RandomState;
 
 use crate::error::{Error, Result};
-use crate::state::{canonical_number, is_canonical_array, StateKey, StateRef, MAX_STATE_STR_BYTES};
+use crate::state::{is_own_key, StateKey, StateRef};
 
 /// Read and write access to Q-table rows, for the learning rules.
 ///
@@ -89,23 +89,11 @@ impl<'a> Probe<'a> {
 
     /// The probe of a state that is its own canonical key (a model without
     /// `state_bins`), or `None` if it is invalid or needs normalising (the
-    /// general path then reports or normalises it). One test per kind: the
-    /// model's fast path calls this instead of canonicalising first.
+    /// general path then reports or normalises it): the validity test is
+    /// `canonical`'s own ([`crate::state`]).
     #[inline(always)]
     pub(crate) fn checked(state: StateRef<'a>) -> Option<Self> {
-        match state {
-            StateRef::Int(i) => Some(Probe::Packed([i as u64, TAG_INT << 48])),
-            StateRef::Str(s) if s.len() <= SHORT_STR => Some(Probe::Packed(pack_str(s.as_bytes()))),
-            StateRef::Str(s) if s.len() <= MAX_STATE_STR_BYTES => Some(Probe::Str(s)),
-            StateRef::Array(&[x]) if canonical_number(x) => {
-                Some(Probe::Packed([x.to_bits(), TAG_ARRAY1 << 48]))
-            }
-            StateRef::Array(&[x, y]) if canonical_number(x) & canonical_number(y) => {
-                Some(Probe::Packed([x.to_bits(), y.to_bits()]))
-            }
-            StateRef::Array(a) if a.len() > 2 && is_canonical_array(a) => Some(Probe::Array(a)),
-            _ => None,
-        }
+        is_own_key(state).then(|| Probe::of(state))
     }
 }
 
