@@ -73,31 +73,18 @@ fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
     ))]
 pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: PredictIn = read_json(req, cx.app.config.body_limit).await?;
-    let app = cx.app.clone();
-    let user = cx.user.clone();
-    let (p, names, monthly) = cx
-        .app
-        .store_call(move || {
-            let now = now_unix();
-            let limits = app.limits(&user);
-            let meter = Meter {
-                user_id: &user.id,
-                limits,
-                now,
-            };
-            let p = app.store.predict(
-                &meter,
-                &body.model_id,
-                body.state.as_ref(),
-                body.explore,
-                body.allowed_actions.as_deref(),
-            )?;
-            let names = app.action_names(&user.id, &body.model_id)?;
-            let monthly = monthly_after(&app, &user.id, limits, now)?;
-            Ok((p, names, monthly))
-        })
-        .await?;
-    cx.app.metrics.metered(cx.user.tier, 1);
+    let ((p, names), monthly) = metered(cx, 1, move |app, meter| {
+        let p = app.store.predict(
+            meter,
+            &body.model_id,
+            body.state.as_ref(),
+            body.explore,
+            body.allowed_actions.as_deref(),
+        )?;
+        let names = app.action_names(meter.user_id, &body.model_id)?;
+        Ok((p, names))
+    })
+    .await?;
     let out = PredictOut {
         action: p.action,
         action_name: names
@@ -118,9 +105,27 @@ async fn apply(
     model_id: String,
     exps: Vec<ExperienceIn>,
 ) -> Result<(Vec<UpdateOutcome>, Option<MonthlyState>), ApiError> {
+    let n = exps.len() as u64;
+    metered(cx, n, move |app, meter| {
+        let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
+        let out = app.store.update(meter, &model_id, &xs)?;
+        publish(app, meter.user_id, &model_id, &exps, &out);
+        Ok(out)
+    })
+    .await
+}
+
+/// Runs a store call metered as `calls` calls on the blocking pool, with the
+/// caller's meter (tier limits, now), then reads the month's usage for the
+/// response's quota headers and counts the calls in the metrics. Shared by
+/// every metered route.
+async fn metered<T: Send + 'static>(
+    cx: &Ctx,
+    calls: u64,
+    f: impl FnOnce(&App, &Meter<'_>) -> Result<T, Error> + Send + 'static,
+) -> Result<(T, Option<MonthlyState>), ApiError> {
     let app = cx.app.clone();
     let user = cx.user.clone();
-    let n = exps.len() as u64;
     let r = cx
         .app
         .store_call(move || {
@@ -131,14 +136,12 @@ async fn apply(
                 limits,
                 now,
             };
-            let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
-            let out = app.store.update(&meter, &model_id, &xs)?;
-            publish(&app, &user.id, &model_id, &exps, &out);
+            let out = f(&app, &meter)?;
             let monthly = monthly_after(&app, &user.id, limits, now)?;
             Ok((out, monthly))
         })
         .await?;
-    cx.app.metrics.metered(cx.user.tier, n);
+    cx.app.metrics.metered(cx.user.tier, calls);
     Ok(r)
 }
 
