@@ -31,7 +31,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use qlearn_core::config::MAX_STATE_DIMS;
+use qlearn_core::limits::{MAX_REWARD, MAX_STATE_DIMS};
 use qlearn_core::{Error, State, StateRef};
 
 use crate::error::{type_error, value_error};
@@ -577,7 +577,7 @@ pub(crate) fn float_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
         Ok(v) => Ok(v),
         Err(_) if obj.is_instance_of::<PyInt>() => Err(value_error(Error::field(
             what,
-            "must be a finite number of magnitude at most 1e12",
+            format!("must be a finite number of magnitude at most {MAX_REWARD:e}"),
         ))),
         Err(_) => Err(type_error(format!(
             "{what} must be a number, got {}",

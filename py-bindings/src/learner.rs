@@ -163,7 +163,7 @@ fn bins_count(obj: &Bound<'_, PyAny>, i: usize) -> PyResult<u32> {
     u32::try_from(n).map_err(|_| {
         value_error(Error::field(
             format!("state_bins[{i}].bins"),
-            format!("must be in 1..={}, got {n}", qlearn_core::config::MAX_BINS),
+            format!("must be in 1..={}, got {n}", qlearn_core::limits::MAX_BINS),
         ))
     })
 }
@@ -222,7 +222,7 @@ impl QLearner {
         action_names: Option<Vec<String>>,
         state_bins: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let max = qlearn_core::config::MAX_ACTIONS;
+        let max = qlearn_core::limits::MAX_ACTIONS;
         let n_actions = convert::int_arg(n_actions, "n_actions")?;
         let n = usize::try_from(n_actions).map_err(|_| {
             value_error(Error::field(

@@ -21,8 +21,8 @@ fn _qlearn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<learner::QLearner>()?;
     m.add_class::<learner::Stats>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("MAX_ACTIONS", qlearn_core::config::MAX_ACTIONS)?;
-    m.add("MAX_STATE_DIMS", qlearn_core::config::MAX_STATE_DIMS)?;
+    m.add("MAX_ACTIONS", qlearn_core::limits::MAX_ACTIONS)?;
+    m.add("MAX_STATE_DIMS", qlearn_core::limits::MAX_STATE_DIMS)?;
     m.add("FORMAT_VERSION", qlearn_core::codec::FORMAT_VERSION)?;
     Ok(())
 }

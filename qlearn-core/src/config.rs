@@ -5,15 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_REWARD;
 
-/// Most actions a model may have.
-pub const MAX_ACTIONS: usize = 4096;
-/// Most numbers in an array state (and most `state_bins` dimensions).
-pub const MAX_STATE_DIMS: usize = 64;
-/// Most bins in one `state_bins` dimension.
-pub const MAX_BINS: u32 = 1_000_000;
-/// Longest action name, in characters.
-pub const MAX_ACTION_NAME_CHARS: usize = 64;
+/// The limits validation checks, re-exported where they were first defined.
+pub use crate::limits::{MAX_ACTIONS, MAX_ACTION_NAME_CHARS, MAX_BINS, MAX_STATE_DIMS};
 
 /// The learning rule a model applies on `update`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -158,7 +153,7 @@ fn default_temperature() -> f64 {
 /// (called by every constructor of a model) checks each range.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
-    /// Number of discrete actions, 1..=4096.
+    /// Number of discrete actions, 1..=[`MAX_ACTIONS`] (4096).
     pub n_actions: usize,
     /// Optional display names, one per action, unique.
     #[serde(default, deserialize_with = "de_action_names")]
@@ -262,10 +257,10 @@ impl ModelConfig {
         range_closed("epsilon", self.epsilon)?;
         range_open_closed("epsilon_decay", self.epsilon_decay)?;
         range_closed("min_epsilon", self.min_epsilon)?;
-        if !(self.initial_q.is_finite() && self.initial_q.abs() <= crate::model::MAX_REWARD) {
+        if !(self.initial_q.is_finite() && self.initial_q.abs() <= MAX_REWARD) {
             return Err(Error::field(
                 "initial_q",
-                "must be a finite number of magnitude at most 1e12",
+                format!("must be a finite number of magnitude at most {MAX_REWARD:e}"),
             ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {

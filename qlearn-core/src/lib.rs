@@ -2,6 +2,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod model;
 pub mod rng;
 pub mod state;

@@ -21,13 +21,8 @@ use crate::rng::Rng;
 use crate::state::{canonical, with_key, StateKey, StateRef};
 use crate::table::{Probe, QRows, QTable};
 
-/// Largest reward magnitude accepted. With it (and `initial_q` bounded the
-/// same way) no sequence of updates can overflow a Q-value, so an update that
-/// passed validation always applies.
-pub const MAX_REWARD: f64 = 1e12;
-
-/// How many recent episode returns a model keeps (its learning curve).
-pub const RECENT_RETURNS: usize = 1000;
+/// The limits the learner checks, re-exported where they were first defined.
+pub use crate::limits::{MAX_REWARD, RECENT_RETURNS};
 
 /// Counters of a model, saved with it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -242,7 +237,7 @@ fn check_mask_list(a: &[usize], n: usize, field: &str) -> Result<()> {
     if a.is_empty() {
         return Err(Error::InvalidAction(format!("{field} must not be empty")));
     }
-    let mut seen = [0u64; crate::config::MAX_ACTIONS / 64];
+    let mut seen = [0u64; crate::limits::MAX_ACTIONS / 64];
     for &x in a {
         if x >= n {
             return Err(Error::InvalidAction(format!(

@@ -14,8 +14,9 @@ use std::fmt;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{Bin, MAX_STATE_DIMS};
+use crate::config::Bin;
 use crate::error::{Error, Result};
+use crate::limits::MAX_STATE_DIMS;
 
 /// A state as a client sends it (owned). JSON: a string, an integer or an
 /// array of numbers.
@@ -116,8 +117,8 @@ impl From<Vec<f64>> for State {
     }
 }
 
-/// Longest string state, in bytes.
-pub const MAX_STATE_STR_BYTES: usize = 1024;
+/// The limit on string states, re-exported where it was first defined.
+pub use crate::limits::MAX_STATE_STR_BYTES;
 
 /// The stored, canonical form of a state: the key of a Q-table row.
 #[derive(Clone, Debug, Serialize, Deserialize)]
