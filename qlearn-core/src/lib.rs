@@ -6,8 +6,10 @@ pub mod limits;
 pub mod model;
 pub mod rng;
 pub mod state;
+#[cfg(feature = "tenancy")]
 pub mod store;
 pub mod table;
+#[cfg(feature = "tenancy")]
 pub mod tenancy;
 
 pub use config::{Algorithm, Bin, Exploration, ModelConfig};
