@@ -1,6 +1,7 @@
-//! Embeds the web dashboard: generates a table of every file under
-//! `static/` (path, Content-Type, `include_bytes!`) so new files are served
-//! without code changes.
+//! Embeds the web dashboard and the API viewer: generates a table of every
+//! file under `static/` (subfolders included) and under `assets/swagger/`
+//! (path, Content-Type, `include_bytes!`), so a new file is served without a
+//! code change and nothing served is listed by hand.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -36,23 +37,24 @@ fn content_type(path: &Path) -> &'static str {
         "woff" => "font/woff",
         "woff2" => "font/woff2",
         "ttf" => "font/ttf",
-        "txt" | "md" => "text/plain; charset=utf-8",
+        // Extensionless files are the viewer's LICENSE, NOTICE and VERSION.
+        "txt" | "md" | "" => "text/plain; charset=utf-8",
         "wasm" => "application/wasm",
         _ => "application/octet-stream",
     }
 }
 
-fn main() {
-    let root =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let dir = root.join("static");
+/// The Rust source of a table named `name` of every file under `dir`.
+fn table(name: &str, dir: &Path, what: &str) -> String {
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
-    walk(&dir, &mut files);
-    let mut code = String::from("/// Every file under `static/`: (path relative to it, Content-Type, bytes).\npub static STATIC_FILES: &[(&str, &str, &[u8])] = &[\n");
+    walk(dir, &mut files);
+    let mut code = format!(
+        "/// Every file under `{what}`: (path relative to it, Content-Type, bytes).\npub static {name}: &[(&str, &str, &[u8])] = &[\n"
+    );
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let rel = f.strip_prefix(&dir).expect("walked under dir");
+        let rel = f.strip_prefix(dir).expect("walked under dir");
         let rel = rel.to_string_lossy().replace('\\', "/");
         if rel.split('/').any(|s| s.starts_with('.')) {
             continue;
@@ -66,7 +68,19 @@ fn main() {
         );
     }
     code.push_str("];\n");
+    code
+}
+
+fn main() {
+    let root =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let mut code = table("STATIC_FILES", &root.join("static"), "static/");
+    code.push_str(&table(
+        "DOCS_ASSETS",
+        &root.join("assets").join("swagger"),
+        "assets/swagger/",
+    ));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
         .join("static_files.rs");
-    std::fs::write(out, code).expect("write the static file table");
+    std::fs::write(out, code).expect("write the static file tables");
 }

@@ -11,7 +11,7 @@ use hyper::header::{HeaderValue, RETRY_AFTER};
 use hyper::StatusCode;
 use qlearn_core::Error as CoreError;
 
-use crate::http::{json_response, Resp};
+use crate::response::{json_response, Resp};
 
 /// A request that failed, with what the client needs to know.
 #[derive(Debug)]

@@ -1,130 +1,15 @@
-//! HTTP plumbing shared by every handler: the response body type, response
-//! builders, and reading request bodies (size limit, content type, JSON with
-//! errors that name the offending field).
-
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! Reading requests, shared by every handler: the media type, bodies (size
+//! limit, content type) and JSON with errors that name the offending field,
+//! and query parameters. Responses are built with [`crate::response`].
 
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::Request;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-
-/// Every response of the service.
-pub type Resp = Response<Body>;
-
-/// A response body: a complete buffer, or a stream of chunks (server-sent
-/// events) fed by a task through a channel.
-#[derive(Debug)]
-pub enum Body {
-    /// The whole body (possibly empty).
-    Full(Option<Bytes>),
-    /// Chunks as they come; ends when the sender is dropped.
-    Stream(mpsc::Receiver<Bytes>),
-}
-
-impl Body {
-    /// An empty body.
-    pub fn empty() -> Self {
-        Body::Full(None)
-    }
-}
-
-impl From<Bytes> for Body {
-    fn from(b: Bytes) -> Self {
-        Body::Full(Some(b))
-    }
-}
-
-impl From<Vec<u8>> for Body {
-    fn from(b: Vec<u8>) -> Self {
-        Body::Full(Some(Bytes::from(b)))
-    }
-}
-
-impl From<&'static [u8]> for Body {
-    fn from(b: &'static [u8]) -> Self {
-        Body::Full(Some(Bytes::from_static(b)))
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        matches!(self, Body::Full(None))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            Body::Full(None) => SizeHint::with_exact(0),
-            Body::Stream(_) => SizeHint::default(),
-        }
-    }
-}
-
-/// `application/json`.
-pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
-
-/// A response with `body` serialized as JSON.
-pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => bytes_response(status, JSON, bytes),
-        Err(e) => {
-            tracing::error!(error = %e, "response serialization failed");
-            bytes_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                JSON,
-                br#"{"error":{"code":"internal","message":"internal error; it has been logged"}}"#
-                    .to_vec(),
-            )
-        }
-    }
-}
-
-/// A 200 JSON response.
-pub fn ok_json<T: Serialize + ?Sized>(body: &T) -> Resp {
-    json_response(StatusCode::OK, body)
-}
-
-/// A response with a body of the given content type.
-pub fn bytes_response(
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: impl Into<Body>,
-) -> Resp {
-    let mut r = Response::new(body.into());
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, content_type);
-    r
-}
-
-/// 204 No Content.
-pub fn no_content() -> Resp {
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    r
-}
 
 /// The media type of a request (lower-cased, parameters stripped), if any.
 pub fn media_type(req: &Request<Incoming>) -> Option<String> {

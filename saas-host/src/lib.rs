@@ -7,8 +7,10 @@
 //! - [`run`] / [`serve`]: the server (what `main` and the tests start);
 //! - [`config`]: configuration and opening a store from `DATABASE_URL`;
 //! - [`cli`]: the command line (`serve`, `admin set-tier`, `admin set-role`);
-//! - [`router`]: dispatch, authentication, rate limits, CORS, logs;
+//! - [`routes`]: the route table; [`router`]: dispatch, authentication,
+//!   rate limits, CORS, logs; [`ctx`]: what an authenticated handler gets;
 //! - [`handlers`]: one module per area of the API; [`wire`]: its JSON types;
+//! - [`http`]: reading requests; [`response`]: building responses;
 //! - [`error`]: the single mapping of errors to status codes and JSON.
 //!
 //! **Architecture invariant:** only this crate knows HTTP and the JSON wire
@@ -17,6 +19,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ctx;
 pub mod error;
 pub mod events;
 pub mod handlers;
@@ -24,7 +27,9 @@ pub mod hashing;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod response;
 pub mod router;
+pub mod routes;
 pub mod server;
 pub mod wire;
 

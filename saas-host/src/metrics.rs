@@ -1,7 +1,10 @@
 //! Prometheus metrics, hand-written in the text exposition format:
 //! requests by route and status, a latency histogram per route, and metered
 //! calls by tier. Lock-free: fixed tables of atomic counters indexed by
-//! route and status, so the hot path never waits on a lock.
+//! route (the [`crate::routes`] table) and status, so the hot path never
+//! waits on a lock and never hashes a label. (The `prometheus-client` crate
+//! takes a read lock and hashes the label set per labelled call, and a
+//! mutex per histogram observation.)
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,34 +12,15 @@ use std::time::Duration;
 
 use qlearn_core::tenancy::Tier;
 
-/// Every route label the router produces (path templates), and `unmatched`.
-pub const ROUTES: [&str; 25] = [
-    "/",
-    "/static/{file}",
-    "/healthz",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "/docs/{file}",
-    "/register",
-    "/login",
-    "/me",
-    "/me/password",
-    "/api-keys",
-    "/api-keys/{id}",
-    "/models",
-    "/models/import",
-    "/models/{id}",
-    "/models/{id}/export",
-    "/models/{id}/events",
-    "/predict",
-    "/update",
-    "/update/batch",
-    "/status/{id}",
-    "/dashboard",
-    "/admin/users/{id}",
-    "unmatched",
-];
+use crate::routes::Route;
+
+/// Counter slots: one per route of the table, and one for `unmatched`.
+const N_ROUTES: usize = Route::ALL.len() + 1;
+
+/// The label of counter slot `i`.
+fn route_label(i: usize) -> &'static str {
+    Route::ALL.get(i).map_or("unmatched", |r| r.label())
+}
 
 /// Status codes counted individually; anything else counts as `other`.
 const STATUSES: [u16; 16] = [
@@ -70,7 +54,7 @@ impl Default for RouteStats {
 
 /// The service's counters.
 pub struct Metrics {
-    routes: [RouteStats; ROUTES.len()],
+    routes: [RouteStats; N_ROUTES],
     metered: [AtomicU64; 3],
     refused_quota: [AtomicU64; 3],
     connections: AtomicU64,
@@ -96,12 +80,9 @@ fn tier_index(t: Tier) -> usize {
 }
 
 impl Metrics {
-    /// Records one finished request (`route` is one of [`ROUTES`]).
-    pub fn record(&self, route: &'static str, status: u16, latency: Duration) {
-        let Some(r) = ROUTES.iter().position(|&x| x == route) else {
-            return;
-        };
-        let r = &self.routes[r];
+    /// Records one finished request (`None`: no route matched).
+    pub fn record(&self, route: Option<Route>, status: u16, latency: Duration) {
+        let r = &self.routes[route.map_or(N_ROUTES - 1, |r| r as usize)];
         let s = STATUSES
             .iter()
             .position(|&x| x == status)
@@ -142,7 +123,8 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP qlearn_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE qlearn_http_requests_total counter\n");
-        for (route, r) in ROUTES.iter().zip(&self.routes) {
+        for (i, r) in self.routes.iter().enumerate() {
+            let route = route_label(i);
             for (i, n) in r.by_status.iter().enumerate() {
                 let n = n.load(Ordering::Relaxed);
                 if n == 0 {
@@ -161,7 +143,8 @@ impl Metrics {
             "# HELP qlearn_http_request_duration_seconds Time from request head to response head.\n",
         );
         out.push_str("# TYPE qlearn_http_request_duration_seconds histogram\n");
-        for (route, r) in ROUTES.iter().zip(&self.routes) {
+        for (i, r) in self.routes.iter().enumerate() {
+            let route = route_label(i);
             let count = r.count.load(Ordering::Relaxed);
             if count == 0 {
                 continue;
@@ -225,9 +208,11 @@ mod tests {
     #[test]
     fn every_router_label_is_counted_and_rendered() {
         let m = Metrics::default();
-        m.record("/predict", 200, Duration::from_micros(300));
-        m.record("/predict", 429, Duration::from_millis(30));
-        m.record("/predict", 418, Duration::from_secs(30));
+        let predict = Some(Route::Predict);
+        m.record(predict, 200, Duration::from_micros(300));
+        m.record(predict, 429, Duration::from_millis(30));
+        m.record(predict, 418, Duration::from_secs(30));
+        m.record(None, 404, Duration::from_micros(300));
         m.metered(Tier::Pro, 3);
         let text = m.render();
         assert!(text.contains("qlearn_http_requests_total{route=\"/predict\",status=\"200\"} 1"));
@@ -236,5 +221,12 @@ mod tests {
         assert!(text.contains("le=\"0.05\"} 2\n"));
         assert!(text.contains("le=\"+Inf\"} 3\n"));
         assert!(text.contains("qlearn_metered_calls_total{tier=\"pro\"} 3"));
+        assert!(text.contains("qlearn_http_requests_total{route=\"unmatched\",status=\"404\"} 1"));
+        let m = Metrics::default();
+        for &r in Route::ALL {
+            m.record(Some(r), 200, Duration::from_micros(1));
+            let line = format!("route=\"{}\",status=\"200\"}} 1\n", r.label());
+            assert!(m.render().contains(&line), "{line}");
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Request dispatch: one `match` over (route, method), authentication and
-//! the per-user rate limit for authenticated routes, CORS, the rate-limit
+//! Request dispatch: the path is matched against [`crate::routes`], then one
+//! `match` over (route, method) calls the handler; authentication and the
+//! per-user rate limit for authenticated routes, CORS, the rate-limit
 //! headers, metrics and the access log. Handlers live in [`crate::handlers`].
 
 use std::convert::Infallible;
@@ -13,184 +14,17 @@ use hyper::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     AUTHORIZATION, ORIGIN, VARY, X_CONTENT_TYPE_OPTIONS,
 };
-use hyper::{Method, Request, StatusCode};
-use qlearn_core::store::User;
+use hyper::{Method, Request};
 use qlearn_core::tenancy::{RateState, TierLimits};
 
 use crate::app::App;
+use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::handlers::{accounts, engine, models, service};
-use crate::http::{query_param, Resp};
-
-/// A matched route; ids are the path's segments.
-enum Route {
-    Index,
-    Static(String),
-    Health,
-    Metrics,
-    OpenApi,
-    Docs,
-    DocsAsset(String),
-    Register,
-    Login,
-    Me,
-    MePassword,
-    ApiKeys,
-    ApiKey(String),
-    Models,
-    ModelsImport,
-    Model(String),
-    ModelExport(String),
-    ModelEvents(String),
-    Predict,
-    Update,
-    UpdateBatch,
-    Status(String),
-    Dashboard,
-    AdminUser(String),
-}
-
-impl Route {
-    fn parse(path: &str) -> Option<Route> {
-        let p = path.strip_prefix('/')?;
-        let p = p.strip_suffix('/').unwrap_or(p);
-        let mut it = p.split('/');
-        let s: [&str; 4] = [
-            it.next().unwrap_or(""),
-            it.next().unwrap_or("\0"),
-            it.next().unwrap_or("\0"),
-            it.next().unwrap_or("\0"),
-        ];
-        if it.next().is_some() {
-            return None;
-        }
-        const E: &str = "\0";
-        let id = |x: &str| (!x.is_empty()).then(|| x.to_owned());
-        Some(match s {
-            ["", E, E, E] => Route::Index,
-            ["static", f, E, E] if f != E => Route::Static(f.to_owned()),
-            ["static", a, b, E] if b != E => Route::Static(format!("{a}/{b}")),
-            ["static", a, b, c] => Route::Static(format!("{a}/{b}/{c}")),
-            ["healthz", E, E, E] => Route::Health,
-            ["metrics", E, E, E] => Route::Metrics,
-            ["openapi.json", E, E, E] => Route::OpenApi,
-            ["docs", E, E, E] => Route::Docs,
-            ["docs", f, E, E] => Route::DocsAsset(f.to_owned()),
-            ["register", E, E, E] => Route::Register,
-            ["login", E, E, E] => Route::Login,
-            ["me", E, E, E] => Route::Me,
-            ["me", "password", E, E] => Route::MePassword,
-            ["api-keys", E, E, E] => Route::ApiKeys,
-            ["api-keys", k, E, E] => Route::ApiKey(id(k)?),
-            ["models", E, E, E] => Route::Models,
-            ["models", "import", E, E] => Route::ModelsImport,
-            ["models", m, E, E] => Route::Model(id(m)?),
-            ["models", m, "export", E] => Route::ModelExport(id(m)?),
-            ["models", m, "events", E] => Route::ModelEvents(id(m)?),
-            ["predict", E, E, E] => Route::Predict,
-            ["update", E, E, E] => Route::Update,
-            ["update", "batch", E, E] => Route::UpdateBatch,
-            ["status", m, E, E] => Route::Status(id(m)?),
-            ["dashboard", E, E, E] => Route::Dashboard,
-            ["admin", "users", u, E] => Route::AdminUser(id(u)?),
-            _ => return None,
-        })
-    }
-
-    /// The metrics label (the path template).
-    fn label(&self) -> &'static str {
-        match self {
-            Route::Index => "/",
-            Route::Static(_) => "/static/{file}",
-            Route::Health => "/healthz",
-            Route::Metrics => "/metrics",
-            Route::OpenApi => "/openapi.json",
-            Route::Docs => "/docs",
-            Route::DocsAsset(_) => "/docs/{file}",
-            Route::Register => "/register",
-            Route::Login => "/login",
-            Route::Me => "/me",
-            Route::MePassword => "/me/password",
-            Route::ApiKeys => "/api-keys",
-            Route::ApiKey(_) => "/api-keys/{id}",
-            Route::Models => "/models",
-            Route::ModelsImport => "/models/import",
-            Route::Model(_) => "/models/{id}",
-            Route::ModelExport(_) => "/models/{id}/export",
-            Route::ModelEvents(_) => "/models/{id}/events",
-            Route::Predict => "/predict",
-            Route::Update => "/update",
-            Route::UpdateBatch => "/update/batch",
-            Route::Status(_) => "/status/{id}",
-            Route::Dashboard => "/dashboard",
-            Route::AdminUser(_) => "/admin/users/{id}",
-        }
-    }
-
-    /// The methods the route allows (the `Allow` header of a 405).
-    fn allow(&self) -> &'static str {
-        match self {
-            Route::Register
-            | Route::Login
-            | Route::MePassword
-            | Route::ModelsImport
-            | Route::Predict
-            | Route::Update
-            | Route::UpdateBatch => "POST",
-            Route::ApiKeys | Route::Models => "GET, POST",
-            Route::ApiKey(_) => "DELETE",
-            Route::Model(_) => "GET, PATCH, DELETE",
-            Route::AdminUser(_) => "PATCH",
-            _ => "GET",
-        }
-    }
-
-    fn public(&self) -> bool {
-        matches!(
-            self,
-            Route::Index
-                | Route::Static(_)
-                | Route::Health
-                | Route::Metrics
-                | Route::OpenApi
-                | Route::Docs
-                | Route::DocsAsset(_)
-                | Route::Register
-                | Route::Login
-        )
-    }
-}
-
-/// An authenticated request's context.
-pub struct Ctx {
-    /// The server state.
-    pub app: Arc<App>,
-    /// The caller.
-    pub user: Arc<User>,
-    /// The caller's network address (see [`client_ip`]).
-    pub client: IpAddr,
-}
-
-impl Ctx {
-    /// The caller's tier limits.
-    pub fn limits(&self) -> &TierLimits {
-        self.app.limits(&self.user)
-    }
-}
-
-/// The monthly quota's state after a metered call, for the `RateLimit`
-/// headers; handlers put it in the response's extensions.
-#[derive(Clone, Copy, Debug)]
-pub struct MonthlyState {
-    /// The monthly limit.
-    pub limit: u64,
-    /// Calls left.
-    pub remaining: u64,
-    /// Seconds until the reset.
-    pub reset_secs: u64,
-    /// Seconds in the month (the policy's window).
-    pub window_secs: u64,
-}
+use crate::http::query_param;
+use crate::openapi;
+use crate::response::{no_content, Resp};
+use crate::routes::Route;
 
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the last address in `X-Forwarded-For` that is not a trusted proxy.
@@ -247,7 +81,8 @@ pub async fn serve(
     } else {
         None
     };
-    let (label, mut resp) = dispatch(&app, req, peer).await;
+    let (route, mut resp) = dispatch(&app, req, peer).await;
+    let label = route.map_or("unmatched", Route::label);
     let h = resp.headers_mut();
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if let Some(origin) = origin {
@@ -255,7 +90,7 @@ pub async fn serve(
     }
     let status = resp.status().as_u16();
     let latency = start.elapsed();
-    app.metrics.record(label, status, latency);
+    app.metrics.record(route, status, latency);
     if let Some(path) = path_for_log {
         tracing::info!(
             method = %method,
@@ -285,13 +120,11 @@ fn cors(app: &App, origin: &HeaderValue, resp: &mut Resp) {
     }
 }
 
-fn preflight(app: &App, req: &Request<Incoming>, route: &Route) -> Resp {
-    let mut resp = crate::http::no_content();
+fn preflight(app: &App, req: &Request<Incoming>, route: Route) -> Resp {
+    let allow = route.spec().allow;
+    let mut resp = no_content();
     let h = resp.headers_mut();
-    h.insert(
-        hyper::header::ALLOW,
-        HeaderValue::from_static(route.allow()),
-    );
+    h.insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
     let allowed = req
         .headers()
         .get(ORIGIN)
@@ -300,7 +133,7 @@ fn preflight(app: &App, req: &Request<Incoming>, route: &Route) -> Resp {
     if allowed {
         h.insert(
             ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(route.allow()),
+            HeaderValue::from_static(allow),
         );
         h.insert(
             ACCESS_CONTROL_ALLOW_HEADERS,
@@ -315,59 +148,56 @@ async fn dispatch(
     app: &Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> (&'static str, Resp) {
-    let Some(route) = Route::parse(req.uri().path()) else {
-        return ("unmatched", ApiError::RouteNotFound.into_response());
+) -> (Option<Route>, Resp) {
+    let Some((route, param)) = Route::parse(req.uri().path()) else {
+        return (None, ApiError::RouteNotFound.into_response());
     };
-    let label = route.label();
     if req.method() == Method::OPTIONS {
-        return (label, preflight(app, &req, &route));
+        return (Some(route), preflight(app, &req, route));
     }
     let client = client_ip(app, &req, peer.ip());
-    let result = if route.public() {
-        public(app, route, req, client).await
+    let result = if route.spec().public {
+        public(app, route, param, req, client).await
     } else {
-        authenticated(app, route, req, client).await
+        authenticated(app, route, param, req, client).await
     };
-    (label, result.unwrap_or_else(ApiError::into_response))
+    (Some(route), result.unwrap_or_else(ApiError::into_response))
 }
 
 async fn public(
     app: &Arc<App>,
     route: Route,
+    param: String,
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Result<Resp, ApiError> {
     let m = req.method().clone();
     match (route, m) {
         (Route::Index, Method::GET) => service::index(),
-        (Route::Static(f), Method::GET) => service::static_file(&f),
+        (Route::Static, Method::GET) => service::static_file(&param),
         (Route::Health, Method::GET) => Ok(service::health(app)),
         (Route::Metrics, Method::GET) => Ok(service::metrics(app)),
-        (Route::OpenApi, Method::GET) => Ok(service::openapi()),
+        (Route::OpenApi, Method::GET) => Ok(openapi::response()),
         (Route::Docs, Method::GET) => Ok(service::docs()),
-        (Route::DocsAsset(f), Method::GET) => service::docs_asset(&f),
+        (Route::DocsAsset, Method::GET) => service::docs_asset(&param),
         (Route::Register, Method::POST) => accounts::register(app, req, client).await,
         (Route::Login, Method::POST) => accounts::login(app, req, client).await,
-        (r, _) => Err(ApiError::MethodNotAllowed(r.allow())),
+        (r, _) => Err(ApiError::MethodNotAllowed(r.spec().allow)),
     }
 }
 
 async fn authenticated(
     app: &Arc<App>,
     route: Route,
+    param: String,
     req: Request<Incoming>,
     client: IpAddr,
 ) -> Result<Resp, ApiError> {
     // 405 before 401: the route's methods are no secret.
-    if !route
-        .allow()
-        .split(", ")
-        .any(|m| m == req.method().as_str())
-    {
-        return Err(ApiError::MethodNotAllowed(route.allow()));
+    if !route.allows(req.method().as_str()) {
+        return Err(ApiError::MethodNotAllowed(route.spec().allow));
     }
-    let events = matches!(route, Route::ModelEvents(_));
+    let events = route == Route::ModelEvents;
     let token = bearer(&req, events).ok_or(ApiError::Unauthorized)?;
     let user = app.authenticate(&token).await?;
     let limits = *app.limits(&user);
@@ -392,7 +222,7 @@ async fn authenticated(
     };
     let result = match state {
         Err(e) => Err(ApiError::from(e)),
-        Ok(_) => route_authenticated(&cx, route, req).await,
+        Ok(_) => route_authenticated(&cx, route, param, req).await,
     };
     let mut resp = match result {
         Ok(r) => r,
@@ -423,12 +253,6 @@ async fn authenticated(
     Ok(resp)
 }
 
-/// Seconds in the current month.
-pub fn month_secs() -> u64 {
-    let m = qlearn_core::tenancy::BillingMonth::from_unix(crate::now_unix());
-    u64::from(m.days()) * 86_400
-}
-
 /// Adds `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers):
 /// the `burst` token bucket always, the `monthly` quota on metered responses.
 fn rate_headers(resp: &mut Resp, limits: &TierLimits, burst: RateState) {
@@ -454,6 +278,7 @@ fn rate_headers(resp: &mut Resp, limits: &TierLimits, burst: RateState) {
 async fn route_authenticated(
     cx: &Ctx,
     route: Route,
+    id: String,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let m = req.method().clone();
@@ -465,23 +290,18 @@ async fn route_authenticated(
         (Route::MePassword, Method::POST) => accounts::change_password(cx, req).await,
         (Route::ApiKeys, Method::GET) => accounts::list_keys(cx).await,
         (Route::ApiKeys, Method::POST) => accounts::create_key(cx, req).await,
-        (Route::ApiKey(id), Method::DELETE) => accounts::delete_key(cx, id).await,
-        (Route::AdminUser(id), Method::PATCH) => accounts::admin_patch_user(cx, id, req).await,
+        (Route::ApiKey, Method::DELETE) => accounts::delete_key(cx, id).await,
+        (Route::AdminUser, Method::PATCH) => accounts::admin_patch_user(cx, id, req).await,
         (Route::Models, Method::GET) => models::list(cx).await,
         (Route::Models, Method::POST) => models::create(cx, req).await,
         (Route::ModelsImport, Method::POST) => models::import(cx, req).await,
-        (Route::Model(id), Method::GET) => models::get(cx, id).await,
-        (Route::Model(id), Method::PATCH) => models::patch(cx, id, req).await,
-        (Route::Model(id), Method::DELETE) => models::delete(cx, id).await,
-        (Route::ModelExport(id), Method::GET) => models::export(cx, id, req).await,
-        (Route::ModelEvents(id), Method::GET) => engine::events(cx, id).await,
-        (Route::Status(id), Method::GET) => models::status(cx, id, req).await,
+        (Route::Model, Method::GET) => models::get(cx, id).await,
+        (Route::Model, Method::PATCH) => models::patch(cx, id, req).await,
+        (Route::Model, Method::DELETE) => models::delete(cx, id).await,
+        (Route::ModelExport, Method::GET) => models::export(cx, id, req).await,
+        (Route::ModelEvents, Method::GET) => engine::events(cx, id).await,
+        (Route::Status, Method::GET) => models::status(cx, id, req).await,
         (Route::Dashboard, Method::GET) => models::dashboard(cx).await,
-        (r, _) => Err(ApiError::MethodNotAllowed(r.allow())),
+        (r, _) => Err(ApiError::MethodNotAllowed(r.spec().allow)),
     }
-}
-
-/// Shorthand for a JSON response with a status.
-pub fn status_json<T: serde::Serialize>(status: StatusCode, body: &T) -> Resp {
-    crate::http::json_response(status, body)
 }

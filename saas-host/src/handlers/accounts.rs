@@ -15,11 +15,12 @@ use qlearn_core::{Error, Model, ModelConfig};
 
 use super::check_name;
 use crate::app::{blocking, App};
+use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::hashing::hashing;
-use crate::http::{json_response, no_content, ok_json, read_json, Resp};
+use crate::http::read_json;
 use crate::now_unix;
-use crate::router::Ctx;
+use crate::response::{json_response, no_content, ok_json, Resp};
 use crate::wire::{
     AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
     UserOut,

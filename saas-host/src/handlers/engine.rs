@@ -12,23 +12,22 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
+use qlearn_core::limits::MAX_BATCH;
 use qlearn_core::store::Meter;
 use qlearn_core::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
 use qlearn_core::{Error, Experience, UpdateOutcome};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::app::{blocking, App};
+use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::events::frame;
-use crate::http::{bytes_response, ok_json, read_json, Body, Resp};
+use crate::http::read_json;
 use crate::now_unix;
-use crate::router::{month_secs, Ctx, MonthlyState};
+use crate::response::{bytes_response, ok_json, Body, Resp};
 use crate::wire::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, UpdateEvent, UpdateIn, UpdateOut,
 };
-
-/// Most experiences in one batch.
-pub const MAX_BATCH: usize = 1000;
 
 /// The monthly quota's state after a successful metered call (limited tiers
 /// only; asks the store for the month's count, which for those tiers is at
@@ -212,17 +211,8 @@ fn update_out(o: &UpdateOutcome) -> UpdateOut {
     ))]
 pub async fn update(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let b: UpdateIn = read_json(req, cx.app.config.body_limit).await?;
-    let exp = ExperienceIn {
-        state: b.state,
-        action: b.action,
-        reward: b.reward,
-        next_state: b.next_state,
-        done: b.done,
-        truncated: b.truncated,
-        next_action: b.next_action,
-        next_allowed_actions: b.next_allowed_actions,
-    };
-    let (out, monthly) = apply(cx, b.model_id, vec![exp]).await?;
+    let (model_id, exp) = b.split();
+    let (out, monthly) = apply(cx, model_id, vec![exp]).await?;
     let o = out
         .first()
         .ok_or_else(|| ApiError::Core(Error::Internal("update returned no outcome".into())))?;

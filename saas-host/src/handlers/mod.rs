@@ -9,17 +9,18 @@ pub mod models;
 pub mod service;
 
 use crate::error::ApiError;
+use crate::wire::MAX_NAME_CHARS;
 use qlearn_core::Error;
 
-/// Checks a display name (model, API key): 1 to 100 characters after
-/// trimming; returns the trimmed name.
+/// Checks a display name (model, API key): 1 to [`MAX_NAME_CHARS`]
+/// characters after trimming; returns the trimmed name.
 pub fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
     let n = name.trim();
     let chars = n.chars().count();
-    if chars == 0 || chars > 100 || n.chars().any(char::is_control) {
+    if chars == 0 || chars > MAX_NAME_CHARS || n.chars().any(char::is_control) {
         return Err(Error::field(
             field,
-            "must be 1 to 100 characters, without control characters",
+            format!("must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
         )
         .into());
     }

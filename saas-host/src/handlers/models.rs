@@ -10,13 +10,11 @@ use qlearn_core::{Error, Model};
 
 use super::check_name;
 use crate::app::blocking;
+use crate::ctx::Ctx;
 use crate::error::ApiError;
-use crate::http::{
-    bytes_response, json_response, media_type, no_content, ok_json, query_param, read_body,
-    read_json, Resp,
-};
+use crate::http::{media_type, query_param, read_body, read_json};
 use crate::now_unix;
-use crate::router::Ctx;
+use crate::response::{bytes_response, json_response, no_content, ok_json, Resp};
 use crate::wire::{
     CreateModel, DashboardOut, DayOut, LimitsOut, ModelOut, PatchModel, QTableOut, RowOut,
     StatusOut, UsageOut, UserOut,
@@ -245,7 +243,7 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
     })
     .await?;
     let (ct, ext) = if json {
-        (crate::http::JSON, "json")
+        (crate::response::JSON, "json")
     } else {
         (HeaderValue::from_static("application/octet-stream"), "qlrn")
     };

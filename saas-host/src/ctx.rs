@@ -1,0 +1,50 @@
+//! What a handler of an authenticated route receives ([`Ctx`]: the server,
+//! the caller, the caller's address) and what it hands back to the router
+//! for the `RateLimit` headers ([`MonthlyState`]). Its own module so the
+//! router and the handlers both depend on it, not on each other.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use qlearn_core::store::User;
+use qlearn_core::tenancy::TierLimits;
+
+use crate::app::App;
+
+/// An authenticated request's context.
+pub struct Ctx {
+    /// The server state.
+    pub app: Arc<App>,
+    /// The caller.
+    pub user: Arc<User>,
+    /// The caller's network address (the peer, or the client behind a
+    /// trusted proxy).
+    pub client: IpAddr,
+}
+
+impl Ctx {
+    /// The caller's tier limits.
+    pub fn limits(&self) -> &TierLimits {
+        self.app.limits(&self.user)
+    }
+}
+
+/// The monthly quota's state after a metered call, for the `RateLimit`
+/// headers; handlers put it in the response's extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct MonthlyState {
+    /// The monthly limit.
+    pub limit: u64,
+    /// Calls left.
+    pub remaining: u64,
+    /// Seconds until the reset.
+    pub reset_secs: u64,
+    /// Seconds in the month (the policy's window).
+    pub window_secs: u64,
+}
+
+/// Seconds in the current month.
+pub fn month_secs() -> u64 {
+    let m = qlearn_core::tenancy::BillingMonth::from_unix(crate::now_unix());
+    u64::from(m.days()) * 86_400
+}

@@ -1,0 +1,219 @@
+//! The route table: every path the service answers, with the methods it
+//! allows, whether it needs credentials and whether `/openapi.json`
+//! describes it, written once. The router matches paths against it and
+//! takes its labels from it, the metrics count by it, and a test checks it
+//! against the OpenAPI document in both directions.
+
+/// One route of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    /// The path template, `{name}` for a segment taken from the path; also
+    /// the route's metrics label.
+    pub template: &'static str,
+    /// The methods the route allows, as the `Allow` header of a 405 says them.
+    pub allow: &'static str,
+    /// Answered without credentials (no authentication, no per-user rate limit).
+    pub public: bool,
+    /// Described by `/openapi.json` (service routes such as the dashboard's
+    /// files and the document itself are not).
+    pub documented: bool,
+    /// The last placeholder takes the rest of the path (files in subfolders).
+    pub rest: bool,
+}
+
+/// Declares [`Route`], [`Route::ALL`] and [`Route::spec`] from one list.
+macro_rules! route_table {
+    ($( $(#[$doc:meta])* $variant:ident = $template:literal, $allow:literal,
+        $access:ident, $documented:ident $(, $rest:ident)?; )*) => {
+        /// A route of the table (the value its path placeholder took is
+        /// returned next to it by [`Route::parse`]).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Route {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Route {
+            /// Every route, in matching order (a literal segment before a
+            /// placeholder in the same position).
+            pub const ALL: &'static [Route] = &[$(Route::$variant),*];
+
+            /// The route's entry in the table.
+            pub const fn spec(self) -> RouteSpec {
+                match self {
+                    $(Route::$variant => RouteSpec {
+                        template: $template,
+                        allow: $allow,
+                        public: route_table!(@public $access),
+                        documented: route_table!(@documented $documented),
+                        rest: route_table!(@rest $($rest)?),
+                    },)*
+                }
+            }
+        }
+    };
+    (@public public) => { true };
+    (@public auth) => { false };
+    (@documented documented) => { true };
+    (@documented undocumented) => { false };
+    (@rest rest) => { true };
+    (@rest) => { false };
+}
+
+route_table! {
+    /// The dashboard's index.html.
+    Index = "/", "GET", public, undocumented;
+    /// A file of the dashboard.
+    Static = "/static/{file}", "GET", public, undocumented, rest;
+    /// Liveness.
+    Health = "/healthz", "GET", public, documented;
+    /// Prometheus metrics.
+    Metrics = "/metrics", "GET", public, documented;
+    /// The OpenAPI document.
+    OpenApi = "/openapi.json", "GET", public, undocumented;
+    /// The API viewer.
+    Docs = "/docs", "GET", public, undocumented;
+    /// A file of the API viewer.
+    DocsAsset = "/docs/{file}", "GET", public, undocumented;
+    /// Registration.
+    Register = "/register", "POST", public, documented;
+    /// Login.
+    Login = "/login", "POST", public, documented;
+    /// The caller's profile.
+    Me = "/me", "GET", auth, documented;
+    /// Password change.
+    MePassword = "/me/password", "POST", auth, documented;
+    /// The caller's API keys.
+    ApiKeys = "/api-keys", "GET, POST", auth, documented;
+    /// One API key.
+    ApiKey = "/api-keys/{id}", "DELETE", auth, documented;
+    /// The caller's models.
+    Models = "/models", "GET, POST", auth, documented;
+    /// Model import.
+    ModelsImport = "/models/import", "POST", auth, documented;
+    /// One model.
+    Model = "/models/{id}", "GET, PATCH, DELETE", auth, documented;
+    /// A model's export.
+    ModelExport = "/models/{id}/export", "GET", auth, documented;
+    /// A model's live events.
+    ModelEvents = "/models/{id}/events", "GET", auth, documented;
+    /// Metered prediction.
+    Predict = "/predict", "POST", auth, documented;
+    /// Metered update.
+    Update = "/update", "POST", auth, documented;
+    /// Metered batch update.
+    UpdateBatch = "/update/batch", "POST", auth, documented;
+    /// A model's status and Q-table page.
+    Status = "/status/{id}", "GET", auth, documented;
+    /// The caller's dashboard.
+    Dashboard = "/dashboard", "GET", auth, documented;
+    /// Admin change of a user.
+    AdminUser = "/admin/users/{id}", "PATCH", auth, documented;
+}
+
+/// Most segments in a path the service answers.
+const MAX_SEGMENTS: usize = 4;
+
+impl Route {
+    /// The route's metrics label (its template).
+    pub const fn label(self) -> &'static str {
+        self.spec().template
+    }
+
+    /// Whether the route allows `method` (one of [`RouteSpec::allow`]).
+    pub fn allows(self, method: &str) -> bool {
+        self.spec().allow.split(", ").any(|m| m == method)
+    }
+
+    /// The route `path` matches (one trailing `/` ignored), with the value
+    /// its placeholder took (empty when it has none), or `None`.
+    pub fn parse(path: &str) -> Option<(Route, String)> {
+        let p = path.strip_prefix('/')?;
+        let p = p.strip_suffix('/').unwrap_or(p);
+        let mut segments = [""; MAX_SEGMENTS];
+        let mut n = 0;
+        for s in p.split('/') {
+            *segments.get_mut(n)? = s;
+            n += 1;
+        }
+        let segments = &segments[..n];
+        Route::ALL
+            .iter()
+            .find_map(|&r| r.matches(segments).map(|param| (r, param)))
+    }
+
+    /// The placeholder's value if `segments` match this route's template
+    /// (no allocation unless they do).
+    fn matches(self, segments: &[&str]) -> Option<String> {
+        let spec = self.spec();
+        let n = spec.template[1..].split('/').count();
+        let mut param = "";
+        for (i, t) in spec.template[1..].split('/').enumerate() {
+            let s = *segments.get(i)?;
+            if !t.starts_with('{') {
+                if t != s {
+                    return None;
+                }
+            } else if spec.rest && i + 1 == n {
+                return Some(segments[i..].join("/"));
+            } else if s.is_empty() {
+                return None;
+            } else {
+                param = s;
+            }
+        }
+        (segments.len() == n).then(|| param.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_match_their_routes_and_take_their_placeholder() {
+        let cases: &[(&str, Option<(Route, &str)>)] = &[
+            ("/", Some((Route::Index, ""))),
+            ("/static/app.js", Some((Route::Static, "app.js"))),
+            (
+                "/static/pages/a/b.js",
+                Some((Route::Static, "pages/a/b.js")),
+            ),
+            ("/models/import", Some((Route::ModelsImport, ""))),
+            ("/models/m1", Some((Route::Model, "m1"))),
+            ("/models/m1/", Some((Route::Model, "m1"))),
+            ("/models/m1/events", Some((Route::ModelEvents, "m1"))),
+            ("/update/batch", Some((Route::UpdateBatch, ""))),
+            ("/admin/users/u1", Some((Route::AdminUser, "u1"))),
+            ("/models//export", None),
+            ("/models/m1/x", None),
+            ("/me/password/x/y", None),
+            ("/static/a/b/c/d", None),
+            ("predict", None),
+        ];
+        for (path, want) in cases {
+            let got = Route::parse(path);
+            let got = got.as_ref().map(|(r, p)| (*r, p.as_str()));
+            assert_eq!(got, *want, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_route_is_its_index_in_the_table() {
+        // The metrics index their counters by `route as usize`.
+        for (i, &r) in Route::ALL.iter().enumerate() {
+            assert_eq!(r as usize, i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn every_route_matches_its_own_template() {
+        for &r in Route::ALL {
+            let path = r
+                .spec()
+                .template
+                .replace("{id}", "x")
+                .replace("{file}", "x");
+            assert_eq!(Route::parse(&path).map(|(m, _)| m), Some(r), "{path}");
+        }
+    }
+}

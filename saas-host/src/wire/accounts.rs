@@ -1,0 +1,141 @@
+//! Accounts: credentials, users, tokens, API keys and the admin patch.
+
+use qlearn_core::store::{ApiKey, User};
+use qlearn_core::tenancy::{rfc3339, Role, Tier};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /register` and `POST /login` body.
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    /// Email address (case-insensitive).
+    pub email: String,
+    /// 8 to 1,024 characters.
+    pub password: String,
+}
+
+/// A user as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct UserOut {
+    /// Opaque id.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// `free`, `pro` or `enterprise`.
+    #[schema(value_type = String, example = "free")]
+    pub tier: Tier,
+    /// `user` or `admin`.
+    #[schema(value_type = String, example = "user")]
+    pub role: Role,
+    /// Registration time (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<&User> for UserOut {
+    fn from(u: &User) -> Self {
+        UserOut {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            tier: u.tier,
+            role: u.role,
+            created_at: rfc3339(u.created_at),
+        }
+    }
+}
+
+/// A bearer token.
+#[derive(Serialize, ToSchema)]
+pub struct TokenOut {
+    /// The JWT.
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// `POST /register` response.
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    /// The JWT.
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The new user.
+    pub user: UserOut,
+    /// The model created with the account.
+    pub default_model_id: String,
+}
+
+/// `POST /me/password` body.
+#[derive(Deserialize, ToSchema)]
+pub struct PasswordChange {
+    /// The password in force.
+    pub current_password: String,
+    /// The new password, 8 to 1,024 characters.
+    pub new_password: String,
+}
+
+/// `POST /api-keys` body.
+#[derive(Deserialize, ToSchema)]
+pub struct NewKey {
+    /// A label, 1 to [`MAX_NAME_CHARS`](super::MAX_NAME_CHARS) characters.
+    #[schema(schema_with = super::name_schema)]
+    pub name: String,
+}
+
+/// A created API key: the only time `key` is shown.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// Key id (for `DELETE /api-keys/{id}`).
+    pub id: String,
+    /// The label.
+    pub name: String,
+    /// The key; use it as a bearer token. Shown only here.
+    pub key: String,
+    /// Its first characters, to recognise it in lists.
+    pub prefix: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// An API key in a list (never the key itself).
+#[derive(Serialize, ToSchema)]
+pub struct KeyOut {
+    /// Key id.
+    pub id: String,
+    /// The label.
+    pub name: String,
+    /// Its first characters.
+    pub prefix: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last use (updated at most once a minute), if ever used.
+    pub last_used_at: Option<String>,
+}
+
+impl From<&ApiKey> for KeyOut {
+    fn from(k: &ApiKey) -> Self {
+        KeyOut {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            created_at: rfc3339(k.created_at),
+            last_used_at: k.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+/// `PATCH /admin/users/{id}` body (admin role only).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUserPatch {
+    /// New tier.
+    #[schema(value_type = Option<String>, example = "pro")]
+    pub tier: Option<Tier>,
+    /// New role.
+    #[schema(value_type = Option<String>, example = "admin")]
+    pub role: Option<Role>,
+}

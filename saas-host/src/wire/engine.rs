@@ -1,0 +1,226 @@
+//! Engine calls: predict, update and batch bodies and answers, the status
+//! page of a Q-table and the live `update` event.
+
+use qlearn_core::limits::MAX_BATCH;
+use qlearn_core::{Experience, State};
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
+use utoipa::ToSchema;
+
+use super::{state_schema, ModelOut, StatsOut};
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /predict` body.
+#[derive(Deserialize, ToSchema)]
+pub struct PredictIn {
+    /// The model.
+    pub model_id: String,
+    /// The state.
+    #[schema(schema_with = state_schema)]
+    pub state: State,
+    /// Explore (epsilon-greedy or softmax) or act greedily; default true.
+    #[serde(default = "yes")]
+    pub explore: bool,
+    /// Restrict the choice to these action indices.
+    pub allowed_actions: Option<Vec<usize>>,
+}
+
+/// `POST /predict` response.
+#[derive(Serialize, ToSchema)]
+pub struct PredictOut<'a> {
+    /// Chosen action index.
+    pub action: usize,
+    /// Its name, if the model names actions.
+    pub action_name: Option<&'a str>,
+    /// The state's Q-values.
+    pub q_values: Vec<f64>,
+    /// Whether the choice was exploratory.
+    pub explored: bool,
+    /// Epsilon in force.
+    pub epsilon: f64,
+}
+
+/// Declares a body made of one experience's fields, written once here for
+/// both the items of `POST /update/batch` and `POST /update` (which adds
+/// `model_id` before them and can be split into the id and an
+/// [`ExperienceIn`]). A macro rather than `#[serde(flatten)]`: flattening
+/// buffers every field before parsing it, on the hottest route.
+macro_rules! experience_body {
+    ($(#[$doc:meta])* $name:ident $(, $model_id:ident)?) => {
+        $(#[$doc])*
+        #[derive(Deserialize, ToSchema)]
+        pub struct $name {
+            $(
+                /// The model.
+                pub $model_id: String,
+            )?
+            /// The state the action was taken in.
+            #[schema(schema_with = state_schema)]
+            pub state: State,
+            /// The action taken.
+            pub action: usize,
+            /// The reward observed (finite).
+            pub reward: f64,
+            /// The state reached.
+            #[schema(schema_with = state_schema)]
+            pub next_state: State,
+            /// The episode terminated (no bootstrap).
+            #[serde(default)]
+            pub done: bool,
+            /// The episode was cut short (still bootstraps).
+            #[serde(default)]
+            pub truncated: bool,
+            /// The action taken in `next_state` (SARSA).
+            pub next_action: Option<usize>,
+            /// Actions allowed in `next_state`.
+            pub next_allowed_actions: Option<Vec<usize>>,
+        }
+
+        $(
+            impl $name {
+                /// The model id, and the experience.
+                pub fn split(self) -> (String, ExperienceIn) {
+                    let experience = ExperienceIn {
+                        state: self.state,
+                        action: self.action,
+                        reward: self.reward,
+                        next_state: self.next_state,
+                        done: self.done,
+                        truncated: self.truncated,
+                        next_action: self.next_action,
+                        next_allowed_actions: self.next_allowed_actions,
+                    };
+                    (self.$model_id, experience)
+                }
+            }
+        )?
+    };
+}
+
+experience_body!(
+    /// One experience of `POST /update/batch`.
+    ExperienceIn
+);
+
+experience_body!(
+    /// `POST /update` body.
+    UpdateIn,
+    model_id
+);
+
+impl ExperienceIn {
+    /// The experience (borrowing the states).
+    pub fn experience(&self) -> Experience<'_> {
+        Experience {
+            state: self.state.as_ref(),
+            action: self.action,
+            reward: self.reward,
+            next_state: self.next_state.as_ref(),
+            done: self.done,
+            truncated: self.truncated,
+            next_action: self.next_action,
+            next_allowed_actions: self.next_allowed_actions.as_deref(),
+        }
+    }
+}
+
+/// The schema of a batch's `experiences`: 1 to [`MAX_BATCH`] of them.
+fn experiences_schema() -> impl Into<RefOr<Schema>> {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("ExperienceIn"))
+        .min_items(Some(1))
+        .max_items(Some(MAX_BATCH))
+        .description(Some(format!(
+            "1 to {MAX_BATCH} experiences, applied in order, all or nothing"
+        )))
+}
+
+/// `POST /update/batch` body.
+#[derive(Deserialize, ToSchema)]
+pub struct BatchIn {
+    /// The model.
+    pub model_id: String,
+    /// 1 to [`MAX_BATCH`] experiences, applied in order, all or nothing.
+    #[schema(schema_with = experiences_schema)]
+    pub experiences: Vec<ExperienceIn>,
+}
+
+/// The result of one update.
+#[derive(Serialize, ToSchema)]
+pub struct UpdateOut {
+    /// The new Q(s, a).
+    pub q_value: f64,
+    /// The TD error.
+    pub td_error: f64,
+    /// Epsilon after the update.
+    pub epsilon: f64,
+}
+
+/// `POST /update/batch` response.
+#[derive(Serialize, ToSchema)]
+pub struct BatchOut {
+    /// One result per experience, in order.
+    pub results: Vec<UpdateOut>,
+}
+
+/// One Q-table row.
+#[derive(Serialize, ToSchema)]
+pub struct RowOut {
+    /// The state as the client sent it.
+    #[schema(schema_with = state_schema)]
+    pub state: State,
+    /// Its Q-values.
+    pub q_values: Vec<f64>,
+}
+
+/// A page of the Q-table.
+#[derive(Serialize, ToSchema)]
+pub struct QTableOut {
+    /// Rows in the whole table.
+    pub total: u64,
+    /// First row of this page.
+    pub offset: u64,
+    /// Page size asked for.
+    pub limit: u64,
+    /// The rows.
+    pub rows: Vec<RowOut>,
+}
+
+/// `GET /status/{id}` response.
+#[derive(Serialize, ToSchema)]
+pub struct StatusOut {
+    /// The model.
+    pub model: ModelOut,
+    /// Its statistics (same as `model.stats`).
+    pub stats: StatsOut,
+    /// A page of its Q-table.
+    pub q_table: QTableOut,
+}
+
+/// One server-sent `update` event of `GET /models/{id}/events`.
+#[derive(Serialize, ToSchema)]
+pub struct UpdateEvent {
+    /// The updated state.
+    #[schema(schema_with = state_schema)]
+    pub state: State,
+    /// The updated action.
+    pub action: usize,
+    /// The state's Q-values after the update.
+    pub q_values: Vec<f64>,
+    /// The new Q(s, a).
+    pub q_value: f64,
+    /// The TD error.
+    pub td_error: f64,
+    /// Epsilon after the update.
+    pub epsilon: f64,
+    /// The model's update count after this update.
+    pub updates: u64,
+    /// The model's episode count after this update.
+    pub episodes: u64,
+    /// The finished episode's return, when this update ended one.
+    pub episode_return: Option<f64>,
+}

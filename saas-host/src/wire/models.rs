@@ -1,0 +1,333 @@
+//! Models: creation and patch bodies (with the engine's configuration they
+//! ask for) and the model as the API shows it.
+
+use qlearn_core::limits::{MAX_ACTIONS, MAX_BINS};
+use qlearn_core::store::ModelInfo;
+use qlearn_core::tenancy::rfc3339;
+use qlearn_core::{Algorithm, Bin, Exploration, ModelConfig, Stats};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+
+/// Deserializes a field that may be absent (outer `None`), `null`
+/// (`Some(None)`) or a value: for PATCH fields that can be cleared.
+fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An integer schema of `1..=max`, described.
+fn count_schema(max: f64, what: &str) -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1.0))
+        .maximum(Some(max))
+        .description(Some(format!("Number of {what}, 1 to {max}")))
+}
+
+/// The schema of `n_actions`: 1 to [`MAX_ACTIONS`].
+fn n_actions_schema() -> impl Into<RefOr<Schema>> {
+    count_schema(MAX_ACTIONS as f64, "actions")
+}
+
+/// The schema of a dimension's `bins`: 1 to [`MAX_BINS`].
+fn bins_schema() -> impl Into<RefOr<Schema>> {
+    count_schema(f64::from(MAX_BINS), "bins")
+}
+
+/// One dimension of `state_bins`.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct BinIn {
+    /// Lower edge of the first bin.
+    pub low: f64,
+    /// Upper edge of the last bin.
+    pub high: f64,
+    /// Number of bins, 1 to [`MAX_BINS`].
+    #[schema(schema_with = bins_schema)]
+    pub bins: u32,
+}
+
+impl From<BinIn> for Bin {
+    fn from(b: BinIn) -> Self {
+        Bin {
+            low: b.low,
+            high: b.high,
+            bins: b.bins,
+        }
+    }
+}
+
+impl From<&Bin> for BinIn {
+    fn from(b: &Bin) -> Self {
+        BinIn {
+            low: b.low,
+            high: b.high,
+            bins: b.bins,
+        }
+    }
+}
+
+/// `POST /models` body: a name and the engine's fields (defaults as in the SPEC).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModel {
+    /// Display name, 1 to [`MAX_NAME_CHARS`](super::MAX_NAME_CHARS) characters.
+    #[schema(schema_with = super::name_schema)]
+    pub name: String,
+    /// Number of actions, 1 to [`MAX_ACTIONS`].
+    #[schema(schema_with = n_actions_schema)]
+    pub n_actions: usize,
+    /// Optional unique names, one per action.
+    #[serde(default)]
+    pub action_names: Option<Vec<String>>,
+    /// α in (0, 1]; default 0.1.
+    pub learning_rate: Option<f64>,
+    /// γ in [0, 1]; default 0.95.
+    pub discount_factor: Option<f64>,
+    /// Initial exploration rate in [0, 1]; default 0.1.
+    pub epsilon: Option<f64>,
+    /// Epsilon factor per episode end, in (0, 1]; default 1.0 (no decay).
+    pub epsilon_decay: Option<f64>,
+    /// Epsilon floor in [0, 1]; default 0.01.
+    pub min_epsilon: Option<f64>,
+    /// Q-value of unseen pairs; default 0.
+    pub initial_q: Option<f64>,
+    /// `q_learning` (default), `sarsa`, `expected_sarsa` or `double_q_learning`.
+    #[schema(value_type = Option<String>, example = "q_learning")]
+    pub algorithm: Option<Algorithm>,
+    /// `epsilon_greedy` (default) or `softmax`.
+    #[schema(value_type = Option<String>, example = "epsilon_greedy")]
+    pub exploration: Option<Exploration>,
+    /// Softmax temperature > 0; default 1.
+    pub temperature: Option<f64>,
+    /// Seed for reproducible exploration.
+    pub seed: Option<u64>,
+    /// Per-dimension discretization of array states.
+    pub state_bins: Option<Vec<BinIn>>,
+}
+
+impl CreateModel {
+    /// The engine configuration this body asks for (validated by the core).
+    pub fn config(&self) -> ModelConfig {
+        let mut c = ModelConfig::new(self.n_actions);
+        c.action_names = self.action_names.clone();
+        set(&mut c.learning_rate, self.learning_rate);
+        set(&mut c.discount_factor, self.discount_factor);
+        set(&mut c.epsilon, self.epsilon);
+        set(&mut c.epsilon_decay, self.epsilon_decay);
+        set(&mut c.min_epsilon, self.min_epsilon);
+        set(&mut c.initial_q, self.initial_q);
+        set(&mut c.algorithm, self.algorithm);
+        set(&mut c.exploration, self.exploration);
+        set(&mut c.temperature, self.temperature);
+        c.seed = self.seed;
+        c.state_bins = self
+            .state_bins
+            .as_ref()
+            .map(|b| b.iter().copied().map(Bin::from).collect());
+        c
+    }
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+/// `PATCH /models/{id}` body: any of the name and hyperparameters.
+/// `n_actions` and `state_bins` cannot change (422 if they differ).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PatchModel {
+    /// New name.
+    pub name: Option<String>,
+    /// Must equal the current value.
+    pub n_actions: Option<usize>,
+    /// New action names (`null` removes them).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub action_names: Option<Option<Vec<String>>>,
+    /// α in (0, 1].
+    pub learning_rate: Option<f64>,
+    /// γ in [0, 1].
+    pub discount_factor: Option<f64>,
+    /// Exploration rate in [0, 1]; also resets the current epsilon.
+    pub epsilon: Option<f64>,
+    /// In (0, 1].
+    pub epsilon_decay: Option<f64>,
+    /// In [0, 1].
+    pub min_epsilon: Option<f64>,
+    /// Q-value of unseen pairs.
+    pub initial_q: Option<f64>,
+    /// The learning rule.
+    #[schema(value_type = Option<String>)]
+    pub algorithm: Option<Algorithm>,
+    /// The exploration strategy.
+    #[schema(value_type = Option<String>)]
+    pub exploration: Option<Exploration>,
+    /// Softmax temperature.
+    pub temperature: Option<f64>,
+    /// New seed (`null` removes it).
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<u64>)]
+    pub seed: Option<Option<u64>>,
+    /// Must equal the current value.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Vec<BinIn>>)]
+    pub state_bins: Option<Option<Vec<BinIn>>>,
+}
+
+impl PatchModel {
+    /// Whether the patch changes the configuration (not just the name).
+    pub fn touches_config(&self) -> bool {
+        self.n_actions.is_some()
+            || self.action_names.is_some()
+            || self.learning_rate.is_some()
+            || self.discount_factor.is_some()
+            || self.epsilon.is_some()
+            || self.epsilon_decay.is_some()
+            || self.min_epsilon.is_some()
+            || self.initial_q.is_some()
+            || self.algorithm.is_some()
+            || self.exploration.is_some()
+            || self.temperature.is_some()
+            || self.seed.is_some()
+            || self.state_bins.is_some()
+    }
+
+    /// `current` with this patch applied.
+    pub fn apply(&self, current: &ModelConfig) -> ModelConfig {
+        let mut c = current.clone();
+        set(&mut c.n_actions, self.n_actions);
+        if let Some(n) = &self.action_names {
+            c.action_names = n.clone();
+        }
+        set(&mut c.learning_rate, self.learning_rate);
+        set(&mut c.discount_factor, self.discount_factor);
+        set(&mut c.epsilon, self.epsilon);
+        set(&mut c.epsilon_decay, self.epsilon_decay);
+        set(&mut c.min_epsilon, self.min_epsilon);
+        set(&mut c.initial_q, self.initial_q);
+        set(&mut c.algorithm, self.algorithm);
+        set(&mut c.exploration, self.exploration);
+        set(&mut c.temperature, self.temperature);
+        if let Some(s) = self.seed {
+            c.seed = s;
+        }
+        if let Some(b) = &self.state_bins {
+            c.state_bins = b
+                .as_ref()
+                .map(|b| b.iter().copied().map(Bin::from).collect());
+        }
+        c
+    }
+}
+
+/// A model's statistics.
+#[derive(Serialize, ToSchema)]
+pub struct StatsOut {
+    /// Predictions served.
+    pub predictions: u64,
+    /// Updates applied.
+    pub updates: u64,
+    /// Episodes ended.
+    pub episodes: u64,
+    /// Distinct states stored.
+    pub states: u64,
+    /// Current exploration rate.
+    pub epsilon: f64,
+    /// Mean reward over all updates.
+    pub mean_reward: f64,
+    /// Returns of the most recent episodes, oldest first (learning curve).
+    pub recent_returns: Vec<f64>,
+}
+
+impl From<Stats> for StatsOut {
+    fn from(s: Stats) -> Self {
+        StatsOut {
+            predictions: s.predictions,
+            updates: s.updates,
+            episodes: s.episodes,
+            states: s.states,
+            epsilon: s.epsilon,
+            mean_reward: s.mean_reward,
+            recent_returns: s.recent_returns,
+        }
+    }
+}
+
+/// A model: metadata, hyperparameters and statistics.
+#[derive(Serialize, ToSchema)]
+pub struct ModelOut {
+    /// Opaque id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Number of actions.
+    pub n_actions: usize,
+    /// Action names, if any.
+    pub action_names: Option<Vec<String>>,
+    /// α.
+    pub learning_rate: f64,
+    /// γ.
+    pub discount_factor: f64,
+    /// Configured initial epsilon (the current one is in `stats`).
+    pub epsilon: f64,
+    /// Epsilon decay factor.
+    pub epsilon_decay: f64,
+    /// Epsilon floor.
+    pub min_epsilon: f64,
+    /// Q-value of unseen pairs.
+    pub initial_q: f64,
+    /// The learning rule.
+    #[schema(value_type = String)]
+    pub algorithm: Algorithm,
+    /// The exploration strategy.
+    #[schema(value_type = String)]
+    pub exploration: Exploration,
+    /// Softmax temperature.
+    pub temperature: f64,
+    /// Exploration seed.
+    pub seed: Option<u64>,
+    /// Discretization of array states.
+    pub state_bins: Option<Vec<BinIn>>,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Statistics.
+    pub stats: StatsOut,
+}
+
+impl From<ModelInfo> for ModelOut {
+    fn from(m: ModelInfo) -> Self {
+        let c = m.config;
+        ModelOut {
+            id: m.id,
+            name: m.name,
+            n_actions: c.n_actions,
+            action_names: c.action_names,
+            learning_rate: c.learning_rate,
+            discount_factor: c.discount_factor,
+            epsilon: c.epsilon,
+            epsilon_decay: c.epsilon_decay,
+            min_epsilon: c.min_epsilon,
+            initial_q: c.initial_q,
+            algorithm: c.algorithm,
+            exploration: c.exploration,
+            temperature: c.temperature,
+            seed: c.seed,
+            state_bins: c
+                .state_bins
+                .as_ref()
+                .map(|b| b.iter().map(BinIn::from).collect()),
+            created_at: rfc3339(m.created_at),
+            updated_at: rfc3339(m.updated_at),
+            stats: m.stats.into(),
+        }
+    }
+}

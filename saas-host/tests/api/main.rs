@@ -1,0 +1,19 @@
+//! The HTTP API end to end: the real server on a real socket, driven with
+//! an HTTP client, once per storage backend (SQLite, PostgreSQL), one
+//! module per area of the API.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod accounts;
+mod engine;
+mod journey;
+mod limits;
+mod models;
+mod service;
+
+use reqwest::Method;
+
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
