@@ -10,7 +10,7 @@ use crate::table::QRows;
 
 use super::fast::FastPaths;
 use super::rules::apply_rule;
-use super::select::{check_mask, choose, visible_q};
+use super::select::{action_probabilities, check_mask, choose, visible_q};
 use super::{Counters, Decision, Experience, Prediction, Stats, UpdateOutcome};
 
 /// A model without its Q-table: configuration, current epsilon, counters and
@@ -146,7 +146,7 @@ impl Learner {
         let mut buf = None;
         let key = canonical(state, self.config.state_bins.as_deref(), "state", &mut buf)?;
         let row = table.row(key);
-        let decision = choose(
+        let (decision, _) = choose::<false>(
             &self.config,
             &mut self.rng,
             self.epsilon,
@@ -158,7 +158,9 @@ impl Learner {
         Ok(decision)
     }
 
-    /// Like [`Learner::predict`], also returning the state's Q-values.
+    /// Like [`Learner::predict`], also returning the state's Q-values and the
+    /// probability with which the chosen action was drawn (computed by the
+    /// routine that drew it).
     pub fn predict_full<T: QRows + ?Sized>(
         &mut self,
         table: &T,
@@ -170,10 +172,10 @@ impl Learner {
         check_mask(allowed, n, "allowed_actions")?;
         let bins = self.config.state_bins.as_deref();
         let (cfg, rng, eps) = (&self.config, &mut self.rng, self.epsilon);
-        let (d, q) = with_key(state, bins, "state", |key| {
+        let ((d, probability), q) = with_key(state, bins, "state", |key| {
             let row = table.row(key);
             (
-                choose(cfg, rng, eps, row, explore, allowed),
+                choose::<true>(cfg, rng, eps, row, explore, allowed),
                 visible_q(cfg, row),
             )
         })?;
@@ -182,7 +184,28 @@ impl Learner {
             action: d.action,
             explored: d.explored,
             epsilon: d.epsilon,
+            probability,
             q_values: q,
+        })
+    }
+
+    /// The probability of each action (0 outside `allowed`) under the policy
+    /// `predict` follows in `state` with this `explore` flag: epsilon-greedy
+    /// `(1 − ε)·[a ∈ G]/|G| + ε/|A|` with `G` the greedy (tied) allowed
+    /// actions and `A` the allowed ones (ε = 0 when `explore` is off), softmax
+    /// `exp((Q(a) − max Q)/T) / Σ exp(...)` over `A`, `1/|A|` for an unseen
+    /// state. Draws nothing and counts nothing.
+    pub fn action_probabilities<T: QRows + ?Sized>(
+        &self,
+        table: &T,
+        state: StateRef<'_>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>> {
+        check_mask(allowed, self.config.n_actions, "allowed_actions")?;
+        let bins = self.config.state_bins.as_deref();
+        with_key(state, bins, "state", |key| {
+            action_probabilities(&self.config, self.epsilon, table.row(key), explore, allowed)
         })
     }
 

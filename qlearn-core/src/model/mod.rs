@@ -96,6 +96,9 @@ pub struct Prediction {
     pub explored: bool,
     /// The epsilon in force.
     pub epsilon: f64,
+    /// The probability with which the behaviour policy chose `action` (what
+    /// offline evaluation needs; see [`Learner::action_probabilities`]).
+    pub probability: f64,
     /// The state's Q-values (`initial_q` everywhere for an unseen state; the
     /// mean of both tables for double Q-learning).
     pub q_values: Vec<f64>,
@@ -301,7 +304,8 @@ impl Model {
         self.learner.predict(&self.table, state, explore, allowed)
     }
 
-    /// Chooses an action and returns the state's Q-values too.
+    /// Chooses an action and returns the state's Q-values and the chosen
+    /// action's probability too (always the general path).
     pub fn predict_full<'a>(
         &mut self,
         state: impl Into<StateRef<'a>>,
@@ -310,6 +314,18 @@ impl Model {
     ) -> Result<Prediction> {
         self.learner
             .predict_full(&self.table, state.into(), explore, allowed)
+    }
+
+    /// The probability of each action under the policy `predict` follows
+    /// (see [`Learner::action_probabilities`]).
+    pub fn action_probabilities<'a>(
+        &self,
+        state: impl Into<StateRef<'a>>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>> {
+        self.learner
+            .action_probabilities(&self.table, state.into(), allowed, explore)
     }
 
     /// The Q-values of a state (`initial_q` everywhere if unseen).

@@ -283,26 +283,45 @@ fn max_any(r: &[f64]) -> f64 {
     m
 }
 
-/// Action selection over one row (`None`: an unseen state).
+/// Action selection over one row (`None`: an unseen state). With `LOG` the
+/// second value is the probability with which the behaviour policy chose
+/// that action (see [`action_probabilities`]), computed here, from the
+/// quantities that made the choice, so the two cannot disagree; without
+/// `LOG` it is NaN and costs nothing (the short paths never ask).
 #[inline]
-pub(super) fn choose(
+pub(super) fn choose<const LOG: bool>(
     cfg: &ModelConfig,
     rng: &mut Rng,
     epsilon: f64,
     row: Option<&[f64]>,
     explore: bool,
     allowed: Option<&[usize]>,
-) -> Decision {
+) -> (Decision, f64) {
     let n = cfg.n_actions;
     let Some(row) = row else {
-        return choose_unseen(rng, n, allowed, epsilon);
+        let d = choose_unseen(rng, n, allowed, epsilon);
+        // Every action ties at `initial_q`: uniform over the candidates.
+        return (
+            d,
+            if LOG {
+                1.0 / count(allowed, n)
+            } else {
+                f64::NAN
+            },
+        );
     };
     let double = row.len() == 2 * n;
     if explore {
         match cfg.exploration {
             Exploration::EpsilonGreedy => {
                 if epsilon > 0.0 && rng.next_f64() < epsilon {
-                    return choose_at_random(rng, row, n, allowed, epsilon);
+                    let d = choose_at_random(rng, row, n, allowed, epsilon);
+                    let p = if LOG {
+                        GreedySet::of(row, n, allowed).probability(row, n, d.action, epsilon)
+                    } else {
+                        f64::NAN
+                    };
+                    return (d, p);
                 }
             }
             Exploration::Softmax => return choose_softmax(cfg, rng, row, allowed, epsilon),
@@ -312,10 +331,130 @@ pub(super) fn choose(
         (false, None) => argmax_slice(rng, &row[..n]).0,
         _ => argmax_random(rng, allowed, n, |a| shown_value(row, n, a)).0,
     };
-    Decision {
+    // Here exploration is epsilon-greedy (softmax returned above) or off.
+    let p = if LOG {
+        let eps = if explore { epsilon } else { 0.0 };
+        GreedySet::of(row, n, allowed).probability(row, n, action, eps)
+    } else {
+        f64::NAN
+    };
+    let d = Decision {
         action,
         explored: false,
         epsilon,
+    };
+    (d, p)
+}
+
+/// The probability of each action (0 outside `allowed`) under the behaviour
+/// policy: epsilon-greedy `(1 − ε)·[a ∈ G]/|G| + ε/|A|` with `G` the greedy
+/// (tied) actions among the allowed ones `A` (ε = 0 when `explore` is off),
+/// softmax `exp((Q(a) − max Q)/T) / Σ exp(...)` over `A` when exploring, and
+/// `1/|A|` for an unseen state (every action ties at `initial_q`). Double
+/// Q-learning ranks by `Q_A + Q_B`, as [`choose`] does.
+pub(super) fn action_probabilities(
+    cfg: &ModelConfig,
+    epsilon: f64,
+    row: Option<&[f64]>,
+    explore: bool,
+    allowed: Option<&[usize]>,
+) -> Vec<f64> {
+    let n = cfg.n_actions;
+    let mut p = vec![0.0; n];
+    match row {
+        None => {
+            let u = 1.0 / count(allowed, n);
+            for a in candidates(allowed, n) {
+                p[a] = u;
+            }
+        }
+        Some(row) if explore && cfg.exploration == Exploration::Softmax => {
+            let b = Boltzmann::of(cfg, row, allowed);
+            for a in candidates(allowed, n) {
+                p[a] = b.weight(shown_value(row, n, a)) / b.total;
+            }
+        }
+        Some(row) => {
+            let eps = if explore { epsilon } else { 0.0 };
+            let g = GreedySet::of(row, n, allowed);
+            for a in candidates(allowed, n) {
+                p[a] = g.probability(row, n, a, eps);
+            }
+        }
+    }
+    p
+}
+
+/// The number of candidate actions, as a float.
+#[inline]
+fn count(allowed: Option<&[usize]>, n: usize) -> f64 {
+    allowed.map_or(n, <[usize]>::len) as f64
+}
+
+/// The greedy actions of a row among the candidates: their value and how
+/// many there are, and how many candidates there are.
+struct GreedySet {
+    best: f64,
+    ties: usize,
+    count: f64,
+}
+
+impl GreedySet {
+    fn of(row: &[f64], n: usize, allowed: Option<&[usize]>) -> Self {
+        let best = candidates(allowed, n)
+            .map(|a| shown_value(row, n, a))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let ties = candidates(allowed, n)
+            .filter(|&a| shown_value(row, n, a) == best)
+            .count();
+        GreedySet {
+            best,
+            ties,
+            count: count(allowed, n),
+        }
+    }
+
+    /// Epsilon-greedy's probability of candidate `a`:
+    /// `(1 − ε)·[a ∈ G]/|G| + ε/|A|`.
+    fn probability(&self, row: &[f64], n: usize, a: usize, epsilon: f64) -> f64 {
+        let greedy = if shown_value(row, n, a) == self.best {
+            (1.0 - epsilon) / self.ties as f64
+        } else {
+            0.0
+        };
+        greedy + epsilon / self.count
+    }
+}
+
+/// Softmax over the candidates of a row, numerically stable: weights
+/// `exp((v − max) / T)` (at most 1, the largest exactly 1) and their total.
+/// Double Q-learning ranks by `Q_A + Q_B` with the temperature doubled,
+/// which is softmax over their mean.
+struct Boltzmann {
+    max: f64,
+    t: f64,
+    total: f64,
+}
+
+impl Boltzmann {
+    fn of(cfg: &ModelConfig, row: &[f64], allowed: Option<&[usize]>) -> Self {
+        let n = cfg.n_actions;
+        let scale = if row.len() == 2 * n { 2.0 } else { 1.0 };
+        let t = cfg.temperature * scale;
+        let max = candidates(allowed, n)
+            .map(|a| shown_value(row, n, a))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut b = Boltzmann { max, t, total: 0.0 };
+        b.total = candidates(allowed, n)
+            .map(|a| b.weight(shown_value(row, n, a)))
+            .sum();
+        b
+    }
+
+    /// The unnormalised weight of an action of value `v`.
+    #[inline]
+    fn weight(&self, v: f64) -> f64 {
+        ((v - self.max) / self.t).exp()
     }
 }
 
@@ -373,7 +512,8 @@ pub(super) fn choose_at_random(
 }
 
 /// Boltzmann exploration: `P(a) ∝ exp(Q(s, a) / temperature)` over the
-/// allowed actions.
+/// allowed actions. Returns the chosen action's probability too (it is
+/// computed anyway).
 #[inline(never)]
 fn choose_softmax(
     cfg: &ModelConfig,
@@ -381,35 +521,28 @@ fn choose_softmax(
     row: &[f64],
     allowed: Option<&[usize]>,
     epsilon: f64,
-) -> Decision {
+) -> (Decision, f64) {
     let n = cfg.n_actions;
-    let double = row.len() == 2 * n;
     let value = |a: usize| shown_value(row, n, a);
-    let scale = if double { 2.0 } else { 1.0 };
-    let t = cfg.temperature * scale;
-    let max = candidates(allowed, n)
-        .map(value)
-        .fold(f64::NEG_INFINITY, f64::max);
-    let total: f64 = candidates(allowed, n)
-        .map(|a| ((value(a) - max) / t).exp())
-        .sum();
-    let mut u = rng.next_f64() * total;
+    let b = Boltzmann::of(cfg, row, allowed);
+    let mut u = rng.next_f64() * b.total;
     let mut action = None;
     let mut last = 0;
     for a in candidates(allowed, n) {
         last = a;
-        u -= ((value(a) - max) / t).exp();
+        u -= b.weight(value(a));
         if u < 0.0 {
             action = Some(a);
             break;
         }
     }
     let action = action.unwrap_or(last);
-    Decision {
+    let d = Decision {
         action,
-        explored: value(action) < max,
+        explored: value(action) < b.max,
         epsilon,
-    }
+    };
+    (d, b.weight(value(action)) / b.total)
 }
 
 /// The Q-values a row shows to users: the row, the mean of its two tables
