@@ -32,12 +32,12 @@ pub use calendar::{
 };
 pub use email::normalize_email;
 pub use password::{
-    hash_password, password_needs_rehash, prepare_password_hashing, validate_password,
-    verify_password, ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST, MAX_PASSWORD_CHARS,
-    MIN_PASSWORD_CHARS,
+    hash_password, is_common_password, password_needs_rehash, prepare_password_hashing,
+    validate_password, verify_password, ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST,
+    MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
 pub use quota::check_quota;
-pub use rate::{KeyedLimiter, RateState, TokenBucket};
+pub use rate::{address_key, KeyedLimiter, RateState, TokenBucket};
 pub use secrets::{
     generate_api_key, generate_secret, hash_api_key, looks_like_api_key, new_id, validate_secret,
     SecretKey, API_KEY_DISPLAY_CHARS, API_KEY_PREFIX, MIN_SECRET_BYTES,

@@ -36,18 +36,41 @@ const MAX_STORED_P_COST: u32 = 8;
 
 const SALT_LEN: usize = 16;
 
-/// Checks the length rule: 8 to 1,024 characters (Unicode scalar values).
-/// The error names the field `password` and never contains the password.
+/// The common passwords of at least [`MIN_PASSWORD_CHARS`] characters, one
+/// a line, lower-case: the 20,000 most common passwords list that Django
+/// ships (`django/contrib/auth/common-passwords.txt.gz`, BSD-3-Clause, from
+/// Royce Williams' list of passwords seen in breaches), less the entries our
+/// length rule already refuses (8,354 remain).
+const COMMON_PASSWORDS: &str = include_str!("common_passwords.txt");
+
+/// Whether `password` (compared case-insensitively) is on the shipped list of
+/// common, breached passwords (OWASP ASVS 2.1.7).
+pub fn is_common_password(password: &str) -> bool {
+    static SET: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    let set = SET.get_or_init(|| COMMON_PASSWORDS.lines().collect());
+    set.contains(password.to_lowercase().as_str())
+}
+
+/// Checks the password rules of a new password: 8 to 1,024 characters
+/// (Unicode scalar values), and not one of the common, breached passwords
+/// ([`is_common_password`]). Existing passwords are never re-checked at
+/// login. The error names the field `password` and the rule, and never
+/// contains the password.
 pub fn validate_password(password: &str) -> Result<()> {
     let n = password.chars().count();
-    if (MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
-        Ok(())
-    } else {
-        Err(Error::field(
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
+        return Err(Error::field(
             "password",
             format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters, got {n}"),
-        ))
+        ));
     }
+    if is_common_password(password) {
+        return Err(Error::field(
+            "password",
+            "is one of the most common passwords seen in breaches; choose another",
+        ));
+    }
+    Ok(())
 }
 
 fn hasher() -> Result<Argon2<'static>> {
@@ -150,8 +173,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for p in ["password", "Password1", "QWERTYUIOP", "iloveyou"] {
+            let err = validate_password(p).unwrap_err().to_string();
+            assert!(
+                err.contains("password") && err.contains("common"),
+                "{p}: {err}"
+            );
+            if p != "password" {
+                assert!(!err.contains(p), "the message must not echo the password");
+            }
+        }
+        assert!(hash_password("12345678").is_err());
+        for p in ["correct horse battery", "long enough", "a new password"] {
+            assert!(validate_password(p).is_ok(), "{p}");
+        }
+        // Every shipped entry is refused, and none is shorter than the length
+        // rule (those would be dead weight).
+        for line in COMMON_PASSWORDS.lines() {
+            assert!(line.chars().count() >= MIN_PASSWORD_CHARS, "{line:?}");
+            assert!(is_common_password(line));
+        }
+        assert!(COMMON_PASSWORDS.lines().count() > 8_000);
+    }
+
+    #[test]
     fn length_rule_counts_chars() {
-        assert!(validate_password("12345678").is_ok());
+        assert!(validate_password("1234567x").is_ok());
         assert!(validate_password(&"x".repeat(1024)).is_ok());
         // 8 characters, 16 bytes.
         assert!(validate_password("éééééééé").is_ok());

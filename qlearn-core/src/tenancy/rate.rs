@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::tier::sf_string;
@@ -170,6 +171,24 @@ impl TokenBucket {
     }
 }
 
+/// The throttling key of a client address: an IPv4 address as it is, an
+/// IPv6 address by its /64 prefix (one customer's allocation: a client that
+/// can change the low 64 bits at will must not get a fresh bucket for each),
+/// and an IPv4-mapped IPv6 address as the IPv4 address it is.
+pub fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
+
 /// Number of independently locked shards of a [`KeyedLimiter`].
 const SHARDS: usize = 16;
 /// A shard prunes itself when an insert finds at least this many buckets.
@@ -284,6 +303,17 @@ impl KeyedLimiter {
         bucket.refill(now);
         let state = bucket.state();
         bucket.try_take(now, 1.0).map(|_| state)
+    }
+
+    /// Gives `n` tokens back to `key`'s bucket (capped at its capacity; no
+    /// bucket, nothing to do): a login attempt reserves its slot with
+    /// [`take`](Self::take) before the password is checked, so concurrent
+    /// guesses cannot all pass, and a correct password returns the slot.
+    pub fn refund(&self, key: &str, n: f64) {
+        if let Some(bucket) = self.shard(key).map.get_mut(key) {
+            let n = if n.is_finite() && n > 0.0 { n } else { 0.0 };
+            bucket.tokens = (bucket.tokens + n).min(bucket.burst);
+        }
     }
 
     /// Forgets `key`'s bucket (e.g. an account's failed-login bucket after a
@@ -425,6 +455,41 @@ mod tests {
         l.reset("acct");
         assert!(l.is_empty());
         assert!(l.check("acct", 0.1, 2.0, 10.0).is_ok());
+    }
+
+    #[test]
+    fn refund_returns_a_reserved_slot_up_to_the_capacity() {
+        let l = KeyedLimiter::new();
+        l.refund("nobody", 1.0); // no bucket: nothing created
+        assert!(l.is_empty());
+        for _ in 0..3 {
+            l.check("k", 0.001, 3.0, 0.0).unwrap();
+        }
+        assert!(l.check("k", 0.001, 3.0, 0.0).is_err());
+        l.refund("k", 1.0);
+        assert!(l.check("k", 0.001, 3.0, 0.0).is_ok());
+        assert!(l.check("k", 0.001, 3.0, 0.0).is_err());
+        // Never above the capacity, whatever is given back.
+        l.refund("k", 100.0);
+        l.refund("k", f64::NAN);
+        for _ in 0..3 {
+            l.check("k", 0.001, 3.0, 0.0).unwrap();
+        }
+        assert!(l.check("k", 0.001, 3.0, 0.0).is_err());
+    }
+
+    #[test]
+    fn address_keys_group_ipv6_per_64() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            key("2001:db8:1:2::")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("203.0.113.7"), key("203.0.113.8"));
     }
 
     #[test]
