@@ -60,16 +60,30 @@ pub struct ServeArgs {
     #[arg(long, env = "LIMITS_FILE")]
     pub limits_file: Option<PathBuf>,
     /// Most connections served at once.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096)]
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
+    /// Most connections open at once from one client address (IPv4 address
+    /// or IPv6 /64; trusted proxies exempt); more are closed at once. 0 = no cap.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS",
+          default_value_t = Config::default().max_connections_per_address)]
+    pub max_connections_per_address: usize,
     /// Largest POST /models/import body, bytes.
-    #[arg(long, env = "IMPORT_LIMIT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, env = "IMPORT_LIMIT_BYTES", default_value_t = Config::default().import_limit)]
     pub import_limit_bytes: usize,
-    /// Seconds a client has to send request headers (and to start the next request).
-    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    /// Seconds a client has to send request headers (and a new connection its
+    /// first request, HTTP/2 preface included; and to start the next request).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS",
+          default_value_t = Config::default().header_read_timeout.as_secs())]
     pub header_read_timeout_secs: u64,
-    /// Seconds without traffic after which a connection is closed.
-    #[arg(long, env = "IDLE_TIMEOUT_SECS", default_value_t = 120)]
+    /// Seconds a request has to arrive in full (headers and body) from its
+    /// first byte; then 408 and the connection is closed.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS",
+          default_value_t = Config::default().request_timeout.as_secs())]
+    pub request_timeout_secs: u64,
+    /// Seconds without a request in flight after which a connection is
+    /// closed (trickling bytes do not count).
+    #[arg(long, env = "IDLE_TIMEOUT_SECS",
+          default_value_t = Config::default().idle_timeout.as_secs())]
     pub idle_timeout_secs: u64,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
@@ -109,11 +123,11 @@ impl ServeArgs {
                 .collect(),
             trusted_proxies: self.trusted_proxies.clone(),
             max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
             import_limit: self.import_limit_bytes,
-            header_read_timeout: std::time::Duration::from_secs(
-                self.header_read_timeout_secs.max(1),
-            ),
-            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs.max(1)),
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            request_timeout: secs(self.request_timeout_secs),
+            idle_timeout: secs(self.idle_timeout_secs),
             ..Config::default()
         };
         if let Some(s) = &c.secret_key {
@@ -124,6 +138,11 @@ impl ServeArgs {
         }
         Ok(c)
     }
+}
+
+/// A timeout of `n` seconds (at least 1).
+fn secs(n: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(n.max(1))
 }
 
 /// `admin` options.

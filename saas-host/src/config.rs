@@ -53,12 +53,25 @@ pub struct Config {
     pub batch_limit: usize,
     /// Largest `POST /models/import` body, bytes (64 MiB).
     pub import_limit: usize,
-    /// Most connections served at once; more wait in the accept queue.
+    /// Most connections served at once; more wait in the accept queue (4096).
     pub max_connections: usize,
-    /// Time a client has to send a request's headers (also bounds the wait
-    /// for the next request on a kept-alive connection).
+    /// Most connections open at once from one client address (an IPv4
+    /// address, or an IPv6 /64), counted by TCP peer; trusted proxies are
+    /// exempt. Over it a new connection is closed at once, unanswered. 0 = no
+    /// cap (64).
+    pub max_connections_per_address: usize,
+    /// Time a client has to send a request's headers (10 s). Also bounds a
+    /// new connection's first request head, HTTP/2 preface included, from
+    /// the accept, and the wait for the next request on a kept-alive HTTP/1
+    /// connection.
     pub header_read_timeout: Duration,
-    /// A connection with no bytes in either direction for this long is closed.
+    /// Time a request has to arrive in full, headers and body, counted from
+    /// its first byte (30 s); trickling bytes does not extend it. Past it the
+    /// client gets 408 `request_timeout` and the HTTP/1 connection is closed.
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed, even
+    /// if bytes still trickle in (120 s). A long response, such as an event
+    /// stream, is a request in flight.
     pub idle_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
@@ -90,7 +103,9 @@ impl Default for Config {
             batch_limit: 1024 * 1024,
             import_limit: 64 * 1024 * 1024,
             max_connections: 4096,
+            max_connections_per_address: 64,
             header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
             shutdown_timeout: Duration::from_secs(30),
             token_ttl: Duration::from_secs(24 * 3600),

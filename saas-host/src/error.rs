@@ -32,6 +32,9 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     /// The body exceeds the route's limit (bytes).
     PayloadTooLarge(usize),
+    /// The request did not arrive in full within the server's
+    /// `request_timeout` (the configured duration).
+    RequestTimeout(std::time::Duration),
     /// The route wants JSON (or the model formats) and got another type.
     UnsupportedMediaType(&'static str),
     /// Too many failed logins or registrations from this account or address.
@@ -84,6 +87,15 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 format!("the body is larger than this route's limit of {limit} bytes"),
+                None,
+            ),
+            A::RequestTimeout(limit) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request did not arrive in full within {} s",
+                    limit.as_secs_f64()
+                ),
                 None,
             ),
             A::UnsupportedMediaType(want) => (

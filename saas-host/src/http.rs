@@ -10,6 +10,7 @@ use hyper::Request;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::server::RequestDeadline;
 
 /// The media type of a request (lower-cased, parameters stripped), if any.
 pub fn media_type(req: &Request<Incoming>) -> Option<String> {
@@ -39,8 +40,20 @@ const DRAIN_PAST_LIMIT: u64 = 1 << 20;
 /// Reads the whole body, refusing more than `limit` bytes: first by
 /// `Content-Length`, then while reading (for chunked bodies). An oversized
 /// body of up to `DRAIN_PAST_LIMIT` (1 MiB) more bytes is read to its end before
-/// the 413, so that the client sees the answer.
+/// the 413, so that the client sees the answer. Past the request's
+/// [`RequestDeadline`] (set by the server) it gives up with 408, however
+/// slowly bytes still arrive.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let deadline = req.extensions().get::<RequestDeadline>().copied();
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d.at, read_whole_body(req, limit))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(d.limit))?,
+        None => read_whole_body(req, limit).await,
+    }
+}
+
+async fn read_whole_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req.headers().get(CONTENT_LENGTH) {
         let len = len
             .to_str()

@@ -1,118 +1,63 @@
-//! The accept loop: a cap on concurrent connections, HTTP/1.1 (and h2c)
-//! via hyper-util's auto builder with a header-read timeout, an idle timeout
-//! per connection, and graceful shutdown (stop accepting, end event streams,
-//! let in-flight requests finish, then flush the store).
+//! The accept loop and what bounds each connection, so that no client can
+//! hold the server's connections (registration is open to anyone):
+//!
+//! - `max_connections` in all, and `max_connections_per_address` from one
+//!   client address (an IPv4 address, an IPv6 /64; trusted proxies are
+//!   exempt): over the latter a connection
+//!   is closed at once, before anything is read or written, so refusing
+//!   costs nothing and gives the client nothing to hold (it sees the
+//!   connection closed or reset; no HTTP answer, since that would mean
+//!   reading its request first);
+//! - HTTP/1.1 and h2c (hyper-util's auto builder); a new connection must
+//!   deliver its first request head, protocol detection (the HTTP/2
+//!   preface) included, within `header_read_timeout`, and hyper bounds each
+//!   later HTTP/1 head (and the wait for it) by the same timeout;
+//! - a whole-request deadline, `request_timeout` from a request's first
+//!   byte: the body is read by [`crate::http::read_body`], which answers 408
+//!   `request_timeout` when the deadline passes; the HTTP/1 connection is
+//!   then closed;
+//! - `idle_timeout`: a connection with no request in flight for that long is
+//!   closed, however many bytes still trickle in; a long response (an event
+//!   stream) is a request in flight and is never cut;
+//! - graceful shutdown: stop accepting, end event streams, let in-flight
+//!   requests finish, then flush the store.
+//!
+//! Trickling bytes extends none of these timers.
 
+mod conn;
+mod per_address;
+
+use std::convert::Infallible;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::service_fn;
+use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use qlearn_core::store::Store;
 use qlearn_core::{Error, Result};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::app::App;
 use crate::config::Config;
 use crate::router;
+use conn::{Activity, Cut, Tracked, Watched};
+use per_address::PerAddress;
 
-fn epoch() -> Instant {
-    static E: OnceLock<Instant> = OnceLock::new();
-    *E.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
-}
-
-/// A TCP stream that remembers when bytes last moved, for the idle timeout.
-struct IdleIo {
-    inner: TcpStream,
-    last: Arc<AtomicU64>,
-}
-
-impl IdleIo {
-    fn touch(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for IdleIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.touch();
-        }
-        r
-    }
-}
-
-impl AsyncWrite for IdleIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Resolves when no byte has moved for `idle`.
-async fn idle_expired(last: Arc<AtomicU64>, idle: Duration) {
-    let idle_ms = idle.as_millis() as u64;
-    loop {
-        let deadline = last.load(Ordering::Relaxed) + idle_ms;
-        let now = now_ms();
-        if now >= deadline {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(deadline - now)).await;
-    }
+/// When the request being served must have arrived in full (headers and
+/// body). The server puts one in every request's extensions;
+/// [`crate::http::read_body`] answers 408 once it has passed.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline {
+    /// The instant the whole request must have been read by.
+    pub at: tokio::time::Instant,
+    /// The configured `request_timeout` (for the error message).
+    pub limit: Duration,
 }
 
 /// Opens the store named by `config.database_url` and serves until
@@ -155,7 +100,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(128);
-    let idle = cfg.idle_timeout;
+    let per_address = PerAddress::new(cfg.max_connections_per_address, &cfg.trusted_proxies);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, storage = app.store.backend(), "serving");
     }
@@ -180,18 +125,40 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(slot) = per_address.admit(peer.ip()) else {
+            tracing::debug!(%peer, "refused: too many connections from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let last = Arc::new(AtomicU64::new(now_ms()));
-        let io = TokioIo::new(IdleIo {
-            inner: stream,
-            last: last.clone(),
-        });
+        let activity = Activity::new();
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let a = app.clone();
-        let svc = service_fn(move |req| router::serve(a.clone(), req, peer));
+        let act = activity.clone();
+        let svc = service_fn(move |mut req: Request<_>| {
+            let http1 = req.version() < Version::HTTP_2;
+            let (started, in_flight) = act.begin(http1);
+            let limit = a.config.request_timeout;
+            req.extensions_mut().insert(RequestDeadline {
+                at: started + limit,
+                limit,
+            });
+            let a = a.clone();
+            async move {
+                let Ok(mut resp) = router::serve(a, req, peer).await;
+                if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
+                    // The rest of the body may still be on its way: end the connection.
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
+            }
+        });
         let conn = graceful.watch(builder.serve_connection(io, svc).into_owned());
         let metrics_app = app.clone();
+        let (first_request, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
         tokio::spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             metrics_app.metrics.connection(true);
             tokio::select! {
                 r = conn => {
@@ -199,9 +166,10 @@ pub async fn serve(
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 }
-                _ = idle_expired(last, idle) => {
-                    tracing::debug!(%peer, "idle timeout");
-                }
+                cut = activity.watchdog(first_request, idle) => match cut {
+                    Cut::FirstRequestLate => tracing::debug!(%peer, "no request in time"),
+                    Cut::Idle => tracing::debug!(%peer, "idle timeout"),
+                },
             }
             metrics_app.metrics.connection(false);
         });
