@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::sqlite::{Durability, SqliteOptions, SqliteStore};
-use qlearn_core::store::{Meter, NewUser, Store};
+use qlearn_core::store::{Meter, NewUser, Report, Store};
 use qlearn_core::tenancy::{Role, Tier, TierLimits};
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
@@ -91,7 +91,8 @@ fn updates_per_sec(s: &dyn Store, writers: usize, shared: bool, dur: Duration, t
                     let st = StateRef::Int(i % 1000);
                     let next = StateRef::Int((i + 1) % 1000);
                     let e = Experience::new(st, (i % 4) as usize, 1.0, next).done(i % 50 == 49);
-                    s.update(&meter, id, &[e]).expect("update");
+                    s.update(&meter, id, &[e], Report::Outcomes)
+                        .expect("update");
                     acked.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::sqlite::SqliteStore;
-use qlearn_core::store::{Meter, NewUser, Store};
+use qlearn_core::store::{Meter, NewUser, Report, Store};
 use qlearn_core::tenancy::{Role, Tier, TierLimits};
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
@@ -95,7 +95,9 @@ fn durability_child_entry() {
                 for k in 0.. {
                     let id = th * 1_000_000_000 + k;
                     let e = Experience::new(StateRef::Int(id), 0, 1.0, StateRef::Int(-1));
-                    store.update(&meter, &t.model, &[e]).expect("child: update");
+                    store
+                        .update(&meter, &t.model, &[e], Report::Outcomes)
+                        .expect("child: update");
                     let mut o = out.lock().unwrap_or_else(|p| p.into_inner());
                     use std::io::Write;
                     // The parent sees this only after the update returned.

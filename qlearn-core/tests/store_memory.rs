@@ -4,26 +4,9 @@ mod conformance;
 
 use qlearn_core::store::memory::MemoryStore;
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            conformance::$name(&MemoryStore::new());
-        }
-    )*};
+/// Runs one check on a fresh store.
+fn with_store(check: impl FnOnce(&MemoryStore)) {
+    check(&MemoryStore::new());
 }
 
-suite!(
-    settings,
-    users,
-    api_keys,
-    models,
-    predict_and_update,
-    validation_costs_nothing,
-    quota,
-    tenant_isolation,
-    concurrent_updates,
-    concurrent_quota,
-    concurrent_invalid_calls,
-    concurrent_model_limit,
-);
+conformance::conformance_tests!(with_store);

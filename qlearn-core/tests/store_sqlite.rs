@@ -14,31 +14,14 @@ fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).unwrap_or_else(|e| panic!("[sqlite] cannot open {path:?}: {e}"))
 }
 
-macro_rules! suite {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            let dir = tempfile::tempdir().unwrap();
-            let store = open(&dir.path().join("qlearn.db"));
-            conformance::$name(&store);
-        }
-    )*};
+/// Runs one check on a fresh store in its own temporary directory.
+fn with_store(check: impl FnOnce(&SqliteStore)) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("qlearn.db"));
+    check(&store);
 }
 
-suite!(
-    settings,
-    users,
-    api_keys,
-    models,
-    predict_and_update,
-    validation_costs_nothing,
-    quota,
-    tenant_isolation,
-    concurrent_updates,
-    concurrent_quota,
-    concurrent_invalid_calls,
-    concurrent_model_limit,
-);
+conformance::conformance_tests!(with_store);
 
 #[test]
 fn reopen_persistence() {

@@ -5,9 +5,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use super::{ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Store, Usage, User};
+use super::report::updated;
+use super::rules::{touch_key, validate_batch};
+use super::{
+    ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Report, Store, Updated, Usage, User,
+};
 use crate::error::{Error, Result};
-use crate::model::{at_index, Experience, Model, Prediction, UpdateOutcome};
+use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::StateRef;
 use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier};
 
@@ -228,7 +232,7 @@ impl Store for MemoryStore {
         let Some((_, key)) = acc.keys.get_mut(hash) else {
             return Ok(None);
         };
-        if key.last_used_at.is_none_or(|t| now - t >= 60) {
+        if touch_key(key.last_used_at, now) {
             key.last_used_at = Some(now);
         }
         let key = key.clone();
@@ -351,18 +355,11 @@ impl Store for MemoryStore {
         meter: &Meter<'_>,
         model_id: &str,
         exps: &[Experience<'_>],
-    ) -> Result<Vec<UpdateOutcome>> {
+        report: Report,
+    ) -> Result<Updated> {
         let e = self.entry(meter.user_id, model_id)?;
         let mut e = e.lock().map_err(|_| poisoned())?;
-        for (i, x) in exps.iter().enumerate() {
-            e.model.validate(x).map_err(|err| {
-                if exps.len() > 1 {
-                    at_index(i, err)
-                } else {
-                    err
-                }
-            })?;
-        }
+        validate_batch(e.model.learner(), exps.iter().copied())?;
         let n = exps.len() as u64;
         self.debit(meter, n)?;
         // Validated input always applies (see `crate::model::MAX_REWARD`).
@@ -371,7 +368,13 @@ impl Store for MemoryStore {
             out.push(e.model.update(x).map_err(|err| at_index(i, err))?);
         }
         e.updated_at = meter.now;
-        Ok(out)
+        updated(
+            report,
+            out,
+            e.model.learner(),
+            e.model.table(),
+            exps.iter().copied(),
+        )
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

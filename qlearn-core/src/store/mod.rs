@@ -36,16 +36,23 @@ mod encoding;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod migrations;
+mod owned;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod report;
+mod rules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+pub use owned::OwnedExperience;
+pub use report::{Report, Touched, Updated};
+pub use rules::{now_unix, KEY_TOUCH_INTERVAL_SECS};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::{Experience, Model, Prediction, Stats, UpdateOutcome};
+use crate::model::{Experience, Model, Prediction, Stats};
 use crate::state::{StateKey, StateRef};
 use crate::tenancy::{BillingMonth, Role, Tier, TierLimits};
 
@@ -94,7 +101,8 @@ pub struct ApiKey {
     pub prefix: String,
     /// When it was created.
     pub created_at: i64,
-    /// When it last authenticated a request (updated at most once a minute).
+    /// When it last authenticated a request (written at most once per
+    /// [`KEY_TOUCH_INTERVAL_SECS`]).
     pub last_used_at: Option<i64>,
 }
 
@@ -244,13 +252,17 @@ pub trait Store: Send + Sync {
         allowed: Option<&[usize]>,
     ) -> Result<Prediction>;
     /// `exps.len()` metered updates applied in order, all or nothing: every
-    /// experience is validated before the quota is debited.
+    /// experience is validated before the quota is debited. `report` says
+    /// whether the result also carries the rows the call wrote
+    /// ([`Report::Touched`]), consistent with the call (no later update in
+    /// them); [`Report::Outcomes`] copies nothing more.
     fn update(
         &self,
         meter: &Meter<'_>,
         model_id: &str,
         exps: &[Experience<'_>],
-    ) -> Result<Vec<UpdateOutcome>>;
+        report: Report,
+    ) -> Result<Updated>;
 
     // ---- usage ------------------------------------------------------------
 

@@ -4,16 +4,89 @@
 //! message (`[sqlite] ...`).
 //!
 //! Every function takes a fresh, empty store (its own file or schema), so
-//! the functions run in parallel.
+//! the functions run in parallel. The list of checks is written once, in
+//! [`conformance_tests!`]: each backend file invokes it with its way of
+//! opening a store, and gets one `#[test]` per check, plus a test that the
+//! list names every check of this file.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
 use qlearn_core::model::Counters;
-use qlearn_core::store::{Meter, ModelPatch, NewUser, Store, User};
+use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, Store, User};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
-use qlearn_core::{Algorithm, Error, Experience, Model, ModelConfig, Result, StateKey, StateRef};
+use qlearn_core::{
+    Algorithm, Error, Experience, Model, ModelConfig, Result, StateKey, StateRef, UpdateOutcome,
+};
+
+/// One `#[test]` per conformance check, each running the check on a fresh
+/// store: `$with` is a function `fn(impl FnOnce(&Backend))` that opens the
+/// store (or skips loudly), runs the check on it and cleans up. Adding a
+/// check here runs it on every backend; `every_check_is_listed` fails when
+/// a check of this file is missing from the list.
+macro_rules! conformance_tests {
+    ($with:path) => {
+        $crate::conformance::conformance_tests!(@each $with;
+            settings,
+            users,
+            api_keys,
+            models,
+            predict_and_update,
+            update_reports_touched_rows,
+            validation_costs_nothing,
+            quota,
+            tenant_isolation,
+            concurrent_updates,
+            concurrent_quota,
+            concurrent_invalid_calls,
+            concurrent_model_limit,
+        );
+    };
+    (@each $with:path; $($check:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                $with(|s| $crate::conformance::$check(s));
+            }
+        )+
+
+        #[test]
+        fn every_check_is_listed() {
+            $crate::conformance::assert_listed(&[$(stringify!($check)),+]);
+        }
+    };
+}
+pub(crate) use conformance_tests;
+
+/// Fails unless `listed` names exactly the checks of this file (every
+/// `pub fn name<S: Store>(s: &S)`), so no check is silently skipped.
+pub fn assert_listed(listed: &[&str]) {
+    let source = include_str!("mod.rs");
+    let mut defined: Vec<&str> = source
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("pub fn ")?
+                .strip_suffix("<S: Store>(s: &S) {")
+        })
+        .collect();
+    let mut listed = listed.to_vec();
+    defined.sort_unstable();
+    listed.sort_unstable();
+    assert!(defined.len() >= 12, "the suite has its checks: {defined:?}");
+    assert_eq!(listed, defined, "conformance_tests! lists every check once");
+}
+
+/// One metered update reporting only its outcomes (what most checks need).
+pub fn update<S: Store + ?Sized>(
+    s: &S,
+    m: &Meter<'_>,
+    model_id: &str,
+    exps: &[Experience<'_>],
+) -> Result<Vec<UpdateOutcome>> {
+    s.update(m, model_id, exps, Report::Outcomes)
+        .map(|u| u.outcomes)
+}
 
 /// 2026-09-21T00:53:20Z: a fixed "now" so months and days are known.
 pub const NOW: i64 = 1_790_038_400;
@@ -330,7 +403,8 @@ pub fn models<S: Store>(s: &S) {
     let meter_l = limits(None, None);
     ok(
         s,
-        s.update(
+        update(
+            s,
             &meter(&a.id, &meter_l, NOW + 12),
             &i1.id,
             &[Experience::new(1, 0, 1.0, 2)],
@@ -404,7 +478,7 @@ pub fn predict_and_update<S: Store>(s: &S) {
             Experience::new(st, p.action, round as f64 - 3.0, next).done(round % 5 == 4),
             Experience::new(next, 2, 0.25, st).truncated(round % 7 == 6),
         ];
-        let out = ok(s, s.update(&m, &info.id, &exps));
+        let out = ok(s, update(s, &m, &info.id, &exps));
         let want = local.update_batch(&exps).unwrap();
         check_eq!(s, out, want, "update {round}");
     }
@@ -442,8 +516,65 @@ pub fn predict_and_update<S: Store>(s: &S) {
     check_eq!(s, u.calls, 101);
     check_eq!(s, u.per_day[day + 1], 1);
     // An empty batch is a no-op.
-    check_eq!(s, ok(s, s.update(&m, &info.id, &[])), vec![]);
+    check_eq!(s, ok(s, update(s, &m, &info.id, &[])), vec![]);
     check_eq!(s, ok(s, s.usage(&a.id, month)).calls, 101);
+}
+
+/// An update asked for its rows returns the rows it wrote (each state
+/// once) as `export_model` shows them right after, the state row of each
+/// experience, and the model's statistics; asked for outcomes only, none.
+pub fn update_reports_touched_rows<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let mut c = ModelConfig::new(3);
+    c.seed = Some(7);
+    c.initial_q = 0.5;
+    c.algorithm = Algorithm::DoubleQLearning;
+    let info = ok(
+        s,
+        s.create_model(&a.id, "m", &Model::new(c).unwrap(), None, NOW),
+    );
+    let l = limits(None, None);
+    let m = meter(&a.id, &l, NOW);
+    let arr = [1.5, -0.0];
+    let exps = [
+        Experience::new(StateRef::Str("s"), 1, 2.0, StateRef::Int(4)),
+        Experience::new(StateRef::Array(&arr), 2, -1.0, StateRef::Str("s")),
+        Experience::new(StateRef::Str("s"), 0, 0.5, StateRef::Array(&arr)).done(true),
+    ];
+    // Rows already there before the call are not reported unless written.
+    ok(s, update(s, &m, &info.id, &[Experience::new(9, 0, 1.0, 9)]));
+    let done = ok(s, s.update(&m, &info.id, &exps, Report::Touched));
+    let t = done.touched.expect("rows were asked for");
+    check_eq!(s, done.outcomes.len(), 3);
+    let export = ok(s, s.export_model(&a.id, &info.id));
+    let keys: Vec<&StateKey> = t.rows.iter().map(|(k, _)| k).collect();
+    check_eq!(
+        s,
+        keys,
+        vec![
+            &StateKey::Str("s".into()),
+            &StateKey::Array(vec![1.5, 0.0].into())
+        ],
+        "each written row once, in order of first write"
+    );
+    for (k, q) in &t.rows {
+        check_eq!(
+            s,
+            Some(q.clone()),
+            export.q_values(k.as_ref()).ok(),
+            "row {k:?}"
+        );
+    }
+    check_eq!(s, t.state_rows, vec![0, 1, 0]);
+    for (i, x) in exps.iter().enumerate() {
+        let want = export.q_values(x.state).unwrap();
+        check_eq!(s, t.state_q_values(i), Some(&want[..]), "experience {i}");
+    }
+    check_eq!(s, t.stats, export.stats());
+    let plain = ok(s, s.update(&m, &info.id, &exps[..1], Report::Outcomes));
+    check!(s, plain.touched.is_none(), "nothing copied unless asked");
+    let empty = ok(s, s.update(&m, &info.id, &[], Report::Touched));
+    check_eq!(s, empty.touched.map(|t| t.rows.len()), Some(0));
 }
 
 /// Invalid input is refused before the quota is touched and changes
@@ -468,14 +599,14 @@ pub fn validation_costs_nothing<S: Store>(s: &S) {
         Experience::new(2, 1, 1.0, 3),
         Experience::new(3, 7, 1.0, 4),
     ];
-    let r = s.update(&m, &info.id, &batch);
+    let r = update(s, &m, &info.id, &batch);
     match r {
         Err(Error::InvalidAction(msg)) => {
             check!(s, msg.contains("experiences[2]"), "names the item: {msg}")
         }
         other => panic!("[{}] expected InvalidAction, got {other:?}", s.backend()),
     }
-    let r = s.update(&m, &info.id, &[Experience::new(1, 0, f64::INFINITY, 2)]);
+    let r = update(s, &m, &info.id, &[Experience::new(1, 0, f64::INFINITY, 2)]);
     check!(s, matches!(r, Err(Error::InvalidField { .. })), "{r:?}");
     let month = BillingMonth::from_unix(NOW);
     check_eq!(s, ok(s, s.usage(&a.id, month)).calls, 0, "nothing metered");
@@ -492,8 +623,8 @@ pub fn quota<S: Store>(s: &S) {
     let l = limits(Some(5), None);
     let m = meter(&a.id, &l, NOW);
     let three = [Experience::new(1, 0, 1.0, 2); 3];
-    ok(s, s.update(&m, &info.id, &three));
-    match s.update(&m, &info.id, &three) {
+    ok(s, update(s, &m, &info.id, &three));
+    match update(s, &m, &info.id, &three) {
         Err(Error::QuotaExceeded {
             limit,
             retry_after_secs,
@@ -505,7 +636,7 @@ pub fn quota<S: Store>(s: &S) {
         other => panic!("[{}] expected QuotaExceeded, got {other:?}", s.backend()),
     }
     ok(s, s.predict(&m, &info.id, StateRef::Int(1), true, None));
-    ok(s, s.update(&m, &info.id, &three[..1]));
+    ok(s, update(s, &m, &info.id, &three[..1]));
     let r = s.predict(&m, &info.id, StateRef::Int(1), true, None);
     check!(s, matches!(r, Err(Error::QuotaExceeded { .. })), "{r:?}");
     let month = BillingMonth::from_unix(NOW);
@@ -523,7 +654,7 @@ pub fn quota<S: Store>(s: &S) {
     let unl = limits(None, None);
     let m3 = meter(&a.id, &unl, NOW);
     for _ in 0..3 {
-        ok(s, s.update(&m3, &info.id, &three));
+        ok(s, update(s, &m3, &info.id, &three));
     }
     check_eq!(s, ok(s, s.usage(&a.id, month)).calls, 14);
     // Another user's usage is separate.
@@ -567,8 +698,7 @@ pub fn tenant_isolation<S: Store>(s: &S) {
             ),
             (
                 "update",
-                s.update(&mb, id, &[Experience::new(1, 0, -100.0, 2)])
-                    .map(|_| ()),
+                update(s, &mb, id, &[Experience::new(1, 0, -100.0, 2)]).map(|_| ()),
             ),
             ("delete", s.delete_model(&b.id, id)),
         ];
@@ -618,7 +748,7 @@ pub fn concurrent_updates<S: Store>(s: &S) {
                 let m = meter(&a.id, &l, NOW);
                 barrier.wait();
                 for _ in 0..EACH {
-                    let out = ok(s, s.update(&m, &info.id, &[exp]));
+                    let out = ok(s, update(s, &m, &info.id, &[exp]));
                     check_eq!(s, out[0].q_value, 2.5);
                 }
             });
@@ -659,7 +789,7 @@ pub fn concurrent_quota<S: Store>(s: &S) {
     let l = limits(Some(100), None);
     let m = meter(&a.id, &l, NOW);
     let ninety = vec![Experience::new(1, 0, 1.0, 2); 90];
-    ok(s, s.update(&m, &info.id, &ninety));
+    ok(s, update(s, &m, &info.id, &ninety));
     let granted = AtomicUsize::new(0);
     let barrier = Barrier::new(THREADS);
     std::thread::scope(|sc| {
@@ -672,8 +802,7 @@ pub fn concurrent_quota<S: Store>(s: &S) {
                         s.predict(m, &info.id, StateRef::Int(1), true, None)
                             .map(|_| ())
                     } else {
-                        s.update(m, &info.id, &[Experience::new(1, 1, 1.0, 2)])
-                            .map(|_| ())
+                        update(s, m, &info.id, &[Experience::new(1, 1, 1.0, 2)]).map(|_| ())
                     };
                     match r {
                         Ok(()) => {
@@ -723,10 +852,10 @@ pub fn concurrent_invalid_calls<S: Store>(s: &S) {
                 for i in 0..EACH {
                     let good = Experience::new(1, 1, 1.0, 2);
                     let r = match (t + i) % 6 {
-                        0 | 2 | 4 => s.update(&m, &info.id, &[good]),
-                        1 => s.update(&m, &info.id, &[Experience::new(1, 7, 1.0, 2)]),
-                        3 => s.update(&m, "no-such-model", &[good]),
-                        _ => s.update(&m, &other.id, &[good]),
+                        0 | 2 | 4 => update(s, &m, &info.id, &[good]),
+                        1 => update(s, &m, &info.id, &[Experience::new(1, 7, 1.0, 2)]),
+                        3 => update(s, &m, "no-such-model", &[good]),
+                        _ => update(s, &m, &other.id, &[good]),
                     };
                     match ((t + i) % 2, r) {
                         (0, Ok(_)) => {}
@@ -832,7 +961,7 @@ pub fn write_everything<S: Store>(s: &S) -> Written {
         local.predict_full(st, true, None).unwrap();
         let exp = Experience::new(st, p.action, (i % 5) as f64, StateRef::Int((i + 1) % 13))
             .done(i % 10 == 9);
-        ok(s, s.update(&m, &info.id, &[exp]));
+        ok(s, update(s, &m, &info.id, &[exp]));
         local.update(&exp).unwrap();
     }
     ok(
@@ -932,7 +1061,7 @@ pub fn reopen_persistence<S: Store>(open: impl Fn() -> S) {
     let before = ok(&s, s.model(&w.user.id, &w.model_id)).stats.updates;
     ok(
         &s,
-        s.update(&m, &w.model_id, &[Experience::new(99, 0, 1.0, 98)]),
+        update(&s, &m, &w.model_id, &[Experience::new(99, 0, 1.0, 98)]),
     );
     drop(s);
     let s = open();

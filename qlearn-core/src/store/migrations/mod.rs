@@ -7,6 +7,12 @@
 //! build knows (an older binary must not write a newer schema). Migrations
 //! are append-only: a released file never changes; a schema change is a new
 //! file with the next version.
+//!
+//! `apply` is that procedure, written once; each backend supplies its
+//! `Dialect` (how to read the version, run a file and record it) and the
+//! transaction (and, for PostgreSQL, the lock) around it.
+
+use crate::error::{Error, Result};
 
 /// One migration: its version (1, 2, ...), a short name and its SQL.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +44,49 @@ pub const POSTGRES: &[Migration] = &[Migration {
 /// The newest version in `list` (0 for an empty list).
 pub fn latest(list: &[Migration]) -> u32 {
     list.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// What [`apply`] needs from a backend, inside one open transaction.
+pub(crate) trait Dialect {
+    /// The error a migration's statements fail with.
+    type Error: std::fmt::Display;
+    /// The highest version recorded in `schema_migrations` (0 when none).
+    fn current_version(&mut self) -> Result<i64>;
+    /// Runs a migration's statements.
+    fn run(&mut self, sql: &str) -> std::result::Result<(), Self::Error>;
+    /// Records that `m` has been applied.
+    fn record(&mut self, m: &Migration) -> Result<()>;
+}
+
+/// Applies every migration of `list` newer than the database's version, in
+/// order, through `db` (the caller commits); refuses a database newer than
+/// `list`.
+pub(crate) fn apply(
+    backend: &'static str,
+    db: &mut impl Dialect,
+    list: &[Migration],
+) -> Result<()> {
+    let current = db.current_version()?;
+    let latest = i64::from(latest(list));
+    if current > latest {
+        return Err(Error::storage(
+            backend,
+            format!(
+                "the database has schema version {current}, newer than this build knows \
+                 ({latest}); use a newer qlearn"
+            ),
+        ));
+    }
+    for m in list.iter().filter(|m| i64::from(m.version) > current) {
+        db.run(m.sql).map_err(|e| {
+            Error::storage(
+                backend,
+                format!("migration {} ({}) failed: {e}", m.version, m.name),
+            )
+        })?;
+        db.record(m)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

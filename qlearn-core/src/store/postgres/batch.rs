@@ -1,0 +1,437 @@
+//! One batch transaction of one user's calls: lock the models and debit the
+//! quota in one statement, validate, fetch only the Q-rows the calls need,
+//! run the engine, write everything back in one statement. A conflict with
+//! another transaction is [`Retry::Again`], a typed value carried to the
+//! loop in [`PgStore::run_batch`] that runs the batch again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use postgres::error::SqlState;
+use postgres::{Statement, Transaction};
+
+use super::combiner::{Call, Outcome, Request};
+use super::pool::{stmt, PgConn};
+use super::sql::{
+    SQL_DEBIT, SQL_DEBIT_LOCK_MODELS, SQL_FETCH_ROWS, SQL_LOCK_MODELS, SQL_WRITE_BACK,
+};
+use super::{pg, PgStore, BACKEND};
+use crate::error::{Error, Result};
+use crate::model::{at_index, Learner};
+use crate::state::{canonical_key, State, StateKey};
+use crate::store::encoding::{
+    decode_key, decode_learner, decode_values, key_bytes, learner_bytes, returns_bytes,
+    table_from_rows, values_bytes, Tracked,
+};
+use crate::store::report::updated;
+use crate::store::rules::validate_batch;
+use crate::store::OwnedExperience;
+use crate::table::QTable;
+use crate::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
+
+/// Why a batch's transaction stopped before committing.
+pub(super) enum Retry {
+    /// A deadlock or serialization failure with another transaction: run
+    /// the batch again.
+    Again,
+    /// Any other failure: every call of the batch fails with it.
+    Fail(Error),
+}
+
+/// A batch step's result: `Err` aborts the transaction.
+type Step<T> = std::result::Result<T, Retry>;
+
+impl From<postgres::Error> for Retry {
+    fn from(e: postgres::Error) -> Retry {
+        let code = e.code();
+        if code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+            || code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        {
+            Retry::Again
+        } else {
+            Retry::Fail(pg(e))
+        }
+    }
+}
+
+impl From<Error> for Retry {
+    fn from(e: Error) -> Retry {
+        Retry::Fail(e)
+    }
+}
+
+/// The debit of `n` calls for `req`'s user, as one statement. `Ok(true)`
+/// when granted.
+pub(super) fn debit(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    user: &str,
+    limits: &TierLimits,
+    now: i64,
+    n: u64,
+) -> Step<bool> {
+    debit_signed(
+        tx,
+        st,
+        user,
+        limit_of(limits),
+        now,
+        i64::try_from(n).unwrap_or(i64::MAX),
+    )
+}
+
+pub(super) fn limit_of(limits: &TierLimits) -> Option<i64> {
+    limits
+        .monthly_calls
+        .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+}
+
+/// [`debit`] of `n` calls, negative to give back calls debited earlier in
+/// the same transaction (with `limit` `None`).
+pub(super) fn debit_signed(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    user: &str,
+    limit: Option<i64>,
+    now: i64,
+    n: i64,
+) -> Step<bool> {
+    if n == 0 {
+        return Ok(true);
+    }
+    let month = BillingMonth::from_unix(now);
+    let day = i16::from(month.day_of(now));
+    let s = stmt(st, tx, SQL_DEBIT)?;
+    let rows = tx.query(&s, &[&user, &month.to_string(), &n, &limit, &day])?;
+    Ok(!rows.is_empty())
+}
+
+pub(super) fn quota_error(limits: &TierLimits, now: i64) -> Error {
+    Error::QuotaExceeded {
+        limit: limits.monthly_calls.unwrap_or(0),
+        retry_after_secs: seconds_until_next_month(now),
+    }
+}
+
+pub(super) fn validate(learner: &Learner, req: &Request) -> Result<()> {
+    match &req.call {
+        Call::Predict { state, allowed, .. } => {
+            learner.validate_predict(state.as_ref(), allowed.as_deref())
+        }
+        Call::Update { exps, .. } => {
+            validate_batch(learner, exps.iter().map(OwnedExperience::as_experience))
+        }
+    }
+}
+
+/// A model locked by a batch: its learner, the rows fetched for the batch,
+/// and what the batch changed.
+pub(super) struct Locked {
+    pub(super) mid: i64,
+    pub(super) learner: Learner,
+    pub(super) n_rows: i64,
+    pub(super) keys: Vec<StateKey>,
+    pub(super) values: Vec<f64>,
+    pub(super) row_nos: Vec<i64>,
+    pub(super) table: QTable,
+    pub(super) touched: Vec<usize>,
+    pub(super) episodes_before: u64,
+    pub(super) updated_at: Option<i64>,
+    pub(super) granted: bool,
+}
+
+/// The canonical keys (encoded) a call reads or writes.
+pub(super) fn call_keys(
+    call: &Call,
+    bins: Option<&[crate::config::Bin]>,
+    out: &mut Vec<Vec<u8>>,
+) -> Result<()> {
+    let mut add = |s: &State| -> Result<()> {
+        let k = canonical_key(s.as_ref(), bins)?;
+        out.push(key_bytes(k.as_ref()));
+        Ok(())
+    };
+    match call {
+        Call::Predict { state, .. } => add(state),
+        Call::Update { exps, .. } => {
+            for x in exps {
+                add(&x.state)?;
+                add(&x.next_state)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs one call on its locked model.
+pub(super) fn run_call(m: &mut Locked, req: &Request) -> Result<Outcome> {
+    match &req.call {
+        Call::Predict {
+            state,
+            explore,
+            allowed,
+        } => m
+            .learner
+            .predict_full(&m.table, state.as_ref(), *explore, allowed.as_deref())
+            .map(Outcome::Predicted),
+        Call::Update { exps, report } => {
+            m.updated_at = Some(m.updated_at.map_or(req.now, |t| t.max(req.now)));
+            let mut outs = Vec::with_capacity(exps.len());
+            for (j, x) in exps.iter().enumerate() {
+                let mut rows = Tracked {
+                    table: &mut m.table,
+                    touched: &mut m.touched,
+                };
+                // Validated input always applies; should it not, what did
+                // apply is written back with the rest.
+                outs.push(
+                    m.learner
+                        .update(&mut rows, &x.as_experience())
+                        .map_err(|e| at_index(j, e))?,
+                );
+            }
+            let exps = exps.iter().map(OwnedExperience::as_experience);
+            updated(*report, outs, &m.learner, &m.table, exps).map(Outcome::Updated)
+        }
+    }
+}
+
+/// The body of [`PgStore::run_batch`]'s transaction: every call of the
+/// batch belongs to one user. Per-call errors go to `results`; an `Err`
+/// return aborts the transaction, `Ok(false)` rolls it back (nothing to
+/// keep), `Ok(true)` commits it.
+pub(super) fn apply_batch(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    batch: &[Arc<Request>],
+    results: &mut [Option<Result<Outcome>>],
+) -> Step<bool> {
+    let Some(first) = batch.first() else {
+        return Ok(false);
+    };
+    let user = first.user.as_str();
+    // Lock the user's models the batch touches, in id order (every batch
+    // and every instance locks in that order: no deadlock).
+    let mut ids: Vec<&str> = batch.iter().map(|r| r.model.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let day_of = |r: &Request| {
+        let m = BillingMonth::from_unix(r.now);
+        (m, m.day_of(r.now))
+    };
+    // When every call has the same limit and day (the usual case), the
+    // whole batch is debited optimistically in the locking statement (one
+    // round trip less); calls found invalid are given back below.
+    let same = batch.iter().all(|r| {
+        r.limits.monthly_calls == first.limits.monthly_calls && day_of(r) == day_of(first)
+    });
+    let total: u64 = batch.iter().map(|r| r.n()).sum();
+    let rows = if same && total > 0 {
+        let (month, day) = day_of(first);
+        let s = stmt(st, tx, SQL_DEBIT_LOCK_MODELS)?;
+        tx.query(
+            &s,
+            &[
+                &ids,
+                &user,
+                &month.to_string(),
+                &i64::try_from(total).unwrap_or(i64::MAX),
+                &limit_of(&first.limits),
+                &i16::from(day),
+            ],
+        )?
+    } else {
+        let s = stmt(st, tx, SQL_LOCK_MODELS)?;
+        tx.query(&s, &[&ids, &user])?
+    };
+    // Whether the optimistic debit of `total` was made (None: not tried).
+    let pre_debited: Option<bool> = if same && total > 0 {
+        match rows.first() {
+            Some(r) => Some(r.get::<_, i64>(6) > 0),
+            // No model of this user: every call is NotFound; the caller
+            // rolls back whatever the statement debited.
+            None => {
+                for (i, _) in batch.iter().enumerate() {
+                    results[i] = Some(Err(Error::NotFound("model")));
+                }
+                return Ok(false);
+            }
+        }
+    } else {
+        None
+    };
+    let mut models: HashMap<String, Locked> = HashMap::with_capacity(ids.len());
+    for row in rows {
+        let config: String = row.get(2);
+        let learner = decode_learner(BACKEND, &config, row.get(3), row.get(4))?;
+        let width = learner.width();
+        models.insert(
+            row.get(1),
+            Locked {
+                mid: row.get(0),
+                episodes_before: learner.counters().episodes,
+                learner,
+                n_rows: row.get(5),
+                keys: Vec::new(),
+                values: Vec::new(),
+                row_nos: Vec::new(),
+                table: QTable::new(width),
+                touched: Vec::new(),
+                updated_at: None,
+                granted: false,
+            },
+        );
+    }
+
+    // Ownership and validation: errors cost nothing. (A model of another
+    // user was not locked: it is unknown here.)
+    let mut live = Vec::with_capacity(batch.len());
+    for (i, req) in batch.iter().enumerate() {
+        match models.get(&req.model) {
+            None => results[i] = Some(Err(Error::NotFound("model"))),
+            Some(m) => match validate(&m.learner, req) {
+                Err(e) => results[i] = Some(Err(e)),
+                Ok(()) => live.push(i),
+            },
+        }
+    }
+    if live.is_empty() {
+        // Nothing to keep (an optimistic debit is rolled back).
+        return Ok(false);
+    }
+
+    // The quota: everything at once when it fits, else call by call.
+    let live_total: u64 = live.iter().map(|&i| batch[i].n()).sum();
+    let granted: Vec<usize> = if pre_debited == Some(true) {
+        // Give back what the invalid calls were debited.
+        let back = i64::try_from(total - live_total).unwrap_or(i64::MAX);
+        debit_signed(tx, st, user, None, first.now, -back)?;
+        live
+    } else if pre_debited.is_none()
+        && same
+        && debit(tx, st, user, &first.limits, first.now, live_total)?
+    {
+        live
+    } else {
+        let mut g = Vec::with_capacity(live.len());
+        for i in live {
+            let r = &batch[i];
+            if debit(tx, st, user, &r.limits, r.now, r.n())? {
+                g.push(i);
+            } else {
+                results[i] = Some(Err(quota_error(&r.limits, r.now)));
+            }
+        }
+        g
+    };
+    if granted.is_empty() {
+        return Ok(true);
+    }
+
+    // Fetch the rows the granted calls read or write, for every model at once.
+    let mut pairs: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut keys = Vec::new();
+    for &i in &granted {
+        let r = &batch[i];
+        let Some(m) = models.get_mut(&r.model) else {
+            continue;
+        };
+        m.granted = true;
+        keys.clear();
+        call_keys(&r.call, m.learner.config().state_bins.as_deref(), &mut keys)?;
+        pairs.extend(keys.drain(..).map(|k| (m.mid, k)));
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    let (mids, wanted): (Vec<i64>, Vec<Vec<u8>>) = pairs.into_iter().unzip();
+    let s = stmt(st, tx, SQL_FETCH_ROWS)?;
+    let fetched = tx.query(&s, &[&mids, &wanted])?;
+    let by_mid: HashMap<i64, String> = models.iter().map(|(id, m)| (m.mid, id.clone())).collect();
+    for r in &fetched {
+        let mid: i64 = r.get(0);
+        let Some(m) = by_mid.get(&mid).and_then(|id| models.get_mut(id)) else {
+            continue;
+        };
+        m.row_nos.push(r.get(1));
+        m.keys.push(decode_key(BACKEND, r.get(2))?);
+        decode_values(BACKEND, r.get(3), m.learner.width(), &mut m.values)?;
+    }
+    for m in models.values_mut().filter(|m| m.granted) {
+        let (k, v) = (std::mem::take(&mut m.keys), std::mem::take(&mut m.values));
+        m.table = table_from_rows(BACKEND, m.learner.width(), k, v)?;
+    }
+
+    // Run the engine, call after call, in queue order.
+    for &i in &granted {
+        let r = &batch[i];
+        if let Some(m) = models.get_mut(&r.model) {
+            results[i] = Some(run_call(m, r));
+        }
+    }
+
+    // Write back the touched rows and the learners, all models at once.
+    let (mut w_mids, mut w_nos, mut w_keys, mut w_vals) = (vec![], vec![], vec![], vec![]);
+    let (mut m_mids, mut m_learners, mut m_returns, mut m_rows, mut m_at) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for m in models.values_mut().filter(|m| m.granted) {
+        let n_fetched = m.row_nos.len();
+        m.touched.sort_unstable();
+        m.touched.dedup();
+        for &pos in &m.touched {
+            let Some((k, v)) = m.table.row_at(pos) else {
+                continue;
+            };
+            let row_no = match m.row_nos.get(pos) {
+                Some(&n) => n,
+                None => m.n_rows + (pos - n_fetched) as i64,
+            };
+            w_mids.push(m.mid);
+            w_nos.push(row_no);
+            w_keys.push(key_bytes(k));
+            w_vals.push(values_bytes(v));
+        }
+        m_mids.push(m.mid);
+        m_learners.push(learner_bytes(&m.learner));
+        m_returns.push(
+            (m.learner.counters().episodes != m.episodes_before).then(|| returns_bytes(&m.learner)),
+        );
+        m_rows.push(m.n_rows + (m.table.len() - n_fetched) as i64);
+        m_at.push(m.updated_at);
+    }
+    let s = stmt(st, tx, SQL_WRITE_BACK)?;
+    tx.execute(
+        &s,
+        &[
+            &w_mids,
+            &w_nos,
+            &w_keys,
+            &w_vals,
+            &m_mids,
+            &m_learners,
+            &m_returns,
+            &m_rows,
+            &m_at,
+        ],
+    )?;
+    Ok(true)
+}
+
+impl PgStore {
+    /// One attempt at a batch's transaction: commits when [`apply_batch`]
+    /// kept something, rolls back otherwise.
+    pub(super) fn batch_tx(
+        &self,
+        batch: &[Arc<Request>],
+        results: &mut [Option<Result<Outcome>>],
+    ) -> Step<()> {
+        let mut c = self.conn()?;
+        let PgConn { client, statements } = &mut *c;
+        let mut tx = client.transaction()?;
+        if apply_batch(&mut tx, statements, batch, results)? {
+            tx.commit()?;
+        } else {
+            tx.rollback()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,505 @@
+//! [`Store`] for [`PgStore`]: account and model calls run one statement or
+//! one transaction each; metered calls go through the per-user combiner.
+
+use std::sync::Mutex;
+
+use super::combiner::{Call, Outcome, Request};
+use super::sql::{
+    info_from_row, insert_rows, key_from_row, load_rows, user_from_row, MODEL_COLS, USER_COLS,
+};
+use super::{corrupt, is_unique_violation, pg, PgStore, BACKEND};
+use crate::error::{Error, Result};
+use crate::model::{Experience, Model, Prediction};
+use crate::state::StateRef;
+use crate::store::encoding::{
+    config_text, learner_bytes, returns_bytes, table_from_rows, values_bytes,
+};
+use crate::store::rules::touch_key;
+use crate::store::{
+    ApiKey, Meter, ModelInfo, ModelPatch, NewUser, OwnedExperience, QPage, Report, Store, Updated,
+    Usage, User,
+};
+use crate::tenancy::{BillingMonth, Role, Tier};
+
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        let rows = self.query("SELECT value FROM settings WHERE key = $1", &[&key])?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn set_setting_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let mut c = self.conn()?;
+        c.client
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .map_err(pg)?;
+        // A new statement sees a concurrent first writer's committed value.
+        let row = c
+            .client
+            .query_one("SELECT value FROM settings WHERE key = $1", &[&key])
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
+        let u = User {
+            id: crate::tenancy::new_id(),
+            email: user.email,
+            password_hash: user.password_hash,
+            tier: user.tier,
+            role: user.role,
+            created_at: now,
+            password_changed_at: now,
+        };
+        let mut c = self.conn()?;
+        c.client
+            .execute(
+                &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+                &[
+                    &u.id,
+                    &u.email,
+                    &u.password_hash,
+                    &u.tier.as_str(),
+                    &u.role.as_str(),
+                    &u.created_at,
+                    &u.password_changed_at,
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::Conflict("email already registered".into())
+                } else {
+                    pg(e)
+                }
+            })?;
+        Ok(u)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<User>> {
+        let rows = self.query(
+            &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
+            &[&id],
+        )?;
+        rows.first().map(user_from_row).transpose()
+    }
+
+    fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let rows = self.query(
+            &format!("SELECT {USER_COLS} FROM users WHERE email = $1"),
+            &[&email],
+        )?;
+        rows.first().map(user_from_row).transpose()
+    }
+
+    fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()> {
+        let n = self.execute(
+            "UPDATE users SET tier = $2 WHERE id = $1",
+            &[&user_id, &tier.as_str()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    fn set_role(&self, user_id: &str, role: Role) -> Result<()> {
+        let n = self.execute(
+            "UPDATE users SET role = $2 WHERE id = $1",
+            &[&user_id, &role.as_str()],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
+        let n = self.execute(
+            "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+            &[&user_id, &password_hash, &now],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(())
+    }
+
+    fn create_api_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<ApiKey> {
+        let k = ApiKey {
+            id: crate::tenancy::new_id(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: now,
+            last_used_at: None,
+        };
+        let mut c = self.conn()?;
+        let n = c
+            .client
+            .execute(
+                "INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) \
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+                &[&k.id, &k.user_id, &k.name, &k.prefix, &hash, &k.created_at],
+            )
+            .map_err(|e| {
+                // Ids are random: the one unique value a caller can repeat is the hash.
+                if is_unique_violation(&e) {
+                    Error::Conflict("API key already exists".into())
+                } else {
+                    pg(e)
+                }
+            })?;
+        if n == 0 {
+            return Err(Error::NotFound("user"));
+        }
+        Ok(k)
+    }
+
+    fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        let rows = self.query(
+            "SELECT id, user_id, name, prefix, created_at, last_used_at FROM api_keys \
+             WHERE user_id = $1 ORDER BY created_at, id",
+            &[&user_id],
+        )?;
+        Ok(rows.iter().map(|r| key_from_row(r, 0)).collect())
+    }
+
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()> {
+        let n = self.execute(
+            "DELETE FROM api_keys WHERE id = $1 AND user_id = $2",
+            &[&key_id, &user_id],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("API key"));
+        }
+        Ok(())
+    }
+
+    fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>> {
+        let rows = self.query(
+            "SELECT u.id, u.email, u.password_hash, u.tier, u.role, u.created_at, \
+                 u.password_changed_at, k.id, k.user_id, k.name, k.prefix, k.created_at, \
+                 k.last_used_at FROM api_keys k JOIN users u ON u.id = k.user_id \
+                 WHERE k.hash = $1",
+            &[&hash],
+        )?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let user = user_from_row(r)?;
+        let mut key = key_from_row(r, 7);
+        if touch_key(key.last_used_at, now) {
+            self.execute(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
+                &[&key.id, &now],
+            )?;
+            key.last_used_at = Some(now);
+        }
+        Ok(Some((user, key)))
+    }
+
+    fn create_model(
+        &self,
+        owner: &str,
+        name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        let l = model.learner();
+        let config = config_text(BACKEND, l.config())?;
+        let id = crate::tenancy::new_id();
+        self.tx(|tx, _| {
+            // Locking the owner's row makes count-then-insert atomic across
+            // every instance.
+            let user = tx
+                .query_opt(
+                    "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                    &[&owner],
+                )
+                .map_err(pg)?;
+            if user.is_none() {
+                return Err(Error::NotFound("user"));
+            }
+            if let Some(limit) = max_models {
+                let owned: i64 = tx
+                    .query_one("SELECT COUNT(*) FROM models WHERE owner = $1", &[&owner])
+                    .map_err(pg)?
+                    .get(0);
+                if owned >= i64::from(limit) {
+                    return Err(Error::ModelLimitReached { limit });
+                }
+            }
+            let mid: i64 = tx
+                .query_one(
+                    "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
+                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+                     RETURNING mid",
+                    &[
+                        &id,
+                        &owner,
+                        &name,
+                        &config,
+                        &learner_bytes(l),
+                        &returns_bytes(l),
+                        &(model.len() as i64),
+                        &now,
+                    ],
+                )
+                .map_err(pg)?
+                .get(0);
+            insert_rows(tx, mid, model.table())
+        })?;
+        Ok(ModelInfo {
+            id,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            config: l.config().clone(),
+            stats: model.stats(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
+        let rows = self.query(
+            &format!("SELECT {MODEL_COLS} FROM models WHERE owner = $1 ORDER BY created_at, id"),
+            &[&owner],
+        )?;
+        rows.iter()
+            .map(|r| info_from_row(r).map(|(_, i, _)| i))
+            .collect()
+    }
+
+    fn model(&self, owner: &str, id: &str) -> Result<ModelInfo> {
+        let rows = self.query(
+            &format!("SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2"),
+            &[&id, &owner],
+        )?;
+        let r = rows.first().ok_or(Error::NotFound("model"))?;
+        info_from_row(r).map(|(_, i, _)| i)
+    }
+
+    fn update_model(
+        &self,
+        owner: &str,
+        id: &str,
+        patch: ModelPatch,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        self.tx(|tx, _| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR UPDATE"
+                    ),
+                    &[&id, &owner],
+                )
+                .map_err(pg)?
+                .ok_or(Error::NotFound("model"))?;
+            let (mid, mut info, mut learner) = info_from_row(&row)?;
+            let n_rows: i64 = row.get(7);
+            if let Some(config) = patch.config {
+                let old_width = learner.width();
+                if let Some((n, tables)) = learner.reconfigure(config)? {
+                    let (keys, values) = load_rows(tx, mid, old_width, 0, n_rows)?;
+                    let mut table = table_from_rows(BACKEND, old_width, keys, values)?;
+                    table.reshape(n, tables);
+                    let nos: Vec<i64> = (0..n_rows).collect();
+                    let vals: Vec<Vec<u8>> = table
+                        .values()
+                        .chunks_exact(table.width())
+                        .map(values_bytes)
+                        .collect();
+                    tx.execute(
+                        "UPDATE q_rows q SET vals = v.vals FROM unnest($2::int8[], $3::bytea[]) \
+                         AS v(row_no, vals) WHERE q.mid = $1 AND q.row_no = v.row_no",
+                        &[&mid, &nos, &vals],
+                    )
+                    .map_err(pg)?;
+                }
+            }
+            if let Some(name) = patch.name {
+                info.name = name;
+            }
+            tx.execute(
+                "UPDATE models SET name = $2, config = $3, learner = $4, returns = $5, \
+                 updated_at = $6 WHERE mid = $1",
+                &[
+                    &mid,
+                    &info.name,
+                    &config_text(BACKEND, learner.config())?,
+                    &learner_bytes(&learner),
+                    &returns_bytes(&learner),
+                    &now,
+                ],
+            )
+            .map_err(pg)?;
+            info.config = learner.config().clone();
+            info.stats = learner.stats();
+            info.updated_at = now;
+            Ok(info)
+        })
+    }
+
+    fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
+        let n = self.execute(
+            "DELETE FROM models WHERE id = $1 AND owner = $2",
+            &[&id, &owner],
+        )?;
+        if n == 0 {
+            return Err(Error::NotFound("model"));
+        }
+        Ok(())
+    }
+
+    fn export_model(&self, owner: &str, id: &str) -> Result<Model> {
+        self.tx(|tx, _| {
+            // FOR SHARE: no update commits while the table is read.
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR SHARE"
+                    ),
+                    &[&id, &owner],
+                )
+                .map_err(pg)?
+                .ok_or(Error::NotFound("model"))?;
+            let (mid, _, learner) = info_from_row(&row)?;
+            let n_rows: i64 = row.get(7);
+            let (keys, values) = load_rows(tx, mid, learner.width(), 0, n_rows)?;
+            if keys.len() as i64 != n_rows {
+                return Err(corrupt(format!(
+                    "model {id} has {} Q-rows, its record says {n_rows}",
+                    keys.len()
+                )));
+            }
+            let table = table_from_rows(BACKEND, learner.width(), keys, values)?;
+            Model::from_parts(learner, table)
+        })
+    }
+
+    fn q_table(&self, owner: &str, id: &str, offset: u64, limit: u64) -> Result<QPage> {
+        self.tx(|tx, _| {
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR SHARE"
+                    ),
+                    &[&id, &owner],
+                )
+                .map_err(pg)?
+                .ok_or(Error::NotFound("model"))?;
+            let (mid, _, learner) = info_from_row(&row)?;
+            let n_rows: i64 = row.get(7);
+            let from = i64::try_from(offset).unwrap_or(i64::MAX).min(n_rows);
+            let to = from
+                .saturating_add(i64::try_from(limit).unwrap_or(i64::MAX))
+                .min(n_rows);
+            let (keys, values) = load_rows(tx, mid, learner.width(), from, to)?;
+            let rows = keys
+                .into_iter()
+                .zip(values.chunks_exact(learner.width().max(1)))
+                .map(|(k, v)| (k, learner.visible_q(Some(v))))
+                .collect();
+            Ok(QPage {
+                total: n_rows.max(0) as u64,
+                rows,
+            })
+        })
+    }
+
+    fn predict(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction> {
+        let req = Request {
+            model: model_id.to_owned(),
+            user: meter.user_id.to_owned(),
+            limits: *meter.limits,
+            now: meter.now,
+            call: Call::Predict {
+                state: state.to_state(),
+                explore,
+                allowed: allowed.map(<[usize]>::to_vec),
+            },
+            result: Mutex::new(None),
+        };
+        match self.call(req)? {
+            Outcome::Predicted(p) => Ok(p),
+            Outcome::Updated(_) => Err(Error::Internal(
+                "a prediction got an update's result".into(),
+            )),
+        }
+    }
+
+    fn update(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        exps: &[Experience<'_>],
+        report: Report,
+    ) -> Result<Updated> {
+        let req = Request {
+            model: model_id.to_owned(),
+            user: meter.user_id.to_owned(),
+            limits: *meter.limits,
+            now: meter.now,
+            call: Call::Update {
+                exps: exps.iter().map(OwnedExperience::from).collect(),
+                report,
+            },
+            result: Mutex::new(None),
+        };
+        match self.call(req)? {
+            Outcome::Updated(o) => Ok(o),
+            Outcome::Predicted(_) => Err(Error::Internal(
+                "an update got a prediction's result".into(),
+            )),
+        }
+    }
+
+    fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
+        let rows = self.query(
+            "SELECT day, calls FROM usage_day WHERE user_id = $1 AND month = $2",
+            &[&user_id, &month.to_string()],
+        )?;
+        let mut per_day = vec![0u64; month.days() as usize];
+        for r in rows {
+            let day: i16 = r.get(0);
+            let calls: i64 = r.get(1);
+            let slot = usize::try_from(day - 1)
+                .ok()
+                .and_then(|d| per_day.get_mut(d))
+                .ok_or_else(|| corrupt(format!("usage on day {day} of {month}")))?;
+            *slot = u64::try_from(calls).map_err(|_| corrupt("negative usage"))?;
+        }
+        Ok(Usage {
+            month,
+            calls: per_day.iter().sum(),
+            per_day,
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        // Every acknowledged call has committed; nothing is buffered.
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Combining concurrent calls of one user: the first caller leads and runs
+//! everything queued in one transaction ([`PgStore::run_batch`]), the
+//! others wait for their results (see the module docs of
+//! [`PgStore`](super::PgStore), "Batched per user").
+
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use super::batch::Retry;
+use super::{lock_plain, PgStore, BACKEND};
+use crate::error::{Error, Result};
+use crate::model::Prediction;
+use crate::state::State;
+use crate::store::{OwnedExperience, Report, Updated};
+use crate::tenancy::TierLimits;
+
+/// A metered call's input, owned (a leader thread runs it).
+pub(super) enum Call {
+    Predict {
+        state: State,
+        explore: bool,
+        allowed: Option<Vec<usize>>,
+    },
+    Update {
+        exps: Vec<OwnedExperience>,
+        report: Report,
+    },
+}
+
+pub(super) enum Outcome {
+    Predicted(Prediction),
+    Updated(Updated),
+}
+
+pub(super) struct Request {
+    pub(super) model: String,
+    pub(super) user: String,
+    pub(super) limits: TierLimits,
+    pub(super) now: i64,
+    pub(super) call: Call,
+    pub(super) result: Mutex<Option<Result<Outcome>>>,
+}
+
+impl Request {
+    pub(super) fn n(&self) -> u64 {
+        match &self.call {
+            Call::Predict { .. } => 1,
+            Call::Update { exps, .. } => exps.len() as u64,
+        }
+    }
+
+    pub(super) fn set(&self, r: Result<Outcome>) {
+        *lock_plain(&self.result) = Some(r);
+    }
+}
+
+/// Calls waiting for one user, and whether a leader is running a batch.
+#[derive(Default)]
+pub(super) struct Combiner {
+    pub(super) state: Mutex<CombinerState>,
+    /// Signalled when a leader finishes a batch.
+    pub(super) done: Condvar,
+    /// Signalled when a call is queued (a gathering leader waits on it).
+    pub(super) arrived: Condvar,
+}
+
+/// Ends a leader's turn (also if the batch panicked, so followers are
+/// never stuck).
+pub(super) struct Lead<'a>(&'a Combiner);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        lock_plain(&self.0.state).leading = false;
+        self.0.done.notify_all();
+    }
+}
+
+#[derive(Default)]
+pub(super) struct CombinerState {
+    pub(super) queue: Vec<Arc<Request>>,
+    pub(super) leading: bool,
+    /// Calls in the last batch: how many a new leader expects to gather.
+    pub(super) last_batch: usize,
+    /// How long the last batch's transaction took.
+    pub(super) last_tx: Duration,
+}
+
+/// The longest a new leader waits for the callers of the previous batch to
+/// queue again before it starts its transaction.
+pub(super) const MAX_GATHER: Duration = Duration::from_millis(2);
+
+impl PgStore {
+    pub(super) fn combiner(&self, user_id: &str) -> Arc<Combiner> {
+        let mut map = lock_plain(&self.combiners);
+        if let Some(c) = map.get(user_id).and_then(Weak::upgrade) {
+            return c;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let c = Arc::new(Combiner::default());
+        map.insert(user_id.to_owned(), Arc::downgrade(&c));
+        c
+    }
+
+    /// Queues `req` with the other calls of its user and returns its
+    /// outcome. When no batch of this user is running, this thread leads:
+    /// it runs everything queued (its call and everyone else's, on any of
+    /// the user's models) in one transaction; otherwise it waits for the
+    /// running batch to finish and looks again.
+    pub(super) fn call(&self, req: Request) -> Result<Outcome> {
+        let comb = self.combiner(&req.user);
+        let req = Arc::new(req);
+        let mut g = lock_plain(&comb.state);
+        g.queue.push(req.clone());
+        if g.leading {
+            comb.arrived.notify_one();
+        }
+        loop {
+            if let Some(r) = lock_plain(&req.result).take() {
+                return r;
+            }
+            if g.leading {
+                g = comb.done.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.leading = true;
+            let lead = Lead(&comb);
+            // The callers of the last batch were all woken at once and are
+            // queueing again: a leader that started at once would commit a
+            // batch of one or two and make them wait a whole transaction
+            // more. Give them a moment (a fraction of a transaction).
+            let expect = g.last_batch;
+            if g.queue.len() < expect {
+                let deadline = std::time::Instant::now() + (g.last_tx / 2).min(MAX_GATHER);
+                while g.queue.len() < expect {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    g = comb
+                        .arrived
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+            let batch = std::mem::take(&mut g.queue);
+            g.last_batch = batch.len();
+            drop(g);
+            let started = std::time::Instant::now();
+            self.run_batch(&batch);
+            let took = started.elapsed();
+            g = lock_plain(&comb.state);
+            g.last_tx = took;
+            drop(g);
+            drop(lead);
+            g = lock_plain(&comb.state);
+        }
+    }
+
+    /// Runs a batch of one user's calls in one transaction; sets every
+    /// request's result.
+    pub(super) fn run_batch(&self, batch: &[Arc<Request>]) {
+        let mut results: Vec<Option<Result<Outcome>>> = (0..batch.len()).map(|_| None).collect();
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            results.iter_mut().for_each(|r| *r = None);
+            match self.batch_tx(batch, &mut results) {
+                // Two instances can lock a month's usage rows and models in
+                // different orders (batches spanning two months): PostgreSQL
+                // aborts one; run it again.
+                Err(Retry::Again) if attempt < 5 => continue,
+                Err(Retry::Again) => {
+                    break Err("a batch deadlocked repeatedly; try again".to_owned())
+                }
+                Err(Retry::Fail(e)) => {
+                    break Err(match e {
+                        Error::Storage { message, .. } => message,
+                        other => other.to_string(),
+                    })
+                }
+                Ok(()) => break Ok(()),
+            }
+        };
+        for (req, r) in batch.iter().zip(results) {
+            let r = match (&outcome, r) {
+                // The transaction failed: nothing that succeeded inside it
+                // happened.
+                (Err(msg), Some(Ok(_)) | None) => Err(Error::storage(BACKEND, msg)),
+                (_, Some(r)) => r,
+                (Ok(()), None) => Err(Error::Internal("a combined call got no result".into())),
+            };
+            req.set(r);
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! [`Store`] for [`SqliteStore`]: each method reads through the pool or
+//! the model cache and writes through the writer thread.
+
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, OptionalExtension};
+
+use super::cache::learn_job;
+use super::cache::{Cached, SlotState};
+use super::schema::{
+    finish_user, key_from_row, model_row, user_exists, user_from_row, EncodedRows, ModelRow,
+    KEY_COLS, MODEL_COLS, USER_COLS,
+};
+use super::writer::{Job, RowWrite};
+use super::{is_unique_violation, lock_plain, poisoned, sq, SqliteStore, BACKEND};
+use crate::error::{Error, Result};
+use crate::model::{at_index, Experience, Model, Prediction};
+use crate::state::{StateKey, StateRef};
+use crate::store::encoding::{
+    config_text, key_bytes, learner_bytes, returns_bytes, values_bytes, Tracked,
+};
+use crate::store::report::updated;
+use crate::store::rules::{touch_key, validate_batch};
+use crate::store::{
+    ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Report, Store, Updated, Usage, User,
+};
+use crate::tenancy::{new_id, BillingMonth, Role, Tier};
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sq)
+        })
+    }
+
+    fn set_setting_if_absent(&self, key: &str, value: &str) -> Result<String> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                [&key, &value],
+            )
+            .map_err(sq)?;
+            c.query_row("SELECT value FROM settings WHERE key = ?1", [&key], |r| {
+                r.get(0)
+            })
+            .map_err(sq)
+        })
+    }
+
+    fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
+        let u = User {
+            id: new_id(),
+            email: user.email,
+            password_hash: user.password_hash,
+            tier: user.tier,
+            role: user.role,
+            created_at: now,
+            password_changed_at: now,
+        };
+        let rec = u.clone();
+        self.write(move |c| {
+            c.execute(
+                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                params![
+                    rec.id,
+                    rec.email,
+                    rec.password_hash,
+                    rec.tier.as_str(),
+                    rec.role.as_str(),
+                    rec.created_at,
+                    rec.password_changed_at
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::Conflict("email already registered".into())
+                } else {
+                    sq(e)
+                }
+            })?;
+            Ok(())
+        })?;
+        Ok(u)
+    }
+
+    fn user(&self, id: &str) -> Result<Option<User>> {
+        let row = self.read(|c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE id = ?1"),
+                [id],
+                |r| user_from_row(r, 0),
+            )
+            .optional()
+            .map_err(sq)
+        })?;
+        row.map(finish_user).transpose()
+    }
+
+    fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let row = self.read(|c| {
+            c.query_row(
+                &format!("SELECT {USER_COLS} FROM users WHERE email = ?1"),
+                [email],
+                |r| user_from_row(r, 0),
+            )
+            .optional()
+            .map_err(sq)
+        })?;
+        row.map(finish_user).transpose()
+    }
+
+    fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()> {
+        let id = user_id.to_owned();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET tier = ?2 WHERE id = ?1",
+                    [&id, tier.as_str()],
+                )
+                .map_err(sq)?;
+            if n == 0 {
+                return Err(Error::NotFound("user"));
+            }
+            Ok(())
+        })
+    }
+
+    fn set_role(&self, user_id: &str, role: Role) -> Result<()> {
+        let id = user_id.to_owned();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET role = ?2 WHERE id = ?1",
+                    [&id, role.as_str()],
+                )
+                .map_err(sq)?;
+            if n == 0 {
+                return Err(Error::NotFound("user"));
+            }
+            Ok(())
+        })
+    }
+
+    fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
+        let (id, hash) = (user_id.to_owned(), password_hash.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE id = ?1",
+                    params![id, hash, now],
+                )
+                .map_err(sq)?;
+            if n == 0 {
+                return Err(Error::NotFound("user"));
+            }
+            Ok(())
+        })
+    }
+
+    fn create_api_key(
+        &self,
+        user_id: &str,
+        name: &str,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<ApiKey> {
+        let k = ApiKey {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: now,
+            last_used_at: None,
+        };
+        let (rec, hash) = (k.clone(), hash.to_owned());
+        self.write(move |c| {
+            if !user_exists(c, &rec.user_id)? {
+                return Err(Error::NotFound("user"));
+            }
+            c.execute(
+                "INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    rec.id,
+                    rec.user_id,
+                    rec.name,
+                    rec.prefix,
+                    hash,
+                    rec.created_at
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    Error::Conflict("API key already exists".into())
+                } else {
+                    sq(e)
+                }
+            })?;
+            Ok(())
+        })?;
+        Ok(k)
+    }
+
+    fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        self.read(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLS} FROM api_keys k WHERE k.user_id = ?1 \
+                     ORDER BY k.created_at, k.id"
+                ))
+                .map_err(sq)?;
+            let rows = st.query_map([user_id], key_from_row).map_err(sq)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
+        })
+    }
+
+    fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()> {
+        let (user, key) = (user_id.to_owned(), key_id.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM api_keys WHERE id = ?1 AND user_id = ?2",
+                    [&key, &user],
+                )
+                .map_err(sq)?;
+            if n == 0 {
+                return Err(Error::NotFound("API key"));
+            }
+            Ok(())
+        })
+    }
+
+    fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>> {
+        let found = self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {KEY_COLS}, u.id, u.email, u.password_hash, u.tier, u.role, \
+                     u.created_at, u.password_changed_at \
+                     FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = ?1"
+                ),
+                [hash],
+                |r| Ok((key_from_row(r)?, user_from_row(r, 6)?)),
+            )
+            .optional()
+            .map_err(sq)
+        })?;
+        let Some((mut key, user)) = found else {
+            return Ok(None);
+        };
+        let user = finish_user(user)?;
+        if touch_key(key.last_used_at, now) {
+            let id = key.id.clone();
+            self.write(move |c| {
+                c.execute(
+                    "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )
+                .map_err(sq)?;
+                Ok(())
+            })?;
+            key.last_used_at = Some(now);
+        }
+        Ok(Some((user, key)))
+    }
+
+    fn create_model(
+        &self,
+        owner: &str,
+        name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        let rows = EncodedRows::of(model.table());
+        let l = model.learner();
+        let config = config_text(BACKEND, l.config())?;
+        let (lb, rb) = (learner_bytes(l), returns_bytes(l));
+        let id = new_id();
+        let (w_owner, w_name, w_id) = (owner.to_owned(), name.to_owned(), id.clone());
+        let n_rows = model.len() as i64;
+        let pending = self.start_write(move |c| {
+            if !user_exists(c, &w_owner)? {
+                return Err(Error::NotFound("user"));
+            }
+            if let Some(limit) = max_models {
+                let owned: i64 = c
+                    .query_row(
+                        "SELECT COUNT(*) FROM models WHERE owner = ?1",
+                        [&w_owner],
+                        |r| r.get(0),
+                    )
+                    .map_err(sq)?;
+                if owned >= i64::from(limit) {
+                    return Err(Error::ModelLimitReached { limit });
+                }
+            }
+            c.execute(
+                "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
+                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+                params![w_id, w_owner, w_name, config, lb, rb, n_rows, now],
+            )
+            .map_err(sq)?;
+            let mid = c.last_insert_rowid();
+            rows.insert(c, mid).map_err(sq)?;
+            Ok(mid)
+        })?;
+        // The cache's copy is made while the writer inserts the rows.
+        let (learner, table) = model.clone().into_parts();
+        let mid = self.finish_write(pending)?;
+        let cached = Cached {
+            id: id.clone(),
+            mid,
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            created_at: now,
+            updated_at: now,
+            learner,
+            table,
+            deleted: false,
+        };
+        let info = cached.info();
+        self.inner
+            .models
+            .write()
+            .map_err(|_| poisoned())?
+            .entry(id)
+            .or_insert_with(|| Arc::new(Mutex::new(SlotState::Ready(Box::new(cached)))));
+        Ok(info)
+    }
+
+    fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
+        let rows = self.read(|c| {
+            let mut st = c
+                .prepare_cached(&format!(
+                    "SELECT {MODEL_COLS} FROM models WHERE owner = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(sq)?;
+            let rows = st.query_map([owner], model_row).map_err(sq)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
+        })?;
+        rows.into_iter().map(|r| r.map(ModelRow::info)).collect()
+    }
+
+    fn model(&self, owner: &str, id: &str) -> Result<ModelInfo> {
+        self.with_model(owner, id, |c| Ok(c.info()))
+    }
+
+    fn update_model(
+        &self,
+        owner: &str,
+        id: &str,
+        patch: ModelPatch,
+        now: i64,
+    ) -> Result<ModelInfo> {
+        self.with_model(owner, id, |c| {
+            // Change copies; the cache takes them only once committed.
+            let mut learner = c.learner.clone();
+            let mut reshaped = None;
+            if let Some(config) = patch.config {
+                if let Some((n, tables)) = learner.reconfigure(config)? {
+                    let mut t = c.table.clone();
+                    t.reshape(n, tables);
+                    reshaped = Some(t);
+                }
+            }
+            let name = patch.name.unwrap_or_else(|| c.name.clone());
+            let config = config_text(BACKEND, learner.config())?;
+            let (lb, rb) = (learner_bytes(&learner), returns_bytes(&learner));
+            let vals = reshaped.as_ref().map(|t| values_bytes(t.values()));
+            let width8 = learner.width() * 8;
+            let (mid, w_name) = (c.mid, name.clone());
+            self.write(move |conn| {
+                conn.execute(
+                    "UPDATE models SET name = ?2, config = ?3, learner = ?4, returns = ?5, \
+                     updated_at = ?6 WHERE mid = ?1",
+                    params![mid, w_name, config, lb, rb, now],
+                )
+                .map_err(sq)?;
+                if let Some(vals) = vals {
+                    let mut st = conn
+                        .prepare_cached(
+                            "UPDATE q_rows SET vals = ?3 WHERE mid = ?1 AND row_no = ?2",
+                        )
+                        .map_err(sq)?;
+                    for (i, chunk) in vals.chunks_exact(width8).enumerate() {
+                        st.execute(params![mid, i as i64, chunk]).map_err(sq)?;
+                    }
+                }
+                Ok(())
+            })?;
+            c.learner = learner;
+            if let Some(t) = reshaped {
+                c.table = t;
+            }
+            c.name = name;
+            c.updated_at = now;
+            Ok(c.info())
+        })
+    }
+
+    fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
+        self.with_model(owner, id, |c| {
+            let mid = c.mid;
+            self.write(move |conn| {
+                conn.execute("DELETE FROM q_rows WHERE mid = ?1", [mid])
+                    .map_err(sq)?;
+                conn.execute("DELETE FROM models WHERE mid = ?1", [mid])
+                    .map_err(sq)?;
+                Ok(())
+            })?;
+            c.deleted = true;
+            Ok(())
+        })
+    }
+
+    fn export_model(&self, owner: &str, id: &str) -> Result<Model> {
+        self.with_model(owner, id, |c| {
+            Model::from_parts(c.learner.clone(), c.table.clone())
+        })
+    }
+
+    fn q_table(&self, owner: &str, id: &str, offset: u64, limit: u64) -> Result<QPage> {
+        self.with_model(owner, id, |c| {
+            let len = c.table.len();
+            let off = usize::try_from(offset).unwrap_or(usize::MAX).min(len);
+            let lim = usize::try_from(limit).unwrap_or(usize::MAX);
+            let end = off.saturating_add(lim).min(len);
+            let rows = (off..end)
+                .filter_map(|i| c.table.row_at(i))
+                .map(|(k, r)| (StateKey::from_canonical(k), c.learner.visible_q(Some(r))))
+                .collect();
+            Ok(QPage {
+                total: len as u64,
+                rows,
+            })
+        })
+    }
+
+    fn predict(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<Prediction> {
+        let (prediction, seq) = self.with_model(meter.user_id, model_id, |c| {
+            // Validate first: errors cost nothing and change nothing.
+            c.learner.validate_predict(state, allowed)?;
+            let debit = self.debit(meter, 1)?;
+            let p = match c.learner.predict_full(&c.table, state, explore, allowed) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.refund(&debit);
+                    return Err(e);
+                }
+            };
+            // Enqueued under the model's lock: the queue order is its serial order.
+            let seq = self.enqueue(Job::Learn(learn_job(c, debit, false, Vec::new())))?;
+            Ok((p, seq))
+        })?;
+        self.wait(seq)?;
+        Ok(prediction)
+    }
+
+    fn update(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        exps: &[Experience<'_>],
+        report: Report,
+    ) -> Result<Updated> {
+        let (out, seq) = self.with_model(meter.user_id, model_id, |c| {
+            validate_batch(&c.learner, exps.iter().copied())?;
+            let debit = self.debit(meter, exps.len() as u64)?;
+            if exps.is_empty() {
+                let none = updated(
+                    report,
+                    Vec::new(),
+                    &c.learner,
+                    &c.table,
+                    exps.iter().copied(),
+                );
+                return Ok((none, None));
+            }
+            let len_before = c.table.len();
+            let episodes_before = c.learner.counters().episodes;
+            let mut touched = Vec::with_capacity(exps.len());
+            let mut out = Vec::with_capacity(exps.len());
+            let mut failure = None;
+            for (i, x) in exps.iter().enumerate() {
+                let mut rows = Tracked {
+                    table: &mut c.table,
+                    touched: &mut touched,
+                };
+                match c.learner.update(&mut rows, x) {
+                    Ok(o) => out.push(o),
+                    Err(e) => {
+                        // Validated input always applies; should this ever
+                        // fail, what did apply is still persisted below, so
+                        // memory and file agree.
+                        failure = Some(at_index(i, e));
+                        break;
+                    }
+                }
+            }
+            c.updated_at = meter.now;
+            touched.sort_unstable();
+            touched.dedup();
+            let rows = touched
+                .into_iter()
+                .filter_map(|pos| {
+                    let (k, v) = c.table.row_at(pos)?;
+                    Some(RowWrite {
+                        row_no: pos as i64,
+                        key: (pos >= len_before).then(|| key_bytes(k)),
+                        vals: values_bytes(v),
+                    })
+                })
+                .collect();
+            let ended = c.learner.counters().episodes != episodes_before;
+            let seq = self.enqueue(Job::Learn(learn_job(c, debit, ended, rows)))?;
+            let result = match failure {
+                Some(e) => Err(e),
+                None => updated(report, out, &c.learner, &c.table, exps.iter().copied()),
+            };
+            Ok((result, Some(seq)))
+        })?;
+        if let Some(seq) = seq {
+            self.wait(seq)?;
+        }
+        out
+    }
+
+    fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
+        let cached = lock_plain(&self.inner.usage)
+            .get(user_id)
+            .and_then(|m| m.get(&month))
+            .cloned();
+        let per_day = match cached {
+            Some(d) => d,
+            None => self.usage_days_from_db(user_id, month)?,
+        };
+        Ok(Usage {
+            month,
+            calls: per_day.iter().sum(),
+            per_day,
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.shutdown()
+    }
+}

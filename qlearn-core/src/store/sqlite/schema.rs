@@ -1,0 +1,249 @@
+//! SQLite's side of the schema: opening a connection, the migration
+//! dialect, the columns of users, keys and models and how a row decodes,
+//! and the bulk insert of a whole Q-table.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::{corrupt, sq, BACKEND, BUSY_TIMEOUT_MS};
+use crate::error::{Error, Result};
+use crate::model::Learner;
+use crate::store::encoding::{decode_learner, encode_key, encode_values};
+use crate::store::migrations::{self, Dialect, Migration};
+use crate::store::rules::now_unix;
+use crate::store::{ApiKey, ModelInfo, User};
+use crate::table::QTable;
+use crate::tenancy::{Role, Tier};
+
+pub(super) fn open_connection(path: &Path) -> Result<Connection> {
+    let c = Connection::open(path)
+        .map_err(|e| Error::storage(BACKEND, format!("cannot open {}: {e}", path.display())))?;
+    c.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS.into()))
+        .map_err(sq)?;
+    Ok(c)
+}
+
+/// Applies every migration newer than the database's version, in one
+/// immediate transaction.
+pub(super) fn migrate(c: &mut Connection, list: &[Migration]) -> Result<()> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (\
+           version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(sq)?;
+    let mut tx = c
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sq)?;
+    migrations::apply(BACKEND, &mut tx, list)?;
+    tx.commit().map_err(sq)
+}
+
+impl Dialect for Transaction<'_> {
+    type Error = rusqlite::Error;
+
+    fn current_version(&mut self) -> Result<i64> {
+        self.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sq)
+    }
+
+    fn run(&mut self, sql: &str) -> rusqlite::Result<()> {
+        self.execute_batch(sql)
+    }
+
+    fn record(&mut self, m: &Migration) -> Result<()> {
+        self.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            params![m.version, m.name, now_unix()],
+        )
+        .map(drop)
+        .map_err(sq)
+    }
+}
+
+pub(super) fn user_from_row(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<(User, String, String)> {
+    Ok((
+        User {
+            id: r.get(at)?,
+            email: r.get(at + 1)?,
+            password_hash: r.get(at + 2)?,
+            tier: Tier::Free,
+            role: Role::User,
+            created_at: r.get(at + 5)?,
+            password_changed_at: r.get(at + 6)?,
+        },
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+    ))
+}
+
+pub(super) fn finish_user((mut u, tier, role): (User, String, String)) -> Result<User> {
+    u.tier = tier
+        .parse()
+        .map_err(|_| corrupt(format!("unknown tier {tier:?}")))?;
+    u.role = role
+        .parse()
+        .map_err(|_| corrupt(format!("unknown role {role:?}")))?;
+    Ok(u)
+}
+
+pub(super) const USER_COLS: &str =
+    "id, email, password_hash, tier, role, created_at, password_changed_at";
+
+pub(super) fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        name: r.get(2)?,
+        prefix: r.get(3)?,
+        created_at: r.get(4)?,
+        last_used_at: r.get(5)?,
+    })
+}
+
+pub(super) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.created_at, k.last_used_at";
+
+pub(super) fn user_exists(c: &Connection, id: &str) -> Result<bool> {
+    c.query_row("SELECT 1 FROM users WHERE id = ?1", [id], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+        .map_err(sq)
+}
+
+/// A model's metadata row, decoded.
+pub(super) struct ModelRow {
+    pub(super) mid: i64,
+    pub(super) id: String,
+    pub(super) owner: String,
+    pub(super) name: String,
+    pub(super) learner: Learner,
+    pub(super) n_rows: i64,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+}
+
+pub(super) const MODEL_COLS: &str =
+    "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
+
+pub(super) fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ModelRow>> {
+    let config: String = r.get(4)?;
+    let learner: Vec<u8> = r.get(5)?;
+    let returns: Vec<u8> = r.get(6)?;
+    let decoded = decode_learner(BACKEND, &config, &learner, &returns);
+    Ok(match decoded {
+        Ok(learner) => Ok(ModelRow {
+            mid: r.get(0)?,
+            id: r.get(1)?,
+            owner: r.get(2)?,
+            name: r.get(3)?,
+            learner,
+            n_rows: r.get(7)?,
+            created_at: r.get(8)?,
+            updated_at: r.get(9)?,
+        }),
+        Err(e) => Err(e),
+    })
+}
+
+impl ModelRow {
+    pub(super) fn info(self) -> ModelInfo {
+        ModelInfo {
+            id: self.id,
+            owner: self.owner,
+            name: self.name,
+            config: self.learner.config().clone(),
+            stats: self.learner.stats(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+/// Rows per execution of the multi-row insert of a whole table.
+pub(super) const ROWS_PER_INSERT: usize = 128;
+
+/// `INSERT INTO q_rows ... VALUES (?,?,?,?), ...` for `rows` rows.
+pub(super) fn multi_row_insert(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO q_rows (mid, row_no, key, vals) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?)");
+    }
+    sql
+}
+
+/// Keys and values of a whole table, encoded for insertion.
+pub(super) struct EncodedRows {
+    pub(super) keys: Vec<u8>,
+    /// End offset of each key in `keys`.
+    pub(super) ends: Vec<usize>,
+    pub(super) vals: Vec<u8>,
+    pub(super) width: usize,
+}
+
+impl EncodedRows {
+    pub(super) fn of(table: &QTable) -> Self {
+        let mut keys = Vec::with_capacity(table.len() * 9);
+        let mut ends = Vec::with_capacity(table.len());
+        for k in table.keys() {
+            encode_key(k, &mut keys);
+            ends.push(keys.len());
+        }
+        let mut vals = Vec::with_capacity(table.values().len() * 8);
+        encode_values(table.values(), &mut vals);
+        EncodedRows {
+            keys,
+            ends,
+            vals,
+            width: table.width(),
+        }
+    }
+
+    /// Inserts every row, [`ROWS_PER_INSERT`] rows per statement execution
+    /// (a large table spends its time in per-statement overhead otherwise).
+    pub(super) fn insert(&self, c: &Connection, mid: i64) -> rusqlite::Result<()> {
+        let w8 = self.width * 8;
+        let n = self.ends.len();
+        let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
+        let mut many = c.prepare(&multi_row_insert(ROWS_PER_INSERT))?;
+        let mut key_start = 0;
+        let mut i = 0;
+        while i < full {
+            for j in 0..ROWS_PER_INSERT {
+                let r = i + j;
+                let at = j * 4;
+                let end = self.ends[r];
+                many.raw_bind_parameter(at + 1, mid)?;
+                many.raw_bind_parameter(at + 2, r as i64)?;
+                many.raw_bind_parameter(at + 3, &self.keys[key_start..end])?;
+                many.raw_bind_parameter(at + 4, &self.vals[r * w8..(r + 1) * w8])?;
+                key_start = end;
+            }
+            many.raw_execute()?;
+            i += ROWS_PER_INSERT;
+        }
+        let mut one = c.prepare_cached(
+            "INSERT INTO q_rows (mid, row_no, key, vals) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for r in full..n {
+            let end = self.ends[r];
+            one.execute(params![
+                mid,
+                r as i64,
+                &self.keys[key_start..end],
+                &self.vals[r * w8..(r + 1) * w8]
+            ])?;
+            key_start = end;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,473 @@
+//! The writer thread of [`SqliteStore`](super::SqliteStore): its job
+//! queue, group commit (coalescing learning jobs), the wake-up tree of the
+//! callers waiting for a commit, and the background checkpointer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::Thread;
+
+use rusqlite::{params, Connection};
+
+use super::{lock_plain, Inner, SqliteStore, BACKEND, WAL_RESTART_FRAMES};
+use crate::error::{Error, Result};
+
+// ---- the writer --------------------------------------------------------------
+
+/// A row a learning job writes: its number, its key when the row is new, and
+/// its values.
+pub(super) struct RowWrite {
+    pub(super) row_no: i64,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) vals: Vec<u8>,
+}
+
+/// The persistent effect of one metered call.
+pub(super) struct Learn {
+    pub(super) mid: i64,
+    pub(super) learner: Vec<u8>,
+    pub(super) returns: Option<Vec<u8>>,
+    pub(super) n_rows: i64,
+    pub(super) updated_at: Option<i64>,
+    pub(super) rows: Vec<RowWrite>,
+    pub(super) usage: Option<UsageDelta>,
+}
+
+pub(super) struct UsageDelta {
+    pub(super) user: String,
+    pub(super) month: String,
+    pub(super) day: u8,
+    pub(super) n: u64,
+}
+
+/// An operation run by the writer inside a savepoint of the batch; it
+/// returns whether to keep its changes (and reports its result itself).
+pub(super) type OpFn = Box<dyn FnOnce(&Connection) -> bool + Send>;
+
+pub(super) enum Job {
+    Learn(Learn),
+    Op(OpFn),
+}
+
+/// A caller waiting for its job's commit. After a commit the writer wakes
+/// only the first caller of the batch; each woken caller wakes the next two
+/// (caller `i` wakes `2i + 1` and `2i + 2`), so the writer, the one thread
+/// everybody waits for, does not spend its time on 32 wake-ups per batch.
+pub(super) struct WaitSlot {
+    pub(super) thread: Thread,
+    /// Set by the writer before it publishes the commit: the batch's
+    /// waiting threads and this caller's position among them.
+    pub(super) batch: OnceLock<(Arc<Vec<Thread>>, usize)>,
+}
+
+/// What [`SqliteStore::wait`] waits for: a job's sequence number and its
+/// caller's wake-up slot.
+pub(super) struct Ticket {
+    pub(super) seq: u64,
+    pub(super) slot: Arc<WaitSlot>,
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    /// Jobs with the thread waiting for each (unparked once it committed).
+    pub(super) jobs: Vec<(Job, Arc<WaitSlot>)>,
+    /// Sequence number of the last job enqueued (jobs are numbered from 1).
+    pub(super) last_seq: u64,
+    pub(super) closed: bool,
+    /// The writer sleeps until the queue holds this many jobs (0: it is
+    /// not sleeping; enqueuers only wake it on reaching the number, not at
+    /// every job).
+    pub(super) wake_at: usize,
+}
+
+/// The longest the writer waits for the callers of its last batch to queue
+/// again before it starts a smaller batch.
+pub(super) const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+
+#[derive(Default)]
+pub(super) struct Done {
+    /// Every job up to this sequence number has committed.
+    pub(super) committed: AtomicU64,
+    /// Whether `failure` is set.
+    pub(super) failed: AtomicBool,
+    /// Why the store stopped (a commit failed or the writer died).
+    pub(super) failure: Mutex<Option<String>>,
+}
+
+impl Done {
+    pub(super) fn fail(&self, why: String) {
+        let mut f = lock_plain(&self.failure);
+        if f.is_none() {
+            *f = Some(why);
+        }
+        self.failed.store(true, Ordering::Release);
+    }
+
+    pub(super) fn failure(&self) -> Option<String> {
+        lock_plain(&self.failure).clone()
+    }
+}
+
+/// What a batch writes, coalesced: last learner state per model, last
+/// values per row, summed usage per user and day.
+#[derive(Default)]
+pub(super) struct Pending {
+    pub(super) models: HashMap<i64, PendingModel>,
+    pub(super) usage: HashMap<(String, String, u8), u64>,
+}
+
+pub(super) struct PendingModel {
+    pub(super) learner: Vec<u8>,
+    pub(super) returns: Option<Vec<u8>>,
+    pub(super) n_rows: i64,
+    pub(super) updated_at: Option<i64>,
+    pub(super) rows: BTreeMap<i64, (Option<Vec<u8>>, Vec<u8>)>,
+}
+
+impl Pending {
+    pub(super) fn add(&mut self, l: Learn) {
+        if let Some(u) = l.usage {
+            *self.usage.entry((u.user, u.month, u.day)).or_insert(0) += u.n;
+        }
+        let m = self.models.entry(l.mid).or_insert_with(|| PendingModel {
+            learner: Vec::new(),
+            returns: None,
+            n_rows: 0,
+            updated_at: None,
+            rows: BTreeMap::new(),
+        });
+        m.learner = l.learner;
+        m.n_rows = l.n_rows;
+        if l.returns.is_some() {
+            m.returns = l.returns;
+        }
+        if l.updated_at.is_some() {
+            m.updated_at = l.updated_at;
+        }
+        for r in l.rows {
+            match m.rows.get_mut(&r.row_no) {
+                Some(slot) => {
+                    if r.key.is_some() {
+                        slot.0 = r.key;
+                    }
+                    slot.1 = r.vals;
+                }
+                None => {
+                    m.rows.insert(r.row_no, (r.key, r.vals));
+                }
+            }
+        }
+    }
+
+    pub(super) fn flush(&mut self, c: &Connection) -> rusqlite::Result<()> {
+        if !self.models.is_empty() {
+            let mut upd_model = c.prepare_cached(
+                "UPDATE models SET learner = ?2, n_rows = ?3, \
+                 updated_at = COALESCE(?4, updated_at), returns = COALESCE(?5, returns) \
+                 WHERE mid = ?1",
+            )?;
+            let mut ins_row = c.prepare_cached(
+                "INSERT INTO q_rows (mid, row_no, key, vals) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (mid, row_no) DO UPDATE SET vals = excluded.vals",
+            )?;
+            let mut upd_row =
+                c.prepare_cached("UPDATE q_rows SET vals = ?3 WHERE mid = ?1 AND row_no = ?2")?;
+            for (mid, m) in self.models.drain() {
+                upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
+                for (row_no, (key, vals)) in m.rows {
+                    match key {
+                        Some(k) => ins_row.execute(params![mid, row_no, k, vals])?,
+                        None => upd_row.execute(params![mid, row_no, vals])?,
+                    };
+                }
+            }
+        }
+        if !self.usage.is_empty() {
+            let mut up = c.prepare_cached(
+                "INSERT INTO usage (user_id, month, day, calls) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (user_id, month, day) DO UPDATE SET calls = calls + excluded.calls",
+            )?;
+            for ((user, month, day), n) in self.usage.drain() {
+                up.execute(params![user, month, day, n as i64])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies one batch of jobs in one transaction.
+pub(super) fn run_batch(c: &Connection, jobs: Vec<Job>) -> rusqlite::Result<()> {
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let applied = (|| {
+        let mut pending = Pending::default();
+        for job in jobs {
+            match job {
+                Job::Learn(l) => pending.add(l),
+                Job::Op(f) => {
+                    pending.flush(c)?;
+                    c.execute_batch("SAVEPOINT op")?;
+                    if f(c) {
+                        c.execute_batch("RELEASE op")?;
+                    } else {
+                        c.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                    }
+                }
+            }
+        }
+        pending.flush(c)
+    })();
+    match applied.and_then(|()| c.execute_batch("COMMIT")) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Marks the store failed if the writer thread ends without a clean close
+/// (a panic), so no caller waits forever.
+pub(super) struct WriterGuard(Arc<Inner>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        let mut q = lock_plain(&self.0.queue);
+        if !q.closed || !q.jobs.is_empty() {
+            self.0
+                .done
+                .fail("the writer thread stopped unexpectedly; reopen the store".into());
+        }
+        q.closed = true;
+        for (_, waiter) in q.jobs.drain(..) {
+            waiter.thread.unpark();
+        }
+    }
+}
+
+pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
+    let _guard = WriterGuard(inner.clone());
+    let mut last_batch = 0usize;
+    let mut last_took = std::time::Duration::ZERO;
+    loop {
+        let (taken, last) = {
+            let mut q = lock_plain(&inner.queue);
+            while q.jobs.is_empty() && !q.closed {
+                q.wake_at = 1;
+                q = inner
+                    .queue_cv
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            // The callers of the last batch were all woken at once and are
+            // queueing again: give them a moment (a fraction of a batch's
+            // time) so they share the next commit instead of being split
+            // over several small ones.
+            if q.jobs.len() < last_batch && !q.closed {
+                let deadline = std::time::Instant::now() + (last_took / 2).min(MAX_GATHER);
+                while q.jobs.len() < last_batch && !q.closed {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    q.wake_at = last_batch;
+                    q = inner
+                        .queue_cv
+                        .wait_timeout(q, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+            q.wake_at = 0;
+            if q.jobs.is_empty() {
+                break;
+            }
+            (std::mem::take(&mut q.jobs), q.last_seq)
+        };
+        let started = std::time::Instant::now();
+        last_batch = taken.len();
+        let (jobs, waiters): (Vec<Job>, Vec<Arc<WaitSlot>>) = taken.into_iter().unzip();
+        let result = run_batch(&conn, jobs);
+        last_took = started.elapsed();
+        let failed = result.is_err();
+        match result {
+            Ok(()) => {
+                let threads: Arc<Vec<Thread>> =
+                    Arc::new(waiters.iter().map(|w| w.thread.clone()).collect());
+                for (i, w) in waiters.iter().enumerate() {
+                    let _ = w.batch.set((threads.clone(), i));
+                }
+                inner.done.committed.store(last, Ordering::Release);
+                // The rest wake each other (see `WaitSlot`).
+                if let Some(first) = threads.first() {
+                    first.unpark();
+                }
+            }
+            Err(e) => {
+                inner.done.fail(format!(
+                    "a commit failed ({e}); the store has stopped: reopen it"
+                ));
+                for w in waiters {
+                    w.thread.unpark();
+                }
+            }
+        }
+        if failed {
+            // The guard closes the queue and wakes whoever still waits.
+            return;
+        }
+        // After the acknowledgements: bound the WAL (see `wal_full`).
+        if inner.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            // Busy while the checkpointer runs one: then the next batch
+            // tries again (the hook keeps reporting the WAL's size). A
+            // complete checkpoint lets the next commit restart the WAL.
+            let _ = checkpoint(&conn);
+        }
+    }
+    // Clean close: fold the WAL into the database file.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+/// A passive checkpoint: `(frames in the WAL, frames checkpointed)`.
+pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+/// Folds the WAL into the database file in the background (`PASSIVE`:
+/// never blocks the writer), so commits never wait for a checkpoint.
+pub(super) fn checkpointer_loop(inner: Arc<Inner>, conn: Connection) {
+    let mut last = 0;
+    loop {
+        {
+            let closing = lock_plain(&inner.closing);
+            if *closing {
+                return;
+            }
+            let (closing, _) = inner
+                .closing_cv
+                .wait_timeout(closing, std::time::Duration::from_millis(250))
+                .unwrap_or_else(PoisonError::into_inner);
+            if *closing {
+                return;
+            }
+        }
+        let committed = inner.done.committed.load(Ordering::Acquire);
+        if committed != last {
+            last = committed;
+            let _ = checkpoint(&conn);
+        }
+    }
+}
+
+impl SqliteStore {
+    pub(super) fn enqueue(&self, job: Job) -> Result<Ticket> {
+        let slot = Arc::new(WaitSlot {
+            thread: std::thread::current(),
+            batch: OnceLock::new(),
+        });
+        let mut q = lock_plain(&self.inner.queue);
+        if q.closed {
+            drop(q);
+            return Err(Error::storage(
+                BACKEND,
+                self.inner
+                    .done
+                    .failure()
+                    .unwrap_or_else(|| "the store is closed".into()),
+            ));
+        }
+        q.last_seq += 1;
+        let seq = q.last_seq;
+        q.jobs.push((job, slot.clone()));
+        let wake = q.wake_at > 0 && q.jobs.len() >= q.wake_at;
+        if wake {
+            q.wake_at = 0;
+        }
+        drop(q);
+        if wake {
+            self.inner.queue_cv.notify_one();
+        }
+        Ok(Ticket { seq, slot })
+    }
+
+    /// Blocks until the ticket's job has committed, then wakes the next
+    /// callers of its batch (see [`WaitSlot`]).
+    pub(super) fn wait(&self, ticket: Ticket) -> Result<()> {
+        let done = &self.inner.done;
+        loop {
+            if done.committed.load(Ordering::Acquire) >= ticket.seq {
+                if let Some((threads, i)) = ticket.slot.batch.get() {
+                    for next in [2 * i + 1, 2 * i + 2] {
+                        if let Some(t) = threads.get(next) {
+                            t.unpark();
+                        }
+                    }
+                }
+                return Ok(());
+            }
+            if done.failed.load(Ordering::Acquire) {
+                return Err(Error::storage(BACKEND, done.failure().unwrap_or_default()));
+            }
+            // The timeout only guards against a lost wake-up.
+            std::thread::park_timeout(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `f` in the writer (in a savepoint of the next batch) and returns
+    /// its result once the batch has committed.
+    pub(super) fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pending = self.start_write(f)?;
+        self.finish_write(pending)
+    }
+
+    /// Enqueues `f` for the writer; [`SqliteStore::finish_write`] waits for
+    /// it (the caller may work meanwhile).
+    pub(super) fn start_write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<(Ticket, mpsc::Receiver<Result<T>>)> {
+        let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
+        let seq = self.enqueue(Job::Op(Box::new(move |c| {
+            let r = f(c);
+            let ok = r.is_ok();
+            let _ = tx.send(r);
+            ok
+        })))?;
+        Ok((seq, rx))
+    }
+
+    pub(super) fn finish_write<T>(
+        &self,
+        (seq, rx): (Ticket, mpsc::Receiver<Result<T>>),
+    ) -> Result<T> {
+        self.wait(seq)?;
+        rx.recv()
+            .map_err(|_| Error::storage(BACKEND, "the writer dropped an operation"))?
+    }
+
+    pub(super) fn shutdown(&self) -> Result<()> {
+        *lock_plain(&self.inner.closing) = true;
+        self.inner.closing_cv.notify_all();
+        if let Some(c) = lock_plain(&self.checkpointer).take() {
+            let _ = c.join();
+        }
+        let handle = lock_plain(&self.writer).take();
+        let Some(handle) = handle else {
+            return Ok(());
+        };
+        lock_plain(&self.inner.queue).closed = true;
+        self.inner.queue_cv.notify_all();
+        handle
+            .join()
+            .map_err(|_| Error::storage(BACKEND, "the writer thread panicked"))?;
+        match self.inner.done.failure() {
+            Some(f) => Err(Error::storage(BACKEND, f)),
+            None => Ok(()),
+        }
+    }
+}
