@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use qlearn_core::store::NewUser;
 use qlearn_core::tenancy::{
-    generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
+    address_key, generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
     verify_password, Role, Tier,
 };
 use qlearn_core::{Error, Model, ModelConfig};
@@ -21,6 +21,7 @@ use crate::hashing::hashing;
 use crate::http::read_json;
 use crate::now_unix;
 use crate::response::{json_response, no_content, ok_json, Resp};
+use crate::routes::Route;
 use crate::wire::{
     AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
     UserOut,
@@ -39,7 +40,7 @@ fn throttled(e: Error) -> ApiError {
 }
 
 /// Creates an account (free tier) and its default model; returns a token.
-#[utoipa::path(post, path = "/register", tag = "accounts",
+#[utoipa::path(post, path = Route::Register.label(), tag = "accounts",
     request_body = Credentials,
     responses(
         (status = 201, description = "Registered", body = Registered),
@@ -57,7 +58,7 @@ pub async fn register(
 ) -> Result<Resp, ApiError> {
     let t = app.config.register_per_address;
     app.register_address
-        .check(&client.to_string(), t.rate, t.burst, app.clock())
+        .check(&address_key(client), t.rate, t.burst, app.clock())
         .map_err(throttled)?;
     let body: Credentials = read_json(req, app.config.body_limit).await?;
     let email = normalize_email(&body.email)?;
@@ -109,7 +110,7 @@ pub async fn register(
 }
 
 /// Exchanges email and password for a token.
-#[utoipa::path(post, path = "/login", tag = "accounts",
+#[utoipa::path(post, path = Route::Login.label(), tag = "accounts",
     request_body = Credentials,
     responses(
         (status = 200, description = "Logged in", body = TokenOut),
@@ -129,14 +130,21 @@ pub async fn login(
     // A malformed email cannot be an account: same answer as a wrong password.
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.clone());
     let (ta, tc) = (app.config.login_per_account, app.config.login_per_address);
-    let addr = client.to_string();
+    // Each guess reserves its slot in both buckets before the password is
+    // checked, so concurrent guesses cannot all pass a check that is only
+    // charged afterwards; a correct password gives the slots back. The
+    // account's bucket is per client address too: a stranger's wrong guesses
+    // cannot lock the owner out from the owner's own address.
+    let addr = address_key(client);
+    let account = format!("{email} {addr}");
     let now = app.clock();
-    app.login_account
-        .peek(&email, ta.rate, ta.burst, now)
-        .map_err(throttled)?;
     app.login_address
-        .peek(&addr, tc.rate, tc.burst, now)
+        .check(&addr, tc.rate, tc.burst, now)
         .map_err(throttled)?;
+    if let Err(e) = app.login_account.check(&account, ta.rate, ta.burst, now) {
+        app.login_address.refund(&addr, 1.0);
+        return Err(throttled(e));
+    }
     let a = app.clone();
     let e = email.clone();
     let user = blocking(move || a.store.user_by_email(&e)).await?;
@@ -146,12 +154,10 @@ pub async fn login(
     let ok = hashing(move || verify_password(&password, stored.as_deref())).await?;
     let user = user.filter(|_| ok);
     let Some(user) = user else {
-        let now = app.clock();
-        let _ = app.login_account.check(&email, ta.rate, ta.burst, now);
-        let _ = app.login_address.check(&addr, tc.rate, tc.burst, now);
         return Err(Error::InvalidCredentials.into());
     };
-    app.login_account.reset(&email);
+    app.login_account.reset(&account);
+    app.login_address.refund(&addr, 1.0);
     let token = app.issue_token(&user)?;
     Ok(ok_json(&TokenOut {
         access_token: token,
@@ -161,7 +167,7 @@ pub async fn login(
 }
 
 /// The caller's account.
-#[utoipa::path(get, path = "/me", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::Me.label(), tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = UserOut),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
@@ -176,7 +182,7 @@ pub async fn me(cx: &Ctx) -> Result<Resp, ApiError> {
 }
 
 /// Changes the password; revokes every earlier token and returns a new one.
-#[utoipa::path(post, path = "/me/password", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(post, path = Route::MePassword.label(), tag = "accounts", security(("bearer" = [])),
     request_body = PasswordChange,
     responses(
         (status = 200, description = "Changed; every earlier token is revoked, here is a new one", body = TokenOut),
@@ -190,12 +196,15 @@ pub async fn me(cx: &Ctx) -> Result<Resp, ApiError> {
 pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let app = &cx.app;
     let body: PasswordChange = read_json(req, app.config.body_limit).await?;
-    validate_password(&body.new_password)
-        .map_err(|_| Error::field("new_password", "must be 8 to 1024 characters"))?;
+    validate_password(&body.new_password).map_err(|e| match e {
+        Error::InvalidField { message, .. } => Error::field("new_password", message),
+        other => other,
+    })?;
+    // Like a login, the attempt reserves its slot before the check.
     let ta = app.config.login_per_account;
     let key = format!("pw:{}", cx.user.id);
     app.login_account
-        .peek(&key, ta.rate, ta.burst, app.clock())
+        .check(&key, ta.rate, ta.burst, app.clock())
         .map_err(throttled)?;
     let a = app.clone();
     let id = cx.user.id.clone();
@@ -223,11 +232,9 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
         }
     };
     let Some(user) = changed else {
-        let _ = app
-            .login_account
-            .check(&key, ta.rate, ta.burst, app.clock());
         return Err(Error::InvalidCredentials.into());
     };
+    app.login_account.reset(&key);
     app.forget_user(&user.id);
     tracing::info!(user = %user.id, "password changed; earlier tokens revoked");
     let token = app.issue_token(&user)?;
@@ -239,7 +246,7 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
 }
 
 /// Creates an API key (shown once).
-#[utoipa::path(post, path = "/api-keys", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(post, path = Route::ApiKeys.label(), tag = "accounts", security(("bearer" = [])),
     request_body = NewKey,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedKey),
@@ -273,7 +280,7 @@ pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiErr
 }
 
 /// Lists the caller's API keys (never the keys themselves).
-#[utoipa::path(get, path = "/api-keys", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::ApiKeys.label(), tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's keys (never the keys themselves)", body = Vec<KeyOut>),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
@@ -288,7 +295,7 @@ pub async fn list_keys(cx: &Ctx) -> Result<Resp, ApiError> {
 }
 
 /// Revokes an API key.
-#[utoipa::path(delete, path = "/api-keys/{id}", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(delete, path = Route::ApiKey.label(), tag = "accounts", security(("bearer" = [])),
     params(("id" = String, Path, description = "Key id")),
     responses(
         (status = 204, description = "Revoked"),
@@ -305,7 +312,7 @@ pub async fn delete_key(cx: &Ctx, key_id: String) -> Result<Resp, ApiError> {
 }
 
 /// Changes a user's tier or role (admin only).
-#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", security(("bearer" = [])),
+#[utoipa::path(patch, path = Route::AdminUser.label(), tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path, description = "User id")),
     request_body = AdminUserPatch,
     responses(

@@ -8,6 +8,7 @@ use crate::{GET, POST};
 
 backend_tests!(
     login_throttle,
+    login_throttle_is_exact_and_keyed_by_address,
     api_keys,
     password_change_revokes_old_tokens,
     admin_changes_tier,
@@ -55,6 +56,87 @@ async fn login_throttle(b: Backend) {
         )
         .await;
     assert_error(st, &v, 429, "too_many_attempts");
+}
+
+/// A login from `addr` (through the trusted proxy 127.0.0.1); the status.
+async fn login_from(s: &crate::common::Server, addr: &str, email: &str, password: &str) -> u16 {
+    s.http
+        .post(s.url("/login"))
+        .header("x-forwarded-for", addr)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn login_throttle_is_exact_and_keyed_by_address(b: Backend) {
+    let Some(s) = start_with(b, "throttle2", |c| {
+        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        c.login_per_account = saas_host::config::Throttle::per(5, 900);
+        c.login_per_address = saas_host::config::Throttle::per(12, 900);
+    })
+    .await
+    else {
+        return;
+    };
+    s.register("owner@example.com").await;
+    let good = "correct horse battery";
+    // 200 concurrent wrong guesses from one address: each reserves its slot
+    // before its password is verified, so exactly the 5 of the account's
+    // bucket are verified (401) and every other one is refused unverified.
+    let guesses =
+        (0..200).map(|_| login_from(&s, "198.51.100.7", "owner@example.com", "wrong guess"));
+    let statuses = futures_util::future::join_all(guesses).await;
+    let verified = statuses.iter().filter(|&&st| st == 401).count();
+    let refused = statuses.iter().filter(|&&st| st == 429).count();
+    assert_eq!((verified, refused), (5, 195), "{statuses:?}");
+    // The attacker's guesses do not lock the owner out from another address.
+    assert_eq!(
+        login_from(&s, "203.0.113.9", "owner@example.com", good).await,
+        200
+    );
+    // A correct password gives the slot back and clears the account's failures
+    // at that address: four failures, a success, then four more failures.
+    for _ in 0..4 {
+        assert_eq!(
+            login_from(&s, "203.0.113.9", "owner@example.com", "wrong").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(&s, "203.0.113.9", "owner@example.com", good).await,
+        200
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            login_from(&s, "203.0.113.9", "owner@example.com", "wrong").await,
+            401
+        );
+    }
+    // The address's bucket counts guesses across accounts (12), and IPv6
+    // clients are one client per /64: the second address below is the same
+    // client as the first.
+    let mut statuses = Vec::new();
+    for i in 0..13 {
+        let addr = if i % 2 == 0 {
+            "2001:db8:7:7::1"
+        } else {
+            "2001:db8:7:7:ffff::2"
+        };
+        statuses.push(login_from(&s, addr, &format!("nobody{i}@example.com"), "wrong").await);
+    }
+    assert_eq!(
+        statuses.iter().filter(|&&st| st == 401).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[12], 429, "{statuses:?}");
+    assert_eq!(
+        login_from(&s, "2001:db8:7:8::1", "owner@example.com", good).await,
+        200
+    );
 }
 
 async fn api_keys(b: Backend) {
