@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, Instant};
 
-const HEADER: Duration = Duration::from_secs(2);
+const HEADER: Duration = Duration::from_millis(2500);
 const REQUEST: Duration = Duration::from_secs(3);
 const IDLE: Duration = Duration::from_secs(4);
 /// One trickled byte (or frame) every TICK.
@@ -69,7 +69,7 @@ enum Kind {
     /// Complete head of `POST /login` (Content-Length 60000), then one body
     /// byte per tick: 408 `request_timeout` at REQUEST, then closed.
     SlowBody,
-    /// The same head trickled over 1.2 s (within HEADER), then the body:
+    /// The same head trickled over 1.6 s (within HEADER), then the body:
     /// 408 at REQUEST from the first byte, not from the end of the head.
     SlowHeadThenBody,
     /// A request line, then one header byte per tick: closed at HEADER.
@@ -107,7 +107,7 @@ impl Kind {
                 steps.extend(drip(b" ", 60));
             }
             Kind::SlowHeadThenBody => {
-                let pieces: Vec<&[u8]> = LOGIN_HEAD.chunks(LOGIN_HEAD.len().div_ceil(7)).collect();
+                let pieces: Vec<&[u8]> = LOGIN_HEAD.chunks(LOGIN_HEAD.len().div_ceil(9)).collect();
                 steps.push((Duration::ZERO, pieces[0].to_vec()));
                 steps.extend(pieces[1..].iter().map(|p| (TICK, p.to_vec())));
                 steps.extend(drip(b" ", 60));
