@@ -4,6 +4,5 @@ window.addEventListener("load", function () {
     url: "/openapi.json",
     dom_id: "#swagger-ui",
     deepLinking: true,
-    persistAuthorization: true,
   });
 });
