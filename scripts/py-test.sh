@@ -28,7 +28,8 @@ fi
 py="$venv/bin/python"
 echo "== installing build and test tools into $venv"
 "$py" -m pip install --quiet --disable-pip-version-check --upgrade \
-    "maturin>=1.9.4,<2" "numpy>=1.21" pytest hypothesis mypy "gymnasium>=1.0"
+    "maturin>=1.9.4,<2" "numpy>=1.21" pytest hypothesis mypy "gymnasium>=1.0" \
+    "httpx>=0.24" pandas
 
 echo "== building the extension (maturin develop --release)"
 # maturin develop installs into the virtualenv named by VIRTUAL_ENV.

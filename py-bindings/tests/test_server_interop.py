@@ -1,127 +1,28 @@
 """Interop with the qlearn server (saas-host): the Python module's bytes are
 the server's export/import format, both ways.
 
-Needs a built `saas-host` binary: set QLEARN_SAAS_HOST to its path (the test
-script builds it and sets it), or have it in a target*/{debug,release}/ folder
-of the repository. Without one the tests are skipped with the reason printed
-(run pytest with -rs to see it). The server is started on 127.0.0.1 with a
-free port and an in-memory database, and stopped by its pid.
+The server is started by conftest.py's `start_server` (a built saas-host on
+127.0.0.1, a free port, an in-memory database; skipped without a binary).
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
-from email.message import Message
-from pathlib import Path
 
 import pytest
 
 from qlearn import QLearner
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def find_binary() -> str | None:
-    env = os.environ.get("QLEARN_SAAS_HOST")
-    if env:
-        return env if os.access(env, os.X_OK) else None
-    found = [p for p in glob.glob(str(REPO / "target*" / "*" / "saas-host")) if os.access(p, os.X_OK)]
-    return max(found, key=os.path.getmtime) if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, binary: str, tmp: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "HOST", "PORT")}
-        env["SECRET_KEY"] = secrets.token_hex(32)
-        self.log = open(tmp / "saas-host.log", "wb")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database-url", "memory://"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"saas-host did not start: {(tmp / 'saas-host.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        self.token = ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def call(self, method: str, path: str, body: bytes | dict | None = None,
-             content_type: str = "application/json") -> tuple[int, bytes, Message]:
-        data = json.dumps(body).encode() if isinstance(body, dict) else body
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", content_type)
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        for _attempt in range(20):
-            try:
-                with urllib.request.urlopen(req, timeout=30) as r:
-                    return r.status, r.read(), r.headers
-            except urllib.error.HTTPError as e:
-                body = e.read()
-                # The free tier allows 5 requests/s (burst 10): wait as told.
-                if e.code == 429 and b"rate_limited" in body:
-                    time.sleep(float(e.headers.get("Retry-After") or 1))
-                    continue
-                return e.code, body, e.headers
-        raise AssertionError(f"{method} {path}: still rate limited")
-
-    def json(self, method: str, path: str, body: dict | None = None, expect: int = 200):
-        status, raw, _ = self.call(method, path, body)
-        assert status == expect, (status, raw[:500])
-        return json.loads(raw) if raw else None
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    binary = find_binary()
-    if binary is None:
-        pytest.skip("saas-host binary not found: build it (cargo build -p saas-host) or set "
-                    "QLEARN_SAAS_HOST; the server interop tests did not run")
-    srv = Server(binary, tmp_path_factory.mktemp("server"))
-    try:
-        reg = srv.json("POST", "/register",
-                       {"email": f"py{secrets.token_hex(4)}@example.com", "password": "correct horse battery"},
-                       expect=201)
-        srv.token = reg["access_token"]
-        yield srv
-    finally:
-        srv.stop()
+def server(start_server):
+    srv = start_server()
+    reg = srv.json("POST", "/register",
+                   {"email": f"py{secrets.token_hex(4)}@example.com", "password": "correct horse battery"},
+                   expect=201)
+    srv.token = reg["access_token"]
+    return srv
 
 
 def python_trained() -> QLearner:

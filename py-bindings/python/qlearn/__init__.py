@@ -9,7 +9,9 @@ a model trained here uploads to ``POST /models/import``, and a server's
 >>> a = agent.predict(0)
 >>> td = agent.update(0, a, 1.0, 1)
 
-See ``help(qlearn.QLearner)``.
+See ``help(qlearn.QLearner)``. ``qlearn.Client`` / ``qlearn.AsyncClient``
+are the clients of the hosted service (they need httpx:
+``pip install 'qlearn[client]'``); see ``help(qlearn.Client)``.
 """
 
 from ._qlearn import (
@@ -20,8 +22,46 @@ from ._qlearn import (
     Stats,
     __version__,
 )
+from .analysis import to_dataframe
+from .client import AsyncClient, AsyncEventStream, Client, EventStream, RemoteModel
+from .errors import (
+    BadRequest,
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    ModelLimitReached,
+    NotFound,
+    PayloadTooLarge,
+    QlearnError,
+    QuotaExceeded,
+    RateLimited,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    ValidationError,
+)
 
 __all__ = [
+    "AsyncClient",
+    "AsyncEventStream",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "EventStream",
+    "Forbidden",
+    "ModelLimitReached",
+    "NotFound",
+    "PayloadTooLarge",
+    "QlearnError",
+    "QuotaExceeded",
+    "RateLimited",
+    "RemoteModel",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "ValidationError",
+    "to_dataframe",
     "FORMAT_VERSION",
     "MAX_ACTIONS",
     "MAX_STATE_DIMS",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, SupportsFloat, SupportsIndex, TypedDict, final
 
 import numpy as np
@@ -27,6 +27,9 @@ _Actions = Sequence[SupportsIndex] | npt.NDArray[np.integer[Any]] | npt.NDArray[
 #: A batch of states: a 1-d integer array, a 2-d numeric array (one array
 #: state per row), or a sequence of states.
 _States = npt.NDArray[Any] | Sequence[_State]
+#: A stored state as items() gives it: an int, a str, or a tuple of numbers
+#: (integral values as ints), as the server's JSON.
+_TableState = int | str | tuple[int | float, ...]
 _IntArrayLike = npt.NDArray[np.integer[Any]] | npt.NDArray[np.bool_] | Sequence[SupportsIndex]
 _FloatArrayLike = npt.NDArray[Any] | Sequence[SupportsFloat | SupportsIndex]
 _BoolArrayLike = npt.NDArray[np.bool_] | npt.NDArray[np.integer[Any]] | Sequence[bool | int]
@@ -177,6 +180,11 @@ class QLearner:
     def config(self) -> _Config: ...
     @property
     def stats(self) -> Stats: ...
+    def items(self) -> list[tuple[_TableState, list[float]]]: ...
+    def __iter__(self) -> Iterator[tuple[_TableState, list[float]]]: ...
+    def greedy_policy(self) -> dict[_TableState, int]: ...
+    def state_values(self) -> dict[_TableState, float]: ...
+    def to_numpy(self) -> tuple[list[_TableState], npt.NDArray[np.float64]]: ...
     def __len__(self) -> int: ...
     def to_bytes(self) -> bytes: ...
     @classmethod

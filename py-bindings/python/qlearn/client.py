@@ -1,0 +1,955 @@
+"""The client of the hosted qlearn service: :class:`Client` (blocking) and
+:class:`AsyncClient` (asyncio), with the same methods, over httpx.
+
+httpx is an optional dependency (``pip install 'qlearn[client]'``):
+``import qlearn`` works without it, and creating a client without it raises
+an ImportError naming the extra.
+
+Every operation is written once, as a description of the HTTP call(s) it
+makes (:class:`_Call`, or a generator of calls for operations that take
+several); the two clients differ only in how they send a call. Errors are
+:mod:`qlearn.errors` exceptions; a 429 ``rate_limited`` or a 503 is retried
+after its ``Retry-After`` for calls that are safe to repeat (reads,
+deletes, model edits), never for ``predict``/``update`` (not idempotent: the
+service has no idempotency keys) and not when the wait exceeds
+``max_retry_wait``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union, overload
+
+import numpy as np
+
+from ._qlearn import QLearner
+from .analysis import frame
+from .errors import ConnectionFailed, QlearnError, error_for
+from .types import (
+    ApiKey,
+    ApiKeyInfo,
+    Dashboard,
+    Health,
+    LaggedEvent,
+    ModelInfo,
+    Prediction,
+    RateLimit,
+    Registration,
+    State,
+    Status,
+    Token,
+    UpdateEvent,
+    UpdateResult,
+    User,
+    from_json,
+    state_from_json,
+)
+
+T = TypeVar("T")
+
+#: Most experiences the service takes in one ``POST /update/batch``.
+MAX_BATCH = 1000
+#: Most Q-table rows one ``GET /status`` page holds.
+MAX_PAGE = 1000
+_EXTRA = "pip install 'qlearn[client]'"
+
+
+def _require_httpx() -> Any:
+    try:
+        import httpx
+    except ImportError as e:
+        raise ImportError(f"qlearn.Client and qlearn.AsyncClient need httpx: {_EXTRA}") from e
+    return httpx
+
+
+# ---- what a call is -----------------------------------------------------------
+
+
+@dataclass
+class _Call(Generic[T]):
+    """One HTTP request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    json: Any = None
+    params: Optional[dict[str, Any]] = None
+    content: Optional[bytes] = None
+    content_type: Optional[str] = None
+    #: Safe to send twice: retried after a 429 rate_limited or a 503.
+    idempotent: bool = True
+    auth: bool = True
+    #: Called with the parsed result (e.g. to keep a new token).
+    then: Optional[Callable[[T], None]] = field(default=None, repr=False)
+
+
+#: An operation of several calls: yields calls, receives their results,
+#: returns its own.
+_Plan = Generator[_Call[Any], Any, T]
+_Op = Union[_Call[T], _Plan[T]]
+
+
+class _endpoint(Generic[T]):
+    """A method written once for both clients: the decorated function returns
+    a call (or a plan of calls); on a :class:`Client` the method returns the
+    result, on an :class:`AsyncClient` an awaitable of it."""
+
+    def __init__(self, build: Callable[..., _Op[T]]) -> None:
+        #: The call (or plan) builder, for reuse by other endpoints.
+        self.build: Callable[..., Any] = build
+        functools.update_wrapper(self, build)  # type: ignore[arg-type]
+
+    if TYPE_CHECKING:
+        @overload
+        def __get__(self, obj: None, owner: Any = None) -> _endpoint[T]: ...
+        @overload
+        def __get__(self, obj: Client, owner: Any = None) -> Callable[..., T]: ...
+        @overload
+        def __get__(self, obj: AsyncClient, owner: Any = None) -> Callable[..., Awaitable[T]]: ...
+        @overload
+        def __get__(self, obj: Any, owner: Any = None) -> Callable[..., Any]: ...
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        build = self.build
+
+        @functools.wraps(build)
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            return obj._execute(build(obj, *args, **kwargs))
+
+        return bound
+
+
+def _json(cls: type[T]) -> Callable[[Any], T]:
+    return lambda r: from_json(cls, r.json())
+
+
+def _nothing(_r: Any) -> None:
+    return None
+
+
+# ---- conversions of user input ------------------------------------------------
+
+
+def _state(value: Any, what: str = "state") -> Any:
+    """A state in its JSON form: int, str or list of numbers."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            raise ValueError(f"{what} must be a 1-d array, got {value.ndim} dimensions")
+        return value.tolist()
+    if isinstance(value, (float, np.floating)):
+        raise TypeError(f"{what}: a float alone is not a state (use [x])")
+    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
+        out: list[Union[int, float]] = []
+        for x in value:
+            if isinstance(x, (bool, np.bool_, int, np.integer)):
+                out.append(int(x))
+            elif isinstance(x, (float, np.floating)):
+                out.append(float(x))
+            else:
+                raise TypeError(f"{what} must hold numbers, got {type(x).__name__}")
+        return out
+    raise TypeError(f"{what} must be an int, a str, a sequence of numbers or a 1-d numpy array, "
+                    f"got {type(value).__name__}")
+
+
+def _actions(value: Any, what: str) -> Optional[list[int]]:
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_:
+        return [int(i) for i in np.flatnonzero(arr)]
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        if arr.size == 0:
+            return []
+        raise TypeError(f"{what} must be a sequence of action indices or a bool mask")
+    return [int(a) for a in arr]
+
+
+def _experience(state: Any, action: Any, reward: Any, next_state: Any, done: bool, truncated: bool,
+                next_action: Any, next_allowed_actions: Any) -> dict[str, Any]:
+    if isinstance(action, (bool, float)) or not isinstance(action, (int, np.integer)):
+        raise TypeError(f"action must be an int, got {type(action).__name__}")
+    if not isinstance(reward, (int, float, np.integer, np.floating)) or isinstance(reward, bool):
+        raise TypeError(f"reward must be a number, got {type(reward).__name__}")
+    exp: dict[str, Any] = {"state": _state(state), "action": int(action), "reward": float(reward),
+                           "next_state": _state(next_state, "next_state"),
+                           "done": bool(done), "truncated": bool(truncated)}
+    if next_action is not None:
+        exp["next_action"] = int(next_action)
+    if next_allowed_actions is not None:
+        exp["next_allowed_actions"] = _actions(next_allowed_actions, "next_allowed_actions")
+    return exp
+
+
+def _column(values: Any, n: int, what: str) -> list[Any]:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{what} must be 1-d with {n} items (one per state), got shape {arr.shape}")
+    return arr.tolist()
+
+
+def _states_column(states: Any, what: str) -> list[Any]:
+    if isinstance(states, np.ndarray):
+        if states.ndim not in (1, 2):
+            raise ValueError(f"{what} must be a 1-d or 2-d array, got {states.ndim} dimensions")
+        if states.ndim == 1 and not np.issubdtype(states.dtype, np.integer):
+            raise TypeError(f"{what}: a 1-d array must hold integer states (use a 2-d array for "
+                            "array states)")
+        return states.tolist()
+    return [_state(s, f"{what}[{i}]") for i, s in enumerate(states)]
+
+
+def _experiences(states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
+                 truncateds: Any, next_actions: Any) -> list[dict[str, Any]]:
+    """numpy columns -> the JSON experiences of ``POST /update/batch``."""
+    s = _states_column(states, "states")
+    n = len(s)
+    for what, col in (("actions", actions), ("next_actions", next_actions)):
+        if col is not None and np.asarray(col).size and not np.issubdtype(np.asarray(col).dtype, np.integer):
+            raise TypeError(f"{what} must hold integers")
+    columns = {
+        "state": s,
+        "action": _column(actions, n, "actions"),
+        "reward": [float(r) for r in _column(rewards, n, "rewards")],
+        "next_state": _states_column(next_states, "next_states"),
+        "done": [bool(d) for d in _column(dones, n, "dones")],
+    }
+    if len(columns["next_state"]) != n:
+        raise ValueError(f"next_states must have {n} items (one per state), "
+                         f"got {len(columns['next_state'])}")
+    if truncateds is not None:
+        columns["truncated"] = [bool(t) for t in _column(truncateds, n, "truncateds")]
+    if next_actions is not None:
+        columns["next_action"] = _column(next_actions, n, "next_actions")
+    keys = list(columns)
+    return [dict(zip(keys, row)) for row in zip(*columns.values())]
+
+
+_ENGINE_FIELDS = ("learning_rate", "discount_factor", "epsilon", "epsilon_decay", "min_epsilon",
+                  "initial_q", "algorithm", "exploration", "temperature", "seed", "action_names",
+                  "state_bins")
+
+
+def _bins(value: Any) -> Any:
+    if value is None:
+        return None
+    return [b if isinstance(b, dict) else dict(zip(("low", "high", "bins"), b)) for b in value]
+
+
+# ---- the operations, once for both clients -----------------------------------------
+
+
+class _Api:
+    """Everything but the transport."""
+
+    base_url: str
+    timeout: Any
+    max_retries: int
+    max_retry_wait: float
+    _secret: Optional[str]
+    last_rate_limit: Optional[RateLimit]
+
+    #: The httpx pool class of the client ("Client" or "AsyncClient").
+    _POOL = ""
+
+    def __init__(self, base_url: str, *, api_key: Optional[str] = None, token: Optional[str] = None,
+                 timeout: Any = 30.0, max_retries: int = 3, max_retry_wait: float = 60.0,
+                 transport: Any = None) -> None:
+        hx = _require_httpx()
+        if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http:// or https:// URL string")
+        if api_key is not None and token is not None:
+            raise ValueError("give api_key or token, not both")
+        secret = api_key if api_key is not None else token
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise TypeError("api_key/token must be a non-empty str")
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError("max_retries must be an int >= 0")
+        if not max_retry_wait >= 0:
+            raise ValueError("max_retry_wait must be >= 0 seconds")
+        self.base_url = base_url.rstrip("/")
+        self._secret = secret
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_retry_wait = float(max_retry_wait)
+        self.last_rate_limit = None
+        self._httpx = hx
+        self._http = getattr(hx, self._POOL)(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def __repr__(self) -> str:  # never the credentials
+        return f"{type(self).__name__}({self.base_url!r}, authenticated={self._secret is not None})"
+
+    def _execute(self, op: _Op[Any]) -> Any:
+        raise NotImplementedError
+
+    def _request_args(self, call: _Call[Any]) -> dict[str, Any]:
+        return {"params": call.params, "json": call.json, "content": call.content,
+                "headers": self._headers(call)}
+
+    def _headers(self, call: _Call[Any]) -> dict[str, str]:
+        h = {}
+        if call.auth and self._secret is not None:
+            h["Authorization"] = f"Bearer {self._secret}"
+        if call.content_type:
+            h["Content-Type"] = call.content_type
+        return h
+
+    def _retry_delay(self, call: _Call[Any], r: Any, attempt: int) -> Optional[float]:
+        """Seconds to wait before sending ``call`` again, or None: answer it."""
+        if not call.idempotent or attempt >= self.max_retries:
+            return None
+        if not (r.status_code == 503 or (r.status_code == 429 and _code(r) == "rate_limited")):
+            return None
+        wait = _retry_after(r)
+        wait = 1.0 if wait is None else wait
+        return wait if wait <= self.max_retry_wait else None
+
+    def _finish(self, call: _Call[T], r: Any) -> T:
+        if "ratelimit" in r.headers:
+            self.last_rate_limit = RateLimit.from_headers(r.headers.get("ratelimit-policy", ""),
+                                                          r.headers["ratelimit"])
+        if r.status_code >= 400:
+            raise _error(r)
+        result = call.parse(r)
+        if call.then is not None:
+            call.then(result)
+        return result
+
+    def _set_token(self, result: Union[Token, Registration]) -> None:
+        self._secret = result.access_token
+
+    # -- accounts
+
+    @_endpoint
+    def register(self, email: str, password: str) -> _Call[Registration]:
+        """Creates an account (``POST /register``) and uses its token from now on."""
+        return _Call("POST", "/register", _json(Registration), json={"email": email, "password": password},
+                     idempotent=False, auth=False, then=self._set_token)
+
+    @_endpoint
+    def login(self, email: str, password: str) -> _Call[Token]:
+        """Logs in (``POST /login``) and uses the token from now on."""
+        return _Call("POST", "/login", _json(Token), json={"email": email, "password": password},
+                     idempotent=False, auth=False, then=self._set_token)
+
+    @_endpoint
+    def me(self) -> _Call[User]:
+        """The account (``GET /me``)."""
+        return _Call("GET", "/me", _json(User))
+
+    @_endpoint
+    def change_password(self, current_password: str, new_password: str) -> _Call[Token]:
+        """``POST /me/password``: every earlier token is revoked; the client
+        uses the new one."""
+        return _Call("POST", "/me/password", _json(Token),
+                     json={"current_password": current_password, "new_password": new_password},
+                     idempotent=False, then=self._set_token)
+
+    @_endpoint
+    def health(self) -> _Call[Health]:
+        """``GET /healthz``."""
+        return _Call("GET", "/healthz", _json(Health), auth=False)
+
+    # -- API keys
+
+    @_endpoint
+    def create_api_key(self, name: str) -> _Call[ApiKey]:
+        """A new API key (``POST /api-keys``); ``key`` is shown only here."""
+        return _Call("POST", "/api-keys", _json(ApiKey), json={"name": name}, idempotent=False)
+
+    @_endpoint
+    def list_api_keys(self) -> _Call[list[ApiKeyInfo]]:
+        """``GET /api-keys``."""
+        return _Call("GET", "/api-keys", lambda r: [from_json(ApiKeyInfo, k) for k in r.json()])
+
+    @_endpoint
+    def delete_api_key(self, key_id: str) -> _Call[None]:
+        """``DELETE /api-keys/{id}``: the key stops working."""
+        return _Call("DELETE", f"/api-keys/{_id(key_id)}", _nothing)
+
+    @_endpoint
+    def dashboard(self) -> _Call[Dashboard]:
+        """The dashboard's data: user, tier limits, this month's usage, models."""
+        return _Call("GET", "/dashboard", _json(Dashboard))
+
+    # -- models
+
+    @_endpoint
+    def create_model(self, name: str, n_actions: int, **params: Any) -> _Call[ModelInfo]:
+        """``POST /models``. ``params``: any engine field (learning_rate,
+        discount_factor, epsilon, epsilon_decay, min_epsilon, initial_q,
+        algorithm, exploration, temperature, seed, action_names, state_bins),
+        named as for :class:`qlearn.QLearner`."""
+        body = {"name": name, "n_actions": n_actions, **_params(params, drop_none=True)}
+        return _Call("POST", "/models", _json(ModelInfo), json=body, idempotent=False)
+
+    @_endpoint
+    def list_models(self) -> _Call[list[ModelInfo]]:
+        """``GET /models``."""
+        return _Call("GET", "/models", lambda r: [from_json(ModelInfo, m) for m in r.json()])
+
+    @_endpoint
+    def get_model(self, model_id: str) -> _Call[ModelInfo]:
+        """``GET /models/{id}``."""
+        return _Call("GET", f"/models/{_id(model_id)}", _json(ModelInfo))
+
+    @_endpoint
+    def patch_model(self, model_id: str, **changes: Any) -> _Call[ModelInfo]:
+        """``PATCH /models/{id}``: ``name`` and hyperparameters (None clears
+        ``action_names``)."""
+        body = _params(changes, drop_none=False, extra=("name", "n_actions"))
+        return _Call("PATCH", f"/models/{_id(model_id)}", _json(ModelInfo), json=body)
+
+    @_endpoint
+    def delete_model(self, model_id: str) -> _Call[None]:
+        """``DELETE /models/{id}``."""
+        return _Call("DELETE", f"/models/{_id(model_id)}", _nothing)
+
+    # -- the engine
+
+    @_endpoint
+    def predict(self, model_id: str, state: Any, explore: bool = True,
+                allowed_actions: Any = None) -> _Call[Prediction]:
+        """``POST /predict`` (metered; not retried)."""
+        body: dict[str, Any] = {"model_id": _id(model_id), "state": _state(state), "explore": bool(explore)}
+        if allowed_actions is not None:
+            body["allowed_actions"] = _actions(allowed_actions, "allowed_actions")
+        return _Call("POST", "/predict", _json(Prediction), json=body, idempotent=False)
+
+    @_endpoint
+    def update(self, model_id: str, state: Any, action: int, reward: float, next_state: Any,
+               done: bool = False, truncated: bool = False, next_action: Optional[int] = None,
+               next_allowed_actions: Any = None) -> _Call[UpdateResult]:
+        """``POST /update`` (metered; not retried)."""
+        body = {"model_id": _id(model_id),
+                **_experience(state, action, reward, next_state, done, truncated, next_action,
+                              next_allowed_actions)}
+        return _Call("POST", "/update", _json(UpdateResult), json=body, idempotent=False)
+
+    @_endpoint
+    def update_batch(self, model_id: str, experiences: Sequence[dict[str, Any]]) -> _Call[list[UpdateResult]]:
+        """``POST /update/batch`` of up to 1,000 experience dicts (the keys of
+        :meth:`update`), all or nothing."""
+        if not isinstance(experiences, Sequence) or isinstance(experiences, (str, bytes)):
+            raise TypeError("experiences must be a sequence of dicts")
+        exps = [_experience(e["state"], e["action"], e["reward"], e["next_state"], e.get("done", False),
+                            e.get("truncated", False), e.get("next_action"), e.get("next_allowed_actions"))
+                for e in experiences]
+        return _batch_call(model_id, exps)
+
+    @_endpoint
+    def update_many(self, model_id: str, states: Any, actions: Any, rewards: Any, next_states: Any,
+                    dones: Any, truncateds: Any = None, next_actions: Any = None,
+                    batch_size: int = MAX_BATCH) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
+        """Learns from numpy columns, like :meth:`qlearn.QLearner.update_many`,
+        in ``POST /update/batch`` calls of ``batch_size`` (<= 1,000)
+        experiences. Returns the TD errors. Each batch is all or nothing; if
+        one fails, the batches before it stay applied and the exception's
+        ``applied`` attribute says how many experiences that was."""
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be an int in 1..={MAX_BATCH}")
+        exps = _experiences(states, actions, rewards, next_states, dones, truncateds, next_actions)
+        return _update_many_plan(model_id, exps, batch_size)
+
+    @_endpoint
+    def status(self, model_id: str, offset: int = 0, limit: int = 100) -> _Call[Status]:
+        """``GET /status/{id}``: the model, its statistics and a page of its Q-table."""
+        return _status_call(model_id, offset, limit)
+
+    @_endpoint
+    def export_bytes(self, model_id: str) -> _Call[bytes]:
+        """``GET /models/{id}/export``: the model in the shared binary format."""
+        return _Call("GET", f"/models/{_id(model_id)}/export", lambda r: r.content)
+
+    @_endpoint
+    def export_model(self, model_id: str) -> _Call[QLearner]:
+        """Downloads a hosted model as a local :class:`qlearn.QLearner`
+        (identical Q-values, hyperparameters, counters and random state)."""
+        return _Call("GET", f"/models/{_id(model_id)}/export", lambda r: QLearner.from_bytes(r.content))
+
+    @_endpoint
+    def import_model(self, model: Union[QLearner, bytes, bytearray, memoryview],
+                     name: Optional[str] = None) -> _Call[ModelInfo]:
+        """Uploads a local :class:`qlearn.QLearner` (or its ``to_bytes()``)
+        as a new hosted model (``POST /models/import``)."""
+        if isinstance(model, QLearner):
+            data = model.to_bytes()
+        elif isinstance(model, (bytes, bytearray, memoryview)):
+            data = bytes(model)
+        else:
+            raise TypeError(f"expected a QLearner or bytes, got {type(model).__name__}")
+        return _Call("POST", "/models/import", _json(ModelInfo), content=data,
+                     content_type="application/octet-stream",
+                     params=None if name is None else {"name": name}, idempotent=False)
+
+    def model(self, model_id: str) -> RemoteModel:
+        """A handle on a hosted model with :class:`qlearn.QLearner`'s names."""
+        return RemoteModel(self, model_id)
+
+
+def _id(value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value or "?" in value:
+        raise ValueError("an id must be a non-empty str without '/' or '?'")
+    return value
+
+
+def _params(params: dict[str, Any], drop_none: bool, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    unknown = sorted(set(params) - set(_ENGINE_FIELDS) - set(extra))
+    if unknown:
+        raise TypeError(f"unknown model parameter(s): {', '.join(unknown)}")
+    out = {k: v for k, v in params.items() if not (drop_none and v is None)}
+    if "state_bins" in out:
+        out["state_bins"] = _bins(out["state_bins"])
+    return out
+
+
+def _code(r: Any) -> str:
+    try:
+        return str(r.json()["error"]["code"])
+    except Exception:
+        return ""
+
+
+def _retry_after(r: Any) -> Optional[float]:
+    try:
+        return max(0.0, float(r.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _error(r: Any) -> QlearnError:
+    try:
+        err = r.json()["error"]
+        code, message = str(err["code"]), str(err["message"])
+    except Exception:
+        code, message = "", f"HTTP {r.status_code}"
+    return error_for(r.status_code, code, message, _retry_after(r))
+
+
+def _batch_call(model_id: str, exps: list[dict[str, Any]]) -> _Call[list[UpdateResult]]:
+    if not 1 <= len(exps) <= MAX_BATCH:
+        raise ValueError(f"a batch holds 1 to {MAX_BATCH} experiences, got {len(exps)}")
+    return _Call("POST", "/update/batch",
+                 lambda r: [from_json(UpdateResult, x) for x in r.json()["results"]],
+                 json={"model_id": _id(model_id), "experiences": exps}, idempotent=False)
+
+
+def _update_many_plan(model_id: str, exps: list[dict[str, Any]],
+                      batch_size: int) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
+    td: list[float] = []
+    for start in range(0, len(exps), batch_size):
+        call = _Call("POST", "/update/batch", lambda r: [x["td_error"] for x in r.json()["results"]],
+                     json={"model_id": _id(model_id), "experiences": exps[start:start + batch_size]},
+                     idempotent=False)
+        try:
+            td.extend((yield call))
+        except QlearnError as e:
+            e.applied = start  # type: ignore[attr-defined]
+            raise
+    return np.asarray(td, dtype=np.float64)
+
+
+def _status_call(model_id: str, offset: int, limit: int) -> _Call[Status]:
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError("offset must be an int >= 0")
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be an int in 1..={MAX_PAGE}")
+    return _Call("GET", f"/status/{_id(model_id)}", _json(Status),
+                 params={"offset": offset, "limit": limit})
+
+
+def _next_offset(status: Status) -> Optional[int]:
+    """Where the next page starts, or None after the last. Rows keep their
+    position (new states are appended), so paging sees every row once."""
+    page = status.q_table
+    end = page.offset + len(page.rows)
+    return end if page.rows and end < page.total else None
+
+
+def _table_plan(model_id: str) -> _Plan[tuple[ModelInfo, list[Any], np.ndarray[Any, Any]]]:
+    """The whole Q-table: the model, its states and the Q matrix."""
+    offset: Optional[int] = 0
+    states: list[Any] = []
+    rows: list[list[float]] = []
+    model = None
+    while offset is not None:
+        status: Status = yield _status_call(model_id, offset, MAX_PAGE)
+        model = status.model
+        states.extend(r.state for r in status.q_table.rows)
+        rows.extend(r.q_values for r in status.q_table.rows)
+        offset = _next_offset(status)
+    assert model is not None
+    q = np.asarray(rows, dtype=np.float64).reshape(len(rows), model.n_actions)
+    return model, states, q
+
+
+# ---- the hosted model with QLearner's names ----------------------------------------
+
+
+class RemoteModel:
+    """A hosted model seen with :class:`qlearn.QLearner`'s names:
+    ``predict`` returns the action, ``update`` the TD error, ``update_many``
+    the TD errors, and ``items``/``greedy_policy``/``state_values``/
+    ``to_numpy`` read the whole Q-table (paging ``GET /status``). On an
+    :class:`AsyncClient` every method returns an awaitable."""
+
+    def __init__(self, client: _Api, model_id: str) -> None:
+        self.client = client
+        self.id = _id(model_id)
+
+    def __repr__(self) -> str:
+        return f"RemoteModel(id={self.id!r})"
+
+    def _execute(self, op: _Op[Any]) -> Any:
+        return self.client._execute(op)
+
+    @_endpoint
+    def predict(self, state: Any, explore: bool = True, allowed_actions: Any = None) -> _Plan[int]:
+        """The chosen action (see :meth:`Client.predict` for the whole answer)."""
+        p: Prediction = yield _Api.predict.build(self.client, self.id, state, explore, allowed_actions)
+        return p.action
+
+    @_endpoint
+    def update(self, state: Any, action: int, reward: float, next_state: Any, done: bool = False,
+               truncated: bool = False, next_action: Optional[int] = None,
+               next_allowed_actions: Any = None) -> _Plan[float]:
+        """The TD error of one update."""
+        u: UpdateResult = yield _Api.update.build(self.client, self.id, state, action, reward, next_state,
+                                                  done, truncated, next_action, next_allowed_actions)
+        return u.td_error
+
+    @_endpoint
+    def update_many(self, states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
+                    truncateds: Any = None, next_actions: Any = None,
+                    batch_size: int = MAX_BATCH) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
+        """See :meth:`Client.update_many`."""
+        return _Api.update_many.build(self.client, self.id, states, actions, rewards, next_states, dones,
+                                      truncateds, next_actions, batch_size)
+
+    @_endpoint
+    def info(self) -> _Call[ModelInfo]:
+        """The model's hyperparameters and statistics."""
+        return _Api.get_model.build(self.client, self.id)
+
+    @_endpoint
+    def to_learner(self) -> _Call[QLearner]:
+        """Downloads the model as a local :class:`qlearn.QLearner`."""
+        return _Api.export_model.build(self.client, self.id)
+
+    @_endpoint
+    def items(self) -> _Plan[list[tuple[Any, list[float]]]]:
+        """Every ``(state, q_values)`` pair, as :meth:`qlearn.QLearner.items`."""
+        _, states, q = yield from _table_plan(self.id)
+        return list(zip(states, q.tolist()))
+
+    @_endpoint
+    def greedy_policy(self) -> _Plan[dict[Any, int]]:
+        """state -> greedy action (lowest index among ties), as
+        :meth:`qlearn.QLearner.greedy_policy`."""
+        _, states, q = yield from _table_plan(self.id)
+        return dict(zip(states, q.argmax(axis=1).tolist()))
+
+    @_endpoint
+    def state_values(self) -> _Plan[dict[Any, float]]:
+        """state -> max_a Q(state, a), as :meth:`qlearn.QLearner.state_values`."""
+        _, states, q = yield from _table_plan(self.id)
+        return dict(zip(states, q.max(axis=1).tolist()))
+
+    @_endpoint
+    def to_numpy(self) -> _Plan[tuple[list[Any], np.ndarray[Any, Any]]]:
+        """``(states, q)`` as :meth:`qlearn.QLearner.to_numpy`."""
+        _, states, q = yield from _table_plan(self.id)
+        return states, q
+
+    @_endpoint
+    def to_dataframe(self) -> _Plan[Any]:
+        """The Q-table as a pandas DataFrame (see :func:`qlearn.analysis.frame`;
+        needs pandas)."""
+        model, states, q = yield from _table_plan(self.id)
+        return frame(states, q, model.action_names)
+
+    def __iter__(self) -> Iterator[tuple[Any, list[float]]]:
+        client = self.client
+        if not isinstance(client, Client):
+            raise TypeError("iterate an AsyncClient's model with `async for` over client.iter_q_table(id)")
+        return client.iter_q_table(self.id)
+
+
+# ---- server-sent events ---------------------------------------------------------------
+
+
+class _SseParser:
+    """Lines of ``text/event-stream`` -> events (``update``, ``lagged``)."""
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.data: list[str] = []
+        self.connected = False
+
+    def line(self, line: str) -> Optional[Union[UpdateEvent, LaggedEvent]]:
+        if line.startswith(":"):
+            self.connected = self.connected or line[1:].strip() == "connected"
+            return None
+        if line:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "event":
+                self.event = value
+            elif name == "data":
+                self.data.append(value)
+            return None
+        event, data = self.event, "\n".join(self.data)
+        self.event, self.data = "message", []
+        if not data:
+            return None
+        import json
+
+        doc = json.loads(data)
+        if event == "update":
+            return from_json(UpdateEvent, doc)
+        if event == "lagged":
+            return from_json(LaggedEvent, doc)
+        return None
+
+
+class _Stream:
+    def __init__(self, client: Any, model_id: str) -> None:
+        self._client = client
+        self._model_id = model_id
+        self._cm: Any = None
+        self._lines: Any = None
+        self._parser = _SseParser()
+
+    def _request(self) -> Any:
+        """The streaming request (no read timeout: the server sends a
+        keep-alive comment every 15 s)."""
+        call = _Call("GET", f"/models/{_id(self._model_id)}/events", _nothing)
+        client = self._client
+        return client._http.stream("GET", call.path,
+                                   headers={**client._headers(call), "Accept": "text/event-stream"},
+                                   timeout=client._httpx.Timeout(client.timeout, read=None))
+
+
+class EventStream(_Stream):
+    """The live updates of a model (``GET /models/{id}/events``):
+    ``with client.events(id) as stream: for event in stream: ...``. Opening
+    waits until the server has subscribed the stream, so every update made
+    after ``open()``/``__enter__`` returns is delivered."""
+
+    def open(self) -> EventStream:
+        self._cm = self._request()
+        r = self._cm.__enter__()
+        if r.status_code != 200:
+            r.read()
+            self.close()
+            raise _error(r)
+        self._lines = r.iter_lines()
+        while not self._parser.connected:
+            self._parser.line(next(self._lines))
+        return self
+
+    def close(self) -> None:
+        if self._cm is not None:
+            cm, self._cm = self._cm, None
+            cm.__exit__(None, None, None)
+
+    def __enter__(self) -> EventStream:
+        return self.open()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Union[UpdateEvent, LaggedEvent]]:
+        if self._lines is None:
+            self.open()
+        for line in self._lines:
+            event = self._parser.line(line)
+            if event is not None:
+                yield event
+
+
+class AsyncEventStream(_Stream):
+    """:class:`EventStream` for :class:`AsyncClient`: ``async with`` and ``async for``."""
+
+    async def open(self) -> AsyncEventStream:
+        self._cm = self._request()
+        r = await self._cm.__aenter__()
+        if r.status_code != 200:
+            await r.aread()
+            await self.close()
+            raise _error(r)
+        self._lines = r.aiter_lines()
+        while not self._parser.connected:
+            self._parser.line(await self._lines.__anext__())
+        return self
+
+    async def close(self) -> None:
+        if self._cm is not None:
+            cm, self._cm = self._cm, None
+            await cm.__aexit__(None, None, None)
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def __aiter__(self) -> AsyncIterator[Union[UpdateEvent, LaggedEvent]]:
+        if self._lines is None:
+            await self.open()
+        async for line in self._lines:
+            event = self._parser.line(line)
+            if event is not None:
+                yield event
+
+
+# ---- the two clients --------------------------------------------------------------------
+
+_DOC = """
+    Args:
+        base_url: the service, e.g. ``"https://qlearn.example.com"``.
+        api_key: an API key (``create_api_key``), or
+        token: a JWT (``login``/``register`` set one themselves).
+        timeout: seconds (or an ``httpx.Timeout``) for each request.
+        max_retries: retries of a 429 ``rate_limited`` / 503 answer to a
+            call that is safe to repeat (0: none).
+        max_retry_wait: longest ``Retry-After`` (seconds) waited for; a
+            longer one raises at once.
+        transport: an httpx transport (tests, proxies).
+
+    ``last_rate_limit`` holds the ``RateLimit`` headers of the last answer
+    that had them. One connection pool per client; close it with
+    ``close()`` or a ``with`` block.
+"""
+
+
+class Client(_Api):
+    __doc__ = "A blocking client of the qlearn service.\n" + _DOC
+
+    _POOL = "Client"
+    _http: Any  # httpx.Client
+
+    def _send(self, call: _Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                r = self._http.request(call.method, call.path, **self._request_args(call))
+            except self._httpx.TransportError as e:
+                raise ConnectionFailed(f"{call.method} {call.path}: {type(e).__name__}: {e}") from e
+            delay = self._retry_delay(call, r, attempt)
+            if delay is None:
+                return self._finish(call, r)
+            attempt += 1
+            time.sleep(delay)
+
+    def _execute(self, op: _Op[T]) -> T:
+        if isinstance(op, _Call):
+            return self._send(op)
+        try:
+            step = next(op)
+            while True:
+                try:
+                    result = self._send(step)
+                except QlearnError as e:
+                    step = op.throw(e)
+                else:
+                    step = op.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def iter_q_table(self, model_id: str, page_size: int = MAX_PAGE) -> Iterator[tuple[State, list[float]]]:
+        """Every ``(state, q_values)`` row of a hosted model, one
+        ``GET /status`` page of ``page_size`` rows at a time."""
+        offset: Optional[int] = 0
+        while offset is not None:
+            status = self._send(_status_call(model_id, offset, page_size))
+            yield from ((row.state, row.q_values) for row in status.q_table.rows)
+            offset = _next_offset(status)
+
+    def events(self, model_id: str) -> EventStream:
+        """The model's live updates (server-sent events); see :class:`EventStream`."""
+        return EventStream(self, model_id)
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncClient(_Api):
+    __doc__ = "An asyncio client of the qlearn service: :class:`Client`'s methods, awaited.\n" + _DOC
+
+    _POOL = "AsyncClient"
+    _http: Any  # httpx.AsyncClient
+
+    async def _send(self, call: _Call[T]) -> T:
+        attempt = 0
+        while True:
+            try:
+                r = await self._http.request(call.method, call.path, **self._request_args(call))
+            except self._httpx.TransportError as e:
+                raise ConnectionFailed(f"{call.method} {call.path}: {type(e).__name__}: {e}") from e
+            delay = self._retry_delay(call, r, attempt)
+            if delay is None:
+                return self._finish(call, r)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _execute(self, op: _Op[T]) -> T:  # type: ignore[override]
+        if isinstance(op, _Call):
+            return await self._send(op)
+        try:
+            step = next(op)
+            while True:
+                try:
+                    result = await self._send(step)
+                except QlearnError as e:
+                    step = op.throw(e)
+                else:
+                    step = op.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def iter_q_table(self, model_id: str,
+                           page_size: int = MAX_PAGE) -> AsyncIterator[tuple[State, list[float]]]:
+        """:meth:`Client.iter_q_table`, as an async iterator."""
+        offset: Optional[int] = 0
+        while offset is not None:
+            status = await self._send(_status_call(model_id, offset, page_size))
+            for row in status.q_table.rows:
+                yield row.state, row.q_values
+            offset = _next_offset(status)
+
+    def events(self, model_id: str) -> AsyncEventStream:
+        """The model's live updates; ``async with client.events(id) as s: async for e in s``."""
+        return AsyncEventStream(self, model_id)
+
+    async def close(self) -> None:
+        """Closes the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+__all__ = ["AsyncClient", "AsyncEventStream", "Client", "EventStream", "RemoteModel", "state_from_json"]
