@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::http::{media_type, query_param, read_body, read_json};
 use crate::now_unix;
 use crate::response::{bytes_response, json_response, no_content, ok_json, Resp};
+use crate::routes::Route;
 use crate::wire::{
     CreateModel, DashboardOut, DayOut, LimitsOut, ModelOut, PatchModel, QTableOut, RowOut,
     StatusOut, UsageOut, UserOut,
@@ -26,7 +27,7 @@ const MAX_PAGE: u64 = 1000;
 const DEFAULT_PAGE: u64 = 100;
 
 /// Lists the caller's models.
-#[utoipa::path(get, path = "/models", tag = "models", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::Models.label(), tag = "models", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's models, oldest first", body = Vec<ModelOut>),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
@@ -41,7 +42,7 @@ pub async fn list(cx: &Ctx) -> Result<Resp, ApiError> {
 }
 
 /// Creates a model.
-#[utoipa::path(post, path = "/models", tag = "models", security(("bearer" = [])),
+#[utoipa::path(post, path = Route::Models.label(), tag = "models", security(("bearer" = [])),
     request_body = CreateModel,
     responses(
         (status = 201, description = "Created", body = ModelOut),
@@ -65,7 +66,7 @@ pub async fn create(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
 }
 
 /// Reads a model.
-#[utoipa::path(get, path = "/models/{id}", tag = "models", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::Model.label(), tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     responses(
         (status = 200, description = "The model", body = ModelOut),
@@ -81,7 +82,7 @@ pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
 }
 
 /// Renames a model or changes its hyperparameters.
-#[utoipa::path(patch, path = "/models/{id}", tag = "models", security(("bearer" = [])),
+#[utoipa::path(patch, path = Route::Model.label(), tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     request_body = PatchModel,
     responses(
@@ -120,7 +121,7 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
 }
 
 /// Deletes a model and its Q-table.
-#[utoipa::path(delete, path = "/models/{id}", tag = "models", security(("bearer" = [])),
+#[utoipa::path(delete, path = Route::Model.label(), tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -147,7 +148,7 @@ fn page_param(query: Option<&str>, name: &str, default: u64) -> Result<u64, ApiE
 }
 
 /// A model, its statistics and a page of its Q-table.
-#[utoipa::path(get, path = "/status/{id}", tag = "models", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::Status.label(), tag = "models", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Model id"),
         ("offset" = Option<u64>, Query, description = "First row (default 0)"),
@@ -208,7 +209,7 @@ pub async fn status(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
 }
 
 /// Exports a model (shared binary format, or JSON).
-#[utoipa::path(get, path = "/models/{id}/export", tag = "models", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::ModelExport.label(), tag = "models", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Model id"),
         ("format" = Option<String>, Query, description = "`binary` (default) or `json`"),
@@ -255,7 +256,7 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
 }
 
 /// Imports a model as a new model of the caller.
-#[utoipa::path(post, path = "/models/import", tag = "models", security(("bearer" = [])),
+#[utoipa::path(post, path = Route::ModelsImport.label(), tag = "models", security(("bearer" = [])),
     params(("name" = Option<String>, Query, description = "Name of the new model (default `imported`)")),
     request_body(content = Vec<u8>, description = "The binary format (application/octet-stream) or the JSON export (application/json)", content_type = "application/octet-stream"),
     responses(
@@ -300,7 +301,7 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
 }
 
 /// The caller's account, tier limits, usage this month and models.
-#[utoipa::path(get, path = "/dashboard", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(get, path = Route::Dashboard.label(), tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "User, tier limits, usage this month and per day, models", body = DashboardOut),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),

@@ -8,6 +8,7 @@ use hyper::StatusCode;
 use crate::app::App;
 use crate::error::ApiError;
 use crate::response::{bytes_response, ok_json, Resp};
+use crate::routes::Route;
 use crate::wire::Health;
 
 // `STATIC_FILES` (the dashboard, `static/`) and `DOCS_ASSETS` (the vendored
@@ -66,7 +67,7 @@ pub fn docs_asset(name: &str) -> Result<Resp, ApiError> {
 }
 
 /// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "service",
+#[utoipa::path(get, path = Route::Health.label(), tag = "service",
     responses((status = 200, description = "Alive", body = Health)))]
 pub fn health(app: &App) -> Resp {
     ok_json(&Health {
@@ -76,7 +77,7 @@ pub fn health(app: &App) -> Resp {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "service",
+#[utoipa::path(get, path = Route::Metrics.label(), tag = "service",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 pub fn metrics(app: &App) -> Resp {
     bytes_response(

@@ -1,10 +1,12 @@
 //! Engine calls: predict, update and batch bodies and answers, the status
 //! page of a Q-table and the live `update` event.
 
-use qlearn_core::limits::MAX_BATCH;
+use qlearn_core::limits::{MAX_BATCH, MAX_REWARD};
 use qlearn_core::{Experience, State};
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::ToSchema;
 
@@ -44,6 +46,18 @@ pub struct PredictOut<'a> {
     pub epsilon: f64,
 }
 
+/// The schema of a reward: a number of magnitude at most [`MAX_REWARD`].
+fn reward_schema() -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .minimum(Some(-MAX_REWARD))
+        .maximum(Some(MAX_REWARD))
+        .description(Some(format!(
+            "The reward observed: finite, at most {MAX_REWARD:e} in magnitude"
+        )))
+}
+
 /// Declares a body made of one experience's fields, written once here for
 /// both the items of `POST /update/batch` and `POST /update` (which adds
 /// `model_id` before them and can be split into the id and an
@@ -63,7 +77,8 @@ macro_rules! experience_body {
             pub state: State,
             /// The action taken.
             pub action: usize,
-            /// The reward observed (finite).
+            /// The reward observed: finite, at most [`MAX_REWARD`] in magnitude.
+            #[schema(schema_with = reward_schema)]
             pub reward: f64,
             /// The state reached.
             #[schema(schema_with = state_schema)]
