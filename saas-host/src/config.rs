@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use qlearn_core::store::memory::MemoryStore;
+use qlearn_core::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use qlearn_core::store::Store;
 use qlearn_core::tenancy::Limits;
 use qlearn_core::{Error, Result};
@@ -145,12 +146,6 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        if path.is_empty() {
-            return Err(Error::field(
-                "DATABASE_URL",
-                "sqlite:// needs a file path, e.g. sqlite://./saas_ai.db",
-            ));
-        }
         return open_sqlite(path);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -162,9 +157,47 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     ))
 }
 
-fn open_sqlite(path: &str) -> Result<Arc<dyn Store>> {
-    Ok(Arc::new(qlearn_core::store::sqlite::SqliteStore::open(
+/// Splits the part of `sqlite://PATH[?synchronous=normal|full]` after the
+/// scheme into the file path and the durability: `normal` (the default)
+/// survives `kill -9` of the process, `full` also a power loss or an OS
+/// crash, at one fsync per group commit.
+fn sqlite_target(target: &str) -> Result<(&str, Durability)> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut durability = Durability::Process;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        durability = match pair.to_ascii_lowercase().as_str() {
+            "synchronous=normal" => Durability::Process,
+            "synchronous=full" => Durability::PowerLoss,
+            _ => {
+                return Err(Error::field(
+                    "DATABASE_URL",
+                    "the only sqlite:// option is synchronous=normal or synchronous=full",
+                ))
+            }
+        };
+    }
+    if path.is_empty() {
+        return Err(Error::field(
+            "DATABASE_URL",
+            "sqlite:// needs a file path, e.g. sqlite://./saas_ai.db",
+        ));
+    }
+    Ok((path, durability))
+}
+
+/// Opens the SQLite store (see [`sqlite_target`]) and logs the durability.
+fn open_sqlite(target: &str) -> Result<Arc<dyn Store>> {
+    let (path, durability) = sqlite_target(target)?;
+    let synchronous = match durability {
+        Durability::Process => {
+            "NORMAL (survives a process crash; ?synchronous=full for power loss)"
+        }
+        Durability::PowerLoss => "FULL (survives power loss)",
+    };
+    tracing::info!(path, synchronous, "opening the SQLite store");
+    Ok(Arc::new(SqliteStore::open_with(
         path,
+        SqliteOptions { durability },
     )?))
 }
 
@@ -177,4 +210,34 @@ fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(qlearn_core::store::postgres::PgStore::connect(
         url,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_choose_the_durability() {
+        assert_eq!(
+            sqlite_target("./a.db").unwrap(),
+            ("./a.db", Durability::Process)
+        );
+        assert_eq!(
+            sqlite_target("/x/a.db?synchronous=full").unwrap(),
+            ("/x/a.db", Durability::PowerLoss)
+        );
+        assert_eq!(
+            sqlite_target("a.db?synchronous=FULL&synchronous=normal").unwrap(),
+            ("a.db", Durability::Process)
+        );
+        for bad in [
+            "",
+            "?synchronous=full",
+            "a.db?synchronous=off",
+            "a.db?mode=ro",
+        ] {
+            let err = sqlite_target(bad).unwrap_err().to_string();
+            assert!(err.contains("DATABASE_URL"), "{bad}: {err}");
+        }
+    }
 }
