@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use qlearn_core::store::NewUser;
 use qlearn_core::tenancy::{
-    generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
+    address_key, generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
     verify_password, Role, Tier,
 };
 use qlearn_core::{Error, Model, ModelConfig};
@@ -58,7 +58,7 @@ pub async fn register(
 ) -> Result<Resp, ApiError> {
     let t = app.config.register_per_address;
     app.register_address
-        .check(&client.to_string(), t.rate, t.burst, app.clock())
+        .check(&address_key(client), t.rate, t.burst, app.clock())
         .map_err(throttled)?;
     let body: Credentials = read_json(req, app.config.body_limit).await?;
     let email = normalize_email(&body.email)?;
@@ -130,14 +130,21 @@ pub async fn login(
     // A malformed email cannot be an account: same answer as a wrong password.
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.clone());
     let (ta, tc) = (app.config.login_per_account, app.config.login_per_address);
-    let addr = client.to_string();
+    // Each guess reserves its slot in both buckets before the password is
+    // checked, so concurrent guesses cannot all pass a check that is only
+    // charged afterwards; a correct password gives the slots back. The
+    // account's bucket is per client address too: a stranger's wrong guesses
+    // cannot lock the owner out from the owner's own address.
+    let addr = address_key(client);
+    let account = format!("{email} {addr}");
     let now = app.clock();
-    app.login_account
-        .peek(&email, ta.rate, ta.burst, now)
-        .map_err(throttled)?;
     app.login_address
-        .peek(&addr, tc.rate, tc.burst, now)
+        .check(&addr, tc.rate, tc.burst, now)
         .map_err(throttled)?;
+    if let Err(e) = app.login_account.check(&account, ta.rate, ta.burst, now) {
+        app.login_address.refund(&addr, 1.0);
+        return Err(throttled(e));
+    }
     let a = app.clone();
     let e = email.clone();
     let user = blocking(move || a.store.user_by_email(&e)).await?;
@@ -147,12 +154,10 @@ pub async fn login(
     let ok = hashing(move || verify_password(&password, stored.as_deref())).await?;
     let user = user.filter(|_| ok);
     let Some(user) = user else {
-        let now = app.clock();
-        let _ = app.login_account.check(&email, ta.rate, ta.burst, now);
-        let _ = app.login_address.check(&addr, tc.rate, tc.burst, now);
         return Err(Error::InvalidCredentials.into());
     };
-    app.login_account.reset(&email);
+    app.login_account.reset(&account);
+    app.login_address.refund(&addr, 1.0);
     let token = app.issue_token(&user)?;
     Ok(ok_json(&TokenOut {
         access_token: token,
@@ -191,12 +196,15 @@ pub async fn me(cx: &Ctx) -> Result<Resp, ApiError> {
 pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let app = &cx.app;
     let body: PasswordChange = read_json(req, app.config.body_limit).await?;
-    validate_password(&body.new_password)
-        .map_err(|_| Error::field("new_password", "must be 8 to 1024 characters"))?;
+    validate_password(&body.new_password).map_err(|e| match e {
+        Error::InvalidField { message, .. } => Error::field("new_password", message),
+        other => other,
+    })?;
+    // Like a login, the attempt reserves its slot before the check.
     let ta = app.config.login_per_account;
     let key = format!("pw:{}", cx.user.id);
     app.login_account
-        .peek(&key, ta.rate, ta.burst, app.clock())
+        .check(&key, ta.rate, ta.burst, app.clock())
         .map_err(throttled)?;
     let a = app.clone();
     let id = cx.user.id.clone();
@@ -224,11 +232,9 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
         }
     };
     let Some(user) = changed else {
-        let _ = app
-            .login_account
-            .check(&key, ta.rate, ta.burst, app.clock());
         return Err(Error::InvalidCredentials.into());
     };
+    app.login_account.reset(&key);
     app.forget_user(&user.id);
     tracing::info!(user = %user.id, "password changed; earlier tokens revoked");
     let token = app.issue_token(&user)?;

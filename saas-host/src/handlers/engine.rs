@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use qlearn_core::limits::MAX_BATCH;
-use qlearn_core::store::Meter;
+use qlearn_core::store::{Meter, Report, Updated};
 use qlearn_core::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
 use qlearn_core::{Error, Experience, UpdateOutcome};
 use tokio::sync::{broadcast, mpsc};
@@ -108,9 +108,14 @@ async fn apply(
     let n = exps.len() as u64;
     metered(cx, n, move |app, meter| {
         let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
-        let out = app.store.update(meter, &model_id, &xs)?;
-        publish(app, meter.user_id, &model_id, &exps, &out);
-        Ok(out)
+        // The written rows only when someone listens (nothing copied otherwise).
+        let report = match app.events.sender(&model_id) {
+            Some(_) => Report::Touched,
+            None => Report::Outcomes,
+        };
+        let done = app.store.update(meter, &model_id, &xs, report)?;
+        publish(app, &model_id, &exps, &done);
+        Ok(done.outcomes)
     })
     .await
 }
@@ -146,26 +151,26 @@ async fn metered<T: Send + 'static>(
 }
 
 /// Sends one `update` event per applied experience to the model's
-/// subscribers, if any. Best effort: a failure here never fails the update.
-fn publish(app: &App, user_id: &str, model_id: &str, exps: &[ExperienceIn], out: &[UpdateOutcome]) {
+/// subscribers, if any, from the rows and statistics the update returned
+/// (asked for when someone listened as it started).
+fn publish(app: &App, model_id: &str, exps: &[ExperienceIn], done: &Updated) {
     let Some(tx) = app.events.sender(model_id) else {
         return;
     };
-    let model = match app.store.export_model(user_id, model_id) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(model = %model_id, error = %e, "cannot read the model for its event stream");
-            return;
-        }
+    let Some(touched) = &done.touched else {
+        return;
     };
-    let stats = model.stats();
+    let (stats, out) = (&touched.stats, &done.outcomes);
     let n = exps.len();
     // Counters after experience i = final counters minus what came later.
     let mut episodes_after = stats.episodes;
     let mut events = Vec::with_capacity(n);
     for i in (0..n).rev() {
         let (x, o) = (&exps[i], &out[i]);
-        let q_values = model.q_values(x.state.as_ref()).unwrap_or_default();
+        let q_values = touched
+            .state_q_values(i)
+            .map(<[f64]>::to_vec)
+            .unwrap_or_default();
         let ev = UpdateEvent {
             state: x.state.clone(),
             action: x.action,
