@@ -137,3 +137,20 @@ def start_server(tmp_path_factory):
     yield start
     for srv in started:
         srv.stop()
+
+
+#: The free tier's limits lifted (no quota, no model limit, 1000 requests/s).
+ROOMY_LIMITS = {"free": {"monthly_calls": None, "max_models": None, "rate_per_second": 1000,
+                         "burst": 1000}}
+
+
+@pytest.fixture(scope="module")
+def free(start_server):
+    """A server with the SPEC's tiers (free: 100 calls a month, 3 models, 5/s burst 10)."""
+    return start_server()
+
+
+@pytest.fixture(scope="module")
+def roomy(start_server):
+    """A server whose free tier has no quota, no model limit and 1000 requests/s."""
+    return start_server(ROOMY_LIMITS)

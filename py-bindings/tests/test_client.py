@@ -1,10 +1,10 @@
 """qlearn.Client and qlearn.AsyncClient against the real server (saas-host,
 started by conftest.py's `start_server`).
 
-Two servers per module: `free` keeps the SPEC's free tier (100 calls a
+Two servers (conftest.py): `free` keeps the SPEC's free tier (100 calls a
 month, 3 models, 5 requests/s burst 10) for the quota, model-limit and
-rate-limit errors; `roomy` lifts the free tier's limits (LIMITS_FILE) for
-the tests that make many calls.
+rate-limit errors; `roomy` lifts the free tier's limits for the tests that
+make many calls.
 """
 
 from __future__ import annotations
@@ -24,21 +24,10 @@ import qlearn  # noqa: E402
 from qlearn import QLearner  # noqa: E402
 
 PASSWORD = "correct horse battery"
-ROOMY = {"free": {"monthly_calls": None, "max_models": None, "rate_per_second": 1000, "burst": 1000}}
 
 
 def email() -> str:
     return f"c{secrets.token_hex(5)}@example.com"
-
-
-@pytest.fixture(scope="module")
-def free(start_server):
-    return start_server()
-
-
-@pytest.fixture(scope="module")
-def roomy(start_server):
-    return start_server(ROOMY)
 
 
 @pytest.fixture

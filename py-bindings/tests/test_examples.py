@@ -31,3 +31,19 @@ def test_taxi_greedy_policy_is_near_optimal():
 def test_benchmark_script_runs():
     text = run("bench.py", "--steps", "3000", "--batch", "3000", "--repeat", "1")
     assert "dict Q-table" in text and "update_many" in text and "predict_many" in text
+
+
+def test_taxi_service_serves_the_trained_model_and_gives_it_back(roomy):
+    pytest.importorskip("gymnasium", reason="gymnasium not installed: the Taxi example did not run")
+    pytest.importorskip("httpx", reason="httpx not installed: the client example did not run")
+    text = run("taxi_service.py", "--url", roomy.base, "--email", "taxi@example.com",
+               "--password", "correct horse battery", "--episodes", "3000", "--eval-episodes", "20")
+    served = float(re.search(r"through the service, 20 episodes: mean return (-?[0-9.]+)", text).group(1))
+    assert served >= 6.0, text
+    assert "(identical: True)" in text and "Q-values identical to the local ones: True" in text, text
+
+
+def test_client_benchmark_script_runs(roomy):
+    pytest.importorskip("httpx", reason="httpx not installed: the client benchmark did not run")
+    text = run("bench_client.py", "--url", roomy.base, "--experiences", "3000", "--repeat", "1")
+    assert "qlearn.Client.update_many" in text and "raw httpx" in text, text
