@@ -27,15 +27,14 @@ struct Entry {
 
 impl Entry {
     fn info(&self, id: &str) -> ModelInfo {
-        ModelInfo {
-            id: id.to_owned(),
-            owner: self.owner.clone(),
-            name: self.name.clone(),
-            config: self.model.config().clone(),
-            stats: self.model.stats(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
+        ModelInfo::of(
+            id.to_owned(),
+            self.owner.clone(),
+            self.name.clone(),
+            self.model.learner(),
+            self.created_at,
+            self.updated_at,
+        )
     }
 }
 
@@ -126,15 +125,7 @@ impl Store for MemoryStore {
         if acc.by_email.contains_key(&user.email) {
             return Err(Error::Conflict("email already registered".into()));
         }
-        let u = User {
-            id: new_id(),
-            email: user.email,
-            password_hash: user.password_hash,
-            tier: user.tier,
-            role: user.role,
-            created_at: now,
-            password_changed_at: now,
-        };
+        let u = User::register(user, now);
         acc.by_email.insert(u.email.clone(), u.id.clone());
         acc.users.insert(u.id.clone(), u.clone());
         Ok(u)
@@ -190,14 +181,7 @@ impl Store for MemoryStore {
         if acc.keys.contains_key(hash) {
             return Err(Error::Conflict("API key already exists".into()));
         }
-        let k = ApiKey {
-            id: new_id(),
-            user_id: user_id.to_owned(),
-            name: name.to_owned(),
-            prefix: prefix.to_owned(),
-            created_at: now,
-            last_used_at: None,
-        };
+        let k = ApiKey::created(user_id, name, prefix, now);
         acc.keys
             .insert(hash.to_owned(), (hash.to_owned(), k.clone()));
         Ok(k)

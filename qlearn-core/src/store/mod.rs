@@ -52,9 +52,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::model::Learner;
 use crate::model::{Experience, Model, Prediction, Stats};
 use crate::state::{StateKey, StateRef};
-use crate::tenancy::{BillingMonth, Role, Tier, TierLimits};
+use crate::tenancy::{new_id, BillingMonth, Role, Tier, TierLimits};
 
 /// A registered user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +74,22 @@ pub struct User {
     pub created_at: i64,
     /// When the password last changed: tokens issued before it are revoked.
     pub password_changed_at: i64,
+}
+
+impl User {
+    /// The record of a user registering `now`, with a fresh id (every
+    /// backend's `create_user`).
+    pub(crate) fn register(user: NewUser, now: i64) -> User {
+        User {
+            id: new_id(),
+            email: user.email,
+            password_hash: user.password_hash,
+            tier: user.tier,
+            role: user.role,
+            created_at: now,
+            password_changed_at: now,
+        }
+    }
 }
 
 /// What [`Store::create_user`] needs.
@@ -106,6 +123,20 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
 }
 
+impl ApiKey {
+    /// The record of a key created `now`, with a fresh id, never used.
+    pub(crate) fn created(user_id: &str, name: &str, prefix: &str, now: i64) -> ApiKey {
+        ApiKey {
+            id: new_id(),
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            created_at: now,
+            last_used_at: None,
+        }
+    }
+}
+
 /// A model's metadata and statistics (no Q-table).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
@@ -123,6 +154,29 @@ pub struct ModelInfo {
     pub created_at: i64,
     /// Last change of name, configuration or learning.
     pub updated_at: i64,
+}
+
+impl ModelInfo {
+    /// The metadata of model `id`, its configuration and statistics read
+    /// from its learner.
+    pub(crate) fn of(
+        id: String,
+        owner: String,
+        name: String,
+        learner: &Learner,
+        created_at: i64,
+        updated_at: i64,
+    ) -> ModelInfo {
+        ModelInfo {
+            id,
+            owner,
+            name,
+            config: learner.config().clone(),
+            stats: learner.stats(),
+            created_at,
+            updated_at,
+        }
+    }
 }
 
 /// A page of a Q-table, in the table's stable row order.

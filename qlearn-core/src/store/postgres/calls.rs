@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use super::combiner::{Call, Outcome, Request};
 use super::sql::{
-    info_from_row, insert_rows, key_from_row, load_rows, user_from_row, MODEL_COLS, USER_COLS,
+    info_from_row, insert_rows, key_from_row, load_rows, model_row, user_from_row, MODEL_COLS,
+    USER_COLS,
 };
 use super::{corrupt, is_unique_violation, pg, PgStore, BACKEND};
 use crate::error::{Error, Result};
@@ -48,15 +49,7 @@ impl Store for PgStore {
     }
 
     fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
-        let u = User {
-            id: crate::tenancy::new_id(),
-            email: user.email,
-            password_hash: user.password_hash,
-            tier: user.tier,
-            role: user.role,
-            created_at: now,
-            password_changed_at: now,
-        };
+        let u = User::register(user, now);
         let mut c = self.conn()?;
         c.client
             .execute(
@@ -138,14 +131,7 @@ impl Store for PgStore {
         hash: &str,
         now: i64,
     ) -> Result<ApiKey> {
-        let k = ApiKey {
-            id: crate::tenancy::new_id(),
-            user_id: user_id.to_owned(),
-            name: name.to_owned(),
-            prefix: prefix.to_owned(),
-            created_at: now,
-            last_used_at: None,
-        };
+        let k = ApiKey::created(user_id, name, prefix, now);
         let mut c = self.conn()?;
         let n = c
             .client
@@ -263,15 +249,14 @@ impl Store for PgStore {
                 .get(0);
             insert_rows(tx, mid, model.table())
         })?;
-        Ok(ModelInfo {
+        Ok(ModelInfo::of(
             id,
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-            config: l.config().clone(),
-            stats: model.stats(),
-            created_at: now,
-            updated_at: now,
-        })
+            owner.to_owned(),
+            name.to_owned(),
+            l,
+            now,
+            now,
+        ))
     }
 
     fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
@@ -301,17 +286,7 @@ impl Store for PgStore {
         now: i64,
     ) -> Result<ModelInfo> {
         self.tx(|tx, _| {
-            let row = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR UPDATE"
-                    ),
-                    &[&id, &owner],
-                )
-                .map_err(pg)?
-                .ok_or(Error::NotFound("model"))?;
-            let (mid, mut info, mut learner) = info_from_row(&row)?;
-            let n_rows: i64 = row.get(7);
+            let (mid, mut info, mut learner, n_rows) = model_row(tx, owner, id, "FOR UPDATE")?;
             if let Some(config) = patch.config {
                 let old_width = learner.width();
                 if let Some((n, tables)) = learner.reconfigure(config)? {
@@ -369,17 +344,7 @@ impl Store for PgStore {
     fn export_model(&self, owner: &str, id: &str) -> Result<Model> {
         self.tx(|tx, _| {
             // FOR SHARE: no update commits while the table is read.
-            let row = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR SHARE"
-                    ),
-                    &[&id, &owner],
-                )
-                .map_err(pg)?
-                .ok_or(Error::NotFound("model"))?;
-            let (mid, _, learner) = info_from_row(&row)?;
-            let n_rows: i64 = row.get(7);
+            let (mid, _, learner, n_rows) = model_row(tx, owner, id, "FOR SHARE")?;
             let (keys, values) = load_rows(tx, mid, learner.width(), 0, n_rows)?;
             if keys.len() as i64 != n_rows {
                 return Err(corrupt(format!(
@@ -394,17 +359,7 @@ impl Store for PgStore {
 
     fn q_table(&self, owner: &str, id: &str, offset: u64, limit: u64) -> Result<QPage> {
         self.tx(|tx, _| {
-            let row = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 FOR SHARE"
-                    ),
-                    &[&id, &owner],
-                )
-                .map_err(pg)?
-                .ok_or(Error::NotFound("model"))?;
-            let (mid, _, learner) = info_from_row(&row)?;
-            let n_rows: i64 = row.get(7);
+            let (mid, _, learner, n_rows) = model_row(tx, owner, id, "FOR SHARE")?;
             let from = i64::try_from(offset).unwrap_or(i64::MAX).min(n_rows);
             let to = from
                 .saturating_add(i64::try_from(limit).unwrap_or(i64::MAX))

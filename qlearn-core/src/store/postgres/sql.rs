@@ -92,16 +92,28 @@ pub(super) fn key_from_row(r: &Row, at: usize) -> ApiKey {
 pub(super) fn info_from_row(r: &Row) -> Result<(i64, ModelInfo, Learner)> {
     let config: String = r.get(4);
     let learner = decode_learner(BACKEND, &config, r.get(5), r.get(6))?;
-    let info = ModelInfo {
-        id: r.get(1),
-        owner: r.get(2),
-        name: r.get(3),
-        config: learner.config().clone(),
-        stats: learner.stats(),
-        created_at: r.get(8),
-        updated_at: r.get(9),
-    };
+    let info = ModelInfo::of(r.get(1), r.get(2), r.get(3), &learner, r.get(8), r.get(9));
     Ok((r.get(0), info, learner))
+}
+
+/// `owner`'s model `id` in `tx`, its row locked by `lock` (`FOR SHARE` or
+/// `FOR UPDATE`): `(mid, info, learner, n_rows)`; [`Error::NotFound`] for
+/// an unknown id or another owner's model.
+pub(super) fn model_row(
+    tx: &mut Transaction<'_>,
+    owner: &str,
+    id: &str,
+    lock: &'static str,
+) -> Result<(i64, ModelInfo, Learner, i64)> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {MODEL_COLS} FROM models WHERE id = $1 AND owner = $2 {lock}"),
+            &[&id, &owner],
+        )
+        .map_err(pg)?
+        .ok_or(Error::NotFound("model"))?;
+    let (mid, info, learner) = info_from_row(&row)?;
+    Ok((mid, info, learner, row.get(7)))
 }
 
 /// Loads `(keys, values)` of rows `from..to` of a model, in order.

@@ -35,15 +35,14 @@ pub(super) struct Cached {
 
 impl Cached {
     pub(super) fn info(&self) -> ModelInfo {
-        ModelInfo {
-            id: self.id.clone(),
-            owner: self.owner.clone(),
-            name: self.name.clone(),
-            config: self.learner.config().clone(),
-            stats: self.learner.stats(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
+        ModelInfo::of(
+            self.id.clone(),
+            self.owner.clone(),
+            self.name.clone(),
+            &self.learner,
+            self.created_at,
+            self.updated_at,
+        )
     }
 }
 

@@ -57,15 +57,7 @@ impl Store for SqliteStore {
     }
 
     fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
-        let u = User {
-            id: new_id(),
-            email: user.email,
-            password_hash: user.password_hash,
-            tier: user.tier,
-            role: user.role,
-            created_at: now,
-            password_changed_at: now,
-        };
+        let u = User::register(user, now);
         let rec = u.clone();
         self.write(move |c| {
             c.execute(
@@ -174,14 +166,7 @@ impl Store for SqliteStore {
         hash: &str,
         now: i64,
     ) -> Result<ApiKey> {
-        let k = ApiKey {
-            id: new_id(),
-            user_id: user_id.to_owned(),
-            name: name.to_owned(),
-            prefix: prefix.to_owned(),
-            created_at: now,
-            last_used_at: None,
-        };
+        let k = ApiKey::created(user_id, name, prefix, now);
         let (rec, hash) = (k.clone(), hash.to_owned());
         self.write(move |c| {
             if !user_exists(c, &rec.user_id)? {

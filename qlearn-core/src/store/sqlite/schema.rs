@@ -154,15 +154,14 @@ pub(super) fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ModelR
 
 impl ModelRow {
     pub(super) fn info(self) -> ModelInfo {
-        ModelInfo {
-            id: self.id,
-            owner: self.owner,
-            name: self.name,
-            config: self.learner.config().clone(),
-            stats: self.learner.stats(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
+        ModelInfo::of(
+            self.id,
+            self.owner,
+            self.name,
+            &self.learner,
+            self.created_at,
+            self.updated_at,
+        )
     }
 }
 
