@@ -3,11 +3,10 @@
 //!
 //! - `max_connections` in all, and `max_connections_per_address` from one
 //!   client address (an IPv4 address, an IPv6 /64; trusted proxies are
-//!   exempt): over the latter a connection
-//!   is closed at once, before anything is read or written, so refusing
-//!   costs nothing and gives the client nothing to hold (it sees the
-//!   connection closed or reset; no HTTP answer, since that would mean
-//!   reading its request first);
+//!   exempt). Over the latter a connection is closed at once, before
+//!   anything is read or written: refusing costs nothing and gives the
+//!   client nothing to hold. It sees the connection closed or reset, with
+//!   no HTTP answer, since answering would mean reading its request first;
 //! - HTTP/1.1 and h2c (hyper-util's auto builder); a new connection must
 //!   deliver its first request head, protocol detection (the HTTP/2
 //!   preface) included, within `header_read_timeout`, and hyper bounds each
