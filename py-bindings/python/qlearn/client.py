@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -102,10 +104,15 @@ class _endpoint(Generic[T]):
         #: The call (or plan) builder, for reuse by other endpoints.
         self.build: Callable[..., Any] = build
         functools.update_wrapper(self, build)  # type: ignore[arg-type]
+        # help() shows what the method returns, not the call it builds.
+        ret = re.fullmatch(r"_(?:Call|Plan)\[(.*)\]", str(build.__annotations__.get("return", "")))
+        self._result = ret.group(1) if ret else "Any"
+        self._signature = inspect.signature(build)
+        self.__signature__ = self._signature.replace(return_annotation=self._result)
 
     if TYPE_CHECKING:
         @overload
-        def __get__(self, obj: None, owner: Any = None) -> _endpoint[T]: ...
+        def __get__(self, obj: None, owner: Any = None) -> Any: ...
         @overload
         def __get__(self, obj: Client, owner: Any = None) -> Callable[..., T]: ...
         @overload
@@ -114,14 +121,24 @@ class _endpoint(Generic[T]):
         def __get__(self, obj: Any, owner: Any = None) -> Callable[..., Any]: ...
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
-        if obj is None:
-            return self
         build = self.build
+        if obj is None:  # the class attribute: a plain function for help()
+            @functools.wraps(build)
+            def unbound(self: Any, *args: Any, **kwargs: Any) -> Any:
+                return self._execute(build(self, *args, **kwargs))
+
+            unbound.__signature__ = self.__signature__  # type: ignore[attr-defined]
+            unbound.build = build  # type: ignore[attr-defined]
+            return unbound
 
         @functools.wraps(build)
         def bound(*args: Any, **kwargs: Any) -> Any:
             return obj._execute(build(obj, *args, **kwargs))
 
+        is_async = isinstance(getattr(obj, "client", obj), AsyncClient)
+        params = list(self._signature.parameters.values())[1:]
+        bound.__signature__ = self._signature.replace(  # type: ignore[attr-defined]
+            parameters=params, return_annotation=f"Awaitable[{self._result}]" if is_async else self._result)
         return bound
 
 
