@@ -152,7 +152,7 @@ fn page_param(query: Option<&str>, name: &str, default: u64) -> Result<u64, ApiE
     params(
         ("id" = String, Path, description = "Model id"),
         ("offset" = Option<u64>, Query, description = "First row (default 0)"),
-        ("limit" = Option<u64>, Query, description = "Rows (1..=1000, default 100)"),
+        ("limit" = Option<u64>, Query, description = format!("Rows (1..={MAX_PAGE}, default {DEFAULT_PAGE})")),
     ),
     responses(
         (status = 200, description = "Model, statistics and a page of the Q-table", body = StatusOut),
