@@ -142,26 +142,28 @@ impl Route {
     }
 
     /// The placeholder's value if `segments` match this route's template
-    /// (no allocation unless they do).
+    /// (no allocation unless they do; most routes fail on the first segment).
     fn matches(self, segments: &[&str]) -> Option<String> {
         let spec = self.spec();
-        let n = spec.template[1..].split('/').count();
+        let mut template = spec.template[1..].split('/').peekable();
         let mut param = "";
-        for (i, t) in spec.template[1..].split('/').enumerate() {
+        let mut i = 0;
+        while let Some(t) = template.next() {
             let s = *segments.get(i)?;
             if !t.starts_with('{') {
                 if t != s {
                     return None;
                 }
-            } else if spec.rest && i + 1 == n {
+            } else if spec.rest && template.peek().is_none() {
                 return Some(segments[i..].join("/"));
             } else if s.is_empty() {
                 return None;
             } else {
                 param = s;
             }
+            i += 1;
         }
-        (segments.len() == n).then(|| param.to_owned())
+        (segments.len() == i).then(|| param.to_owned())
     }
 }
 
