@@ -10,7 +10,9 @@ use qlearn_core::decisions::{
     Outcome, RewardStatus, Transition,
 };
 use qlearn_core::rng::Rng;
-use qlearn_core::{Algorithm, Error, Experience, Exploration, Model, ModelConfig, State};
+use qlearn_core::{
+    Algorithm, Error, Experience, Exploration, Learner, Model, ModelConfig, QTable, State, StateKey,
+};
 
 const ALGORITHMS: [Algorithm; 4] = [
     Algorithm::QLearning,
@@ -730,16 +732,61 @@ fn pruning_forgets_finished_decisions_after_the_retention() {
 
 // ---- logged probabilities against observed frequencies -------------------
 
-/// A model whose Q-table holds exactly `rows` (raw rows: `2 * n` values for
-/// double Q-learning), built through the JSON import so no rule is involved.
-fn with_rows(cfg: ModelConfig, rows: &[(i64, Vec<f64>)]) -> Model {
-    let m = Model::new(cfg).unwrap();
-    let mut doc: serde_json::Value = serde_json::from_str(&m.to_json().unwrap()).unwrap();
-    doc["q_table"] = rows
-        .iter()
-        .map(|(s, q)| serde_json::json!({ "state": s, "q": q }))
-        .collect();
-    Model::from_json(&doc.to_string()).unwrap()
+/// A model whose Q-table holds exactly one raw row for state `s` (`2 * n`
+/// values for double Q-learning), so no rule is involved.
+fn with_row(cfg: ModelConfig, s: i64, row: Vec<f64>) -> Model {
+    let learner = Learner::new(cfg).unwrap();
+    let table = QTable::from_rows(row.len(), vec![StateKey::Int(s)], row).unwrap();
+    Model::from_parts(learner, table).unwrap()
+}
+
+#[test]
+fn action_probabilities_by_hand() {
+    let mut c = model_config(5, Algorithm::QLearning);
+    c.epsilon = 0.3;
+    let tied = vec![1.0, 1.0, 0.5, 1.0, -2.0];
+    let m = with_row(c.clone(), 1, tied.clone());
+    let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-15);
+    // Greedy {0, 3} among the allowed {0, 2, 3, 4}: 0.7 / 2 + 0.3 / 4.
+    let p = m
+        .action_probabilities(1, Some(&[0, 2, 3, 4]), true)
+        .unwrap();
+    assert!(close(&p, &[0.425, 0.0, 0.075, 0.425, 0.075]), "{p:?}");
+    let p = m.action_probabilities(1, None, false).unwrap();
+    assert!(
+        close(&p, &[1.0 / 3.0, 1.0 / 3.0, 0.0, 1.0 / 3.0, 0.0]),
+        "{p:?}"
+    );
+    let p = m.action_probabilities(9, Some(&[1, 4]), true).unwrap();
+    assert_eq!(p, vec![0.0, 0.5, 0.0, 0.0, 0.5]);
+    // Softmax at T = 0.5 over {2, 4}: weights 1 and exp(-5).
+    c.exploration = Exploration::Softmax;
+    c.temperature = 0.5;
+    let m = with_row(c.clone(), 1, tied);
+    let p = m.action_probabilities(1, Some(&[2, 4]), true).unwrap();
+    let w = (-5.0f64).exp();
+    assert!(
+        close(&p, &[0.0, 0.0, 1.0 / (1.0 + w), 0.0, w / (1.0 + w)]),
+        "{p:?}"
+    );
+    // Large values do not overflow (the maximum is subtracted first).
+    let m = with_row(c.clone(), 1, vec![1e12, 1e12 - 1.0, 0.0, 0.0, 0.0]);
+    let p = m.action_probabilities(1, None, true).unwrap();
+    assert!(
+        p.iter().all(|x| x.is_finite()) && (p[0] - 1.0 / (1.0 + (-2.0f64).exp())).abs() < 1e-12
+    );
+    // Double Q-learning ranks by the mean of both tables: action 1 is greedy.
+    c.algorithm = Algorithm::DoubleQLearning;
+    c.exploration = Exploration::EpsilonGreedy;
+    let m = with_row(
+        c,
+        1,
+        vec![1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.5, 0.0, 0.0, 0.0],
+    );
+    let p = m.action_probabilities(1, None, true).unwrap();
+    assert!(close(&p, &[0.06, 0.76, 0.06, 0.06, 0.06]), "{p:?}");
+    let bad = m.action_probabilities(1, Some(&[]), true);
+    assert!(matches!(bad, Err(Error::InvalidAction(_))), "{bad:?}");
 }
 
 /// One predict scenario: the model, the state, the mask, whether to
@@ -774,70 +821,50 @@ fn scenarios() -> Vec<Scenario> {
     decaying.epsilon = 0.9;
     decaying.epsilon_decay = 0.8;
     decaying.min_epsilon = 0.05;
+    let sc =
+        |name, cfg: ModelConfig, row: &[f64], state, allowed: Option<&[usize]>, explore| Scenario {
+            name,
+            model: with_row(cfg, 1, row.to_vec()),
+            state,
+            allowed: allowed.map(<[usize]>::to_vec),
+            explore,
+            decay_every: 0,
+        };
+    let greedy = base(Exploration::EpsilonGreedy, Algorithm::QLearning);
+    let softmax = base(Exploration::Softmax, Algorithm::QLearning);
+    let double = base(Exploration::Softmax, Algorithm::DoubleQLearning);
+    let double_row = [1.0, 0.0, 0.5, -0.5, 0.2, 0.0, 1.0, 0.5, 0.5, 0.1];
     vec![
+        sc(
+            "epsilon-greedy, ties, mask",
+            greedy.clone(),
+            &tied,
+            1,
+            Some(&[0, 2, 3, 4]),
+            true,
+        ),
+        sc("explore off, ties", greedy.clone(), &tied, 1, None, false),
+        sc(
+            "softmax, mask",
+            softmax,
+            &tied,
+            1,
+            Some(&[1, 2, 3, 4]),
+            true,
+        ),
+        sc("softmax, double Q", double, &double_row, 1, None, true),
         Scenario {
-            name: "epsilon-greedy, ties, mask",
-            model: with_rows(
-                base(Exploration::EpsilonGreedy, Algorithm::QLearning),
-                &[(1, tied.clone())],
-            ),
-            state: 1,
-            allowed: Some(vec![0, 2, 3, 4]),
-            explore: true,
-            decay_every: 0,
-        },
-        Scenario {
-            name: "explore off, ties",
-            model: with_rows(
-                base(Exploration::EpsilonGreedy, Algorithm::QLearning),
-                &[(1, tied.clone())],
-            ),
-            state: 1,
-            allowed: None,
-            explore: false,
-            decay_every: 0,
-        },
-        Scenario {
-            name: "softmax, mask",
-            model: with_rows(
-                base(Exploration::Softmax, Algorithm::QLearning),
-                &[(1, tied.clone())],
-            ),
-            state: 1,
-            allowed: Some(vec![1, 2, 3, 4]),
-            explore: true,
-            decay_every: 0,
-        },
-        Scenario {
-            name: "softmax, double Q",
-            model: with_rows(
-                base(Exploration::Softmax, Algorithm::DoubleQLearning),
-                &[(1, vec![1.0, 0.0, 0.5, -0.5, 0.2, 0.0, 1.0, 0.5, 0.5, 0.1])],
-            ),
-            state: 1,
-            allowed: None,
-            explore: true,
-            decay_every: 0,
-        },
-        Scenario {
-            name: "decayed epsilon, ties",
-            model: with_rows(decaying, &[(1, tied.clone())]),
-            state: 1,
-            allowed: None,
-            explore: true,
             decay_every: 1000,
+            ..sc("decayed epsilon, ties", decaying, &tied, 1, None, true)
         },
-        Scenario {
-            name: "unseen state, mask",
-            model: with_rows(
-                base(Exploration::EpsilonGreedy, Algorithm::QLearning),
-                &[(1, tied)],
-            ),
-            state: 2,
-            allowed: Some(vec![0, 4, 2]),
-            explore: true,
-            decay_every: 0,
-        },
+        sc(
+            "unseen state, mask",
+            greedy,
+            &tied,
+            2,
+            Some(&[0, 4, 2]),
+            true,
+        ),
     ]
 }
 
