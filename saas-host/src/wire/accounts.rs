@@ -1,16 +1,32 @@
 //! Accounts: credentials, users, tokens, API keys and the admin patch.
 
 use qlearn_core::store::{ApiKey, User};
-use qlearn_core::tenancy::{rfc3339, Role, Tier};
+use qlearn_core::tenancy::{rfc3339, Role, Tier, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
+
+/// The schema of a password: [`MIN_PASSWORD_CHARS`] to
+/// [`MAX_PASSWORD_CHARS`] characters (what registration and a password
+/// change accept; a login with another length is simply wrong).
+fn password_schema() -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(MIN_PASSWORD_CHARS))
+        .max_length(Some(MAX_PASSWORD_CHARS))
+        .description(Some(format!(
+            "{MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+        )))
+}
 
 /// `POST /register` and `POST /login` body.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// Email address (case-insensitive).
     pub email: String,
-    /// 8 to 1,024 characters.
+    /// [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters.
+    #[schema(schema_with = password_schema)]
     pub password: String,
 }
 
@@ -74,7 +90,9 @@ pub struct Registered {
 pub struct PasswordChange {
     /// The password in force.
     pub current_password: String,
-    /// The new password, 8 to 1,024 characters.
+    /// The new password, [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`]
+    /// characters.
+    #[schema(schema_with = password_schema)]
     pub new_password: String,
 }
 
