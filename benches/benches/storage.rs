@@ -30,6 +30,9 @@ const UNLIMITED: TierLimits = TierLimits {
     max_models: None,
     rate_per_second: 1_000,
     burst: 1_000,
+    max_states: None,
+    max_import_bytes: 1 << 30,
+    max_event_streams: 100,
 };
 
 fn seconds() -> Duration {

@@ -53,6 +53,19 @@ pub enum Error {
         limit: u32,
     },
 
+    /// The model would hold more distinct states than the user's tier allows
+    /// (an update adding new states, or an import of a bigger model);
+    /// nothing was changed.
+    #[error("this tier allows {limit} states per model; the model holds {states} and this call would add {new}")]
+    StateLimitReached {
+        /// The tier's limit of states per model.
+        limit: u64,
+        /// States the model holds now.
+        states: u64,
+        /// New states the refused call would have added.
+        new: u64,
+    },
+
     /// The monthly quota of metered calls is used up.
     #[error("monthly quota of {limit} calls reached; it resets in {retry_after_secs} s")]
     QuotaExceeded {

@@ -116,26 +116,109 @@ where
 }
 
 /// The limits of one tier. `None` means unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Besides calls and models, every resource a tenant can grow is bounded
+/// here, so no tenant can take memory, disk or connections from another:
+/// states per model, the size of an imported model, open event streams.
+/// In a limits file the resource fields may be left out (the tier keeps
+/// its default); the call, model and rate fields are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct TierLimits {
     /// Metered calls (each predict, each experience of an update) per
     /// calendar month (UTC); `None` (JSON `null`) = unlimited.
-    #[serde(deserialize_with = "required_option")]
     pub monthly_calls: Option<u64>,
     /// Models a user may own at once; `None` (JSON `null`) = unlimited.
-    #[serde(deserialize_with = "required_option")]
     pub max_models: Option<u32>,
     /// Sustained request rate of the token bucket, requests per second.
     pub rate_per_second: u32,
     /// Token bucket capacity: requests that may arrive at once.
     pub burst: u32,
+    /// Distinct states one model may hold; `None` (JSON `null`) = unlimited.
+    /// An update that would add a state past it is refused whole
+    /// ([`Error::StateLimitReached`]), and so is an import of a bigger model.
+    pub max_states: Option<u64>,
+    /// Largest model file (binary or JSON export) an import may send, bytes;
+    /// checked against `Content-Length` before the body is read.
+    pub max_import_bytes: u64,
+    /// Event streams (`GET /models/{id}/events`) a user may hold open at once.
+    pub max_event_streams: u32,
+}
+
+/// One tier's entry in a limits file: [`TierLimits`] with the resource
+/// fields optional (missing: that tier's default).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierLimitsFile {
+    #[serde(deserialize_with = "required_option")]
+    monthly_calls: Option<u64>,
+    #[serde(deserialize_with = "required_option")]
+    max_models: Option<u32>,
+    rate_per_second: u32,
+    burst: u32,
+    /// Missing: the default; `null`: unlimited.
+    #[serde(default, deserialize_with = "present")]
+    max_states: Option<Option<u64>>,
+    #[serde(default)]
+    max_import_bytes: Option<u64>,
+    #[serde(default)]
+    max_event_streams: Option<u32>,
+}
+
+/// Deserializes a field that is present (`null` included) as `Some`, so a
+/// missing field (`#[serde(default)]`: `None`) and `null` differ.
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl TierLimitsFile {
+    fn over(self, default: TierLimits) -> TierLimits {
+        TierLimits {
+            monthly_calls: self.monthly_calls,
+            max_models: self.max_models,
+            rate_per_second: self.rate_per_second,
+            burst: self.burst,
+            max_states: self.max_states.unwrap_or(default.max_states),
+            max_import_bytes: self.max_import_bytes.unwrap_or(default.max_import_bytes),
+            max_event_streams: self.max_event_streams.unwrap_or(default.max_event_streams),
+        }
+    }
+}
+
+/// A limits file: any tier left out keeps its defaults.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LimitsFile {
+    free: Option<TierLimitsFile>,
+    pro: Option<TierLimitsFile>,
+    enterprise: Option<TierLimitsFile>,
+}
+
+impl From<LimitsFile> for Limits {
+    fn from(file: LimitsFile) -> Self {
+        let d = Limits::default();
+        let pick = |f: Option<TierLimitsFile>, d: TierLimits| f.map_or(d, |f| f.over(d));
+        Limits {
+            free: pick(file.free, d.free),
+            pro: pick(file.pro, d.pro),
+            enterprise: pick(file.enterprise, d.enterprise),
+        }
+    }
 }
 
 impl TierLimits {
     /// Metered calls left this month after `used`; `None` = unlimited.
     pub fn remaining_calls(&self, used: u64) -> Option<u64> {
         self.monthly_calls.map(|limit| limit.saturating_sub(used))
+    }
+
+    /// Whether a model holding `states` states may hold `new` more.
+    pub fn may_add_states(&self, states: u64, new: u64) -> bool {
+        self.max_states
+            .is_none_or(|max| states.saturating_add(new) <= max)
     }
 
     /// Whether a user owning `owned` models may create one more.
@@ -164,6 +247,18 @@ impl TierLimits {
             return Err(Error::field(
                 format!("limits.{tier}.burst"),
                 "must be at least 1",
+            ));
+        }
+        if self.max_states == Some(0) {
+            return Err(Error::field(
+                format!("limits.{tier}.max_states"),
+                "must be at least 1 or null for unlimited",
+            ));
+        }
+        if self.max_import_bytes < 1024 {
+            return Err(Error::field(
+                format!("limits.{tier}.max_import_bytes"),
+                "must be at least 1024",
             ));
         }
         if self.max_models == Some(0) {
@@ -196,9 +291,10 @@ pub(crate) fn sf_string(s: &str) -> String {
 }
 
 /// The limits of every tier. `Default` is the SPEC's table; any tier missing
-/// from a deserialized override keeps its default.
+/// from a deserialized override keeps its default, and so does any resource
+/// field missing from a tier's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "LimitsFile")]
 pub struct Limits {
     /// Limits of [`Tier::Free`].
     pub free: TierLimits,
@@ -208,6 +304,8 @@ pub struct Limits {
     pub enterprise: TierLimits,
 }
 
+const MIB: u64 = 1024 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -216,18 +314,27 @@ impl Default for Limits {
                 max_models: Some(3),
                 rate_per_second: 5,
                 burst: 10,
+                max_states: Some(10_000),
+                max_import_bytes: 4 * MIB,
+                max_event_streams: 2,
             },
             pro: TierLimits {
                 monthly_calls: Some(1_000),
                 max_models: Some(10),
                 rate_per_second: 50,
                 burst: 100,
+                max_states: Some(1_000_000),
+                max_import_bytes: 64 * MIB,
+                max_event_streams: 10,
             },
             enterprise: TierLimits {
                 monthly_calls: None,
                 max_models: None,
                 rate_per_second: 500,
                 burst: 1_000,
+                max_states: None,
+                max_import_bytes: 256 * MIB,
+                max_event_streams: 50,
             },
         }
     }
@@ -306,6 +413,15 @@ mod tests {
             (e.monthly_calls, e.max_models, e.rate_per_second, e.burst),
             (None, None, 500, 1000)
         );
+        // The SPEC's resource bounds.
+        assert_eq!(
+            [f.max_states, p.max_states, e.max_states],
+            [Some(10_000), Some(1_000_000), None]
+        );
+        assert_eq!(
+            [f.max_import_bytes, p.max_import_bytes, e.max_import_bytes],
+            [4 << 20, 64 << 20, 256 << 20]
+        );
         l.validate().unwrap();
     }
 
@@ -326,12 +442,43 @@ mod tests {
             r#"{"free": {"max_models": 3, "rate_per_second": 5, "burst": 10}}"#
         )
         .is_err());
+        // Resource fields may be left out: the tier's defaults stay.
+        assert_eq!(l.pro.max_states, Limits::default().pro.max_states);
+        assert_eq!(l.pro.max_import_bytes, 64 * MIB);
+        let l: Limits = serde_json::from_str(
+            r#"{"free": {"monthly_calls": 1, "max_models": 1, "rate_per_second": 1, "burst": 1,
+                "max_states": null, "max_import_bytes": 2048, "max_event_streams": 7}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                l.free.max_states,
+                l.free.max_import_bytes,
+                l.free.max_event_streams
+            ),
+            (None, 2048, 7)
+        );
+        let l: Limits = serde_json::from_str(
+            r#"{"enterprise": {"monthly_calls": null, "max_models": null, "rate_per_second": 1,
+                "burst": 1, "max_states": 50}}"#,
+        )
+        .unwrap();
+        assert_eq!(l.enterprise.max_states, Some(50));
+        assert_eq!(l.enterprise.max_event_streams, 50);
         // Typos are errors.
         assert!(serde_json::from_str::<Limits>(r#"{"fre": {}}"#).is_err());
         let mut bad = Limits::default();
         bad.pro.burst = 0;
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("limits.pro.burst"), "{err}");
+        let mut bad = Limits::default();
+        bad.free.max_states = Some(0);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.free.max_states"), "{err}");
+        let mut bad = Limits::default();
+        bad.enterprise.max_import_bytes = 10;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.enterprise.max_import_bytes"), "{err}");
     }
 
     #[test]
@@ -343,6 +490,10 @@ mod tests {
         assert!(l.free.may_create_model(2));
         assert!(!l.free.may_create_model(3));
         assert!(l.enterprise.may_create_model(1_000_000));
+        assert!(l.free.may_add_states(9_999, 1));
+        assert!(!l.free.may_add_states(9_999, 2));
+        assert!(l.free.may_add_states(10_000, 0));
+        assert!(l.enterprise.may_add_states(u64::MAX, 5));
         assert_eq!(l.free.rate_limit_policy("default"), "\"default\";q=10;w=2");
         assert_eq!(
             l.enterprise.rate_limit_policy("a\"b"),

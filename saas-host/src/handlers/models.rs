@@ -262,13 +262,27 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
     responses(
         (status = 201, description = "Imported as a new model", body = ModelOut),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
-        (status = 403, description = "model_limit_reached", body = crate::wire::ErrorBody),
-        (status = 413, description = "Body over the import limit", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_limit_reached (checked before the body is read), or state_limit_reached (the model holds more states than the tier allows per model)", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body over the tier's import size (max_import_bytes; refused from Content-Length before the body is read)", body = crate::wire::ErrorBody),
         (status = 415, description = "Neither application/octet-stream nor application/json", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_model (cannot decode) or invalid name", body = crate::wire::ErrorBody),
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
     ))]
 pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    // What the tier allows is checked before a byte of the body is read:
+    // the model limit, and the size (Content-Length, or while streaming).
+    let limits = *cx.limits();
+    if let Some(max) = limits.max_models {
+        let a = cx.app.clone();
+        let uid = cx.user.id.clone();
+        let owned = blocking(move || a.store.models(&uid)).await?.len() as u64;
+        if !limits.may_create_model(owned) {
+            return Err(Error::ModelLimitReached { limit: max }.into());
+        }
+    }
+    let size_limit = usize::try_from(limits.max_import_bytes)
+        .unwrap_or(usize::MAX)
+        .min(cx.app.config.import_limit);
     let json = match media_type(&req).as_deref() {
         Some("application/octet-stream") => false,
         Some("application/json") => true,
@@ -282,10 +296,9 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         Some(n) => check_name("name", &n)?,
         None => "imported".to_owned(),
     };
-    let bytes = read_body(req, cx.app.config.import_limit).await?;
+    let bytes = read_body(req, size_limit).await?;
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
-    let max = cx.limits().max_models;
     let info = blocking(move || {
         let model = if json {
             let text = std::str::from_utf8(&bytes)
@@ -294,7 +307,19 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         } else {
             Model::from_bytes(&bytes)?
         };
-        a.store.create_model(&uid, &name, &model, max, now_unix())
+        let states = model.table().len() as u64;
+        if let Some(limit) = limits
+            .max_states
+            .filter(|_| !limits.may_add_states(0, states))
+        {
+            return Err(Error::StateLimitReached {
+                limit,
+                states: 0,
+                new: states,
+            });
+        }
+        a.store
+            .create_model(&uid, &name, &model, limits.max_models, now_unix())
     })
     .await?;
     Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))

@@ -20,6 +20,12 @@ pub struct LimitsOut {
     pub rate_per_second: u32,
     /// Requests at once (burst).
     pub burst: u32,
+    /// Distinct states per model (`null`: unlimited).
+    pub max_states: Option<u64>,
+    /// Largest model file an import may send, bytes.
+    pub max_import_bytes: u64,
+    /// Event streams open at once.
+    pub max_event_streams: u32,
 }
 
 impl LimitsOut {
@@ -31,6 +37,9 @@ impl LimitsOut {
             max_models: l.max_models,
             rate_per_second: l.rate_per_second,
             burst: l.burst,
+            max_states: l.max_states,
+            max_import_bytes: l.max_import_bytes,
+            max_event_streams: l.max_event_streams,
         }
     }
 }

@@ -13,6 +13,7 @@ backend_tests!(
     rate_limit_and_headers,
     cors_and_proxies,
     timeouts_and_connection_cap,
+    tier_resource_limits,
 );
 
 async fn error_cases(b: Backend) {
@@ -523,4 +524,94 @@ async fn timeouts_and_connection_cap(b: Backend) {
         waited >= Duration::from_millis(150),
         "the second connection waited for a slot ({waited:?})"
     );
+}
+
+/// Sends only the head of a request (the body never follows) and reads the
+/// answer: a refusal that needs no body arrives at once.
+async fn head_only(s: &crate::common::Server, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The tier's resource bounds over HTTP: states per model (403
+/// state_limit_reached, nothing changed), the import size and the model
+/// limit refused from the head of the request, before the body is read.
+async fn tier_resource_limits(b: Backend) {
+    let Some(s) = start_with(b, "resources", |c| {
+        c.limits.free.max_states = Some(3);
+        c.limits.free.max_import_bytes = 4096;
+    })
+    .await
+    else {
+        return;
+    };
+    let (token, _, mid) = s.register("res@example.com").await;
+    let exp = |st: i64| json!({"state": st, "action": 0, "reward": 1.0, "next_state": st + 1});
+    let (st, v) = s
+        .json(
+            POST,
+            "/update/batch",
+            Some(&token),
+            Some(json!({"model_id": mid, "experiences": [exp(1), exp(2), exp(3)]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut body = exp(4);
+    body["model_id"] = json!(mid);
+    let (st, v) = s.json(POST, "/update", Some(&token), Some(body)).await;
+    assert_error(st, &v, 403, "state_limit_reached");
+    assert!(v["error"]["message"].as_str().unwrap().contains('3'), "{v}");
+    let (_, status) = s
+        .json(GET, &format!("/status/{mid}"), Some(&token), None)
+        .await;
+    assert_eq!(status["q_table"]["total"], 3, "{status}");
+    let mut body = exp(2);
+    body["model_id"] = json!(mid);
+    let (st, _) = s.json(POST, "/update", Some(&token), Some(body)).await;
+    assert_eq!(st, 200, "a stored state still learns at the limit");
+
+    // Import: a 100 MiB Content-Length is refused from the head alone.
+    let head = format!(
+        "POST /models/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: 104857600\r\n\r\n"
+    );
+    let answer = head_only(&s, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("4096"), "names the tier's limit: {answer}");
+    // A small model with more states than the tier allows.
+    let mut model = qlearn_core::Model::new(qlearn_core::ModelConfig::new(2)).unwrap();
+    for st in 0..5i64 {
+        model
+            .update(&qlearn_core::Experience::new(st, 0, 1.0, st + 1))
+            .unwrap();
+    }
+    let r = s
+        .http
+        .post(s.url("/models/import"))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body(model.to_bytes().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_error(st, &v, 403, "state_limit_reached");
+    // At the model limit (3 for free), an import is refused before its body.
+    for name in ["two", "three"] {
+        s.create_model(&token, json!({"name": name, "n_actions": 2}))
+            .await;
+    }
+    let answer = head_only(&s, &head).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("model_limit_reached"), "{answer}");
+    let (_, models) = s.json(GET, "/models", Some(&token), None).await;
+    assert_eq!(models.as_array().unwrap().len(), 3);
 }

@@ -24,7 +24,7 @@ use crate::store::encoding::{
     table_from_rows, values_bytes, Tracked,
 };
 use crate::store::report::updated;
-use crate::store::rules::validate_batch;
+use crate::store::rules::{check_state_room, validate_batch};
 use crate::store::OwnedExperience;
 use crate::table::QTable;
 use crate::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
@@ -361,12 +361,27 @@ pub(super) fn apply_batch(
         m.table = table_from_rows(BACKEND, m.learner.width(), k, v)?;
     }
 
-    // Run the engine, call after call, in queue order.
+    // Run the engine, call after call, in queue order. An update that would
+    // pass the tier's states per model is refused whole (the rows it needs
+    // were fetched above, so the check counts exactly) and its debit given
+    // back in this transaction: it changes nothing and costs nothing.
     for &i in &granted {
         let r = &batch[i];
-        if let Some(m) = models.get_mut(&r.model) {
-            results[i] = Some(run_call(m, r));
+        let Some(m) = models.get_mut(&r.model) else {
+            continue;
+        };
+        if let Call::Update { exps, .. } = &r.call {
+            let held =
+                usize::try_from(m.n_rows).unwrap_or(usize::MAX) + (m.table.len() - m.row_nos.len());
+            let exps = exps.iter().map(OwnedExperience::as_experience);
+            if let Err(e) = check_state_room(&r.limits, &m.learner, held, &m.table, exps) {
+                results[i] = Some(Err(e));
+                let back = i64::try_from(r.n()).unwrap_or(i64::MAX);
+                debit_signed(tx, st, user, None, r.now, -back)?;
+                continue;
+            }
         }
+        results[i] = Some(run_call(m, r));
     }
 
     // Write back the touched rows and the learners, all models at once.
