@@ -6,8 +6,8 @@
 //! probabilities against observed frequencies.
 
 use qlearn_core::decisions::{
-    Aggregation, Decide, DecisionLog, DecisionStatus, DecisionsConfig, EpisodeEnd, NewDecision,
-    Outcome, RewardStatus, Transition,
+    Aggregation, Decide, DecisionLog, DecisionStatus, DecisionsConfig, EpisodeEnd, LogParts,
+    NewDecision, Outcome, RewardStatus, Transition,
 };
 use qlearn_core::rng::Rng;
 use qlearn_core::{
@@ -703,6 +703,62 @@ fn a_saved_and_loaded_log_keeps_its_pending_decisions() {
         (snapshot(&model), log.stats())
     };
     assert_eq!(run(true), run(false));
+}
+
+/// What a store does: load only the rows a call touches into a log, run
+/// the call, write them back. The transitions are the full log's.
+#[test]
+fn a_log_of_the_touched_rows_joins_as_the_full_log() {
+    let new = |k: i64| NewDecision {
+        decision_id: None,
+        episode_id: Some("e"),
+        state: State::Int(k),
+        allowed_actions: None,
+        action: k as usize % 2,
+        probability: 0.5,
+    };
+    let mut full = log_with(|c| c.default_reward = Some(0.0));
+    for k in 0..3 {
+        full.record_decision(new(k), k).unwrap();
+    }
+    let ids: Vec<String> = full.episode("e").unwrap().steps.clone();
+    full.record_reward(&ids[0], 1.5, None, true, 5).unwrap();
+    full.record_reward(&ids[2], 2.0, None, true, 5).unwrap();
+    // Step 1 closes with 3.0; the store loads it, its episode and step 2.
+    let parts = full.clone().into_parts();
+    let touched = parts
+        .decisions
+        .iter()
+        .filter(|r| r.decision_id != ids[0])
+        .cloned()
+        .collect();
+    let mut partial = DecisionLog::from_parts(LogParts {
+        decisions: touched,
+        ..parts
+    })
+    .unwrap();
+    // Its deadline is known to the partial log too.
+    let expired = full.clone().expire(i64::MAX);
+    assert_eq!(expired.len(), 1);
+    assert_eq!(partial.clone().expire(i64::MAX), expired);
+    let a = full.record_reward(&ids[1], 3.0, None, true, 6).unwrap();
+    let b = partial.record_reward(&ids[1], 3.0, None, true, 6).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.transitions.len(), 1);
+    assert_eq!(full.get(&ids[1]), partial.get(&ids[1]));
+    // Ending learns step 2 in both; the episode's return is kept per episode.
+    assert_eq!(
+        full.record_end("e", EpisodeEnd::terminated()).unwrap(),
+        partial.record_end("e", EpisodeEnd::terminated()).unwrap()
+    );
+    assert_eq!(full.episode("e").unwrap().learned_return, 6.5);
+    // A record that is not the step its episode says is refused.
+    let mut parts = full.into_parts();
+    parts.decisions[0].step += 7;
+    assert!(matches!(
+        DecisionLog::from_parts(parts),
+        Err(Error::Decode(_))
+    ));
 }
 
 #[test]

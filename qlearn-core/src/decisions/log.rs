@@ -103,6 +103,25 @@ pub struct EpisodeRecord {
     pub steps: Vec<String>,
     /// How it ended (`None`: still going).
     pub end: Option<EpisodeEnd>,
+    /// The sum of the rewards learned from its decisions so far (kept per
+    /// episode, so concurrent episodes do not mix their returns).
+    #[serde(default)]
+    pub learned_return: f64,
+}
+
+/// A [`DecisionLog`] taken apart (what a store keeps in its own rows).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogParts {
+    /// The configuration.
+    pub config: DecisionsConfig,
+    /// Decision records, in any order.
+    pub decisions: Vec<DecisionRecord>,
+    /// Episodes by id.
+    pub episodes: Vec<(String, EpisodeRecord)>,
+    /// The last number used for a generated decision id.
+    pub last_id: u64,
+    /// The counts.
+    pub stats: DecisionStats,
 }
 
 /// A decision to log: what the model chose and with which probability.
@@ -177,6 +196,60 @@ impl DecisionLog {
         config.validate()?;
         self.config = config;
         Ok(())
+    }
+
+    /// A log over saved or partly loaded records: a store loads the rows a
+    /// call touches (the decision, its episode with all its step ids, and
+    /// the steps next to it), runs the call, and writes them back. The
+    /// counts and `last_id` are taken as given. Errors (`Decode`) when a
+    /// record's episode or step does not match the episodes given.
+    pub fn from_parts(parts: LogParts) -> Result<Self> {
+        let LogParts {
+            config,
+            decisions,
+            episodes,
+            last_id,
+            stats,
+        } = parts;
+        config.validate()?;
+        let mut log = DecisionLog {
+            config,
+            decisions: HashMap::with_capacity(decisions.len()),
+            episodes: episodes.into_iter().collect(),
+            open: BTreeSet::new(),
+            last_id,
+            stats,
+        };
+        for rec in decisions {
+            if let Some(ep) = &rec.episode_id {
+                let at = log
+                    .episodes
+                    .get(ep)
+                    .and_then(|e| e.steps.get(rec.step as usize));
+                if at != Some(&rec.decision_id) {
+                    return Err(Error::Decode(format!(
+                        "decision {:?} is not step {} of episode {ep:?}",
+                        rec.decision_id, rec.step
+                    )));
+                }
+            }
+            if rec.status == DecisionStatus::Open {
+                log.open.insert((rec.closes_at_ms, rec.decision_id.clone()));
+            }
+            log.decisions.insert(rec.decision_id.clone(), rec);
+        }
+        Ok(log)
+    }
+
+    /// The log as the parts [`DecisionLog::from_parts`] takes.
+    pub fn into_parts(self) -> LogParts {
+        LogParts {
+            config: self.config,
+            decisions: self.decisions.into_values().collect(),
+            episodes: self.episodes.into_iter().collect(),
+            last_id: self.last_id,
+            stats: self.stats,
+        }
     }
 
     /// The counts.
@@ -519,6 +592,13 @@ impl DecisionLog {
         };
         if let Some(rec) = self.decisions.get_mut(id) {
             rec.status = DecisionStatus::Applied;
+            if let Some(e) = rec
+                .episode_id
+                .as_ref()
+                .and_then(|ep| self.episodes.get_mut(ep))
+            {
+                e.learned_return += t.reward;
+            }
         }
         self.stats.pending -= 1;
         self.stats.applied += 1;
