@@ -201,7 +201,8 @@ impl DecisionLog {
     /// A log over saved or partly loaded records: a store loads the rows a
     /// call touches (the decision, its episode with all its step ids, and
     /// the steps next to it), runs the call, and writes them back. The
-    /// counts and `last_id` are taken as given. Errors (`Decode`) when a
+    /// counts and `last_id` are taken as given (the counts then move from
+    /// there, `pending` never below 0). Errors (`Decode`) when a
     /// record's episode or step does not match the episodes given.
     pub fn from_parts(parts: LogParts) -> Result<Self> {
         let LogParts {
@@ -579,7 +580,7 @@ impl DecisionLog {
             self.emit(id, out);
         } else {
             rec.status = DecisionStatus::Expired;
-            self.stats.pending -= 1;
+            self.stats.pending = self.stats.pending.saturating_sub(1);
         }
     }
 
@@ -600,7 +601,7 @@ impl DecisionLog {
                 e.learned_return += t.reward;
             }
         }
-        self.stats.pending -= 1;
+        self.stats.pending = self.stats.pending.saturating_sub(1);
         self.stats.applied += 1;
         out.push(t);
     }
