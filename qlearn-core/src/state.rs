@@ -146,7 +146,7 @@ pub(crate) struct BoxStrVisitor;
 
 impl Visitor<'_> for BoxStrVisitor {
     type Value = Box<str>;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Box<str>, E> {
@@ -413,7 +413,7 @@ impl<'de> Deserialize<'de> for State {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = State;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string, an integer, or an array of up to 64 finite numbers")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<State, E> {
