@@ -18,6 +18,9 @@ if ! cargo test --workspace --all-targets; then failed+=("rust"); fi
 # Doc tests (not part of --all-targets).
 if ! cargo test --workspace --doc; then failed+=("rust-doc"); fi
 
+section "Rust: the engine alone (qlearn-core --no-default-features: no database, crypto or network dependency)"
+if ! cargo test -p qlearn-core --no-default-features; then failed+=("rust-engine-only"); fi
+
 section "Python: py-bindings (pytest)"
 if ! bash scripts/py-test.sh; then failed+=("python"); fi
 
