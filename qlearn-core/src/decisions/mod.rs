@@ -31,6 +31,27 @@
 //!   the transitions with [`Model::update`](crate::Model::update).
 //!
 //! One log belongs to one model; decision and episode ids are scoped to it.
+//!
+//! ```
+//! use qlearn_core::decisions::{Decide, DecisionLog, DecisionsConfig, EpisodeEnd, RewardStatus};
+//! use qlearn_core::{Model, ModelConfig};
+//!
+//! let mut model = Model::new(ModelConfig::new(3))?;
+//! let config = DecisionsConfig { reward_wait_seconds: 3600, ..Default::default() };
+//! let mut log = DecisionLog::new(config)?;
+//! let now = 1_700_000_000_000; // Unix milliseconds, from the caller's clock
+//! let d = log.decide(&mut model, &Decide::new("home").episode("visit-1"), now)?;
+//! assert!(d.probability > 0.0 && d.step == 0);
+//! // A minute later, a final reward: the window closes at once, and the
+//! // transition waits for the episode's next decision or its end.
+//! let r = log.reward(&mut model, &d.decision_id, 1.0, Some("click"), true, now + 60_000)?;
+//! assert_eq!(r.status, RewardStatus::Closed);
+//! log.end_episode(&mut model, "visit-1", EpisodeEnd::terminated())?;
+//! assert_eq!(model.stats().updates, 1);
+//! // Deadlines pass only when the caller says what time it is.
+//! assert_eq!(log.settle(&mut model, now + 3_600_000)?, 0);
+//! # Ok::<(), qlearn_core::Error>(())
+//! ```
 
 mod apply;
 mod config;
