@@ -32,6 +32,7 @@ const UNLIMITED: TierLimits = TierLimits {
     max_states: None,
     max_import_bytes: 1 << 30,
     max_event_streams: 100,
+    bulk_per_minute: 1_000,
 };
 
 fn pg_url() -> String {

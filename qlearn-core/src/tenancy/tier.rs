@@ -142,6 +142,11 @@ pub struct TierLimits {
     pub max_import_bytes: u64,
     /// Event streams (`GET /models/{id}/events`) a user may hold open at once.
     pub max_event_streams: u32,
+    /// Whole-model operations (export, import, a PATCH that reshapes the
+    /// table) per minute, on a bucket of their own (a minute's worth at
+    /// once): each copies or rewrites a whole table, which the per-request
+    /// rate limit does not pay for. Their size is bounded by `max_states`.
+    pub bulk_per_minute: u32,
 }
 
 /// One tier's entry in a limits file: [`TierLimits`] with the resource
@@ -162,6 +167,8 @@ struct TierLimitsFile {
     max_import_bytes: Option<u64>,
     #[serde(default)]
     max_event_streams: Option<u32>,
+    #[serde(default)]
+    bulk_per_minute: Option<u32>,
 }
 
 /// Deserializes a field that is present (`null` included) as `Some`, so a
@@ -184,6 +191,7 @@ impl TierLimitsFile {
             max_states: self.max_states.unwrap_or(default.max_states),
             max_import_bytes: self.max_import_bytes.unwrap_or(default.max_import_bytes),
             max_event_streams: self.max_event_streams.unwrap_or(default.max_event_streams),
+            bulk_per_minute: self.bulk_per_minute.unwrap_or(default.bulk_per_minute),
         }
     }
 }
@@ -261,6 +269,12 @@ impl TierLimits {
                 "must be at least 1024",
             ));
         }
+        if self.bulk_per_minute == 0 {
+            return Err(Error::field(
+                format!("limits.{tier}.bulk_per_minute"),
+                "must be at least 1",
+            ));
+        }
         if self.max_models == Some(0) {
             return Err(Error::field(
                 format!("limits.{tier}.max_models"),
@@ -317,6 +331,7 @@ impl Default for Limits {
                 max_states: Some(10_000),
                 max_import_bytes: 4 * MIB,
                 max_event_streams: 2,
+                bulk_per_minute: 6,
             },
             pro: TierLimits {
                 monthly_calls: Some(1_000),
@@ -326,6 +341,7 @@ impl Default for Limits {
                 max_states: Some(1_000_000),
                 max_import_bytes: 64 * MIB,
                 max_event_streams: 10,
+                bulk_per_minute: 60,
             },
             enterprise: TierLimits {
                 monthly_calls: None,
@@ -335,6 +351,7 @@ impl Default for Limits {
                 max_states: None,
                 max_import_bytes: 256 * MIB,
                 max_event_streams: 50,
+                bulk_per_minute: 600,
             },
         }
     }
@@ -465,6 +482,7 @@ mod tests {
         .unwrap();
         assert_eq!(l.enterprise.max_states, Some(50));
         assert_eq!(l.enterprise.max_event_streams, 50);
+        assert_eq!(l.enterprise.bulk_per_minute, 600);
         // Typos are errors.
         assert!(serde_json::from_str::<Limits>(r#"{"fre": {}}"#).is_err());
         let mut bad = Limits::default();

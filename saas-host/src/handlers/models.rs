@@ -5,11 +5,13 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Request, StatusCode};
 use qlearn_core::store::ModelPatch;
-use qlearn_core::tenancy::{date_string, rfc3339, seconds_until_next_month, BillingMonth};
+use qlearn_core::tenancy::{
+    date_string, rfc3339, seconds_until_next_month, BillingMonth, TierLimits,
+};
 use qlearn_core::{Error, Model};
 
 use super::check_name;
-use crate::app::blocking;
+use crate::app::{blocking, App};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::http::{media_type, query_param, read_body, read_json};
@@ -93,7 +95,7 @@ pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field (n_actions and state_bins cannot change)", body = crate::wire::ErrorBody),
-        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited (also the tier's bulk_per_minute bucket of whole-model operations: export, import, a PATCH switching to or from double Q-learning)", body = crate::wire::ErrorBody),
     ))]
 pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: PatchModel = read_json(req, cx.app.config.body_limit).await?;
@@ -105,10 +107,16 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
+    let limits = *cx.limits();
     let info = blocking(move || {
         let config = if body.touches_config() {
             let current = a.store.model(&uid, &mid)?;
-            Some(body.apply(&current.config))
+            let config = body.apply(&current.config);
+            if config.algorithm.tables() != current.config.algorithm.tables() {
+                // Switching to or from double Q-learning rewrites every row.
+                take_bulk(&a, &uid, &limits)?;
+            }
+            Some(config)
         } else {
             None
         };
@@ -118,6 +126,23 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
     .await?;
     cx.app.forget_model(&id);
     Ok(ok_json(&ModelOut::from(info)))
+}
+
+/// Takes one whole-model operation (export, import, a reshaping PATCH) from
+/// the caller's bucket of its own: the tier's `bulk_per_minute`, a minute's
+/// worth at once; over it, 429 `rate_limited` with `Retry-After`. Each such
+/// call copies or rewrites a whole table (bounded by the tier's
+/// `max_states`), which the per-request limit does not pay for.
+fn take_bulk(app: &App, user_id: &str, limits: &TierLimits) -> Result<(), Error> {
+    let per_minute = f64::from(limits.bulk_per_minute);
+    app.rate
+        .check(
+            &format!("bulk:{user_id}"),
+            per_minute / 60.0,
+            per_minute,
+            app.clock(),
+        )
+        .map(|_| ())
 }
 
 /// Deletes a model and its Q-table.
@@ -219,7 +244,7 @@ pub async fn status(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found", body = crate::wire::ErrorBody),
         (status = 422, description = "unknown format", body = crate::wire::ErrorBody),
-        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited (also the tier's bulk_per_minute bucket of whole-model operations: export, import, a PATCH switching to or from double Q-learning)", body = crate::wire::ErrorBody),
     ))]
 pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let json = match query_param(req.uri().query(), "format").as_deref() {
@@ -231,6 +256,7 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
             )
         }
     };
+    take_bulk(&cx.app, &cx.user.id, cx.limits())?;
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
@@ -266,7 +292,7 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
         (status = 413, description = "Body over the tier's import size (max_import_bytes; refused from Content-Length before the body is read)", body = crate::wire::ErrorBody),
         (status = 415, description = "Neither application/octet-stream nor application/json", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_model (cannot decode) or invalid name", body = crate::wire::ErrorBody),
-        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited (also the tier's bulk_per_minute bucket of whole-model operations: export, import, a PATCH switching to or from double Q-learning)", body = crate::wire::ErrorBody),
     ))]
 pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     // What the tier allows is checked before a byte of the body is read:
@@ -280,6 +306,7 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
             return Err(Error::ModelLimitReached { limit: max }.into());
         }
     }
+    take_bulk(&cx.app, &cx.user.id, &limits)?;
     let size_limit = usize::try_from(limits.max_import_bytes)
         .unwrap_or(usize::MAX)
         .min(cx.app.config.import_limit);

@@ -14,6 +14,7 @@ backend_tests!(
     cors_and_proxies,
     timeouts_and_connection_cap,
     tier_resource_limits,
+    bulk_operations_have_their_own_bucket,
 );
 
 async fn error_cases(b: Backend) {
@@ -614,4 +615,44 @@ async fn tier_resource_limits(b: Backend) {
     assert!(answer.contains("model_limit_reached"), "{answer}");
     let (_, models) = s.json(GET, "/models", Some(&token), None).await;
     assert_eq!(models.as_array().unwrap().len(), 3);
+}
+
+/// Export, import and a reshaping PATCH share the tier's bucket of
+/// whole-model operations; other calls do not use it up.
+async fn bulk_operations_have_their_own_bucket(b: Backend) {
+    let Some(s) = start_with(b, "bulk", |c| c.limits.free.bulk_per_minute = 3).await else {
+        return;
+    };
+    let (token, _, mid) = s.register("bulk@example.com").await;
+    let export = format!("/models/{mid}/export");
+    for _ in 0..2 {
+        let r = s.call(GET, &export, Some(&token), None).await;
+        assert_eq!(r.status(), 200);
+    }
+    // A PATCH that does not reshape is free; one that does takes the third.
+    let patch = |body: Value| {
+        s.json(
+            Method::PATCH,
+            &format!("/models/{mid}"),
+            Some(&token),
+            Some(body),
+        )
+    };
+    for _ in 0..3 {
+        let (st, v) = patch(json!({"epsilon": 0.2})).await;
+        assert_eq!(st, 200, "{v}");
+    }
+    let (st, v) = patch(json!({"algorithm": "double_q_learning"})).await;
+    assert_eq!(st, 200, "{v}");
+    let r = s.call(GET, &export, Some(&token), None).await;
+    assert!(r.headers().contains_key("retry-after"));
+    let (st, v) = (r.status(), r.json::<Value>().await.unwrap());
+    assert_error(st, &v, 429, "rate_limited");
+    let (st, v) = patch(json!({"algorithm": "q_learning"})).await;
+    assert_error(st, &v, 429, "rate_limited");
+    // Other calls are not refused by it.
+    let (st, _) = s
+        .json(GET, &format!("/models/{mid}"), Some(&token), None)
+        .await;
+    assert_eq!(st, 200);
 }
