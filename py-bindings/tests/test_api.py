@@ -13,7 +13,7 @@ from qlearn import QLearner, Stats
 
 PUBLIC_METHODS = [
     "predict", "q_values", "update", "predict_many", "update_many", "to_bytes", "from_bytes",
-    "save", "load", "to_json", "from_json",
+    "save", "load", "to_json", "from_json", "items", "greedy_policy", "state_values", "to_numpy",
 ]
 PROPERTIES = [
     "epsilon", "n_actions", "learning_rate", "discount_factor", "epsilon_decay", "min_epsilon",
@@ -23,8 +23,15 @@ PROPERTIES = [
 
 
 def test_module_exports():
-    assert qlearn.__all__ == ["FORMAT_VERSION", "MAX_ACTIONS", "MAX_STATE_DIMS", "QLearner", "Stats",
-                              "__version__"]
+    engine = {"FORMAT_VERSION", "MAX_ACTIONS", "MAX_STATE_DIMS", "QLearner", "Stats", "__version__",
+              "to_dataframe"}
+    client = {"Client", "AsyncClient", "EventStream", "AsyncEventStream", "RemoteModel"}
+    errors = {"QlearnError", "BadRequest", "Unauthorized", "Forbidden", "ModelLimitReached", "NotFound",
+              "Conflict", "PayloadTooLarge", "ValidationError", "TooManyRequests", "RateLimited",
+              "QuotaExceeded", "ServiceUnavailable", "ConnectionFailed"}
+    assert sorted(qlearn.__all__) == sorted(engine | client | errors)
+    assert all(hasattr(qlearn, name) for name in qlearn.__all__)
+    assert all(issubclass(getattr(qlearn, e), qlearn.QlearnError) for e in errors)
     assert QLearner.__module__ == "qlearn" and QLearner.__name__ == "QLearner"
     assert Stats.__module__ == "qlearn"
     assert qlearn.MAX_ACTIONS == 4096 and qlearn.MAX_STATE_DIMS == 64
