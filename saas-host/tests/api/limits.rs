@@ -630,14 +630,8 @@ async fn bulk_operations_have_their_own_bucket(b: Backend) {
         assert_eq!(r.status(), 200);
     }
     // A PATCH that does not reshape is free; one that does takes the third.
-    let patch = |body: Value| {
-        s.json(
-            Method::PATCH,
-            &format!("/models/{mid}"),
-            Some(&token),
-            Some(body),
-        )
-    };
+    let model = format!("/models/{mid}");
+    let patch = |body: Value| s.json(Method::PATCH, &model, Some(&token), Some(body));
     for _ in 0..3 {
         let (st, v) = patch(json!({"epsilon": 0.2})).await;
         assert_eq!(st, 200, "{v}");
