@@ -10,7 +10,6 @@ use hyper::Request;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
-use crate::server::RequestDeadline;
 
 /// The media type of a request (lower-cased, parameters stripped), if any.
 pub fn media_type(req: &Request<Incoming>) -> Option<String> {
@@ -36,6 +35,18 @@ pub fn is_json(req: &Request<Incoming>) -> bool {
 /// the client reads it; draining a moderately oversized body lets the answer
 /// arrive (and keeps the connection usable). Larger bodies are cut off.
 const DRAIN_PAST_LIMIT: u64 = 1 << 20;
+
+/// When the request being served must have arrived in full (headers and
+/// body). The server puts one in every request's extensions; [`read_body`]
+/// answers 408 once it has passed. Declared here, where it is read, so the
+/// body reader does not depend on the server.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadline {
+    /// The instant the whole request must have been read by.
+    pub at: tokio::time::Instant,
+    /// The configured `request_timeout` (for the error message).
+    pub limit: std::time::Duration,
+}
 
 /// Reads the whole body, refusing more than `limit` bytes: first by
 /// `Content-Length`, then while reading (for chunked bodies). An oversized

@@ -48,16 +48,7 @@ use crate::router;
 use conn::{Activity, Cut, Tracked, Watched};
 use per_address::PerAddress;
 
-/// When the request being served must have arrived in full (headers and
-/// body). The server puts one in every request's extensions;
-/// [`crate::http::read_body`] answers 408 once it has passed.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestDeadline {
-    /// The instant the whole request must have been read by.
-    pub at: tokio::time::Instant,
-    /// The configured `request_timeout` (for the error message).
-    pub limit: Duration,
-}
+use crate::http::RequestDeadline;
 
 /// Opens the store named by `config.database_url` and serves until
 /// `shutdown` resolves (see [`serve`]).
