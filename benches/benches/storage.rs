@@ -135,7 +135,10 @@ fn sqlite_section(dur: Duration) {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let s = SqliteStore::open_with(
                     dir.path().join("bench.db"),
-                    SqliteOptions { durability },
+                    SqliteOptions {
+                        durability,
+                        ..SqliteOptions::default()
+                    },
                 )
                 .expect("open");
                 let r = updates_per_sec(&s, writers, shared, dur, "sqlite");

@@ -23,6 +23,36 @@ fn with_store(check: impl FnOnce(&SqliteStore)) {
 
 conformance::conformance_tests!(with_store);
 
+/// The model cache budget of [`tiny_cache`]: a few small models fit (each
+/// counts at least 2 KiB), so every few calls evict one.
+const TINY_CACHE: usize = 8 << 10;
+
+/// Runs one check on a fresh store whose model cache holds [`TINY_CACHE`]
+/// bytes.
+fn with_tiny_cache(check: impl FnOnce(&SqliteStore)) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("qlearn.db");
+    let options = SqliteOptions {
+        cache_bytes: TINY_CACHE,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&path, options)
+        .unwrap_or_else(|e| panic!("[sqlite] cannot open {path:?}: {e}"));
+    check(&store);
+    assert!(
+        store.cached_bytes() <= TINY_CACHE,
+        "[sqlite] the cache is back within its budget once idle: {} bytes",
+        store.cached_bytes()
+    );
+}
+
+/// The whole suite again with models evicted every few calls: a model
+/// reloaded from the file must be exactly what was acknowledged.
+mod tiny_cache {
+    use super::with_tiny_cache;
+    crate::conformance::conformance_tests!(with_tiny_cache);
+}
+
 #[test]
 fn reopen_persistence() {
     let dir = tempfile::tempdir().unwrap();
@@ -36,6 +66,7 @@ fn reopen_persistence_at_power_loss_durability() {
     let path = dir.path().join("qlearn.db");
     let options = SqliteOptions {
         durability: Durability::PowerLoss,
+        ..SqliteOptions::default()
     };
     conformance::reopen_persistence(|| SqliteStore::open_with(&path, options).unwrap());
 }
@@ -116,4 +147,148 @@ fn calls_after_flush_fail_cleanly() {
     );
     // Reads still work.
     assert!(s.user(&u.id).unwrap().is_some());
+}
+
+// ---- memory of the model cache ---------------------------------------------------
+
+/// Set in a child process of [`model_cache_memory`]: `build PATH MODELS
+/// STATES` or `measure PATH CACHE_BYTES`.
+const MEMORY_CHILD_ENV: &str = "QLEARN_CACHE_MEMORY_CHILD";
+
+/// A number from `/proc/self/status` (kB), e.g. `VmRSS`.
+fn proc_status_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"))
+}
+
+/// The child side of [`model_cache_memory`] (does nothing in a normal run).
+#[test]
+fn model_cache_memory_child() {
+    use qlearn_core::store::{Meter, Report};
+    use qlearn_core::{Experience, Model, ModelConfig, StateRef};
+
+    let Ok(spec) = std::env::var(MEMORY_CHILD_ENV) else {
+        return;
+    };
+    let args: Vec<&str> = spec.split(' ').collect();
+    let limits = conformance::limits(None, None);
+    match args.as_slice() {
+        ["build", path, models, states] => {
+            let (models, states): (usize, i64) = (models.parse().unwrap(), states.parse().unwrap());
+            let s = open(Path::new(path));
+            let u = conformance::new_user(&s, "memory@example.com");
+            let mut model = Model::new(ModelConfig::new(4)).unwrap();
+            for i in 0..states {
+                let st = StateRef::Int(i);
+                model
+                    .update(&Experience::new(st, (i % 4) as usize, 1.0, st).done(true))
+                    .unwrap();
+            }
+            assert_eq!(model.len(), states as usize);
+            for k in 0..models {
+                s.create_model(&u.id, &format!("m{k}"), &model, None, 0)
+                    .unwrap();
+            }
+        }
+        ["measure", path, cache_bytes] => {
+            let options = SqliteOptions {
+                cache_bytes: cache_bytes.parse().unwrap(),
+                ..SqliteOptions::default()
+            };
+            let s = SqliteStore::open_with(path, options).unwrap();
+            let u = s.user_by_email("memory@example.com").unwrap().unwrap();
+            let models = s.models(&u.id).unwrap();
+            let before = proc_status_kb("VmRSS");
+            let meter = Meter {
+                user_id: &u.id,
+                limits: &limits,
+                now: 0,
+            };
+            let started = std::time::Instant::now();
+            for m in &models {
+                let st = StateRef::Int(0);
+                let e = Experience::new(st, 0, 1.0, st).done(true);
+                s.update(&meter, &m.id, &[e], Report::Outcomes).unwrap();
+            }
+            let took = started.elapsed();
+            println!(
+                "result models={} rss_before_kb={before} rss_after_kb={} peak_kb={} \
+                 cached_bytes={} seconds={:.2}",
+                models.len(),
+                proc_status_kb("VmRSS"),
+                proc_status_kb("VmHWM"),
+                s.cached_bytes(),
+                took.as_secs_f64()
+            );
+        }
+        _ => panic!("{MEMORY_CHILD_ENV}: unknown {spec:?}"),
+    }
+}
+
+/// Resident memory of a process that uses each of `QLEARN_MEMORY_MODELS`
+/// models (default 1,000) of `QLEARN_MEMORY_STATES` states (default 1,000)
+/// x 4 actions once, with the model cache unbounded, at its default budget
+/// and at 16 MiB; each in a fresh process over the same database. Prints a
+/// table (see `docs/benchmarks-storage.md`):
+///
+/// ```text
+/// cargo test --release -p qlearn-core --test store_sqlite -- --ignored --nocapture model_cache_memory
+/// ```
+#[test]
+#[ignore = "a measurement: run by hand with --nocapture"]
+fn model_cache_memory() {
+    use std::process::Command;
+    let env = |k: &str, d: usize| std::env::var(k).map_or(d, |v| v.parse().unwrap());
+    let (models, states) = (
+        env("QLEARN_MEMORY_MODELS", 1_000),
+        env("QLEARN_MEMORY_STATES", 1_000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("memory.db");
+    let child = |spec: String| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "model_cache_memory_child", "--nocapture"])
+            .env(MEMORY_CHILD_ENV, spec)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "child failed: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let started = std::time::Instant::now();
+    child(format!("build {} {models} {states}", path.display()));
+    println!(
+        "built {models} models x {states} states x 4 actions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    println!("| cache budget | RSS before | RSS after using every model | peak RSS | cached (counted) | time |");
+    println!("|---|---|---|---|---|---|");
+    for (label, bytes) in [
+        ("unbounded (before)", usize::MAX),
+        ("256 MiB (default)", SqliteOptions::default().cache_bytes),
+        ("16 MiB", 16 << 20),
+    ] {
+        let out = child(format!("measure {} {bytes}", path.display()));
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix("result "))
+            .unwrap_or_else(|| panic!("no result in {out}"));
+        let field = |k: &str| -> f64 {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {line}"))
+        };
+        println!(
+            "| {label} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.2} s |",
+            field("rss_before_kb") / 1024.0,
+            field("rss_after_kb") / 1024.0,
+            field("peak_kb") / 1024.0,
+            field("cached_bytes") / 1048576.0,
+            field("seconds"),
+        );
+    }
 }

@@ -157,24 +157,32 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     ))
 }
 
-/// Splits the part of `sqlite://PATH[?synchronous=normal|full]` after the
-/// scheme into the file path and the durability: `normal` (the default)
-/// survives `kill -9` of the process, `full` also a power loss or an OS
-/// crash, at one fsync per group commit.
-fn sqlite_target(target: &str) -> Result<(&str, Durability)> {
+/// Splits the part of `sqlite://PATH[?synchronous=normal|full][&cache_mb=N]`
+/// after the scheme into the file path and the store's options:
+/// `synchronous=normal` (the default) survives `kill -9` of the process,
+/// `full` also a power loss or an OS crash, at one fsync per group commit;
+/// `cache_mb` is the memory budget of the model cache in MiB (256 by
+/// default; least recently used models leave memory past it).
+fn sqlite_target(target: &str) -> Result<(&str, SqliteOptions)> {
+    const OPTIONS: &str =
+        "sqlite:// options are synchronous=normal|full and cache_mb=N (MiB, at least 1)";
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut durability = Durability::Process;
+    let mut options = SqliteOptions::default();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        durability = match pair.to_ascii_lowercase().as_str() {
-            "synchronous=normal" => Durability::Process,
-            "synchronous=full" => Durability::PowerLoss,
-            _ => {
-                return Err(Error::field(
-                    "DATABASE_URL",
-                    "the only sqlite:// option is synchronous=normal or synchronous=full",
-                ))
+        let pair = pair.to_ascii_lowercase();
+        match pair.split_once('=') {
+            Some(("synchronous", "normal")) => options.durability = Durability::Process,
+            Some(("synchronous", "full")) => options.durability = Durability::PowerLoss,
+            Some(("cache_mb", n)) => {
+                options.cache_bytes = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&mb| mb >= 1)
+                    .and_then(|mb| mb.checked_mul(1 << 20))
+                    .ok_or_else(|| Error::field("DATABASE_URL", OPTIONS))?;
             }
-        };
+            _ => return Err(Error::field("DATABASE_URL", OPTIONS)),
+        }
     }
     if path.is_empty() {
         return Err(Error::field(
@@ -182,23 +190,21 @@ fn sqlite_target(target: &str) -> Result<(&str, Durability)> {
             "sqlite:// needs a file path, e.g. sqlite://./saas_ai.db",
         ));
     }
-    Ok((path, durability))
+    Ok((path, options))
 }
 
-/// Opens the SQLite store (see [`sqlite_target`]) and logs the durability.
+/// Opens the SQLite store (see [`sqlite_target`]) and logs its options.
 fn open_sqlite(target: &str) -> Result<Arc<dyn Store>> {
-    let (path, durability) = sqlite_target(target)?;
-    let synchronous = match durability {
+    let (path, options) = sqlite_target(target)?;
+    let synchronous = match options.durability {
         Durability::Process => {
             "NORMAL (survives a process crash; ?synchronous=full for power loss)"
         }
         Durability::PowerLoss => "FULL (survives power loss)",
     };
-    tracing::info!(path, synchronous, "opening the SQLite store");
-    Ok(Arc::new(SqliteStore::open_with(
-        path,
-        SqliteOptions { durability },
-    )?))
+    let cache_mb = options.cache_bytes >> 20;
+    tracing::info!(path, synchronous, cache_mb, "opening the SQLite store");
+    Ok(Arc::new(SqliteStore::open_with(path, options)?))
 }
 
 /// Whether this build can open `postgres://` URLs.
@@ -218,23 +224,44 @@ mod tests {
 
     #[test]
     fn sqlite_urls_choose_the_durability() {
-        assert_eq!(
-            sqlite_target("./a.db").unwrap(),
-            ("./a.db", Durability::Process)
-        );
-        assert_eq!(
-            sqlite_target("/x/a.db?synchronous=full").unwrap(),
-            ("/x/a.db", Durability::PowerLoss)
-        );
-        assert_eq!(
-            sqlite_target("a.db?synchronous=FULL&synchronous=normal").unwrap(),
-            ("a.db", Durability::Process)
-        );
+        let options = |durability, cache_mb: usize| SqliteOptions {
+            durability,
+            cache_bytes: cache_mb << 20,
+        };
+        assert_eq!(SqliteOptions::default(), options(Durability::Process, 256));
+        for (url, path, want) in [
+            ("./a.db", "./a.db", SqliteOptions::default()),
+            (
+                "/x/a.db?synchronous=full",
+                "/x/a.db",
+                options(Durability::PowerLoss, 256),
+            ),
+            (
+                "a.db?synchronous=FULL&synchronous=normal",
+                "a.db",
+                options(Durability::Process, 256),
+            ),
+            ("a.db?cache_mb=64", "a.db", options(Durability::Process, 64)),
+            (
+                "a.db?synchronous=full&CACHE_MB=1",
+                "a.db",
+                options(Durability::PowerLoss, 1),
+            ),
+        ] {
+            assert_eq!(sqlite_target(url).unwrap(), (path, want), "{url}");
+        }
         for bad in [
             "",
             "?synchronous=full",
+            "?cache_mb=8",
             "a.db?synchronous=off",
             "a.db?mode=ro",
+            "a.db?cache_mb=0",
+            "a.db?cache_mb=-1",
+            "a.db?cache_mb=1.5",
+            "a.db?cache_mb=",
+            "a.db?cache_mb",
+            "a.db?cache_mb=99999999999999999999",
         ] {
             let err = sqlite_target(bad).unwrap_err().to_string();
             assert!(err.contains("DATABASE_URL"), "{bad}: {err}");

@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             concurrent_quota,
             concurrent_invalid_calls,
             concurrent_model_limit,
+            eviction_under_concurrent_updates,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -779,6 +780,104 @@ pub fn concurrent_updates<S: Store>(s: &S) {
         ok(s, s.usage(&a.id, month)).calls,
         (THREADS * EACH) as u64
     );
+}
+
+/// 8 threads x 200 calls spread over 20 models (SQLite runs it with a
+/// cache budget so small that models are evicted every few calls): every
+/// model ends as a serial replay of its calls. Each thread teaches each
+/// model its own state with a learning rate of 1/2, so a lost, repeated or
+/// reordered update changes that state's Q-values; the statistics count
+/// every update and prediction.
+pub fn eviction_under_concurrent_updates<S: Store>(s: &S) {
+    const THREADS: usize = 8;
+    const EACH: usize = 200;
+    const MODELS: usize = 20;
+    let a = new_user(s, "a@example.com");
+    let mut cfg = ModelConfig::new(2);
+    cfg.learning_rate = 0.5;
+    cfg.epsilon_decay = 0.99;
+    cfg.seed = Some(9);
+    let model = Model::new(cfg).unwrap();
+    let ids: Vec<String> = (0..MODELS)
+        .map(|i| {
+            ok(
+                s,
+                s.create_model(&a.id, &format!("m{i}"), &model, None, NOW),
+            )
+            .id
+        })
+        .collect();
+    let l = limits(None, None);
+    let states: Vec<String> = (0..THREADS).map(|t| format!("t{t}")).collect();
+    // Thread t's i-th call: which model, the experience, and whether a
+    // prediction comes first. Rewards are small integers: sums are exact
+    // in any order.
+    let call = |t: usize, i: usize| {
+        let st = states[t].as_str();
+        let reward = ((t * 31 + i * 7) % 11) as f64 - 5.0;
+        let exp = Experience::new(st, (t + i / MODELS) % 2, reward, st).done(true);
+        ((i + 3 * t) % MODELS, exp, i.is_multiple_of(10))
+    };
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|sc| {
+        for t in 0..THREADS {
+            let (ids, l, a, barrier) = (&ids, &l, &a, &barrier);
+            sc.spawn(move || {
+                let m = meter(&a.id, l, NOW);
+                barrier.wait();
+                for i in 0..EACH {
+                    let (k, exp, predict) = call(t, i);
+                    if predict {
+                        ok(s, s.predict(&m, &ids[k], exp.state, false, None));
+                    }
+                    ok(s, update(s, &m, &ids[k], &[exp]));
+                }
+            });
+        }
+    });
+    let mut serial = vec![model; MODELS];
+    let mut calls = 0;
+    for t in 0..THREADS {
+        for i in 0..EACH {
+            let (k, exp, predict) = call(t, i);
+            if predict {
+                serial[k].predict(exp.state, false, None).unwrap();
+                calls += 1;
+            }
+            serial[k].update(&exp).unwrap();
+            calls += 1;
+        }
+    }
+    for (k, id) in ids.iter().enumerate() {
+        let (got, want) = (ok(s, s.model(&a.id, id)).stats, serial[k].stats());
+        check_eq!(s, got.updates, want.updates, "model {k}: no update lost");
+        check_eq!(
+            s,
+            got.predictions,
+            want.predictions,
+            "model {k}: predictions"
+        );
+        check_eq!(s, got.episodes, want.episodes, "model {k}: episodes");
+        check_eq!(s, got.states, want.states, "model {k}: states");
+        check_eq!(s, got.epsilon, want.epsilon, "model {k}: epsilon");
+        check_eq!(
+            s,
+            got.mean_reward,
+            want.mean_reward,
+            "model {k}: mean reward"
+        );
+        let q = ok(s, s.export_model(&a.id, id));
+        for st in &states {
+            check_eq!(
+                s,
+                q.q_values(st.as_str()).unwrap(),
+                serial[k].q_values(st.as_str()).unwrap(),
+                "model {k}, state {st}: the serial replay's Q-values"
+            );
+        }
+    }
+    let month = BillingMonth::from_unix(NOW);
+    check_eq!(s, ok(s, s.usage(&a.id, month)).calls, calls);
 }
 
 /// 16 threads race for the last 10 calls of a quota: exactly 10 granted.

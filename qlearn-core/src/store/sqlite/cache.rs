@@ -1,8 +1,29 @@
 //! The model cache of [`SqliteStore`](super::SqliteStore): models loaded
-//! once and served from memory under a mutex each, and the in-memory
-//! monthly usage counters the quota debits check.
+//! on demand and served from memory under a mutex each, bounded by bytes
+//! (least recently used out, see [`Lru`]), and the in-memory monthly usage
+//! counters the quota debits check.
+//!
+//! # Eviction
+//!
+//! The cache's truth is the file's: a model may leave memory only when
+//! nothing about it exists in memory alone. So a model is evicted only
+//! - when nobody holds its mutex (no call in flight on it: eviction only
+//!   `try_lock`s, it never waits for a model), and
+//! - when the writer has committed its last learning job
+//!   ([`Cached::last_seq`]; other writes are waited for under the mutex).
+//!
+//! Evicting marks the slot [`SlotState::Evicted`] (freeing the model) and
+//! removes it from the map under the slot's mutex, so a caller that looked
+//! the slot up before sees `Evicted` and looks again, loading the model
+//! from the file, which holds exactly what was acknowledged. A model in use
+//! is skipped, so the budget can be exceeded by the models of the calls in
+//! flight and, when a single model is bigger than the whole budget, by that
+//! one model (it stays while it is the only one cached, and is the first
+//! evicted when another is used).
 
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, TryLockError};
 
 use rusqlite::{params, OptionalExtension};
 
@@ -20,6 +41,12 @@ use crate::tenancy::{check_quota, BillingMonth};
 
 // ---- the model cache ---------------------------------------------------------
 
+/// Bytes a cached model costs beyond its Q-table and strings: the learner
+/// (configuration, counters, recent returns), the boxed record, its slot
+/// (`Arc<Mutex>`) and its entries in the map and the LRU (measured: a
+/// learner with 100 recent returns is about 1.2 KiB).
+const MODEL_OVERHEAD: usize = 2048;
+
 /// A model held in memory: its learner, its table and its metadata.
 pub(super) struct Cached {
     pub(super) id: String,
@@ -31,6 +58,9 @@ pub(super) struct Cached {
     pub(super) learner: Learner,
     pub(super) table: QTable,
     pub(super) deleted: bool,
+    /// Sequence number of the last learning job enqueued for this model
+    /// (0: none): it may be evicted once the writer committed it.
+    pub(super) last_seq: u64,
 }
 
 impl Cached {
@@ -44,17 +74,138 @@ impl Cached {
             self.updated_at,
         )
     }
+
+    /// The memory this model holds, as the cache budget counts it: the
+    /// Q-table's allocation (values, packed keys, index), the strings and
+    /// [`MODEL_OVERHEAD`].
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.table.memory_bytes()
+            + self.id.len()
+            + self.owner.len()
+            + self.name.len()
+            + MODEL_OVERHEAD
+    }
 }
 
 pub(super) enum SlotState {
-    /// Being loaded by the thread holding the slot's mutex.
-    Loading,
+    /// Not loaded yet: whoever locks it first loads it.
+    Unloaded,
     Ready(Box<Cached>),
+    /// Evicted (its memory freed, its slot out of the map): look it up
+    /// again, which reloads it from the file.
+    Evicted,
     /// Deleted, or its load failed: look it up again.
     Gone,
 }
 
 pub(super) type Slot = Arc<Mutex<SlotState>>;
+
+/// The cached models in least-recently-used order with their sizes, and the
+/// byte budget. Pure bookkeeping: [`SqliteStore::trim`] decides which entry
+/// may go (see the module docs) and removes it.
+pub(super) struct Lru<V> {
+    budget: usize,
+    total: usize,
+    tick: u64,
+    entries: HashMap<String, LruEntry<V>>,
+    /// tick of last use -> id, oldest first.
+    order: BTreeMap<u64, String>,
+}
+
+struct LruEntry<V> {
+    bytes: usize,
+    tick: u64,
+    value: V,
+}
+
+impl<V> Lru<V> {
+    pub(super) fn new(budget: usize) -> Self {
+        Lru {
+            budget,
+            total: 0,
+            tick: 0,
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+        }
+    }
+
+    /// Records a use of `id` now, holding `bytes` (adds it with `value()`
+    /// if absent).
+    pub(super) fn touch(&mut self, id: &str, bytes: usize, value: impl FnOnce() -> V) {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.entries.get_mut(id) {
+            Some(e) => {
+                let key = self.order.remove(&e.tick).unwrap_or_else(|| id.to_owned());
+                self.order.insert(tick, key);
+                self.total = self.total - e.bytes + bytes;
+                e.bytes = bytes;
+                e.tick = tick;
+            }
+            None => {
+                self.order.insert(tick, id.to_owned());
+                self.entries.insert(
+                    id.to_owned(),
+                    LruEntry {
+                        bytes,
+                        tick,
+                        value: value(),
+                    },
+                );
+                self.total += bytes;
+            }
+        }
+    }
+
+    /// Forgets `id` (evicted or deleted).
+    pub(super) fn remove(&mut self, id: &str) -> Option<V> {
+        let e = self.entries.remove(id)?;
+        self.order.remove(&e.tick);
+        self.total -= e.bytes;
+        Some(e.value)
+    }
+
+    /// Whether something should go: over the budget with more than one
+    /// model cached (a single model bigger than the budget stays).
+    pub(super) fn over_budget(&self) -> bool {
+        self.total > self.budget && self.len() > 1
+    }
+
+    /// Removes least recently used entries until the budget holds (or one
+    /// entry is left), each only if `evict(id, value)` agrees (and did what
+    /// evicting takes); stops when none of the rest may go. Returns how
+    /// many went.
+    pub(super) fn trim(&mut self, mut evict: impl FnMut(&str, &V) -> bool) -> usize {
+        let mut gone = 0;
+        while self.over_budget() {
+            let victim = self
+                .order
+                .values()
+                .find(|id| {
+                    self.entries
+                        .get(id.as_str())
+                        .is_some_and(|e| evict(id, &e.value))
+                })
+                .cloned();
+            let Some(id) = victim else {
+                break;
+            };
+            self.remove(&id);
+            gone += 1;
+        }
+        gone
+    }
+
+    /// How many models are cached.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of the cached models.
+    pub(super) fn total(&self) -> usize {
+        self.total
+    }
+}
 
 /// A debit made in memory, to be committed with the call's effect.
 pub(super) struct Debit {
@@ -120,44 +271,37 @@ impl SqliteStore {
                 learner: row.learner,
                 table,
                 deleted: false,
+                last_seq: 0,
             })
         })
     }
 
-    /// The cache slot of model `id`, loading it (for `owner`) if absent.
-    pub(super) fn slot(&self, owner: &str, id: &str) -> Result<Slot> {
+    /// The cache slot of model `id`, a new [`SlotState::Unloaded`] one if
+    /// the model is not cached.
+    fn slot(&self, id: &str) -> Result<Slot> {
         if let Some(s) = self.inner.models.read().map_err(|_| poisoned())?.get(id) {
             return Ok(s.clone());
         }
-        let slot: Slot = Arc::new(Mutex::new(SlotState::Loading));
-        let mut guard = slot.lock().map_err(|_| poisoned())?;
-        {
-            let mut map = self.inner.models.write().map_err(|_| poisoned())?;
-            if let Some(s) = map.get(id) {
-                return Ok(s.clone());
-            }
-            map.insert(id.to_owned(), slot.clone());
+        let mut map = self.inner.models.write().map_err(|_| poisoned())?;
+        Ok(map
+            .entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(SlotState::Unloaded)))
+            .clone())
+    }
+
+    /// Takes `slot` out of the map if it is still the one for `id`.
+    fn unmap(&self, id: &str, slot: &Slot) -> Result<()> {
+        let mut map = self.inner.models.write().map_err(|_| poisoned())?;
+        if map.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(id);
         }
-        match self.load(owner, id) {
-            Ok(c) => {
-                *guard = SlotState::Ready(Box::new(c));
-                drop(guard);
-                Ok(slot)
-            }
-            Err(e) => {
-                *guard = SlotState::Gone;
-                drop(guard);
-                let mut map = self.inner.models.write().map_err(|_| poisoned())?;
-                if map.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                    map.remove(id);
-                }
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Runs `f` on `owner`'s model `id` under its lock (loading it if
-    /// needed). Another owner's model is [`Error::NotFound`].
+    /// needed), then counts the model's use and size in the cache and trims
+    /// the cache to its budget. Another owner's model is
+    /// [`Error::NotFound`].
     pub(super) fn with_model<R>(
         &self,
         owner: &str,
@@ -165,12 +309,32 @@ impl SqliteStore {
         f: impl FnOnce(&mut Cached) -> Result<R>,
     ) -> Result<R> {
         // A slot seen `Gone` was deleted or failed to load for someone else:
-        // look again (a few times at most).
-        for _ in 0..4 {
-            let slot = self.slot(owner, id)?;
+        // look again (a few times at most). One seen `Evicted` is reloaded.
+        let mut gone = 0;
+        loop {
+            let slot = self.slot(id)?;
             let mut g = slot.lock().map_err(|_| poisoned())?;
-            let SlotState::Ready(c) = &mut *g else {
-                continue;
+            if matches!(*g, SlotState::Unloaded) {
+                match self.load(owner, id) {
+                    Ok(c) => *g = SlotState::Ready(Box::new(c)),
+                    Err(e) => {
+                        *g = SlotState::Gone;
+                        drop(g);
+                        self.unmap(id, &slot)?;
+                        return Err(e);
+                    }
+                }
+            }
+            let c = match &mut *g {
+                SlotState::Ready(c) => c,
+                SlotState::Evicted => continue,
+                SlotState::Unloaded | SlotState::Gone => {
+                    gone += 1;
+                    if gone == 4 {
+                        return Err(Error::NotFound("model"));
+                    }
+                    continue;
+                }
             };
             if c.owner != owner {
                 return Err(Error::NotFound("model"));
@@ -179,14 +343,86 @@ impl SqliteStore {
             if c.deleted {
                 *g = SlotState::Gone;
                 drop(g);
-                let mut map = self.inner.models.write().map_err(|_| poisoned())?;
-                if map.get(id).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                    map.remove(id);
-                }
+                // Not under the map's lock: `trim` takes the map's under the LRU's.
+                self.unmap(id, &slot)?;
+                lock_plain(&self.inner.lru).remove(id);
+                return r;
+            }
+            let bytes = c.memory_bytes();
+            let over = {
+                let mut lru = lock_plain(&self.inner.lru);
+                lru.touch(id, bytes, || slot.clone());
+                lru.over_budget()
+            };
+            drop(g);
+            if over {
+                self.trim();
             }
             return r;
         }
-        Err(Error::NotFound("model"))
+    }
+
+    /// Bytes the model cache holds now, as its budget counts them
+    /// ([`SqliteOptions::cache_bytes`](super::SqliteOptions::cache_bytes)).
+    pub fn cached_bytes(&self) -> usize {
+        lock_plain(&self.inner.lru).total()
+    }
+
+    /// Caches a model just created (its creation committed).
+    pub(super) fn cache_new(&self, cached: Cached) -> Result<()> {
+        let id = cached.id.clone();
+        let bytes = cached.memory_bytes();
+        let slot: Slot = Arc::new(Mutex::new(SlotState::Ready(Box::new(cached))));
+        // Held until the LRU knows it, so it cannot be evicted before.
+        let g = slot.lock().map_err(|_| poisoned())?;
+        self.inner
+            .models
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(id.clone(), slot.clone());
+        let over = {
+            let mut lru = lock_plain(&self.inner.lru);
+            lru.touch(&id, bytes, || slot.clone());
+            lru.over_budget()
+        };
+        drop(g);
+        if over {
+            self.trim();
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used models until the cache fits its budget,
+    /// skipping those that may not go yet (see the module docs).
+    pub(super) fn trim(&self) {
+        let committed = self.inner.done.committed.load(Ordering::Acquire);
+        // What is in use now stays: a later call trims again.
+        lock_plain(&self.inner.lru).trim(|id, slot| self.evict(id, slot, committed));
+    }
+
+    /// Trims the cache if it is over its budget: after a call's commit, so
+    /// the models skipped while their writes were in flight go once idle.
+    pub(super) fn trim_if_over(&self) {
+        let over = lock_plain(&self.inner.lru).over_budget();
+        if over {
+            self.trim();
+        }
+    }
+
+    /// Evicts `slot` if nobody holds it and its writes are committed.
+    fn evict(&self, id: &str, slot: &Slot, committed: u64) -> bool {
+        let mut g = match slot.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return false,
+        };
+        if !matches!(&*g, SlotState::Ready(c) if c.last_seq <= committed) {
+            return false;
+        }
+        if self.unmap(id, slot).is_err() {
+            return false;
+        }
+        *g = SlotState::Evicted;
+        true
     }
 
     pub(super) fn usage_days_from_db(
@@ -276,5 +512,102 @@ pub(super) fn learn_job(c: &Cached, debit: Debit, returns: bool, rows: Vec<RowWr
             day: debit.day,
             n: debit.n,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    /// Trims `lru`, every entry allowed to go but those in `pinned`; returns
+    /// the ids evicted, in order.
+    fn trim(lru: &mut Lru<()>, pinned: &[&str]) -> Vec<String> {
+        let mut gone = Vec::new();
+        lru.trim(|id, _| {
+            let go = !pinned.contains(&id);
+            if go {
+                gone.push(id.to_owned());
+            }
+            go
+        });
+        gone
+    }
+
+    #[test]
+    fn least_recently_used_leaves_first() {
+        let mut lru = Lru::new(100);
+        for id in ["a", "b", "c"] {
+            lru.touch(id, 30, || ());
+        }
+        assert_eq!(lru.total(), 90);
+        assert!(trim(&mut lru, &[]).is_empty(), "within the budget");
+        // a is used again: b is now the oldest.
+        lru.touch("a", 30, || ());
+        lru.touch("d", 30, || ());
+        assert_eq!(trim(&mut lru, &[]), ["b"]);
+        assert_eq!(lru.total(), 90);
+        // A model that grew is counted at its new size.
+        lru.touch("c", 60, || ());
+        assert_eq!(lru.total(), 120);
+        assert_eq!(trim(&mut lru, &[]), ["a"]);
+        assert_eq!(lru.total(), 90);
+        // An entry in use is skipped, the next oldest goes instead.
+        lru.touch("e", 30, || ());
+        assert_eq!(trim(&mut lru, &["d"]), ["c"]);
+        assert_eq!(lru.total(), 60);
+        assert_eq!(lru.remove("d"), Some(()));
+        assert_eq!(lru.remove("d"), None);
+        assert_eq!(lru.total(), 30);
+    }
+
+    #[test]
+    fn only_a_single_oversized_model_exceeds_the_budget() {
+        let mut lru = Lru::new(100);
+        lru.touch("small", 10, || ());
+        lru.touch("big", 500, || ());
+        // The small one is older: it goes, the big one stays, alone.
+        assert_eq!(trim(&mut lru, &[]), ["small"]);
+        assert_eq!(lru.total(), 500);
+        assert!(!lru.over_budget(), "one model bigger than the budget stays");
+        // Using another model evicts the oversized one first.
+        lru.touch("other", 10, || ());
+        assert_eq!(trim(&mut lru, &[]), ["big"]);
+        assert_eq!(lru.total(), 10);
+    }
+
+    #[test]
+    fn never_over_the_budget_but_for_one_model() {
+        // Deterministic pseudo-random uses of 50 ids with changing sizes.
+        let mut lru = Lru::new(1_000);
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut last_use = std::collections::HashMap::new();
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let id = format!("m{}", x % 50);
+            // Mostly small, now and then bigger than the whole budget.
+            let bytes = (x >> 8) % 300 + if x % 97 == 0 { 2_000 } else { 0 };
+            lru.touch(&id, bytes as usize, || ());
+            last_use.insert(id, step);
+            let gone: Vec<u64> = trim(&mut lru, &[])
+                .iter()
+                .filter_map(|g| last_use.remove(g))
+                .collect();
+            // `last_use` now holds what is cached: whatever went was used
+            // before all of it.
+            if let (Some(newest_gone), Some(oldest_kept)) =
+                (gone.iter().max(), last_use.values().min())
+            {
+                assert!(newest_gone < oldest_kept, "step {step}: LRU order");
+            }
+            assert_eq!(lru.len(), last_use.len());
+            assert!(
+                lru.total() <= 1_000 || lru.len() == 1,
+                "step {step}: {} bytes in {} models",
+                lru.total(),
+                lru.len()
+            );
+        }
     }
 }

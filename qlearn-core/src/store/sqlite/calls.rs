@@ -1,18 +1,16 @@
 //! [`Store`] for [`SqliteStore`]: each method reads through the pool or
 //! the model cache and writes through the writer thread.
 
-use std::sync::{Arc, Mutex};
-
 use rusqlite::{params, OptionalExtension};
 
 use super::cache::learn_job;
-use super::cache::{Cached, SlotState};
+use super::cache::Cached;
 use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, EncodedRows, ModelRow,
     KEY_COLS, MODEL_COLS, USER_COLS,
 };
 use super::writer::{Job, RowWrite};
-use super::{is_unique_violation, lock_plain, poisoned, sq, SqliteStore, BACKEND};
+use super::{is_unique_violation, lock_plain, sq, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::{StateKey, StateRef};
@@ -312,14 +310,10 @@ impl Store for SqliteStore {
             learner,
             table,
             deleted: false,
+            last_seq: 0,
         };
         let info = cached.info();
-        self.inner
-            .models
-            .write()
-            .map_err(|_| poisoned())?
-            .entry(id)
-            .or_insert_with(|| Arc::new(Mutex::new(SlotState::Ready(Box::new(cached)))));
+        self.cache_new(cached)?;
         Ok(info)
     }
 
@@ -452,9 +446,11 @@ impl Store for SqliteStore {
             };
             // Enqueued under the model's lock: the queue order is its serial order.
             let seq = self.enqueue(Job::Learn(learn_job(c, debit, false, Vec::new())))?;
+            c.last_seq = seq.seq;
             Ok((p, seq))
         })?;
         self.wait(seq)?;
+        self.trim_if_over();
         Ok(prediction)
     }
 
@@ -515,6 +511,7 @@ impl Store for SqliteStore {
                 .collect();
             let ended = c.learner.counters().episodes != episodes_before;
             let seq = self.enqueue(Job::Learn(learn_job(c, debit, ended, rows)))?;
+            c.last_seq = seq.seq;
             let result = match failure {
                 Some(e) => Err(e),
                 None => updated(report, out, &c.learner, &c.table, exps.iter().copied()),
@@ -523,6 +520,7 @@ impl Store for SqliteStore {
         })?;
         if let Some(seq) = seq {
             self.wait(seq)?;
+            self.trim_if_over();
         }
         out
     }

@@ -16,8 +16,14 @@
 //!   share the next commit; after a commit it wakes only the batch's first
 //!   caller, and each woken caller wakes two more (a wake-up tree), so the
 //!   one thread everybody waits for does not spend its time in wake-ups.
-//! - **Models are served from memory.** A model is loaded once (its learner
-//!   and Q-table) and kept behind its own mutex. `predict` and `update` run
+//! - **Models are served from memory.** A model is loaded on first use (its
+//!   learner and Q-table) and kept behind its own mutex, in a cache bounded
+//!   by bytes ([`SqliteOptions::cache_bytes`], 256 MiB by default): the
+//!   least recently used models leave memory and are reloaded from the file
+//!   on demand. A model leaves only when no call holds it and its last
+//!   write has committed, so nothing acknowledged or in flight is lost
+//!   (`cache.rs` explains; the budget is exceeded only by the models of the
+//!   calls in flight, or by one model bigger than the whole budget). `predict` and `update` run
 //!   the core's [`crate::Learner`] in memory under that mutex, hand the
 //!   changed rows, learner state and usage delta to the writer *while still
 //!   holding the mutex* (so the queue order is the model's serial order), then
@@ -71,9 +77,6 @@
 //! returns [`Error::Storage`] telling the operator to reopen it; nothing
 //! that was acknowledged is lost and nothing unacknowledged is reported as
 //! done. Reopening reloads the truth from the file.
-//!
-//! Models stay in memory once used (there is no eviction yet): memory grows
-//! with the Q-tables of the models served since the store was opened.
 
 mod cache;
 mod calls;
@@ -93,7 +96,7 @@ use rusqlite::Connection;
 use super::migrations;
 use crate::error::{Error, Result};
 use crate::tenancy::BillingMonth;
-use cache::Slot;
+use cache::{Lru, Slot};
 use lock::acquire_process_lock;
 use schema::{migrate, open_connection};
 use writer::{checkpointer_loop, writer_loop, Done, Queue};
@@ -121,10 +124,31 @@ pub enum Durability {
 }
 
 /// Options of [`SqliteStore::open_with`].
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SqliteOptions {
     /// Commit durability; [`Durability::Process`] by default.
     pub durability: Durability,
+    /// Memory budget of the model cache in bytes
+    /// ([`DEFAULT_CACHE_BYTES`], 256 MiB, by default). A cached model
+    /// counts its Q-table's allocation (rows x actions x 8 bytes of values,
+    /// its keys and its index) plus about 2 KiB for its learner and record;
+    /// past the budget the least recently used models leave memory and are
+    /// reloaded from the file when next used. `usize::MAX` keeps every
+    /// model (memory then grows with the models served).
+    pub cache_bytes: usize,
+}
+
+/// The default [`SqliteOptions::cache_bytes`]: 256 MiB, e.g. about 6,000
+/// models of 1,000 states x 4 actions, or 650 of 10,000 states.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Process,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
 }
 
 fn sq(e: rusqlite::Error) -> Error {
@@ -160,6 +184,9 @@ struct Inner {
     queue_cv: Condvar,
     done: Done,
     models: RwLock<HashMap<String, Slot>>,
+    /// The cached models' sizes and use order, against the byte budget.
+    /// Taken under a model's mutex, never under `models`' lock.
+    lru: Mutex<Lru<Slot>>,
     /// user -> month -> calls per day (index 0 = the 1st).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, Vec<u64>>>>,
     /// Frames in the WAL after the last commit (SQLite's WAL hook): past
@@ -238,6 +265,7 @@ impl SqliteStore {
             queue_cv: Condvar::new(),
             done: Done::default(),
             models: RwLock::new(HashMap::new()),
+            lru: Mutex::new(Lru::new(options.cache_bytes)),
             usage: Mutex::new(HashMap::new()),
             wal_frames: wal_frames.clone(),
             closing: Mutex::new(false),
