@@ -306,14 +306,14 @@ impl ModelConfig {
     }
 }
 
-/// Reads `action_names` with [`crate::state::de_box_str`]'s borrowing
+/// Reads `action_names` with [`crate::de::de_box_str`]'s borrowing
 /// visitor, so a corrupt binary length prefix cannot make the decoder
 /// allocate gigabytes before it notices the input is short.
 fn de_action_names<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
-    struct Name(#[serde(deserialize_with = "crate::state::de_box_str")] Box<str>);
+    struct Name(#[serde(deserialize_with = "crate::de::de_box_str")] Box<str>);
     let names: Option<Vec<Name>> = Option::deserialize(d)?;
     Ok(names.map(|v| v.into_iter().map(|n| n.0.into()).collect()))
 }

@@ -82,6 +82,7 @@
 //! `ARCHITECTURE.md` maps the crate, the HTTP service and the Python module.
 pub mod codec;
 pub mod config;
+mod de;
 pub mod decisions;
 pub mod error;
 pub mod limits;

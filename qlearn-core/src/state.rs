@@ -126,32 +126,9 @@ pub enum StateKey {
     /// An integer state.
     Int(i64),
     /// A string state.
-    Str(#[serde(deserialize_with = "de_box_str")] Box<str>),
+    Str(#[serde(deserialize_with = "crate::de::de_box_str")] Box<str>),
     /// A canonical array state (finite, no `-0.0`; bin indices with `state_bins`).
     Array(Box<[f64]>),
-}
-
-/// Deserializes a string through `deserialize_str`, so that binary decoders
-/// borrow it from the input instead of allocating whatever length a corrupt
-/// length prefix claims.
-pub(crate) fn de_box_str<'de, D: Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Box<str>, D::Error> {
-    d.deserialize_str(BoxStrVisitor)
-}
-
-/// Visitor for [`de_box_str`] (and `action_names`): copies the borrowed or
-/// transient string once its length is known to be real.
-pub(crate) struct BoxStrVisitor;
-
-impl Visitor<'_> for BoxStrVisitor {
-    type Value = Box<str>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Box<str>, E> {
-        Ok(v.into())
-    }
 }
 
 impl StateKey {

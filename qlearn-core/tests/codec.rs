@@ -27,21 +27,27 @@ fn note(size: usize) {
     }
 }
 
+// SAFETY: every method forwards to the system allocator unchanged (it only
+// records sizes first), so it upholds GlobalAlloc exactly as System does.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
-        System.alloc(layout)
+        // SAFETY: the caller upholds GlobalAlloc's contract; passed on as is.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note(layout.size());
-        System.alloc_zeroed(layout)
+        // SAFETY: the caller upholds GlobalAlloc's contract; passed on as is.
+        unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: the caller upholds GlobalAlloc's contract; passed on as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
+        // SAFETY: the caller upholds GlobalAlloc's contract; passed on as is.
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 
