@@ -25,16 +25,7 @@ use qlearn_core::tenancy::{Role, Tier, TierLimits};
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
 const NOW: i64 = 1_790_038_400;
-const UNLIMITED: TierLimits = TierLimits {
-    monthly_calls: None,
-    max_models: None,
-    rate_per_second: 1_000,
-    burst: 1_000,
-    max_states: None,
-    max_import_bytes: 1 << 30,
-    max_event_streams: 100,
-    bulk_per_minute: 1_000,
-};
+const UNLIMITED: TierLimits = TierLimits::UNLIMITED;
 
 fn seconds() -> Duration {
     let s = std::env::var("QLEARN_BENCH_SECONDS")

@@ -24,16 +24,7 @@ const NOW: i64 = 1_790_038_400;
 const THREADS: i64 = 4;
 /// Acknowledgements the parent waits for before it kills the child.
 const KILL_AFTER: usize = 600;
-const UNLIMITED: TierLimits = TierLimits {
-    monthly_calls: None,
-    max_models: None,
-    rate_per_second: 1_000,
-    burst: 1_000,
-    max_states: None,
-    max_import_bytes: 1 << 30,
-    max_event_streams: 100,
-    bulk_per_minute: 1_000,
-};
+const UNLIMITED: TierLimits = TierLimits::UNLIMITED;
 
 fn pg_url() -> String {
     std::env::var("QLEARN_TEST_POSTGRES_URL")

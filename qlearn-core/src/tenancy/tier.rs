@@ -147,6 +147,9 @@ pub struct TierLimits {
     /// once): each copies or rewrites a whole table, which the per-request
     /// rate limit does not pay for. Their size is bounded by `max_states`.
     pub bulk_per_minute: u32,
+    /// Days a model's finished decisions stay in its decision log (issue
+    /// 14); a model's own `decisions.retention_days` is capped at it.
+    pub decision_retention_days: u32,
 }
 
 /// One tier's entry in a limits file: [`TierLimits`] with the resource
@@ -169,6 +172,8 @@ struct TierLimitsFile {
     max_event_streams: Option<u32>,
     #[serde(default)]
     bulk_per_minute: Option<u32>,
+    #[serde(default)]
+    decision_retention_days: Option<u32>,
 }
 
 /// Deserializes a field that is present (`null` included) as `Some`, so a
@@ -192,6 +197,9 @@ impl TierLimitsFile {
             max_import_bytes: self.max_import_bytes.unwrap_or(default.max_import_bytes),
             max_event_streams: self.max_event_streams.unwrap_or(default.max_event_streams),
             bulk_per_minute: self.bulk_per_minute.unwrap_or(default.bulk_per_minute),
+            decision_retention_days: self
+                .decision_retention_days
+                .unwrap_or(default.decision_retention_days),
         }
     }
 }
@@ -218,6 +226,21 @@ impl From<LimitsFile> for Limits {
 }
 
 impl TierLimits {
+    /// No limit at all (no quota, model, state or stream limit, a rate no
+    /// client reaches): for running the stores without tenancy, as a
+    /// single-user program or a benchmark does.
+    pub const UNLIMITED: TierLimits = TierLimits {
+        monthly_calls: None,
+        max_models: None,
+        rate_per_second: u32::MAX,
+        burst: u32::MAX,
+        max_states: None,
+        max_import_bytes: u64::MAX,
+        max_event_streams: u32::MAX,
+        bulk_per_minute: u32::MAX,
+        decision_retention_days: crate::decisions::MAX_RETENTION_DAYS,
+    };
+
     /// Metered calls left this month after `used`; `None` = unlimited.
     pub fn remaining_calls(&self, used: u64) -> Option<u64> {
         self.monthly_calls.map(|limit| limit.saturating_sub(used))
@@ -273,6 +296,12 @@ impl TierLimits {
             return Err(Error::field(
                 format!("limits.{tier}.bulk_per_minute"),
                 "must be at least 1",
+            ));
+        }
+        if !(1..=crate::decisions::MAX_RETENTION_DAYS).contains(&self.decision_retention_days) {
+            return Err(Error::field(
+                format!("limits.{tier}.decision_retention_days"),
+                format!("must be in 1..={}", crate::decisions::MAX_RETENTION_DAYS),
             ));
         }
         if self.max_models == Some(0) {
@@ -332,6 +361,7 @@ impl Default for Limits {
                 max_import_bytes: 4 * MIB,
                 max_event_streams: 2,
                 bulk_per_minute: 6,
+                decision_retention_days: 7,
             },
             pro: TierLimits {
                 monthly_calls: Some(1_000),
@@ -342,6 +372,7 @@ impl Default for Limits {
                 max_import_bytes: 64 * MIB,
                 max_event_streams: 10,
                 bulk_per_minute: 60,
+                decision_retention_days: 30,
             },
             enterprise: TierLimits {
                 monthly_calls: None,
@@ -352,6 +383,7 @@ impl Default for Limits {
                 max_import_bytes: 256 * MIB,
                 max_event_streams: 50,
                 bulk_per_minute: 600,
+                decision_retention_days: 90,
             },
         }
     }
@@ -512,6 +544,8 @@ mod tests {
         assert!(!l.free.may_add_states(9_999, 2));
         assert!(l.free.may_add_states(10_000, 0));
         assert!(l.enterprise.may_add_states(u64::MAX, 5));
+        TierLimits::UNLIMITED.validate(Tier::Enterprise).unwrap();
+        assert_eq!(TierLimits::UNLIMITED.remaining_calls(u64::MAX), None);
         assert_eq!(l.free.rate_limit_policy("default"), "\"default\";q=10;w=2");
         assert_eq!(
             l.enterprise.rate_limit_policy("a\"b"),
