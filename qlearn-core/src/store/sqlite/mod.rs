@@ -81,6 +81,7 @@
 mod cache;
 mod calls;
 mod lock;
+mod lru;
 mod schema;
 mod writer;
 
@@ -96,8 +97,9 @@ use rusqlite::Connection;
 use super::migrations;
 use crate::error::{Error, Result};
 use crate::tenancy::BillingMonth;
-use cache::{Lru, Slot};
+use cache::Slot;
 use lock::acquire_process_lock;
+use lru::Lru;
 use schema::{migrate, open_connection};
 use writer::{checkpointer_loop, writer_loop, Done, Queue};
 
