@@ -13,12 +13,9 @@ use std::process::Command;
 
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
-/// Resident set size of this process, in bytes (Linux).
-fn rss_bytes() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
+#[path = "support/rss.rs"]
+mod rss;
+use rss::rss_bytes;
 
 /// Stores `n` states of `kind` in a fresh model; prints one result line.
 fn measure(kind: &str, n: usize) {
