@@ -17,7 +17,7 @@ experience is a metered call), e.g. a local server started with a
 LIMITS_FILE of ``{"free": {"monthly_calls": null, "max_models": null,
 "rate_per_second": 1000, "burst": 1000}}``. Registers a throwaway account
 unless QLEARN_API_KEY is set. Times are wall-clock (client + network +
-server), best of ``--repeat`` runs.
+server), best of ``--repeat`` rounds that run every contender in turn.
 """
 
 from __future__ import annotations
@@ -69,21 +69,28 @@ def via_httpx(http: httpx.Client, mid: str, batch: tuple[np.ndarray, ...]) -> No
         assert len(r.json()["results"]) == len(exps)
 
 
-def best(repeat: int, setup: Callable[[], str], run: Callable[[str], None]) -> float:
-    times = []
-    for _ in range(repeat):
-        mid = setup()
-        start = time.perf_counter()
-        run(mid)
-        times.append(time.perf_counter() - start)
-    return min(times)
+def timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(repeat: int, contenders: dict[str, Callable[[], float]]) -> dict[str, float]:
+    """Best time of each contender (each returns its seconds) over
+    ``repeat`` rounds; every round runs them all, in turn (alternating the
+    order), so drifting load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for r in range(repeat):
+        for name in (list(contenders) if r % 2 == 0 else list(reversed(contenders))):
+            times[name].append(contenders[name]())
+    return {name: min(t) for name, t in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default=os.environ.get("QLEARN_URL", "http://127.0.0.1:8000"))
     ap.add_argument("--experiences", type=int, default=200_000)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per contender (the best is kept)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds (the best time of each is kept)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -94,26 +101,31 @@ def main() -> None:
             client.register(f"bench-{secrets.token_hex(6)}@example.com", secrets.token_urlsafe(18))
         token = client._secret  # the raw loop authenticates as the same user
 
-        def fresh() -> str:
-            return client.create_model("bench", 4, learning_rate=0.1, discount_factor=0.95).id
+        def remote(send: Callable[[str], None]) -> Callable[[], float]:
+            def run() -> float:  # a fresh model each time (not timed), deleted after
+                mid = client.create_model("bench", 4, learning_rate=0.1, discount_factor=0.95).id
+                try:
+                    return timed(lambda: send(mid))
+                finally:
+                    client.delete_model(mid)
+            return run
+
+        def local() -> float:
+            agent = qlearn.QLearner(4, learning_rate=0.1, discount_factor=0.95)
+            return timed(lambda: agent.update_many(*batch))
 
         with httpx.Client(base_url=args.url, headers={"Authorization": f"Bearer {token}"},
                           timeout=60) as http:
-            t_client = best(args.repeat, fresh, lambda mid: via_client(client, mid, batch))
-            t_httpx = best(args.repeat, fresh, lambda mid: via_httpx(http, mid, batch))
-        for m in client.list_models():
-            if m.name == "bench":
-                client.delete_model(m.id)
+            best = interleaved(args.repeat, {
+                "qlearn.Client.update_many": remote(lambda mid: via_client(client, mid, batch)),
+                "raw httpx (tolist + dicts + post)": remote(lambda mid: via_httpx(http, mid, batch)),
+                "in-process QLearner.update_many (no HTTP)": local,
+            })
 
-    def local(_: str) -> None:
-        qlearn.QLearner(4, learning_rate=0.1, discount_factor=0.95).update_many(*batch)
-
-    t_local = best(args.repeat, lambda: "", local)
     n = args.experiences
     print(f"{n:,} experiences in batches of {BATCH:,} to {args.url}, best of {args.repeat}")
     print(f"{'path':<44} {'s':>8} {'experiences/s':>14}")
-    for name, t in (("qlearn.Client.update_many", t_client), ("raw httpx (tolist + dicts + post)", t_httpx),
-                    ("in-process QLearner.update_many (no HTTP)", t_local)):
+    for name, t in best.items():
         print(f"{name:<44} {t:>8.3f} {n / t:>14,.0f}")
 
 

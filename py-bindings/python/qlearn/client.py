@@ -210,10 +210,12 @@ def _experience(state: Any, action: Any, reward: Any, next_state: Any, done: boo
     return exp
 
 
-def _column(values: Any, n: int, what: str) -> list[Any]:
-    arr = np.asarray(values)
+def _column(values: Any, n: int, what: str, dtype: Any = None) -> list[Any]:
+    arr = np.asarray(values, dtype=dtype)
     if arr.ndim != 1 or len(arr) != n:
         raise ValueError(f"{what} must be 1-d with {n} items (one per state), got shape {arr.shape}")
+    if dtype is None and arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{what} must hold integers")
     return arr.tolist()
 
 
@@ -228,30 +230,38 @@ def _states_column(states: Any, what: str) -> list[Any]:
     return [_state(s, f"{what}[{i}]") for i, s in enumerate(states)]
 
 
-def _experiences(states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
-                 truncateds: Any, next_actions: Any) -> list[dict[str, Any]]:
-    """numpy columns -> the JSON experiences of ``POST /update/batch``."""
+def _experience_columns(states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
+                       truncateds: Any, next_actions: Any) -> dict[str, list[Any]]:
+    """numpy columns -> checked lists of JSON values, one per experience
+    field (each column converted by numpy at once)."""
     s = _states_column(states, "states")
     n = len(s)
-    for what, col in (("actions", actions), ("next_actions", next_actions)):
-        if col is not None and np.asarray(col).size and not np.issubdtype(np.asarray(col).dtype, np.integer):
-            raise TypeError(f"{what} must hold integers")
-    columns = {
-        "state": s,
-        "action": _column(actions, n, "actions"),
-        "reward": [float(r) for r in _column(rewards, n, "rewards")],
-        "next_state": _states_column(next_states, "next_states"),
-        "done": [bool(d) for d in _column(dones, n, "dones")],
-    }
-    if len(columns["next_state"]) != n:
-        raise ValueError(f"next_states must have {n} items (one per state), "
-                         f"got {len(columns['next_state'])}")
+    s2 = _states_column(next_states, "next_states")
+    if len(s2) != n:
+        raise ValueError(f"next_states must have {n} items (one per state), got {len(s2)}")
+    cols = {"state": s, "action": _column(actions, n, "actions"),
+            "reward": _column(rewards, n, "rewards", np.float64), "next_state": s2,
+            "done": _column(dones, n, "dones", np.bool_)}
     if truncateds is not None:
-        columns["truncated"] = [bool(t) for t in _column(truncateds, n, "truncateds")]
+        cols["truncated"] = _column(truncateds, n, "truncateds", np.bool_)
     if next_actions is not None:
-        columns["next_action"] = _column(next_actions, n, "next_actions")
-    keys = list(columns)
-    return [dict(zip(keys, row)) for row in zip(*columns.values())]
+        cols["next_action"] = _column(next_actions, n, "next_actions")
+    return cols
+
+
+def _experience_dicts(cols: dict[str, list[Any]], start: int, stop: int) -> list[dict[str, Any]]:
+    """The experiences ``start:stop`` as JSON objects (built a batch at a
+    time: a million live dicts would make the garbage collector's passes
+    dominate)."""
+    exps = [{"state": s, "action": a, "reward": r, "next_state": s2, "done": d}
+            for s, a, r, s2, d in zip(cols["state"][start:stop], cols["action"][start:stop],
+                                      cols["reward"][start:stop], cols["next_state"][start:stop],
+                                      cols["done"][start:stop])]
+    for key in ("truncated", "next_action"):
+        if key in cols:
+            for exp, v in zip(exps, cols[key][start:stop]):
+                exp[key] = v
+    return exps
 
 
 _ENGINE_FIELDS = ("learning_rate", "discount_factor", "epsilon", "epsilon_decay", "min_epsilon",
@@ -477,8 +487,8 @@ class _Api:
         ``applied`` attribute says how many experiences that was."""
         if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be an int in 1..={MAX_BATCH}")
-        exps = _experiences(states, actions, rewards, next_states, dones, truncateds, next_actions)
-        return _update_many_plan(model_id, exps, batch_size)
+        cols = _experience_columns(states, actions, rewards, next_states, dones, truncateds, next_actions)
+        return _update_many_plan(model_id, cols, batch_size)
 
     @_endpoint
     def status(self, model_id: str, offset: int = 0, limit: int = 100) -> _Call[Status]:
@@ -563,13 +573,13 @@ def _batch_call(model_id: str, exps: list[dict[str, Any]]) -> _Call[list[UpdateR
                  json={"model_id": _id(model_id), "experiences": exps}, idempotent=False)
 
 
-def _update_many_plan(model_id: str, exps: list[dict[str, Any]],
+def _update_many_plan(model_id: str, cols: dict[str, list[Any]],
                       batch_size: int) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
     td: list[float] = []
-    for start in range(0, len(exps), batch_size):
+    for start in range(0, len(cols["state"]), batch_size):
+        exps = _experience_dicts(cols, start, start + batch_size)
         call = _Call("POST", "/update/batch", lambda r: [x["td_error"] for x in r.json()["results"]],
-                     json={"model_id": _id(model_id), "experiences": exps[start:start + batch_size]},
-                     idempotent=False)
+                     json={"model_id": _id(model_id), "experiences": exps}, idempotent=False)
         try:
             td.extend((yield call))
         except QlearnError as e:
