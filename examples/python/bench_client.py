@@ -16,8 +16,10 @@ Needs a tier without a monthly quota and with room in its rate limit (every
 experience is a metered call), e.g. a local server started with a
 LIMITS_FILE of ``{"free": {"monthly_calls": null, "max_models": null,
 "rate_per_second": 1000, "burst": 1000}}``. Registers a throwaway account
-unless QLEARN_API_KEY is set. Times are wall-clock (client + network +
-server), best of ``--repeat`` rounds that run every contender in turn.
+unless QLEARN_API_KEY is set. Times: wall-clock (client + network +
+server) and the CPU time of the client process alone (what the client
+library costs, robust to load on a shared machine), each the best of
+``--repeat`` rounds that run every contender in turn.
 """
 
 from __future__ import annotations
@@ -69,21 +71,23 @@ def via_httpx(http: httpx.Client, mid: str, batch: tuple[np.ndarray, ...]) -> No
         assert len(r.json()["results"]) == len(exps)
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def timed(fn: Callable[[], None]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of this (the client's) process."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def interleaved(repeat: int, contenders: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Best time of each contender (each returns its seconds) over
-    ``repeat`` rounds; every round runs them all, in turn (alternating the
-    order), so drifting load hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in contenders}
+def interleaved(repeat: int,
+                contenders: dict[str, Callable[[], tuple[float, float]]]) -> dict[str, tuple[float, float]]:
+    """Best wall and best CPU time of each contender over ``repeat`` rounds;
+    every round runs them all, in turn (alternating the order), so drifting
+    load hits all alike."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
     for r in range(repeat):
         for name in (list(contenders) if r % 2 == 0 else list(reversed(contenders))):
             times[name].append(contenders[name]())
-    return {name: min(t) for name, t in times.items()}
+    return {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}
 
 
 def main() -> None:
@@ -101,8 +105,8 @@ def main() -> None:
             client.register(f"bench-{secrets.token_hex(6)}@example.com", secrets.token_urlsafe(18))
         token = client._secret  # the raw loop authenticates as the same user
 
-        def remote(send: Callable[[str], None]) -> Callable[[], float]:
-            def run() -> float:  # a fresh model each time (not timed), deleted after
+        def remote(send: Callable[[str], None]) -> Callable[[], tuple[float, float]]:
+            def run() -> tuple[float, float]:  # a fresh model each time (not timed), deleted after
                 mid = client.create_model("bench", 4, learning_rate=0.1, discount_factor=0.95).id
                 try:
                     return timed(lambda: send(mid))
@@ -110,7 +114,7 @@ def main() -> None:
                     client.delete_model(mid)
             return run
 
-        def local() -> float:
+        def local() -> tuple[float, float]:
             agent = qlearn.QLearner(4, learning_rate=0.1, discount_factor=0.95)
             return timed(lambda: agent.update_many(*batch))
 
@@ -124,9 +128,9 @@ def main() -> None:
 
     n = args.experiences
     print(f"{n:,} experiences in batches of {BATCH:,} to {args.url}, best of {args.repeat}")
-    print(f"{'path':<44} {'s':>8} {'experiences/s':>14}")
-    for name, t in best.items():
-        print(f"{name:<44} {t:>8.3f} {n / t:>14,.0f}")
+    print(f"{'path':<44} {'wall s':>8} {'experiences/s':>14} {'client CPU s':>13}")
+    for name, (wall, cpu) in best.items():
+        print(f"{name:<44} {wall:>8.3f} {n / wall:>14,.0f} {cpu:>13.3f}")
 
 
 if __name__ == "__main__":

@@ -210,30 +210,30 @@ def _experience(state: Any, action: Any, reward: Any, next_state: Any, done: boo
     return exp
 
 
-def _column(values: Any, n: int, what: str, dtype: Any = None) -> list[Any]:
+def _column(values: Any, n: int, what: str, dtype: Any = None) -> np.ndarray[Any, Any]:
     arr = np.asarray(values, dtype=dtype)
     if arr.ndim != 1 or len(arr) != n:
         raise ValueError(f"{what} must be 1-d with {n} items (one per state), got shape {arr.shape}")
     if dtype is None and arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{what} must hold integers")
-    return arr.tolist()
+    return arr
 
 
-def _states_column(states: Any, what: str) -> list[Any]:
+def _states_column(states: Any, what: str) -> Union[np.ndarray[Any, Any], list[Any]]:
     if isinstance(states, np.ndarray):
         if states.ndim not in (1, 2):
             raise ValueError(f"{what} must be a 1-d or 2-d array, got {states.ndim} dimensions")
         if states.ndim == 1 and not np.issubdtype(states.dtype, np.integer):
             raise TypeError(f"{what}: a 1-d array must hold integer states (use a 2-d array for "
                             "array states)")
-        return states.tolist()
+        return states
     return [_state(s, f"{what}[{i}]") for i, s in enumerate(states)]
 
 
 def _experience_columns(states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
-                       truncateds: Any, next_actions: Any) -> dict[str, list[Any]]:
-    """numpy columns -> checked lists of JSON values, one per experience
-    field (each column converted by numpy at once)."""
+                       truncateds: Any, next_actions: Any) -> dict[str, Any]:
+    """Checks numpy columns (lengths, kinds) before anything is sent; they
+    become JSON values a batch at a time (:func:`_experience_dicts`)."""
     s = _states_column(states, "states")
     n = len(s)
     s2 = _states_column(next_states, "next_states")
@@ -249,17 +249,18 @@ def _experience_columns(states: Any, actions: Any, rewards: Any, next_states: An
     return cols
 
 
-def _experience_dicts(cols: dict[str, list[Any]], start: int, stop: int) -> list[dict[str, Any]]:
-    """The experiences ``start:stop`` as JSON objects (built a batch at a
-    time: a million live dicts would make the garbage collector's passes
-    dominate)."""
+def _experience_dicts(cols: dict[str, Any], start: int, stop: int) -> list[dict[str, Any]]:
+    """The experiences ``start:stop`` as JSON objects, converted a batch at a
+    time (all at once, a million live lists and dicts would make the garbage
+    collector's passes cost more than the conversion)."""
+    part = {k: c[start:stop] for k, c in cols.items()}
+    part = {k: c.tolist() if isinstance(c, np.ndarray) else c for k, c in part.items()}
     exps = [{"state": s, "action": a, "reward": r, "next_state": s2, "done": d}
-            for s, a, r, s2, d in zip(cols["state"][start:stop], cols["action"][start:stop],
-                                      cols["reward"][start:stop], cols["next_state"][start:stop],
-                                      cols["done"][start:stop])]
+            for s, a, r, s2, d in zip(part["state"], part["action"], part["reward"], part["next_state"],
+                                      part["done"])]
     for key in ("truncated", "next_action"):
-        if key in cols:
-            for exp, v in zip(exps, cols[key][start:stop]):
+        if key in part:
+            for exp, v in zip(exps, part[key]):
                 exp[key] = v
     return exps
 
@@ -573,7 +574,7 @@ def _batch_call(model_id: str, exps: list[dict[str, Any]]) -> _Call[list[UpdateR
                  json={"model_id": _id(model_id), "experiences": exps}, idempotent=False)
 
 
-def _update_many_plan(model_id: str, cols: dict[str, list[Any]],
+def _update_many_plan(model_id: str, cols: dict[str, Any],
                       batch_size: int) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
     td: list[float] = []
     for start in range(0, len(cols["state"]), batch_size):
