@@ -15,6 +15,7 @@ let page;
 const consoleErrors = []; // errors nobody expected
 const expectedHttpErrors = []; // 4xx the test provoked on purpose
 let expectStatus = null; // set of statuses the current step provokes on purpose
+const eventStreamUrls = []; // every event-stream URL the page opened
 
 before(async () => {
   browser = await launch();
@@ -28,6 +29,9 @@ before(async () => {
     consoleErrors.push(`${text} @ ${msg.location()?.url || ''}`);
   });
   page.on('pageerror', (err) => consoleErrors.push(`uncaught: ${err.message}`));
+  page.on('request', (req) => {
+    if (/\/models\/[^/]+\/events(\?|$)/.test(req.url())) eventStreamUrls.push(req.url());
+  });
   page.on('requestfailed', (req) => {
     // An EventSource closed by the page itself is reported as aborted; that is not a failure.
     const f = req.failure()?.errorText || '';
@@ -130,6 +134,15 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     assert.ok(modelId, 'navigated to the new model');
     assert.equal(await page.locator('#model-select').inputValue(), modelId);
     await untilText(page.locator('#live-status'), /live/);
+    // The stream is opened with a single-use ticket, never the session token in the URL.
+    assert.ok(eventStreamUrls.length > 0, 'the page opened an event stream');
+    for (const u of eventStreamUrls) {
+      const q = new URL(u).searchParams;
+      assert.ok(q.get('ticket') && !q.has('access_token'), `stream URL carries a ticket only: ${u}`);
+    }
+    const token = await page.evaluate(() => sessionStorage.getItem('qlearn.token'));
+    assert.ok(token, 'signed in');
+    assert.ok(eventStreamUrls.every((u) => !u.includes(token)), 'no token in a stream URL');
   });
 
   await t.test('predict shows the action, its name, the Q-values and whether it explored', async () => {

@@ -24,7 +24,7 @@ fn with_store(check: impl FnOnce(&SqliteStore)) {
 conformance::conformance_tests!(with_store);
 
 /// The model cache budget of [`tiny_cache`]: a few small models fit (each
-/// counts at least 2 KiB), so every few calls evict one.
+/// counts at least 1.5 KiB), so every few calls evict one.
 const TINY_CACHE: usize = 8 << 10;
 
 /// Runs one check on a fresh store whose model cache holds [`TINY_CACHE`]
@@ -39,10 +39,11 @@ fn with_tiny_cache(check: impl FnOnce(&SqliteStore)) {
     let store = SqliteStore::open_with(&path, options)
         .unwrap_or_else(|e| panic!("[sqlite] cannot open {path:?}: {e}"));
     check(&store);
+    let (bytes, models) = (store.cached_bytes(), store.cached_models());
     assert!(
-        store.cached_bytes() <= TINY_CACHE,
-        "[sqlite] the cache is back within its budget once idle: {} bytes",
-        store.cached_bytes()
+        bytes <= TINY_CACHE || models == 1,
+        "[sqlite] once idle the cache is within its budget (or holds one \
+         model bigger than it): {bytes} bytes in {models} models"
     );
 }
 

@@ -1,13 +1,20 @@
 //! The shared state of a running server ([`App`]) and authentication:
 //! JWTs (HS256, algorithm pinned, `exp` required) and API keys, with a short
 //! cache of authenticated users so the hot path needs no storage round trip.
+//!
+//! An API key authenticates while it is [`ApiKey::usable`] (not expired, not
+//! older than its owner's last password change) and only for what its
+//! [`KeyScope`] allows; a JWT allows everything its user may do. Unknown keys
+//! are remembered for [`UNKNOWN_KEY_TTL`] (at most [`UNKNOWN_KEYS_MAX`]), so
+//! repeating a made-up `qlk_...` key costs no storage read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use qlearn_core::store::{Store, User};
+use qlearn_core::store::{ApiKey, KeyScope, Store, User};
 use qlearn_core::tenancy::{
     generate_secret, hash_api_key, looks_like_api_key, KeyedLimiter, SecretKey, TierLimits,
 };
@@ -16,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::events::EventHub;
+use crate::events::{EventHub, Tickets};
 use crate::metrics::Metrics;
 use crate::now_unix;
 
@@ -24,6 +31,27 @@ use crate::now_unix;
 const SECRET_SETTING: &str = "jwt_secret";
 /// Cached entries above which a cache is cleared (bounds memory).
 const CACHE_MAX: usize = 100_000;
+/// Unknown API-key hashes remembered at most (the oldest half is dropped
+/// when full, after the expired ones).
+pub const UNKNOWN_KEYS_MAX: usize = 10_000;
+/// How long an unknown API key is answered 401 without asking the store.
+/// A key created on this instance is cleared from it at once; one created
+/// on another instance cannot be in it (nobody can have sent a random
+/// 256-bit key before it existed).
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(60);
+
+/// What authenticated a request.
+#[derive(Clone)]
+pub struct Auth {
+    /// The caller.
+    pub user: Arc<User>,
+    /// What the credential allows: an API key's scope; for a JWT,
+    /// [`KeyScope::Admin`] (everything the user's role allows).
+    pub scope: KeyScope,
+    /// The bearer credential itself, so a long-lived response (an event
+    /// stream) can check it again. Never logged.
+    pub credential: Arc<str>,
+}
 
 /// Everything a request handler may use.
 pub struct App {
@@ -44,6 +72,13 @@ pub struct App {
     pub register_address: KeyedLimiter,
     users: RwLock<HashMap<String, Cached>>,
     keys: RwLock<HashMap<String, Cached>>,
+    /// Hashes of API keys the store did not know, with when it said so.
+    unknown_keys: Mutex<HashMap<String, Instant>>,
+    /// Bumped by every forget and key creation: a store read that started
+    /// before one is not cached (it may predate the change it forgets).
+    epoch: AtomicU64,
+    /// Event-stream tickets (`POST /models/{id}/events/ticket`).
+    pub tickets: Tickets,
     /// JWTs whose signature was already checked, with their claims (saves
     /// the HMAC and two JSON parses per request on the hot path).
     verified: RwLock<HashMap<String, Arc<Claims>>>,
@@ -51,7 +86,7 @@ pub struct App {
     /// store never waits for IO).
     inline_store: bool,
     /// Live model events.
-    pub events: EventHub,
+    pub events: Arc<EventHub>,
     /// Prometheus counters.
     pub metrics: Metrics,
     started: Instant,
@@ -63,6 +98,8 @@ pub struct App {
 #[derive(Clone)]
 struct Cached {
     user: Arc<User>,
+    /// The key's record when the entry is an API key's.
+    key: Option<Arc<ApiKey>>,
     fingerprint: Arc<str>,
     at: Instant,
 }
@@ -155,9 +192,12 @@ impl App {
             register_address: KeyedLimiter::new(),
             users: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
+            unknown_keys: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            tickets: Tickets::default(),
             verified: RwLock::new(HashMap::new()),
             inline_store,
-            events: EventHub::default(),
+            events: Arc::new(EventHub::default()),
             metrics: Metrics::default(),
             started: Instant::now(),
             names: RwLock::new(HashMap::new()),
@@ -222,18 +262,26 @@ impl App {
             .cloned()
     }
 
+    /// Caches `user` (and its key) under `key`, unless something was
+    /// forgotten since the store read began at `epoch`.
     fn remember(
         &self,
         map: &RwLock<HashMap<String, Cached>>,
         key: String,
         user: Arc<User>,
+        api_key: Option<Arc<ApiKey>>,
+        epoch: u64,
     ) -> Cached {
         let c = Cached {
             fingerprint: fingerprint(&user.password_hash).into(),
             user,
+            key: api_key,
             at: Instant::now(),
         };
         let mut m = map.write().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return c;
+        }
         if m.len() >= CACHE_MAX {
             m.clear();
         }
@@ -241,9 +289,46 @@ impl App {
         c
     }
 
+    /// Whether the store recently said it does not know the key `hash`.
+    fn known_unknown(&self, hash: &str) -> bool {
+        let m = self.unknown_keys.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(hash).is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL)
+    }
+
+    /// Remembers that the store does not know the key `hash`. When full,
+    /// drops the expired entries, then (under a flood) the older half.
+    fn remember_unknown(&self, hash: String, epoch: u64) {
+        let mut m = self.unknown_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        if m.len() >= UNKNOWN_KEYS_MAX {
+            m.retain(|_, at| at.elapsed() < UNKNOWN_KEY_TTL);
+        }
+        if m.len() >= UNKNOWN_KEYS_MAX {
+            let mut ages: Vec<Instant> = m.values().copied().collect();
+            let (_, median, _) = ages.select_nth_unstable(UNKNOWN_KEYS_MAX / 2);
+            let cut = *median;
+            m.retain(|_, at| *at > cut);
+        }
+        m.insert(hash, Instant::now());
+    }
+
+    /// Called when a key with `hash` is created: it must never be hidden by
+    /// an earlier "unknown".
+    pub fn key_created(&self, hash: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.unknown_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
+    }
+
     /// Forgets every cached authentication of `user_id` (after a password,
-    /// tier or role change or a key revocation on this instance).
+    /// tier or role change or a key revocation on this instance), and tells
+    /// the user's open event streams to check their credential now.
     pub fn forget_user(&self, user_id: &str) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.users
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -252,6 +337,7 @@ impl App {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, c| c.user.id != user_id);
+        self.events.recheck_user(user_id);
     }
 
     /// A receiver that changes when the server starts shutting down.
@@ -323,33 +409,108 @@ impl App {
         Ok(claims)
     }
 
-    /// The user a bearer token (JWT or API key) authenticates.
-    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Arc<User>, ApiError> {
+    /// Who a bearer token (JWT or API key) authenticates, and what it allows.
+    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Auth, ApiError> {
+        let credential: Arc<str> = token.into();
         if looks_like_api_key(token) {
-            let hash = hash_api_key(token);
-            if let Some(c) = self.cached(&self.keys, &hash) {
-                return Ok(c.user);
-            }
-            let app = self.clone();
-            let h = hash.clone();
-            let found = blocking(move || app.store.user_by_api_key(&h, now_unix())).await?;
-            let (user, _key) = found.ok_or(ApiError::Unauthorized)?;
-            return Ok(self.remember(&self.keys, hash, Arc::new(user)).user);
+            let (user, key) = self.authenticate_key(token).await?;
+            return Ok(Auth {
+                user,
+                scope: key.scope,
+                credential,
+            });
         }
         let claims = self.verify_jwt(token)?;
         let cached = match self.cached(&self.users, &claims.sub) {
             Some(c) => c,
             None => {
+                let epoch = self.epoch.load(Ordering::SeqCst);
                 let app = self.clone();
                 let id = claims.sub.clone();
                 let user = blocking(move || app.store.user(&id)).await?;
                 let user = user.ok_or(ApiError::Unauthorized)?;
-                self.remember(&self.users, claims.sub.clone(), Arc::new(user))
+                self.remember(&self.users, claims.sub.clone(), Arc::new(user), None, epoch)
             }
         };
         if claims.iat < cached.user.password_changed_at || *claims.pwv != *cached.fingerprint {
             return Err(ApiError::Unauthorized);
         }
-        Ok(cached.user)
+        Ok(Auth {
+            user: cached.user,
+            scope: KeyScope::Admin,
+            credential,
+        })
+    }
+
+    /// The owner and record of a usable API key: from the cache, else from
+    /// the store unless the key is known to be unknown.
+    async fn authenticate_key(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<(Arc<User>, Arc<ApiKey>), ApiError> {
+        let hash = hash_api_key(token);
+        let cached = match self.cached(&self.keys, &hash) {
+            Some(c) => c,
+            None => {
+                if self.known_unknown(&hash) {
+                    return Err(ApiError::Unauthorized);
+                }
+                self.metrics.key_lookup();
+                let epoch = self.epoch.load(Ordering::SeqCst);
+                let app = self.clone();
+                let h = hash.clone();
+                let found = blocking(move || app.store.user_by_api_key(&h, now_unix())).await?;
+                let Some((user, key)) = found else {
+                    self.remember_unknown(hash, epoch);
+                    return Err(ApiError::Unauthorized);
+                };
+                self.remember(&self.keys, hash, Arc::new(user), Some(Arc::new(key)), epoch)
+            }
+        };
+        match cached.key {
+            Some(key) if key.usable(&cached.user, now_unix()) => Ok((cached.user, key)),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        let config = Config {
+            secret_key: Some("a test secret that is at least thirty-two bytes long".into()),
+            ..Config::default()
+        };
+        App::new(
+            Arc::new(qlearn_core::store::memory::MemoryStore::new()),
+            config,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_created_key_is_never_hidden_by_the_unknown_cache() {
+        let a = app();
+        a.remember_unknown("h1".into(), 0);
+        assert!(a.known_unknown("h1"));
+        a.key_created("h1");
+        assert!(!a.known_unknown("h1"));
+        // A read that began before the creation does not bring it back.
+        a.remember_unknown("h1".into(), 0);
+        assert!(!a.known_unknown("h1"));
+    }
+
+    #[test]
+    fn the_unknown_cache_is_bounded() {
+        let a = app();
+        for i in 0..UNKNOWN_KEYS_MAX + 10 {
+            a.remember_unknown(format!("h{i}"), 0);
+        }
+        let n = a.unknown_keys.lock().unwrap().len();
+        assert!(n <= UNKNOWN_KEYS_MAX, "{n}");
+        assert!(n >= 10, "{n}");
+        assert!(a.known_unknown(&format!("h{}", UNKNOWN_KEYS_MAX + 9)));
     }
 }

@@ -90,6 +90,15 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     /// Interval of `: keep-alive` comments on event streams.
     pub sse_keep_alive: Duration,
+    /// How often an open event stream checks that its credential still
+    /// authenticates (5 s; from the auth cache, so usually no storage read).
+    /// A password change or key deletion on this instance is seen at once.
+    pub event_recheck: Duration,
+    /// Lifetime of an event-stream ticket (30 s).
+    pub event_ticket_ttl: Duration,
+    /// Most event streams open at once on one model, on this instance (20).
+    /// The per-user cap is the tier's `max_event_streams`.
+    pub max_event_streams_per_model: u32,
 }
 
 impl Default for Config {
@@ -115,6 +124,9 @@ impl Default for Config {
             register_per_address: Throttle::per(10, 3600),
             auth_cache_ttl: Duration::from_secs(5),
             sse_keep_alive: Duration::from_secs(15),
+            event_recheck: Duration::from_secs(5),
+            event_ticket_ttl: Duration::from_secs(30),
+            max_event_streams_per_model: 20,
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use qlearn_core::store::User;
+use qlearn_core::store::{KeyScope, User};
 use qlearn_core::tenancy::TierLimits;
 
 use crate::app::App;
@@ -17,6 +17,12 @@ pub struct Ctx {
     pub app: Arc<App>,
     /// The caller.
     pub user: Arc<User>,
+    /// What the caller's credential allows (already checked against the
+    /// route by the router; handlers that create keys compare with it).
+    pub scope: KeyScope,
+    /// The caller's bearer credential (for re-checks by long-lived
+    /// responses). Never logged.
+    pub credential: Arc<str>,
     /// The caller's network address (the peer, or the client behind a
     /// trusted proxy).
     pub client: IpAddr,

@@ -26,6 +26,13 @@ pub enum ApiError {
     Unauthorized,
     /// Authenticated but not allowed (e.g. admin routes).
     Forbidden,
+    /// An API key whose scope does not cover the route: the scope needed.
+    InsufficientScope(qlearn_core::store::KeyScope),
+    /// A long-lived credential in the URL (`?access_token=`), refused: URLs
+    /// end up in proxy and server logs.
+    CredentialInUrl,
+    /// An event stream over a cap: the message says which.
+    TooManyStreams(String),
     /// No such route.
     RouteNotFound,
     /// The route exists but not for this method.
@@ -75,6 +82,30 @@ impl ApiError {
                 "forbidden",
                 "this action needs the admin role".into(),
                 None,
+            ),
+            A::InsufficientScope(needed) => (
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!(
+                    "this API key's scope does not allow this route; it needs the `{needed}` scope \
+                     (or a wider one)"
+                ),
+                None,
+            ),
+            A::CredentialInUrl => (
+                StatusCode::BAD_REQUEST,
+                "credential_in_url",
+                "access_token in the URL is not accepted (URLs are logged); send Authorization: \
+                 Bearer <token>, or POST /models/{id}/events/ticket and open the stream with \
+                 ?ticket=<ticket>"
+                    .into(),
+                None,
+            ),
+            A::TooManyStreams(m) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                m.clone(),
+                Some(5),
             ),
             A::RouteNotFound => (StatusCode::NOT_FOUND, "not_found", "no such route".into(), None),
             A::MethodNotAllowed(allow) => (

@@ -58,6 +58,7 @@ pub struct Metrics {
     metered: [AtomicU64; 3],
     refused_quota: [AtomicU64; 3],
     connections: AtomicU64,
+    key_lookups: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -67,6 +68,7 @@ impl Default for Metrics {
             metered: Default::default(),
             refused_quota: Default::default(),
             connections: AtomicU64::new(0),
+            key_lookups: AtomicU64::new(0),
         }
     }
 }
@@ -107,6 +109,11 @@ impl Metrics {
     /// Counts a metered call refused for quota.
     pub fn quota_refused(&self, tier: Tier) {
         self.refused_quota[tier_index(tier)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a storage read for an API key the auth cache could not answer.
+    pub fn key_lookup(&self) {
+        self.key_lookups.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection opened (`true`) or closed.
@@ -172,6 +179,13 @@ impl Metrics {
                 "qlearn_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
             );
         }
+        out.push_str("# HELP qlearn_api_key_lookups_total API-key reads from storage (cache misses, known or unknown keys).\n");
+        out.push_str("# TYPE qlearn_api_key_lookups_total counter\n");
+        let _ = writeln!(
+            out,
+            "qlearn_api_key_lookups_total {}",
+            self.key_lookups.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP qlearn_metered_calls_total Metered engine calls (predictions and updates) accepted, by tier.\n");
         out.push_str("# TYPE qlearn_metered_calls_total counter\n");
         for t in Tier::ALL {

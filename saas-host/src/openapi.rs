@@ -44,6 +44,7 @@ impl Modify for BearerAuth {
         models::list, models::create, models::get, models::patch, models::delete,
         models::status, models::export, models::import, models::dashboard,
         engine::predict, engine::update, engine::update_batch, engine::events,
+        engine::events_ticket,
         service::health, service::metrics,
     ),
     components(schemas(
@@ -53,7 +54,7 @@ impl Modify for BearerAuth {
         wire::ModelOut, wire::PredictIn, wire::PredictOut, wire::ExperienceIn, wire::UpdateIn,
         wire::BatchIn, wire::UpdateOut, wire::BatchOut, wire::RowOut, wire::QTableOut,
         wire::StatusOut, wire::UpdateEvent, wire::LimitsOut, wire::DayOut, wire::UsageOut,
-        wire::DashboardOut, wire::Health,
+        wire::DashboardOut, wire::Health, wire::TicketOut,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -18,7 +18,7 @@ use hyper::header::{
 use hyper::{Method, Request};
 use qlearn_core::tenancy::{RateState, TierLimits};
 
-use crate::app::App;
+use crate::app::{App, Auth};
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::handlers::{accounts, engine, models, service};
@@ -54,18 +54,44 @@ pub fn client_ip(app: &App, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
     client
 }
 
-fn bearer(req: &Request<Incoming>, allow_query: bool) -> Option<String> {
-    if let Some(v) = req.headers().get(AUTHORIZATION) {
-        let s = v.to_str().ok()?;
-        let (scheme, token) = s.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+/// The `Authorization: Bearer` credential. A credential in the URL
+/// (`?access_token=`) is refused on every route: URLs end up in logs.
+fn bearer(req: &Request<Incoming>) -> Result<String, ApiError> {
+    if query_param(req.uri().query(), "access_token").is_some() {
+        return Err(ApiError::CredentialInUrl);
     }
-    if allow_query {
-        return query_param(req.uri().query(), "access_token").map(|t| t.into_owned());
+    let v = req
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::Unauthorized)?;
+    let s = v.to_str().map_err(|_| ApiError::Unauthorized)?;
+    let (scheme, token) = s.split_once(' ').ok_or(ApiError::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized);
     }
-    None
+    Ok(token.trim().to_owned())
+}
+
+/// Who the request is from: its bearer credential, or, on the event
+/// stream only, a ticket for this model (used up by this call).
+async fn caller(
+    app: &Arc<App>,
+    route: Route,
+    param: &str,
+    req: &Request<Incoming>,
+) -> Result<Auth, ApiError> {
+    if route == Route::ModelEvents {
+        if let Some(ticket) = query_param(req.uri().query(), "ticket") {
+            let granted = app
+                .tickets
+                .redeem(&ticket)
+                .filter(|g| g.model_id == param)
+                .ok_or(ApiError::Unauthorized)?;
+            return app.authenticate(&granted.credential).await;
+        }
+    }
+    let token = bearer(req)?;
+    app.authenticate(&token).await
 }
 
 /// The Content-Security-Policy of every response (the dashboard, the API
@@ -211,9 +237,16 @@ async fn authenticated(
     if !route.allows(req.method().as_str()) {
         return Err(ApiError::MethodNotAllowed(route.spec().allow));
     }
-    let events = route == Route::ModelEvents;
-    let token = bearer(&req, events).ok_or(ApiError::Unauthorized)?;
-    let user = app.authenticate(&token).await?;
+    let auth = caller(app, route, &param, &req).await?;
+    let needed = route.scope(req.method().as_str());
+    if !auth.scope.covers(needed) {
+        return Err(ApiError::InsufficientScope(needed));
+    }
+    let Auth {
+        user,
+        scope,
+        credential,
+    } = auth;
     let limits = *app.limits(&user);
     let state = app.rate.check(
         &user.id,
@@ -224,6 +257,8 @@ async fn authenticated(
     let cx = Ctx {
         app: app.clone(),
         user,
+        scope,
+        credential,
         client,
     };
     let burst = match &state {
@@ -314,6 +349,7 @@ async fn route_authenticated(
         (Route::Model, Method::DELETE) => models::delete(cx, id).await,
         (Route::ModelExport, Method::GET) => models::export(cx, id, req).await,
         (Route::ModelEvents, Method::GET) => engine::events(cx, id).await,
+        (Route::ModelEventsTicket, Method::POST) => engine::events_ticket(cx, id).await,
         (Route::Status, Method::GET) => models::status(cx, id, req).await,
         (Route::Dashboard, Method::GET) => models::dashboard(cx).await,
         (r, _) => Err(ApiError::MethodNotAllowed(r.spec().allow)),

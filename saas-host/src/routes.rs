@@ -4,6 +4,8 @@
 //! takes its labels from it, the metrics count by it, and a test checks it
 //! against the OpenAPI document in both directions.
 
+use qlearn_core::store::KeyScope;
+
 /// One route of the table.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteSpec {
@@ -96,6 +98,8 @@ route_table! {
     ModelExport = "/models/{id}/export", "GET", auth, documented;
     /// A model's live events.
     ModelEvents = "/models/{id}/events", "GET", auth, documented;
+    /// A single-use ticket to open a model's event stream.
+    ModelEventsTicket = "/models/{id}/events/ticket", "POST", auth, documented;
     /// Metered prediction.
     Predict = "/predict", "POST", auth, documented;
     /// Metered update.
@@ -117,6 +121,25 @@ impl Route {
     /// The route's metrics label (its template).
     pub const fn label(self) -> &'static str {
         self.spec().template
+    }
+
+    /// The API-key scope `method` on this route needs (a JWT has them all):
+    /// - `read`: every `GET` but the export, and event-stream tickets;
+    /// - `engine`: `read` and predict, update, batch, import, export;
+    /// - `full`: everything else a user may do (models, keys, password);
+    /// - `admin`: the admin routes (which also need the admin role).
+    pub fn scope(self, method: &str) -> KeyScope {
+        match self {
+            Route::AdminUser => KeyScope::Admin,
+            Route::Predict
+            | Route::Update
+            | Route::UpdateBatch
+            | Route::ModelsImport
+            | Route::ModelExport => KeyScope::Engine,
+            Route::ModelEventsTicket => KeyScope::Read,
+            _ if method == "GET" => KeyScope::Read,
+            _ => KeyScope::Full,
+        }
     }
 
     /// Whether the route allows `method` (one of [`RouteSpec::allow`]).
@@ -184,6 +207,10 @@ mod tests {
             ("/models/m1", Some((Route::Model, "m1"))),
             ("/models/m1/", Some((Route::Model, "m1"))),
             ("/models/m1/events", Some((Route::ModelEvents, "m1"))),
+            (
+                "/models/m1/events/ticket",
+                Some((Route::ModelEventsTicket, "m1")),
+            ),
             ("/update/batch", Some((Route::UpdateBatch, ""))),
             ("/admin/users/u1", Some((Route::AdminUser, "u1"))),
             ("/models//export", None),

@@ -133,8 +133,11 @@ export const api = {
   listKeys: () => request('GET', '/api-keys'),
   createKey: (name) => request('POST', '/api-keys', { name }),
   deleteKey: (id) => request('DELETE', `/api-keys/${encodeURIComponent(id)}`),
-  eventsUrl: (id) =>
-    `/models/${encodeURIComponent(id)}/events?access_token=${encodeURIComponent(session.token || '')}`,
+  // EventSource cannot send headers: the stream is opened with a short-lived, single-use
+  // ticket (never the session token: URLs end up in proxy logs).
+  eventsTicket: (id) => request('POST', `/models/${encodeURIComponent(id)}/events/ticket`),
+  eventsUrl: (id, ticket) =>
+    `/models/${encodeURIComponent(id)}/events?ticket=${encodeURIComponent(ticket)}`,
 };
 
 /**

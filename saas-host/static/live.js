@@ -105,10 +105,22 @@ function openEvents() {
   const id = S.selectedId;
   if (!id || !session.token) return;
   setLive('connecting', 'connecting…');
-  const es = new EventSource(api.eventsUrl(id));
+  const attempt = {};
+  S.esAttempt = attempt;
+  api.eventsTicket(id).then(
+    ({ ticket }) => { if (S.esAttempt === attempt && S.selectedId === id) connect(id, ticket); },
+    () => { if (S.esAttempt === attempt) retryEvents(id, 5000); },
+  );
+}
+
+// A ticket opens one stream once: the browser's own reconnect would reuse it and be
+// refused, so on any error the stream is closed here and reopened with a new ticket.
+function connect(id, ticket) {
+  const es = new EventSource(api.eventsUrl(id, ticket));
   S.es = es;
   S.esModel = id;
-  es.addEventListener('open', () => { if (S.es === es) setLive('open', 'live'); });
+  let opened = false;
+  es.addEventListener('open', () => { if (S.es === es) { opened = true; setLive('open', 'live'); } });
   const onData = (e) => {
     if (S.es !== es) return;
     let data;
@@ -117,26 +129,30 @@ function openEvents() {
   };
   es.addEventListener('update', onData);
   es.addEventListener('message', onData); // tolerate a stream that sends unnamed events
+  // The server ends a stream whose credential expired or was revoked.
+  es.addEventListener('end', () => { if (S.es === es) { es.close(); S.es = null; retryEvents(id, 1000); } });
 
   es.addEventListener('error', () => {
     if (S.es !== es) return;
-    if (es.readyState === EventSource.CLOSED) {
-      // The server refused or ended the stream: retry in a while with the current token,
-      // and catch up with a status reload so nothing is missed meanwhile.
-      setLive('idle', 'offline — retrying');
-      S.es = null;
-      clearTimeout(S.esRetry);
-      S.esRetry = setTimeout(() => {
-        if (S.selectedId === id && S.view === 'operate' && session.token) { scheduleStatusRefresh(0); openEvents(); }
-      }, 5000);
-    } else {
-      setLive('connecting', 'reconnecting…');
-    }
+    es.close();
+    S.es = null;
+    // Dropped after it was live: reconnect soon; refused: retry in a while. Either way
+    // catch up with a status reload so nothing is missed meanwhile.
+    retryEvents(id, opened ? 1000 : 5000);
   });
+}
+
+function retryEvents(id, delay) {
+  setLive('idle', 'offline — retrying');
+  clearTimeout(S.esRetry);
+  S.esRetry = setTimeout(() => {
+    if (S.selectedId === id && S.view === 'operate' && session.token) { scheduleStatusRefresh(0); openEvents(); }
+  }, delay);
 }
 
 export function closeEvents() {
   clearTimeout(S.esRetry);
+  S.esAttempt = null;
   if (S.es) { S.es.close(); S.es = null; }
   setLive('idle', 'offline');
 }

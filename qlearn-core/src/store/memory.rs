@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use super::report::updated;
 use super::rules::{touch_key, validate_batch};
 use super::{
-    ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Report, Store, Updated, Usage, User,
+    ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
+    User,
 };
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
@@ -163,27 +164,21 @@ impl Store for MemoryStore {
         let u = acc.users.get_mut(user_id).ok_or(Error::NotFound("user"))?;
         u.password_hash = password_hash.to_owned();
         u.password_changed_at = now;
+        acc.keys.retain(|_, (_, k)| k.user_id != user_id);
         Ok(())
     }
 
-    fn create_api_key(
-        &self,
-        user_id: &str,
-        name: &str,
-        prefix: &str,
-        hash: &str,
-        now: i64,
-    ) -> Result<ApiKey> {
+    fn create_api_key(&self, user_id: &str, key: NewApiKey<'_>, now: i64) -> Result<ApiKey> {
         let mut acc = self.accounts()?;
         if !acc.users.contains_key(user_id) {
             return Err(Error::NotFound("user"));
         }
-        if acc.keys.contains_key(hash) {
+        if acc.keys.contains_key(key.hash) {
             return Err(Error::Conflict("API key already exists".into()));
         }
-        let k = ApiKey::created(user_id, name, prefix, now);
+        let k = ApiKey::created(user_id, &key, now);
         acc.keys
-            .insert(hash.to_owned(), (hash.to_owned(), k.clone()));
+            .insert(key.hash.to_owned(), (key.hash.to_owned(), k.clone()));
         Ok(k)
     }
 

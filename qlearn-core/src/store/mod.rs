@@ -105,6 +105,70 @@ pub struct NewUser {
     pub role: Role,
 }
 
+/// What an API key may do. Scopes are ordered: each allows everything the
+/// ones before it allow. The host decides which scope each route needs
+/// (docs/http-api.md lists them); the store only keeps the key's scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// Reading: the caller's profile, models, status, events.
+    Read,
+    /// Reading and using models: predict, update, batch, import, export.
+    Engine,
+    /// Everything the user can do except admin actions.
+    Full,
+    /// Everything, admin actions included (for an admin's key only).
+    Admin,
+}
+
+impl KeyScope {
+    /// Every scope, narrowest first.
+    pub const ALL: [KeyScope; 4] = [
+        KeyScope::Read,
+        KeyScope::Engine,
+        KeyScope::Full,
+        KeyScope::Admin,
+    ];
+
+    /// The scope's name (`read`, `engine`, `full`, `admin`), as stored and
+    /// as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Read => "read",
+            KeyScope::Engine => "engine",
+            KeyScope::Full => "full",
+            KeyScope::Admin => "admin",
+        }
+    }
+
+    /// Whether a key of this scope may do what `needed` allows.
+    pub fn covers(self, needed: KeyScope) -> bool {
+        self >= needed
+    }
+}
+
+impl std::str::FromStr for KeyScope {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        KeyScope::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                crate::Error::field(
+                    "scope",
+                    format!("unknown scope {s:?}; use read, engine, full or admin"),
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for KeyScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An API key's record. The key itself is never stored, only its hash.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {
@@ -121,19 +185,50 @@ pub struct ApiKey {
     /// When it last authenticated a request (written at most once per
     /// [`KEY_TOUCH_INTERVAL_SECS`]).
     pub last_used_at: Option<i64>,
+    /// What the key may do.
+    pub scope: KeyScope,
+    /// When it stops working (`None`: never by itself).
+    pub expires_at: Option<i64>,
+}
+
+/// What [`Store::create_api_key`] records besides the owner and the time.
+#[derive(Clone, Copy, Debug)]
+pub struct NewApiKey<'a> {
+    /// The user's label.
+    pub name: &'a str,
+    /// The key's first characters.
+    pub prefix: &'a str,
+    /// SHA-256 of the key (never the key).
+    pub hash: &'a str,
+    /// What the key may do.
+    pub scope: KeyScope,
+    /// When it stops working, if ever.
+    pub expires_at: Option<i64>,
 }
 
 impl ApiKey {
     /// The record of a key created `now`, with a fresh id, never used.
-    pub(crate) fn created(user_id: &str, name: &str, prefix: &str, now: i64) -> ApiKey {
+    pub(crate) fn created(user_id: &str, key: &NewApiKey<'_>, now: i64) -> ApiKey {
         ApiKey {
             id: new_id(),
             user_id: user_id.to_owned(),
-            name: name.to_owned(),
-            prefix: prefix.to_owned(),
+            name: key.name.to_owned(),
+            prefix: key.prefix.to_owned(),
             created_at: now,
             last_used_at: None,
+            scope: key.scope,
+            expires_at: key.expires_at,
         }
+    }
+
+    /// Whether the key still authenticates its owner `user` at `now`: not
+    /// expired, and created no earlier than the owner's last password change.
+    /// ([`Store::set_password`] deletes older keys outright; this check also
+    /// refuses a key record read before the change, e.g. from a cache.)
+    pub fn usable(&self, user: &User, now: i64) -> bool {
+        self.user_id == user.id
+            && self.created_at >= user.password_changed_at
+            && self.expires_at.is_none_or(|e| now < e)
     }
 }
 
@@ -246,25 +341,23 @@ pub trait Store: Send + Sync {
     fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()>;
     /// Changes a user's role.
     fn set_role(&self, user_id: &str, role: Role) -> Result<()>;
-    /// Replaces the password hash and sets `password_changed_at = now`.
+    /// Replaces the password hash, sets `password_changed_at = now` and
+    /// deletes every API key of the user, in one atomic step (a key made
+    /// before the change never works after it, even within the same second).
     fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()>;
 
     // ---- API keys ---------------------------------------------------------
 
-    /// Records a new key (its SHA-256 `hash`, never the key).
-    fn create_api_key(
-        &self,
-        user_id: &str,
-        name: &str,
-        prefix: &str,
-        hash: &str,
-        now: i64,
-    ) -> Result<ApiKey>;
+    /// Records a new key (its SHA-256 `hash`, never the key) with its scope
+    /// and expiry. [`crate::Error::Conflict`] if the hash exists,
+    /// [`crate::Error::NotFound`] for an unknown user.
+    fn create_api_key(&self, user_id: &str, key: NewApiKey<'_>, now: i64) -> Result<ApiKey>;
     /// The user's keys, oldest first.
     fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>>;
     /// Revokes a key. [`crate::Error::NotFound`] if it is not this user's.
     fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()>;
-    /// The user a key hash authenticates, and the key (touching `last_used_at`).
+    /// The user a key hash belongs to, and the key (touching `last_used_at`),
+    /// whether or not it is still [`ApiKey::usable`]: the caller decides.
     fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>>;
 
     // ---- models -----------------------------------------------------------

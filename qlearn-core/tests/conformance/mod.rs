@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
 use qlearn_core::model::Counters;
-use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, Store, User};
+use qlearn_core::store::{KeyScope, Meter, ModelPatch, NewApiKey, NewUser, Report, Store, User};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
 use qlearn_core::{
     Algorithm, Error, Experience, Model, ModelConfig, Result, StateKey, StateRef, UpdateOutcome,
@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             settings,
             users,
             api_keys,
+            api_key_scope_and_expiry,
             models,
             predict_and_update,
             update_reports_touched_rows,
@@ -227,20 +228,23 @@ pub fn users<S: Store>(s: &S) {
 pub fn api_keys<S: Store>(s: &S) {
     let a = new_user(s, "a@example.com");
     let b = new_user(s, "b@example.com");
-    let k1 = ok(s, s.create_api_key(&a.id, "ci", "qk_abc", "hash1", NOW));
+    let k1 = ok(
+        s,
+        s.create_api_key(&a.id, full_key("ci", "qk_abc", "hash1"), NOW),
+    );
     let k2 = ok(
         s,
-        s.create_api_key(&a.id, "laptop", "qk_def", "hash2", NOW + 1),
+        s.create_api_key(&a.id, full_key("laptop", "qk_def", "hash2"), NOW + 1),
     );
     check_eq!(s, k1.last_used_at, None);
     check_eq!(s, k1.user_id, a.id);
-    let dup = s.create_api_key(&b.id, "x", "qk", "hash1", NOW);
+    let dup = s.create_api_key(&b.id, full_key("x", "qk", "hash1"), NOW);
     check!(
         s,
         matches!(dup, Err(Error::Conflict(_))),
         "duplicate hash: {dup:?}"
     );
-    let unknown = s.create_api_key("nope", "x", "qk", "hash9", NOW);
+    let unknown = s.create_api_key("nope", full_key("x", "qk", "hash9"), NOW);
     check!(
         s,
         matches!(unknown, Err(Error::NotFound(_))),
@@ -284,6 +288,101 @@ pub fn api_keys<S: Store>(s: &S) {
         matches!(r, Err(Error::NotFound(_))),
         "deleted twice: {r:?}"
     );
+}
+
+/// A key of every right but admin that never expires (what most checks need).
+fn full_key<'a>(name: &'a str, prefix: &'a str, hash: &'a str) -> NewApiKey<'a> {
+    NewApiKey {
+        name,
+        prefix,
+        hash,
+        scope: KeyScope::Full,
+        expires_at: None,
+    }
+}
+
+/// API keys keep their scope and expiry (listed and found by hash), and
+/// `ApiKey::usable` refuses an expired key and a key older than the owner's
+/// last password change.
+pub fn api_key_scope_and_expiry<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    for (i, scope) in KeyScope::ALL.into_iter().enumerate() {
+        let hash = format!("scoped-{i}");
+        let expires_at = (i % 2 == 0).then_some(NOW + 100 + i as i64);
+        let key = NewApiKey {
+            name: "k",
+            prefix: "qk",
+            hash: &hash,
+            scope,
+            expires_at,
+        };
+        let k = ok(s, s.create_api_key(&a.id, key, NOW));
+        check_eq!(s, (k.scope, k.expires_at), (scope, expires_at));
+        let (_, found) = ok(s, s.user_by_api_key(&hash, NOW)).unwrap();
+        check_eq!(s, (found.scope, found.expires_at), (scope, expires_at));
+    }
+    let listed: Vec<_> = ok(s, s.api_keys(&a.id))
+        .into_iter()
+        .map(|k| (k.scope, k.expires_at))
+        .collect();
+    check_eq!(
+        s,
+        listed.len(),
+        KeyScope::ALL.len(),
+        "every scoped key listed"
+    );
+    for (scope, expires) in listed {
+        let want = KeyScope::ALL
+            .iter()
+            .position(|&k| k == scope)
+            .and_then(|i| (i % 2 == 0).then_some(NOW + 100 + i as i64));
+        check_eq!(s, expires, want, "{scope} key's expiry as listed");
+    }
+
+    // Expiry: usable until the second it expires.
+    let (user, read) = ok(s, s.user_by_api_key("scoped-0", NOW)).unwrap();
+    check!(s, read.usable(&user, NOW + 99), "before expiry");
+    check!(s, !read.usable(&user, NOW + 100), "at expiry");
+    let (_, engine) = ok(s, s.user_by_api_key("scoped-1", NOW)).unwrap();
+    check!(s, engine.usable(&user, NOW + 1_000_000), "no expiry");
+
+    // A password change deletes the keys made before it (even in the same
+    // second), not after, and no other user's.
+    let b = new_user(s, "b@example.com");
+    ok(
+        s,
+        s.create_api_key(&b.id, full_key("b", "qk", "b-key"), NOW),
+    );
+    let (before, old) = ok(s, s.user_by_api_key("scoped-1", NOW)).unwrap();
+    ok(s, s.set_password(&a.id, "new-hash", NOW));
+    check!(
+        s,
+        ok(s, s.user_by_api_key("scoped-1", NOW)).is_none(),
+        "revoked by the password change"
+    );
+    check_eq!(s, ok(s, s.api_keys(&a.id)), vec![]);
+    check!(
+        s,
+        ok(s, s.user_by_api_key("b-key", NOW)).is_some(),
+        "another user's key stays"
+    );
+    let user = ok(s, s.user(&a.id)).unwrap();
+    check_eq!(s, user.password_changed_at, NOW);
+    check!(s, old.usable(&before, NOW), "usable before the change");
+    ok(s, s.set_password(&a.id, "newer-hash", NOW + 50));
+    let user = ok(s, s.user(&a.id)).unwrap();
+    check!(
+        s,
+        !old.usable(&user, NOW + 60),
+        "a record older than the password"
+    );
+    let newer = ok(
+        s,
+        s.create_api_key(&a.id, full_key("new", "qk", "after-change"), NOW + 50),
+    );
+    check!(s, newer.usable(&user, NOW + 60), "created after the change");
+    check!(s, !newer.usable(&b, NOW + 60), "another user's key");
+    check_eq!(s, ok(s, s.api_keys(&a.id)).len(), 1);
 }
 
 /// Models: create, list, read, rename, reconfigure, page, export, delete.
@@ -671,7 +770,10 @@ pub fn tenant_isolation<S: Store>(s: &S) {
     let mut m = seeded(2, 9);
     m.update(&Experience::new(1, 1, 3.0, 2)).unwrap();
     let info = ok(s, s.create_model(&a.id, "private", &m, None, NOW));
-    let key = ok(s, s.create_api_key(&a.id, "k", "qk", "hash-a", NOW));
+    let key = ok(
+        s,
+        s.create_api_key(&a.id, full_key("k", "qk", "hash-a"), NOW),
+    );
     let l = limits(None, None);
     let mb = meter(&b.id, &l, NOW);
     for id in [info.id.as_str(), "unknown-id"] {
@@ -1045,7 +1147,10 @@ pub fn write_everything<S: Store>(s: &S) -> Written {
     let a = new_user(s, "persist@example.com");
     ok(s, s.set_tier(&a.id, Tier::Pro));
     ok(s, s.set_setting_if_absent("jwt_secret", "s3cret-value"));
-    ok(s, s.create_api_key(&a.id, "k", "qk_p", "hash-persist", NOW));
+    ok(
+        s,
+        s.create_api_key(&a.id, full_key("k", "qk_p", "hash-persist"), NOW),
+    );
     let mut local = seeded(3, 77);
     let info = ok(s, s.create_model(&a.id, "kept", &local, None, NOW));
     let other = ok(

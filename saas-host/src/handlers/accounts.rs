@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use qlearn_core::store::NewUser;
+use qlearn_core::store::{KeyScope, NewApiKey, NewUser};
 use qlearn_core::tenancy::{
     address_key, generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
     verify_password, Role, Tier,
@@ -24,7 +24,7 @@ use crate::response::{json_response, no_content, ok_json, Resp};
 use crate::routes::Route;
 use crate::wire::{
     AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
-    UserOut,
+    UserOut, MAX_KEY_DAYS,
 };
 
 /// Actions of the model every new account gets.
@@ -245,28 +245,47 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
     }))
 }
 
-/// Creates an API key (shown once).
+/// Creates an API key (shown once), with a scope (default `full`) and an
+/// optional expiry. A key is never wider than the credential creating it,
+/// and only an admin gets an `admin` key.
 #[utoipa::path(post, path = Route::ApiKeys.label(), tag = "accounts", security(("bearer" = [])),
     request_body = NewKey,
     responses(
         (status = 201, description = "Created; `key` is shown only now", body = CreatedKey),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "forbidden (an `admin` key for a non-admin), or insufficient_scope (wider than the calling key)", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
-        (status = 422, description = "Invalid name", body = crate::wire::ErrorBody),
+        (status = 422, description = "Invalid name, scope or expiry", body = crate::wire::ErrorBody),
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
     ))]
 pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: NewKey = read_json(req, cx.app.config.body_limit).await?;
     let name = check_name("name", &body.name)?;
+    let now = now_unix();
+    let scope = body.scope.unwrap_or(KeyScope::Full);
+    if scope == KeyScope::Admin && cx.user.role != Role::Admin {
+        return Err(ApiError::Forbidden);
+    }
+    if !cx.scope.covers(scope) {
+        return Err(ApiError::InsufficientScope(scope));
+    }
+    let expires_at = key_expiry(body.expires_in_days, body.expires_at.as_deref(), now)?;
     let (key, prefix) = generate_api_key();
     let hash = hash_api_key(&key);
+    cx.app.key_created(&hash);
     let a = cx.app.clone();
     let id = cx.user.id.clone();
     let rec = blocking(move || {
-        a.store
-            .create_api_key(&id, &name, &prefix, &hash, now_unix())
+        let new = NewApiKey {
+            name: &name,
+            prefix: &prefix,
+            hash: &hash,
+            scope,
+            expires_at,
+        };
+        a.store.create_api_key(&id, new, now)
     })
     .await?;
     let out = CreatedKey {
@@ -275,11 +294,73 @@ pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiErr
         key,
         prefix: rec.prefix,
         created_at: qlearn_core::tenancy::rfc3339(rec.created_at),
+        scope: rec.scope,
+        expires_at: rec.expires_at.map(qlearn_core::tenancy::rfc3339),
     };
     Ok(json_response(StatusCode::CREATED, &out))
 }
 
-/// Lists the caller's API keys (never the keys themselves).
+/// A new key's expiry (Unix seconds) from `expires_in_days` or `expires_at`
+/// (RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SSZ`): at most one of them, in the
+/// future, at most [`MAX_KEY_DAYS`] days away.
+fn key_expiry(days: Option<u32>, at: Option<&str>, now: i64) -> Result<Option<i64>, ApiError> {
+    let max = now + i64::from(MAX_KEY_DAYS) * 86_400;
+    match (days, at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => {
+            Err(Error::field("expires_at", "give expires_in_days or expires_at, not both").into())
+        }
+        (Some(d), None) => {
+            if !(1..=MAX_KEY_DAYS).contains(&d) {
+                return Err(Error::field(
+                    "expires_in_days",
+                    format!("must be 1 to {MAX_KEY_DAYS}, got {d}"),
+                )
+                .into());
+            }
+            Ok(Some(now + i64::from(d) * 86_400))
+        }
+        (None, Some(s)) => {
+            let t = parse_utc(s).ok_or_else(|| {
+                Error::field(
+                    "expires_at",
+                    format!("must be an RFC 3339 UTC time like 2027-01-31T00:00:00Z, got {s:?}"),
+                )
+            })?;
+            if t <= now || t > max {
+                return Err(Error::field(
+                    "expires_at",
+                    format!("must be in the future and at most {MAX_KEY_DAYS} days away"),
+                )
+                .into());
+            }
+            Ok(Some(t))
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` as Unix seconds (days from the civil date, as in
+/// H. Hinnant's algorithm), checked by formatting it back: any other
+/// spelling, or an impossible date, is `None`.
+fn parse_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let t = (era * 146_097 + doe - 719_468) * 86_400 + hh * 3_600 + mm * 60 + ss;
+    (qlearn_core::tenancy::rfc3339(t) == s).then_some(t)
+}
+
+/// Lists the caller's API keys (never the keys themselves), with each
+/// key's scope, expiry and whether it still authenticates.
 #[utoipa::path(get, path = Route::ApiKeys.label(), tag = "accounts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's keys (never the keys themselves)", body = Vec<KeyOut>),
@@ -290,7 +371,8 @@ pub async fn list_keys(cx: &Ctx) -> Result<Resp, ApiError> {
     let a = cx.app.clone();
     let id = cx.user.id.clone();
     let keys = blocking(move || a.store.api_keys(&id)).await?;
-    let out: Vec<KeyOut> = keys.iter().map(KeyOut::from).collect();
+    let now = now_unix();
+    let out: Vec<KeyOut> = keys.iter().map(|k| KeyOut::of(k, &cx.user, now)).collect();
     Ok(ok_json(&out))
 }
 

@@ -21,13 +21,14 @@ use tokio::sync::{broadcast, mpsc};
 use crate::app::{blocking, App};
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
-use crate::events::frame;
+use crate::events::{frame, StreamCap, StreamSlot};
 use crate::http::read_json;
 use crate::now_unix;
 use crate::response::{bytes_response, ok_json, Body, Resp};
 use crate::routes::Route;
 use crate::wire::{
-    BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, UpdateEvent, UpdateIn, UpdateOut,
+    BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, TicketOut, UpdateEvent, UpdateIn,
+    UpdateOut,
 };
 
 /// The monthly quota's state after a successful metered call (limited tiers
@@ -257,26 +258,79 @@ pub async fn update_batch(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiE
     Ok(with_monthly(ok_json(&BatchOut { results }), monthly))
 }
 
-/// Server-sent events: every update of the model, live.
-#[utoipa::path(get, path = Route::ModelEvents.label(), tag = "engine", security(("bearer" = [])),
-    params(
-        ("id" = String, Path, description = "Model id"),
-        ("access_token" = Option<String>, Query, description = "The bearer token, for EventSource clients that cannot send headers"),
-    ),
+/// A ticket to open the model's event stream (`?ticket=`), for clients
+/// such as the browser's EventSource that cannot send headers: short-lived,
+/// single-use, bound to the caller and this model, so no long-lived
+/// credential travels in a URL.
+#[utoipa::path(post, path = Route::ModelEventsTicket.label(), tag = "engine", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Model id")),
     responses(
-        (status = 200, description = "text/event-stream: an `update` event (data: UpdateEvent) per update; `: keep-alive` every 15 s", content_type = "text/event-stream", body = UpdateEvent),
+        (status = 200, description = "The ticket; use it once within `expires_in` seconds", body = crate::wire::TicketOut),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found", body = crate::wire::ErrorBody),
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn events_ticket(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
+    let a = cx.app.clone();
+    let uid = cx.user.id.clone();
+    let mid = id.clone();
+    cx.app.store_call(move || a.store.model(&uid, &mid)).await?;
+    let ttl = cx.app.config.event_ticket_ttl;
+    let ticket = cx
+        .app
+        .tickets
+        .issue(&cx.user.id, &id, cx.credential.clone(), ttl);
+    Ok(ok_json(&TicketOut {
+        ticket,
+        expires_in: ttl.as_secs(),
+    }))
+}
+
+/// Server-sent events: every update of the model, live. The stream ends
+/// (with an `end` event) when the credential that opened it stops
+/// authenticating: token expiry, password change, key deletion or expiry.
+#[utoipa::path(get, path = Route::ModelEvents.label(), tag = "engine", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Model id"),
+        ("ticket" = Option<String>, Query, description = "A ticket from `POST /models/{id}/events/ticket`, for EventSource clients that cannot send headers (instead of `Authorization`); `access_token` in the URL is refused (400 credential_in_url)"),
+    ),
+    responses(
+        (status = 200, description = "text/event-stream: an `update` event (data: UpdateEvent) per update; `: keep-alive` every 15 s; an `end` event before the server closes it", content_type = "text/event-stream", body = UpdateEvent),
+        (status = 400, description = "credential_in_url", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized (also a used, expired or other model's ticket)", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited, or too_many_streams (the tier's streams per user, or the server's per model)", body = crate::wire::ErrorBody),
     ))]
 pub async fn events(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
     blocking(move || a.store.model(&uid, &mid)).await?;
+    let per_user = cx.limits().max_event_streams;
+    let per_model = cx.app.config.max_event_streams_per_model;
+    let slot = cx
+        .app
+        .events
+        .open(&cx.user.id, &id, per_user, per_model)
+        .map_err(|cap| {
+            ApiError::TooManyStreams(match cap {
+                StreamCap::User(n) => format!(
+                    "your tier allows {n} open event streams; close one before opening another"
+                ),
+                StreamCap::Model(n) => format!(
+                    "this model already has {n} open event streams, the most the server allows"
+                ),
+            })
+        })?;
     let rx = cx.app.events.subscribe(&id);
     let (tx, body_rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(forward(cx.app.clone(), id, rx, tx));
+    let watch = Watch {
+        app: cx.app.clone(),
+        model_id: id,
+        credential: cx.credential.clone(),
+        slot,
+    };
+    tokio::spawn(forward(watch, rx, tx));
     let mut resp = bytes_response(
         StatusCode::OK,
         HeaderValue::from_static("text/event-stream"),
@@ -288,20 +342,38 @@ pub async fn events(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     Ok(resp)
 }
 
-/// Forwards a model's events to one subscriber, with keep-alive comments,
-/// until the client goes away or the server shuts down.
-async fn forward(
+/// One open stream: the model, the credential that opened it, its place in
+/// the stream counts (freed when the stream ends).
+struct Watch {
     app: Arc<App>,
     model_id: String,
-    mut rx: broadcast::Receiver<Bytes>,
-    tx: mpsc::Sender<Bytes>,
-) {
-    let mut shutdown = app.shutdown_signal();
-    let every = app.config.sse_keep_alive;
+    credential: Arc<str>,
+    slot: StreamSlot,
+}
+
+/// Whether the stream's credential still authenticates (a fault of the
+/// store is not a revocation: the stream goes on).
+async fn still_valid(w: &Watch) -> bool {
+    !matches!(
+        w.app.authenticate(&w.credential).await,
+        Err(ApiError::Unauthorized)
+    )
+}
+
+/// Forwards a model's events to one subscriber, with keep-alive comments,
+/// until the client goes away, the server shuts down or the credential
+/// stops authenticating (checked every `event_recheck`, and at once when
+/// this instance revokes the user's credentials).
+async fn forward(mut w: Watch, mut rx: broadcast::Receiver<Bytes>, tx: mpsc::Sender<Bytes>) {
+    let mut shutdown = w.app.shutdown_signal();
+    let every = w.app.config.sse_keep_alive;
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + every,
         every.max(Duration::from_millis(10)),
     );
+    let recheck_every = w.app.config.event_recheck.max(Duration::from_millis(10));
+    let mut recheck =
+        tokio::time::interval_at(tokio::time::Instant::now() + recheck_every, recheck_every);
     if tx
         .send(Bytes::from_static(b": connected\n\n"))
         .await
@@ -317,6 +389,16 @@ async fn forward(
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                _ = recheck.tick() => {
+                    if still_valid(&w).await { continue; }
+                    let _ = tx.send(revoked_frame()).await;
+                    break;
+                }
+                changed = w.slot.recheck.changed() => {
+                    if changed.is_ok() && still_valid(&w).await { continue; }
+                    let _ = tx.send(revoked_frame()).await;
+                    break;
+                }
                 _ = tx.closed() => break,
                 _ = shutdown.changed() => break,
             };
@@ -326,5 +408,13 @@ async fn forward(
         }
     }
     drop(rx);
-    app.events.release(&model_id);
+    w.app.events.release(&w.model_id);
+}
+
+/// The last frame of a stream whose credential stopped authenticating.
+fn revoked_frame() -> Bytes {
+    frame(
+        "end",
+        r#"{"reason":"credential_revoked","message":"the credential that opened this stream expired or was revoked; authenticate again"}"#,
+    )
 }

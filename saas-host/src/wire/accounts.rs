@@ -1,6 +1,6 @@
 //! Accounts: credentials, users, tokens, API keys and the admin patch.
 
-use qlearn_core::store::{ApiKey, User};
+use qlearn_core::store::{ApiKey, KeyScope, User};
 use qlearn_core::tenancy::{rfc3339, Role, Tier, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -98,11 +98,27 @@ pub struct PasswordChange {
 
 /// `POST /api-keys` body.
 #[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// A label, 1 to [`MAX_NAME_CHARS`](super::MAX_NAME_CHARS) characters.
     #[schema(schema_with = super::name_schema)]
     pub name: String,
+    /// What the key may do: `read` (GET routes, event tickets), `engine`
+    /// (read + predict, update, batch, import, export), `full` (everything
+    /// but admin; the default) or `admin` (admins only, and never wider
+    /// than the credential creating it).
+    #[schema(value_type = Option<String>, example = "engine")]
+    pub scope: Option<KeyScope>,
+    /// Days until the key expires (1 to [`MAX_KEY_DAYS`]); or `expires_at`.
+    #[schema(minimum = 1, maximum = 3650)]
+    pub expires_in_days: Option<u32>,
+    /// When the key expires, RFC 3339 UTC (`2027-01-31T00:00:00Z`), in the
+    /// future and at most [`MAX_KEY_DAYS`] days away; or `expires_in_days`.
+    pub expires_at: Option<String>,
 }
+
+/// The longest lifetime a key's expiry may ask for, days (10 years).
+pub const MAX_KEY_DAYS: u32 = 3650;
 
 /// A created API key: the only time `key` is shown.
 #[derive(Serialize, ToSchema)]
@@ -117,6 +133,11 @@ pub struct CreatedKey {
     pub prefix: String,
     /// Creation time.
     pub created_at: String,
+    /// What it may do: `read`, `engine`, `full` or `admin`.
+    #[schema(value_type = String, example = "engine")]
+    pub scope: KeyScope,
+    /// When it expires (RFC 3339), or `null`: never by itself.
+    pub expires_at: Option<String>,
 }
 
 /// An API key in a list (never the key itself).
@@ -132,16 +153,28 @@ pub struct KeyOut {
     pub created_at: String,
     /// Last use (updated at most once a minute), if ever used.
     pub last_used_at: Option<String>,
+    /// What it may do: `read`, `engine`, `full` or `admin`.
+    #[schema(value_type = String, example = "engine")]
+    pub scope: KeyScope,
+    /// When it expires (RFC 3339), or `null`: never by itself.
+    pub expires_at: Option<String>,
+    /// `false` once expired (it authenticates nothing; delete it). A
+    /// password change deletes every key made before it.
+    pub active: bool,
 }
 
-impl From<&ApiKey> for KeyOut {
-    fn from(k: &ApiKey) -> Self {
+impl KeyOut {
+    /// The list entry of `k`, owned by `user`, as of `now`.
+    pub fn of(k: &ApiKey, user: &User, now: i64) -> Self {
         KeyOut {
             id: k.id.clone(),
             name: k.name.clone(),
             prefix: k.prefix.clone(),
             created_at: rfc3339(k.created_at),
             last_used_at: k.last_used_at.map(rfc3339),
+            scope: k.scope,
+            expires_at: k.expires_at.map(rfc3339),
+            active: k.usable(user, now),
         }
     }
 }

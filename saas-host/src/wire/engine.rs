@@ -216,6 +216,16 @@ pub struct StatusOut {
     pub q_table: QTableOut,
 }
 
+/// `POST /models/{id}/events/ticket` answer: open the stream with
+/// `GET /models/{id}/events?ticket=<ticket>` before it expires.
+#[derive(Serialize, ToSchema)]
+pub struct TicketOut {
+    /// The ticket: random, single-use, for this model and caller only.
+    pub ticket: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
 /// One server-sent `update` event of `GET /models/{id}/events`.
 #[derive(Serialize, ToSchema)]
 pub struct UpdateEvent {

@@ -14,12 +14,12 @@ mod models;
 
 pub use accounts::{
     AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
-    UserOut,
+    UserOut, MAX_KEY_DAYS,
 };
 pub use dashboard::{DashboardOut, DayOut, LimitsOut, UsageOut};
 pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, QTableOut, RowOut, StatusOut,
-    UpdateEvent, UpdateIn, UpdateOut,
+    TicketOut, UpdateEvent, UpdateIn, UpdateOut,
 };
 pub use models::{BinIn, CreateModel, ModelOut, PatchModel, StatsOut};
 

@@ -157,10 +157,20 @@ async fn sse_delivers_updates(b: Backend) {
         return;
     };
     let (token, _, mid) = s.register("sse@example.com").await;
-    // Header auth is unavailable to EventSource: use the query parameter.
+    // Header auth is unavailable to EventSource: use a ticket.
+    let (st, t) = s
+        .json(
+            POST,
+            &format!("/models/{mid}/events/ticket"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    let ticket = t["ticket"].as_str().unwrap();
     let mut events = s
         .http
-        .get(s.url(&format!("/models/{mid}/events?access_token={token}")))
+        .get(s.url(&format!("/models/{mid}/events?ticket={ticket}")))
         .send()
         .await
         .unwrap();
@@ -195,7 +205,8 @@ async fn sse_delivers_updates(b: Backend) {
     let (bob, _, _) = s.register("bob-sse@example.com").await;
     let r = s
         .http
-        .get(s.url(&format!("/models/{mid}/events?access_token={bob}")))
+        .get(s.url(&format!("/models/{mid}/events")))
+        .bearer_auth(&bob)
         .send()
         .await
         .unwrap();

@@ -7,6 +7,7 @@
 mod common;
 
 mod accounts;
+mod credentials;
 mod engine;
 mod journey;
 mod limits;

@@ -27,19 +27,33 @@ pub struct Migration {
 
 /// SQLite's migrations, oldest first.
 #[cfg(feature = "sqlite")]
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "api_key_scope_expiry",
+        sql: include_str!("sqlite/0002_api_key_scope_expiry.sql"),
+    },
+];
 
 /// PostgreSQL's migrations, oldest first.
 #[cfg(feature = "postgres")]
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "api_key_scope_expiry",
+        sql: include_str!("postgres/0002_api_key_scope_expiry.sql"),
+    },
+];
 
 /// The newest version in `list` (0 for an empty list).
 pub fn latest(list: &[Migration]) -> u32 {

@@ -17,8 +17,8 @@ use crate::store::encoding::{
 };
 use crate::store::rules::touch_key;
 use crate::store::{
-    ApiKey, Meter, ModelInfo, ModelPatch, NewUser, OwnedExperience, QPage, Report, Store, Updated,
-    Usage, User,
+    ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, OwnedExperience, QPage, Report,
+    Store, Updated, Usage, User,
 };
 use crate::tenancy::{BillingMonth, Role, Tier};
 
@@ -113,8 +113,10 @@ impl Store for PgStore {
     }
 
     fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
+        // One statement: the user's keys go with the old password, atomically.
         let n = self.execute(
-            "UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
+            "WITH revoked AS (DELETE FROM api_keys WHERE user_id = $1) \
+             UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
             &[&user_id, &password_hash, &now],
         )?;
         if n == 0 {
@@ -123,22 +125,26 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn create_api_key(
-        &self,
-        user_id: &str,
-        name: &str,
-        prefix: &str,
-        hash: &str,
-        now: i64,
-    ) -> Result<ApiKey> {
-        let k = ApiKey::created(user_id, name, prefix, now);
+    fn create_api_key(&self, user_id: &str, key: NewApiKey<'_>, now: i64) -> Result<ApiKey> {
+        let k = ApiKey::created(user_id, &key, now);
         let mut c = self.conn()?;
         let n = c
             .client
             .execute(
-                "INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) \
-                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
-                &[&k.id, &k.user_id, &k.name, &k.prefix, &hash, &k.created_at],
+                "INSERT INTO api_keys \
+                 (id, user_id, name, prefix, hash, created_at, scope, expires_at) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+                &[
+                    &k.id,
+                    &k.user_id,
+                    &k.name,
+                    &k.prefix,
+                    &key.hash,
+                    &k.created_at,
+                    &k.scope.as_str(),
+                    &k.expires_at,
+                ],
             )
             .map_err(|e| {
                 // Ids are random: the one unique value a caller can repeat is the hash.
@@ -156,11 +162,11 @@ impl Store for PgStore {
 
     fn api_keys(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         let rows = self.query(
-            "SELECT id, user_id, name, prefix, created_at, last_used_at FROM api_keys \
-             WHERE user_id = $1 ORDER BY created_at, id",
+            "SELECT id, user_id, name, prefix, created_at, last_used_at, scope, expires_at \
+             FROM api_keys WHERE user_id = $1 ORDER BY created_at, id",
             &[&user_id],
         )?;
-        Ok(rows.iter().map(|r| key_from_row(r, 0)).collect())
+        rows.iter().map(|r| key_from_row(r, 0)).collect()
     }
 
     fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()> {
@@ -178,7 +184,8 @@ impl Store for PgStore {
         let rows = self.query(
             "SELECT u.id, u.email, u.password_hash, u.tier, u.role, u.created_at, \
                  u.password_changed_at, k.id, k.user_id, k.name, k.prefix, k.created_at, \
-                 k.last_used_at FROM api_keys k JOIN users u ON u.id = k.user_id \
+                 k.last_used_at, k.scope, k.expires_at \
+                 FROM api_keys k JOIN users u ON u.id = k.user_id \
                  WHERE k.hash = $1",
             &[&hash],
         )?;
@@ -186,7 +193,7 @@ impl Store for PgStore {
             return Ok(None);
         };
         let user = user_from_row(r)?;
-        let mut key = key_from_row(r, 7);
+        let mut key = key_from_row(r, 7)?;
         if touch_key(key.last_used_at, now) {
             self.execute(
                 "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",

@@ -78,15 +78,20 @@ pub(super) fn user_from_row(r: &Row) -> Result<User> {
     })
 }
 
-pub(super) fn key_from_row(r: &Row, at: usize) -> ApiKey {
-    ApiKey {
+pub(super) fn key_from_row(r: &Row, at: usize) -> Result<ApiKey> {
+    let scope: String = r.get(at + 6);
+    Ok(ApiKey {
         id: r.get(at),
         user_id: r.get(at + 1),
         name: r.get(at + 2),
         prefix: r.get(at + 3),
         created_at: r.get(at + 4),
         last_used_at: r.get(at + 5),
-    }
+        scope: scope
+            .parse()
+            .map_err(|_| corrupt(format!("unknown API key scope {scope:?}")))?,
+        expires_at: r.get(at + 7),
+    })
 }
 
 pub(super) fn info_from_row(r: &Row) -> Result<(i64, ModelInfo, Learner)> {

@@ -1,7 +1,7 @@
 //! The model cache of [`SqliteStore`](super::SqliteStore): models loaded
 //! on demand and served from memory under a mutex each, bounded by bytes
-//! (least recently used out, the bookkeeping in `lru.rs`), and the in-memory monthly usage
-//! counters the quota debits check.
+//! (least recently used out; the bookkeeping is in `lru.rs`), and the
+//! in-memory monthly usage counters the quota debits check.
 //!
 //! # Eviction
 //!
@@ -40,11 +40,11 @@ use crate::tenancy::{check_quota, BillingMonth};
 
 // ---- the model cache ---------------------------------------------------------
 
-/// Bytes a cached model costs beyond its Q-table and strings: the learner
-/// (configuration, counters, recent returns), the boxed record, its slot
-/// (`Arc<Mutex>`) and its entries in the map and the LRU (measured: a
-/// learner with 100 recent returns is about 1.2 KiB).
-const MODEL_OVERHEAD: usize = 2048;
+/// Bytes a cached model costs beyond what [`Cached::memory_bytes`] adds up
+/// exactly: its slot (`Arc<Mutex>`), its entries in the map and the LRU
+/// (the id twice more), the configuration's own allocations and the
+/// allocator's headers. An estimate, on the generous side.
+const MODEL_OVERHEAD: usize = 1024;
 
 /// A model held in memory: its learner, its table and its metadata.
 pub(super) struct Cached {
@@ -75,13 +75,18 @@ impl Cached {
     }
 
     /// The memory this model holds, as the cache budget counts it: the
-    /// Q-table's allocation (values, packed keys, index), the strings and
+    /// Q-table's allocation (values, packed keys, index), the record itself,
+    /// its strings, the learner's recent returns (up to
+    /// [`RECENT_RETURNS`](crate::limits::RECENT_RETURNS), 8 KB) and
     /// [`MODEL_OVERHEAD`].
     pub(super) fn memory_bytes(&self) -> usize {
+        let returns = self.learner.counters().recent_returns.capacity();
         self.table.memory_bytes()
-            + self.id.len()
-            + self.owner.len()
-            + self.name.len()
+            + std::mem::size_of::<Cached>()
+            + self.id.capacity()
+            + self.owner.capacity()
+            + self.name.capacity()
+            + returns * std::mem::size_of::<f64>()
             + MODEL_OVERHEAD
     }
 }
@@ -258,6 +263,11 @@ impl SqliteStore {
     /// ([`SqliteOptions::cache_bytes`](super::SqliteOptions::cache_bytes)).
     pub fn cached_bytes(&self) -> usize {
         lock_plain(&self.inner.lru).total()
+    }
+
+    /// Models in the model cache now.
+    pub fn cached_models(&self) -> usize {
+        lock_plain(&self.inner.lru).len()
     }
 
     /// Caches a model just created (its creation committed).

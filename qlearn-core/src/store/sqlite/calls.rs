@@ -7,7 +7,7 @@ use super::cache::learn_job;
 use super::cache::Cached;
 use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, EncodedRows, ModelRow,
-    KEY_COLS, MODEL_COLS, USER_COLS,
+    KEY_COLS, KEY_COL_COUNT, MODEL_COLS, USER_COLS,
 };
 use super::writer::{Job, RowWrite};
 use super::{is_unique_violation, lock_plain, sq, SqliteStore, BACKEND};
@@ -20,7 +20,8 @@ use crate::store::encoding::{
 use crate::store::report::updated;
 use crate::store::rules::{touch_key, validate_batch};
 use crate::store::{
-    ApiKey, Meter, ModelInfo, ModelPatch, NewUser, QPage, Report, Store, Updated, Usage, User,
+    ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
+    User,
 };
 use crate::tenancy::{new_id, BillingMonth, Role, Tier};
 
@@ -152,34 +153,33 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(Error::NotFound("user"));
             }
+            // Revokes every key made before the change, in the same commit.
+            c.execute("DELETE FROM api_keys WHERE user_id = ?1", [&id])
+                .map_err(sq)?;
             Ok(())
         })
     }
 
-    fn create_api_key(
-        &self,
-        user_id: &str,
-        name: &str,
-        prefix: &str,
-        hash: &str,
-        now: i64,
-    ) -> Result<ApiKey> {
-        let k = ApiKey::created(user_id, name, prefix, now);
-        let (rec, hash) = (k.clone(), hash.to_owned());
+    fn create_api_key(&self, user_id: &str, key: NewApiKey<'_>, now: i64) -> Result<ApiKey> {
+        let k = ApiKey::created(user_id, &key, now);
+        let (rec, hash) = (k.clone(), key.hash.to_owned());
         self.write(move |c| {
             if !user_exists(c, &rec.user_id)? {
                 return Err(Error::NotFound("user"));
             }
             c.execute(
-                "INSERT INTO api_keys (id, user_id, name, prefix, hash, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO api_keys \
+                 (id, user_id, name, prefix, hash, created_at, scope, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     rec.id,
                     rec.user_id,
                     rec.name,
                     rec.prefix,
                     hash,
-                    rec.created_at
+                    rec.created_at,
+                    rec.scope.as_str(),
+                    rec.expires_at
                 ],
             )
             .map_err(|e| {
@@ -232,7 +232,7 @@ impl Store for SqliteStore {
                      FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = ?1"
                 ),
                 [hash],
-                |r| Ok((key_from_row(r)?, user_from_row(r, 6)?)),
+                |r| Ok((key_from_row(r)?, user_from_row(r, KEY_COL_COUNT)?)),
             )
             .optional()
             .map_err(sq)

@@ -133,15 +133,17 @@ pub struct SqliteOptions {
     /// Memory budget of the model cache in bytes
     /// ([`DEFAULT_CACHE_BYTES`], 256 MiB, by default). A cached model
     /// counts its Q-table's allocation (rows x actions x 8 bytes of values,
-    /// its keys and its index) plus about 2 KiB for its learner and record;
+    /// its keys and its index) plus about 1.5 KiB for its learner and
+    /// record and 8 bytes per recent episode return kept (at most 1,000);
     /// past the budget the least recently used models leave memory and are
     /// reloaded from the file when next used. `usize::MAX` keeps every
     /// model (memory then grows with the models served).
     pub cache_bytes: usize,
 }
 
-/// The default [`SqliteOptions::cache_bytes`]: 256 MiB, e.g. about 6,000
-/// models of 1,000 states x 4 actions, or 650 of 10,000 states.
+/// The default [`SqliteOptions::cache_bytes`]: 256 MiB, e.g. about 3,500
+/// models of 1,000 states x 4 actions (73 KiB each with 1,000 recent
+/// returns), or 430 of 10,000 states (600 KiB; `docs/benchmarks-storage.md`).
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
 impl Default for SqliteOptions {

@@ -105,10 +105,21 @@ pub(super) fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
         prefix: r.get(3)?,
         created_at: r.get(4)?,
         last_used_at: r.get(5)?,
+        scope: {
+            let s: String = r.get(6)?;
+            s.parse().map_err(|e: Error| {
+                rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
+            })?
+        },
+        expires_at: r.get(7)?,
     })
 }
 
-pub(super) const KEY_COLS: &str = "k.id, k.user_id, k.name, k.prefix, k.created_at, k.last_used_at";
+pub(super) const KEY_COLS: &str =
+    "k.id, k.user_id, k.name, k.prefix, k.created_at, k.last_used_at, k.scope, k.expires_at";
+
+/// The number of columns in [`KEY_COLS`] (where a joined row's next table starts).
+pub(super) const KEY_COL_COUNT: usize = 8;
 
 pub(super) fn user_exists(c: &Connection, id: &str) -> Result<bool> {
     c.query_row("SELECT 1 FROM users WHERE id = ?1", [id], |_| Ok(()))
