@@ -138,13 +138,6 @@ def test_quota_model_limit_not_found_and_validation_errors(free):
         assert e.value.resets_at == first and e.value.retry_after and e.value.retry_after > 0
         assert isinstance(e.value, qlearn.TooManyRequests)
 
-        c.create_model("two", 2)
-        c.create_model("three", 2)
-        with pytest.raises(qlearn.ModelLimitReached) as e:
-            c.create_model("four", 2)
-        assert (e.value.status, e.value.code) == (403, "model_limit_reached")
-        assert isinstance(e.value, qlearn.Forbidden)
-
         with pytest.raises(qlearn.ValidationError) as e:
             c.patch_model(mid, learning_rate=1.5)
         assert (e.value.status, e.value.code, e.value.field) == (422, "invalid_field", "learning_rate")
@@ -154,6 +147,13 @@ def test_quota_model_limit_not_found_and_validation_errors(free):
         with pytest.raises(qlearn.ValidationError) as e:
             c.import_model(b"QLRN-not-a-model")
         assert e.value.code == "invalid_model"
+
+        c.create_model("two", 2)
+        c.create_model("three", 2)
+        with pytest.raises(qlearn.ModelLimitReached) as e:
+            c.create_model("four", 2)
+        assert (e.value.status, e.value.code) == (403, "model_limit_reached")
+        assert isinstance(e.value, qlearn.Forbidden)
 
         c.delete_model(mid)
         with pytest.raises(qlearn.NotFound) as e:
