@@ -225,6 +225,13 @@ def test_connection_failure_and_bad_input():
             c.create_model("x", 2, learning_rte=0.1)
         with pytest.raises(ValueError, match="id"):
             c.get_model("../me")
+        with pytest.raises(ValueError, match=r"experiences\[1\]: missing reward; unknown rewrd"):
+            c.update_batch("m", [{"state": 1, "action": 0, "reward": 1.0, "next_state": 2},
+                                 {"state": 1, "action": 0, "rewrd": 1.0, "next_state": 2}])
+        with pytest.raises(TypeError, match=r"experiences\[0\] must be a dict"):
+            c.update_batch("m", [(1, 0, 1.0, 2)])
+        with pytest.raises(ValueError, match="1 to 1000"):
+            c.update_batch("m", [])
         with pytest.raises(TypeError):
             c.import_model("not bytes")  # type: ignore[arg-type]
     with pytest.raises(ValueError):

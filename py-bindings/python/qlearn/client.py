@@ -22,7 +22,7 @@ import functools
 import inspect
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union, overload
 
@@ -265,6 +265,8 @@ def _experience_dicts(cols: dict[str, Any], start: int, stop: int) -> list[dict[
     return exps
 
 
+_EXPERIENCE_KEYS = ("state", "action", "reward", "next_state", "done", "truncated", "next_action",
+                    "next_allowed_actions")
 _ENGINE_FIELDS = ("learning_rate", "discount_factor", "epsilon", "epsilon_decay", "min_epsilon",
                   "initial_q", "algorithm", "exploration", "temperature", "seed", "action_names",
                   "state_bins")
@@ -472,9 +474,19 @@ class _Api:
         :meth:`update`), all or nothing."""
         if not isinstance(experiences, Sequence) or isinstance(experiences, (str, bytes)):
             raise TypeError("experiences must be a sequence of dicts")
-        exps = [_experience(e["state"], e["action"], e["reward"], e["next_state"], e.get("done", False),
-                            e.get("truncated", False), e.get("next_action"), e.get("next_allowed_actions"))
-                for e in experiences]
+        exps = []
+        for i, e in enumerate(experiences):
+            if not isinstance(e, Mapping):
+                raise TypeError(f"experiences[{i}] must be a dict, got {type(e).__name__}")
+            missing = [k for k in ("state", "action", "reward", "next_state") if k not in e]
+            unknown = sorted(set(e) - set(_EXPERIENCE_KEYS))
+            if missing or unknown:
+                raise ValueError(f"experiences[{i}]: " + "; ".join(
+                    ([f"missing {', '.join(missing)}"] if missing else [])
+                    + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+            exps.append(_experience(e["state"], e["action"], e["reward"], e["next_state"],
+                                    e.get("done", False), e.get("truncated", False), e.get("next_action"),
+                                    e.get("next_allowed_actions")))
         return _batch_call(model_id, exps)
 
     @_endpoint
