@@ -150,6 +150,61 @@ fn calls_after_flush_fail_cleanly() {
     assert!(s.user(&u.id).unwrap().is_some());
 }
 
+/// A model evicted between calls is reloaded exactly as acknowledged:
+/// three models used in turn with a cache of one byte (so only the model
+/// just used stays), exploring (the random generator's state must survive
+/// each round trip through the file, also after a call that only
+/// predicted); every prediction and outcome, and the final models byte for
+/// byte, equal local copies.
+#[test]
+fn evicted_models_reload_exactly() {
+    use qlearn_core::store::Meter;
+    use qlearn_core::{Experience, StateRef};
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        cache_bytes: 1,
+        ..SqliteOptions::default()
+    };
+    let s = SqliteStore::open_with(dir.path().join("evict.db"), options).unwrap();
+    let u = conformance::new_user(&s, "a@example.com");
+    let l = conformance::limits(None, None);
+    let m = Meter {
+        user_id: &u.id,
+        limits: &l,
+        now: conformance::NOW,
+    };
+    let mut local: Vec<_> = (0..3).map(|i| conformance::seeded(3, 40 + i)).collect();
+    let ids: Vec<String> = local
+        .iter()
+        .enumerate()
+        .map(|(i, model)| {
+            let info = s.create_model(&u.id, &format!("m{i}"), model, None, conformance::NOW);
+            info.unwrap().id
+        })
+        .collect();
+    for step in 0..300_i64 {
+        let k = (step % 3) as usize;
+        let (st, next) = (StateRef::Int(step % 7), StateRef::Int((step + 1) % 7));
+        let got = s.predict(&m, &ids[k], st, true, None).unwrap();
+        let want = local[k].predict_full(st, true, None).unwrap();
+        assert_eq!(got, want, "step {step}");
+        // Every fourth call predicts only: its own commit carries the
+        // random generator's new state.
+        if step % 4 != 3 {
+            let reward = (step % 5) as f64 - 2.0;
+            let e = Experience::new(st, got.action, reward, next).done(step % 10 == 9);
+            let out = conformance::update(&s, &m, &ids[k], &[e]).unwrap();
+            assert_eq!(out, [local[k].update(&e).unwrap()], "step {step}");
+        }
+        assert_eq!(s.cached_models(), 1, "step {step}: the model just used");
+    }
+    for (id, want) in ids.iter().zip(&local) {
+        let got = s.export_model(&u.id, id).unwrap();
+        assert_eq!(got.to_bytes().unwrap(), want.to_bytes().unwrap());
+    }
+}
+
 // ---- memory of the model cache ---------------------------------------------------
 
 /// Set in a child process of [`model_cache_memory`]: `build PATH MODELS
