@@ -18,25 +18,32 @@ service has no idempotency keys) and not when the wait exceeds
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Generic, Optional, TypeVar, Union, overload
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Optional, TypeVar, Union
 
 import numpy as np
 
+from ._calls import _Call, _code, _endpoint, _error, _json, _nothing, _Op, _Plan, _require_httpx, _retry_after
+from ._convert import (
+    _EXPERIENCE_KEYS,
+    _actions,
+    _experience,
+    _experience_columns,
+    _experience_dicts,
+    _id,
+    _params,
+    _state,
+)
 from ._qlearn import QLearner
 from .analysis import frame
-from .errors import ConnectionFailed, QlearnError, error_for
+from .errors import ConnectionFailed, QlearnError
+from .events import AsyncEventStream, EventStream
 from .types import (
     ApiKey,
     ApiKeyInfo,
     Dashboard,
     Health,
-    LaggedEvent,
     ModelInfo,
     Prediction,
     RateLimit,
@@ -44,7 +51,6 @@ from .types import (
     State,
     Status,
     Token,
-    UpdateEvent,
     UpdateResult,
     User,
     from_json,
@@ -57,225 +63,6 @@ T = TypeVar("T")
 MAX_BATCH = 1000
 #: Most Q-table rows one ``GET /status`` page holds.
 MAX_PAGE = 1000
-_EXTRA = "pip install 'qlearn[client]'"
-
-
-def _require_httpx() -> Any:
-    try:
-        import httpx
-    except ImportError as e:
-        raise ImportError(f"qlearn.Client and qlearn.AsyncClient need httpx: {_EXTRA}") from e
-    return httpx
-
-
-# ---- what a call is -----------------------------------------------------------
-
-
-@dataclass
-class _Call(Generic[T]):
-    """One HTTP request and how to read its answer."""
-
-    method: str
-    path: str
-    parse: Callable[[Any], T]
-    json: Any = None
-    params: Optional[dict[str, Any]] = None
-    content: Optional[bytes] = None
-    content_type: Optional[str] = None
-    #: Safe to send twice: retried after a 429 rate_limited or a 503.
-    idempotent: bool = True
-    auth: bool = True
-    #: Called with the parsed result (e.g. to keep a new token).
-    then: Optional[Callable[[T], None]] = field(default=None, repr=False)
-
-
-#: An operation of several calls: yields calls, receives their results,
-#: returns its own.
-_Plan = Generator[_Call[Any], Any, T]
-_Op = Union[_Call[T], _Plan[T]]
-
-
-class _endpoint(Generic[T]):
-    """A method written once for both clients: the decorated function returns
-    a call (or a plan of calls); on a :class:`Client` the method returns the
-    result, on an :class:`AsyncClient` an awaitable of it."""
-
-    def __init__(self, build: Callable[..., _Op[T]]) -> None:
-        #: The call (or plan) builder, for reuse by other endpoints.
-        self.build: Callable[..., Any] = build
-        functools.update_wrapper(self, build)  # type: ignore[arg-type]
-        # help() shows what the method returns, not the call it builds.
-        ret = re.fullmatch(r"_(?:Call|Plan)\[(.*)\]", str(build.__annotations__.get("return", "")))
-        self._result = ret.group(1) if ret else "Any"
-        self._signature = inspect.signature(build)
-        self.__signature__ = self._signature.replace(return_annotation=self._result)
-
-    if TYPE_CHECKING:
-        @overload
-        def __get__(self, obj: None, owner: Any = None) -> Any: ...
-        @overload
-        def __get__(self, obj: Client, owner: Any = None) -> Callable[..., T]: ...
-        @overload
-        def __get__(self, obj: AsyncClient, owner: Any = None) -> Callable[..., Awaitable[T]]: ...
-        @overload
-        def __get__(self, obj: Any, owner: Any = None) -> Callable[..., Any]: ...
-
-    def __get__(self, obj: Any, owner: Any = None) -> Any:
-        build = self.build
-        if obj is None:  # the class attribute: a plain function for help()
-            @functools.wraps(build)
-            def unbound(self: Any, *args: Any, **kwargs: Any) -> Any:
-                return self._execute(build(self, *args, **kwargs))
-
-            unbound.__signature__ = self.__signature__  # type: ignore[attr-defined]
-            unbound.build = build  # type: ignore[attr-defined]
-            return unbound
-
-        @functools.wraps(build)
-        def bound(*args: Any, **kwargs: Any) -> Any:
-            return obj._execute(build(obj, *args, **kwargs))
-
-        is_async = isinstance(getattr(obj, "client", obj), AsyncClient)
-        params = list(self._signature.parameters.values())[1:]
-        bound.__signature__ = self._signature.replace(  # type: ignore[attr-defined]
-            parameters=params, return_annotation=f"Awaitable[{self._result}]" if is_async else self._result)
-        return bound
-
-
-def _json(cls: type[T]) -> Callable[[Any], T]:
-    return lambda r: from_json(cls, r.json())
-
-
-def _nothing(_r: Any) -> None:
-    return None
-
-
-# ---- conversions of user input ------------------------------------------------
-
-
-def _state(value: Any, what: str = "state") -> Any:
-    """A state in its JSON form: int, str or list of numbers."""
-    if isinstance(value, (bool, np.bool_)):
-        return int(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, np.ndarray):
-        if value.ndim != 1:
-            raise ValueError(f"{what} must be a 1-d array, got {value.ndim} dimensions")
-        return value.tolist()
-    if isinstance(value, (float, np.floating)):
-        raise TypeError(f"{what}: a float alone is not a state (use [x])")
-    if isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        out: list[Union[int, float]] = []
-        for x in value:
-            if isinstance(x, (bool, np.bool_, int, np.integer)):
-                out.append(int(x))
-            elif isinstance(x, (float, np.floating)):
-                out.append(float(x))
-            else:
-                raise TypeError(f"{what} must hold numbers, got {type(x).__name__}")
-        return out
-    raise TypeError(f"{what} must be an int, a str, a sequence of numbers or a 1-d numpy array, "
-                    f"got {type(value).__name__}")
-
-
-def _actions(value: Any, what: str) -> Optional[list[int]]:
-    if value is None:
-        return None
-    arr = np.asarray(value)
-    if arr.dtype == np.bool_:
-        return [int(i) for i in np.flatnonzero(arr)]
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        if arr.size == 0:
-            return []
-        raise TypeError(f"{what} must be a sequence of action indices or a bool mask")
-    return [int(a) for a in arr]
-
-
-def _experience(state: Any, action: Any, reward: Any, next_state: Any, done: bool, truncated: bool,
-                next_action: Any, next_allowed_actions: Any) -> dict[str, Any]:
-    if isinstance(action, (bool, float)) or not isinstance(action, (int, np.integer)):
-        raise TypeError(f"action must be an int, got {type(action).__name__}")
-    if not isinstance(reward, (int, float, np.integer, np.floating)) or isinstance(reward, bool):
-        raise TypeError(f"reward must be a number, got {type(reward).__name__}")
-    exp: dict[str, Any] = {"state": _state(state), "action": int(action), "reward": float(reward),
-                           "next_state": _state(next_state, "next_state"),
-                           "done": bool(done), "truncated": bool(truncated)}
-    if next_action is not None:
-        exp["next_action"] = int(next_action)
-    if next_allowed_actions is not None:
-        exp["next_allowed_actions"] = _actions(next_allowed_actions, "next_allowed_actions")
-    return exp
-
-
-def _column(values: Any, n: int, what: str, dtype: Any = None) -> np.ndarray[Any, Any]:
-    arr = np.asarray(values, dtype=dtype)
-    if arr.ndim != 1 or len(arr) != n:
-        raise ValueError(f"{what} must be 1-d with {n} items (one per state), got shape {arr.shape}")
-    if dtype is None and arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{what} must hold integers")
-    return arr
-
-
-def _states_column(states: Any, what: str) -> Union[np.ndarray[Any, Any], list[Any]]:
-    if isinstance(states, np.ndarray):
-        if states.ndim not in (1, 2):
-            raise ValueError(f"{what} must be a 1-d or 2-d array, got {states.ndim} dimensions")
-        if states.ndim == 1 and not np.issubdtype(states.dtype, np.integer):
-            raise TypeError(f"{what}: a 1-d array must hold integer states (use a 2-d array for "
-                            "array states)")
-        return states
-    return [_state(s, f"{what}[{i}]") for i, s in enumerate(states)]
-
-
-def _experience_columns(states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
-                       truncateds: Any, next_actions: Any) -> dict[str, Any]:
-    """Checks numpy columns (lengths, kinds) before anything is sent; they
-    become JSON values a batch at a time (:func:`_experience_dicts`)."""
-    s = _states_column(states, "states")
-    n = len(s)
-    s2 = _states_column(next_states, "next_states")
-    if len(s2) != n:
-        raise ValueError(f"next_states must have {n} items (one per state), got {len(s2)}")
-    cols = {"state": s, "action": _column(actions, n, "actions"),
-            "reward": _column(rewards, n, "rewards", np.float64), "next_state": s2,
-            "done": _column(dones, n, "dones", np.bool_)}
-    if truncateds is not None:
-        cols["truncated"] = _column(truncateds, n, "truncateds", np.bool_)
-    if next_actions is not None:
-        cols["next_action"] = _column(next_actions, n, "next_actions")
-    return cols
-
-
-def _experience_dicts(cols: dict[str, Any], start: int, stop: int) -> list[dict[str, Any]]:
-    """The experiences ``start:stop`` as JSON objects, converted a batch at a
-    time (all at once, a million live lists and dicts would make the garbage
-    collector's passes cost more than the conversion)."""
-    part = {k: c[start:stop] for k, c in cols.items()}
-    part = {k: c.tolist() if isinstance(c, np.ndarray) else c for k, c in part.items()}
-    exps = [{"state": s, "action": a, "reward": r, "next_state": s2, "done": d}
-            for s, a, r, s2, d in zip(part["state"], part["action"], part["reward"], part["next_state"],
-                                      part["done"])]
-    for key in ("truncated", "next_action"):
-        if key in part:
-            for exp, v in zip(exps, part[key]):
-                exp[key] = v
-    return exps
-
-
-_EXPERIENCE_KEYS = ("state", "action", "reward", "next_state", "done", "truncated", "next_action",
-                    "next_allowed_actions")
-_ENGINE_FIELDS = ("learning_rate", "discount_factor", "epsilon", "epsilon_decay", "min_epsilon",
-                  "initial_q", "algorithm", "exploration", "temperature", "seed", "action_names",
-                  "state_bins")
-
-
-def _bins(value: Any) -> Any:
-    if value is None:
-        return None
-    return [b if isinstance(b, dict) else dict(zip(("low", "high", "bins"), b)) for b in value]
 
 
 # ---- the operations, once for both clients -----------------------------------------
@@ -539,45 +326,6 @@ class _Api:
         return RemoteModel(self, model_id)
 
 
-def _id(value: Any) -> str:
-    if not isinstance(value, str) or not value or "/" in value or "?" in value:
-        raise ValueError("an id must be a non-empty str without '/' or '?'")
-    return value
-
-
-def _params(params: dict[str, Any], drop_none: bool, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    unknown = sorted(set(params) - set(_ENGINE_FIELDS) - set(extra))
-    if unknown:
-        raise TypeError(f"unknown model parameter(s): {', '.join(unknown)}")
-    out = {k: v for k, v in params.items() if not (drop_none and v is None)}
-    if "state_bins" in out:
-        out["state_bins"] = _bins(out["state_bins"])
-    return out
-
-
-def _code(r: Any) -> str:
-    try:
-        return str(r.json()["error"]["code"])
-    except Exception:
-        return ""
-
-
-def _retry_after(r: Any) -> Optional[float]:
-    try:
-        return max(0.0, float(r.headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None
-
-
-def _error(r: Any) -> QlearnError:
-    try:
-        err = r.json()["error"]
-        code, message = str(err["code"]), str(err["message"])
-    except Exception:
-        code, message = "", f"HTTP {r.status_code}"
-    return error_for(r.status_code, code, message, _retry_after(r))
-
-
 def _batch_call(model_id: str, exps: list[dict[str, Any]]) -> _Call[list[UpdateResult]]:
     if not 1 <= len(exps) <= MAX_BATCH:
         raise ValueError(f"a batch holds 1 to {MAX_BATCH} experiences, got {len(exps)}")
@@ -725,134 +473,6 @@ class RemoteModel:
         if not isinstance(client, Client):
             raise TypeError("iterate an AsyncClient's model with `async for` over client.iter_q_table(id)")
         return client.iter_q_table(self.id)
-
-
-# ---- server-sent events ---------------------------------------------------------------
-
-
-class _SseParser:
-    """Lines of ``text/event-stream`` -> events (``update``, ``lagged``)."""
-
-    def __init__(self) -> None:
-        self.event = "message"
-        self.data: list[str] = []
-        self.connected = False
-
-    def line(self, line: str) -> Optional[Union[UpdateEvent, LaggedEvent]]:
-        if line.startswith(":"):
-            self.connected = self.connected or line[1:].strip() == "connected"
-            return None
-        if line:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "event":
-                self.event = value
-            elif name == "data":
-                self.data.append(value)
-            return None
-        event, data = self.event, "\n".join(self.data)
-        self.event, self.data = "message", []
-        if not data:
-            return None
-        import json
-
-        doc = json.loads(data)
-        if event == "update":
-            return from_json(UpdateEvent, doc)
-        if event == "lagged":
-            return from_json(LaggedEvent, doc)
-        return None
-
-
-class _Stream:
-    def __init__(self, client: Any, model_id: str) -> None:
-        self._client = client
-        self._model_id = model_id
-        self._cm: Any = None
-        self._lines: Any = None
-        self._parser = _SseParser()
-
-    def _request(self) -> Any:
-        """The streaming request (no read timeout: the server sends a
-        keep-alive comment every 15 s)."""
-        call = _Call("GET", f"/models/{_id(self._model_id)}/events", _nothing)
-        client = self._client
-        return client._http.stream("GET", call.path,
-                                   headers={**client._headers(call), "Accept": "text/event-stream"},
-                                   timeout=client._httpx.Timeout(client.timeout, read=None))
-
-
-class EventStream(_Stream):
-    """The live updates of a model (``GET /models/{id}/events``):
-    ``with client.events(id) as stream: for event in stream: ...``. Opening
-    waits until the server has subscribed the stream, so every update made
-    after ``open()``/``__enter__`` returns is delivered."""
-
-    def open(self) -> EventStream:
-        self._cm = self._request()
-        r = self._cm.__enter__()
-        if r.status_code != 200:
-            r.read()
-            self.close()
-            raise _error(r)
-        self._lines = r.iter_lines()
-        while not self._parser.connected:
-            self._parser.line(next(self._lines))
-        return self
-
-    def close(self) -> None:
-        if self._cm is not None:
-            cm, self._cm = self._cm, None
-            cm.__exit__(None, None, None)
-
-    def __enter__(self) -> EventStream:
-        return self.open()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Union[UpdateEvent, LaggedEvent]]:
-        if self._lines is None:
-            self.open()
-        for line in self._lines:
-            event = self._parser.line(line)
-            if event is not None:
-                yield event
-
-
-class AsyncEventStream(_Stream):
-    """:class:`EventStream` for :class:`AsyncClient`: ``async with`` and ``async for``."""
-
-    async def open(self) -> AsyncEventStream:
-        self._cm = self._request()
-        r = await self._cm.__aenter__()
-        if r.status_code != 200:
-            await r.aread()
-            await self.close()
-            raise _error(r)
-        self._lines = r.aiter_lines()
-        while not self._parser.connected:
-            self._parser.line(await self._lines.__anext__())
-        return self
-
-    async def close(self) -> None:
-        if self._cm is not None:
-            cm, self._cm = self._cm, None
-            await cm.__aexit__(None, None, None)
-
-    async def __aenter__(self) -> AsyncEventStream:
-        return await self.open()
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
-
-    async def __aiter__(self) -> AsyncIterator[Union[UpdateEvent, LaggedEvent]]:
-        if self._lines is None:
-            await self.open()
-        async for line in self._lines:
-            event = self._parser.line(line)
-            if event is not None:
-                yield event
 
 
 # ---- the two clients --------------------------------------------------------------------
