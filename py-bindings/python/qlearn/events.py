@@ -9,8 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, Optional, Union
 
 from ._calls import _Call, _error, _nothing
+from .errors import ConnectionFailed
 from ._convert import _id
 from .types import LaggedEvent, UpdateEvent, from_json
+
+
+def _ended() -> ConnectionFailed:
+    return ConnectionFailed("the event stream ended before the server confirmed the subscription")
 
 
 class _SseParser:
@@ -78,7 +83,11 @@ class EventStream(_Stream):
             raise _error(r)
         self._lines = r.iter_lines()
         while not self._parser.connected:
-            self._parser.line(next(self._lines))
+            line = next(self._lines, None)
+            if line is None:
+                self.close()
+                raise _ended()
+            self._parser.line(line)
         return self
 
     def close(self) -> None:
@@ -113,7 +122,12 @@ class AsyncEventStream(_Stream):
             raise _error(r)
         self._lines = r.aiter_lines()
         while not self._parser.connected:
-            self._parser.line(await self._lines.__anext__())
+            try:
+                line = await self._lines.__anext__()
+            except StopAsyncIteration:
+                await self.close()
+                raise _ended() from None
+            self._parser.line(line)
         return self
 
     async def close(self) -> None:
