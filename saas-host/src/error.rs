@@ -216,6 +216,12 @@ fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) 
                 StatusCode::TOO_MANY_REQUESTS,
                 "quota_exceeded",
                 format!("monthly quota of {limit} calls reached; resets {resets}"),
+        E::StateLimitReached { .. } => (
+            StatusCode::FORBIDDEN,
+            "state_limit_reached",
+            e.to_string(),
+            None,
+        ),
                 Some(*retry_after_secs),
             )
         }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::report::updated;
-use super::rules::{touch_key, validate_batch};
+use super::rules::{check_state_room, touch_key, validate_batch};
 use super::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
@@ -339,6 +339,14 @@ impl Store for MemoryStore {
         let e = self.entry(meter.user_id, model_id)?;
         let mut e = e.lock().map_err(|_| poisoned())?;
         validate_batch(e.model.learner(), exps.iter().copied())?;
+        let held = e.model.table().len();
+        check_state_room(
+            meter.limits,
+            e.model.learner(),
+            held,
+            e.model.table(),
+            exps.iter().copied(),
+        )?;
         let n = exps.len() as u64;
         self.debit(meter, n)?;
         // Validated input always applies (see `crate::model::MAX_REWARD`).

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             quota,
             tenant_isolation,
             concurrent_updates,
+            state_limit,
             concurrent_quota,
             concurrent_invalid_calls,
             concurrent_model_limit,
@@ -132,6 +133,7 @@ pub fn new_user<S: Store + ?Sized>(s: &S, email: &str) -> User {
         s,
         s.create_user(
             NewUser {
+        ..TierLimits::UNLIMITED
                 email: email.into(),
                 password_hash: format!("$argon2id$fake${email}"),
                 tier: Tier::Free,
@@ -728,6 +730,74 @@ pub fn quota<S: Store>(s: &S) {
         Err(Error::QuotaExceeded {
             limit,
             retry_after_secs,
+/// The tier's states per model: an update that would add states past it is
+/// refused whole (typed error naming the counts), costs nothing and changes
+/// nothing; updates of stored states go on at the limit.
+pub fn state_limit<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let info = ok(s, s.create_model(&a.id, "m", &seeded(2, 5), None, NOW));
+    let mut l = limits(Some(100), None);
+    l.max_states = Some(3);
+    let m = meter(&a.id, &l, NOW);
+    let month = BillingMonth::from_unix(NOW);
+    ok(
+        s,
+        update(
+            s,
+            &m,
+            &info.id,
+            &[Experience::new(1, 0, 1.0, 2), Experience::new(2, 1, 1.0, 1)],
+        ),
+    );
+    let before = ok(s, s.q_table(&a.id, &info.id, 0, 10));
+    check_eq!(s, before.total, 2);
+    // Two new states (3 and 4) would make 4 > 3: refused whole.
+    let two_new = [
+        Experience::new(1, 0, 5.0, 2),
+        Experience::new(3, 0, 1.0, 4),
+        Experience::new(4, 1, 1.0, 3),
+    ];
+    match update(s, &m, &info.id, &two_new) {
+        Err(Error::StateLimitReached { limit, states, new }) => {
+            check_eq!(s, (limit, states, new), (3, 2, 2));
+        }
+        other => panic!(
+            "[{}] expected StateLimitReached, got {other:?}",
+            s.backend()
+        ),
+    }
+    check_eq!(
+        s,
+        ok(s, s.usage(&a.id, month)).calls,
+        2,
+        "the refused call cost nothing"
+    );
+    let after = ok(s, s.q_table(&a.id, &info.id, 0, 10));
+    check_eq!(s, after.total, 2);
+    check_eq!(s, after.rows, before.rows, "nothing applied");
+    // One new state, named twice, fits exactly.
+    let one_new = [
+        Experience::new(1, 0, 1.0, 3),
+        Experience::new(3, 1, 1.0, 9),
+        Experience::new(3, 0, 1.0, 1),
+    ];
+    ok(s, update(s, &m, &info.id, &one_new));
+    check_eq!(s, ok(s, s.q_table(&a.id, &info.id, 0, 10)).total, 3);
+    let r = update(s, &m, &info.id, &[Experience::new(9, 0, 1.0, 1)]);
+    check!(
+        s,
+        matches!(r, Err(Error::StateLimitReached { .. })),
+        "{r:?}"
+    );
+    // At the limit, stored states still learn (the next state is only read).
+    ok(
+        s,
+        update(s, &m, &info.id, &[Experience::new(2, 0, 1.0, 77)]),
+    );
+    check_eq!(s, ok(s, s.usage(&a.id, month)).calls, 6);
+    check_eq!(s, ok(s, s.model(&a.id, &info.id)).stats.updates, 6);
+}
+
         }) => {
             check_eq!(s, limit, 5);
             let next = BillingMonth::from_unix(NOW).next().start_unix();

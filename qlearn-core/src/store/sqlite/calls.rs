@@ -18,7 +18,7 @@ use crate::store::encoding::{
     config_text, key_bytes, learner_bytes, returns_bytes, values_bytes, Tracked,
 };
 use crate::store::report::updated;
-use crate::store::rules::{touch_key, validate_batch};
+use crate::store::rules::{check_state_room, touch_key, validate_batch};
 use crate::store::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
@@ -483,6 +483,13 @@ impl Store for SqliteStore {
                 let mut rows = Tracked {
                     table: &mut c.table,
                     touched: &mut touched,
+            check_state_room(
+                meter.limits,
+                &c.learner,
+                c.table.len(),
+                &c.table,
+                exps.iter().copied(),
+            )?;
                 };
                 match c.learner.update(&mut rows, x) {
                     Ok(o) => out.push(o),
