@@ -206,6 +206,12 @@ fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) 
             e.to_string(),
             None,
         ),
+        E::StateLimitReached { .. } => (
+            StatusCode::FORBIDDEN,
+            "state_limit_reached",
+            e.to_string(),
+            None,
+        ),
         E::QuotaExceeded {
             limit,
             retry_after_secs,
@@ -216,12 +222,6 @@ fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) 
                 StatusCode::TOO_MANY_REQUESTS,
                 "quota_exceeded",
                 format!("monthly quota of {limit} calls reached; resets {resets}"),
-        E::StateLimitReached { .. } => (
-            StatusCode::FORBIDDEN,
-            "state_limit_reached",
-            e.to_string(),
-            None,
-        ),
                 Some(*retry_after_secs),
             )
         }

@@ -258,6 +258,13 @@ impl DecisionLog {
         self.stats
     }
 
+    /// The earliest deadline of an open decision (Unix milliseconds), if
+    /// any: when [`DecisionLog::expire`] next has something to do (a store
+    /// keeps it beside the log to find the logs to settle).
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.open.first().map(|(at, _)| *at)
+    }
+
     /// A decision by id.
     pub fn get(&self, decision_id: &str) -> Option<&DecisionRecord> {
         self.decisions.get(decision_id)

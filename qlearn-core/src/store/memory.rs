@@ -5,12 +5,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use super::decisions::{
+    answered, apply, decided_or_plain, millis, page, plan, without_log, Call, Reply,
+};
 use super::report::updated;
 use super::rules::{check_state_room, touch_key, validate_batch};
 use super::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
 };
+use super::{Decided, DecisionPage, DecisionQuery, RewardIn};
+use crate::config::ModelConfig;
+use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::StateRef;
@@ -24,18 +30,23 @@ struct Entry {
     created_at: i64,
     updated_at: i64,
     model: Model,
+    /// The decision log, when the model logs decisions (its config is the
+    /// model's decisions setting).
+    decisions: Option<DecisionLog>,
 }
 
 impl Entry {
     fn info(&self, id: &str) -> ModelInfo {
-        ModelInfo::of(
+        let mut info = ModelInfo::of(
             id.to_owned(),
             self.owner.clone(),
             self.name.clone(),
             self.model.learner(),
             self.created_at,
             self.updated_at,
-        )
+        );
+        info.decisions = self.decisions.as_ref().map(|l| l.config().clone());
+        info
     }
 }
 
@@ -100,6 +111,58 @@ impl MemoryStore {
             *slot += n;
         }
         Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Runs a metered decision call on `meter`'s user's model; `None`: a
+    /// logging predict on a model that logs no decisions.
+    fn metered_call(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        call: Call<'_>,
+    ) -> Result<Option<Reply>> {
+        let e = self.entry(meter.user_id, model_id)?;
+        let mut e = e.lock().map_err(|_| poisoned())?;
+        if e.decisions.is_none() && matches!(call, Call::Decide(_)) {
+            return Ok(None);
+        }
+        Self::decision_call(&mut e, call, meter.now, |n| self.debit(meter, n)).map(Some)
+    }
+
+    /// Runs a decision call on a locked model: the log is changed on a
+    /// copy and kept, with the learned transitions, only if the call
+    /// succeeds (the quota is debited inside [`plan`], before any change).
+    fn decision_call(
+        e: &mut Entry,
+        call: Call<'_>,
+        now: i64,
+        debit: impl FnOnce(u64) -> Result<()>,
+    ) -> Result<Reply> {
+        let Some(log) = &e.decisions else {
+            return without_log(call);
+        };
+        let mut log = log.clone();
+        let now_ms = millis(now);
+        // The model is taken apart (moves, no copy) and put back whatever
+        // happens.
+        let placeholder = Model::new(ModelConfig::new(1))?;
+        let (mut learner, mut table) = std::mem::replace(&mut e.model, placeholder).into_parts();
+        let planned = plan(&mut log, &mut learner, &table, call, now_ms, debit);
+        let applied = match &planned {
+            Ok(p) => apply(&mut learner, &mut table, &p.transitions),
+            Err(_) => Ok(()),
+        };
+        e.model = Model::from_parts(learner, table)?;
+        let planned = planned?;
+        if !planned.transitions.is_empty() {
+            e.updated_at = now;
+        }
+        log.prune(now_ms);
+        e.decisions = Some(log);
+        applied?;
+        Ok(planned.reply)
     }
 }
 
@@ -240,6 +303,7 @@ impl Store for MemoryStore {
             created_at: now,
             updated_at: now,
             model: model.clone(),
+            decisions: None,
         };
         let info = entry.info(&id);
         self.models
@@ -282,6 +346,17 @@ impl Store for MemoryStore {
             let mut m = e.model.clone();
             m.reconfigure(config)?;
             e.model = m;
+        }
+        if let Some(decisions) = patch.decisions {
+            e.decisions = match (decisions, &e.decisions) {
+                (None, _) => None,
+                (Some(c), None) => Some(DecisionLog::new(c)?),
+                (Some(c), Some(log)) => {
+                    let mut log = log.clone();
+                    log.set_config(c)?;
+                    Some(log)
+                }
+            };
         }
         if let Some(name) = patch.name {
             e.name = name;
@@ -362,6 +437,68 @@ impl Store for MemoryStore {
             e.model.table(),
             exps.iter().copied(),
         )
+    }
+
+    fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided> {
+        let reply = self.metered_call(meter, model_id, Call::Decide(request))?;
+        decided_or_plain(self, reply, meter, model_id, request)
+    }
+
+    fn rewards(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<Vec<Result<RewardReceipt>>> {
+        answered(self.metered_call(meter, model_id, Call::Rewards(rewards))?)?.rewarded()
+    }
+
+    fn end_episode(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        episode_id: &str,
+        end: &EpisodeEnd,
+    ) -> Result<usize> {
+        answered(self.metered_call(meter, model_id, Call::End { episode_id, end })?)?.learned()
+    }
+
+    fn settle(&self, now: i64) -> Result<usize> {
+        let entries: Vec<Arc<Mutex<Entry>>> = self
+            .models
+            .read()
+            .map_err(|_| poisoned())?
+            .values()
+            .cloned()
+            .collect();
+        let now_ms = millis(now);
+        let mut learned = 0;
+        for e in entries {
+            let mut e = e.lock().map_err(|_| poisoned())?;
+            let due = e
+                .decisions
+                .as_ref()
+                .and_then(DecisionLog::next_deadline)
+                .is_some_and(|at| at <= now_ms);
+            if !due {
+                continue;
+            }
+            learned += Self::decision_call(&mut e, Call::Settle, now, |_| Ok(()))?.learned()?;
+        }
+        Ok(learned)
+    }
+
+    fn decisions(
+        &self,
+        owner: &str,
+        model_id: &str,
+        query: &DecisionQuery,
+    ) -> Result<DecisionPage> {
+        let e = self.entry(owner, model_id)?;
+        let e = e.lock().map_err(|_| poisoned())?;
+        Ok(e.decisions
+            .as_ref()
+            .map_or_else(DecisionPage::empty, |log| page(log, query)))
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

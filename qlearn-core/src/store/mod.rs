@@ -31,6 +31,7 @@
 //! All timestamps are Unix seconds (UTC), passed in by the caller so tests
 //! control time.
 
+pub mod decisions;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod encoding;
 pub mod memory;
@@ -44,6 +45,7 @@ mod rules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use decisions::{Decided, DecisionPage, DecisionQuery, RewardIn};
 pub use owned::OwnedExperience;
 pub use report::{Report, Touched, Updated};
 pub use rules::{now_unix, KEY_TOUCH_INTERVAL_SECS};
@@ -51,6 +53,7 @@ pub use rules::{now_unix, KEY_TOUCH_INTERVAL_SECS};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
+use crate::decisions::{Decide, DecisionsConfig, EpisodeEnd, RewardReceipt};
 use crate::error::Result;
 use crate::model::Learner;
 use crate::model::{Experience, Model, Prediction, Stats};
@@ -249,6 +252,8 @@ pub struct ModelInfo {
     pub created_at: i64,
     /// Last change of name, configuration or learning.
     pub updated_at: i64,
+    /// The decisions setting (`None`: the model logs no decisions).
+    pub decisions: Option<DecisionsConfig>,
 }
 
 impl ModelInfo {
@@ -270,6 +275,7 @@ impl ModelInfo {
             stats: learner.stats(),
             created_at,
             updated_at,
+            decisions: None,
         }
     }
 }
@@ -312,6 +318,10 @@ pub struct ModelPatch {
     pub name: Option<String>,
     /// A new configuration (validated by [`crate::Learner::reconfigure`]).
     pub config: Option<ModelConfig>,
+    /// A new decisions setting: `Some(None)` turns logging off and
+    /// discards the model's decision log; `Some(Some(c))` turns it on or
+    /// changes it (open windows keep their deadline).
+    pub decisions: Option<Option<DecisionsConfig>>,
 }
 
 /// The storage contract of qlearn. See the module docs for what every
@@ -410,6 +420,59 @@ pub trait Store: Send + Sync {
         exps: &[Experience<'_>],
         report: Report,
     ) -> Result<Updated>;
+
+    // ---- decisions and delayed rewards (issue 14) ---------------------------
+    //
+    // Each call runs under the model's lock or transaction: the decision log
+    // and the Q-rows it teaches change in one atomic step, and a transition
+    // is applied in the step that marks its decision applied, so each is
+    // applied exactly once (see `decisions` for how the log is kept).
+    // Times in the log are the meter's `now` in milliseconds.
+
+    /// A predict that logs the decision when the model has a decisions
+    /// setting (metered 1; a retry of a client `decision_id` returns the
+    /// stored decision and is free; the same id with another state or
+    /// episode is [`crate::Error::Conflict`]); on a model without one, a
+    /// plain [`Store::predict`] (`decision: None`). Learns the episode's
+    /// previous step if it was waiting for this state.
+    fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided>;
+    /// Rewards for the model's decisions, in order: one result per reward
+    /// (an unknown decision, or any on a model without decisions, is
+    /// [`crate::Error::NotFound`]; a reused `reward_id` with another value
+    /// [`crate::Error::Conflict`]). Each accepted reward is metered 1;
+    /// duplicates and late rewards are free. The call fails whole (nothing
+    /// recorded) only for an unknown model or the quota.
+    fn rewards(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<Vec<Result<RewardReceipt>>>;
+    /// One reward ([`Store::rewards`] of one, its error returned).
+    fn reward(&self, meter: &Meter<'_>, model_id: &str, reward: RewardIn) -> Result<RewardReceipt> {
+        self.rewards(meter, model_id, std::slice::from_ref(&reward))?
+            .pop()
+            .unwrap_or(Err(crate::Error::Internal("a reward got no result".into())))
+    }
+    /// Ends an episode of the model (free); returns how many transitions
+    /// it taught. Unknown episode: [`crate::Error::NotFound`].
+    fn end_episode(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        episode_id: &str,
+        end: &EpisodeEnd,
+    ) -> Result<usize>;
+    /// Closes every reward window whose deadline is at or before `now`
+    /// (Unix seconds) in every model, with the aggregated or default
+    /// reward, and applies what became ready (free). Every instance may run
+    /// it at once: each transition is applied once. Returns how many
+    /// transitions were applied.
+    fn settle(&self, now: i64) -> Result<usize>;
+    /// A page of one of the owner's models' decision log (a model without
+    /// decisions has an empty one).
+    fn decisions(&self, owner: &str, model_id: &str, query: &DecisionQuery)
+        -> Result<DecisionPage>;
 
     // ---- usage ------------------------------------------------------------
 

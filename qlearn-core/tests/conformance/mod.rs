@@ -10,6 +10,9 @@
 //! list names every check of this file.
 #![allow(dead_code)]
 
+mod decisions;
+pub use decisions::*;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
@@ -36,14 +39,19 @@ macro_rules! conformance_tests {
             predict_and_update,
             update_reports_touched_rows,
             validation_costs_nothing,
+            state_limit,
             quota,
             tenant_isolation,
             concurrent_updates,
-            state_limit,
             concurrent_quota,
             concurrent_invalid_calls,
             concurrent_model_limit,
             eviction_under_concurrent_updates,
+            decisions_learn_like_updates,
+            decision_idempotency,
+            decision_deadline,
+            decision_metering,
+            decision_isolation,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -65,7 +73,7 @@ pub(crate) use conformance_tests;
 /// Fails unless `listed` names exactly the checks of this file (every
 /// `pub fn name<S: Store>(s: &S)`), so no check is silently skipped.
 pub fn assert_listed(listed: &[&str]) {
-    let source = include_str!("mod.rs");
+    let source = concat!(include_str!("mod.rs"), include_str!("decisions.rs"));
     let mut defined: Vec<&str> = source
         .lines()
         .filter_map(|l| {
@@ -125,6 +133,7 @@ pub fn limits(calls: Option<u64>, models: Option<u32>) -> TierLimits {
         max_models: models,
         rate_per_second: 100,
         burst: 100,
+        ..TierLimits::UNLIMITED
     }
 }
 
@@ -133,7 +142,6 @@ pub fn new_user<S: Store + ?Sized>(s: &S, email: &str) -> User {
         s,
         s.create_user(
             NewUser {
-        ..TierLimits::UNLIMITED
                 email: email.into(),
                 password_hash: format!("$argon2id$fake${email}"),
                 tier: Tier::Free,
@@ -440,6 +448,7 @@ pub fn models<S: Store>(s: &S) {
             ModelPatch {
                 name: Some("renamed".into()),
                 config: Some(cfg.clone()),
+                decisions: None,
             },
             NOW + 9,
         ),
@@ -463,6 +472,7 @@ pub fn models<S: Store>(s: &S) {
         ModelPatch {
             name: Some("nope".into()),
             config: Some(bad),
+            decisions: None,
         },
         NOW + 10,
     );
@@ -475,6 +485,7 @@ pub fn models<S: Store>(s: &S) {
         ModelPatch {
             name: None,
             config: Some(bad),
+            decisions: None,
         },
         NOW + 10,
     );
@@ -493,6 +504,7 @@ pub fn models<S: Store>(s: &S) {
             ModelPatch {
                 name: None,
                 config: Some(dq),
+                decisions: None,
             },
             NOW + 11,
         ),
@@ -520,6 +532,7 @@ pub fn models<S: Store>(s: &S) {
             ModelPatch {
                 name: None,
                 config: Some(cfg.clone()),
+                decisions: None,
             },
             NOW + 13,
         ),
@@ -717,19 +730,6 @@ pub fn validation_costs_nothing<S: Store>(s: &S) {
     check_eq!(s, ok(s, s.q_table(&a.id, &info.id, 0, 10)).total, 0);
 }
 
-/// Quotas: exact limit, refused calls not counted, batches all or nothing,
-/// a new month starts at zero, unlimited never refuses.
-pub fn quota<S: Store>(s: &S) {
-    let a = new_user(s, "a@example.com");
-    let info = ok(s, s.create_model(&a.id, "m", &seeded(2, 3), None, NOW));
-    let l = limits(Some(5), None);
-    let m = meter(&a.id, &l, NOW);
-    let three = [Experience::new(1, 0, 1.0, 2); 3];
-    ok(s, update(s, &m, &info.id, &three));
-    match update(s, &m, &info.id, &three) {
-        Err(Error::QuotaExceeded {
-            limit,
-            retry_after_secs,
 /// The tier's states per model: an update that would add states past it is
 /// refused whole (typed error naming the counts), costs nothing and changes
 /// nothing; updates of stored states go on at the limit.
@@ -798,6 +798,19 @@ pub fn state_limit<S: Store>(s: &S) {
     check_eq!(s, ok(s, s.model(&a.id, &info.id)).stats.updates, 6);
 }
 
+/// Quotas: exact limit, refused calls not counted, batches all or nothing,
+/// a new month starts at zero, unlimited never refuses.
+pub fn quota<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let info = ok(s, s.create_model(&a.id, "m", &seeded(2, 3), None, NOW));
+    let l = limits(Some(5), None);
+    let m = meter(&a.id, &l, NOW);
+    let three = [Experience::new(1, 0, 1.0, 2); 3];
+    ok(s, update(s, &m, &info.id, &three));
+    match update(s, &m, &info.id, &three) {
+        Err(Error::QuotaExceeded {
+            limit,
+            retry_after_secs,
         }) => {
             check_eq!(s, limit, 5);
             let next = BillingMonth::from_unix(NOW).next().start_unix();
@@ -859,6 +872,7 @@ pub fn tenant_isolation<S: Store>(s: &S) {
                     ModelPatch {
                         name: Some("pwned".into()),
                         config: None,
+                        decisions: None,
                     },
                     NOW,
                 )
@@ -1246,6 +1260,7 @@ pub fn write_everything<S: Store>(s: &S) -> Written {
             ModelPatch {
                 name: Some("kept-renamed".into()),
                 config: None,
+                decisions: None,
             },
             NOW + 1,
         ),

@@ -120,8 +120,16 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
         } else {
             None
         };
-        a.store
-            .update_model(&uid, &mid, ModelPatch { name, config }, now_unix())
+        a.store.update_model(
+            &uid,
+            &mid,
+            ModelPatch {
+                name,
+                config,
+                decisions: None,
+            },
+            now_unix(),
+        )
     })
     .await?;
     cx.app.forget_model(&id);

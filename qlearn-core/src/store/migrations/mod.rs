@@ -38,6 +38,11 @@ pub const SQLITE: &[Migration] = &[
         name: "api_key_scope_expiry",
         sql: include_str!("sqlite/0002_api_key_scope_expiry.sql"),
     },
+    Migration {
+        version: 3,
+        name: "decisions",
+        sql: include_str!("sqlite/0003_decisions.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -52,6 +57,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 2,
         name: "api_key_scope_expiry",
         sql: include_str!("postgres/0002_api_key_scope_expiry.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "decisions",
+        sql: include_str!("postgres/0003_decisions.sql"),
     },
 ];
 

@@ -4,14 +4,17 @@
 use std::sync::Mutex;
 
 use super::combiner::{Call, Outcome, Request};
+use super::decisions::patch_decisions;
 use super::sql::{
     info_from_row, insert_rows, key_from_row, load_rows, model_row, user_from_row, MODEL_COLS,
     USER_COLS,
 };
 use super::{corrupt, is_unique_violation, pg, PgStore, BACKEND};
+use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{Experience, Model, Prediction};
 use crate::state::StateRef;
+use crate::store::decisions::{answered, decided_or_plain, Call as DCall};
 use crate::store::encoding::{
     config_text, learner_bytes, returns_bytes, table_from_rows, values_bytes,
 };
@@ -20,6 +23,7 @@ use crate::store::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, OwnedExperience, QPage, Report,
     Store, Updated, Usage, User,
 };
+use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::tenancy::{BillingMonth, Role, Tier};
 
 impl Store for PgStore {
@@ -271,9 +275,12 @@ impl Store for PgStore {
             &format!("SELECT {MODEL_COLS} FROM models WHERE owner = $1 ORDER BY created_at, id"),
             &[&owner],
         )?;
-        rows.iter()
+        let mut infos = rows
+            .iter()
             .map(|r| info_from_row(r).map(|(_, i, _)| i))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        self.fill_decisions(owner, &mut infos)?;
+        Ok(infos)
     }
 
     fn model(&self, owner: &str, id: &str) -> Result<ModelInfo> {
@@ -282,7 +289,9 @@ impl Store for PgStore {
             &[&id, &owner],
         )?;
         let r = rows.first().ok_or(Error::NotFound("model"))?;
-        info_from_row(r).map(|(_, i, _)| i)
+        let mut info = info_from_row(r).map(|(_, i, _)| i)?;
+        self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
+        Ok(info)
     }
 
     fn update_model(
@@ -292,8 +301,11 @@ impl Store for PgStore {
         patch: ModelPatch,
         now: i64,
     ) -> Result<ModelInfo> {
-        self.tx(|tx, _| {
+        let mut info = self.tx(|tx, _| {
             let (mid, mut info, mut learner, n_rows) = model_row(tx, owner, id, "FOR UPDATE")?;
+            if let Some(d) = &patch.decisions {
+                patch_decisions(tx, mid, d.as_ref())?;
+            }
             if let Some(config) = patch.config {
                 let old_width = learner.width();
                 if let Some((n, tables)) = learner.reconfigure(config)? {
@@ -334,7 +346,9 @@ impl Store for PgStore {
             info.stats = learner.stats();
             info.updated_at = now;
             Ok(info)
-        })
+        })?;
+        self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
+        Ok(info)
     }
 
     fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
@@ -436,6 +450,54 @@ impl Store for PgStore {
                 "an update got a prediction's result".into(),
             )),
         }
+    }
+
+    fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided> {
+        // One indexed read, so a model without decisions keeps the combined
+        // predict path (the decision transaction checks again under the lock).
+        let logs = self.query(
+            "SELECT decisions IS NOT NULL FROM models WHERE id = $1 AND owner = $2",
+            &[&model_id, &meter.user_id],
+        )?;
+        let logs: bool = logs.first().ok_or(Error::NotFound("model"))?.get(0);
+        let reply = if logs {
+            self.metered_call(meter, model_id, DCall::Decide(request))?
+        } else {
+            None
+        };
+        decided_or_plain(self, reply, meter, model_id, request)
+    }
+
+    fn rewards(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<Vec<Result<RewardReceipt>>> {
+        answered(self.metered_call(meter, model_id, DCall::Rewards(rewards))?)?.rewarded()
+    }
+
+    fn end_episode(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        episode_id: &str,
+        end: &EpisodeEnd,
+    ) -> Result<usize> {
+        answered(self.metered_call(meter, model_id, DCall::End { episode_id, end })?)?.learned()
+    }
+
+    fn settle(&self, now: i64) -> Result<usize> {
+        self.settle_all(now)
+    }
+
+    fn decisions(
+        &self,
+        owner: &str,
+        model_id: &str,
+        query: &DecisionQuery,
+    ) -> Result<DecisionPage> {
+        self.decision_page(owner, model_id, query)
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

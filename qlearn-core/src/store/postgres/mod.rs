@@ -56,6 +56,7 @@
 mod batch;
 mod calls;
 mod combiner;
+mod decisions;
 mod pool;
 mod sql;
 

@@ -414,5 +414,6 @@ pub(super) fn learn_job(c: &Cached, debit: Debit, returns: bool, rows: Vec<RowWr
             day: debit.day,
             n: debit.n,
         }),
+        decisions: None,
     }
 }

@@ -9,20 +9,21 @@ use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, EncodedRows, ModelRow,
     KEY_COLS, KEY_COL_COUNT, MODEL_COLS, USER_COLS,
 };
-use super::writer::{Job, RowWrite};
+use super::writer::{row_writes, Job};
 use super::{is_unique_violation, lock_plain, sq, SqliteStore, BACKEND};
+use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::{StateKey, StateRef};
-use crate::store::encoding::{
-    config_text, key_bytes, learner_bytes, returns_bytes, values_bytes, Tracked,
-};
+use crate::store::decisions::{answered, decided_or_plain, Call};
+use crate::store::encoding::{config_text, learner_bytes, returns_bytes, values_bytes, Tracked};
 use crate::store::report::updated;
 use crate::store::rules::{check_state_room, touch_key, validate_batch};
 use crate::store::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
 };
+use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::tenancy::{new_id, BillingMonth, Role, Tier};
 
 impl Store for SqliteStore {
@@ -327,11 +328,18 @@ impl Store for SqliteStore {
             let rows = st.query_map([owner], model_row).map_err(sq)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
         })?;
-        rows.into_iter().map(|r| r.map(ModelRow::info)).collect()
+        let mut infos = rows
+            .into_iter()
+            .map(|r| r.map(ModelRow::info))
+            .collect::<Result<Vec<_>>>()?;
+        self.fill_decisions(owner, &mut infos)?;
+        Ok(infos)
     }
 
     fn model(&self, owner: &str, id: &str) -> Result<ModelInfo> {
-        self.with_model(owner, id, |c| Ok(c.info()))
+        let mut info = self.with_model(owner, id, |c| Ok(c.info()))?;
+        self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
+        Ok(info)
     }
 
     fn update_model(
@@ -341,7 +349,11 @@ impl Store for SqliteStore {
         patch: ModelPatch,
         now: i64,
     ) -> Result<ModelInfo> {
-        self.with_model(owner, id, |c| {
+        let decisions = patch.decisions.clone();
+        let mut info = self.with_model(owner, id, |c| {
+            if let Some(Some(d)) = &decisions {
+                d.validate()?;
+            }
             // Change copies; the cache takes them only once committed.
             let mut learner = c.learner.clone();
             let mut reshaped = None;
@@ -377,6 +389,9 @@ impl Store for SqliteStore {
                 }
                 Ok(())
             })?;
+            if let Some(d) = &decisions {
+                self.patch_decisions(c, d.as_ref())?;
+            }
             c.learner = learner;
             if let Some(t) = reshaped {
                 c.table = t;
@@ -384,7 +399,9 @@ impl Store for SqliteStore {
             c.name = name;
             c.updated_at = now;
             Ok(c.info())
-        })
+        })?;
+        self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
+        Ok(info)
     }
 
     fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
@@ -397,6 +414,7 @@ impl Store for SqliteStore {
                     .map_err(sq)?;
                 Ok(())
             })?;
+            self.forget_log(mid);
             c.deleted = true;
             Ok(())
         })
@@ -463,6 +481,13 @@ impl Store for SqliteStore {
     ) -> Result<Updated> {
         let (out, seq) = self.with_model(meter.user_id, model_id, |c| {
             validate_batch(&c.learner, exps.iter().copied())?;
+            check_state_room(
+                meter.limits,
+                &c.learner,
+                c.table.len(),
+                &c.table,
+                exps.iter().copied(),
+            )?;
             let debit = self.debit(meter, exps.len() as u64)?;
             if exps.is_empty() {
                 let none = updated(
@@ -483,13 +508,6 @@ impl Store for SqliteStore {
                 let mut rows = Tracked {
                     table: &mut c.table,
                     touched: &mut touched,
-            check_state_room(
-                meter.limits,
-                &c.learner,
-                c.table.len(),
-                &c.table,
-                exps.iter().copied(),
-            )?;
                 };
                 match c.learner.update(&mut rows, x) {
                     Ok(o) => out.push(o),
@@ -503,19 +521,7 @@ impl Store for SqliteStore {
                 }
             }
             c.updated_at = meter.now;
-            touched.sort_unstable();
-            touched.dedup();
-            let rows = touched
-                .into_iter()
-                .filter_map(|pos| {
-                    let (k, v) = c.table.row_at(pos)?;
-                    Some(RowWrite {
-                        row_no: pos as i64,
-                        key: (pos >= len_before).then(|| key_bytes(k)),
-                        vals: values_bytes(v),
-                    })
-                })
-                .collect();
+            let rows = row_writes(&c.table, touched, len_before);
             let ended = c.learner.counters().episodes != episodes_before;
             let seq = self.enqueue(Job::Learn(learn_job(c, debit, ended, rows)))?;
             c.last_seq = seq.seq;
@@ -530,6 +536,43 @@ impl Store for SqliteStore {
             self.trim_if_over();
         }
         out
+    }
+
+    fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided> {
+        let reply = self.metered_call(meter, model_id, Call::Decide(request))?;
+        decided_or_plain(self, reply, meter, model_id, request)
+    }
+
+    fn rewards(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<Vec<Result<RewardReceipt>>> {
+        answered(self.metered_call(meter, model_id, Call::Rewards(rewards))?)?.rewarded()
+    }
+
+    fn end_episode(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        episode_id: &str,
+        end: &EpisodeEnd,
+    ) -> Result<usize> {
+        answered(self.metered_call(meter, model_id, Call::End { episode_id, end })?)?.learned()
+    }
+
+    fn settle(&self, now: i64) -> Result<usize> {
+        self.settle_all(now)
+    }
+
+    fn decisions(
+        &self,
+        owner: &str,
+        model_id: &str,
+        query: &DecisionQuery,
+    ) -> Result<DecisionPage> {
+        self.decision_page(owner, model_id, query)
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

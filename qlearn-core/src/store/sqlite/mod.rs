@@ -80,6 +80,7 @@
 
 mod cache;
 mod calls;
+mod decisions;
 mod lock;
 mod lru;
 mod schema;
@@ -193,6 +194,10 @@ struct Inner {
     lru: Mutex<Lru<Slot>>,
     /// user -> month -> calls per day (index 0 = the 1st).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, Vec<u64>>>>,
+    /// The decision logs of the models used since the store opened, by
+    /// `mid` (`None`: the model logs no decisions); an entry is read and
+    /// written under its model's lock (see `decisions.rs`).
+    decisions: Mutex<HashMap<i64, Option<crate::decisions::DecisionLog>>>,
     /// Frames in the WAL after the last commit (SQLite's WAL hook): past
     /// [`WAL_RESTART_FRAMES`] the writer checkpoints once between batches
     /// (with no write in flight it completes, so the next transaction
@@ -271,6 +276,7 @@ impl SqliteStore {
             models: RwLock::new(HashMap::new()),
             lru: Mutex::new(Lru::new(options.cache_bytes)),
             usage: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
             wal_frames: wal_frames.clone(),
             closing: Mutex::new(false),
             closing_cv: Condvar::new(),

@@ -12,6 +12,8 @@ use rusqlite::{params, Connection};
 
 use super::{lock_plain, Inner, SqliteStore, BACKEND, WAL_RESTART_FRAMES};
 use crate::error::{Error, Result};
+use crate::store::encoding::{key_bytes, values_bytes};
+use crate::table::QTable;
 
 // ---- the writer --------------------------------------------------------------
 
@@ -23,6 +25,29 @@ pub(super) struct RowWrite {
     pub(super) vals: Vec<u8>,
 }
 
+/// The writes of the rows at positions `touched` of `table` (sorted and
+/// deduplicated here); a row at or past `len_before` is new and carries
+/// its key.
+pub(super) fn row_writes(
+    table: &QTable,
+    mut touched: Vec<usize>,
+    len_before: usize,
+) -> Vec<RowWrite> {
+    touched.sort_unstable();
+    touched.dedup();
+    touched
+        .into_iter()
+        .filter_map(|pos| {
+            let (k, v) = table.row_at(pos)?;
+            Some(RowWrite {
+                row_no: pos as i64,
+                key: (pos >= len_before).then(|| key_bytes(k)),
+                vals: values_bytes(v),
+            })
+        })
+        .collect()
+}
+
 /// The persistent effect of one metered call.
 pub(super) struct Learn {
     pub(super) mid: i64,
@@ -32,6 +57,15 @@ pub(super) struct Learn {
     pub(super) updated_at: Option<i64>,
     pub(super) rows: Vec<RowWrite>,
     pub(super) usage: Option<UsageDelta>,
+    /// The model's decision log after a decision call (issue 14), written
+    /// in the same transaction as its rows.
+    pub(super) decisions: Option<LogWrite>,
+}
+
+/// A model's serialized decision log and its earliest open deadline.
+pub(super) struct LogWrite {
+    pub(super) log: Vec<u8>,
+    pub(super) next_deadline_ms: Option<i64>,
 }
 
 pub(super) struct UsageDelta {
@@ -123,6 +157,7 @@ pub(super) struct PendingModel {
     pub(super) n_rows: i64,
     pub(super) updated_at: Option<i64>,
     pub(super) rows: BTreeMap<i64, (Option<Vec<u8>>, Vec<u8>)>,
+    pub(super) decisions: Option<LogWrite>,
 }
 
 impl Pending {
@@ -136,6 +171,7 @@ impl Pending {
             n_rows: 0,
             updated_at: None,
             rows: BTreeMap::new(),
+            decisions: None,
         });
         m.learner = l.learner;
         m.n_rows = l.n_rows;
@@ -144,6 +180,9 @@ impl Pending {
         }
         if l.updated_at.is_some() {
             m.updated_at = l.updated_at;
+        }
+        if l.decisions.is_some() {
+            m.decisions = l.decisions;
         }
         for r in l.rows {
             match m.rows.get_mut(&r.row_no) {
@@ -173,8 +212,18 @@ impl Pending {
             )?;
             let mut upd_row =
                 c.prepare_cached("UPDATE q_rows SET vals = ?3 WHERE mid = ?1 AND row_no = ?2")?;
+            // Only while the model exists (its row is the log's parent).
+            let mut put_log = c.prepare_cached(
+                "INSERT INTO decision_logs (mid, log, next_deadline_ms) \
+                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM models WHERE mid = ?1) \
+                 ON CONFLICT (mid) DO UPDATE SET log = excluded.log, \
+                 next_deadline_ms = excluded.next_deadline_ms",
+            )?;
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
+                if let Some(d) = m.decisions {
+                    put_log.execute(params![mid, d.log, d.next_deadline_ms])?;
+                }
                 for (row_no, (key, vals)) in m.rows {
                     match key {
                         Some(k) => ins_row.execute(params![mid, row_no, k, vals])?,

@@ -1,0 +1,445 @@
+//! Decisions and delayed rewards in the stores (issue 14): what the
+//! [`Store`](super::Store) decision methods take and return, and the steps
+//! every backend runs on a model's [`DecisionLog`] under the model's lock or
+//! transaction, written once so no backend re-implements the join, the
+//! metering of decision calls or the learning rule.
+//!
+//! A backend's decision call is: lock the model, load its log (`decode`),
+//! `plan` the call (the pure join, debiting the quota exactly once, before
+//! anything changes), `apply` the transitions that became ready with
+//! [`Learner::update`] over its own [`QRows`], [`DecisionLog::prune`], and
+//! write the Q-rows, the learner and the log (`encode`) back in one atomic
+//! step (a transition is applied in the same step that marks its decision
+//! applied).
+//!
+//! # How the log is kept (first version)
+//!
+//! Every backend keeps **one serialized log per model**: the JSON of its
+//! [`DecisionLog`] (in the SQL stores a `decision_logs` row next to the
+//! model's row, with the earliest open deadline in a column so settling
+//! finds the models to settle without reading any log). The cost: every
+//! decision call reads, parses and writes the model's whole log: its cost
+//! grows with the decisions kept (pending and retained), which is fine for
+//! thousands per model and wrong for millions (a busy model at 90 days'
+//! retention). The next step is
+//! a row per decision, loading only the rows a call touches through
+//! [`LogParts`](crate::decisions::LogParts).
+
+use serde::{Deserialize, Serialize};
+
+use crate::decisions::{
+    check_end, Decide, DecisionLog, DecisionRecord, DecisionStats, DecisionStatus, DecisionsConfig,
+    EpisodeEnd, LoggedDecision, NewDecision, RewardReceipt, Transition,
+};
+use crate::error::{Error, Result};
+use crate::model::{Learner, Prediction};
+use crate::state::{canonical_key, StateKey, StateRef};
+use crate::table::QRows;
+
+/// One reward for a logged decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RewardIn {
+    /// The decision it rewards.
+    pub decision_id: String,
+    /// The reward.
+    pub value: f64,
+    /// The client's id for this reward (an idempotency key, scoped to the
+    /// decision).
+    pub reward_id: Option<String>,
+    /// The last reward: the decision's window closes at once.
+    pub is_final: bool,
+}
+
+/// What a logging predict answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decided {
+    /// The prediction (a retry of a logged decision answers its stored
+    /// action and probability, `explored: false`, and the state's current
+    /// Q-values).
+    pub prediction: Prediction,
+    /// The logged decision; `None` when the model logs no decisions (the
+    /// call was a plain predict).
+    pub decision: Option<LoggedDecision>,
+}
+
+/// Which decisions [`Store::decisions`](super::Store::decisions) lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecisionQuery {
+    /// Only decisions in this status.
+    pub status: Option<DecisionStatus>,
+    /// Only decisions logged at or after this time (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// Only decisions logged before this time (Unix milliseconds).
+    pub until_ms: Option<i64>,
+    /// Decisions to skip (in the listing's order).
+    pub offset: u64,
+    /// Decisions to return at most.
+    pub limit: u64,
+}
+
+/// A page of a model's decision log, oldest first (by time, then id).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionPage {
+    /// Decisions matching the query (before offset and limit).
+    pub total: u64,
+    /// The page.
+    pub decisions: Vec<DecisionRecord>,
+    /// The log's counts.
+    pub stats: DecisionStats,
+}
+
+/// A decision call, as `plan` runs it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Call<'a> {
+    /// A logging predict.
+    Decide(&'a Decide<'a>),
+    /// Rewards, in order.
+    Rewards(&'a [RewardIn]),
+    /// An episode's end.
+    End {
+        episode_id: &'a str,
+        end: &'a EpisodeEnd,
+    },
+    /// Closing the windows whose deadline has passed.
+    Settle,
+}
+
+/// What a call answers.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A logging predict's answer.
+    Decided(Decided),
+    /// One result per reward.
+    Rewarded(Vec<Result<RewardReceipt>>),
+    /// Transitions learned by an episode end or a settlement.
+    Learned(usize),
+}
+
+impl Reply {
+    /// A logging predict's answer (any other answer is an internal error).
+    pub(crate) fn decided(self) -> Result<Decided> {
+        match self {
+            Reply::Decided(d) => Ok(d),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// The results of rewards.
+    pub(crate) fn rewarded(self) -> Result<Vec<Result<RewardReceipt>>> {
+        match self {
+            Reply::Rewarded(r) => Ok(r),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// How many transitions an end or a settlement taught.
+    pub(crate) fn learned(self) -> Result<usize> {
+        match self {
+            Reply::Learned(n) => Ok(n),
+            _ => Err(mismatch()),
+        }
+    }
+}
+
+fn mismatch() -> Error {
+    Error::Internal("a decision call got another call's answer".into())
+}
+
+/// The answer of a call that always answers (only a logging predict on a
+/// model without decisions answers `None`).
+pub(crate) fn answered(reply: Option<Reply>) -> Result<Reply> {
+    reply.ok_or_else(mismatch)
+}
+
+/// A logging predict's answer, or, on a model that logs no decisions
+/// (`None`), a plain metered [`Store::predict`](super::Store::predict).
+pub(crate) fn decided_or_plain<S: super::Store + ?Sized>(
+    store: &S,
+    reply: Option<Reply>,
+    meter: &super::Meter<'_>,
+    model_id: &str,
+    request: &Decide<'_>,
+) -> Result<Decided> {
+    match reply {
+        Some(r) => r.decided(),
+        None => Ok(Decided {
+            prediction: store.predict(
+                meter,
+                model_id,
+                request.state,
+                request.explore,
+                request.allowed_actions,
+            )?,
+            decision: None,
+        }),
+    }
+}
+
+impl DecisionPage {
+    /// The page of a model that logs no decisions.
+    pub fn empty() -> Self {
+        DecisionPage {
+            total: 0,
+            decisions: Vec::new(),
+            stats: DecisionStats::default(),
+        }
+    }
+}
+
+/// A planned call: its answer and the transitions to apply, in order.
+#[derive(Debug)]
+pub(crate) struct Planned {
+    pub(crate) reply: Reply,
+    pub(crate) transitions: Vec<Transition>,
+}
+
+/// Runs the log's part of `call` at `now_ms` on `log`: validates the whole
+/// call first (errors change nothing and cost nothing), calls `debit` once
+/// with the calls to meter (a logging predict 1, a retried one 0, each
+/// accepted reward 1, duplicates, late rewards, ends and settlements 0;
+/// its error aborts the call with the log unchanged), then changes the log.
+/// A logging predict chooses through `learner` over `rows`, which must hold
+/// the state's row if the model has one. Returns the answer and the
+/// transitions that became ready, for `apply`.
+pub(crate) fn plan<T: QRows + ?Sized>(
+    log: &mut DecisionLog,
+    learner: &mut Learner,
+    rows: &T,
+    call: Call<'_>,
+    now_ms: i64,
+    debit: impl FnOnce(u64) -> Result<()>,
+) -> Result<Planned> {
+    match call {
+        Call::Decide(d) => {
+            learner.validate_predict(d.state, d.allowed_actions)?;
+            if let Some(logged) = log.prepare(d.decision_id, d.state, d.episode_id)? {
+                debit(0)?;
+                let prediction = replayed(learner, rows, d.state, &logged)?;
+                return Ok(Planned {
+                    reply: Reply::Decided(Decided {
+                        prediction,
+                        decision: Some(logged),
+                    }),
+                    transitions: Vec::new(),
+                });
+            }
+            debit(1)?;
+            let p = learner.predict_full(rows, d.state, d.explore, d.allowed_actions)?;
+            let new = NewDecision {
+                decision_id: d.decision_id,
+                episode_id: d.episode_id,
+                state: d.state.to_state(),
+                allowed_actions: d.allowed_actions.map(<[usize]>::to_vec),
+                action: p.action,
+                probability: p.probability,
+            };
+            let (logged, transitions) = log.record_decision(new, now_ms)?;
+            Ok(Planned {
+                reply: Reply::Decided(Decided {
+                    prediction: p,
+                    decision: Some(logged),
+                }),
+                transitions,
+            })
+        }
+        Call::Rewards(rewards) => {
+            // On a copy: the debit is known only once every reward ran.
+            let mut work = log.clone();
+            let mut results = Vec::with_capacity(rewards.len());
+            let mut transitions = Vec::new();
+            let mut metered = 0u64;
+            for r in rewards {
+                let res = work.record_reward(
+                    &r.decision_id,
+                    r.value,
+                    r.reward_id.as_deref(),
+                    r.is_final,
+                    now_ms,
+                );
+                let res = res.map(|mut receipt| {
+                    if receipt.metered() {
+                        metered += 1;
+                    }
+                    transitions.append(&mut receipt.transitions);
+                    receipt
+                });
+                results.push(res);
+            }
+            debit(metered)?;
+            *log = work;
+            Ok(Planned {
+                reply: Reply::Rewarded(results),
+                transitions,
+            })
+        }
+        Call::End { episode_id, end } => {
+            check_end(learner, end)?;
+            // `record_end` checks everything before it changes anything.
+            let mut work = log.clone();
+            let transitions = work.record_end(episode_id, end.clone())?;
+            debit(0)?;
+            *log = work;
+            Ok(Planned {
+                reply: Reply::Learned(transitions.len()),
+                transitions,
+            })
+        }
+        Call::Settle => {
+            debit(0)?;
+            let transitions = log.expire(now_ms);
+            Ok(Planned {
+                reply: Reply::Learned(transitions.len()),
+                transitions,
+            })
+        }
+    }
+}
+
+/// The answer to a retried decision: its stored action and probability,
+/// with the state's Q-values as they are now.
+fn replayed<T: QRows + ?Sized>(
+    learner: &Learner,
+    rows: &T,
+    state: StateRef<'_>,
+    logged: &LoggedDecision,
+) -> Result<Prediction> {
+    let key = canonical_key(state, learner.config().state_bins.as_deref())?;
+    Ok(Prediction {
+        action: logged.action,
+        explored: false,
+        epsilon: learner.epsilon(),
+        probability: logged.probability,
+        q_values: learner.visible_q(rows.row(key.as_ref())),
+    })
+}
+
+/// Applies transitions in order with [`Learner::update`] (the rule
+/// `update` uses). The log validated every piece, so this fails only with
+/// imported Q-values near `f64::MAX`; what applied before is kept (and
+/// written back) as with `update`.
+pub(crate) fn apply<T: QRows + ?Sized>(
+    learner: &mut Learner,
+    rows: &mut T,
+    transitions: &[Transition],
+) -> Result<()> {
+    for t in transitions {
+        learner.update(rows, &t.experience())?;
+    }
+    Ok(())
+}
+
+/// The canonical keys of the states `transitions` read or write (what a
+/// store that loads only some Q-rows must fetch before `apply`).
+pub(crate) fn transition_keys(
+    learner: &Learner,
+    transitions: &[Transition],
+) -> Result<Vec<StateKey>> {
+    let bins = learner.config().state_bins.as_deref();
+    let mut keys = Vec::with_capacity(transitions.len() * 2);
+    for t in transitions {
+        keys.push(canonical_key(t.state.as_ref(), bins)?);
+        if let Some(next) = &t.next_state {
+            keys.push(canonical_key(next.as_ref(), bins)?);
+        }
+    }
+    Ok(keys)
+}
+
+/// A model's decisions setting as stored (JSON text; `None`: off).
+pub(crate) fn config_text(backend: &'static str, c: &DecisionsConfig) -> Result<String> {
+    serde_json::to_string(c).map_err(|e| Error::storage(backend, format!("decisions setting: {e}")))
+}
+
+/// A stored decisions setting (`None`: off).
+pub(crate) fn config_from_text(
+    backend: &'static str,
+    text: Option<&str>,
+) -> Result<Option<DecisionsConfig>> {
+    text.map(|t| {
+        serde_json::from_str(t)
+            .map_err(|e| Error::storage(backend, format!("unreadable decisions setting: {e}")))
+    })
+    .transpose()
+}
+
+/// The log as stored, and its earliest open deadline.
+pub(crate) fn encode(backend: &'static str, log: &DecisionLog) -> Result<(Vec<u8>, Option<i64>)> {
+    let bytes = serde_json::to_vec(log)
+        .map_err(|e| Error::storage(backend, format!("decision log: {e}")))?;
+    Ok((bytes, log.next_deadline()))
+}
+
+/// A stored log (or a new one when none is stored) under the model's
+/// current setting `config` (the stored setting is the authority; the
+/// copy inside the log is replaced).
+pub(crate) fn decode(
+    backend: &'static str,
+    bytes: Option<&[u8]>,
+    config: DecisionsConfig,
+) -> Result<DecisionLog> {
+    match bytes {
+        None => DecisionLog::new(config),
+        Some(b) => {
+            let mut log: DecisionLog = serde_json::from_slice(b)
+                .map_err(|e| Error::storage(backend, format!("unreadable decision log: {e}")))?;
+            log.set_config(config)?;
+            Ok(log)
+        }
+    }
+}
+
+/// A model's decisions setting as `patch` leaves it, its retention capped
+/// at the tier's (`None`: off).
+pub fn capped(config: Option<DecisionsConfig>, retention_days: u32) -> Option<DecisionsConfig> {
+    config.map(|mut c| {
+        c.retention_days = c.retention_days.min(retention_days.max(1));
+        c
+    })
+}
+
+/// The page of `log` that `q` asks for.
+pub(crate) fn page(log: &DecisionLog, q: &DecisionQuery) -> DecisionPage {
+    let mut hits: Vec<&DecisionRecord> = log
+        .decisions()
+        .filter(|r| q.status.is_none_or(|s| r.status == s))
+        .filter(|r| q.since_ms.is_none_or(|t| r.time_ms >= t))
+        .filter(|r| q.until_ms.is_none_or(|t| r.time_ms < t))
+        .collect();
+    hits.sort_by(|a, b| {
+        a.time_ms
+            .cmp(&b.time_ms)
+            .then_with(|| a.decision_id.cmp(&b.decision_id))
+    });
+    let total = hits.len() as u64;
+    let off = usize::try_from(q.offset).unwrap_or(usize::MAX);
+    let lim = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    DecisionPage {
+        total,
+        decisions: hits.into_iter().skip(off).take(lim).cloned().collect(),
+        stats: log.stats(),
+    }
+}
+
+/// The answer to a call other than a logging predict on a model that logs
+/// no decisions: it has no decision (404) and no episode (404); there is
+/// nothing to settle.
+pub(crate) fn without_log(call: Call<'_>) -> Result<Reply> {
+    match call {
+        Call::Decide(_) => Err(Error::Internal(
+            "a logging predict on a model without decisions is a plain predict".into(),
+        )),
+        Call::Rewards(rewards) => Ok(Reply::Rewarded(
+            rewards
+                .iter()
+                .map(|_| Err(Error::NotFound("decision")))
+                .collect(),
+        )),
+        Call::End { .. } => Err(Error::NotFound("episode")),
+        Call::Settle => Ok(Reply::Learned(0)),
+    }
+}
+
+/// The milliseconds of `now` (Unix seconds), the clock of the decision log.
+pub(crate) fn millis(now: i64) -> i64 {
+    now.saturating_mul(1000)
+}
