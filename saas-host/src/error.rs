@@ -184,6 +184,16 @@ impl ApiError {
     }
 }
 
+/// The code and message of a core error, as [`ApiError::into_response`]
+/// would answer it: what a batch reports for one of its items.
+pub fn error_detail(e: CoreError) -> crate::wire::ErrorDetail {
+    let (_, code, message, _) = core_parts(&e);
+    crate::wire::ErrorDetail {
+        code: code.to_owned(),
+        message,
+    }
+}
+
 /// The mapping of core errors (see docs/http-api.md for the codes).
 fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) {
     use CoreError as E;

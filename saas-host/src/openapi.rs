@@ -8,7 +8,7 @@ use hyper::StatusCode;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::handlers::{accounts, engine, models, service};
+use crate::handlers::{accounts, decisions, engine, models, service};
 use crate::response::{bytes_response, Resp, JSON};
 use crate::wire;
 
@@ -45,6 +45,8 @@ impl Modify for BearerAuth {
         models::status, models::export, models::import, models::dashboard,
         engine::predict, engine::update, engine::update_batch, engine::events,
         engine::events_ticket,
+        decisions::reward, decisions::rewards_batch, decisions::end_episode, decisions::list,
+        decisions::export,
         service::health, service::metrics,
     ),
     components(schemas(
@@ -55,12 +57,16 @@ impl Modify for BearerAuth {
         wire::BatchIn, wire::UpdateOut, wire::BatchOut, wire::RowOut, wire::QTableOut,
         wire::StatusOut, wire::UpdateEvent, wire::LimitsOut, wire::DayOut, wire::UsageOut,
         wire::DashboardOut, wire::Health, wire::TicketOut,
+        wire::DecisionsSetting, wire::RewardBody, wire::RewardItem, wire::RewardOut,
+        wire::RewardResult, wire::RewardsBatchIn, wire::RewardsBatchOut, wire::EpisodeEndIn,
+        wire::EpisodeEndOut, wire::DecisionOut, wire::DecisionStatsOut, wire::DecisionsOut,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "accounts", description = "Registration, login, profile, API keys, dashboard"),
         (name = "models", description = "Model CRUD, status, export and import"),
         (name = "engine", description = "Metered predict and update calls; live events"),
+        (name = "decisions", description = "Delayed rewards for logged decisions, episode ends, the decision log"),
         (name = "admin", description = "Admin-only user changes"),
         (name = "service", description = "Health and metrics"),
     )

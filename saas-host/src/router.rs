@@ -21,7 +21,7 @@ use qlearn_core::tenancy::{RateState, TierLimits};
 use crate::app::{App, Auth};
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
-use crate::handlers::{accounts, engine, models, service};
+use crate::handlers::{accounts, decisions, engine, models, service};
 use crate::http::query_param;
 use crate::openapi;
 use crate::response::{no_content, Resp};
@@ -335,6 +335,11 @@ async fn route_authenticated(
         (Route::Predict, Method::POST) => engine::predict(cx, req).await,
         (Route::Update, Method::POST) => engine::update(cx, req).await,
         (Route::UpdateBatch, Method::POST) => engine::update_batch(cx, req).await,
+        (Route::Rewards, Method::POST) => decisions::reward(cx, req).await,
+        (Route::RewardsBatch, Method::POST) => decisions::rewards_batch(cx, req).await,
+        (Route::EpisodesEnd, Method::POST) => decisions::end_episode(cx, req).await,
+        (Route::ModelDecisions, Method::GET) => decisions::list(cx, id, req).await,
+        (Route::ModelDecisionsExport, Method::GET) => decisions::export(cx, id, req).await,
         (Route::Me, Method::GET) => accounts::me(cx).await,
         (Route::MePassword, Method::POST) => accounts::change_password(cx, req).await,
         (Route::ApiKeys, Method::GET) => accounts::list_keys(cx).await,

@@ -106,6 +106,16 @@ route_table! {
     Update = "/update", "POST", auth, documented;
     /// Metered batch update.
     UpdateBatch = "/update/batch", "POST", auth, documented;
+    /// A reward for a logged decision (metered when counted).
+    Rewards = "/rewards", "POST", auth, documented;
+    /// Rewards for up to 1,000 logged decisions.
+    RewardsBatch = "/rewards/batch", "POST", auth, documented;
+    /// The end of an episode of logged decisions.
+    EpisodesEnd = "/episodes/end", "POST", auth, documented;
+    /// A model's decision log.
+    ModelDecisions = "/models/{id}/decisions", "GET", auth, documented;
+    /// A model's decision log as NDJSON.
+    ModelDecisionsExport = "/models/{id}/decisions/export", "GET", auth, documented;
     /// A model's status and Q-table page.
     Status = "/status/{id}", "GET", auth, documented;
     /// The caller's dashboard.
@@ -125,7 +135,8 @@ impl Route {
 
     /// The API-key scope `method` on this route needs (a JWT has them all):
     /// - `read`: every `GET` but the export, and event-stream tickets;
-    /// - `engine`: `read` and predict, update, batch, import, export;
+    /// - `engine`: `read` and predict, update, batch, import, export,
+    ///   rewards, episode ends and the decision log's export;
     /// - `full`: everything else a user may do (models, keys, password);
     /// - `admin`: the admin routes (which also need the admin role).
     pub fn scope(self, method: &str) -> KeyScope {
@@ -135,7 +146,11 @@ impl Route {
             | Route::Update
             | Route::UpdateBatch
             | Route::ModelsImport
-            | Route::ModelExport => KeyScope::Engine,
+            | Route::ModelExport
+            | Route::Rewards
+            | Route::RewardsBatch
+            | Route::EpisodesEnd
+            | Route::ModelDecisionsExport => KeyScope::Engine,
             Route::ModelEventsTicket => KeyScope::Read,
             _ if method == "GET" => KeyScope::Read,
             _ => KeyScope::Full,

@@ -21,6 +21,11 @@
 //! - graceful shutdown: stop accepting, end event streams, let in-flight
 //!   requests finish, then flush the store.
 //!
+//! Beside the accept loop, one task settles the reward windows whose
+//! deadline has passed ([`Store::settle`]) every [`SETTLE_EVERY`]; every
+//! instance runs it (the store applies each transition once), and it stops
+//! at shutdown before the store is flushed.
+//!
 //! Trickling bytes extends none of these timers.
 
 mod conn;
@@ -49,6 +54,34 @@ use conn::{Activity, Cut, Tracked, Watched};
 use per_address::PerAddress;
 
 use crate::http::RequestDeadline;
+
+/// How often the server settles passed reward deadlines.
+pub const SETTLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Settles passed reward deadlines every [`SETTLE_EVERY`] until shutdown
+/// (a settlement in progress finishes first). A failure is logged and
+/// retried at the next tick: deadlines live in the store.
+async fn settle_loop(app: Arc<App>) {
+    let mut shutdown = app.shutdown_signal();
+    let mut tick = tokio::time::interval(SETTLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => break,
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        let store = app.store.clone();
+        match tokio::task::spawn_blocking(move || store.settle(crate::now_unix())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(transitions = n, "settled reward deadlines"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "settling reward deadlines failed"),
+            Err(e) => tracing::warn!(error = %e, "the settling task failed"),
+        }
+    }
+}
 
 /// Opens the store named by `config.database_url` and serves until
 /// `shutdown` resolves (see [`serve`]).
@@ -94,6 +127,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, storage = app.store.backend(), "serving");
     }
+    let settler = tokio::spawn(settle_loop(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -171,6 +205,9 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "shutdown timed out; closing the remaining connections"),
+    }
+    if let Err(e) = settler.await {
+        tracing::warn!(error = %e, "the settling task ended abnormally");
     }
     let st = app.store.clone();
     tokio::task::spawn_blocking(move || st.flush())

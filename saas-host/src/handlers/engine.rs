@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
+use qlearn_core::decisions::Decide;
 use qlearn_core::limits::MAX_BATCH;
 use qlearn_core::store::{Meter, Report, Updated};
 use qlearn_core::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
@@ -52,7 +53,8 @@ fn monthly_after(
     }))
 }
 
-fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
+/// `resp` with the monthly quota's state for the `RateLimit` headers.
+pub(super) fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
     if let Some(m) = m {
         resp.extensions_mut().insert(m);
     }
@@ -74,18 +76,23 @@ fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
     ))]
 pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: PredictIn = read_json(req, cx.app.config.body_limit).await?;
-    let ((p, names), monthly) = metered(cx, 1, move |app, meter| {
-        let p = app.store.predict(
-            meter,
-            &body.model_id,
-            body.state.as_ref(),
-            body.explore,
-            body.allowed_actions.as_deref(),
-        )?;
+    let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
+        // A model with a decisions setting logs the decision (issue 14);
+        // any other answers a plain prediction.
+        let request = Decide {
+            state: body.state.as_ref(),
+            allowed_actions: body.allowed_actions.as_deref(),
+            explore: body.explore,
+            decision_id: body.decision_id.as_deref(),
+            episode_id: body.episode_id.as_deref(),
+        };
+        let d = app.store.decide(meter, &body.model_id, &request)?;
         let names = app.action_names(meter.user_id, &body.model_id)?;
-        Ok((p, names))
+        Ok((d, names))
     })
     .await?;
+    let p = d.prediction;
+    let logged = d.decision;
     let out = PredictOut {
         action: p.action,
         action_name: names
@@ -95,6 +102,11 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
         q_values: p.q_values,
         explored: p.explored,
         epsilon: p.epsilon,
+        probability: logged.as_ref().map(|l| l.probability),
+        step: logged
+            .as_ref()
+            .and_then(|l| l.episode_id.as_ref().map(|_| l.step)),
+        decision_id: logged.map(|l| l.decision_id),
     };
     Ok(with_monthly(ok_json(&out), monthly))
 }
@@ -125,7 +137,7 @@ async fn apply(
 /// caller's meter (tier limits, now), then reads the month's usage for the
 /// response's quota headers and counts the calls in the metrics. Shared by
 /// every metered route.
-async fn metered<T: Send + 'static>(
+pub(super) async fn metered<T: Send + 'static>(
     cx: &Ctx,
     calls: u64,
     f: impl FnOnce(&App, &Meter<'_>) -> Result<T, Error> + Send + 'static,

@@ -83,7 +83,8 @@ pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     Ok(ok_json(&ModelOut::from(info)))
 }
 
-/// Renames a model or changes its hyperparameters.
+/// Renames a model, changes its hyperparameters, or sets its `decisions`
+/// setting (decision logging and delayed rewards; `null` turns it off).
 #[utoipa::path(patch, path = Route::Model.label(), tag = "models", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
     request_body = PatchModel,
@@ -108,6 +109,11 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
     let uid = cx.user.id.clone();
     let mid = id.clone();
     let limits = *cx.limits();
+    // The log's retention is capped at the tier's.
+    let decisions = body
+        .decisions
+        .as_ref()
+        .map(|d| d.as_ref().map(|d| d.config(limits.decision_retention_days)));
     let info = blocking(move || {
         let config = if body.touches_config() {
             let current = a.store.model(&uid, &mid)?;
@@ -120,16 +126,12 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
         } else {
             None
         };
-        a.store.update_model(
-            &uid,
-            &mid,
-            ModelPatch {
-                name,
-                config,
-                decisions: None,
-            },
-            now_unix(),
-        )
+        let patch = ModelPatch {
+            name,
+            config,
+            decisions,
+        };
+        a.store.update_model(&uid, &mid, patch, now_unix())
     })
     .await?;
     cx.app.forget_model(&id);

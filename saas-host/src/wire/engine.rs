@@ -29,6 +29,13 @@ pub struct PredictIn {
     pub explore: bool,
     /// Restrict the choice to these action indices.
     pub allowed_actions: Option<Vec<usize>>,
+    /// On a model that logs decisions: the client's id for this decision,
+    /// an idempotency key (a retry returns the logged decision and is
+    /// metered once; the same id with another state or episode is 409).
+    pub decision_id: Option<String>,
+    /// On a model that logs decisions: the episode the decision belongs to
+    /// (client-chosen, scoped to the model); the answer then has `step`.
+    pub episode_id: Option<String>,
 }
 
 /// `POST /predict` response.
@@ -44,6 +51,16 @@ pub struct PredictOut<'a> {
     pub explored: bool,
     /// Epsilon in force.
     pub epsilon: f64,
+    /// On a model that logs decisions: the decision's id, for `/rewards`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_id: Option<String>,
+    /// On a model that logs decisions: the exact probability with which the
+    /// behaviour policy chose `action`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// With an `episode_id`: the decision's step in the episode, from 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
 }
 
 /// The schema of a reward: a number of magnitude at most [`MAX_REWARD`].

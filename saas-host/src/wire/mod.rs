@@ -9,6 +9,7 @@
 
 mod accounts;
 mod dashboard;
+mod decisions;
 mod engine;
 mod models;
 
@@ -17,6 +18,10 @@ pub use accounts::{
     UserOut, MAX_KEY_DAYS,
 };
 pub use dashboard::{DashboardOut, DayOut, LimitsOut, UsageOut};
+pub use decisions::{
+    DecisionOut, DecisionStatsOut, DecisionsOut, DecisionsSetting, EpisodeEndIn, EpisodeEndOut,
+    RewardBody, RewardItem, RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut,
+};
 pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, QTableOut, RowOut, StatusOut,
     TicketOut, UpdateEvent, UpdateIn, UpdateOut,

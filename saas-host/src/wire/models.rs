@@ -10,6 +10,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
+use super::DecisionsSetting;
+
 /// Deserializes a field that may be absent (outer `None`), `null`
 /// (`Some(None)`) or a value: for PATCH fields that can be cleared.
 fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
@@ -179,6 +181,11 @@ pub struct PatchModel {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<Vec<BinIn>>)]
     pub state_bins: Option<Option<Vec<BinIn>>>,
+    /// Log decisions and learn from delayed rewards with this setting;
+    /// `null` turns logging off and discards the model's decision log.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<DecisionsSetting>)]
+    pub decisions: Option<Option<DecisionsSetting>>,
 }
 
 impl PatchModel {
@@ -301,6 +308,8 @@ pub struct ModelOut {
     pub updated_at: String,
     /// Statistics.
     pub stats: StatsOut,
+    /// The decisions setting (`null`: the model logs no decisions).
+    pub decisions: Option<DecisionsSetting>,
 }
 
 impl From<ModelInfo> for ModelOut {
@@ -328,6 +337,7 @@ impl From<ModelInfo> for ModelOut {
             created_at: rfc3339(m.created_at),
             updated_at: rfc3339(m.updated_at),
             stats: m.stats.into(),
+            decisions: m.decisions.as_ref().map(DecisionsSetting::from),
         }
     }
 }

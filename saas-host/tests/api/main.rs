@@ -8,6 +8,7 @@ mod common;
 
 mod accounts;
 mod credentials;
+mod decisions;
 mod engine;
 mod journey;
 mod limits;

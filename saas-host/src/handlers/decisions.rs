@@ -1,0 +1,288 @@
+//! Decisions and delayed rewards (issue 14): rewards (`/rewards`,
+//! `/rewards/batch`), episode ends (`/episodes/end`) and a model's decision
+//! log (`/models/{id}/decisions`, its NDJSON export). The logging predict
+//! itself is `/predict` ([`super::engine::predict`]). Each call runs the
+//! store's decision method on a blocking thread; the store applies what
+//! became ready in the same atomic step.
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
+use hyper::{Request, StatusCode};
+use qlearn_core::decisions::DecisionStatus;
+use qlearn_core::limits::MAX_BATCH;
+use qlearn_core::store::{DecisionQuery, RewardIn};
+use qlearn_core::Error;
+
+use super::engine::{metered, with_monthly};
+use crate::app::blocking;
+use crate::ctx::Ctx;
+use crate::error::{error_detail, ApiError};
+use crate::http::{query_param, read_json};
+use crate::response::{bytes_response, ok_json, Resp};
+use crate::routes::Route;
+use crate::wire::{
+    DecisionOut, DecisionsOut, EpisodeEndIn, EpisodeEndOut, RewardBody, RewardOut, RewardResult,
+    RewardsBatchIn, RewardsBatchOut,
+};
+
+/// Most decisions in a page of `GET /models/{id}/decisions`.
+const MAX_PAGE: u64 = 1000;
+/// Decisions in a page by default.
+const DEFAULT_PAGE: u64 = 100;
+
+/// Records rewards (metered: one call per accepted reward), counting them
+/// in the metrics once the store said how many it accepted.
+async fn record(
+    cx: &Ctx,
+    model_id: String,
+    rewards: Vec<RewardIn>,
+) -> Result<
+    (
+        Vec<(
+            String,
+            qlearn_core::Result<qlearn_core::decisions::RewardReceipt>,
+        )>,
+        Option<crate::ctx::MonthlyState>,
+    ),
+    ApiError,
+> {
+    let (out, monthly) = metered(cx, 0, move |app, meter| {
+        let results = app.store.rewards(meter, &model_id, &rewards)?;
+        Ok(rewards
+            .into_iter()
+            .map(|r| r.decision_id)
+            .zip(results)
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let accepted = out
+        .iter()
+        .filter(|(_, r)| r.as_ref().is_ok_and(|r| r.metered()))
+        .count();
+    cx.app.metrics.metered(cx.user.tier, accepted as u64);
+    Ok((out, monthly))
+}
+
+/// Rewards a logged decision (metered unless late or a duplicate).
+#[utoipa::path(post, path = Route::Rewards.label(), tag = "decisions", security(("bearer" = [])),
+    request_body = RewardBody,
+    responses(
+        (status = 200, description = "What the reward did: open, closed, applied, late or duplicate (metered when counted; RateLimit headers)", body = RewardOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found: an unknown model or decision, or another user's", body = crate::wire::ErrorBody),
+        (status = 409, description = "conflict: the reward_id was recorded with another value", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field", body = crate::wire::ErrorBody),
+        (status = 429, description = "quota_exceeded or rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn reward(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: RewardBody = read_json(req, cx.app.config.body_limit).await?;
+    let (model_id, r) = body.split();
+    let (mut out, monthly) = record(cx, model_id, vec![r]).await?;
+    let (decision_id, result) = out
+        .pop()
+        .ok_or_else(|| ApiError::Core(Error::Internal("a reward got no result".into())))?;
+    let receipt = result?;
+    Ok(with_monthly(
+        ok_json(&RewardOut::new(decision_id, &receipt)),
+        monthly,
+    ))
+}
+
+/// Rewards up to 1,000 decisions of one model, in order; each has its own
+/// result (metered: one call per counted reward).
+#[utoipa::path(post, path = Route::RewardsBatch.label(), tag = "decisions", security(("bearer" = [])),
+    request_body = RewardsBatchIn,
+    responses(
+        (status = 200, description = "One result per reward, in order: its answer or its error (not_found, conflict, invalid_field)", body = RewardsBatchOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found (the model)", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body over the batch limit", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (1 to 1,000 rewards)", body = crate::wire::ErrorBody),
+        (status = 429, description = "quota_exceeded (every counted reward must fit; nothing recorded) or rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn rewards_batch(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let b: RewardsBatchIn = read_json(req, cx.app.config.batch_limit).await?;
+    if b.rewards.is_empty() || b.rewards.len() > MAX_BATCH {
+        return Err(Error::field(
+            "rewards",
+            format!(
+                "must hold 1 to {MAX_BATCH} rewards, got {}",
+                b.rewards.len()
+            ),
+        )
+        .into());
+    }
+    let rewards = b.rewards.into_iter().map(RewardIn::from).collect();
+    let (out, monthly) = record(cx, b.model_id, rewards).await?;
+    let results = out
+        .into_iter()
+        .map(|(id, r)| match r {
+            Ok(receipt) => RewardResult::ok(RewardOut::new(id, &receipt)),
+            Err(e) => RewardResult::failed(id, error_detail(e)),
+        })
+        .collect();
+    Ok(with_monthly(ok_json(&RewardsBatchOut { results }), monthly))
+}
+
+/// Ends an episode: its last step is learned (terminal, or bootstrapping
+/// from `next_state` when truncated) once its reward has closed. Free.
+#[utoipa::path(post, path = Route::EpisodesEnd.label(), tag = "decisions", security(("bearer" = [])),
+    request_body = EpisodeEndIn,
+    responses(
+        (status = 200, description = "Ended (again the same way: no effect)", body = EpisodeEndOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found: an unknown model or episode", body = crate::wire::ErrorBody),
+        (status = 409, description = "conflict: the episode already ended another way", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (truncated needs next_state; sarsa cannot bootstrap a truncated end) or invalid_state", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn end_episode(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: EpisodeEndIn = read_json(req, cx.app.config.body_limit).await?;
+    let (model_id, episode_id, end) = body.split();
+    let ep = episode_id.clone();
+    let (learned, monthly) = metered(cx, 0, move |app, meter| {
+        app.store.end_episode(meter, &model_id, &ep, &end)
+    })
+    .await?;
+    Ok(with_monthly(
+        ok_json(&EpisodeEndOut {
+            episode_id,
+            learned,
+        }),
+        monthly,
+    ))
+}
+
+/// An integer query parameter (`default` when absent).
+fn int_param(query: Option<&str>, name: &str) -> Result<Option<i64>, ApiError> {
+    query_param(query, name)
+        .map(|v| {
+            v.parse::<i64>()
+                .map_err(|_| Error::field(name, format!("must be an integer, got {v:?}")).into())
+        })
+        .transpose()
+}
+
+/// The filter of a listing or an export: `status`, `since`, `until`
+/// (Unix seconds; `since` included, `until` excluded), `offset`, `limit`.
+fn decision_query(query: Option<&str>, max: u64, default: u64) -> Result<DecisionQuery, ApiError> {
+    let status = match query_param(query, "status").as_deref() {
+        None => None,
+        Some("open") => Some(DecisionStatus::Open),
+        Some("closed") => Some(DecisionStatus::Closed),
+        Some("applied") => Some(DecisionStatus::Applied),
+        Some("expired") => Some(DecisionStatus::Expired),
+        Some(other) => {
+            return Err(Error::field(
+                "status",
+                format!("must be open, closed, applied or expired, got {other:?}"),
+            )
+            .into())
+        }
+    };
+    let count = |name, default: u64| -> Result<u64, ApiError> {
+        match int_param(query, name)? {
+            None => Ok(default),
+            Some(v) => u64::try_from(v).map_err(|_| {
+                Error::field(name, format!("must be a non-negative integer, got {v}")).into()
+            }),
+        }
+    };
+    let limit = count("limit", default)?;
+    if limit == 0 || limit > max {
+        return Err(Error::field("limit", format!("must be in 1..={max}, got {limit}")).into());
+    }
+    Ok(DecisionQuery {
+        status,
+        since_ms: int_param(query, "since")?.map(|s| s.saturating_mul(1000)),
+        until_ms: int_param(query, "until")?.map(|s| s.saturating_mul(1000)),
+        offset: count("offset", 0)?,
+        limit,
+    })
+}
+
+/// A page of the model's decision log, oldest first, with its counts.
+#[utoipa::path(get, path = Route::ModelDecisions.label(), tag = "decisions", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Model id"),
+        ("status" = Option<String>, Query, description = "Only decisions in this status: open, closed, applied or expired"),
+        ("since" = Option<i64>, Query, description = "Only decisions logged at or after this time (Unix seconds)"),
+        ("until" = Option<i64>, Query, description = "Only decisions logged before this time (Unix seconds)"),
+        ("offset" = Option<u64>, Query, description = "Decisions to skip (default 0)"),
+        ("limit" = Option<u64>, Query, description = format!("Decisions (1..={MAX_PAGE}, default {DEFAULT_PAGE})")),
+    ),
+    responses(
+        (status = 200, description = "The page (empty for a model that logs no decisions)", body = DecisionsOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (a query parameter)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn list(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = decision_query(req.uri().query(), MAX_PAGE, DEFAULT_PAGE)?;
+    let (a, uid) = (cx.app.clone(), cx.user.id.clone());
+    let (info, page) = blocking(move || {
+        let info = a.store.model(&uid, &id)?;
+        let page = a.store.decisions(&uid, &id, &q)?;
+        Ok((info, page))
+    })
+    .await?;
+    let aggregation = info.decisions.map(|d| d.aggregation).unwrap_or_default();
+    Ok(ok_json(&DecisionsOut {
+        total: page.total,
+        decisions: page
+            .decisions
+            .into_iter()
+            .map(|d| DecisionOut::new(d, aggregation))
+            .collect(),
+        stats: page.stats.into(),
+    }))
+}
+
+/// The model's decision log as NDJSON (one decision per line, oldest
+/// first): what offline evaluation needs.
+#[utoipa::path(get, path = Route::ModelDecisionsExport.label(), tag = "decisions", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Model id"),
+        ("status" = Option<String>, Query, description = "Only decisions in this status: open, closed, applied or expired"),
+        ("since" = Option<i64>, Query, description = "Only decisions logged at or after this time (Unix seconds)"),
+        ("until" = Option<i64>, Query, description = "Only decisions logged before this time (Unix seconds)"),
+    ),
+    responses(
+        (status = 200, description = "application/x-ndjson: one DecisionOut per line", content_type = "application/x-ndjson", body = DecisionOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (a query parameter)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let mut q = decision_query(req.uri().query(), u64::MAX, u64::MAX)?;
+    q.offset = 0;
+    let (a, uid, mid) = (cx.app.clone(), cx.user.id.clone(), id.clone());
+    let body = blocking(move || {
+        let info = a.store.model(&uid, &mid)?;
+        let page = a.store.decisions(&uid, &mid, &q)?;
+        let aggregation = info.decisions.map(|d| d.aggregation).unwrap_or_default();
+        let mut out = Vec::with_capacity(page.decisions.len() * 200);
+        for d in page.decisions {
+            serde_json::to_writer(&mut out, &DecisionOut::new(d, aggregation))
+                .map_err(|e| Error::Internal(format!("decision export: {e}")))?;
+            out.push(b'\n');
+        }
+        Ok(out)
+    })
+    .await?;
+    let mut resp = bytes_response(
+        StatusCode::OK,
+        HeaderValue::from_static("application/x-ndjson"),
+        body,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"decisions-{id}.ndjson\""))
+    {
+        resp.headers_mut().insert(CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}

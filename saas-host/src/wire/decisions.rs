@@ -1,0 +1,375 @@
+//! Decisions and delayed rewards (issue 14): a model's `decisions` setting,
+//! the bodies and answers of `/rewards`, `/rewards/batch` and
+//! `/episodes/end`, and a logged decision as `GET /models/{id}/decisions`
+//! lists it and its export writes it (one JSON object per line).
+
+use qlearn_core::decisions::{
+    Aggregation, DecisionRecord, DecisionStats, DecisionStatus, DecisionsConfig, EpisodeEnd,
+    Outcome, RewardReceipt, RewardStatus, MAX_REWARD_WAIT_SECONDS,
+};
+use qlearn_core::store::RewardIn;
+use qlearn_core::tenancy::rfc3339;
+use qlearn_core::State;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+
+use super::{state_schema, ErrorDetail};
+
+fn default_wait() -> u64 {
+    DecisionsConfig::default().reward_wait_seconds
+}
+
+/// The schema of `reward_wait_seconds`: 0 to 30 days.
+fn wait_schema() -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0.0))
+        .maximum(Some(MAX_REWARD_WAIT_SECONDS as f64))
+        .description(Some(format!(
+            "Seconds after a decision during which its rewards count, 0 to \
+             {MAX_REWARD_WAIT_SECONDS} (30 days); default 600"
+        )))
+}
+
+/// A model's `decisions` setting (`null`: the model logs no decisions).
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsSetting {
+    /// How long rewards are accepted after a decision, in seconds.
+    #[serde(default = "default_wait")]
+    #[schema(schema_with = wait_schema)]
+    pub reward_wait_seconds: u64,
+    /// The reward of a decision whose window closes without any; `null`
+    /// (default): such a decision teaches nothing.
+    #[serde(default)]
+    pub default_reward: Option<f64>,
+    /// How several rewards combine: `sum` (default), `first`, `last`,
+    /// `mean`, `min` or `max`.
+    #[serde(default)]
+    #[schema(value_type = String, example = "sum")]
+    pub aggregation: Aggregation,
+    /// Days a finished decision stays in the log; missing: the tier's
+    /// (free 7, pro 30, enterprise 90), which is also the most it can be
+    /// (a larger value is lowered to it).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+impl DecisionsSetting {
+    /// The core setting, the retention capped at the tier's `tier_days`.
+    pub fn config(&self, tier_days: u32) -> DecisionsConfig {
+        DecisionsConfig {
+            reward_wait_seconds: self.reward_wait_seconds,
+            default_reward: self.default_reward,
+            aggregation: self.aggregation,
+            retention_days: self.retention_days.unwrap_or(tier_days).min(tier_days),
+        }
+    }
+}
+
+impl From<&DecisionsConfig> for DecisionsSetting {
+    fn from(c: &DecisionsConfig) -> Self {
+        DecisionsSetting {
+            reward_wait_seconds: c.reward_wait_seconds,
+            default_reward: c.default_reward,
+            aggregation: c.aggregation,
+            retention_days: Some(c.retention_days),
+        }
+    }
+}
+
+/// One reward: `POST /rewards` (with `model_id`) and an item of
+/// `POST /rewards/batch`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardItem {
+    /// The decision (its `decision_id` from `/predict`).
+    pub decision_id: String,
+    /// The reward: finite, at most 1e12 in magnitude.
+    pub value: f64,
+    /// The client's id for this reward: a retry with the same id and value
+    /// has no effect (`duplicate`); with another value it is 409.
+    pub reward_id: Option<String>,
+    /// The last reward of the decision: its window closes at once.
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
+}
+
+impl From<RewardItem> for RewardIn {
+    fn from(r: RewardItem) -> Self {
+        RewardIn {
+            decision_id: r.decision_id,
+            value: r.value,
+            reward_id: r.reward_id,
+            is_final: r.is_final,
+        }
+    }
+}
+
+/// `POST /rewards` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardBody {
+    /// The model.
+    pub model_id: String,
+    /// The decision.
+    pub decision_id: String,
+    /// The reward: finite, at most 1e12 in magnitude.
+    pub value: f64,
+    /// The client's id for this reward (idempotency key).
+    pub reward_id: Option<String>,
+    /// The last reward of the decision: its window closes at once.
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
+}
+
+impl RewardBody {
+    /// The model id and the reward.
+    pub fn split(self) -> (String, RewardIn) {
+        let r = RewardIn {
+            decision_id: self.decision_id,
+            value: self.value,
+            reward_id: self.reward_id,
+            is_final: self.is_final,
+        };
+        (self.model_id, r)
+    }
+}
+
+/// `POST /rewards/batch` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RewardsBatchIn {
+    /// The model.
+    pub model_id: String,
+    /// 1 to 1,000 rewards, recorded in order.
+    pub rewards: Vec<RewardItem>,
+}
+
+/// What a reward did.
+#[derive(Serialize, ToSchema)]
+pub struct RewardOut {
+    /// The decision.
+    pub decision_id: String,
+    /// `open` (counted, window open), `closed` (counted, window closed, the
+    /// transition waits for the episode's next decision or end), `applied`
+    /// (learned), `late` (after the window: recorded, not learned, not
+    /// metered) or `duplicate` (a repeated `reward_id`: no effect, not
+    /// metered).
+    #[schema(value_type = String, example = "open")]
+    pub status: RewardStatus,
+    /// The decision's aggregated reward so far (`null`: none counted).
+    pub reward: Option<f64>,
+    /// Rewards counted for the decision.
+    pub rewards: u32,
+    /// When the decision's reward window closes (RFC 3339, UTC).
+    pub closes_at: String,
+}
+
+impl RewardOut {
+    /// The answer for `decision_id`'s receipt.
+    pub fn new(decision_id: String, r: &RewardReceipt) -> Self {
+        RewardOut {
+            decision_id,
+            status: r.status,
+            reward: r.reward,
+            rewards: r.rewards,
+            closes_at: rfc3339(r.closes_at_ms.div_euclid(1000)),
+        }
+    }
+}
+
+/// One result of `POST /rewards/batch`: the reward's answer (the fields of
+/// [`RewardOut`]), or its `error`.
+#[derive(Serialize, ToSchema)]
+pub struct RewardResult {
+    /// The decision.
+    pub decision_id: String,
+    /// As in [`RewardOut`]; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub status: Option<RewardStatus>,
+    /// As in [`RewardOut`] (`null` also on error).
+    pub reward: Option<f64>,
+    /// As in [`RewardOut`]; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewards: Option<u32>,
+    /// As in [`RewardOut`]; absent on error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<String>,
+    /// The error (`not_found` for an unknown or another user's decision,
+    /// `conflict` for a reused `reward_id` with another value,
+    /// `invalid_field`); absent on success.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+impl RewardResult {
+    /// A reward's answer.
+    pub fn ok(r: RewardOut) -> Self {
+        RewardResult {
+            decision_id: r.decision_id,
+            status: Some(r.status),
+            reward: r.reward,
+            rewards: Some(r.rewards),
+            closes_at: Some(r.closes_at),
+            error: None,
+        }
+    }
+
+    /// A reward's error.
+    pub fn failed(decision_id: String, error: ErrorDetail) -> Self {
+        RewardResult {
+            decision_id,
+            status: None,
+            reward: None,
+            rewards: None,
+            closes_at: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// `POST /rewards/batch` response: one result per reward, in order.
+#[derive(Serialize, ToSchema)]
+pub struct RewardsBatchOut {
+    /// The results.
+    pub results: Vec<RewardResult>,
+}
+
+/// `POST /episodes/end` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EpisodeEndIn {
+    /// The model.
+    pub model_id: String,
+    /// The episode (as sent with its decisions).
+    pub episode_id: String,
+    /// `terminated` (a terminal state: no bootstrap) or `truncated` (cut
+    /// short: the last step bootstraps from `next_state`).
+    #[schema(value_type = String, example = "terminated")]
+    pub outcome: Outcome,
+    /// The state reached after the last decision (required when truncated).
+    #[schema(schema_with = state_schema)]
+    pub next_state: Option<State>,
+    /// Actions allowed in `next_state`.
+    pub next_allowed_actions: Option<Vec<usize>>,
+}
+
+impl EpisodeEndIn {
+    /// The model id, the episode id and the end.
+    pub fn split(self) -> (String, String, EpisodeEnd) {
+        let end = EpisodeEnd {
+            outcome: self.outcome,
+            next_state: self.next_state,
+            next_allowed_actions: self.next_allowed_actions,
+        };
+        (self.model_id, self.episode_id, end)
+    }
+}
+
+/// `POST /episodes/end` response.
+#[derive(Serialize, ToSchema)]
+pub struct EpisodeEndOut {
+    /// The episode.
+    pub episode_id: String,
+    /// Transitions learned by this end (the last step's, if its reward had
+    /// closed; 0 when ending again the same way).
+    pub learned: usize,
+}
+
+/// A logged decision, as listed and exported.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionOut {
+    /// Its id.
+    pub decision_id: String,
+    /// Its episode, if any.
+    pub episode_id: Option<String>,
+    /// Its step in the episode (0 without one).
+    pub step: u64,
+    /// When it was logged (RFC 3339, UTC).
+    pub time: String,
+    /// The state.
+    #[schema(schema_with = state_schema)]
+    pub state: State,
+    /// The allowed actions, if restricted.
+    pub allowed_actions: Option<Vec<usize>>,
+    /// The chosen action.
+    pub action: usize,
+    /// The probability with which the behaviour policy chose it.
+    pub probability: f64,
+    /// The reward: the one learned once closed, else the aggregate so far
+    /// (`null`: none).
+    pub reward: Option<f64>,
+    /// `open`, `closed`, `applied` or `expired`.
+    #[schema(value_type = String, example = "applied")]
+    pub status: DecisionStatus,
+    /// Rewards counted.
+    pub rewards: u32,
+    /// When its reward window closes (RFC 3339, UTC).
+    pub closes_at: String,
+}
+
+impl DecisionOut {
+    /// The record as the API shows it (`aggregation`: the model's).
+    pub fn new(r: DecisionRecord, aggregation: Aggregation) -> Self {
+        let reward = r.learned_reward.or_else(|| r.reward(aggregation));
+        DecisionOut {
+            decision_id: r.decision_id,
+            episode_id: r.episode_id,
+            step: r.step,
+            time: rfc3339(r.time_ms.div_euclid(1000)),
+            state: r.state,
+            allowed_actions: r.allowed_actions,
+            action: r.action,
+            probability: r.probability,
+            reward,
+            status: r.status,
+            rewards: r.rewards,
+            closes_at: rfc3339(r.closes_at_ms.div_euclid(1000)),
+        }
+    }
+}
+
+/// The counts of a model's decision log.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionStatsOut {
+    /// Decisions logged (retries not counted).
+    pub decisions: u64,
+    /// Rewards counted (late ones and duplicates not).
+    pub rewards: u64,
+    /// Decisions not yet applied or expired.
+    pub pending: u64,
+    /// Rewards that arrived after their window.
+    pub late: u64,
+    /// Decisions whose window closed without a reward.
+    pub defaulted: u64,
+    /// Transitions learned.
+    pub applied: u64,
+}
+
+impl From<DecisionStats> for DecisionStatsOut {
+    fn from(s: DecisionStats) -> Self {
+        DecisionStatsOut {
+            decisions: s.decisions,
+            rewards: s.rewards,
+            pending: s.pending,
+            late: s.late,
+            defaulted: s.defaulted,
+            applied: s.applied,
+        }
+    }
+}
+
+/// `GET /models/{id}/decisions` response, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct DecisionsOut {
+    /// Decisions matching the filter.
+    pub total: u64,
+    /// The page.
+    pub decisions: Vec<DecisionOut>,
+    /// The log's counts.
+    pub stats: DecisionStatsOut,
+}
