@@ -32,9 +32,11 @@ use crate::decisions::{
     EpisodeEnd, LoggedDecision, NewDecision, RewardReceipt, Transition,
 };
 use crate::error::{Error, Result};
-use crate::model::{Learner, Prediction};
+use crate::model::{Experience, Learner, Prediction};
 use crate::state::{canonical_key, StateKey, StateRef};
+use crate::store::rules::check_state_room;
 use crate::table::QRows;
+use crate::tenancy::TierLimits;
 
 /// One reward for a logged decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -186,6 +188,17 @@ impl DecisionPage {
     }
 }
 
+/// The tier's states per model as [`plan`] checks them: a logging
+/// predict in a state the model does not store is refused
+/// ([`Error::StateLimitReached`], free) when the model holds `held` states
+/// and the limit leaves no room. (Decisions logged in new states before
+/// their transitions are learned may pass the limit by that many.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Room<'a> {
+    pub(crate) limits: &'a TierLimits,
+    pub(crate) held: usize,
+}
+
 /// A planned call: its answer and the transitions to apply, in order.
 #[derive(Debug)]
 pub(crate) struct Planned {
@@ -201,10 +214,11 @@ pub(crate) struct Planned {
 /// A logging predict chooses through `learner` over `rows`, which must hold
 /// the state's row if the model has one. Returns the answer and the
 /// transitions that became ready, for `apply`.
-pub(crate) fn plan<T: QRows + ?Sized>(
+pub(crate) fn plan<T: QRows>(
     log: &mut DecisionLog,
     learner: &mut Learner,
     rows: &T,
+    room: Room<'_>,
     call: Call<'_>,
     now_ms: i64,
     debit: impl FnOnce(u64) -> Result<()>,
@@ -223,6 +237,16 @@ pub(crate) fn plan<T: QRows + ?Sized>(
                     transitions: Vec::new(),
                 });
             }
+            // The state a decision logs is the state its transition will
+            // store: a new one must fit the tier's states per model.
+            let stores = Experience::new(d.state, 0, 0.0, d.state);
+            check_state_room(
+                room.limits,
+                learner,
+                room.held,
+                rows,
+                std::iter::once(stores),
+            )?;
             debit(1)?;
             let p = learner.predict_full(rows, d.state, d.explore, d.allowed_actions)?;
             let new = NewDecision {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::decisions::{
-    answered, apply, decided_or_plain, millis, page, plan, without_log, Call, Reply,
+    answered, apply, decided_or_plain, millis, page, plan, without_log, Call, Reply, Room,
 };
 use super::report::updated;
 use super::rules::{check_state_room, touch_key, validate_batch};
@@ -20,7 +20,7 @@ use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::StateRef;
-use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier};
+use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier, TierLimits};
 
 const BACKEND: &str = "memory";
 
@@ -128,7 +128,10 @@ impl MemoryStore {
         if e.decisions.is_none() && matches!(call, Call::Decide(_)) {
             return Ok(None);
         }
-        Self::decision_call(&mut e, call, meter.now, |n| self.debit(meter, n)).map(Some)
+        Self::decision_call(&mut e, call, meter.now, meter.limits, |n| {
+            self.debit(meter, n)
+        })
+        .map(Some)
     }
 
     /// Runs a decision call on a locked model: the log is changed on a
@@ -138,6 +141,7 @@ impl MemoryStore {
         e: &mut Entry,
         call: Call<'_>,
         now: i64,
+        limits: &TierLimits,
         debit: impl FnOnce(u64) -> Result<()>,
     ) -> Result<Reply> {
         let Some(log) = &e.decisions else {
@@ -149,7 +153,11 @@ impl MemoryStore {
         // happens.
         let placeholder = Model::new(ModelConfig::new(1))?;
         let (mut learner, mut table) = std::mem::replace(&mut e.model, placeholder).into_parts();
-        let planned = plan(&mut log, &mut learner, &table, call, now_ms, debit);
+        let room = Room {
+            limits,
+            held: table.len(),
+        };
+        let planned = plan(&mut log, &mut learner, &table, room, call, now_ms, debit);
         let applied = match &planned {
             Ok(p) => apply(&mut learner, &mut table, &p.transitions),
             Err(_) => Ok(()),
@@ -483,7 +491,14 @@ impl Store for MemoryStore {
             if !due {
                 continue;
             }
-            learned += Self::decision_call(&mut e, Call::Settle, now, |_| Ok(()))?.learned()?;
+            learned += Self::decision_call(
+                &mut e,
+                Call::Settle,
+                now,
+                &TierLimits::UNLIMITED,
+                |_| Ok(()),
+            )?
+            .learned()?;
         }
         Ok(learned)
     }

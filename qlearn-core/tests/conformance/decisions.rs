@@ -60,6 +60,15 @@ fn reward(id: &str, value: f64, reward_id: Option<&str>, is_final: bool) -> Rewa
     }
 }
 
+/// The first ten decisions of `owner`'s model `id`, and the log's counts.
+fn log_page<S: Store>(s: &S, owner: &str, id: &str) -> qlearn_core::store::DecisionPage {
+    let q = DecisionQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    ok(s, s.decisions(owner, id, &q))
+}
+
 /// Whether `r` is NotFound.
 fn nf<T>(r: &Result<T, Error>) -> bool {
     matches!(r, Err(Error::NotFound(_)))
@@ -183,17 +192,7 @@ pub fn decisions_learn_like_updates<S: Store>(s: &S) {
         s.backend()
     );
     assert_eq!(info.stats, local.stats(), "[{}] statistics", s.backend());
-    let page = ok(
-        s,
-        s.decisions(
-            &a.id,
-            &id,
-            &DecisionQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        ),
-    );
+    let page = log_page(s, &a.id, &id);
     assert_eq!(page.total, 4);
     assert!(page
         .decisions
@@ -396,17 +395,7 @@ pub fn decision_metering<S: Store>(s: &S) {
         "[{}] two rewards, one call left: {over:?}",
         s.backend()
     );
-    let page = ok(
-        s,
-        s.decisions(
-            &a.id,
-            &id,
-            &DecisionQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        ),
-    );
+    let page = log_page(s, &a.id, &id);
     assert_eq!(
         page.stats.rewards,
         0,
@@ -431,6 +420,42 @@ pub fn decision_metering<S: Store>(s: &S) {
     assert!(
         matches!(more, Err(Error::QuotaExceeded { .. })),
         "[{}] {more:?}",
+        s.backend()
+    );
+}
+
+/// The tier's states per model: a logging predict in a new state past the
+/// limit is refused (free, nothing logged); stored states go on.
+pub fn decision_state_limit<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let id = logging_model(s, &a.id, &seeded(2, 8), setting(600, None));
+    let mut l = limits(Some(100), None);
+    l.max_states = Some(1);
+    let m = Meter {
+        user_id: &a.id,
+        limits: &l,
+        now: NOW,
+    };
+    let d = ok(s, s.decide(&m, &id, &Decide::new(StateRef::Int(1)))).decision;
+    let d = d.expect("logged");
+    ok(
+        s,
+        s.reward(&m, &id, reward(&d.decision_id, 1.0, None, true)),
+    );
+    assert_eq!(ok(s, s.q_table(&a.id, &id, 0, 10)).total, 1);
+    let refused = s.decide(&m, &id, &Decide::new(StateRef::Int(2)));
+    assert!(
+        matches!(refused, Err(Error::StateLimitReached { limit: 1, .. })),
+        "[{}] a second state: {refused:?}",
+        s.backend()
+    );
+    ok(s, s.decide(&m, &id, &Decide::new(StateRef::Int(1))));
+    assert_eq!(calls(s, &a.id), 3, "[{}] the refusal is free", s.backend());
+    let page = log_page(s, &a.id, &id);
+    assert_eq!(
+        page.total,
+        2,
+        "[{}] nothing logged when refused",
         s.backend()
     );
 }
@@ -494,17 +519,7 @@ pub fn decision_isolation<S: Store>(s: &S) {
         ),
     );
     assert_eq!(info.decisions, None);
-    let page = ok(
-        s,
-        s.decisions(
-            &a.id,
-            &id,
-            &DecisionQuery {
-                limit: 10,
-                ..Default::default()
-            },
-        ),
-    );
+    let page = log_page(s, &a.id, &id);
     assert_eq!(page.total, 0, "[{}] log discarded", s.backend());
     let plain = ok(s, s.decide(&ma, &id, &Decide::new(StateRef::Int(1))));
     assert!(plain.decision.is_none(), "[{}] plain predict", s.backend());

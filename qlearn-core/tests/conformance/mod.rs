@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             decision_deadline,
             decision_metering,
             decision_isolation,
+            decision_state_limit,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {

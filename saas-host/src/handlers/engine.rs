@@ -65,10 +65,12 @@ pub(super) fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
 #[utoipa::path(post, path = Route::Predict.label(), tag = "engine", security(("bearer" = [])),
     request_body = PredictIn,
     responses(
-        (status = 200, description = "The chosen action (metered; RateLimit headers)", body = PredictOut),
+        (status = 200, description = "The chosen action (metered; RateLimit headers); on a model that logs decisions also decision_id, probability and step (a retried decision_id is free)", body = PredictOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "state_limit_reached: on a model that logs decisions, a state it does not store past the tier's states per model (not metered)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found (unknown or another user's model)", body = crate::wire::ErrorBody),
+        (status = 409, description = "conflict: a decision_id logged for another state or episode, or a decision in an ended episode", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field, invalid_state or invalid_action", body = crate::wire::ErrorBody),

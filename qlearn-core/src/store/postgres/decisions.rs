@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::state::{canonical_key, StateKey};
 use crate::store::decisions::{
     apply, config_from_text, config_text, decode, encode, millis, page, plan, transition_keys,
-    without_log, Call, Reply,
+    without_log, Call, Reply, Room,
 };
 use crate::store::encoding::{
     decode_key, decode_learner, decode_values, key_bytes, learner_bytes, returns_bytes,
@@ -34,6 +34,7 @@ use crate::store::encoding::{
 };
 use crate::store::{DecisionPage, DecisionQuery, Meter, ModelInfo};
 use crate::table::QTable;
+use crate::tenancy::TierLimits;
 
 /// The model row a decision call locks.
 const SQL_LOCK_MODEL: &str = "SELECT mid, config, learner, returns, n_rows, decisions FROM models \
@@ -149,6 +150,13 @@ impl PgStore {
                 }
             }
             let mut table = fetched.table(width)?;
+            let room = Room {
+                limits: match payer {
+                    Payer::Meter(m) => m.limits,
+                    Payer::Free => &TierLimits::UNLIMITED,
+                },
+                held: usize::try_from(n_rows).unwrap_or(usize::MAX),
+            };
             let planned = {
                 let tx = &mut *tx;
                 let st = &mut *st;
@@ -156,6 +164,7 @@ impl PgStore {
                     &mut log,
                     &mut learner,
                     &table,
+                    room,
                     call,
                     now_ms,
                     |n| match payer {

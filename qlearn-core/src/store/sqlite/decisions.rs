@@ -24,11 +24,11 @@ use crate::decisions::{DecisionLog, DecisionsConfig};
 use crate::error::{Error, Result};
 use crate::store::decisions::{
     apply, config_from_text, config_text, decode, encode, millis, page, plan, without_log, Call,
-    Reply,
+    Reply, Room,
 };
 use crate::store::encoding::Tracked;
 use crate::store::{DecisionPage, DecisionQuery, Meter, ModelInfo};
-use crate::tenancy::BillingMonth;
+use crate::tenancy::{BillingMonth, TierLimits};
 
 impl SqliteStore {
     /// Blocks until every job up to `seq` has committed (what a read of
@@ -173,6 +173,7 @@ impl SqliteStore {
         id: &str,
         call: Call<'_>,
         now: i64,
+        limits: &TierLimits,
         debit: impl FnOnce(u64) -> Result<Debit>,
     ) -> Result<Option<Reply>> {
         let now_ms = millis(now);
@@ -185,10 +186,22 @@ impl SqliteStore {
                 };
             };
             let mut made = None;
-            let planned = plan(&mut log, &mut c.learner, &c.table, call, now_ms, |n| {
-                made = Some(debit(n)?);
-                Ok(())
-            });
+            let room = Room {
+                limits,
+                held: c.table.len(),
+            };
+            let planned = plan(
+                &mut log,
+                &mut c.learner,
+                &c.table,
+                room,
+                call,
+                now_ms,
+                |n| {
+                    made = Some(debit(n)?);
+                    Ok(())
+                },
+            );
             // `plan` leaves the log as it was when it fails.
             let (planned, debit) = match (planned, made) {
                 (Ok(p), Some(d)) => (p, d),
@@ -269,9 +282,14 @@ impl SqliteStore {
         model_id: &str,
         call: Call<'_>,
     ) -> Result<Option<Reply>> {
-        self.decision_call(meter.user_id, model_id, call, meter.now, |n| {
-            self.debit(meter, n)
-        })
+        self.decision_call(
+            meter.user_id,
+            model_id,
+            call,
+            meter.now,
+            meter.limits,
+            |n| self.debit(meter, n),
+        )
     }
 
     /// Settles every model with a passed deadline (see
@@ -300,7 +318,7 @@ impl SqliteStore {
                     n,
                 })
             };
-            match self.decision_call(&owner, &id, Call::Settle, now, free) {
+            match self.decision_call(&owner, &id, Call::Settle, now, &TierLimits::UNLIMITED, free) {
                 Ok(Some(Reply::Learned(n))) => learned += n,
                 Ok(_) => {}
                 // Deleted since the list was read.
