@@ -120,7 +120,8 @@ fn summary(lat: &mut [Duration]) -> String {
 }
 
 /// The other tenant's update latencies while `op` runs (or for `idle` when
-/// `op` is `None`), and how long `op` took.
+/// `op` is `None`), and how long `op` took. Only the updates whose time
+/// overlaps the operation's count (the worker starts 200 ms before it).
 fn during(
     s: &SqliteStore,
     other: (&str, &str),
@@ -136,27 +137,33 @@ fn during(
                 limits: &limits,
                 now: NOW,
             };
-            let mut lat = Vec::new();
+            let mut timed = Vec::new();
             let mut i = 0i64;
             while !stop.load(Ordering::Relaxed) {
                 let e = Experience::new(StateRef::Int(i % 500), 0, 1.0, StateRef::Int(i % 499));
                 let t = Instant::now();
                 s.update(&meter, other.1, &[e], Report::Outcomes)
                     .expect("update");
-                lat.push(t.elapsed());
+                timed.push((t, t.elapsed()));
                 i += 1;
             }
-            lat
+            timed
         });
         std::thread::sleep(Duration::from_millis(200));
-        let t = Instant::now();
+        let start = Instant::now();
         match op {
             Some(op) => op(),
             None => std::thread::sleep(idle),
         }
-        let took = t.elapsed();
+        let end = Instant::now();
         stop.store(true, Ordering::Relaxed);
-        (worker.join().expect("worker"), took)
+        let timed = worker.join().expect("worker");
+        let overlapping = timed
+            .into_iter()
+            .filter(|&(t, d)| t < end && t + d > start)
+            .map(|(_, d)| d)
+            .collect();
+        (overlapping, end - start)
     })
 }
 
