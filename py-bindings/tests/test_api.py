@@ -26,10 +26,12 @@ def test_module_exports():
     engine = {"FORMAT_VERSION", "MAX_ACTIONS", "MAX_STATE_DIMS", "QLearner", "Stats", "__version__",
               "to_dataframe"}
     client = {"Client", "AsyncClient", "EventStream", "AsyncEventStream", "RemoteModel"}
+    decisions = {"Decision", "DecisionPage", "DecisionStats", "DecisionsSetting", "EndEvent", "EpisodeEnd",
+                 "RewardError", "RewardReceipt"}
     errors = {"QlearnError", "BadRequest", "Unauthorized", "Forbidden", "ModelLimitReached", "NotFound",
               "Conflict", "PayloadTooLarge", "ValidationError", "TooManyRequests", "RateLimited",
               "QuotaExceeded", "ServiceUnavailable", "ConnectionFailed"}
-    assert sorted(qlearn.__all__) == sorted(engine | client | errors)
+    assert sorted(qlearn.__all__) == sorted(engine | client | decisions | errors)
     assert all(hasattr(qlearn, name) for name in qlearn.__all__)
     assert all(issubclass(getattr(qlearn, e), qlearn.QlearnError) for e in errors)
     assert QLearner.__module__ == "qlearn" and QLearner.__name__ == "QLearner"

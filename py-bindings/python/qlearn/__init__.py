@@ -24,6 +24,16 @@ from ._qlearn import (
 )
 from .analysis import to_dataframe
 from .client import AsyncClient, AsyncEventStream, Client, EventStream, RemoteModel
+from .types import (
+    Decision,
+    DecisionPage,
+    DecisionStats,
+    DecisionsSetting,
+    EndEvent,
+    EpisodeEnd,
+    RewardError,
+    RewardReceipt,
+)
 from .errors import (
     BadRequest,
     Conflict,
@@ -48,6 +58,14 @@ __all__ = [
     "Client",
     "Conflict",
     "ConnectionFailed",
+    "Decision",
+    "DecisionPage",
+    "DecisionStats",
+    "DecisionsSetting",
+    "EndEvent",
+    "EpisodeEnd",
+    "RewardError",
+    "RewardReceipt",
     "EventStream",
     "Forbidden",
     "ModelLimitReached",

@@ -10,14 +10,18 @@ makes (:class:`_Call`, or a generator of calls for operations that take
 several); the two clients differ only in how they send a call. Errors are
 :mod:`qlearn.errors` exceptions; a 429 ``rate_limited`` or a 503 is retried
 after its ``Retry-After`` for calls that are safe to repeat (reads,
-deletes, model edits), never for ``predict``/``update`` (not idempotent: the
-service has no idempotency keys) and not when the wait exceeds
-``max_retry_wait``.
+deletes, model edits, episode ends, and a ``predict``/``reward`` that carries a
+client ``decision_id``/``reward_id``, which the server deduplicates), never for
+``update`` or a ``predict``/``reward`` without such a key, and not when the
+wait exceeds ``max_retry_wait``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as _dt
+import json
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Optional, TypeVar, Union
@@ -43,11 +47,17 @@ from .types import (
     ApiKey,
     ApiKeyInfo,
     Dashboard,
+    Decision,
+    DecisionPage,
+    DecisionsSetting,
+    EpisodeEnd,
     Health,
     ModelInfo,
     Prediction,
     RateLimit,
     Registration,
+    RewardError,
+    RewardReceipt,
     State,
     Status,
     Token,
@@ -225,8 +235,13 @@ class _Api:
     @_endpoint
     def patch_model(self, model_id: str, **changes: Any) -> _Call[ModelInfo]:
         """``PATCH /models/{id}``: ``name`` and hyperparameters (None clears
-        ``action_names``)."""
-        body = _params(changes, drop_none=False, extra=("name", "n_actions"))
+        ``action_names``). ``decisions``: a :class:`DecisionsSetting` or a dict
+        of its keys turns decision logging on (``{}``: the defaults), None
+        turns it off and discards the model's decision log."""
+        body = _params(changes, drop_none=False, extra=("name", "n_actions", "decisions"))
+        if isinstance(body.get("decisions"), DecisionsSetting):
+            body["decisions"] = {k: v for k, v in dataclasses.asdict(body["decisions"]).items()
+                                 if v is not None or k == "default_reward"}
         return _Call("PATCH", f"/models/{_id(model_id)}", _json(ModelInfo), json=body)
 
     @_endpoint
@@ -237,13 +252,22 @@ class _Api:
     # -- the engine
 
     @_endpoint
-    def predict(self, model_id: str, state: Any, explore: bool = True,
-                allowed_actions: Any = None) -> _Call[Prediction]:
-        """``POST /predict`` (metered; not retried)."""
+    def predict(self, model_id: str, state: Any, explore: bool = True, allowed_actions: Any = None,
+                decision_id: Optional[str] = None, episode_id: Optional[str] = None) -> _Call[Prediction]:
+        """``POST /predict`` (metered). On a model that logs decisions the
+        answer also has ``decision_id``, ``probability`` and (with an
+        ``episode_id``) ``step``. A client ``decision_id`` (1-128 bytes) is
+        an idempotency key: such a call is retried after a 429
+        ``rate_limited``/503 (the server answers a retry with the logged
+        decision, metered once); without one, predict is never retried."""
         body: dict[str, Any] = {"model_id": _id(model_id), "state": _state(state), "explore": bool(explore)}
         if allowed_actions is not None:
             body["allowed_actions"] = _actions(allowed_actions, "allowed_actions")
-        return _Call("POST", "/predict", _json(Prediction), json=body, idempotent=False)
+        if decision_id is not None:
+            body["decision_id"] = _key(decision_id, "decision_id")
+        if episode_id is not None:
+            body["episode_id"] = _key(episode_id, "episode_id")
+        return _Call("POST", "/predict", _json(Prediction), json=body, idempotent=decision_id is not None)
 
     @_endpoint
     def update(self, model_id: str, state: Any, action: int, reward: float, next_state: Any,
@@ -290,6 +314,83 @@ class _Api:
         cols = _experience_columns(states, actions, rewards, next_states, dones, truncateds, next_actions)
         return _update_many_plan(model_id, cols, batch_size)
 
+    # -- decisions and delayed rewards
+
+    @_endpoint
+    def reward(self, model_id: str, decision_id: str, value: float, reward_id: Optional[str] = None,
+               final: bool = False) -> _Call[RewardReceipt]:
+        """``POST /rewards``: a (possibly delayed) reward of a logged decision;
+        ``final=True`` closes its window at once. With a ``reward_id`` the
+        call is idempotent (a repeat with the same value answers
+        ``duplicate``) and is retried after a 429 ``rate_limited``/503;
+        without one it is never retried. A ``reward_id`` reused with another
+        value raises :class:`qlearn.Conflict`."""
+        body = {"model_id": _id(model_id), **_reward_item(decision_id, value, reward_id, final)}
+        return _Call("POST", "/rewards", _json(RewardReceipt), json=body, idempotent=reward_id is not None)
+
+    @_endpoint
+    def rewards(self, model_id: str,
+                items: Sequence[Mapping[str, Any]]) -> _Call[list[Union[RewardReceipt, RewardError]]]:
+        """``POST /rewards/batch`` of 1 to 1,000 dicts with the keys of
+        :meth:`reward` (``decision_id``, ``value``, ``reward_id``, ``final``).
+        Returns one result per item, in order: a :class:`RewardReceipt`, or a
+        :class:`RewardError` for an item that failed alone. Retried after a
+        429 ``rate_limited``/503 only when every item has a ``reward_id``."""
+        if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+            raise TypeError("items must be a sequence of dicts")
+        if not 1 <= len(items) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} rewards, got {len(items)}")
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise TypeError(f"items[{i}] must be a dict, got {type(item).__name__}")
+            unknown = sorted(set(item) - {"decision_id", "value", "reward_id", "final"})
+            missing = [k for k in ("decision_id", "value") if k not in item]
+            if unknown or missing:
+                raise ValueError(f"items[{i}]: " + "; ".join(
+                    ([f"missing {', '.join(missing)}"] if missing else [])
+                    + ([f"unknown {', '.join(unknown)}"] if unknown else [])))
+            out.append(_reward_item(item["decision_id"], item["value"], item.get("reward_id"),
+                                    item.get("final", False)))
+        return _Call("POST", "/rewards/batch", _reward_results,
+                     json={"model_id": _id(model_id), "rewards": out},
+                     idempotent=all("reward_id" in r for r in out))
+
+    @_endpoint
+    def end_episode(self, model_id: str, episode_id: str, outcome: str, next_state: Any = None,
+                    next_allowed_actions: Any = None) -> _Call[EpisodeEnd]:
+        """``POST /episodes/end``: ``outcome`` ``"terminated"`` (no bootstrap)
+        or ``"truncated"`` (needs ``next_state``, bootstraps from it). Ending
+        again the same way has no effect (so the call is retried after a 429
+        ``rate_limited``/503); another way raises :class:`qlearn.Conflict`."""
+        if outcome not in ("terminated", "truncated"):
+            raise ValueError("outcome must be 'terminated' or 'truncated'")
+        body: dict[str, Any] = {"model_id": _id(model_id), "episode_id": _key(episode_id, "episode_id"),
+                                "outcome": outcome}
+        if next_state is not None:
+            body["next_state"] = _state(next_state)
+        if next_allowed_actions is not None:
+            body["next_allowed_actions"] = _actions(next_allowed_actions, "next_allowed_actions")
+        return _Call("POST", "/episodes/end", _json(EpisodeEnd), json=body)
+
+    @_endpoint
+    def decisions(self, model_id: str, status: Optional[str] = None, since: Any = None, until: Any = None,
+                  offset: int = 0, limit: int = 100) -> _Call[DecisionPage]:
+        """``GET /models/{id}/decisions``: a page of the decision log, oldest
+        first. ``status``: ``open``, ``closed``, ``applied`` or ``expired``;
+        ``since`` (included) / ``until`` (excluded): Unix seconds or aware
+        datetimes; ``limit`` <= 1,000. See :meth:`iter_decisions` for all pages."""
+        return _decisions_call(model_id, status, since, until, offset, limit)
+
+    @_endpoint
+    def export_decisions(self, model_id: str, status: Optional[str] = None, since: Any = None,
+                         until: Any = None) -> _Call[list[Decision]]:
+        """``GET /models/{id}/decisions/export`` (NDJSON, the same filters):
+        every matching decision, oldest first, as :class:`Decision` records
+        (``dataclasses.asdict`` gives the dicts)."""
+        return _Call("GET", f"/models/{_id(model_id)}/decisions/export", _ndjson_decisions,
+                     params=_decision_filter(status, since, until))
+
     @_endpoint
     def status(self, model_id: str, offset: int = 0, limit: int = 100) -> _Call[Status]:
         """``GET /status/{id}``: the model, its statistics and a page of its Q-table."""
@@ -324,6 +425,79 @@ class _Api:
     def model(self, model_id: str) -> RemoteModel:
         """A handle on a hosted model with :class:`qlearn.QLearner`'s names."""
         return RemoteModel(self, model_id)
+
+
+def _key(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty str")
+    return value
+
+
+def _reward_item(decision_id: Any, value: Any, reward_id: Any, final: Any) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"value must be a number, got {type(value).__name__}")
+    item: dict[str, Any] = {"decision_id": _key(decision_id, "decision_id"), "value": float(value)}
+    if reward_id is not None:
+        item["reward_id"] = _key(reward_id, "reward_id")
+    if final:
+        item["final"] = True
+    return item
+
+
+def _reward_results(r: Any) -> list[Union[RewardReceipt, RewardError]]:
+    out: list[Union[RewardReceipt, RewardError]] = []
+    for x in r.json()["results"]:
+        if x.get("error") is not None:
+            out.append(RewardError(str(x["decision_id"]), str(x["error"].get("code", "")),
+                                   str(x["error"].get("message", ""))))
+        else:
+            out.append(from_json(RewardReceipt, x))
+    return out
+
+
+_DECISION_STATUSES = ("open", "closed", "applied", "expired")
+
+
+def _unix(value: Any, name: str) -> int:
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{name} must be an aware datetime (with a tzinfo)")
+        return int(value.timestamp())
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be Unix seconds (int) or a datetime")
+    return int(value)
+
+
+def _decision_filter(status: Optional[str], since: Any, until: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if status is not None:
+        if status not in _DECISION_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(_DECISION_STATUSES)}")
+        params["status"] = status
+    if since is not None:
+        params["since"] = _unix(since, "since")
+    if until is not None:
+        params["until"] = _unix(until, "until")
+    return params
+
+
+def _decisions_call(model_id: str, status: Optional[str], since: Any, until: Any, offset: int,
+                    limit: int) -> _Call[DecisionPage]:
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError("offset must be an int >= 0")
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be an int in 1..={MAX_PAGE}")
+    params = {**_decision_filter(status, since, until), "offset": offset, "limit": limit}
+    return _Call("GET", f"/models/{_id(model_id)}/decisions", _json(DecisionPage), params=params)
+
+
+def _next_decision_offset(page: DecisionPage, offset: int) -> Optional[int]:
+    end = offset + len(page.decisions)
+    return end if page.decisions and end < page.total else None
+
+
+def _ndjson_decisions(r: Any) -> list[Decision]:
+    return [from_json(Decision, json.loads(line)) for line in r.text.splitlines() if line.strip()]
 
 
 def _batch_call(model_id: str, exps: list[dict[str, Any]]) -> _Call[list[UpdateResult]]:
@@ -538,6 +712,19 @@ class Client(_Api):
             yield from ((row.state, row.q_values) for row in status.q_table.rows)
             offset = _next_offset(status)
 
+    def iter_decisions(self, model_id: str, status: Optional[str] = None, since: Any = None,
+                       until: Any = None, page_size: int = MAX_PAGE) -> Iterator[Decision]:
+        """Every logged decision matching the filter (see :meth:`decisions`),
+        oldest first, one page of ``page_size`` at a time. New decisions are
+        appended, but with a ``status`` filter a decision that changes status
+        while paging can shift the pages: filter by ``until`` for a stable
+        listing, or use :meth:`export_decisions`."""
+        offset: Optional[int] = 0
+        while offset is not None:
+            page = self._send(_decisions_call(model_id, status, since, until, offset, page_size))
+            yield from page.decisions
+            offset = _next_decision_offset(page, offset)
+
     def events(self, model_id: str) -> EventStream:
         """The model's live updates (server-sent events); see :class:`EventStream`."""
         return EventStream(self, model_id)
@@ -596,6 +783,16 @@ class AsyncClient(_Api):
             for row in status.q_table.rows:
                 yield row.state, row.q_values
             offset = _next_offset(status)
+
+    async def iter_decisions(self, model_id: str, status: Optional[str] = None, since: Any = None,
+                             until: Any = None, page_size: int = MAX_PAGE) -> AsyncIterator[Decision]:
+        """:meth:`Client.iter_decisions`, as an async iterator."""
+        offset: Optional[int] = 0
+        while offset is not None:
+            page = await self._send(_decisions_call(model_id, status, since, until, offset, page_size))
+            for d in page.decisions:
+                yield d
+            offset = _next_decision_offset(page, offset)
 
     def events(self, model_id: str) -> AsyncEventStream:
         """The model's live updates; ``async with client.events(id) as s: async for e in s``."""

@@ -1,6 +1,13 @@
 """The live event stream of a hosted model (``GET /models/{id}/events``,
 server-sent events): :class:`EventStream` for :class:`qlearn.Client`,
-:class:`AsyncEventStream` for :class:`qlearn.AsyncClient`."""
+:class:`AsyncEventStream` for :class:`qlearn.AsyncClient`.
+
+The stream is opened with the client's ``Authorization`` header. When that
+credential stops working (token expiry, password change, key deletion) the
+server sends a last ``event: end`` frame and closes the stream: iteration
+then stops without an exception, and ``stream.end`` holds the
+:class:`qlearn.types.EndEvent` (its ``reason``, e.g. ``credential_revoked``).
+Authenticate again and open a new stream to go on."""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ from typing import Any, Optional, Union
 from ._calls import _Call, _error, _nothing
 from .errors import ConnectionFailed
 from ._convert import _id
-from .types import LaggedEvent, UpdateEvent, from_json
+from .types import EndEvent, LaggedEvent, UpdateEvent, from_json
 
 
 def _ended() -> ConnectionFailed:
@@ -26,7 +33,7 @@ class _SseParser:
         self.data: list[str] = []
         self.connected = False
 
-    def line(self, line: str) -> Optional[Union[UpdateEvent, LaggedEvent]]:
+    def line(self, line: str) -> Optional[Union[UpdateEvent, LaggedEvent, EndEvent]]:
         if line.startswith(":"):
             self.connected = self.connected or line[1:].strip() == "connected"
             return None
@@ -47,6 +54,8 @@ class _SseParser:
             return from_json(UpdateEvent, doc)
         if event == "lagged":
             return from_json(LaggedEvent, doc)
+        if event == "end":
+            return from_json(EndEvent, doc)
         return None
 
 
@@ -57,6 +66,8 @@ class _Stream:
         self._cm: Any = None
         self._lines: Any = None
         self._parser = _SseParser()
+        #: The ``event: end`` frame that ended the stream, if one did.
+        self.end: Optional[EndEvent] = None
 
     def _request(self) -> Any:
         """The streaming request (no read timeout: the server sends a
@@ -72,7 +83,9 @@ class EventStream(_Stream):
     """The live updates of a model (``GET /models/{id}/events``):
     ``with client.events(id) as stream: for event in stream: ...``. Opening
     waits until the server has subscribed the stream, so every update made
-    after ``open()``/``__enter__`` returns is delivered."""
+    after ``open()``/``__enter__`` returns is delivered. Iteration ends
+    cleanly on the server's ``event: end`` (the credential expired or was
+    revoked), which is then kept in ``end``."""
 
     def open(self) -> EventStream:
         self._cm = self._request()
@@ -106,6 +119,10 @@ class EventStream(_Stream):
             self.open()
         for line in self._lines:
             event = self._parser.line(line)
+            if isinstance(event, EndEvent):
+                self.end = event
+                self.close()
+                return
             if event is not None:
                 yield event
 
@@ -146,5 +163,9 @@ class AsyncEventStream(_Stream):
             await self.open()
         async for line in self._lines:
             event = self._parser.line(line)
+            if isinstance(event, EndEvent):
+                self.end = event
+                await self.close()
+                return
             if event is not None:
                 yield event

@@ -120,6 +120,18 @@ class StateBin:
 
 
 @dataclass(frozen=True)
+class DecisionsSetting:
+    """A model's ``decisions`` setting (docs/http-api.md, "Decisions and
+    delayed rewards"); pass one (or a dict of these keys) as
+    ``patch_model(id, decisions=...)``, None to turn logging off."""
+
+    reward_wait_seconds: int = 600
+    default_reward: Optional[float] = None
+    aggregation: str = "sum"
+    retention_days: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A hosted model: its hyperparameters and statistics."""
 
@@ -141,6 +153,8 @@ class ModelInfo:
     created_at: str
     updated_at: str
     stats: ModelStats
+    #: The decision-logging setting (None: the model logs no decisions).
+    decisions: Optional[DecisionsSetting] = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,13 @@ class Prediction:
     q_values: list[float]
     explored: bool
     epsilon: float
+    #: On a model that logs decisions: the decision's id, for :meth:`qlearn.Client.reward`.
+    decision_id: Optional[str] = None
+    #: On a model that logs decisions: the probability with which the
+    #: behaviour policy chose ``action``.
+    probability: Optional[float] = None
+    #: With an ``episode_id``: the decision's step in the episode, from 0.
+    step: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -285,6 +306,100 @@ class LaggedEvent:
     """``event: lagged``: the stream skipped ``missed`` updates and goes on."""
 
     missed: int
+
+
+@dataclass(frozen=True)
+class EndEvent:
+    """``event: end``: the last frame of a stream whose credential expired or
+    was revoked (``reason`` ``credential_revoked``). The stream iterator
+    stops cleanly after it and keeps it as ``stream.end``."""
+
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RewardReceipt:
+    """What a reward did (``POST /rewards``, an item of ``/rewards/batch``).
+    ``status``: ``open`` (counted, window open), ``closed`` (counted, window
+    closed), ``applied`` (learned), ``late`` (after the window: recorded,
+    not learned) or ``duplicate`` (a repeated ``reward_id``: no effect);
+    ``reward`` the aggregate so far, ``rewards`` how many counted."""
+
+    decision_id: str
+    status: str
+    reward: Optional[float]
+    rewards: int
+    closes_at: str
+
+
+@dataclass(frozen=True)
+class RewardError:
+    """An item of ``POST /rewards/batch`` that failed alone: ``code``
+    ``not_found``, ``conflict`` or ``invalid_field``."""
+
+    decision_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EpisodeEnd:
+    """``POST /episodes/end``: transitions learned by this end (0 when the
+    episode had already ended the same way)."""
+
+    episode_id: str
+    learned: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A logged decision (``GET /models/{id}/decisions`` and its export).
+    ``reward``: the one learned once closed, else the aggregate so far;
+    ``status``: ``open``, ``closed``, ``applied`` or ``expired``."""
+
+    decision_id: str
+    episode_id: Optional[str]
+    step: int
+    time: str
+    state: Any
+    allowed_actions: Optional[list[int]]
+    action: int
+    probability: float
+    reward: Optional[float]
+    status: str
+    rewards: int
+    closes_at: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", state_from_json(self.state))
+
+    @property
+    def time_datetime(self) -> _dt.datetime:
+        """``time`` as an aware datetime (UTC, whole seconds)."""
+        return parse_time(self.time)
+
+
+@dataclass(frozen=True)
+class DecisionStats:
+    """The counts of a model's decision log."""
+
+    decisions: int
+    rewards: int
+    pending: int
+    late: int
+    defaulted: int
+    applied: int
+
+
+@dataclass(frozen=True)
+class DecisionPage:
+    """``GET /models/{id}/decisions``: ``total`` matching the filter, a page
+    of them (oldest first) and the log's counts."""
+
+    total: int
+    decisions: list[Decision]
+    stats: DecisionStats
 
 
 @dataclass(frozen=True)
