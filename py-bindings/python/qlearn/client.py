@@ -39,6 +39,22 @@ from ._convert import (
     _params,
     _state,
 )
+from ._plans import (
+    MAX_BATCH,
+    MAX_PAGE,
+    _batch_call,
+    _decision_filter,
+    _decisions_call,
+    _key,
+    _ndjson_decisions,
+    _next_decision_offset,
+    _next_offset,
+    _reward_item,
+    _reward_results,
+    _status_call,
+    _update_many_plan,
+)
+from .remote import RemoteModel
 from ._qlearn import QLearner
 from .analysis import frame
 from .errors import ConnectionFailed, QlearnError
@@ -69,10 +85,6 @@ from .types import (
 
 T = TypeVar("T")
 
-#: Most experiences the service takes in one ``POST /update/batch``.
-MAX_BATCH = 1000
-#: Most Q-table rows one ``GET /status`` page holds.
-MAX_PAGE = 1000
 
 
 # ---- the operations, once for both clients -----------------------------------------
@@ -425,228 +437,6 @@ class _Api:
     def model(self, model_id: str) -> RemoteModel:
         """A handle on a hosted model with :class:`qlearn.QLearner`'s names."""
         return RemoteModel(self, model_id)
-
-
-def _key(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty str")
-    return value
-
-
-def _reward_item(decision_id: Any, value: Any, reward_id: Any, final: Any) -> dict[str, Any]:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"value must be a number, got {type(value).__name__}")
-    item: dict[str, Any] = {"decision_id": _key(decision_id, "decision_id"), "value": float(value)}
-    if reward_id is not None:
-        item["reward_id"] = _key(reward_id, "reward_id")
-    if final:
-        item["final"] = True
-    return item
-
-
-def _reward_results(r: Any) -> list[Union[RewardReceipt, RewardError]]:
-    out: list[Union[RewardReceipt, RewardError]] = []
-    for x in r.json()["results"]:
-        if x.get("error") is not None:
-            out.append(RewardError(str(x["decision_id"]), str(x["error"].get("code", "")),
-                                   str(x["error"].get("message", ""))))
-        else:
-            out.append(from_json(RewardReceipt, x))
-    return out
-
-
-_DECISION_STATUSES = ("open", "closed", "applied", "expired")
-
-
-def _unix(value: Any, name: str) -> int:
-    if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{name} must be an aware datetime (with a tzinfo)")
-        return int(value.timestamp())
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be Unix seconds (int) or a datetime")
-    return int(value)
-
-
-def _decision_filter(status: Optional[str], since: Any, until: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if status is not None:
-        if status not in _DECISION_STATUSES:
-            raise ValueError(f"status must be one of {', '.join(_DECISION_STATUSES)}")
-        params["status"] = status
-    if since is not None:
-        params["since"] = _unix(since, "since")
-    if until is not None:
-        params["until"] = _unix(until, "until")
-    return params
-
-
-def _decisions_call(model_id: str, status: Optional[str], since: Any, until: Any, offset: int,
-                    limit: int) -> _Call[DecisionPage]:
-    if not isinstance(offset, int) or offset < 0:
-        raise ValueError("offset must be an int >= 0")
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be an int in 1..={MAX_PAGE}")
-    params = {**_decision_filter(status, since, until), "offset": offset, "limit": limit}
-    return _Call("GET", f"/models/{_id(model_id)}/decisions", _json(DecisionPage), params=params)
-
-
-def _next_decision_offset(page: DecisionPage, offset: int) -> Optional[int]:
-    end = offset + len(page.decisions)
-    return end if page.decisions and end < page.total else None
-
-
-def _ndjson_decisions(r: Any) -> list[Decision]:
-    return [from_json(Decision, json.loads(line)) for line in r.text.splitlines() if line.strip()]
-
-
-def _batch_call(model_id: str, exps: list[dict[str, Any]]) -> _Call[list[UpdateResult]]:
-    if not 1 <= len(exps) <= MAX_BATCH:
-        raise ValueError(f"a batch holds 1 to {MAX_BATCH} experiences, got {len(exps)}")
-    return _Call("POST", "/update/batch",
-                 lambda r: [from_json(UpdateResult, x) for x in r.json()["results"]],
-                 json={"model_id": _id(model_id), "experiences": exps}, idempotent=False)
-
-
-def _update_many_plan(model_id: str, cols: dict[str, Any],
-                      batch_size: int) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
-    td: list[float] = []
-    for start in range(0, len(cols["state"]), batch_size):
-        exps = _experience_dicts(cols, start, start + batch_size)
-        call = _Call("POST", "/update/batch", lambda r: [x["td_error"] for x in r.json()["results"]],
-                     json={"model_id": _id(model_id), "experiences": exps}, idempotent=False)
-        try:
-            td.extend((yield call))
-        except QlearnError as e:
-            e.applied = start  # type: ignore[attr-defined]
-            raise
-    return np.asarray(td, dtype=np.float64)
-
-
-def _status_call(model_id: str, offset: int, limit: int) -> _Call[Status]:
-    if not isinstance(offset, int) or offset < 0:
-        raise ValueError("offset must be an int >= 0")
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit must be an int in 1..={MAX_PAGE}")
-    return _Call("GET", f"/status/{_id(model_id)}", _json(Status),
-                 params={"offset": offset, "limit": limit})
-
-
-def _next_offset(status: Status) -> Optional[int]:
-    """Where the next page starts, or None after the last. Rows keep their
-    position (new states are appended), so paging sees every row once."""
-    page = status.q_table
-    end = page.offset + len(page.rows)
-    return end if page.rows and end < page.total else None
-
-
-def _table_plan(model_id: str) -> _Plan[tuple[ModelInfo, list[Any], np.ndarray[Any, Any]]]:
-    """The whole Q-table: the model, its states and the Q matrix."""
-    offset: Optional[int] = 0
-    states: list[Any] = []
-    rows: list[list[float]] = []
-    model = None
-    while offset is not None:
-        status: Status = yield _status_call(model_id, offset, MAX_PAGE)
-        model = status.model
-        states.extend(r.state for r in status.q_table.rows)
-        rows.extend(r.q_values for r in status.q_table.rows)
-        offset = _next_offset(status)
-    assert model is not None
-    q = np.asarray(rows, dtype=np.float64).reshape(len(rows), model.n_actions)
-    return model, states, q
-
-
-# ---- the hosted model with QLearner's names ----------------------------------------
-
-
-class RemoteModel:
-    """A hosted model seen with :class:`qlearn.QLearner`'s names:
-    ``predict`` returns the action, ``update`` the TD error, ``update_many``
-    the TD errors, and ``items``/``greedy_policy``/``state_values``/
-    ``to_numpy`` read the whole Q-table (paging ``GET /status``). On an
-    :class:`AsyncClient` every method returns an awaitable."""
-
-    def __init__(self, client: _Api, model_id: str) -> None:
-        self.client = client
-        self.id = _id(model_id)
-
-    def __repr__(self) -> str:
-        return f"RemoteModel(id={self.id!r})"
-
-    def _execute(self, op: _Op[Any]) -> Any:
-        return self.client._execute(op)
-
-    @_endpoint
-    def predict(self, state: Any, explore: bool = True, allowed_actions: Any = None) -> _Plan[int]:
-        """The chosen action (see :meth:`Client.predict` for the whole answer)."""
-        p: Prediction = yield _Api.predict.build(self.client, self.id, state, explore, allowed_actions)
-        return p.action
-
-    @_endpoint
-    def update(self, state: Any, action: int, reward: float, next_state: Any, done: bool = False,
-               truncated: bool = False, next_action: Optional[int] = None,
-               next_allowed_actions: Any = None) -> _Plan[float]:
-        """The TD error of one update."""
-        u: UpdateResult = yield _Api.update.build(self.client, self.id, state, action, reward, next_state,
-                                                  done, truncated, next_action, next_allowed_actions)
-        return u.td_error
-
-    @_endpoint
-    def update_many(self, states: Any, actions: Any, rewards: Any, next_states: Any, dones: Any,
-                    truncateds: Any = None, next_actions: Any = None,
-                    batch_size: int = MAX_BATCH) -> _Plan[np.ndarray[Any, np.dtype[np.float64]]]:
-        """See :meth:`Client.update_many`."""
-        return _Api.update_many.build(self.client, self.id, states, actions, rewards, next_states, dones,
-                                      truncateds, next_actions, batch_size)
-
-    @_endpoint
-    def info(self) -> _Call[ModelInfo]:
-        """The model's hyperparameters and statistics."""
-        return _Api.get_model.build(self.client, self.id)
-
-    @_endpoint
-    def to_learner(self) -> _Call[QLearner]:
-        """Downloads the model as a local :class:`qlearn.QLearner`."""
-        return _Api.export_model.build(self.client, self.id)
-
-    @_endpoint
-    def items(self) -> _Plan[list[tuple[Any, list[float]]]]:
-        """Every ``(state, q_values)`` pair, as :meth:`qlearn.QLearner.items`."""
-        _, states, q = yield from _table_plan(self.id)
-        return list(zip(states, q.tolist()))
-
-    @_endpoint
-    def greedy_policy(self) -> _Plan[dict[Any, int]]:
-        """state -> greedy action (lowest index among ties), as
-        :meth:`qlearn.QLearner.greedy_policy`."""
-        _, states, q = yield from _table_plan(self.id)
-        return dict(zip(states, q.argmax(axis=1).tolist()))
-
-    @_endpoint
-    def state_values(self) -> _Plan[dict[Any, float]]:
-        """state -> max_a Q(state, a), as :meth:`qlearn.QLearner.state_values`."""
-        _, states, q = yield from _table_plan(self.id)
-        return dict(zip(states, q.max(axis=1).tolist()))
-
-    @_endpoint
-    def to_numpy(self) -> _Plan[tuple[list[Any], np.ndarray[Any, Any]]]:
-        """``(states, q)`` as :meth:`qlearn.QLearner.to_numpy`."""
-        _, states, q = yield from _table_plan(self.id)
-        return states, q
-
-    @_endpoint
-    def to_dataframe(self) -> _Plan[Any]:
-        """The Q-table as a pandas DataFrame (see :func:`qlearn.analysis.frame`;
-        needs pandas)."""
-        model, states, q = yield from _table_plan(self.id)
-        return frame(states, q, model.action_names)
-
-    def __iter__(self) -> Iterator[tuple[Any, list[float]]]:
-        client = self.client
-        if not isinstance(client, Client):
-            raise TypeError("iterate an AsyncClient's model with `async for` over client.iter_q_table(id)")
-        return client.iter_q_table(self.id)
 
 
 # ---- the two clients --------------------------------------------------------------------
