@@ -641,6 +641,10 @@ fn every_call_error_names_what_is_wrong() {
     let batch = [e(0, 0, 1.0), e(1, 0, f64::NAN)];
     assert_eq!(field_of(m.update_batch(&batch)), "experiences[1].reward");
     assert_eq!(m.stats().updates, 0, "a refused batch applies nothing");
+    // A one-item batch answers like a single update (the rule every store
+    // and the HTTP API share: Learner::validate_batch).
+    assert_eq!(field_of(m.update_batch(&[e(1, 0, f64::NAN)])), "reward");
+    assert_eq!(field_of(m.update(&e(1, 0, f64::NAN))), "reward");
 }
 
 #[test]

@@ -222,6 +222,24 @@ impl Learner {
         with_key(state, self.config.state_bins.as_deref(), "state", |_| ())
     }
 
+    /// Checks every experience of one call before anything is applied (or
+    /// debited). A single experience's error is returned as is; in a batch
+    /// of more, the error names the experience's index
+    /// (`experiences[i].field`). The one rule for every path: in-process
+    /// batches ([`Model::update_batch`](super::Model::update_batch)), every
+    /// store, and so the HTTP API.
+    pub fn validate_batch<'e>(
+        &self,
+        exps: impl ExactSizeIterator<Item = Experience<'e>>,
+    ) -> Result<()> {
+        let batch = exps.len() > 1;
+        for (i, x) in exps.enumerate() {
+            self.validate(&x)
+                .map_err(|err| if batch { super::at_index(i, err) } else { err })?;
+        }
+        Ok(())
+    }
+
     /// Checks an experience without applying it: everything `update` would
     /// refuse is refused here (storage backends validate a whole batch before
     /// they debit a quota).

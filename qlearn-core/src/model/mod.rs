@@ -356,9 +356,7 @@ impl Model {
     /// Learns from many experiences, validating all of them first: on error
     /// nothing is applied.
     pub fn update_batch(&mut self, exps: &[Experience<'_>]) -> Result<Vec<UpdateOutcome>> {
-        for (i, e) in exps.iter().enumerate() {
-            self.learner.validate(e).map_err(|err| at_index(i, err))?;
-        }
+        self.learner.validate_batch(exps.iter().copied())?;
         exps.iter().map(|e| self.update(e)).collect()
     }
 

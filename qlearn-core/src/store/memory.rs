@@ -9,7 +9,7 @@ use super::decisions::{
     answered, apply, decided_or_plain, millis, page, plan, without_log, Call, Reply, Room,
 };
 use super::report::updated;
-use super::rules::{check_state_room, touch_key, validate_batch};
+use super::rules::{check_state_room, touch_key};
 use super::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
@@ -421,7 +421,7 @@ impl Store for MemoryStore {
     ) -> Result<Updated> {
         let e = self.entry(meter.user_id, model_id)?;
         let mut e = e.lock().map_err(|_| poisoned())?;
-        validate_batch(e.model.learner(), exps.iter().copied())?;
+        e.model.learner().validate_batch(exps.iter().copied())?;
         let held = e.model.table().len();
         check_state_room(
             meter.limits,

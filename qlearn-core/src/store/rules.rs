@@ -1,10 +1,10 @@
-//! Rules every backend applies the same way, written once: how a batch of
-//! experiences is validated before anything is debited, the tier's states
+//! Rules every backend applies the same way, written once (batch
+//! validation is the engine's own, `Learner::validate_batch`): the tier's states
 //! per model, when an API key's `last_used_at` is touched, and the clock the
 //! stores read.
 
 use crate::error::{Error, Result};
-use crate::model::{at_index, Experience, Learner};
+use crate::model::{Experience, Learner};
 use crate::state::{canonical_key, StateKey};
 use crate::table::QRows;
 use crate::tenancy::TierLimits;
@@ -17,23 +17,6 @@ pub const KEY_TOUCH_INTERVAL_SECS: i64 = 60;
 /// record `now` (never used, or not within [`KEY_TOUCH_INTERVAL_SECS`]).
 pub(crate) fn touch_key(last_used_at: Option<i64>, now: i64) -> bool {
     last_used_at.is_none_or(|t| now - t >= KEY_TOUCH_INTERVAL_SECS)
-}
-
-/// Checks every experience of one update call against `learner`, before
-/// the quota is debited. A single experience's error is returned as is; in
-/// a batch of more, the error names the experience's index
-/// (`experiences[i].field`), as the HTTP API reports it.
-pub(crate) fn validate_batch<'e>(
-    learner: &Learner,
-    exps: impl ExactSizeIterator<Item = Experience<'e>>,
-) -> Result<()> {
-    let batch = exps.len() > 1;
-    for (i, x) in exps.enumerate() {
-        learner
-            .validate(&x)
-            .map_err(|err| if batch { at_index(i, err) } else { err })?;
-    }
-    Ok(())
 }
 
 /// Checks that applying `exps` to a model holding `held` states, whose

@@ -24,7 +24,7 @@ use crate::store::encoding::{
     table_from_rows, values_bytes, Tracked,
 };
 use crate::store::report::updated;
-use crate::store::rules::{check_state_room, validate_batch};
+use crate::store::rules::check_state_room;
 use crate::store::OwnedExperience;
 use crate::table::QTable;
 use crate::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
@@ -119,7 +119,7 @@ pub(super) fn validate(learner: &Learner, req: &Request) -> Result<()> {
             learner.validate_predict(state.as_ref(), allowed.as_deref())
         }
         Call::Update { exps, .. } => {
-            validate_batch(learner, exps.iter().map(OwnedExperience::as_experience))
+            learner.validate_batch(exps.iter().map(OwnedExperience::as_experience))
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::state::{StateKey, StateRef};
 use crate::store::decisions::{answered, decided_or_plain, Call};
 use crate::store::encoding::{config_text, learner_bytes, returns_bytes, values_bytes, Tracked};
 use crate::store::report::updated;
-use crate::store::rules::{check_state_room, touch_key, validate_batch};
+use crate::store::rules::{check_state_room, touch_key};
 use crate::store::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
@@ -480,7 +480,7 @@ impl Store for SqliteStore {
         report: Report,
     ) -> Result<Updated> {
         let (out, seq) = self.with_model(meter.user_id, model_id, |c| {
-            validate_batch(&c.learner, exps.iter().copied())?;
+            c.learner.validate_batch(exps.iter().copied())?;
             check_state_room(
                 meter.limits,
                 &c.learner,
