@@ -9,7 +9,7 @@ use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, EncodedRows, ModelRow,
     KEY_COLS, KEY_COL_COUNT, MODEL_COLS, USER_COLS,
 };
-use super::writer::{row_writes, Job};
+use super::writer::{row_writes, Job, Ticket};
 use super::{is_unique_violation, lock_plain, sq, SqliteStore, BACKEND};
 use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
@@ -452,20 +452,7 @@ impl Store for SqliteStore {
         allowed: Option<&[usize]>,
     ) -> Result<Prediction> {
         let (prediction, seq) = self.with_model(meter.user_id, model_id, |c| {
-            // Validate first: errors cost nothing and change nothing.
-            c.learner.validate_predict(state, allowed)?;
-            let debit = self.debit(meter, 1)?;
-            let p = match c.learner.predict_full(&c.table, state, explore, allowed) {
-                Ok(p) => p,
-                Err(e) => {
-                    self.refund(&debit);
-                    return Err(e);
-                }
-            };
-            // Enqueued under the model's lock: the queue order is its serial order.
-            let seq = self.enqueue(Job::Learn(learn_job(c, debit, false, Vec::new())))?;
-            c.last_seq = seq.seq;
-            Ok((p, seq))
+            self.predict_locked(c, meter, state, explore, allowed)
         })?;
         self.wait(seq)?;
         self.trim_if_over();
@@ -539,6 +526,25 @@ impl Store for SqliteStore {
     }
 
     fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided> {
+        // A model that logs no decisions (the common case) is predicted in
+        // this one visit: no second lookup, lock and log-map trip.
+        let plain = self.with_model(meter.user_id, model_id, |c| {
+            if self.logs_decisions(c)? {
+                return Ok(None);
+            }
+            let (state, explore, allowed) =
+                (request.state, request.explore, request.allowed_actions);
+            self.predict_locked(c, meter, state, explore, allowed)
+                .map(Some)
+        })?;
+        if let Some((prediction, seq)) = plain {
+            self.wait(seq)?;
+            self.trim_if_over();
+            return Ok(Decided {
+                prediction,
+                decision: None,
+            });
+        }
         let reply = self.metered_call(meter, model_id, Call::Decide(request))?;
         decided_or_plain(self, reply, meter, model_id, request)
     }
@@ -593,5 +599,33 @@ impl Store for SqliteStore {
 
     fn flush(&self) -> Result<()> {
         self.shutdown()
+    }
+}
+
+impl SqliteStore {
+    /// A metered plain prediction on a model whose lock the caller holds:
+    /// validated first (errors cost nothing), debited, and its statistics
+    /// enqueued under the lock (the queue order is the model's serial
+    /// order). The caller waits for the returned sequence number.
+    fn predict_locked(
+        &self,
+        c: &mut Cached,
+        meter: &Meter<'_>,
+        state: StateRef<'_>,
+        explore: bool,
+        allowed: Option<&[usize]>,
+    ) -> Result<(Prediction, Ticket)> {
+        c.learner.validate_predict(state, allowed)?;
+        let debit = self.debit(meter, 1)?;
+        let p = match c.learner.predict_full(&c.table, state, explore, allowed) {
+            Ok(p) => p,
+            Err(e) => {
+                self.refund(&debit);
+                return Err(e);
+            }
+        };
+        let seq = self.enqueue(Job::Learn(learn_job(c, debit, false, Vec::new())))?;
+        c.last_seq = seq.seq;
+        Ok((p, seq))
     }
 }

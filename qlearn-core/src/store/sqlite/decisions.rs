@@ -66,6 +66,18 @@ impl SqliteStore {
             .transpose()
     }
 
+    /// Whether model `c` logs decisions: read from the map of logs (one
+    /// lookup) once the model's log has been loaded.
+    pub(super) fn logs_decisions(&self, c: &Cached) -> Result<bool> {
+        if let Some(entry) = lock_plain(&self.inner.decisions).get(&c.mid) {
+            return Ok(entry.is_some());
+        }
+        let log = self.take_log(c)?;
+        let logs = log.is_some();
+        self.put_log(c.mid, log);
+        Ok(logs)
+    }
+
     /// Puts a model's log (back) into the in-memory map.
     fn put_log(&self, mid: i64, log: Option<DecisionLog>) {
         lock_plain(&self.inner.decisions).insert(mid, log);
