@@ -198,6 +198,22 @@ fn evicted_models_reload_exactly() {
             assert_eq!(out, [local[k].update(&e).unwrap()], "step {step}");
         }
         assert_eq!(s.cached_models(), 1, "step {step}: the model just used");
+        // A predict through the decisions path (these models log none)
+        // keeps its log entry only as long as the model is cached.
+        let plain = qlearn_core::decisions::Decide {
+            state: st,
+            allowed_actions: None,
+            explore: false,
+            decision_id: None,
+            episode_id: None,
+        };
+        let d = s.decide(&m, &ids[k], &plain).unwrap();
+        assert!(d.decision.is_none());
+        local[k].predict_full(st, false, None).unwrap();
+        assert!(
+            s.cached_decision_logs() <= 1,
+            "step {step}: logs of evicted models"
+        );
     }
     for (id, want) in ids.iter().zip(&local) {
         let got = s.export_model(&u.id, id).unwrap();

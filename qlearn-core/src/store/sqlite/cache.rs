@@ -265,6 +265,12 @@ impl SqliteStore {
         lock_plain(&self.inner.lru).total()
     }
 
+    /// Models whose decision log (or its absence) is held in memory now; never
+    /// more than the models the cache holds.
+    pub fn cached_decision_logs(&self) -> usize {
+        lock_plain(&self.inner.decisions).len()
+    }
+
     /// Models in the model cache now.
     pub fn cached_models(&self) -> usize {
         lock_plain(&self.inner.lru).len()
@@ -322,6 +328,12 @@ impl SqliteStore {
         }
         if self.unmap(id, slot).is_err() {
             return false;
+        }
+        // Its decision log leaves memory with it (committed with its last
+        // job, so the next use reloads it from the file): the map of logs
+        // stays as bounded as the cache.
+        if let SlotState::Ready(c) = &*g {
+            self.forget_log(c.mid);
         }
         *g = SlotState::Evicted;
         true
