@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 section() { printf '\n==== %s ====\n' "$*"; }
 failed=()
 
+section "Deployment files: deploy/check.sh (nginx -t, compose schema, hadolint; installs nginx for the scale-out test)"
+if ! bash deploy/check.sh; then failed+=("deploy"); fi
+
 section "Rust: cargo test --workspace"
 if ! cargo test --workspace --all-targets; then failed+=("rust"); fi
 # Doc tests (not part of --all-targets).

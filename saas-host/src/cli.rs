@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use qlearn_core::tenancy::{normalize_email, Role, Tier};
 use qlearn_core::{Error, Result};
 
+use crate::cidr::Cidr;
 use crate::config::{load_limits, open_store, Config, DEFAULT_DATABASE_URL};
 
 /// The qlearn HTTP service.
@@ -36,6 +37,42 @@ pub enum Command {
     Serve(ServeArgs),
     /// Change users directly in the database.
     Admin(AdminArgs),
+    /// Exit 0 when the server on this machine answers `GET /healthz` with
+    /// 200 within 3 s (the container health check: the runtime image has no
+    /// curl).
+    Healthcheck(HealthArgs),
+}
+
+/// Options of `healthcheck`.
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// The port the server listens on, on 127.0.0.1.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+}
+
+/// Asks `127.0.0.1:port` for `GET /healthz`; `Err` says why it is not healthy.
+pub fn healthcheck(port: u16) -> std::result::Result<(), String> {
+    use std::io::{Read, Write};
+    let limit = std::time::Duration::from_secs(3);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut c = std::net::TcpStream::connect_timeout(&addr, limit)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    c.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    c.set_write_timeout(Some(limit))
+        .map_err(|e| e.to_string())?;
+    c.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head)
+        .map_err(|e| format!("no answer from {addr}: {e}"))?;
+    match &head {
+        b"HTTP/1.0 200" | b"HTTP/1.1 200" => Ok(()),
+        _ => Err(format!(
+            "{addr} answered {:?}",
+            String::from_utf8_lossy(&head)
+        )),
+    }
 }
 
 /// Options of `serve`.
@@ -53,9 +90,10 @@ pub struct ServeArgs {
     /// Allowed CORS origins, comma-separated exact origins.
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',', default_value = "")]
     pub cors_origins: Vec<String>,
-    /// Reverse proxies whose X-Forwarded-For is trusted, comma-separated IPs.
+    /// Reverse proxies whose X-Forwarded-For is trusted, comma-separated
+    /// addresses or CIDR ranges (`10.0.0.1`, `172.28.0.0/16`, `fd00::/8`).
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<Cidr>,
     /// JSON file overriding the per-tier limits (quota, models, rate limit).
     #[arg(long, env = "LIMITS_FILE")]
     pub limits_file: Option<PathBuf>,
@@ -240,5 +278,42 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received"),
         _ = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> std::result::Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["saas-host", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Some(Command::Serve(a)) => Ok(a),
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let a = serve(&[
+            "--trusted-proxies",
+            "10.0.0.1,172.28.0.0/16,fd00::/8,0.0.0.0/0",
+        ])
+        .unwrap();
+        let want: Vec<Cidr> = ["10.0.0.1/32", "172.28.0.0/16", "fd00::/8", "0.0.0.0/0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(a.trusted_proxies, want);
+        assert_eq!(a.config().unwrap().trusted_proxies, want);
+        let e = serve(&["--trusted-proxies", "10.0.0.1/8"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean 10.0.0.0/8"), "{e}");
+        let e = serve(&["--trusted-proxies", "10.0.0.0/40"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefix length"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! Server configuration (what `run` needs) and opening the store a
 //! `DATABASE_URL` names.
 
-use std::net::IpAddr;
+use crate::cidr::Cidr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +43,9 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// Origins allowed by CORS (exact match, e.g. `https://app.example.com`).
     pub cors_origins: Vec<String>,
-    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies): single
+    /// addresses or ranges.
+    pub trusted_proxies: Vec<Cidr>,
     /// Per-tier limits (quota, models, rate limit).
     pub limits: Limits,
     /// Largest JSON body, bytes (64 KiB).

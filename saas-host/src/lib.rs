@@ -5,6 +5,7 @@
 //! `predict`/`update` calls; the store does the metering and learning.
 //!
 //! - [`run`] / [`serve`]: the server (what `main` and the tests start);
+//! - [`cidr`]: address ranges (`TRUSTED_PROXIES`);
 //! - [`config`]: configuration and opening a store from `DATABASE_URL`;
 //! - [`cli`]: the command line (`serve`, `admin set-tier`, `admin set-role`);
 //! - [`routes`]: the route table; [`router`]: dispatch, authentication,
@@ -17,6 +18,7 @@
 //! format; it never re-implements learning, quota or password logic.
 
 pub mod app;
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod ctx;

@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve(s)) => Some(s),
         None => Some(&args.serve),
         Some(Command::Admin(_)) => None,
+        Some(Command::Healthcheck(_)) => None,
     };
     if let Some(s) = serve {
         if let Some(n) = s.worker_threads {
@@ -37,6 +38,12 @@ async fn run(args: Cli) -> std::process::ExitCode {
             };
         }
         Some(Command::Serve(s)) => s,
+        Some(Command::Healthcheck(h)) => {
+            return match cli::healthcheck(h.port) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            };
+        }
         None => args.serve,
     };
     let _log = cli::init_logging(&serve.log_format);

@@ -19,6 +19,7 @@ use hyper::{Method, Request};
 use qlearn_core::tenancy::{RateState, TierLimits};
 
 use crate::app::{App, Auth};
+use crate::cidr::Cidr;
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::handlers::{accounts, decisions, engine, models, service};
@@ -30,7 +31,7 @@ use crate::routes::Route;
 /// The client's address: the peer, or, when the peer is a trusted proxy,
 /// the last address in `X-Forwarded-For` that is not a trusted proxy.
 pub fn client_ip(app: &App, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
-    if !app.config.trusted_proxies.contains(&peer) {
+    if !Cidr::any_contains(&app.config.trusted_proxies, peer) {
         return peer;
     }
     let mut chain = Vec::new();
@@ -47,7 +48,7 @@ pub fn client_ip(app: &App, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
     let mut client = peer;
     for ip in chain.into_iter().rev() {
         client = ip;
-        if !app.config.trusted_proxies.contains(&ip) {
+        if !Cidr::any_contains(&app.config.trusted_proxies, ip) {
             break;
         }
     }

@@ -27,8 +27,13 @@ struct Proc {
 }
 
 async fn spawn(database_url: &str, limits: &std::path::Path) -> Proc {
+    spawn_with(database_url, limits, &[]).await
+}
+
+async fn spawn_with(database_url: &str, limits: &std::path::Path, env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_saas-host"))
         .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url)
         .env("SECRET_KEY", SECRET)
         .env("LIMITS_FILE", limits)
@@ -319,4 +324,35 @@ async fn admin_cli_sets_tier_and_reports_unknown_users() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tier"));
+}
+
+/// The container health check (`saas-host healthcheck`, the image has no
+/// curl): 0 while the server answers /healthz, non-zero once it is gone;
+/// and `TRUSTED_PROXIES` ranges (the compose file's) are accepted at start.
+#[tokio::test]
+async fn healthcheck_command_and_trusted_proxy_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("h.db").display());
+    let limits = dir.path().join("limits.json");
+    std::fs::write(&limits, "{}").unwrap();
+    let ranges = [("TRUSTED_PROXIES", "172.28.0.0/24,fd00::/8")];
+    let mut p = spawn_with(&url, &limits, &ranges).await;
+    let port = p.base.rsplit(':').next().unwrap().to_owned();
+    let check = || {
+        Command::new(env!("CARGO_BIN_EXE_saas-host"))
+            .args(["healthcheck", "--port", &port])
+            .output()
+    };
+    let out = check().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(&p, "-KILL");
+    let _ = p.child.wait().await;
+    let out = check().await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
 }

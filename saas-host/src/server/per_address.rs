@@ -14,11 +14,13 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::cidr::Cidr;
+
 /// Open connections per address group.
 #[derive(Debug)]
 pub(super) struct PerAddress {
     cap: usize,
-    exempt: Vec<IpAddr>,
+    exempt: Vec<Cidr>,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -41,10 +43,10 @@ fn group(ip: IpAddr) -> IpAddr {
 impl PerAddress {
     /// At most `cap` connections per group (0: no cap); `exempt` peers
     /// (trusted proxies) are not counted.
-    pub(super) fn new(cap: usize, exempt: &[IpAddr]) -> Arc<Self> {
+    pub(super) fn new(cap: usize, exempt: &[Cidr]) -> Arc<Self> {
         Arc::new(PerAddress {
             cap,
-            exempt: exempt.iter().map(|ip| ip.to_canonical()).collect(),
+            exempt: exempt.to_vec(),
             open: Mutex::new(HashMap::new()),
         })
     }
@@ -58,7 +60,7 @@ impl PerAddress {
     /// already has `cap` connections open.
     pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Slot> {
         let peer = peer.to_canonical();
-        if self.cap == 0 || self.exempt.contains(&peer) {
+        if self.cap == 0 || Cidr::any_contains(&self.exempt, peer) {
             return Some(Slot {
                 table: self.clone(),
                 group: None,
@@ -99,6 +101,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn net(s: &str) -> Cidr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn caps_per_ipv4_address_and_per_ipv6_64_and_frees_on_drop() {
         let t = PerAddress::new(2, &[]);
@@ -117,10 +123,16 @@ mod tests {
 
     #[test]
     fn trusted_proxies_and_a_zero_cap_are_not_counted() {
-        let t = PerAddress::new(1, &[ip("10.0.0.1")]);
+        let t = PerAddress::new(1, &[net("10.0.0.1"), net("172.28.0.0/16"), net("fd00::/8")]);
         let _p: Vec<_> = (0..5).map(|_| t.admit(ip("10.0.0.1")).unwrap()).collect();
+        let _r: Vec<_> = (0..5)
+            .map(|_| t.admit(ip("::ffff:172.28.3.4")).unwrap())
+            .collect();
+        let _s: Vec<_> = (0..5).map(|_| t.admit(ip("fd00::7")).unwrap()).collect();
         let _c = t.admit(ip("10.0.0.2")).unwrap();
         assert!(t.admit(ip("10.0.0.2")).is_none());
+        let _d = t.admit(ip("172.29.0.1")).unwrap();
+        assert!(t.admit(ip("172.29.0.1")).is_none(), "outside the range");
         let open = PerAddress::new(0, &[]);
         let _q: Vec<_> = (0..5)
             .map(|_| open.admit(ip("10.0.0.2")).unwrap())

@@ -423,7 +423,8 @@ async fn rate_limit_and_headers(b: Backend) {
 async fn cors_and_proxies(b: Backend) {
     let Some(s) = start_with(b, "cors", |c| {
         c.cors_origins = vec!["https://app.example.com".into()];
-        c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        // A range, as a container network is: the peer 127.0.0.1 is in it.
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
         c.register_per_address = saas_host::config::Throttle::per(1, 3600);
     })
     .await
@@ -474,6 +475,22 @@ async fn cors_and_proxies(b: Backend) {
     assert_eq!(
         reg("p3@example.com", "203.0.113.2").await.unwrap().status(),
         201
+    );
+    // Proxies in the trusted range are skipped: the client is the last
+    // untrusted hop, whichever proxy of the range appended it.
+    assert_eq!(
+        reg("p4@example.com", "203.0.113.3, 127.0.0.9")
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    assert_eq!(
+        reg("p5@example.com", "203.0.113.3, 127.0.0.10")
+            .await
+            .unwrap()
+            .status(),
+        429
     );
 }
 
