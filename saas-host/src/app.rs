@@ -10,11 +10,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use qlearn_core::store::{ApiKey, KeyScope, Store, User};
+use qlearn_core::store::{ApiKey, Change, ChangeFeed, KeyScope, Store, User};
 use qlearn_core::tenancy::{
     generate_secret, hash_api_key, looks_like_api_key, KeyedLimiter, SecretKey, TierLimits,
 };
@@ -93,6 +94,8 @@ pub struct App {
     /// Action names per model id (with the time they were read).
     names: RwLock<HashMap<String, (ActionNames, Instant)>>,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// The store's change feed, when instances share it (PostgreSQL).
+    feed: OnceLock<Arc<dyn ChangeFeed>>,
 }
 
 #[derive(Clone)]
@@ -105,12 +108,13 @@ struct Cached {
 }
 
 impl Drop for App {
-    /// Releases the store off the async runtime: a backend's connections
-    /// (PostgreSQL) may block while closing.
+    /// Releases the store and its change feed off the async runtime: a
+    /// backend's connections (PostgreSQL) may block while closing.
     fn drop(&mut self) {
         if tokio::runtime::Handle::try_current().is_ok() {
             let store = self.take_store();
-            std::thread::spawn(move || drop(store));
+            let feed = self.feed.take();
+            std::thread::spawn(move || drop((feed, store)));
         }
     }
 }
@@ -202,7 +206,62 @@ impl App {
             started: Instant::now(),
             names: RwLock::new(HashMap::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
+            feed: OnceLock::new(),
         })
+    }
+
+    /// Starts hearing the changes other instances sharing the store make
+    /// (nothing to do for a store that is never shared). Blocks on the store.
+    pub fn start_feed(self: &Arc<Self>) -> Result<()> {
+        let app: Weak<App> = Arc::downgrade(self);
+        let sink = Arc::new(move |change: Change| {
+            if let Some(app) = app.upgrade() {
+                app.apply_change(change);
+            }
+        });
+        if let Some(feed) = self.store.change_feed(sink)? {
+            let _ = self.feed.set(feed);
+        }
+        Ok(())
+    }
+
+    /// The change feed, when instances share the store.
+    pub fn feed(&self) -> Option<&Arc<dyn ChangeFeed>> {
+        self.feed.get()
+    }
+
+    /// Acts on a change heard from the feed: forgets what it made stale,
+    /// or forwards another instance's events to this one's subscribers.
+    fn apply_change(&self, change: Change) {
+        match change {
+            Change::User(id) => self.forget_user(&id),
+            Change::Model(id) => self.forget_model(&id),
+            Change::All => {
+                tracing::info!("change feed (re)connected: forgetting every cached entry");
+                self.forget_all();
+            }
+            Change::Event { model_id, frames } => {
+                if let Some(tx) = self.events.sender(&model_id) {
+                    let _ = tx.send(Bytes::from(frames));
+                }
+            }
+        }
+    }
+
+    /// Forgets every cached user, key and model fact, and tells every open
+    /// event stream to check its credential now.
+    pub fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let clear = |m: &RwLock<HashMap<String, Cached>>| {
+            m.write().unwrap_or_else(|p| p.into_inner()).clear();
+        };
+        clear(&self.users);
+        clear(&self.keys);
+        self.names
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.events.recheck_all();
     }
 
     /// Takes the store out (replacing it with an empty in-memory one), so

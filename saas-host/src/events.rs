@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use qlearn_core::store::ChangeFeed;
 use qlearn_core::tenancy::generate_secret;
 use tokio::sync::{broadcast, watch};
 
@@ -123,6 +124,15 @@ impl EventHub {
         }
     }
 
+    /// Tells every open stream to check its credential now (notices of
+    /// other instances' changes may have been missed).
+    pub fn recheck_all(&self) {
+        let o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for u in o.users.values() {
+            u.recheck.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// Subscribes to `model_id`'s events.
     pub fn subscribe(&self, model_id: &str) -> broadcast::Receiver<Bytes> {
         let mut ch = self.channels.write().unwrap_or_else(|p| p.into_inner());
@@ -156,6 +166,30 @@ impl EventHub {
     /// Whether anyone watches `model_id`.
     pub fn has_subscribers(&self, model_id: &str) -> bool {
         self.sender(model_id).is_some()
+    }
+}
+
+/// One stream's watch of a model announced to the other instances through
+/// the change feed (so they publish its updates); withdrawn when dropped.
+pub struct RemoteWatch {
+    feed: Arc<dyn ChangeFeed>,
+    model_id: String,
+}
+
+impl RemoteWatch {
+    /// Announces the watch (blocks: one database round trip).
+    pub fn start(feed: Arc<dyn ChangeFeed>, model_id: &str) -> qlearn_core::Result<RemoteWatch> {
+        feed.watch(model_id)?;
+        Ok(RemoteWatch {
+            feed,
+            model_id: model_id.to_owned(),
+        })
+    }
+}
+
+impl Drop for RemoteWatch {
+    fn drop(&mut self) {
+        self.feed.unwatch(&self.model_id);
     }
 }
 

@@ -110,6 +110,10 @@ pub async fn serve(
         .await
         .map_err(|e| Error::Internal(format!("starting: {e}")))??;
     let app = Arc::new(app);
+    let feed_app = app.clone();
+    tokio::task::spawn_blocking(move || feed_app.start_feed())
+        .await
+        .map_err(|e| Error::Internal(format!("starting the change feed: {e}")))??;
     let cfg = &app.config;
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
     let graceful = GracefulShutdown::new();

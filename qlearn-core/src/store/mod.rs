@@ -31,6 +31,7 @@
 //! All timestamps are Unix seconds (UTC), passed in by the caller so tests
 //! control time.
 
+pub mod changes;
 pub mod decisions;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod encoding;
@@ -45,6 +46,7 @@ mod rules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use changes::{Change, ChangeFeed, ChangeSink};
 pub use decisions::{Decided, DecisionPage, DecisionQuery, RewardIn};
 pub use owned::OwnedExperience;
 pub use report::{Report, Touched, Updated};
@@ -482,4 +484,15 @@ pub trait Store: Send + Sync {
     /// Makes every acknowledged write durable and stops background work
     /// (graceful shutdown). Further calls may fail.
     fn flush(&self) -> Result<()>;
+
+    // ---- instances sharing the store --------------------------------------
+
+    /// Starts this instance's feed of changes made by every instance
+    /// sharing the store (see [`changes`]), delivered to `sink`, or `None`
+    /// when the store is never shared (memory, SQLite: one process per
+    /// file, whose own changes are all there are).
+    fn change_feed(&self, sink: ChangeSink) -> Result<Option<std::sync::Arc<dyn ChangeFeed>>> {
+        let _ = sink;
+        Ok(None)
+    }
 }

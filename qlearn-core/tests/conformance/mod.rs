@@ -53,6 +53,7 @@ macro_rules! conformance_tests {
             decision_metering,
             decision_isolation,
             decision_state_limit,
+            change_feed,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -74,7 +75,11 @@ pub(crate) use conformance_tests;
 /// Fails unless `listed` names exactly the checks of this file (every
 /// `pub fn name<S: Store>(s: &S)`), so no check is silently skipped.
 pub fn assert_listed(listed: &[&str]) {
-    let source = concat!(include_str!("mod.rs"), include_str!("decisions.rs"));
+    let source = concat!(
+        include_str!("mod.rs"),
+        include_str!("decisions.rs"),
+        include_str!("changes.rs")
+    );
     let mut defined: Vec<&str> = source
         .lines()
         .filter_map(|l| {
@@ -126,6 +131,10 @@ macro_rules! check_eq {
         assert_eq!($a, $b, "[{}] {}", $s.backend(), format!($($fmt)+))
     };
 }
+
+// After the macros, which it uses.
+mod changes;
+pub use changes::*;
 
 /// Limits with `calls` monthly calls and `models` models.
 pub fn limits(calls: Option<u64>, models: Option<u32>) -> TierLimits {
@@ -302,7 +311,7 @@ pub fn api_keys<S: Store>(s: &S) {
 }
 
 /// A key of every right but admin that never expires (what most checks need).
-fn full_key<'a>(name: &'a str, prefix: &'a str, hash: &'a str) -> NewApiKey<'a> {
+pub(crate) fn full_key<'a>(name: &'a str, prefix: &'a str, hash: &'a str) -> NewApiKey<'a> {
     NewApiKey {
         name,
         prefix,

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::app::{blocking, App};
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
-use crate::events::{frame, StreamCap, StreamSlot};
+use crate::events::{frame, RemoteWatch, StreamCap, StreamSlot};
 use crate::http::read_json;
 use crate::now_unix;
 use crate::response::{bytes_response, ok_json, Body, Resp};
@@ -123,9 +123,12 @@ async fn apply(
     let n = exps.len() as u64;
     metered(cx, n, move |app, meter| {
         let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
-        // The written rows only when someone listens (nothing copied otherwise).
+        // The written rows only when someone listens, here or on another
+        // instance (nothing copied otherwise).
+        let elsewhere = app.feed().is_some_and(|f| f.watched_elsewhere(&model_id));
         let report = match app.events.sender(&model_id) {
             Some(_) => Report::Touched,
+            None if elsewhere => Report::Touched,
             None => Report::Outcomes,
         };
         let done = app.store.update(meter, &model_id, &xs, report)?;
@@ -166,12 +169,15 @@ pub(super) async fn metered<T: Send + 'static>(
 }
 
 /// Sends one `update` event per applied experience to the model's
-/// subscribers, if any, from the rows and statistics the update returned
-/// (asked for when someone listened as it started).
+/// subscribers, here and (through the change feed) on the other instances
+/// that stream it, from the rows and statistics the update returned (asked
+/// for when someone listened as it started).
 fn publish(app: &App, model_id: &str, exps: &[ExperienceIn], done: &Updated) {
-    let Some(tx) = app.events.sender(model_id) else {
+    let local = app.events.sender(model_id);
+    let remote = app.feed().filter(|f| f.watched_elsewhere(model_id));
+    if local.is_none() && remote.is_none() {
         return;
-    };
+    }
     let Some(touched) = &done.touched else {
         return;
     };
@@ -202,9 +208,21 @@ fn publish(app: &App, model_id: &str, exps: &[ExperienceIn], done: &Updated) {
         }
         events.push(ev);
     }
-    for ev in events.iter().rev() {
-        if let Ok(json) = serde_json::to_string(ev) {
-            let _ = tx.send(frame("update", &json));
+    let frames: Vec<Bytes> = events
+        .iter()
+        .rev()
+        .filter_map(|ev| serde_json::to_string(ev).ok())
+        .map(|json| frame("update", &json))
+        .collect();
+    if let Some(feed) = remote {
+        let text: String = frames.iter().map(|f| String::from_utf8_lossy(f)).collect();
+        if let Err(e) = feed.publish(model_id, &text) {
+            tracing::warn!(model = model_id, error = %e, "publishing events to the other instances failed");
+        }
+    }
+    if let Some(tx) = local {
+        for f in frames {
+            let _ = tx.send(f);
         }
     }
 }
@@ -319,7 +337,14 @@ pub async fn events(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
-    blocking(move || a.store.model(&uid, &mid)).await?;
+    // Other instances publish the model's updates to this one from now on.
+    let remote = blocking(move || {
+        a.store.model(&uid, &mid)?;
+        a.feed()
+            .map(|f| RemoteWatch::start(f.clone(), &mid))
+            .transpose()
+    })
+    .await?;
     let per_user = cx.limits().max_event_streams;
     let per_model = cx.app.config.max_event_streams_per_model;
     let slot = cx
@@ -343,6 +368,7 @@ pub async fn events(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
         model_id: id,
         credential: cx.credential.clone(),
         slot,
+        _remote: remote,
     };
     tokio::spawn(forward(watch, rx, tx));
     let mut resp = bytes_response(
@@ -363,6 +389,8 @@ struct Watch {
     model_id: String,
     credential: Arc<str>,
     slot: StreamSlot,
+    /// The watch announced to the other instances (withdrawn on drop).
+    _remote: Option<RemoteWatch>,
 }
 
 /// Whether the stream's credential still authenticates (a fault of the

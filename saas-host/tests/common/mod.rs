@@ -140,6 +140,12 @@ pub async fn start_with(
     Some(launch(backend, config, dir).await)
 }
 
+/// Another instance on `first`'s database (PostgreSQL: instances sharing
+/// one schema), with `first`'s configuration.
+pub async fn start_beside(first: &Server) -> Server {
+    launch(first.backend, first.config.clone(), None).await
+}
+
 async fn launch(backend: Backend, config: Config, dir: Option<tempfile::TempDir>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

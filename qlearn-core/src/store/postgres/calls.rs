@@ -1,10 +1,11 @@
 //! [`Store`] for [`PgStore`]: account and model calls run one statement or
 //! one transaction each; metered calls go through the per-user combiner.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::combiner::{Call, Outcome, Request};
 use super::decisions::patch_decisions;
+use super::notify::{model_changed, user_changed, PgFeed};
 use super::sql::{
     info_from_row, insert_rows, key_from_row, load_rows, model_row, user_from_row, MODEL_COLS,
     USER_COLS,
@@ -20,8 +21,8 @@ use crate::store::encoding::{
 };
 use crate::store::rules::touch_key;
 use crate::store::{
-    ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, OwnedExperience, QPage, Report,
-    Store, Updated, Usage, User,
+    ApiKey, ChangeFeed, ChangeSink, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser,
+    OwnedExperience, QPage, Report, Store, Updated, Usage, User,
 };
 use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::tenancy::{BillingMonth, Role, Tier};
@@ -95,45 +96,39 @@ impl Store for PgStore {
     }
 
     fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()> {
-        let n = self.execute(
+        self.change_user(
+            user_id,
             "UPDATE users SET tier = $2 WHERE id = $1",
             &[&user_id, &tier.as_str()],
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound("user"));
-        }
-        Ok(())
+            Error::NotFound("user"),
+        )
     }
 
     fn set_role(&self, user_id: &str, role: Role) -> Result<()> {
-        let n = self.execute(
+        self.change_user(
+            user_id,
             "UPDATE users SET role = $2 WHERE id = $1",
             &[&user_id, &role.as_str()],
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound("user"));
-        }
-        Ok(())
+            Error::NotFound("user"),
+        )
     }
 
     fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
         // One statement: the user's keys go with the old password, atomically.
-        let n = self.execute(
+        self.change_user(
+            user_id,
             "WITH revoked AS (DELETE FROM api_keys WHERE user_id = $1) \
              UPDATE users SET password_hash = $2, password_changed_at = $3 WHERE id = $1",
             &[&user_id, &password_hash, &now],
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound("user"));
-        }
-        Ok(())
+            Error::NotFound("user"),
+        )
     }
 
     fn create_api_key(&self, user_id: &str, key: NewApiKey<'_>, now: i64) -> Result<ApiKey> {
         let k = ApiKey::created(user_id, &key, now);
         let mut c = self.conn()?;
-        let n = c
-            .client
+        let mut tx = c.client.transaction().map_err(pg)?;
+        let n = tx
             .execute(
                 "INSERT INTO api_keys \
                  (id, user_id, name, prefix, hash, created_at, scope, expires_at) \
@@ -161,6 +156,8 @@ impl Store for PgStore {
         if n == 0 {
             return Err(Error::NotFound("user"));
         }
+        user_changed(&mut tx, &self.channel, user_id)?;
+        tx.commit().map_err(pg)?;
         Ok(k)
     }
 
@@ -174,14 +171,12 @@ impl Store for PgStore {
     }
 
     fn delete_api_key(&self, user_id: &str, key_id: &str) -> Result<()> {
-        let n = self.execute(
+        self.change_user(
+            user_id,
             "DELETE FROM api_keys WHERE id = $1 AND user_id = $2",
             &[&key_id, &user_id],
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound("API key"));
-        }
-        Ok(())
+            Error::NotFound("API key"),
+        )
     }
 
     fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>> {
@@ -258,7 +253,8 @@ impl Store for PgStore {
                 )
                 .map_err(pg)?
                 .get(0);
-            insert_rows(tx, mid, model.table())
+            insert_rows(tx, mid, model.table())?;
+            model_changed(tx, &self.channel, &id)
         })?;
         Ok(ModelInfo::of(
             id,
@@ -345,6 +341,7 @@ impl Store for PgStore {
             info.config = learner.config().clone();
             info.stats = learner.stats();
             info.updated_at = now;
+            model_changed(tx, &self.channel, id)?;
             Ok(info)
         })?;
         self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
@@ -352,14 +349,18 @@ impl Store for PgStore {
     }
 
     fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
-        let n = self.execute(
-            "DELETE FROM models WHERE id = $1 AND owner = $2",
-            &[&id, &owner],
-        )?;
-        if n == 0 {
-            return Err(Error::NotFound("model"));
-        }
-        Ok(())
+        self.tx(|tx, _| {
+            let n = tx
+                .execute(
+                    "DELETE FROM models WHERE id = $1 AND owner = $2",
+                    &[&id, &owner],
+                )
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(Error::NotFound("model"));
+            }
+            model_changed(tx, &self.channel, id)
+        })
     }
 
     fn export_model(&self, owner: &str, id: &str) -> Result<Model> {
@@ -525,5 +526,35 @@ impl Store for PgStore {
     fn flush(&self) -> Result<()> {
         // Every acknowledged call has committed; nothing is buffered.
         Ok(())
+    }
+
+    fn change_feed(&self, sink: ChangeSink) -> Result<Option<Arc<dyn ChangeFeed>>> {
+        let feed = PgFeed::start(
+            self.manager.clone(),
+            self.pool.clone(),
+            self.channel.clone(),
+            sink,
+        )?;
+        Ok(Some(Arc::new(feed)))
+    }
+}
+
+impl PgStore {
+    /// Runs `sql` (changing something of `user_id`) and, in the same
+    /// transaction, tells every instance that the user changed; `missing`
+    /// when it changed no row.
+    fn change_user(
+        &self,
+        user_id: &str,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        missing: Error,
+    ) -> Result<()> {
+        self.tx(|tx, _| {
+            if tx.execute(sql, params).map_err(pg)? == 0 {
+                return Err(missing);
+            }
+            user_changed(tx, &self.channel, user_id)
+        })
     }
 }

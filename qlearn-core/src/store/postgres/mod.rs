@@ -57,6 +57,7 @@ mod batch;
 mod calls;
 mod combiner;
 mod decisions;
+mod notify;
 mod pool;
 mod sql;
 
@@ -109,6 +110,10 @@ pub struct PgStore {
     pool: r2d2::Pool<Manager>,
     schema: Option<String>,
     combiners: Mutex<HashMap<String, Weak<Combiner>>>,
+    /// How the change feed makes its own connection (like the pool's).
+    manager: Manager,
+    /// The LISTEN/NOTIFY channel of this store's schema.
+    channel: String,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -160,21 +165,28 @@ impl PgStore {
                 .map_err(pg)?;
         }
         migrate(&mut client, migrations::POSTGRES)?;
+        let current: String = client
+            .query_one("SELECT COALESCE(current_schema(), 'public')", &[])
+            .map_err(pg)?
+            .get(0);
         drop(client);
+        let manager = Manager {
+            config: config.clone(),
+            schema: schema.clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .error_handler(Box::new(QuietErrors))
-            .build(Manager {
-                config,
-                schema: schema.clone(),
-            })
+            .build(manager.clone())
             .map_err(|e| Error::storage(BACKEND, format!("cannot start the pool: {e}")))?;
         Ok(PgStore {
             pool,
             schema,
             combiners: Mutex::new(HashMap::new()),
+            manager,
+            channel: notify::channel_of(&current),
         })
     }
 

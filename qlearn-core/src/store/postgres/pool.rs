@@ -27,6 +27,7 @@ pub(super) fn stmt(
 }
 
 /// The r2d2 connection manager: connects, sets the schema, checks health.
+#[derive(Clone)]
 pub(super) struct Manager {
     pub(super) config: postgres::Config,
     pub(super) schema: Option<String>,

@@ -1,0 +1,139 @@
+//! The change feed: a store shared by several processes tells every
+//! instance of each committed change (users, keys, models) and carries
+//! live events between instances; a store that is never shared has none.
+
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qlearn_core::store::{Change, ChangeFeed, ChangeSink, ModelPatch, Store};
+use qlearn_core::tenancy::{Role, Tier};
+
+use super::{full_key, new_user, ok, seeded, NOW};
+
+/// How long a notice may take in these checks (it takes milliseconds).
+const WAIT: Duration = Duration::from_secs(5);
+
+fn open_feed<S: Store>(s: &S) -> Option<(Arc<dyn ChangeFeed>, Receiver<Change>)> {
+    let (tx, rx) = channel();
+    let sink: ChangeSink = Arc::new(move |c| {
+        let _ = tx.send(c);
+    });
+    let feed = ok(s, s.change_feed(sink))?;
+    Some((feed, rx))
+}
+
+/// The next change that is not [`Change::All`] (a reconnection may add
+/// one anywhere), or `None` after [`WAIT`].
+fn next(rx: &Receiver<Change>) -> Option<Change> {
+    let until = Instant::now() + WAIT;
+    loop {
+        let left = until.checked_duration_since(Instant::now())?;
+        match rx.recv_timeout(left).ok()? {
+            Change::All => continue,
+            c => return Some(c),
+        }
+    }
+}
+
+/// Every change to a user or model reaches the feed once committed, in
+/// order (and a refused change sends nothing); events published by one
+/// instance reach another that watches the model, whole however long, and
+/// never come back to the publisher.
+pub fn change_feed<S: Store>(s: &S) {
+    let Some((feed, rx)) = open_feed(s) else {
+        check!(
+            s,
+            s.backend() != "postgres",
+            "a store shared by instances has a change feed"
+        );
+        return;
+    };
+    check_eq!(
+        s,
+        rx.recv_timeout(WAIT).ok(),
+        Some(Change::All),
+        "first notice"
+    );
+    let a = new_user(s, "a@example.com");
+    let user = || Some(Change::User(a.id.clone()));
+    ok(s, s.set_tier(&a.id, Tier::Pro));
+    check_eq!(s, next(&rx), user(), "tier");
+    ok(s, s.set_role(&a.id, Role::Admin));
+    check_eq!(s, next(&rx), user(), "role");
+    let k = ok(s, s.create_api_key(&a.id, full_key("k", "qk", "h1"), NOW));
+    check_eq!(s, next(&rx), user(), "key created");
+    check!(s, s.delete_api_key(&a.id, "nope").is_err(), "unknown key");
+    ok(s, s.delete_api_key(&a.id, &k.id));
+    check_eq!(
+        s,
+        next(&rx),
+        user(),
+        "key deleted (the refused delete said nothing)"
+    );
+    ok(s, s.set_password(&a.id, "$argon2id$other", NOW + 1));
+    check_eq!(s, next(&rx), user(), "password");
+    let m = ok(s, s.create_model(&a.id, "m", &seeded(2, 1), None, NOW)).id;
+    let model = || Some(Change::Model(m.clone()));
+    check_eq!(s, next(&rx), model(), "model created");
+    let patch = ModelPatch {
+        name: Some("renamed".into()),
+        ..ModelPatch::default()
+    };
+    ok(s, s.update_model(&a.id, &m, patch, NOW + 2));
+    check_eq!(s, next(&rx), model(), "model changed");
+    ok(s, s.delete_model(&a.id, &m));
+    check_eq!(s, next(&rx), model(), "model deleted");
+
+    // Events: a second instance watches; the first publishes to it.
+    let Some((other, other_rx)) = open_feed(s) else {
+        panic!("[{}] a second feed", s.backend());
+    };
+    check!(s, !feed.watched_elsewhere("mx"), "nobody watches yet");
+    ok(s, other.watch("mx"));
+    let until = Instant::now() + WAIT;
+    while !feed.watched_elsewhere("mx") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check!(s, feed.watched_elsewhere("mx"), "the watch is heard");
+    check!(
+        s,
+        !other.watched_elsewhere("mx"),
+        "its own watch is not elsewhere"
+    );
+    let frames = format!("event: update\ndata: {}\n\n", "é☃x".repeat(9_000));
+    ok(s, feed.publish("mx", &frames));
+    ok(s, feed.publish("unwatched", "event: update\ndata: {}\n\n"));
+    let got = next(&other_rx);
+    check!(
+        s,
+        got == Some(Change::Event {
+            model_id: "mx".into(),
+            frames: frames.clone()
+        }),
+        "the event arrives whole: {:?}",
+        got.map(|c| match c {
+            Change::Event { frames: f, .. } => format!(
+                "{} bytes of {}, differing from byte {:?}",
+                f.len(),
+                frames.len(),
+                f.bytes().zip(frames.bytes()).position(|(a, b)| a != b)
+            ),
+            other => format!("{other:?}"),
+        })
+    );
+    other.unwatch("mx");
+    let until = Instant::now() + WAIT;
+    while feed.watched_elsewhere("mx") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    check!(s, !feed.watched_elsewhere("mx"), "the unwatch is heard");
+    // Nothing else arrived: not the unwatched model's event, not our own.
+    std::thread::sleep(Duration::from_millis(200));
+    let rest: Vec<Change> = other_rx
+        .try_iter()
+        .chain(rx.try_iter())
+        .filter(|c| *c != Change::All)
+        .collect();
+    check_eq!(s, rest, vec![], "no other notices");
+}
