@@ -60,6 +60,7 @@ mod decisions;
 mod notify;
 mod pool;
 mod sql;
+mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
@@ -67,7 +68,7 @@ use std::time::Duration;
 
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{NoTls, Row, Statement, Transaction};
+use postgres::{Row, Statement, Transaction};
 
 use super::migrations;
 use crate::error::{Error, Result};
@@ -145,18 +146,20 @@ impl PgStore {
     }
 
     fn open(url: &str, schema: Option<String>) -> Result<Self> {
+        let (url, tls_settings) = tls::split_url(url)?;
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| Error::storage(BACKEND, format!("invalid PostgreSQL URL: {e}")))?;
+        let tls = tls::connector(&tls_settings, &mut config)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("qlearn");
         // One direct connection first: fails fast when the server is down,
         // creates the schema, migrates.
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| Error::storage(BACKEND, format!("cannot connect: {e}")))?;
+        let mut client = tls::connect(&config, &tls).map_err(|e| {
+            Error::storage(BACKEND, format!("cannot connect: {}", tls::describe(&e)))
+        })?;
         if let Some(s) = &schema {
             client
                 .batch_execute(&format!(
@@ -172,6 +175,7 @@ impl PgStore {
         drop(client);
         let manager = Manager {
             config: config.clone(),
+            tls,
             schema: schema.clone(),
         };
         let pool = r2d2::Pool::builder()

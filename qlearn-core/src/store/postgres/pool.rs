@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use postgres::{Client, NoTls, Statement, Transaction};
+use postgres::{Client, Statement, Transaction};
+
+use super::tls;
 
 /// A pooled connection and its prepared statements.
 pub(super) struct PgConn {
@@ -30,6 +32,8 @@ pub(super) fn stmt(
 #[derive(Clone)]
 pub(super) struct Manager {
     pub(super) config: postgres::Config,
+    /// Plain or TLS (`sslmode`).
+    pub(super) tls: tls::Connector,
     pub(super) schema: Option<String>,
 }
 
@@ -38,7 +42,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> std::result::Result<PgConn, postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut client = tls::connect(&self.config, &self.tls)?;
         if let Some(s) = &self.schema {
             client.batch_execute(&format!("SET search_path TO \"{s}\""))?;
         }
