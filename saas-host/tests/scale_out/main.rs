@@ -12,6 +12,9 @@
 //! - a POST whose upstream dies after receiving it is answered 502 and not
 //!   passed to the other instance (nginx retries only idempotent requests
 //!   once sent), while a GET is;
+//! - a stream opened through nginx gets the updates made on either
+//!   instance, and an API key deleted on one instance is refused by the
+//!   other at once (the change feed; `crossing.rs`);
 //! - the access log has no query strings.
 //!
 //! Runs whenever PostgreSQL is reachable (skips loudly otherwise, fails under
@@ -20,6 +23,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod crossing;
 mod harness;
 
 use std::collections::HashSet;
@@ -69,6 +73,8 @@ async fn two_instances_behind_nginx_on_one_database() {
     let (token, _) = register(&http, &nginx.base, "pro@example.com").await;
     set_tier(&url, "pro@example.com", "pro", &http, &token, &[&a, &b]).await;
     serial_result_across_instances(&http, &nginx, &a, &b, &token).await;
+    crossing::stream_sees_both_instances(&http, &nginx, &a, &b, &token).await;
+    crossing::revocation_crosses(&http, &nginx, &a, &b, &token).await;
     let acked_after_kill = sigkill_mid_load(&http, &nginx, a, &b, &token).await;
     eprintln!("scale-out: {acked_after_kill} updates acknowledged through nginx after the SIGKILL");
     post_whose_upstream_died(&http, &b, &token).await;
