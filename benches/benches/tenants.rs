@@ -191,7 +191,7 @@ fn stall(big: usize) {
                 &a,
                 &id,
                 ModelPatch {
-                    config: Some(double.clone()),
+                    config: Some(double.clone().into()),
                     ..ModelPatch::default()
                 },
                 NOW,

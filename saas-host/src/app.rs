@@ -491,7 +491,10 @@ impl App {
                 self.remember(&self.users, claims.sub.clone(), Arc::new(user), None, epoch)
             }
         };
-        if claims.iat < cached.user.password_changed_at || *claims.pwv != *cached.fingerprint {
+        if cached.user.disabled
+            || claims.iat < cached.user.password_changed_at
+            || *claims.pwv != *cached.fingerprint
+        {
             return Err(ApiError::Unauthorized);
         }
         Ok(Auth {

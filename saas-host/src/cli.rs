@@ -1,5 +1,6 @@
-//! The command line: `saas-host [serve] [flags]` and
-//! `saas-host admin set-tier EMAIL TIER` / `admin set-role EMAIL ROLE`.
+//! The command line: `saas-host [serve] [flags]` and the operator's
+//! `saas-host admin ...` (set-tier, set-role, list-users, disable-user,
+//! enable-user, create-admin; see [`crate::admin`]).
 //! Every serve flag can also come from the environment; `SECRET_KEY` only
 //! from the environment (a flag would show in `ps`).
 
@@ -7,11 +8,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use qlearn_core::tenancy::{normalize_email, Role, Tier};
+use qlearn_core::tenancy::{hash_password, normalize_email};
 use qlearn_core::{Error, Result};
 
+use crate::admin::{AdminOp, Failed, UserRow, Via};
 use crate::cidr::Cidr;
-use crate::config::{load_limits, open_store, Config, DEFAULT_DATABASE_URL};
+use crate::config::{load_limits, Config, DEFAULT_DATABASE_URL};
 
 /// The qlearn HTTP service.
 #[derive(Parser, Debug)]
@@ -35,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API (the default).
     Serve(ServeArgs),
-    /// Change users directly in the database.
+    /// Operator commands (users, tiers, roles), also while a server runs.
     Admin(AdminArgs),
     /// Exit 0 when the server on this machine answers `GET /healthz` with
     /// 200 within 3 s (the container health check: the runtime image has no
@@ -123,6 +125,12 @@ pub struct ServeArgs {
     #[arg(long, env = "IDLE_TIMEOUT_SECS",
           default_value_t = Config::default().idle_timeout.as_secs())]
     pub idle_timeout_secs: u64,
+    /// Seconds an authenticated user or API key is cached before the store
+    /// is asked again: how late this server sees a change made elsewhere
+    /// (another instance, or `admin` on PostgreSQL).
+    #[arg(long, env = "AUTH_CACHE_TTL_SECS",
+          default_value_t = Config::default().auth_cache_ttl.as_secs())]
+    pub auth_cache_ttl_secs: u64,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -166,6 +174,7 @@ impl ServeArgs {
             header_read_timeout: secs(self.header_read_timeout_secs),
             request_timeout: secs(self.request_timeout_secs),
             idle_timeout: secs(self.idle_timeout_secs),
+            auth_cache_ttl: std::time::Duration::from_secs(self.auth_cache_ttl_secs),
             ..Config::default()
         };
         if let Some(s) = &c.secret_key {
@@ -189,12 +198,15 @@ pub struct AdminArgs {
     /// Storage: sqlite://PATH, postgres://... .
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// The change.
+    /// The command.
     #[command(subcommand)]
     pub action: AdminAction,
 }
 
-/// Admin changes.
+/// Operator commands. On SQLite they go through the running server's admin
+/// socket when a server runs (in force from its next request), else to the
+/// file; on PostgreSQL to the database (running servers apply them when the
+/// change notice arrives; `AUTH_CACHE_TTL_SECS` bounds a lost notice).
 #[derive(Subcommand, Debug)]
 pub enum AdminAction {
     /// Set a user's tier (free, pro, enterprise).
@@ -211,31 +223,151 @@ pub enum AdminAction {
         /// The new role.
         role: String,
     },
+    /// List users: email, tier, role, created, disabled.
+    ListUsers {
+        /// Print JSON (an array of users) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: no login; its tokens and API keys stop working at
+    /// once; its data is kept.
+    DisableUser {
+        /// The user's email.
+        email: String,
+    },
+    /// Enable a disabled user.
+    EnableUser {
+        /// The user's email.
+        email: String,
+    },
+    /// Create an admin account (with its default model). The password is
+    /// read from the ADMIN_PASSWORD environment variable, else from the
+    /// first line of standard input; never from the command line.
+    CreateAdmin {
+        /// The new admin's email.
+        email: String,
+    },
 }
 
-/// Runs an admin command against the database; returns what it did.
-pub fn admin(args: &AdminArgs) -> Result<String> {
-    let store = open_store(&args.database_url)?;
-    let (email, what) = match &args.action {
-        AdminAction::SetTier { email, tier } => (email, Ok(tier.parse::<Tier>()?)),
-        AdminAction::SetRole { email, role } => (email, Err(role.parse::<Role>()?)),
-    };
-    let email = normalize_email(email)?;
-    let user = store
-        .user_by_email(&email)?
-        .ok_or(Error::NotFound("user"))?;
-    let msg = match what {
-        Ok(tier) => {
-            store.set_tier(&user.id, tier)?;
-            format!("{email}: tier {} -> {tier}", user.tier)
+/// The environment variable `admin create-admin` reads the password from.
+pub const ADMIN_PASSWORD_ENV: &str = "ADMIN_PASSWORD";
+
+/// Reads the new admin's password: [`ADMIN_PASSWORD_ENV`], else one line
+/// of standard input (not echoed when it is a terminal).
+fn read_password() -> Result<String> {
+    if let Ok(p) = std::env::var(ADMIN_PASSWORD_ENV) {
+        return Ok(p);
+    }
+    use std::io::IsTerminal;
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        eprint!("password for the new admin: ");
+    }
+    let mut line = String::new();
+    let read = with_echo_off(tty, || stdin.read_line(&mut line));
+    if tty {
+        eprintln!();
+    }
+    read.map_err(|e| Error::field("password", format!("cannot read standard input: {e}")))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Runs `f` with the terminal's echo off (when `tty`), restoring it after.
+fn with_echo_off<T>(tty: bool, f: impl FnOnce() -> T) -> T {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let fd = std::io::stdin();
+    let saved = if tty { tcgetattr(&fd).ok() } else { None };
+    if let Some(t) = &saved {
+        let mut quiet = t.clone();
+        quiet.local_modes.remove(LocalModes::ECHO);
+        let _ = tcsetattr(&fd, OptionalActions::Now, &quiet);
+    }
+    let out = f();
+    if let Some(t) = &saved {
+        let _ = tcsetattr(&fd, OptionalActions::Now, t);
+    }
+    out
+}
+
+/// The operation an `admin` command line asks for (reads the password of
+/// `create-admin` and hashes it here: the plain password goes nowhere).
+fn admin_op(action: &AdminAction) -> Result<AdminOp> {
+    Ok(match action {
+        AdminAction::SetTier { email, tier } => AdminOp::SetTier {
+            email: email.clone(),
+            tier: tier.parse()?,
+        },
+        AdminAction::SetRole { email, role } => AdminOp::SetRole {
+            email: email.clone(),
+            role: role.parse()?,
+        },
+        AdminAction::ListUsers { .. } => AdminOp::ListUsers,
+        AdminAction::DisableUser { email } => AdminOp::DisableUser {
+            email: email.clone(),
+        },
+        AdminAction::EnableUser { email } => AdminOp::EnableUser {
+            email: email.clone(),
+        },
+        AdminAction::CreateAdmin { email } => {
+            normalize_email(email)?;
+            let password = read_password()?;
+            AdminOp::CreateAdmin {
+                email: email.clone(),
+                password_hash: hash_password(&password)?,
+            }
         }
-        Err(role) => {
-            store.set_role(&user.id, role)?;
-            format!("{email}: role {} -> {role}", user.role)
-        }
-    };
-    store.flush()?;
-    Ok(msg)
+    })
+}
+
+/// Runs an admin command (blocks); returns what to print.
+pub fn admin(args: &AdminArgs) -> std::result::Result<String, Failed> {
+    let op = admin_op(&args.action)?;
+    let (done, via) = crate::admin::run(&args.database_url, &op)?;
+    if let AdminAction::ListUsers { json } = args.action {
+        return Ok(if json {
+            serde_json::to_string_pretty(&done.users).map_err(|e| Error::Internal(e.to_string()))?
+        } else {
+            user_table(&done.users)
+        });
+    }
+    let postgres = args.database_url.starts_with("postgres");
+    Ok(match via {
+        Via::Server => format!("{} (applied by the running server)", done.message),
+        Via::Database if postgres && done.changed.is_some() => format!(
+            "{} (running servers apply it when its change notice reaches them, \
+             in milliseconds; at the latest after their auth cache lifetime, \
+             AUTH_CACHE_TTL_SECS, {} s by default, if a notice is lost)",
+            done.message,
+            Config::default().auth_cache_ttl.as_secs()
+        ),
+        Via::Database => done.message,
+    })
+}
+
+/// The users as an aligned text table.
+fn user_table(users: &[UserRow]) -> String {
+    let width = users
+        .iter()
+        .map(|u| u.email.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = format!(
+        "{:width$}  {:10}  {:5}  {:20}  disabled",
+        "email", "tier", "role", "created"
+    );
+    for u in users {
+        out.push_str(&format!(
+            "\n{:width$}  {:10}  {:5}  {:20}  {}",
+            u.email,
+            u.tier.as_str(),
+            u.role.as_str(),
+            u.created,
+            if u.disabled { "yes" } else { "no" }
+        ));
+    }
+    out
 }
 
 /// Sets up logging: `RUST_LOG` filter (default `info`), text or JSON lines

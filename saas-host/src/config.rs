@@ -170,6 +170,15 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     ))
 }
 
+/// The database file of a `sqlite://PATH[?options]` URL (`None` for
+/// other URLs or a malformed one).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let target = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    sqlite_target(target).ok().map(|(p, _)| p.into())
+}
+
 /// Splits the part of `sqlite://PATH[?synchronous=normal|full][&cache_mb=N]`
 /// after the scheme into the file path and the store's options:
 /// `synchronous=normal` (the default) survives `kill -9` of the process,

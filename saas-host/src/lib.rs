@@ -7,7 +7,8 @@
 //! - [`run`] / [`serve`]: the server (what `main` and the tests start);
 //! - [`cidr`]: address ranges (`TRUSTED_PROXIES`);
 //! - [`config`]: configuration and opening a store from `DATABASE_URL`;
-//! - [`cli`]: the command line (`serve`, `admin set-tier`, `admin set-role`);
+//! - [`cli`]: the command line (`serve`, `admin ...`); [`admin`]: the
+//!   operator commands and the admin socket a running SQLite server answers;
 //! - [`routes`]: the route table; [`router`]: dispatch, authentication,
 //!   rate limits, CORS, logs; [`ctx`]: what an authenticated handler gets;
 //! - [`handlers`]: one module per area of the API; [`wire`]: its JSON types;
@@ -17,6 +18,7 @@
 //! **Architecture invariant:** only this crate knows HTTP and the JSON wire
 //! format; it never re-implements learning, quota or password logic.
 
+pub mod admin;
 pub mod app;
 pub mod cidr;
 pub mod cli;

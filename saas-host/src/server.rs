@@ -26,8 +26,14 @@
 //! instance runs it (the store applies each transition once), and it stops
 //! at shutdown before the store is flushed.
 //!
+//! A server on SQLite also answers operator commands on its admin socket
+//! (`admin_socket.rs`, see [`crate::admin`]); it stops with the settling
+//! task, before the store is flushed.
+//!
 //! Trickling bytes extends none of these timers.
 
+#[cfg(unix)]
+mod admin_socket;
 mod conn;
 mod per_address;
 
@@ -132,6 +138,8 @@ pub async fn serve(
         tracing::info!(%addr, storage = app.store.backend(), "serving");
     }
     let settler = tokio::spawn(settle_loop(app.clone()));
+    #[cfg(unix)]
+    let admin = admin_socket::start(&app);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -212,6 +220,10 @@ pub async fn serve(
     }
     if let Err(e) = settler.await {
         tracing::warn!(error = %e, "the settling task ended abnormally");
+    }
+    #[cfg(unix)]
+    if let Some(admin) = admin {
+        admin.stop().await;
     }
     let st = app.store.clone();
     tokio::task::spawn_blocking(move || st.flush())

@@ -115,6 +115,25 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    /// Adds a model with a fresh id (the caller holds `create_lock`).
+    fn insert_model(&self, owner: &str, name: &str, model: &Model, now: i64) -> Result<ModelInfo> {
+        let id = new_id();
+        let entry = Entry {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+            created_at: now,
+            updated_at: now,
+            model: model.clone(),
+            decisions: None,
+        };
+        let info = entry.info(&id);
+        self.models
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(id, Arc::new(Mutex::new(entry)));
+        Ok(info)
+    }
+
     /// Runs a metered decision call on `meter`'s user's model; `None`: a
     /// logging predict on a model that logs no decisions.
     fn metered_call(
@@ -203,6 +222,37 @@ impl Store for MemoryStore {
         Ok(u)
     }
 
+    fn register(
+        &self,
+        user: NewUser,
+        model_name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<(User, ModelInfo)> {
+        // Both halves under the accounts lock: nobody sees the user before
+        // its model exists, and a refused model leaves no user.
+        let _guard = self.create_lock.lock().map_err(|_| poisoned())?;
+        let mut acc = self.accounts()?;
+        if acc.by_email.contains_key(&user.email) {
+            return Err(Error::Conflict("email already registered".into()));
+        }
+        if let Some(limit) = max_models.filter(|&l| l == 0) {
+            return Err(Error::ModelLimitReached { limit });
+        }
+        let u = User::register(user, now);
+        let info = self.insert_model(&u.id, model_name, model, now)?;
+        acc.by_email.insert(u.email.clone(), u.id.clone());
+        acc.users.insert(u.id.clone(), u.clone());
+        Ok((u, info))
+    }
+
+    fn users(&self) -> Result<Vec<User>> {
+        let mut v: Vec<User> = self.accounts()?.users.values().cloned().collect();
+        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(v)
+    }
+
     fn user(&self, id: &str) -> Result<Option<User>> {
         Ok(self.accounts()?.users.get(id).cloned())
     }
@@ -227,6 +277,13 @@ impl Store for MemoryStore {
         let mut acc = self.accounts()?;
         let u = acc.users.get_mut(user_id).ok_or(Error::NotFound("user"))?;
         u.role = role;
+        Ok(())
+    }
+
+    fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
+        let mut acc = self.accounts()?;
+        let u = acc.users.get_mut(user_id).ok_or(Error::NotFound("user"))?;
+        u.disabled = disabled;
         Ok(())
     }
 
@@ -304,21 +361,7 @@ impl Store for MemoryStore {
                 return Err(Error::ModelLimitReached { limit });
             }
         }
-        let id = new_id();
-        let entry = Entry {
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-            created_at: now,
-            updated_at: now,
-            model: model.clone(),
-            decisions: None,
-        };
-        let info = entry.info(&id);
-        self.models
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(id, Arc::new(Mutex::new(entry)));
-        Ok(info)
+        self.insert_model(owner, name, model, now)
     }
 
     fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
@@ -349,10 +392,14 @@ impl Store for MemoryStore {
     ) -> Result<ModelInfo> {
         let e = self.entry(owner, id)?;
         let mut e = e.lock().map_err(|_| poisoned())?;
-        if let Some(config) = patch.config {
+        if let Some(config) = &patch.config {
             // Reconfigure a copy: on error the model is untouched.
+            let new = config.apply(e.model.config());
+            if new.algorithm.tables() != e.model.config().algorithm.tables() {
+                patch.reshaping()?;
+            }
             let mut m = e.model.clone();
-            m.reconfigure(config)?;
+            m.reconfigure(new)?;
             e.model = m;
         }
         if let Some(decisions) = patch.decisions {

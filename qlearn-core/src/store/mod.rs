@@ -39,6 +39,7 @@ pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod migrations;
 mod owned;
+mod patch;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod report;
@@ -49,6 +50,7 @@ pub mod sqlite;
 pub use changes::{Change, ChangeFeed, ChangeSink};
 pub use decisions::{Decided, DecisionPage, DecisionQuery, RewardIn};
 pub use owned::OwnedExperience;
+pub use patch::{ConfigPatch, ModelPatch};
 pub use report::{Report, Touched, Updated};
 pub use rules::{now_unix, KEY_TOUCH_INTERVAL_SECS};
 
@@ -79,6 +81,10 @@ pub struct User {
     pub created_at: i64,
     /// When the password last changed: tokens issued before it are revoked.
     pub password_changed_at: i64,
+    /// Set by an operator ([`Store::set_disabled`]): the user cannot log in
+    /// and its tokens and API keys do not authenticate; its data is kept.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 impl User {
@@ -93,6 +99,7 @@ impl User {
             role: user.role,
             created_at: now,
             password_changed_at: now,
+            disabled: false,
         }
     }
 }
@@ -226,12 +233,14 @@ impl ApiKey {
         }
     }
 
-    /// Whether the key still authenticates its owner `user` at `now`: not
-    /// expired, and created no earlier than the owner's last password change.
+    /// Whether the key still authenticates its owner `user` at `now`: the
+    /// owner is not disabled, the key is not expired, and it was created no
+    /// earlier than the owner's last password change.
     /// ([`Store::set_password`] deletes older keys outright; this check also
     /// refuses a key record read before the change, e.g. from a cache.)
     pub fn usable(&self, user: &User, now: i64) -> bool {
         self.user_id == user.id
+            && !user.disabled
             && self.created_at >= user.password_changed_at
             && self.expires_at.is_none_or(|e| now < e)
     }
@@ -313,19 +322,6 @@ pub struct Meter<'a> {
     pub now: i64,
 }
 
-/// Changes to a model's metadata ([`Store::update_model`]).
-#[derive(Clone, Debug, Default)]
-pub struct ModelPatch {
-    /// A new name.
-    pub name: Option<String>,
-    /// A new configuration (validated by [`crate::Learner::reconfigure`]).
-    pub config: Option<ModelConfig>,
-    /// A new decisions setting: `Some(None)` turns logging off and
-    /// discards the model's decision log; `Some(Some(c))` turns it on or
-    /// changes it (open windows keep their deadline).
-    pub decisions: Option<Option<DecisionsConfig>>,
-}
-
 /// The storage contract of qlearn. See the module docs for what every
 /// implementation must guarantee. Methods block; async callers run them on a
 /// blocking thread.
@@ -345,6 +341,21 @@ pub trait Store: Send + Sync {
 
     /// Creates a user with a fresh id. [`crate::Error::Conflict`] if the email exists.
     fn create_user(&self, user: NewUser, now: i64) -> Result<User>;
+    /// Registers a user together with its first model (named `model_name`)
+    /// in one atomic write: either both exist afterwards or neither (also
+    /// across a crash). [`crate::Error::Conflict`] if the email exists;
+    /// [`crate::Error::ModelLimitReached`] when `max_models` allows no
+    /// model, and then no user is created either.
+    fn register(
+        &self,
+        user: NewUser,
+        model_name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<(User, ModelInfo)>;
+    /// Every user, oldest first (operators' listing).
+    fn users(&self) -> Result<Vec<User>>;
     /// A user by id.
     fn user(&self, id: &str) -> Result<Option<User>>;
     /// A user by normalised email.
@@ -353,6 +364,9 @@ pub trait Store: Send + Sync {
     fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()>;
     /// Changes a user's role.
     fn set_role(&self, user_id: &str, role: Role) -> Result<()>;
+    /// Disables or enables a user ([`User::disabled`]); nothing else of
+    /// the user changes. [`crate::Error::NotFound`] for an unknown user.
+    fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()>;
     /// Replaces the password hash, sets `password_changed_at = now` and
     /// deletes every API key of the user, in one atomic step (a key made
     /// before the change never works after it, even within the same second).

@@ -61,6 +61,10 @@ pub fn change_feed<S: Store>(s: &S) {
     check_eq!(s, next(&rx), user(), "tier");
     ok(s, s.set_role(&a.id, Role::Admin));
     check_eq!(s, next(&rx), user(), "role");
+    ok(s, s.set_disabled(&a.id, true));
+    check_eq!(s, next(&rx), user(), "disabled");
+    ok(s, s.set_disabled(&a.id, false));
+    check_eq!(s, next(&rx), user(), "enabled");
     let k = ok(s, s.create_api_key(&a.id, full_key("k", "qk", "h1"), NOW));
     check_eq!(s, next(&rx), user(), "key created");
     check!(s, s.delete_api_key(&a.id, "nope").is_err(), "unknown key");

@@ -10,7 +10,9 @@
 //! list names every check of this file.
 #![allow(dead_code)]
 
+mod accounts;
 mod decisions;
+pub use accounts::*;
 pub use decisions::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,6 +56,9 @@ macro_rules! conformance_tests {
             decision_isolation,
             decision_state_limit,
             change_feed,
+            register_is_atomic,
+            disable_user,
+            concurrent_config_patches,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -78,7 +83,8 @@ pub fn assert_listed(listed: &[&str]) {
     let source = concat!(
         include_str!("mod.rs"),
         include_str!("decisions.rs"),
-        include_str!("changes.rs")
+        include_str!("changes.rs"),
+        include_str!("accounts.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()
@@ -457,8 +463,9 @@ pub fn models<S: Store>(s: &S) {
             &i1.id,
             ModelPatch {
                 name: Some("renamed".into()),
-                config: Some(cfg.clone()),
+                config: Some(cfg.clone().into()),
                 decisions: None,
+                on_reshape: None,
             },
             NOW + 9,
         ),
@@ -481,8 +488,9 @@ pub fn models<S: Store>(s: &S) {
         &i1.id,
         ModelPatch {
             name: Some("nope".into()),
-            config: Some(bad),
+            config: Some(bad.into()),
             decisions: None,
+            on_reshape: None,
         },
         NOW + 10,
     );
@@ -494,8 +502,9 @@ pub fn models<S: Store>(s: &S) {
         &i1.id,
         ModelPatch {
             name: None,
-            config: Some(bad),
+            config: Some(bad.into()),
             decisions: None,
+            on_reshape: None,
         },
         NOW + 10,
     );
@@ -513,8 +522,9 @@ pub fn models<S: Store>(s: &S) {
             &i1.id,
             ModelPatch {
                 name: None,
-                config: Some(dq),
+                config: Some(dq.into()),
                 decisions: None,
+                on_reshape: None,
             },
             NOW + 11,
         ),
@@ -541,8 +551,9 @@ pub fn models<S: Store>(s: &S) {
             &i1.id,
             ModelPatch {
                 name: None,
-                config: Some(cfg.clone()),
+                config: Some(cfg.clone().into()),
                 decisions: None,
+                on_reshape: None,
             },
             NOW + 13,
         ),
@@ -883,6 +894,7 @@ pub fn tenant_isolation<S: Store>(s: &S) {
                         name: Some("pwned".into()),
                         config: None,
                         decisions: None,
+                        on_reshape: None,
                     },
                     NOW,
                 )
@@ -1271,6 +1283,7 @@ pub fn write_everything<S: Store>(s: &S) -> Written {
                 name: Some("kept-renamed".into()),
                 config: None,
                 decisions: None,
+                on_reshape: None,
             },
             NOW + 1,
         ),

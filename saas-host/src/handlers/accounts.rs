@@ -28,7 +28,7 @@ use crate::wire::{
 };
 
 /// Actions of the model every new account gets.
-const DEFAULT_MODEL_ACTIONS: usize = 4;
+pub const DEFAULT_MODEL_ACTIONS: usize = 4;
 
 fn throttled(e: Error) -> ApiError {
     match e {
@@ -73,21 +73,16 @@ pub async fn register(
     let hash = hashing(move || hash_password(&password)).await??;
     let a = app.clone();
     let (user, model_id) = blocking(move || {
-        let now = now_unix();
-        let user = a.store.create_user(
-            NewUser {
-                email,
-                password_hash: hash,
-                tier: Tier::Free,
-                role: Role::User,
-            },
-            now,
-        )?;
+        // The user and its default model in one atomic write.
         let model = Model::new(ModelConfig::new(DEFAULT_MODEL_ACTIONS))?;
-        let limits = a.limits(&user);
-        let info = a
-            .store
-            .create_model(&user.id, "default", &model, limits.max_models, now)?;
+        let new = NewUser {
+            email,
+            password_hash: hash,
+            tier: Tier::Free,
+            role: Role::User,
+        };
+        let max = a.config.limits.for_tier(Tier::Free).max_models;
+        let (user, info) = a.store.register(new, "default", &model, max, now_unix())?;
         Ok((user, info.id))
     })
     .await
@@ -152,7 +147,8 @@ pub async fn login(
     let password = body.password;
     // Unknown users cost a verification against a dummy hash too.
     let ok = hashing(move || verify_password(&password, stored.as_deref())).await?;
-    let user = user.filter(|_| ok);
+    // A disabled account cannot log in (same answer as a wrong password).
+    let user = user.filter(|u| ok && !u.disabled);
     let Some(user) = user else {
         return Err(Error::InvalidCredentials.into());
     };

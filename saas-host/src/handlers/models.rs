@@ -1,6 +1,8 @@
 //! Models: create, list, read, change, delete, status (Q-table pages),
 //! export and import, and the caller's dashboard.
 
+use std::sync::Arc;
+
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Request, StatusCode};
@@ -114,26 +116,19 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
         .decisions
         .as_ref()
         .map(|d| d.as_ref().map(|d| d.config(limits.decision_retention_days)));
-    let info = blocking(move || {
-        let config = if body.touches_config() {
-            let current = a.store.model(&uid, &mid)?;
-            let config = body.apply(&current.config);
-            if config.algorithm.tables() != current.config.algorithm.tables() {
-                // Switching to or from double Q-learning rewrites every row.
-                take_bulk(&a, &uid, &limits)?;
-            }
-            Some(config)
-        } else {
-            None
-        };
-        let patch = ModelPatch {
-            name,
-            config,
-            decisions,
-        };
-        a.store.update_model(&uid, &mid, patch, now_unix())
-    })
-    .await?;
+    // The store applies the changed fields to the configuration current
+    // under its lock, so concurrent PATCHes of different fields all land;
+    // a switch to or from double Q-learning (it rewrites every row) is
+    // charged to the bulk bucket there, before anything changes.
+    let bulk = a.clone();
+    let bulk_user = uid.clone();
+    let patch = ModelPatch {
+        name,
+        config: body.config_patch(),
+        decisions,
+        on_reshape: Some(Arc::new(move || take_bulk(&bulk, &bulk_user, &limits))),
+    };
+    let info = blocking(move || a.store.update_model(&uid, &mid, patch, now_unix())).await?;
     cx.app.forget_model(&id);
     Ok(ok_json(&ModelOut::from(info)))
 }

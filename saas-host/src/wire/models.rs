@@ -2,7 +2,7 @@
 //! ask for) and the model as the API shows it.
 
 use qlearn_core::limits::{MAX_ACTIONS, MAX_BINS};
-use qlearn_core::store::ModelInfo;
+use qlearn_core::store::{ConfigPatch, ModelInfo};
 use qlearn_core::tenancy::rfc3339;
 use qlearn_core::{Algorithm, Bin, Exploration, ModelConfig, Stats};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -189,48 +189,28 @@ pub struct PatchModel {
 }
 
 impl PatchModel {
-    /// Whether the patch changes the configuration (not just the name).
-    pub fn touches_config(&self) -> bool {
-        self.n_actions.is_some()
-            || self.action_names.is_some()
-            || self.learning_rate.is_some()
-            || self.discount_factor.is_some()
-            || self.epsilon.is_some()
-            || self.epsilon_decay.is_some()
-            || self.min_epsilon.is_some()
-            || self.initial_q.is_some()
-            || self.algorithm.is_some()
-            || self.exploration.is_some()
-            || self.temperature.is_some()
-            || self.seed.is_some()
-            || self.state_bins.is_some()
-    }
-
-    /// `current` with this patch applied.
-    pub fn apply(&self, current: &ModelConfig) -> ModelConfig {
-        let mut c = current.clone();
-        set(&mut c.n_actions, self.n_actions);
-        if let Some(n) = &self.action_names {
-            c.action_names = n.clone();
-        }
-        set(&mut c.learning_rate, self.learning_rate);
-        set(&mut c.discount_factor, self.discount_factor);
-        set(&mut c.epsilon, self.epsilon);
-        set(&mut c.epsilon_decay, self.epsilon_decay);
-        set(&mut c.min_epsilon, self.min_epsilon);
-        set(&mut c.initial_q, self.initial_q);
-        set(&mut c.algorithm, self.algorithm);
-        set(&mut c.exploration, self.exploration);
-        set(&mut c.temperature, self.temperature);
-        if let Some(s) = self.seed {
-            c.seed = s;
-        }
-        if let Some(b) = &self.state_bins {
-            c.state_bins = b
-                .as_ref()
-                .map(|b| b.iter().copied().map(Bin::from).collect());
-        }
-        c
+    /// The configuration fields this patch changes (`None`: only the name
+    /// or the decisions setting), for the store to apply under its lock.
+    pub fn config_patch(&self) -> Option<ConfigPatch> {
+        let p = ConfigPatch {
+            n_actions: self.n_actions,
+            action_names: self.action_names.clone(),
+            learning_rate: self.learning_rate,
+            discount_factor: self.discount_factor,
+            epsilon: self.epsilon,
+            epsilon_decay: self.epsilon_decay,
+            min_epsilon: self.min_epsilon,
+            initial_q: self.initial_q,
+            algorithm: self.algorithm,
+            exploration: self.exploration,
+            temperature: self.temperature,
+            seed: self.seed,
+            state_bins: self.state_bins.as_ref().map(|b| {
+                b.as_ref()
+                    .map(|b| b.iter().copied().map(Bin::from).collect())
+            }),
+        };
+        (!p.is_empty()).then_some(p)
     }
 }
 

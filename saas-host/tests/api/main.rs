@@ -7,6 +7,8 @@
 mod common;
 
 mod accounts;
+mod admin;
+mod atomic;
 mod credentials;
 mod decisions;
 mod engine;

@@ -43,6 +43,11 @@ pub const SQLITE: &[Migration] = &[
         name: "decisions",
         sql: include_str!("sqlite/0003_decisions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "user_disabled",
+        sql: include_str!("sqlite/0004_user_disabled.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -62,6 +67,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 3,
         name: "decisions",
         sql: include_str!("postgres/0003_decisions.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "user_disabled",
+        sql: include_str!("postgres/0004_user_disabled.sql"),
     },
 ];
 

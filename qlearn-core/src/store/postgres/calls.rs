@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use postgres::Transaction;
+
 use super::combiner::{Call, Outcome, Request};
 use super::decisions::patch_decisions;
 use super::notify::{model_changed, user_changed, PgFeed};
@@ -55,28 +57,43 @@ impl Store for PgStore {
 
     fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
         let u = User::register(user, now);
-        let mut c = self.conn()?;
-        c.client
-            .execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-                &[
-                    &u.id,
-                    &u.email,
-                    &u.password_hash,
-                    &u.tier.as_str(),
-                    &u.role.as_str(),
-                    &u.created_at,
-                    &u.password_changed_at,
-                ],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::Conflict("email already registered".into())
-                } else {
-                    pg(e)
-                }
-            })?;
+        self.tx(|tx, _| insert_user(tx, &u))?;
         Ok(u)
+    }
+
+    fn register(
+        &self,
+        user: NewUser,
+        model_name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<(User, ModelInfo)> {
+        let u = User::register(user, now);
+        let id = crate::tenancy::new_id();
+        // One transaction: the user row and the model commit together.
+        self.tx(|tx, _| {
+            insert_user(tx, &u)?;
+            insert_model(tx, &id, &u.id, model_name, model, max_models, now)?;
+            model_changed(tx, &self.channel, &id)
+        })?;
+        let info = ModelInfo::of(
+            id,
+            u.id.clone(),
+            model_name.to_owned(),
+            model.learner(),
+            now,
+            now,
+        );
+        Ok((u, info))
+    }
+
+    fn users(&self) -> Result<Vec<User>> {
+        let rows = self.query(
+            &format!("SELECT {USER_COLS} FROM users ORDER BY created_at, id"),
+            &[],
+        )?;
+        rows.iter().map(user_from_row).collect()
     }
 
     fn user(&self, id: &str) -> Result<Option<User>> {
@@ -109,6 +126,15 @@ impl Store for PgStore {
             user_id,
             "UPDATE users SET role = $2 WHERE id = $1",
             &[&user_id, &role.as_str()],
+            Error::NotFound("user"),
+        )
+    }
+
+    fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
+        self.change_user(
+            user_id,
+            "UPDATE users SET disabled = $2 WHERE id = $1",
+            &[&user_id, &disabled],
             Error::NotFound("user"),
         )
     }
@@ -182,7 +208,7 @@ impl Store for PgStore {
     fn user_by_api_key(&self, hash: &str, now: i64) -> Result<Option<(User, ApiKey)>> {
         let rows = self.query(
             "SELECT u.id, u.email, u.password_hash, u.tier, u.role, u.created_at, \
-                 u.password_changed_at, k.id, k.user_id, k.name, k.prefix, k.created_at, \
+                 u.password_changed_at, u.disabled, k.id, k.user_id, k.name, k.prefix, k.created_at, \
                  k.last_used_at, k.scope, k.expires_at \
                  FROM api_keys k JOIN users u ON u.id = k.user_id \
                  WHERE k.hash = $1",
@@ -192,7 +218,7 @@ impl Store for PgStore {
             return Ok(None);
         };
         let user = user_from_row(r)?;
-        let mut key = key_from_row(r, 7)?;
+        let mut key = key_from_row(r, 8)?;
         if touch_key(key.last_used_at, now) {
             self.execute(
                 "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
@@ -211,56 +237,16 @@ impl Store for PgStore {
         max_models: Option<u32>,
         now: i64,
     ) -> Result<ModelInfo> {
-        let l = model.learner();
-        let config = config_text(BACKEND, l.config())?;
         let id = crate::tenancy::new_id();
         self.tx(|tx, _| {
-            // Locking the owner's row makes count-then-insert atomic across
-            // every instance.
-            let user = tx
-                .query_opt(
-                    "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
-                    &[&owner],
-                )
-                .map_err(pg)?;
-            if user.is_none() {
-                return Err(Error::NotFound("user"));
-            }
-            if let Some(limit) = max_models {
-                let owned: i64 = tx
-                    .query_one("SELECT COUNT(*) FROM models WHERE owner = $1", &[&owner])
-                    .map_err(pg)?
-                    .get(0);
-                if owned >= i64::from(limit) {
-                    return Err(Error::ModelLimitReached { limit });
-                }
-            }
-            let mid: i64 = tx
-                .query_one(
-                    "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-                     RETURNING mid",
-                    &[
-                        &id,
-                        &owner,
-                        &name,
-                        &config,
-                        &learner_bytes(l),
-                        &returns_bytes(l),
-                        &(model.len() as i64),
-                        &now,
-                    ],
-                )
-                .map_err(pg)?
-                .get(0);
-            insert_rows(tx, mid, model.table())?;
+            insert_model(tx, &id, owner, name, model, max_models, now)?;
             model_changed(tx, &self.channel, &id)
         })?;
         Ok(ModelInfo::of(
             id,
             owner.to_owned(),
             name.to_owned(),
-            l,
+            model.learner(),
             now,
             now,
         ))
@@ -302,8 +288,12 @@ impl Store for PgStore {
             if let Some(d) = &patch.decisions {
                 patch_decisions(tx, mid, d.as_ref())?;
             }
-            if let Some(config) = patch.config {
+            if let Some(config) = &patch.config {
                 let old_width = learner.width();
+                let config = config.apply(learner.config());
+                if config.algorithm.tables() != learner.config().algorithm.tables() {
+                    patch.reshaping()?;
+                }
                 if let Some((n, tables)) = learner.reconfigure(config)? {
                     let (keys, values) = load_rows(tx, mid, old_width, 0, n_rows)?;
                     let mut table = table_from_rows(BACKEND, old_width, keys, values)?;
@@ -322,8 +312,8 @@ impl Store for PgStore {
                     .map_err(pg)?;
                 }
             }
-            if let Some(name) = patch.name {
-                info.name = name;
+            if let Some(name) = &patch.name {
+                info.name = name.clone();
             }
             tx.execute(
                 "UPDATE models SET name = $2, config = $3, learner = $4, returns = $5, \
@@ -557,4 +547,82 @@ impl PgStore {
             user_changed(tx, &self.channel, user_id)
         })
     }
+}
+
+/// Inserts `u`; a taken email is [`Error::Conflict`].
+fn insert_user(tx: &mut Transaction<'_>, u: &User) -> Result<()> {
+    tx.execute(
+        &format!("INSERT INTO users ({USER_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+        &[
+            &u.id,
+            &u.email,
+            &u.password_hash,
+            &u.tier.as_str(),
+            &u.role.as_str(),
+            &u.created_at,
+            &u.password_changed_at,
+            &u.disabled,
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            Error::Conflict("email already registered".into())
+        } else {
+            pg(e)
+        }
+    })?;
+    Ok(())
+}
+
+/// Inserts model `id` of `owner` and its rows, refusing past `max_models`
+/// models of the owner (counted under the owner's row lock, so the check
+/// holds across every instance) or for an unknown owner.
+fn insert_model(
+    tx: &mut Transaction<'_>,
+    id: &str,
+    owner: &str,
+    name: &str,
+    model: &Model,
+    max_models: Option<u32>,
+    now: i64,
+) -> Result<()> {
+    let l = model.learner();
+    let config = config_text(BACKEND, l.config())?;
+    let user = tx
+        .query_opt(
+            "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE",
+            &[&owner],
+        )
+        .map_err(pg)?;
+    if user.is_none() {
+        return Err(Error::NotFound("user"));
+    }
+    if let Some(limit) = max_models {
+        let owned: i64 = tx
+            .query_one("SELECT COUNT(*) FROM models WHERE owner = $1", &[&owner])
+            .map_err(pg)?
+            .get(0);
+        if owned >= i64::from(limit) {
+            return Err(Error::ModelLimitReached { limit });
+        }
+    }
+    let mid: i64 = tx
+        .query_one(
+            "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             RETURNING mid",
+            &[
+                &id,
+                &owner,
+                &name,
+                &config,
+                &learner_bytes(l),
+                &returns_bytes(l),
+                &(model.len() as i64),
+                &now,
+            ],
+        )
+        .map_err(pg)?
+        .get(0);
+    insert_rows(tx, mid, model.table())
 }

@@ -14,7 +14,7 @@ use crate::store::{ApiKey, ModelInfo, User};
 use crate::table::QTable;
 
 pub(super) const USER_COLS: &str =
-    "id, email, password_hash, tier, role, created_at, password_changed_at";
+    "id, email, password_hash, tier, role, created_at, password_changed_at, disabled";
 pub(super) const MODEL_COLS: &str =
     "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
 
@@ -75,6 +75,7 @@ pub(super) fn user_from_row(r: &Row) -> Result<User> {
             .map_err(|_| corrupt(format!("unknown role {role:?}")))?,
         created_at: r.get(5),
         password_changed_at: r.get(6),
+        disabled: r.get(7),
     })
 }
 

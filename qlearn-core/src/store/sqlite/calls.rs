@@ -3,11 +3,12 @@
 
 use rusqlite::{params, OptionalExtension};
 
+use super::accounts::NewModel;
 use super::cache::learn_job;
 use super::cache::Cached;
 use super::schema::{
-    finish_user, key_from_row, model_row, user_exists, user_from_row, EncodedRows, ModelRow,
-    KEY_COLS, KEY_COL_COUNT, MODEL_COLS, USER_COLS,
+    finish_user, key_from_row, model_row, user_exists, user_from_row, ModelRow, KEY_COLS,
+    KEY_COL_COUNT, MODEL_COLS, USER_COLS,
 };
 use super::writer::{row_writes, Job, Ticket};
 use super::{is_unique_violation, lock_plain, sq, SqliteStore, BACKEND};
@@ -24,7 +25,7 @@ use crate::store::{
     User,
 };
 use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
-use crate::tenancy::{new_id, BillingMonth, Role, Tier};
+use crate::tenancy::{BillingMonth, Role, Tier};
 
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -57,31 +58,22 @@ impl Store for SqliteStore {
     }
 
     fn create_user(&self, user: NewUser, now: i64) -> Result<User> {
-        let u = User::register(user, now);
-        let rec = u.clone();
-        self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO users ({USER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![
-                    rec.id,
-                    rec.email,
-                    rec.password_hash,
-                    rec.tier.as_str(),
-                    rec.role.as_str(),
-                    rec.created_at,
-                    rec.password_changed_at
-                ],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    Error::Conflict("email already registered".into())
-                } else {
-                    sq(e)
-                }
-            })?;
-            Ok(())
-        })?;
-        Ok(u)
+        self.insert_new_user(user, now)
+    }
+
+    fn register(
+        &self,
+        user: NewUser,
+        model_name: &str,
+        model: &Model,
+        max_models: Option<u32>,
+        now: i64,
+    ) -> Result<(User, ModelInfo)> {
+        self.register_with_model(user, model_name, model, max_models, now)
+    }
+
+    fn users(&self) -> Result<Vec<User>> {
+        self.all_users()
     }
 
     fn user(&self, id: &str) -> Result<Option<User>> {
@@ -140,6 +132,10 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
+    }
+
+    fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
+        self.write_disabled(user_id, disabled)
     }
 
     fn set_password(&self, user_id: &str, password_hash: &str, now: i64) -> Result<()> {
@@ -229,7 +225,7 @@ impl Store for SqliteStore {
             c.query_row(
                 &format!(
                     "SELECT {KEY_COLS}, u.id, u.email, u.password_hash, u.tier, u.role, \
-                     u.created_at, u.password_changed_at \
+                     u.created_at, u.password_changed_at, u.disabled \
                      FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = ?1"
                 ),
                 [hash],
@@ -265,57 +261,13 @@ impl Store for SqliteStore {
         max_models: Option<u32>,
         now: i64,
     ) -> Result<ModelInfo> {
-        let rows = EncodedRows::of(model.table());
-        let l = model.learner();
-        let config = config_text(BACKEND, l.config())?;
-        let (lb, rb) = (learner_bytes(l), returns_bytes(l));
-        let id = new_id();
-        let (w_owner, w_name, w_id) = (owner.to_owned(), name.to_owned(), id.clone());
-        let n_rows = model.len() as i64;
-        let pending = self.start_write(move |c| {
-            if !user_exists(c, &w_owner)? {
-                return Err(Error::NotFound("user"));
-            }
-            if let Some(limit) = max_models {
-                let owned: i64 = c
-                    .query_row(
-                        "SELECT COUNT(*) FROM models WHERE owner = ?1",
-                        [&w_owner],
-                        |r| r.get(0),
-                    )
-                    .map_err(sq)?;
-                if owned >= i64::from(limit) {
-                    return Err(Error::ModelLimitReached { limit });
-                }
-            }
-            c.execute(
-                "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
-                 created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-                params![w_id, w_owner, w_name, config, lb, rb, n_rows, now],
-            )
-            .map_err(sq)?;
-            let mid = c.last_insert_rowid();
-            rows.insert(c, mid).map_err(sq)?;
-            Ok(mid)
-        })?;
+        let new = NewModel::of(owner, name, model)?;
+        let id = new.id().to_owned();
+        let pending = self.start_write(move |c| new.insert(c, max_models, now))?;
         // The cache's copy is made while the writer inserts the rows.
-        let (learner, table) = model.clone().into_parts();
+        let copy = model.clone();
         let mid = self.finish_write(pending)?;
-        let cached = Cached {
-            id: id.clone(),
-            mid,
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-            created_at: now,
-            updated_at: now,
-            learner,
-            table,
-            deleted: false,
-            last_seq: 0,
-        };
-        let info = cached.info();
-        self.cache_new(cached)?;
-        Ok(info)
+        self.cache_committed(&id, mid, owner, name, copy, now)
     }
 
     fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
@@ -357,14 +309,18 @@ impl Store for SqliteStore {
             // Change copies; the cache takes them only once committed.
             let mut learner = c.learner.clone();
             let mut reshaped = None;
-            if let Some(config) = patch.config {
+            if let Some(config) = &patch.config {
+                let config = config.apply(learner.config());
+                if config.algorithm.tables() != learner.config().algorithm.tables() {
+                    patch.reshaping()?;
+                }
                 if let Some((n, tables)) = learner.reconfigure(config)? {
                     let mut t = c.table.clone();
                     t.reshape(n, tables);
                     reshaped = Some(t);
                 }
             }
-            let name = patch.name.unwrap_or_else(|| c.name.clone());
+            let name = patch.name.clone().unwrap_or_else(|| c.name.clone());
             let config = config_text(BACKEND, learner.config())?;
             let (lb, rb) = (learner_bytes(&learner), returns_bytes(&learner));
             let vals = reshaped.as_ref().map(|t| values_bytes(t.values()));

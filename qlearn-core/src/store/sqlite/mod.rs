@@ -78,6 +78,7 @@
 //! that was acknowledged is lost and nothing unacknowledged is reported as
 //! done. Reopening reloads the truth from the file.
 
+mod accounts;
 mod cache;
 mod calls;
 mod decisions;

@@ -78,6 +78,7 @@ pub(super) fn user_from_row(
             role: Role::User,
             created_at: r.get(at + 5)?,
             password_changed_at: r.get(at + 6)?,
+            disabled: r.get(at + 7)?,
         },
         r.get(at + 3)?,
         r.get(at + 4)?,
@@ -95,7 +96,7 @@ pub(super) fn finish_user((mut u, tier, role): (User, String, String)) -> Result
 }
 
 pub(super) const USER_COLS: &str =
-    "id, email, password_hash, tier, role, created_at, password_changed_at";
+    "id, email, password_hash, tier, role, created_at, password_changed_at, disabled";
 
 pub(super) fn key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
     Ok(ApiKey {
