@@ -5,13 +5,13 @@
 //! An API key authenticates while it is [`ApiKey::usable`] (not expired, not
 //! older than its owner's last password change) and only for what its
 //! [`KeyScope`] allows; a JWT allows everything its user may do. Unknown keys
-//! are remembered for [`UNKNOWN_KEY_TTL`] (at most [`UNKNOWN_KEYS_MAX`]), so
+//! are remembered for `Config::unknown_key_ttl` (at most [`UNKNOWN_KEYS_MAX`]), so
 //! repeating a made-up `qlk_...` key costs no storage read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -35,11 +35,6 @@ const CACHE_MAX: usize = 100_000;
 /// Unknown API-key hashes remembered at most (the oldest half is dropped
 /// when full, after the expired ones).
 pub const UNKNOWN_KEYS_MAX: usize = 10_000;
-/// How long an unknown API key is answered 401 without asking the store.
-/// A key created on this instance is cleared from it at once; one created
-/// on another instance cannot be in it (nobody can have sent a random
-/// 256-bit key before it existed).
-pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(60);
 
 /// What authenticated a request.
 #[derive(Clone)]
@@ -351,7 +346,8 @@ impl App {
     /// Whether the store recently said it does not know the key `hash`.
     fn known_unknown(&self, hash: &str) -> bool {
         let m = self.unknown_keys.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(hash).is_some_and(|at| at.elapsed() < UNKNOWN_KEY_TTL)
+        m.get(hash)
+            .is_some_and(|at| at.elapsed() < self.config.unknown_key_ttl)
     }
 
     /// Remembers that the store does not know the key `hash`. When full,
@@ -362,7 +358,8 @@ impl App {
             return;
         }
         if m.len() >= UNKNOWN_KEYS_MAX {
-            m.retain(|_, at| at.elapsed() < UNKNOWN_KEY_TTL);
+            let ttl = self.config.unknown_key_ttl;
+            m.retain(|_, at| at.elapsed() < ttl);
         }
         if m.len() >= UNKNOWN_KEYS_MAX {
             let mut ages: Vec<Instant> = m.values().copied().collect();

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use qlearn_core::tenancy::{hash_password, normalize_email};
@@ -13,7 +14,10 @@ use qlearn_core::{Error, Result};
 
 use crate::admin::{AdminOp, Failed, UserRow, Via};
 use crate::cidr::Cidr;
-use crate::config::{load_limits, Config, DEFAULT_DATABASE_URL};
+use crate::config::{
+    load_limits, Config, Throttle, DEFAULT_DATABASE_URL, LOGIN_PER_ACCOUNT, LOGIN_PER_ADDRESS,
+    LOGIN_WINDOW_SECS, REGISTER_PER_ADDRESS, REGISTER_WINDOW_SECS,
+};
 
 /// The qlearn HTTP service.
 #[derive(Parser, Debug)]
@@ -33,6 +37,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of the serve variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the HTTP API (the default).
@@ -131,6 +137,62 @@ pub struct ServeArgs {
     #[arg(long, env = "AUTH_CACHE_TTL_SECS",
           default_value_t = Config::default().auth_cache_ttl.as_secs())]
     pub auth_cache_ttl_secs: u64,
+    /// Failed logins allowed per account (from one client address) per
+    /// login window; then 429 `too_many_attempts`.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_ACCOUNT", default_value_t = LOGIN_PER_ACCOUNT,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_attempts_per_account: u32,
+    /// Failed logins allowed per client address (IPv4 address or IPv6 /64)
+    /// per login window.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_ADDRESS", default_value_t = LOGIN_PER_ADDRESS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_attempts_per_address: u32,
+    /// The login throttles' window, seconds: the allowance refills over it.
+    #[arg(long, env = "LOGIN_WINDOW_SECS", default_value_t = LOGIN_WINDOW_SECS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_window_secs: u32,
+    /// Registrations allowed per client address per registration window.
+    #[arg(long, env = "REGISTRATIONS_PER_ADDRESS", default_value_t = REGISTER_PER_ADDRESS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub registrations_per_address: u32,
+    /// The registration throttle's window, seconds.
+    #[arg(long, env = "REGISTRATION_WINDOW_SECS", default_value_t = REGISTER_WINDOW_SECS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub registration_window_secs: u32,
+    /// Lifetime of issued access tokens (JWTs), seconds.
+    #[arg(long, env = "TOKEN_TTL_SECS",
+          default_value_t = Config::default().token_ttl.as_secs())]
+    pub token_ttl_secs: u64,
+    /// Seconds graceful shutdown waits for in-flight requests.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS",
+          default_value_t = Config::default().shutdown_timeout.as_secs())]
+    pub shutdown_timeout_secs: u64,
+    /// Lifetime of an event-stream ticket, seconds.
+    #[arg(long, env = "EVENT_TICKET_TTL_SECS",
+          default_value_t = Config::default().event_ticket_ttl.as_secs())]
+    pub event_ticket_ttl_secs: u64,
+    /// Seconds between `: keep-alive` comments on an idle event stream.
+    #[arg(long, env = "SSE_KEEP_ALIVE_SECS",
+          default_value_t = Config::default().sse_keep_alive.as_secs())]
+    pub sse_keep_alive_secs: u64,
+    /// Seconds between an open event stream's checks that its credential
+    /// still authenticates.
+    #[arg(long, env = "EVENT_RECHECK_SECS",
+          default_value_t = Config::default().event_recheck.as_secs())]
+    pub event_recheck_secs: u64,
+    /// Most event streams open at once on one model, on this server.
+    #[arg(long, env = "MAX_EVENT_STREAMS_PER_MODEL",
+          default_value_t = Config::default().max_event_streams_per_model)]
+    pub max_event_streams_per_model: u32,
+    /// Seconds an unknown API key is answered 401 without asking the store.
+    #[arg(long, env = "UNKNOWN_KEY_TTL_SECS",
+          default_value_t = Config::default().unknown_key_ttl.as_secs())]
+    pub unknown_key_ttl_secs: u64,
+    /// Milliseconds between settlements of passed reward deadlines.
+    #[arg(long, env = "SETTLE_INTERVAL_MS",
+          default_value_t = Config::default().settle_every.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub settle_interval_ms: u64,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -174,7 +236,27 @@ impl ServeArgs {
             header_read_timeout: secs(self.header_read_timeout_secs),
             request_timeout: secs(self.request_timeout_secs),
             idle_timeout: secs(self.idle_timeout_secs),
-            auth_cache_ttl: std::time::Duration::from_secs(self.auth_cache_ttl_secs),
+            auth_cache_ttl: Duration::from_secs(self.auth_cache_ttl_secs),
+            login_per_account: Throttle::per(
+                self.login_attempts_per_account,
+                self.login_window_secs,
+            ),
+            login_per_address: Throttle::per(
+                self.login_attempts_per_address,
+                self.login_window_secs,
+            ),
+            register_per_address: Throttle::per(
+                self.registrations_per_address,
+                self.registration_window_secs,
+            ),
+            token_ttl: secs(self.token_ttl_secs),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            event_ticket_ttl: secs(self.event_ticket_ttl_secs),
+            sse_keep_alive: secs(self.sse_keep_alive_secs),
+            event_recheck: secs(self.event_recheck_secs),
+            max_event_streams_per_model: self.max_event_streams_per_model,
+            unknown_key_ttl: Duration::from_secs(self.unknown_key_ttl_secs),
+            settle_every: Duration::from_millis(self.settle_interval_ms),
             ..Config::default()
         };
         if let Some(s) = &c.secret_key {
@@ -188,8 +270,8 @@ impl ServeArgs {
 }
 
 /// A timeout of `n` seconds (at least 1).
-fn secs(n: u64) -> std::time::Duration {
-    std::time::Duration::from_secs(n.max(1))
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n.max(1))
 }
 
 /// `admin` options.
@@ -423,6 +505,87 @@ mod tests {
         match Cli::try_parse_from(argv)?.command {
             Some(Command::Serve(a)) => Ok(a),
             other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    /// The throttles and timeouts a configuration can hold, for comparing.
+    fn knobs(c: &Config) -> Vec<String> {
+        vec![
+            format!("{:?}", c.login_per_account),
+            format!("{:?}", c.login_per_address),
+            format!("{:?}", c.register_per_address),
+            format!("{:?}", c.header_read_timeout),
+            format!("{:?}", c.request_timeout),
+            format!("{:?}", c.idle_timeout),
+            format!("{:?}", c.shutdown_timeout),
+            format!("{:?}", c.token_ttl),
+            format!("{:?}", c.auth_cache_ttl),
+            format!("{:?}", c.sse_keep_alive),
+            format!("{:?}", c.event_recheck),
+            format!("{:?}", c.event_ticket_ttl),
+            format!("{:?}", c.max_event_streams_per_model),
+            format!("{:?}", c.unknown_key_ttl),
+            format!("{:?}", c.settle_every),
+        ]
+    }
+
+    #[test]
+    fn every_throttle_and_timeout_is_a_flag_defaulting_to_todays_value() {
+        let parsed = serve(&[]).unwrap().config().unwrap();
+        assert_eq!(knobs(&parsed), knobs(&Config::default()));
+        let d = Config::default();
+        assert_eq!(d.login_per_account, Throttle::per(5, 900));
+        assert_eq!(d.login_per_address, Throttle::per(20, 900));
+        assert_eq!(d.register_per_address, Throttle::per(10, 3600));
+        let set = serve(&[
+            "--login-attempts-per-account=2",
+            "--login-attempts-per-address=7",
+            "--login-window-secs=60",
+            "--registrations-per-address=3",
+            "--registration-window-secs=120",
+            "--header-read-timeout-secs=4",
+            "--request-timeout-secs=5",
+            "--idle-timeout-secs=6",
+            "--shutdown-timeout-secs=7",
+            "--token-ttl-secs=8",
+            "--auth-cache-ttl-secs=9",
+            "--sse-keep-alive-secs=10",
+            "--event-recheck-secs=11",
+            "--event-ticket-ttl-secs=12",
+            "--max-event-streams-per-model=13",
+            "--unknown-key-ttl-secs=14",
+            "--settle-interval-ms=250",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
+        let s = Duration::from_secs;
+        let want = Config {
+            login_per_account: Throttle::per(2, 60),
+            login_per_address: Throttle::per(7, 60),
+            register_per_address: Throttle::per(3, 120),
+            header_read_timeout: s(4),
+            request_timeout: s(5),
+            idle_timeout: s(6),
+            shutdown_timeout: s(7),
+            token_ttl: s(8),
+            auth_cache_ttl: s(9),
+            sse_keep_alive: s(10),
+            event_recheck: s(11),
+            event_ticket_ttl: s(12),
+            max_event_streams_per_model: 13,
+            unknown_key_ttl: s(14),
+            settle_every: Duration::from_millis(250),
+            ..Config::default()
+        };
+        assert_eq!(knobs(&set), knobs(&want));
+        for bad in [
+            "--login-attempts-per-account=0",
+            "--login-window-secs=0",
+            "--registrations-per-address=0",
+            "--settle-interval-ms=0",
+        ] {
+            assert!(serve(&[bad]).is_err(), "{bad}");
         }
     }
 

@@ -14,6 +14,18 @@ use qlearn_core::{Error, Result};
 /// Default `DATABASE_URL`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./saas_ai.db";
 
+/// Failed logins allowed per account (and client address) per
+/// [`LOGIN_WINDOW_SECS`], by default.
+pub const LOGIN_PER_ACCOUNT: u32 = 5;
+/// Failed logins allowed per client address per [`LOGIN_WINDOW_SECS`], by default.
+pub const LOGIN_PER_ADDRESS: u32 = 20;
+/// The login throttles' window, seconds (15 minutes), by default.
+pub const LOGIN_WINDOW_SECS: u32 = 15 * 60;
+/// Registrations allowed per client address per [`REGISTER_WINDOW_SECS`], by default.
+pub const REGISTER_PER_ADDRESS: u32 = 10;
+/// The registration throttle's window, seconds (an hour), by default.
+pub const REGISTER_WINDOW_SECS: u32 = 3600;
+
 /// A token bucket's parameters: sustained `rate` per second and `burst`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Throttle {
@@ -100,6 +112,14 @@ pub struct Config {
     /// Most event streams open at once on one model, on this instance (20).
     /// The per-user cap is the tier's `max_event_streams`.
     pub max_event_streams_per_model: u32,
+    /// How long an API key the store did not know is answered 401 without
+    /// asking the store again (60 s). A key created on this instance is
+    /// cleared from that memory at once; one created on another instance
+    /// cannot be in it (nobody can have sent a random 256-bit key before it
+    /// existed).
+    pub unknown_key_ttl: Duration,
+    /// How often passed reward deadlines are settled (1 s).
+    pub settle_every: Duration,
 }
 
 impl Default for Config {
@@ -120,14 +140,16 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(120),
             shutdown_timeout: Duration::from_secs(30),
             token_ttl: Duration::from_secs(24 * 3600),
-            login_per_account: Throttle::per(5, 15 * 60),
-            login_per_address: Throttle::per(20, 15 * 60),
-            register_per_address: Throttle::per(10, 3600),
+            login_per_account: Throttle::per(LOGIN_PER_ACCOUNT, LOGIN_WINDOW_SECS),
+            login_per_address: Throttle::per(LOGIN_PER_ADDRESS, LOGIN_WINDOW_SECS),
+            register_per_address: Throttle::per(REGISTER_PER_ADDRESS, REGISTER_WINDOW_SECS),
             auth_cache_ttl: Duration::from_secs(5),
             sse_keep_alive: Duration::from_secs(15),
             event_recheck: Duration::from_secs(5),
             event_ticket_ttl: Duration::from_secs(30),
             max_event_streams_per_model: 20,
+            unknown_key_ttl: Duration::from_secs(60),
+            settle_every: Duration::from_secs(1),
         }
     }
 }

@@ -22,7 +22,7 @@
 //!   requests finish, then flush the store.
 //!
 //! Beside the accept loop, one task settles the reward windows whose
-//! deadline has passed ([`Store::settle`]) every [`SETTLE_EVERY`]; every
+//! deadline has passed ([`Store::settle`]) every `Config::settle_every`; every
 //! instance runs it (the store applies each transition once), and it stops
 //! at shutdown before the store is flushed.
 //!
@@ -61,15 +61,13 @@ use per_address::PerAddress;
 
 use crate::http::RequestDeadline;
 
-/// How often the server settles passed reward deadlines.
-pub const SETTLE_EVERY: Duration = Duration::from_secs(1);
-
-/// Settles passed reward deadlines every [`SETTLE_EVERY`] until shutdown
+/// Settles passed reward deadlines every `settle_every` until shutdown
 /// (a settlement in progress finishes first). A failure is logged and
 /// retried at the next tick: deadlines live in the store.
 async fn settle_loop(app: Arc<App>) {
     let mut shutdown = app.shutdown_signal();
-    let mut tick = tokio::time::interval(SETTLE_EVERY);
+    let every = app.config.settle_every.max(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

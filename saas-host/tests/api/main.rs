@@ -16,6 +16,7 @@ mod journey;
 mod limits;
 mod models;
 mod service;
+mod settings;
 
 use reqwest::Method;
 
