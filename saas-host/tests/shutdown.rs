@@ -16,7 +16,8 @@ use tokio::process::{Child, Command};
 
 backend_tests!(
     sigterm_during_load_loses_no_acked_update,
-    sigkill_loses_no_acked_update
+    sigkill_loses_no_acked_update,
+    sigkill_during_registrations_leaves_no_user_without_its_model
 );
 
 const SECRET: &str = "shutdown test secret, long enough for HS256 keys";
@@ -260,6 +261,84 @@ async fn sigkill_loses_no_acked_update(b: Backend) {
     assert!(acked.len() > 50, "the load ran ({} acked)", acked.len());
     eprintln!("{b:?}: {} updates acknowledged before SIGKILL", acked.len());
     check_after_restart(&url, &limits, &token, &mid, &acked).await;
+    if let Some(schema) = common::pg_schema_of(&url) {
+        common::drop_pg_schema(schema);
+    }
+}
+
+/// Registrations from 8 clients at once, the server SIGKILLed in the middle:
+/// afterwards every user in the database has its default model (the two are
+/// one write), and every acknowledged registration is there.
+async fn sigkill_during_registrations_leaves_no_user_without_its_model(b: Backend) {
+    let Some((url, dir)) = database(b, "sigkillreg").await else {
+        return;
+    };
+    let limits = dir.path().join("limits.json");
+    let mut p = spawn_with(&url, &limits, &[("REGISTRATIONS_PER_ADDRESS", "1000000")]).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..8u32 {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let (base, acked) = (p.base.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..100_000u32 {
+                let email = format!("c{c}-{i}@example.com");
+                let body = json!({"email": email, "password": "correct horse battery"});
+                match http
+                    .post(format!("{base}/register"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 201 => acked.lock().unwrap().push(email),
+                    Ok(r) => panic!("registration answered {}", r.status()),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&p, "-KILL");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let _ = p.child.wait().await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 4,
+        "registrations ran ({} acked)",
+        acked.len()
+    );
+    let store_url = url.clone();
+    let (users, without) = tokio::task::spawn_blocking(move || {
+        let store = saas_host::config::open_store(&store_url).unwrap();
+        let users = store.users().unwrap();
+        let without: Vec<String> = users
+            .iter()
+            .filter(|u| store.models(&u.id).unwrap().is_empty())
+            .map(|u| u.email.clone())
+            .collect();
+        store.flush().unwrap();
+        (users, without)
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "{b:?}: {} registrations acknowledged before SIGKILL, {} users stored",
+        acked.len(),
+        users.len()
+    );
+    assert!(without.is_empty(), "users without their model: {without:?}");
+    for email in &acked {
+        assert!(
+            users.iter().any(|u| &u.email == email),
+            "acknowledged registration {email} lost"
+        );
+    }
     if let Some(schema) = common::pg_schema_of(&url) {
         common::drop_pg_schema(schema);
     }
