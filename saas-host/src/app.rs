@@ -17,7 +17,7 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use qlearn_core::store::{ApiKey, Change, ChangeFeed, KeyScope, Store, User};
 use qlearn_core::tenancy::{
-    generate_secret, hash_api_key, looks_like_api_key, KeyedLimiter, SecretKey, TierLimits,
+    generate_secret, hash_api_key, looks_like_api_key, Limiter, SecretKey, TierLimits,
 };
 use qlearn_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -58,14 +58,15 @@ pub struct App {
     jwt_enc: EncodingKey,
     jwt_dec: DecodingKey,
     validation: Validation,
-    /// Per-user API rate limit (token buckets).
-    pub rate: KeyedLimiter,
+    /// Per-user API rate limit (token buckets; leased from the database
+    /// when instances share it) and whole-model operations.
+    pub rate: Limiter,
     /// Failed logins per account.
-    pub login_account: KeyedLimiter,
+    pub login_account: Limiter,
     /// Failed logins per client address.
-    pub login_address: KeyedLimiter,
+    pub login_address: Limiter,
     /// Registrations per client address.
-    pub register_address: KeyedLimiter,
+    pub register_address: Limiter,
     users: RwLock<HashMap<String, Cached>>,
     keys: RwLock<HashMap<String, Cached>>,
     /// Hashes of API keys the store did not know, with when it said so.
@@ -103,13 +104,21 @@ struct Cached {
 }
 
 impl Drop for App {
-    /// Releases the store and its change feed off the async runtime: a
-    /// backend's connections (PostgreSQL) may block while closing.
+    /// Releases the store, its change feed and the limiters using it off
+    /// the async runtime: a backend's connections (PostgreSQL) may block
+    /// while closing.
     fn drop(&mut self) {
         if tokio::runtime::Handle::try_current().is_ok() {
             let store = self.take_store();
             let feed = self.feed.take();
-            std::thread::spawn(move || drop((feed, store)));
+            let limiters = [
+                &mut self.rate,
+                &mut self.login_account,
+                &mut self.login_address,
+                &mut self.register_address,
+            ]
+            .map(|l| std::mem::replace(l, Limiter::local()));
+            std::thread::spawn(move || drop((feed, limiters, store)));
         }
     }
 }
@@ -179,16 +188,17 @@ impl App {
         validation.validate_exp = true;
         qlearn_core::tenancy::prepare_password_hashing();
         let inline_store = store.backend() == "memory";
+        let buckets = store.shared_buckets();
         Ok(App {
             jwt_enc: EncodingKey::from_secret(secret.as_bytes()),
             jwt_dec: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             store,
             config,
-            rate: KeyedLimiter::new(),
-            login_account: KeyedLimiter::new(),
-            login_address: KeyedLimiter::new(),
-            register_address: KeyedLimiter::new(),
+            rate: Limiter::new("api", buckets.clone()),
+            login_account: Limiter::new("login_account", buckets.clone()),
+            login_address: Limiter::new("login_address", buckets.clone()),
+            register_address: Limiter::new("register_address", buckets),
             users: RwLock::new(HashMap::new()),
             keys: RwLock::new(HashMap::new()),
             unknown_keys: Mutex::new(HashMap::new()),
@@ -281,7 +291,21 @@ impl App {
         }
     }
 
-    /// Seconds since start, the clock of the token buckets.
+    /// Runs a call of the rate limiters: inline when they are in memory, on
+    /// the blocking pool when they are in the shared database.
+    pub async fn throttle<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&App) -> Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if self.rate.is_shared() {
+            let app = self.clone();
+            blocking(move || f(&app)).await
+        } else {
+            f(self).map_err(ApiError::from)
+        }
+    }
+
+    /// Seconds since start, the clock of the in-memory token buckets.
     pub fn clock(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }

@@ -249,12 +249,16 @@ async fn authenticated(
         credential,
     } = auth;
     let limits = *app.limits(&user);
-    let state = app.rate.check(
-        &user.id,
-        f64::from(limits.rate_per_second),
-        f64::from(limits.burst),
-        app.clock(),
-    );
+    let (rate, burst) = (f64::from(limits.rate_per_second), f64::from(limits.burst));
+    // From this instance's lease when it can; else one database call.
+    let state = match app.rate.try_take_leased(&user.id, rate, burst, app.clock()) {
+        Some(s) => s,
+        None => {
+            let id = user.id.clone();
+            app.throttle(move |a| Ok(a.rate.take_leased(&id, rate, burst, a.clock())))
+                .await?
+        }
+    };
     let cx = Ctx {
         app: app.clone(),
         user,

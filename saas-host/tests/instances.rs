@@ -224,3 +224,88 @@ async fn updates_on_one_instance_reach_a_stream_on_the_other() {
     assert_eq!(more.len(), 1, "{more:?}");
     assert_eq!(more[0]["state"], json!([200]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_second_limit_holds_across_instances() {
+    // The free tier's defaults: 5 requests/s, burst 10 (leases of 1).
+    let Some(a) = start_with(Backend::Postgres, "ratelimit", |c| {
+        c.limits.free.rate_per_second = 5;
+        c.limits.free.burst = 10;
+    })
+    .await
+    else {
+        return;
+    };
+    let b = start_beside(&a).await;
+    let (token, _, _) = a.register("rl@example.com").await;
+    // 8 clients, 4 on each instance, for about 2 s.
+    let t0 = Instant::now();
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let (base, http, token) = {
+            let s = if i % 2 == 0 { &a } else { &b };
+            (s.base.clone(), s.http.clone(), token.clone())
+        };
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut limited) = (0u32, 0u32);
+            while t0.elapsed() < Duration::from_secs(2) {
+                let r = http
+                    .get(format!("{base}/me"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => ok += 1,
+                    429 => limited += 1,
+                    other => panic!("status {other}"),
+                }
+            }
+            (ok, limited)
+        }));
+    }
+    let (mut ok, mut limited) = (0, 0);
+    for c in clients {
+        let (o, l) = c.await.unwrap();
+        ok += o;
+        limited += l;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    // One bucket admits at most burst + rate × time; leases of 1 add nothing.
+    let bound = 10.0 + 5.0 * secs;
+    eprintln!(
+        "two instances admitted {ok} of {} requests in {secs:.2} s (bound {bound:.1})",
+        ok + limited
+    );
+    assert!(
+        f64::from(ok) <= bound,
+        "{ok} admitted, more than {bound:.1}"
+    );
+    assert!(ok >= 10, "the burst is admitted: {ok}");
+    assert!(limited > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_throttles_hold_across_instances() {
+    let Some((a, b)) = two("loginthrottle").await else {
+        return;
+    };
+    a.register("lt@example.com").await;
+    let body = json!({"email": "lt@example.com", "password": "not the password at all"});
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let (st, _) = s.json(POST, "/login", None, Some(body.clone())).await;
+        statuses.push(st.as_u16());
+    }
+    // 5 failed logins per account and address, counted once for both.
+    let mut want = vec![401; 5];
+    want.extend([429; 5]);
+    assert_eq!(statuses, want);
+    // The right password is refused too now (the slot is taken), on both.
+    let good = json!({"email": "lt@example.com", "password": "correct horse battery"});
+    for s in [&a, &b] {
+        let (st, _) = s.json(POST, "/login", None, Some(good.clone())).await;
+        assert_eq!(st, 429);
+    }
+}

@@ -509,4 +509,11 @@ pub trait Store: Send + Sync {
         let _ = sink;
         Ok(None)
     }
+
+    /// Token buckets every instance sharing the store sees, for rate
+    /// limits that hold across instances ([`crate::tenancy::Limiter`]), or
+    /// `None` when the store is never shared (limits kept in memory).
+    fn shared_buckets(&self) -> Option<std::sync::Arc<dyn crate::tenancy::SharedBuckets>> {
+        None
+    }
 }

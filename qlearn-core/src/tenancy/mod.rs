@@ -21,6 +21,7 @@
 
 mod calendar;
 mod email;
+mod limiter;
 mod password;
 mod quota;
 mod rate;
@@ -31,6 +32,7 @@ pub use calendar::{
     date_string, rfc3339, seconds_until_next_month, BillingMonth, MAX_UNIX, MIN_UNIX,
 };
 pub use email::normalize_email;
+pub use limiter::{lease_size, Limiter, SharedBuckets, Taken, LEASE_TTL};
 pub use password::{
     hash_password, is_common_password, password_needs_rehash, prepare_password_hashing,
     validate_password, verify_password, ARGON2_M_COST_KIB, ARGON2_P_COST, ARGON2_T_COST,

@@ -7,9 +7,8 @@
 //! that does not go backwards (e.g. `Instant` elapsed since start), so tests
 //! need no sleeping.
 //!
-//! The limiter is per process: with several server instances each enforces
-//! its own buckets, which bounds bursts per instance; the exact, shared
-//! accounting is the monthly quota's job.
+//! [`KeyedLimiter`] is per process; [`super::Limiter`] uses it, or buckets
+//! shared by every instance of one database.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -77,7 +76,7 @@ fn sane_burst(burst: f64) -> f64 {
 
 /// Float seconds to whole seconds, rounded up (ignoring float noise below
 /// a nanosecond); saturating (`as` saturates).
-fn ceil_secs(secs: f64) -> u64 {
+pub(super) fn ceil_secs(secs: f64) -> u64 {
     if secs > EPS {
         (secs - EPS).ceil() as u64
     } else {

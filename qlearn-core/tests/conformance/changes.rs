@@ -141,3 +141,46 @@ pub fn change_feed<S: Store>(s: &S) {
         .collect();
     check_eq!(s, rest, vec![], "no other notices");
 }
+
+/// A store shared by instances keeps token buckets all of them see: under
+/// concurrent takes (whole or partial) no more tokens are granted than
+/// the bucket holds, a refusal says how long to wait, a refund and a
+/// reset give tokens back. A store never shared has none.
+pub fn shared_buckets<S: Store>(s: &S) {
+    let Some(b) = s.shared_buckets() else {
+        check!(
+            s,
+            s.backend() != "postgres",
+            "a store shared by instances shares its buckets"
+        );
+        return;
+    };
+    // A slow refill (one token per 1,000 s): what is granted is the burst.
+    let (rate, burst) = (0.001, 50.0);
+    let granted: f64 = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let b = &b;
+                sc.spawn(move || {
+                    let want = if i % 2 == 0 { 1.0 } else { 3.0 };
+                    (0..20)
+                        .map(|_| b.take("k", 1.0, want, rate, burst).unwrap().granted)
+                        .sum::<f64>()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    check_eq!(s, granted, burst, "exactly the burst is granted");
+    let t = ok(s, b.take("k", 1.0, 1.0, rate, burst));
+    check_eq!(s, t.granted, 0.0);
+    check!(s, t.wait_secs > 900.0, "wait {}", t.wait_secs);
+    ok(s, b.give("k", 2.0));
+    check_eq!(s, ok(s, b.take("k", 1.0, 5.0, rate, burst)).granted, 2.0);
+    ok(s, b.forget("k"));
+    check_eq!(s, ok(s, b.take("k", 1.0, 80.0, rate, burst)).granted, burst);
+    // A fast refill: tokens come back by the database's clock.
+    check_eq!(s, ok(s, b.take("f", 2.0, 2.0, 20.0, 2.0)).granted, 2.0);
+    std::thread::sleep(Duration::from_millis(120));
+    check_eq!(s, ok(s, b.take("f", 2.0, 2.0, 20.0, 2.0)).granted, 2.0);
+}

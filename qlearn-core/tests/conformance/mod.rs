@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             register_is_atomic,
             disable_user,
             concurrent_config_patches,
+            shared_buckets,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {

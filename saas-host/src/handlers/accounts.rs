@@ -9,12 +9,13 @@ use hyper::{Request, StatusCode};
 use qlearn_core::store::{KeyScope, NewApiKey, NewUser};
 use qlearn_core::tenancy::{
     address_key, generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
-    verify_password, Role, Tier,
+    verify_password, Limiter, Role, Tier,
 };
 use qlearn_core::{Error, Model, ModelConfig};
 
 use super::check_name;
 use crate::app::{blocking, App};
+use crate::config::Throttle;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::hashing::hashing;
@@ -39,6 +40,19 @@ fn throttled(e: Error) -> ApiError {
     }
 }
 
+/// Takes one attempt from the bucket `key` of the limiter `pick` chooses:
+/// `429 too_many_attempts` when it is empty.
+async fn attempt(
+    app: &Arc<App>,
+    pick: fn(&App) -> &Limiter,
+    key: String,
+    t: Throttle,
+) -> Result<(), ApiError> {
+    app.throttle(move |a| Ok(pick(a).check(&key, t.rate, t.burst, a.clock()).map(|_| ())))
+        .await?
+        .map_err(throttled)
+}
+
 /// Creates an account (free tier) and its default model; returns a token.
 #[utoipa::path(post, path = Route::Register.label(), tag = "accounts",
     request_body = Credentials,
@@ -57,9 +71,7 @@ pub async fn register(
     client: IpAddr,
 ) -> Result<Resp, ApiError> {
     let t = app.config.register_per_address;
-    app.register_address
-        .check(&address_key(client), t.rate, t.burst, app.clock())
-        .map_err(throttled)?;
+    attempt(app, |a| &a.register_address, address_key(client), t).await?;
     let body: Credentials = read_json(req, app.config.body_limit).await?;
     let email = normalize_email(&body.email)?;
     validate_password(&body.password)?;
@@ -132,14 +144,20 @@ pub async fn login(
     // cannot lock the owner out from the owner's own address.
     let addr = address_key(client);
     let account = format!("{email} {addr}");
-    let now = app.clock();
-    app.login_address
-        .check(&addr, tc.rate, tc.burst, now)
-        .map_err(throttled)?;
-    if let Err(e) = app.login_account.check(&account, ta.rate, ta.burst, now) {
-        app.login_address.refund(&addr, 1.0);
-        return Err(throttled(e));
-    }
+    let (ad, ac) = (addr.clone(), account.clone());
+    app.throttle(move |a| {
+        let now = a.clock();
+        if let Err(e) = a.login_address.check(&ad, tc.rate, tc.burst, now) {
+            return Ok(Err(e));
+        }
+        if let Err(e) = a.login_account.check(&ac, ta.rate, ta.burst, now) {
+            a.login_address.refund(&ad, 1.0)?;
+            return Ok(Err(e));
+        }
+        Ok(Ok(()))
+    })
+    .await?
+    .map_err(throttled)?;
     let a = app.clone();
     let e = email.clone();
     let user = blocking(move || a.store.user_by_email(&e)).await?;
@@ -152,8 +170,11 @@ pub async fn login(
     let Some(user) = user else {
         return Err(Error::InvalidCredentials.into());
     };
-    app.login_account.reset(&account);
-    app.login_address.refund(&addr, 1.0);
+    app.throttle(move |a| {
+        a.login_account.reset(&account)?;
+        a.login_address.refund(&addr, 1.0)
+    })
+    .await?;
     let token = app.issue_token(&user)?;
     Ok(ok_json(&TokenOut {
         access_token: token,
@@ -199,9 +220,7 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
     // Like a login, the attempt reserves its slot before the check.
     let ta = app.config.login_per_account;
     let key = format!("pw:{}", cx.user.id);
-    app.login_account
-        .check(&key, ta.rate, ta.burst, app.clock())
-        .map_err(throttled)?;
+    attempt(app, |a| &a.login_account, key.clone(), ta).await?;
     let a = app.clone();
     let id = cx.user.id.clone();
     let user = blocking(move || a.store.user(&id)?.ok_or(Error::InvalidCredentials)).await?;
@@ -230,7 +249,7 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
     let Some(user) = changed else {
         return Err(Error::InvalidCredentials.into());
     };
-    app.login_account.reset(&key);
+    app.throttle(move |a| a.login_account.reset(&key)).await?;
     app.forget_user(&user.id);
     tracing::info!(user = %user.id, "password changed; earlier tokens revoked");
     let token = app.issue_token(&user)?;

@@ -261,7 +261,10 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
             )
         }
     };
-    take_bulk(&cx.app, &cx.user.id, cx.limits())?;
+    let (uid, limits) = (cx.user.id.clone(), *cx.limits());
+    cx.app
+        .throttle(move |a| take_bulk(a, &uid, &limits))
+        .await?;
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
@@ -311,7 +314,10 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
             return Err(Error::ModelLimitReached { limit: max }.into());
         }
     }
-    take_bulk(&cx.app, &cx.user.id, &limits)?;
+    let uid = cx.user.id.clone();
+    cx.app
+        .throttle(move |a| take_bulk(a, &uid, &limits))
+        .await?;
     let size_limit = usize::try_from(limits.max_import_bytes)
         .unwrap_or(usize::MAX)
         .min(cx.app.config.import_limit);

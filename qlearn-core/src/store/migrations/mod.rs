@@ -73,6 +73,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "user_disabled",
         sql: include_str!("postgres/0004_user_disabled.sql"),
     },
+    Migration {
+        version: 5,
+        name: "rate_buckets",
+        sql: include_str!("postgres/0005_rate_buckets.sql"),
+    },
 ];
 
 /// The newest version in `list` (0 for an empty list).

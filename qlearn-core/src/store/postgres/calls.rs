@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use postgres::Transaction;
 
+use super::buckets::PgBuckets;
 use super::combiner::{Call, Outcome, Request};
 use super::decisions::patch_decisions;
 use super::notify::{model_changed, user_changed, PgFeed};
@@ -27,7 +28,7 @@ use crate::store::{
     OwnedExperience, QPage, Report, Store, Updated, Usage, User,
 };
 use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
-use crate::tenancy::{BillingMonth, Role, Tier};
+use crate::tenancy::{BillingMonth, Role, SharedBuckets, Tier};
 
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -526,6 +527,10 @@ impl Store for PgStore {
             sink,
         )?;
         Ok(Some(Arc::new(feed)))
+    }
+
+    fn shared_buckets(&self) -> Option<Arc<dyn SharedBuckets>> {
+        Some(Arc::new(PgBuckets::new(self.pool.clone())))
     }
 }
 
