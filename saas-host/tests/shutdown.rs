@@ -333,6 +333,21 @@ async fn sigkill_during_registrations_leaves_no_user_without_its_model(b: Backen
         users.len()
     );
     assert!(without.is_empty(), "users without their model: {without:?}");
+    if b == Backend::Sqlite {
+        // The killed server left its admin socket behind: the CLI finds
+        // nobody listening and opens the database itself.
+        let sock = saas_host::admin::socket_path(&url).unwrap();
+        assert!(sock.exists(), "a stale socket at {}", sock.display());
+        let out = Command::new(env!("CARGO_BIN_EXE_saas-host"))
+            .args(["admin", "--database-url", &url, "list-users", "--json"])
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "admin after a crash: {err}");
+        let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(users.len()));
+    }
     for email in &acked {
         assert!(
             users.iter().any(|u| &u.email == email),

@@ -17,9 +17,6 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminOp, Reply, MAX_LINE};
 use crate::app::App;
 
-/// How long a client has to send its command.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A listening admin socket and its task.
 pub(super) struct AdminSocket {
     path: PathBuf,
@@ -112,7 +109,9 @@ async fn serve_one(app: &Arc<App>, stream: UnixStream) {
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_LINE));
     let read = reader.read_line(&mut line);
-    let reply = match tokio::time::timeout(READ_TIMEOUT, read).await {
+    // A client has as long to send its command as an HTTP client its headers.
+    let limit = app.config.header_read_timeout;
+    let reply = match tokio::time::timeout(limit, read).await {
         Err(_) => return,
         Ok(Err(e)) => Reply::Error(format!("reading the command: {e}")),
         Ok(Ok(_)) => match serde_json::from_str::<AdminOp>(&line) {
