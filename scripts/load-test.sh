@@ -33,12 +33,8 @@ fi
 (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p saas-host)
 
 TMP="$(mktemp -d)"
-PID=""
-cleanup() {
-  if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/server-lib.sh
+source "$ROOT/scripts/server-lib.sh"
 
 if [[ -z "$DB_URL" ]]; then
   DB_URL="sqlite://$TMP/load.db"
@@ -54,18 +50,6 @@ export DATABASE_URL="$DB_URL" LIMITS_FILE="$TMP/limits.json" LOG_FORMAT=json
 export RUST_LOG="${RUST_LOG:-warn,saas_host::server=info}"
 export SECRET_KEY="load-test secret key of at least thirty-two bytes"
 
-start_server() {
-  "$BIN" serve --host 127.0.0.1 --port 0 > "$TMP/server.log" 2>&1 &
-  PID=$!
-  for _ in $(seq 1 200); do
-    ADDR="$(grep -o '"addr":"[^"]*"' "$TMP/server.log" | head -1 | cut -d'"' -f4 || true)"
-    [[ -n "$ADDR" ]] && return 0
-    kill -0 "$PID" 2>/dev/null || { cat "$TMP/server.log" >&2; exit 1; }
-    sleep 0.05
-  done
-  echo "server did not start" >&2; cat "$TMP/server.log" >&2; exit 1
-}
-stop_server() { kill -TERM "$PID"; wait "$PID" || true; PID=""; }
 json_field() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 
 EMAIL="bench-$RANDOM@example.com"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: every Rust test (engine, storage conformance on
 # memory/SQLite/PostgreSQL, durability, the HTTP service), the Python module's
-# pytest suite, and the dashboard's end-to-end test in headless Chromium.
+# pytest suite, the API contract (Schemathesis against the real server, every
+# check, positive and negative data: scripts/schemathesis.sh) and the
+# dashboard's end-to-end test in headless Chromium.
 #
 # Suites that need something a newcomer may lack (a PostgreSQL server,
 # Chromium) run when it is there and print a loud SKIPPED line when not.
@@ -26,6 +28,9 @@ if ! cargo test -p qlearn-core --no-default-features; then failed+=("rust-engine
 
 section "Python: py-bindings (pytest)"
 if ! bash scripts/py-test.sh; then failed+=("python"); fi
+
+section "API contract: Schemathesis against the real server (free and enterprise users)"
+if ! bash scripts/schemathesis.sh; then failed+=("schemathesis"); fi
 
 section "Web dashboard: headless Chromium"
 if ! bash scripts/ui-test.sh; then failed+=("browser"); fi

@@ -1,6 +1,7 @@
 //! The HTTP edge of errors: every failure a handler can produce, and the one
 //! function ([`ApiError::into_response`]) that turns it into a status code,
-//! headers and the JSON body `{"error": {"code", "message"}}`.
+//! headers and the JSON body `{"error": {"code", "message", "field"?}}`
+//! (`field`: the JSON path of the offending member, where one applies).
 //!
 //! Handlers return `Result<_, ApiError>` and never build error bodies
 //! themselves. Core errors convert with `?` (`From<qlearn_core::Error>`).
@@ -20,8 +21,15 @@ pub enum ApiError {
     Core(CoreError),
     /// The body is not valid JSON (syntax error or truncated).
     MalformedJson(String),
-    /// A JSON body is well-formed but a field is missing or has the wrong type.
-    InvalidField(String),
+    /// A JSON body is well-formed but a member is missing or has the wrong
+    /// type: its JSON path (absent when the body itself is of the wrong
+    /// type) and the message.
+    InvalidField {
+        /// The member's JSON path, e.g. `experiences[3].reward`.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
     /// No, malformed, expired or revoked credentials.
     Unauthorized,
     /// Authenticated but not allowed (e.g. admin routes).
@@ -70,7 +78,12 @@ impl ApiError {
                 format!("the body is not valid JSON: {m}"),
                 None,
             ),
-            A::InvalidField(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", m.clone(), None),
+            A::InvalidField { message, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                message.clone(),
+                None,
+            ),
             A::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -156,6 +169,16 @@ impl ApiError {
         }
     }
 
+    /// The JSON path of the offending member of the request (a body's
+    /// member, or a query parameter's name), where one applies.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidField { field, .. } => field.as_deref(),
+            ApiError::Core(e) => core_field(e),
+            _ => None,
+        }
+    }
+
     /// The status code this error is answered with.
     pub fn status(&self) -> StatusCode {
         self.parts().0
@@ -170,7 +193,12 @@ impl ApiError {
                 _ => tracing::warn!(code, "request refused"),
             }
         }
-        let body = serde_json::json!({"error": {"code": code, "message": message}});
+        let error = crate::wire::ErrorDetail {
+            code: code.to_owned(),
+            message,
+            field: self.field().map(str::to_owned),
+        };
+        let body = crate::wire::ErrorBody { error };
         let mut resp = json_response(status, &body);
         if let Some(secs) = retry_after {
             resp.headers_mut()
@@ -191,6 +219,15 @@ pub fn error_detail(e: CoreError) -> crate::wire::ErrorDetail {
     crate::wire::ErrorDetail {
         code: code.to_owned(),
         message,
+        field: core_field(&e).map(str::to_owned),
+    }
+}
+
+/// The field a core error names (validation errors name theirs).
+fn core_field(e: &CoreError) -> Option<&str> {
+    match e {
+        CoreError::InvalidField { field, .. } => Some(field),
+        _ => None,
     }
 }
 

@@ -127,9 +127,57 @@ pub async fn read_json<T: DeserializeOwned>(
 }
 
 /// Parses JSON bytes into `T` with the error mapping of [`read_json`].
+///
+/// JSON (and JSON Schema) does not tell `3` from `3.0`: an integer field
+/// sent as a number with a zero fraction is an integer. serde refuses it,
+/// so when a body fails with a type error and holds such numbers, it is
+/// parsed again with them written as integers (only on that error path; a
+/// body of integers is parsed once, straight into `T`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    let first = parse_typed(&mut serde_json::Deserializer::from_slice(bytes), bytes);
+    let Err(ApiError::InvalidField { .. }) = &first else {
+        return first;
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return first;
+    };
+    if !integral_floats_to_integers(&mut value) {
+        return first;
+    }
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Ok(v),
+        Err(_) => first,
+    }
+}
+
+/// Rewrites every number with a zero fraction (and a magnitude an `f64`
+/// holds exactly, below 2^53) as an integer; whether any was.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < EXACT => {
+                *v = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, x| integral_floats_to_integers(x) | any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, x| integral_floats_to_integers(x) | any),
+        _ => false,
+    }
+}
+
+fn parse_typed<T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    match serde_path_to_error::deserialize::<_, T>(&mut *de) {
         Ok(v) => {
             // Trailing garbage after the value is a syntax error.
             de.end()
@@ -150,27 +198,40 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
                         return Err(ApiError::MalformedJson(e.to_string()));
                     }
-                    Err(ApiError::InvalidField(field_message(&path, &inner)))
+                    Err(invalid_field(&path, &inner))
                 }
             }
         }
     }
 }
 
-/// A 422 message that names the field: `reward: invalid type: string "x",
-/// expected f64`, or `missing field `state`` at the top level.
-fn field_message(path: &str, e: &serde_json::Error) -> String {
+/// The 422 of a member that is missing or of the wrong type, naming it:
+/// `field` is its JSON path (`experiences[3].reward`; for a missing member,
+/// the object's path and the member: `state`), the message as serde says it
+/// (`invalid reward: invalid type: string "x", expected f64`).
+fn invalid_field(path: &str, e: &serde_json::Error) -> ApiError {
     // serde_json appends " at line L column C"; the path says more.
     let text = e.to_string();
     let text = match text.rfind(" at line ") {
         Some(i) => &text[..i],
         None => &text,
     };
-    if path.is_empty() || path == "." {
+    let path = if path == "." { "" } else { path };
+    let missing = text
+        .strip_prefix("missing field `")
+        .and_then(|t| t.strip_suffix('`'));
+    let field = match (path, missing) {
+        ("", Some(m)) => Some(m.to_owned()),
+        (p, Some(m)) => Some(format!("{p}.{m}")),
+        ("", None) => None,
+        (p, None) => Some(p.to_owned()),
+    };
+    let message = if path.is_empty() {
         text.to_owned()
     } else {
         format!("invalid {path}: {text}")
-    }
+    };
+    ApiError::InvalidField { field, message }
 }
 
 /// The value of query parameter `name` (percent-decoded), if present.
@@ -232,15 +293,42 @@ mod tests {
         assert!(matches!(err(b"{} x"), ApiError::MalformedJson(_)));
         assert!(matches!(err(b""), ApiError::MalformedJson(_)));
         match err(b"{\"model_id\": \"m\", \"state\": 1.5}") {
-            ApiError::InvalidField(m) => assert!(m.contains("state"), "{m}"),
+            ApiError::InvalidField { field, message } => {
+                assert!(message.contains("state"), "{message}");
+                assert_eq!(field.as_deref(), Some("state"));
+            }
             other => panic!("{other:?}"),
         }
         match parse_json::<UpdateIn>(
             b"{\"model_id\":\"m\",\"state\":1,\"action\":1,\"reward\":\"x\",\"next_state\":2}",
         ) {
-            Err(ApiError::InvalidField(m)) => assert!(m.starts_with("invalid reward:"), "{m}"),
+            Err(ApiError::InvalidField { field, message }) => {
+                assert!(message.starts_with("invalid reward:"), "{message}");
+                assert_eq!(field.as_deref(), Some("reward"));
+            }
             _ => panic!(),
         }
+        match parse_json::<crate::wire::BatchIn>(
+            b"{\"model_id\":\"m\",\"experiences\":[{\"state\":1,\"action\":1,\"reward\":0,\"next_state\":2},{\"state\":1,\"reward\":0,\"next_state\":2}]}",
+        ) {
+            Err(ApiError::InvalidField { field, .. }) => {
+                assert_eq!(field.as_deref(), Some("experiences[1].action"));
+            }
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let p: PredictIn =
+            parse_json(b"{\"model_id\":\"m\",\"state\":-915.0,\"allowed_actions\":[1.0, 2]}")
+                .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(p.allowed_actions, Some(vec![1, 2]));
+        assert_eq!(p.state, qlearn_core::State::Int(-915));
+        assert!(matches!(
+            parse_json::<PredictIn>(b"{\"model_id\":\"m\",\"state\":1,\"allowed_actions\":[1.5]}"),
+            Err(ApiError::InvalidField { .. })
+        ));
     }
 
     #[test]

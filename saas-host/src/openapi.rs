@@ -2,14 +2,18 @@
 //! `#[utoipa::path]` attributes and the [`crate::wire`] types, so it cannot
 //! drift from the code; and its route, `GET /openapi.json`.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
+use bytes::Bytes;
 use hyper::StatusCode;
+use serde_json::{json, Value};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::config::Config;
 use crate::handlers::{accounts, decisions, engine, models, service};
 use crate::response::{bytes_response, Resp, JSON};
+use crate::routes::Route;
 use crate::wire;
 
 struct BearerAuth;
@@ -73,16 +77,261 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-/// The document as JSON text.
-pub fn document() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\":\"openapi: {e}\"}}"))
+/// The document as JSON text, for a server with `config`'s body limits:
+/// utoipa's document completed by `complete` (the rules it adds).
+pub fn document(config: &Config) -> String {
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(v) => v,
+        Err(e) => return format!("{{\"error\":\"openapi: {e}\"}}"),
+    };
+    complete(&mut doc, config);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"openapi: {e}\"}}"))
 }
 
-/// `GET /openapi.json` (the document is built once).
-pub fn response() -> Resp {
-    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    let doc = DOC.get_or_init(|| document().into_bytes());
-    bytes_response(StatusCode::OK, JSON, doc.clone())
+/// `GET /openapi.json` (the document is built once per set of body limits).
+pub fn response(config: &Config) -> Resp {
+    type Cached = Option<((usize, usize, usize), Bytes)>;
+    static DOC: Mutex<Cached> = Mutex::new(None);
+    let key = (config.body_limit, config.batch_limit, config.import_limit);
+    let mut cached = DOC.lock().unwrap_or_else(|p| p.into_inner());
+    let doc = match cached.as_ref() {
+        Some((k, doc)) if *k == key => doc.clone(),
+        _ => {
+            let doc = Bytes::from(document(config));
+            *cached = Some((key, doc.clone()));
+            doc
+        }
+    };
+    bytes_response(StatusCode::OK, JSON, doc)
+}
+
+/// What utoipa's attributes do not say, added to the document by one rule
+/// each, from the route table and the constants validation reads:
+/// - every error status every operation can answer (authentication, key
+///   scope, rate limit, the body's errors with the route's byte limit, query
+///   validation, storage unavailable), where its attribute did not list it;
+/// - the constraints of query parameters ([`query_schema`]);
+/// - request bodies refuse unknown members where the server does;
+/// - `POST /api-keys` takes one of `expires_in_days` and `expires_at`;
+/// - the event stream's events, each type with its data ([`event_schema`]).
+fn complete(doc: &mut Value, config: &Config) {
+    for &route in Route::ALL {
+        let spec = route.spec();
+        if !spec.documented {
+            continue;
+        }
+        for method in spec.allow.split(", ") {
+            let Some(op) = doc.pointer_mut(&format!(
+                "/paths/{}/{}",
+                escape(spec.template),
+                method.to_ascii_lowercase()
+            )) else {
+                continue;
+            };
+            complete_operation(op, route, config);
+        }
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for (name, schema) in schemas.iter_mut() {
+            if wire::DENY_UNKNOWN_FIELDS.contains(&name.as_str()) {
+                schema["additionalProperties"] = Value::Bool(false);
+            }
+        }
+        if let Some(key) = schemas.get_mut("NewKey") {
+            key["not"] = json!({
+                "description": "expires_in_days and expires_at are alternatives: give at most one",
+                "required": ["expires_in_days", "expires_at"],
+                "properties": {
+                    "expires_in_days": {"type": "integer"},
+                    "expires_at": {"type": "string"}
+                }
+            });
+        }
+    }
+    let export = format!(
+        "/paths/{}/get/responses/200/content",
+        escape(Route::ModelExport.label())
+    );
+    if let Some(content) = doc.pointer_mut(&export).and_then(Value::as_object_mut) {
+        content.insert(
+            "application/json".into(),
+            json!({"schema": {"type": "object", "description": "The JSON export (?format=json)"}}),
+        );
+    }
+    let events = format!(
+        "/paths/{}/get/responses/200/content/text~1event-stream",
+        escape(Route::ModelEvents.label())
+    );
+    if let Some(content) = doc.pointer_mut(&events) {
+        *content = json!({"schema": event_schema()});
+    }
+}
+
+/// A path template as a JSON pointer segment.
+fn escape(template: &str) -> String {
+    template.replace('~', "~0").replace('/', "~1")
+}
+
+/// The error responses `route`'s operation `op` can give, added where
+/// missing.
+fn complete_operation(op: &mut Value, route: Route, config: &Config) {
+    let spec = route.spec();
+    let has_body = op.get("requestBody").is_some();
+    let mut query = Vec::new();
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params.iter_mut() {
+            if p["in"] != "query" {
+                continue;
+            }
+            let name = p["name"].as_str().unwrap_or_default().to_owned();
+            if let Some(schema) = query_schema(route, &name) {
+                p["schema"] = schema;
+            }
+            query.push(name);
+        }
+    }
+    let mut errors: Vec<(u16, String)> = Vec::new();
+    if !spec.public {
+        errors.push((
+            401,
+            "unauthorized: missing, invalid, expired or revoked credentials".into(),
+        ));
+        errors.push((
+            403,
+            "insufficient_scope: an API key whose scope does not allow this route".into(),
+        ));
+        errors.push((
+            400,
+            "credential_in_url: access_token in the URL is refused".into(),
+        ));
+        errors.push((
+            429,
+            "rate_limited: the per-user rate limit (Retry-After)".into(),
+        ));
+    }
+    if has_body {
+        let limit = match route {
+            Route::UpdateBatch | Route::RewardsBatch => format!("{} bytes", config.batch_limit),
+            Route::ModelsImport => format!(
+                "the smaller of {} bytes and the tier's max_import_bytes",
+                config.import_limit
+            ),
+            _ => format!("{} bytes", config.body_limit),
+        };
+        errors.push((400, "malformed_json: the body is not valid JSON".into()));
+        errors.push((
+            408,
+            "request_timeout: the body did not arrive in time".into(),
+        ));
+        errors.push((413, format!("payload_too_large: the body is over {limit}")));
+        errors.push((
+            415,
+            "unsupported_media_type: the body's Content-Type is not the route's".into(),
+        ));
+        errors.push((422, "invalid_field: a member is missing, of the wrong type or out of range (error.field names it)".into()));
+    }
+    if !query.is_empty() {
+        errors.push((
+            422,
+            format!(
+                "invalid_field: a query parameter ({}) is out of range (error.field names it)",
+                query.join(", ")
+            ),
+        ));
+    }
+    errors.push((
+        503,
+        "storage_unavailable or unavailable: retry shortly (Retry-After)".into(),
+    ));
+    let responses = &mut op["responses"];
+    for (status, description) in errors {
+        let key = status.to_string();
+        if status == 413 && responses.get(&key).is_some() {
+            // The configured limit, whatever the attribute said.
+            responses[&key]["description"] = Value::String(description);
+        } else if responses.get(&key).is_none() {
+            responses[key] = json!({
+                "description": description,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            });
+        }
+    }
+}
+
+/// The schema of query parameter `name` of `route`: the rule its handler
+/// enforces, from the same constants.
+fn query_schema(route: Route, name: &str) -> Option<Value> {
+    use crate::handlers::{decisions, models};
+    let page = |max: u64| json!({"type": "integer", "minimum": 1, "maximum": max});
+    match (route, name) {
+        (Route::Status, "offset") => {
+            Some(json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}))
+        }
+        (Route::Status, "limit") => Some(page(models::MAX_PAGE)),
+        (Route::ModelDecisions, "offset") => {
+            Some(json!({"type": "integer", "minimum": 0, "maximum": i64::MAX}))
+        }
+        (Route::ModelDecisions, "limit") => Some(page(decisions::MAX_PAGE)),
+        (Route::ModelDecisions | Route::ModelDecisionsExport, "status") => {
+            Some(json!({"type": "string", "enum": wire::DECISION_STATUSES}))
+        }
+        (Route::ModelDecisions | Route::ModelDecisionsExport, "since" | "until") => {
+            Some(json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}))
+        }
+        (Route::ModelExport, "format") => {
+            Some(json!({"type": "string", "enum": ["binary", "json"]}))
+        }
+        (Route::ModelsImport, "name") => serde_json::to_value(Into::<
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        >::into(wire::name_schema()))
+        .ok(),
+        _ => None,
+    }
+}
+
+/// One event of `GET /models/{id}/events`, as an event-stream parser reads
+/// it (`event` and `data`): `update` (an [`wire::UpdateEvent`]), `lagged`
+/// (this subscriber missed `missed` events) and `end` (the credential that
+/// opened the stream stopped authenticating; the server then closes it).
+/// Every type the server sends is here.
+pub fn event_schema() -> Value {
+    let event = |name: &str, data: Value, description: &str| {
+        json!({
+            "type": "object",
+            "description": description,
+            "required": ["event", "data"],
+            "properties": {
+                "event": {"type": "string", "const": name},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": data
+                },
+                "id": {"type": "string"},
+                "retry": {"type": "integer"}
+            }
+        })
+    };
+    json!({
+        "description": "The stream's events (`: ` comments are keep-alives). `update` per update of the model, `lagged` when this subscriber fell behind and missed events, `end` before the server closes the stream because its credential expired or was revoked (on shutdown the stream closes without it).",
+        "oneOf": [
+            event("update", json!({"$ref": "#/components/schemas/UpdateEvent"}), "An update of the model"),
+            event("lagged", json!({
+                "type": "object",
+                "required": ["missed"],
+                "properties": {"missed": {"type": "integer", "minimum": 1}}
+            }), "Events this subscriber missed"),
+            event("end", json!({
+                "type": "object",
+                "required": ["reason", "message"],
+                "properties": {
+                    "reason": {"type": "string", "enum": ["credential_revoked"]},
+                    "message": {"type": "string"}
+                }
+            }), "The stream ends"),
+        ]
+    })
 }

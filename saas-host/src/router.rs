@@ -162,7 +162,7 @@ fn cors(app: &App, origin: &HeaderValue, resp: &mut Resp) {
 }
 
 fn preflight(app: &App, req: &Request<Incoming>, route: Route) -> Resp {
-    let allow = route.spec().allow;
+    let allow = route.allow_header();
     let mut resp = no_content();
     let h = resp.headers_mut();
     h.insert(hyper::header::ALLOW, HeaderValue::from_static(allow));
@@ -187,7 +187,7 @@ fn preflight(app: &App, req: &Request<Incoming>, route: Route) -> Resp {
 
 async fn dispatch(
     app: &Arc<App>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
 ) -> (Option<Route>, Resp) {
     let Some((route, param)) = Route::parse(req.uri().path()) else {
@@ -196,13 +196,34 @@ async fn dispatch(
     if req.method() == Method::OPTIONS {
         return (Some(route), preflight(app, &req, route));
     }
+    // HEAD is GET without the body, on every route that has GET: the one
+    // rule (the route table's `allows`), not code per route.
+    let head = req.method() == Method::HEAD && route.allows("GET");
+    if head {
+        *req.method_mut() = Method::GET;
+    }
     let client = client_ip(app, &req, peer.ip());
     let result = if route.spec().public {
         public(app, route, param, req, client).await
     } else {
         authenticated(app, route, param, req, client).await
     };
-    (Some(route), result.unwrap_or_else(ApiError::into_response))
+    let resp = result.unwrap_or_else(ApiError::into_response);
+    (Some(route), if head { without_body(resp) } else { resp })
+}
+
+/// `resp` with its headers and no body: the answer to a HEAD. A complete
+/// body's length stays in `Content-Length`; a stream is dropped unread
+/// (which ends it).
+fn without_body(resp: Resp) -> Resp {
+    use http_body::Body as _;
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        parts
+            .headers
+            .insert(hyper::header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Resp::from_parts(parts, crate::response::Body::empty())
 }
 
 async fn public(
@@ -214,16 +235,16 @@ async fn public(
 ) -> Result<Resp, ApiError> {
     let m = req.method().clone();
     match (route, m) {
-        (Route::Index, Method::GET) => service::index(),
-        (Route::Static, Method::GET) => service::static_file(&param),
+        (Route::Index, Method::GET) => service::index(req.headers()),
+        (Route::Static, Method::GET) => service::static_file(&param, req.headers()),
         (Route::Health, Method::GET) => Ok(service::health(app)),
         (Route::Metrics, Method::GET) => Ok(service::metrics(app)),
-        (Route::OpenApi, Method::GET) => Ok(openapi::response()),
-        (Route::Docs, Method::GET) => Ok(service::docs()),
-        (Route::DocsAsset, Method::GET) => service::docs_asset(&param),
+        (Route::OpenApi, Method::GET) => Ok(openapi::response(&app.config)),
+        (Route::Docs, Method::GET) => service::docs(req.headers()),
+        (Route::DocsAsset, Method::GET) => service::docs_asset(&param, req.headers()),
         (Route::Register, Method::POST) => accounts::register(app, req, client).await,
         (Route::Login, Method::POST) => accounts::login(app, req, client).await,
-        (r, _) => Err(ApiError::MethodNotAllowed(r.spec().allow)),
+        (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
     }
 }
 
@@ -236,7 +257,7 @@ async fn authenticated(
 ) -> Result<Resp, ApiError> {
     // 405 before 401: the route's methods are no secret.
     if !route.allows(req.method().as_str()) {
-        return Err(ApiError::MethodNotAllowed(route.spec().allow));
+        return Err(ApiError::MethodNotAllowed(route.allow_header()));
     }
     let auth = caller(app, route, &param, &req).await?;
     let needed = route.scope(req.method().as_str());
@@ -362,6 +383,6 @@ async fn route_authenticated(
         (Route::ModelEventsTicket, Method::POST) => engine::events_ticket(cx, id).await,
         (Route::Status, Method::GET) => models::status(cx, id, req).await,
         (Route::Dashboard, Method::GET) => models::dashboard(cx).await,
-        (r, _) => Err(ApiError::MethodNotAllowed(r.spec().allow)),
+        (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
     }
 }

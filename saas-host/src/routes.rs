@@ -157,9 +157,21 @@ impl Route {
         }
     }
 
-    /// Whether the route allows `method` (one of [`RouteSpec::allow`]).
+    /// Whether the route allows `method`: one of [`RouteSpec::allow`], or
+    /// `HEAD` where it allows `GET` (every GET route answers HEAD).
     pub fn allows(self, method: &str) -> bool {
+        let method = if method == "HEAD" { "GET" } else { method };
         self.spec().allow.split(", ").any(|m| m == method)
+    }
+
+    /// The `Allow` header of the route: its methods, with `HEAD` after `GET`.
+    pub fn allow_header(self) -> &'static str {
+        match self.spec().allow {
+            "GET" => "GET, HEAD",
+            "GET, POST" => "GET, HEAD, POST",
+            "GET, PATCH, DELETE" => "GET, HEAD, PATCH, DELETE",
+            other => other,
+        }
     }
 
     /// The route `path` matches (one trailing `/` ignored), with the value
@@ -246,6 +258,19 @@ mod tests {
         // The metrics index their counters by `route as usize`.
         for (i, &r) in Route::ALL.iter().enumerate() {
             assert_eq!(r as usize, i, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn head_is_allowed_and_advertised_exactly_where_get_is() {
+        for &r in Route::ALL {
+            let get = r.spec().allow.split(", ").any(|m| m == "GET");
+            assert_eq!(r.allows("HEAD"), get, "{r:?}");
+            let header: Vec<&str> = r.allow_header().split(", ").collect();
+            assert_eq!(header.contains(&"HEAD"), get, "{r:?}");
+            let spec: Vec<&str> = r.spec().allow.split(", ").collect();
+            let without_head: Vec<&str> = header.into_iter().filter(|m| *m != "HEAD").collect();
+            assert_eq!(without_head, spec, "{r:?}");
         }
     }
 

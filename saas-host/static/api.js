@@ -1,17 +1,21 @@
 // Thin client for the qlearn HTTP API (docs/http-api.md). Every error the
-// server returns as {"error": {"code", "message"}} becomes an ApiError that
-// carries the code and the server's own message, so the UI can show it.
+// server returns as {"error": {"code", "message", "field"?}} becomes an
+// ApiError that carries the code, the server's own message (so the UI can
+// show it) and the JSON path of the offending field, when there is one (so
+// the UI can place it).
 
 const TOKEN_KEY = 'qlearn.token';
 const EMAIL_KEY = 'qlearn.email';
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfter = null) {
+  constructor(status, code, message, retryAfter = null, field = null) {
     super(message);
     this.name = 'ApiError';
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
+    /** The offending request member's JSON path, e.g. `state_bins[0].bins`, or null. */
+    this.field = field;
   }
 }
 
@@ -63,16 +67,18 @@ async function takeToken() {
 async function parseError(res) {
   let code = 'http_' + res.status;
   let message = `${res.status} ${res.statusText || 'error'}`;
+  let field = null;
   try {
     const body = await res.json();
     if (body && body.error) {
       code = body.error.code || code;
       message = body.error.message || message;
+      field = typeof body.error.field === 'string' ? body.error.field : null;
     }
   } catch { /* not JSON: keep the status line */ }
   const ra = res.headers.get('Retry-After');
   const retryAfter = ra != null && ra !== '' && !Number.isNaN(Number(ra)) ? Number(ra) : null;
-  return new ApiError(res.status, code, message, retryAfter);
+  return new ApiError(res.status, code, message, retryAfter, field);
 }
 
 /**

@@ -171,7 +171,9 @@ async function onModelSubmit(ev) {
     } catch (e) {
       showError($('#model-form-error'), e);
       if (e instanceof ApiError) {
-        const field = FIELD_NAMES.find((f) => new RegExp(`\\b${f}\\b`).test(e.message));
+        // The error's field is a JSON path (`state_bins[0].bins`): its first member is the input.
+        const top = e.field ? e.field.split(/[.[]/)[0] : null;
+        const field = FIELD_NAMES.includes(top) ? top : null;
         const input = field ? fieldError(field, e.message) : null;
         (input || $('#model-form-error')).focus?.();
       }

@@ -161,7 +161,7 @@ pub struct DecisionLog {
 }
 
 /// Checks a client id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
-fn check_id(field: &str, id: &str) -> Result<()> {
+pub fn check_id(field: &str, id: &str) -> Result<()> {
     if id.is_empty() || id.len() > MAX_ID_BYTES || id.chars().any(char::is_control) {
         return Err(Error::field(
             field,

@@ -64,7 +64,9 @@ use crate::state::State;
 
 pub use apply::{check_end, Decide};
 pub use config::{Aggregation, DecisionsConfig, MAX_RETENTION_DAYS, MAX_REWARD_WAIT_SECONDS};
-pub use log::{DecisionLog, DecisionRecord, EpisodeRecord, LogParts, NewDecision, MAX_ID_BYTES};
+pub use log::{
+    check_id, DecisionLog, DecisionRecord, EpisodeRecord, LogParts, NewDecision, MAX_ID_BYTES,
+};
 
 /// What a logged decision tells its client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,9 +7,9 @@
 use crate::{Error, Result};
 
 /// Shortest accepted address (the shape rules already imply at least 5).
-const MIN_EMAIL_CHARS: usize = 3;
+pub const MIN_EMAIL_CHARS: usize = 3;
 /// Longest accepted address (the SMTP path limit).
-const MAX_EMAIL_CHARS: usize = 254;
+pub const MAX_EMAIL_CHARS: usize = 254;
 
 /// Trims and lowercases `email` and checks its shape: 3 to 254 characters,
 /// exactly one `@` with a non-empty local part before it, a domain after it

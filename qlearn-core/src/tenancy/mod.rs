@@ -31,7 +31,7 @@ mod tier;
 pub use calendar::{
     date_string, rfc3339, seconds_until_next_month, BillingMonth, MAX_UNIX, MIN_UNIX,
 };
-pub use email::normalize_email;
+pub use email::{normalize_email, MAX_EMAIL_CHARS, MIN_EMAIL_CHARS};
 pub use limiter::{lease_size, Limiter, SharedBuckets, Taken, LEASE_TTL};
 pub use password::{
     hash_password, is_common_password, password_needs_rehash, prepare_password_hashing,

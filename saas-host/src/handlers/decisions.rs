@@ -26,9 +26,9 @@ use crate::wire::{
 };
 
 /// Most decisions in a page of `GET /models/{id}/decisions`.
-const MAX_PAGE: u64 = 1000;
+pub const MAX_PAGE: u64 = 1000;
 /// Decisions in a page by default.
-const DEFAULT_PAGE: u64 = 100;
+pub const DEFAULT_PAGE: u64 = 100;
 
 /// Records rewards (metered: one call per accepted reward), counting them
 /// in the metrics once the store said how many it accepted.

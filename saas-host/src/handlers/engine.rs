@@ -78,6 +78,15 @@ pub(super) fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
     ))]
 pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let body: PredictIn = read_json(req, cx.app.config.body_limit).await?;
+    // The ids are checked on every model, as the schema states them.
+    for (field, id) in [
+        ("decision_id", &body.decision_id),
+        ("episode_id", &body.episode_id),
+    ] {
+        if let Some(id) = id {
+            qlearn_core::decisions::check_id(field, id)?;
+        }
+    }
     let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
         // A model with a decisions setting logs the decision (issue 14);
         // any other answers a plain prediction.

@@ -14,14 +14,18 @@ use crate::wire::MAX_NAME_CHARS;
 use qlearn_core::Error;
 
 /// Checks a display name (model, API key): 1 to [`MAX_NAME_CHARS`]
-/// characters after trimming; returns the trimmed name.
+/// characters, no control characters, not only whitespace (the rule
+/// `wire::name_schema` states); returns it trimmed.
 pub fn check_name(field: &str, name: &str) -> Result<String, ApiError> {
     let n = name.trim();
-    let chars = n.chars().count();
-    if chars == 0 || chars > MAX_NAME_CHARS || n.chars().any(char::is_control) {
+    let chars = name.chars().count();
+    if n.is_empty() || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         return Err(Error::field(
             field,
-            format!("must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
+            format!(
+                "must be 1 to {MAX_NAME_CHARS} characters, without control characters, not only \
+                 whitespace"
+            ),
         )
         .into());
     }

@@ -26,9 +26,9 @@ use crate::wire::{
 };
 
 /// Largest `limit` of a Q-table page.
-const MAX_PAGE: u64 = 1000;
+pub const MAX_PAGE: u64 = 1000;
 /// Default `limit` of a Q-table page.
-const DEFAULT_PAGE: u64 = 100;
+pub const DEFAULT_PAGE: u64 = 100;
 
 /// Lists the caller's models.
 #[utoipa::path(get, path = Route::Models.label(), tag = "models", security(("bearer" = [])),

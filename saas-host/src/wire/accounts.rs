@@ -1,7 +1,9 @@
 //! Accounts: credentials, users, tokens, API keys and the admin patch.
 
 use qlearn_core::store::{ApiKey, KeyScope, User};
-use qlearn_core::tenancy::{rfc3339, Role, Tier, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
+use qlearn_core::tenancy::{
+    rfc3339, Role, Tier, MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS, MIN_EMAIL_CHARS, MIN_PASSWORD_CHARS,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
@@ -20,10 +22,72 @@ fn password_schema() -> impl Into<RefOr<Schema>> {
         )))
 }
 
+/// The schema of an email: 3 to 254 characters, one `@` after a non-empty
+/// name, a dotted domain without empty labels, no whitespace or control
+/// characters (surrounding whitespace is trimmed; what registration
+/// accepts, see `tenancy::normalize_email`).
+fn email_schema() -> impl Into<RefOr<Schema>> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(MIN_EMAIL_CHARS))
+        .max_length(Some(MAX_EMAIL_CHARS))
+        .pattern(Some(
+            r"^\s*[^@\s\u0000-\u001f\u007f-\u009f]+@[^@.\s\u0000-\u001f\u007f-\u009f]+(\.[^@.\s\u0000-\u001f\u007f-\u009f]+)+\s*$",
+        ))
+        .description(Some(format!(
+            "An email address, {MIN_EMAIL_CHARS} to {MAX_EMAIL_CHARS} characters (case-insensitive)"
+        )))
+}
+
+fn scope_schema() -> impl Into<RefOr<Schema>> {
+    let names: Vec<&str> = KeyScope::ALL.iter().map(|k| k.as_str()).collect();
+    super::nullable(super::enum_schema(
+        &names,
+        "What the key may do; default full",
+    ))
+}
+
+fn key_days_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1.0))
+            .maximum(Some(f64::from(MAX_KEY_DAYS)))
+            .description(Some(format!(
+                "Days until the key expires, 1 to {MAX_KEY_DAYS}"
+            ))),
+    )
+}
+
+fn key_at_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(
+                r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$",
+            ))
+            .description(Some(format!(
+                "RFC 3339 UTC time like 2027-01-31T00:00:00Z, in the future and at most \
+                 {MAX_KEY_DAYS} days away"
+            ))),
+    )
+}
+
+fn tier_schema() -> impl Into<RefOr<Schema>> {
+    let names: Vec<&str> = Tier::ALL.iter().map(|t| t.as_str()).collect();
+    super::nullable(super::enum_schema(&names, "New tier"))
+}
+
+fn role_schema() -> impl Into<RefOr<Schema>> {
+    let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+    super::nullable(super::enum_schema(&names, "New role"))
+}
+
 /// `POST /register` and `POST /login` body.
 #[derive(Deserialize, ToSchema)]
 pub struct Credentials {
     /// Email address (case-insensitive).
+    #[schema(schema_with = email_schema)]
     pub email: String,
     /// [`MIN_PASSWORD_CHARS`] to [`MAX_PASSWORD_CHARS`] characters.
     #[schema(schema_with = password_schema)]
@@ -107,13 +171,14 @@ pub struct NewKey {
     /// (read + predict, update, batch, import, export), `full` (everything
     /// but admin; the default) or `admin` (admins only, and never wider
     /// than the credential creating it).
-    #[schema(value_type = Option<String>, example = "engine")]
+    #[schema(schema_with = scope_schema)]
     pub scope: Option<KeyScope>,
     /// Days until the key expires (1 to [`MAX_KEY_DAYS`]); or `expires_at`.
-    #[schema(minimum = 1, maximum = 3650)]
+    #[schema(schema_with = key_days_schema)]
     pub expires_in_days: Option<u32>,
     /// When the key expires, RFC 3339 UTC (`2027-01-31T00:00:00Z`), in the
     /// future and at most [`MAX_KEY_DAYS`] days away; or `expires_in_days`.
+    #[schema(schema_with = key_at_schema)]
     pub expires_at: Option<String>,
 }
 
@@ -184,9 +249,9 @@ impl KeyOut {
 #[serde(deny_unknown_fields)]
 pub struct AdminUserPatch {
     /// New tier.
-    #[schema(value_type = Option<String>, example = "pro")]
+    #[schema(schema_with = tier_schema)]
     pub tier: Option<Tier>,
     /// New role.
-    #[schema(value_type = Option<String>, example = "admin")]
+    #[schema(schema_with = role_schema)]
     pub role: Option<Role>,
 }

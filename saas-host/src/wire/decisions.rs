@@ -5,8 +5,9 @@
 
 use qlearn_core::decisions::{
     Aggregation, DecisionRecord, DecisionStats, DecisionStatus, DecisionsConfig, EpisodeEnd,
-    Outcome, RewardReceipt, RewardStatus, MAX_REWARD_WAIT_SECONDS,
+    Outcome, RewardReceipt, RewardStatus, MAX_RETENTION_DAYS, MAX_REWARD_WAIT_SECONDS,
 };
+use qlearn_core::limits::{MAX_BATCH, MAX_REWARD};
 use qlearn_core::store::RewardIn;
 use qlearn_core::tenancy::rfc3339;
 use qlearn_core::State;
@@ -33,6 +34,67 @@ fn wait_schema() -> impl Into<RefOr<Schema>> {
         )))
 }
 
+/// Every `aggregation` the API accepts.
+pub const AGGREGATIONS: [&str; 6] = ["sum", "first", "last", "mean", "min", "max"];
+
+/// Every episode `outcome` the API accepts.
+pub const OUTCOMES: [&str; 2] = ["terminated", "truncated"];
+
+/// Every decision `status` a listing filters by.
+pub const DECISION_STATUSES: [&str; 4] = ["open", "closed", "applied", "expired"];
+
+fn aggregation_schema() -> impl Into<RefOr<Schema>> {
+    super::enum_schema(&AGGREGATIONS, "How several rewards combine; default sum")
+}
+
+fn default_reward_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(super::number_schema(
+        -MAX_REWARD,
+        MAX_REWARD,
+        "The reward of a decision whose window closes without any, or null",
+    ))
+}
+
+fn retention_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1.0))
+            .maximum(Some(f64::from(MAX_RETENTION_DAYS)))
+            .description(Some(format!(
+                "Days a finished decision stays in the log, 1 to {MAX_RETENTION_DAYS} (lowered \
+                 to the tier's); null or missing: the tier's"
+            ))),
+    )
+}
+
+fn value_schema() -> impl Into<RefOr<Schema>> {
+    super::number_schema(
+        -MAX_REWARD,
+        MAX_REWARD,
+        "The reward: finite, at most 1e12 in magnitude",
+    )
+}
+
+fn rewards_schema() -> impl Into<RefOr<Schema>> {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("RewardItem"))
+        .min_items(Some(1))
+        .max_items(Some(MAX_BATCH))
+        .description(Some(format!("1 to {MAX_BATCH} rewards, recorded in order")))
+}
+
+fn outcome_schema() -> impl Into<RefOr<Schema>> {
+    super::enum_schema(
+        &OUTCOMES,
+        "terminated (no bootstrap) or truncated (bootstraps from next_state)",
+    )
+}
+
+fn next_state_schema() -> impl Into<RefOr<Schema>> {
+    super::or_null(super::state_schema())
+}
+
 /// A model's `decisions` setting (`null`: the model logs no decisions).
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -44,16 +106,18 @@ pub struct DecisionsSetting {
     /// The reward of a decision whose window closes without any; `null`
     /// (default): such a decision teaches nothing.
     #[serde(default)]
+    #[schema(schema_with = default_reward_schema)]
     pub default_reward: Option<f64>,
     /// How several rewards combine: `sum` (default), `first`, `last`,
     /// `mean`, `min` or `max`.
     #[serde(default)]
-    #[schema(value_type = String, example = "sum")]
+    #[schema(schema_with = aggregation_schema)]
     pub aggregation: Aggregation,
     /// Days a finished decision stays in the log; missing: the tier's
     /// (free 7, pro 30, enterprise 90), which is also the most it can be
     /// (a larger value is lowered to it).
     #[serde(default)]
+    #[schema(schema_with = retention_schema)]
     pub retention_days: Option<u32>,
 }
 
@@ -85,9 +149,11 @@ impl From<&DecisionsConfig> for DecisionsSetting {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewardItem {
-    /// The decision (its `decision_id` from `/predict`).
+    /// The decision (its `decision_id` from `/predict`). An item out of
+    /// the ranges of `POST /rewards` gets its own `invalid_field` error in
+    /// the results (the others are recorded).
     pub decision_id: String,
-    /// The reward: finite, at most 1e12 in magnitude.
+    /// The reward: finite, at most 1e12 in magnitude (or the item's error).
     pub value: f64,
     /// The client's id for this reward: a retry with the same id and value
     /// has no effect (`duplicate`); with another value it is 409.
@@ -115,10 +181,13 @@ pub struct RewardBody {
     /// The model.
     pub model_id: String,
     /// The decision.
+    #[schema(schema_with = super::required_client_id_schema)]
     pub decision_id: String,
     /// The reward: finite, at most 1e12 in magnitude.
+    #[schema(schema_with = value_schema)]
     pub value: f64,
     /// The client's id for this reward (idempotency key).
+    #[schema(schema_with = super::optional_client_id_schema)]
     pub reward_id: Option<String>,
     /// The last reward of the decision: its window closes at once.
     #[serde(default, rename = "final")]
@@ -145,6 +214,7 @@ pub struct RewardsBatchIn {
     /// The model.
     pub model_id: String,
     /// 1 to 1,000 rewards, recorded in order.
+    #[schema(schema_with = rewards_schema)]
     pub rewards: Vec<RewardItem>,
 }
 
@@ -246,15 +316,17 @@ pub struct EpisodeEndIn {
     /// The model.
     pub model_id: String,
     /// The episode (as sent with its decisions).
+    #[schema(schema_with = super::required_client_id_schema)]
     pub episode_id: String,
     /// `terminated` (a terminal state: no bootstrap) or `truncated` (cut
     /// short: the last step bootstraps from `next_state`).
-    #[schema(value_type = String, example = "terminated")]
+    #[schema(schema_with = outcome_schema)]
     pub outcome: Outcome,
     /// The state reached after the last decision (required when truncated).
-    #[schema(schema_with = state_schema)]
+    #[schema(schema_with = next_state_schema)]
     pub next_state: Option<State>,
     /// Actions allowed in `next_state`.
+    #[schema(schema_with = super::action_list_schema)]
     pub next_allowed_actions: Option<Vec<usize>>,
 }
 

@@ -28,13 +28,16 @@ pub struct PredictIn {
     #[serde(default = "yes")]
     pub explore: bool,
     /// Restrict the choice to these action indices.
+    #[schema(schema_with = super::action_list_schema)]
     pub allowed_actions: Option<Vec<usize>>,
     /// On a model that logs decisions: the client's id for this decision,
     /// an idempotency key (a retry returns the logged decision and is
     /// metered once; the same id with another state or episode is 409).
+    #[schema(schema_with = super::optional_client_id_schema)]
     pub decision_id: Option<String>,
     /// On a model that logs decisions: the episode the decision belongs to
     /// (client-chosen, scoped to the model); the answer then has `step`.
+    #[schema(schema_with = super::optional_client_id_schema)]
     pub episode_id: Option<String>,
 }
 
@@ -75,6 +78,11 @@ fn reward_schema() -> impl Into<RefOr<Schema>> {
         )))
 }
 
+/// The schema of `next_action`: an action index or `null`.
+fn next_action_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(super::action_schema())
+}
+
 /// Declares a body made of one experience's fields, written once here for
 /// both the items of `POST /update/batch` and `POST /update` (which adds
 /// `model_id` before them and can be split into the id and an
@@ -93,6 +101,7 @@ macro_rules! experience_body {
             #[schema(schema_with = state_schema)]
             pub state: State,
             /// The action taken.
+            #[schema(schema_with = super::action_schema)]
             pub action: usize,
             /// The reward observed: finite, at most [`MAX_REWARD`] in magnitude.
             #[schema(schema_with = reward_schema)]
@@ -107,8 +116,10 @@ macro_rules! experience_body {
             #[serde(default)]
             pub truncated: bool,
             /// The action taken in `next_state` (SARSA).
+            #[schema(schema_with = next_action_schema)]
             pub next_action: Option<usize>,
             /// Actions allowed in `next_state`.
+            #[schema(schema_with = super::action_list_schema)]
             pub next_allowed_actions: Option<Vec<usize>>,
         }
 

@@ -1,12 +1,14 @@
 //! Models: creation and patch bodies (with the engine's configuration they
 //! ask for) and the model as the API shows it.
 
-use qlearn_core::limits::{MAX_ACTIONS, MAX_BINS};
+use qlearn_core::limits::{
+    MAX_ACTIONS, MAX_ACTION_NAME_CHARS, MAX_BINS, MAX_REWARD, MAX_STATE_DIMS,
+};
 use qlearn_core::store::{ConfigPatch, ModelInfo};
 use qlearn_core::tenancy::rfc3339;
 use qlearn_core::{Algorithm, Bin, Exploration, ModelConfig, Stats};
 use serde::{Deserialize, Deserializer, Serialize};
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
@@ -21,7 +23,7 @@ fn double_option<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// An integer schema of `1..=max`, described.
-fn count_schema(max: f64, what: &str) -> impl Into<RefOr<Schema>> {
+fn count_schema(max: f64, what: &str) -> ObjectBuilder {
     ObjectBuilder::new()
         .schema_type(Type::Integer)
         .minimum(Some(1.0))
@@ -39,13 +41,123 @@ fn bins_schema() -> impl Into<RefOr<Schema>> {
     count_schema(f64::from(MAX_BINS), "bins")
 }
 
+/// Every `algorithm` the API accepts (the engine's wire names).
+pub const ALGORITHMS: [&str; 4] = ["q_learning", "sarsa", "expected_sarsa", "double_q_learning"];
+
+/// Every `exploration` the API accepts.
+pub const EXPLORATIONS: [&str; 2] = ["epsilon_greedy", "softmax"];
+
+fn opt_n_actions_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(count_schema(MAX_ACTIONS as f64, "actions"))
+}
+
+fn opt_name_schema() -> impl Into<RefOr<Schema>> {
+    super::or_null(super::name_schema())
+}
+
+/// `action_names`: one unique name of 1 to [`MAX_ACTION_NAME_CHARS`]
+/// characters per action (as many as `n_actions`), or `null`.
+fn action_names_schema() -> impl Into<RefOr<Schema>> {
+    super::or_null(
+        ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_ACTION_NAME_CHARS)),
+            )
+            .min_items(Some(1))
+            .max_items(Some(MAX_ACTIONS))
+            .unique_items(true)
+            .description(Some(format!(
+                "One unique name of 1 to {MAX_ACTION_NAME_CHARS} characters per action \
+                 (exactly n_actions of them)"
+            ))),
+    )
+}
+
+/// A number in (0, 1] (learning rate, epsilon decay), or `null`.
+fn open_unit_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .exclusive_minimum(Some(0.0))
+            .maximum(Some(1.0))
+            .description(Some("In (0, 1]")),
+    )
+}
+
+/// A number in [0, 1] (discount, epsilon, its floor), or `null`.
+fn unit_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(super::number_schema(0.0, 1.0, "In [0, 1]"))
+}
+
+fn initial_q_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(super::number_schema(
+        -MAX_REWARD,
+        MAX_REWARD,
+        "Q-value of unseen pairs, at most 1e12 in magnitude",
+    ))
+}
+
+fn temperature_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::Number)
+            .exclusive_minimum(Some(0.0))
+            .maximum(Some(f64::MAX))
+            .description(Some("Softmax temperature, a finite number > 0")),
+    )
+}
+
+fn algorithm_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(super::enum_schema(&ALGORITHMS, "The learning rule"))
+}
+
+fn exploration_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(super::enum_schema(
+        &EXPLORATIONS,
+        "The exploration strategy",
+    ))
+}
+
+fn seed_schema() -> impl Into<RefOr<Schema>> {
+    super::nullable(
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0usize))
+            .maximum(Some(u64::MAX as usize))
+            .description(Some("Seed for reproducible exploration, or null")),
+    )
+}
+
+/// `state_bins`: 1 to [`MAX_STATE_DIMS`] dimensions (each `low < high`), or `null`.
+fn state_bins_schema() -> impl Into<RefOr<Schema>> {
+    super::or_null(
+        ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("BinIn"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_STATE_DIMS))
+            .description(Some(format!(
+                "Per-dimension discretization of array states, 1 to {MAX_STATE_DIMS} \
+                 dimensions, each with finite low < high"
+            ))),
+    )
+}
+
+fn finite_schema() -> impl Into<RefOr<Schema>> {
+    super::number_schema(-f64::MAX, f64::MAX, "A finite number")
+}
+
 /// One dimension of `state_bins`.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 pub struct BinIn {
     /// Lower edge of the first bin.
+    #[schema(schema_with = finite_schema)]
     pub low: f64,
-    /// Upper edge of the last bin.
+    /// Upper edge of the last bin (greater than `low`).
+    #[schema(schema_with = finite_schema)]
     pub high: f64,
     /// Number of bins, 1 to [`MAX_BINS`].
     #[schema(schema_with = bins_schema)]
@@ -84,30 +196,40 @@ pub struct CreateModel {
     pub n_actions: usize,
     /// Optional unique names, one per action.
     #[serde(default)]
+    #[schema(schema_with = action_names_schema)]
     pub action_names: Option<Vec<String>>,
     /// α in (0, 1]; default 0.1.
+    #[schema(schema_with = open_unit_schema)]
     pub learning_rate: Option<f64>,
     /// γ in [0, 1]; default 0.95.
+    #[schema(schema_with = unit_schema)]
     pub discount_factor: Option<f64>,
     /// Initial exploration rate in [0, 1]; default 0.1.
+    #[schema(schema_with = unit_schema)]
     pub epsilon: Option<f64>,
     /// Epsilon factor per episode end, in (0, 1]; default 1.0 (no decay).
+    #[schema(schema_with = open_unit_schema)]
     pub epsilon_decay: Option<f64>,
     /// Epsilon floor in [0, 1]; default 0.01.
+    #[schema(schema_with = unit_schema)]
     pub min_epsilon: Option<f64>,
     /// Q-value of unseen pairs; default 0.
+    #[schema(schema_with = initial_q_schema)]
     pub initial_q: Option<f64>,
     /// `q_learning` (default), `sarsa`, `expected_sarsa` or `double_q_learning`.
-    #[schema(value_type = Option<String>, example = "q_learning")]
+    #[schema(schema_with = algorithm_schema)]
     pub algorithm: Option<Algorithm>,
     /// `epsilon_greedy` (default) or `softmax`.
-    #[schema(value_type = Option<String>, example = "epsilon_greedy")]
+    #[schema(schema_with = exploration_schema)]
     pub exploration: Option<Exploration>,
     /// Softmax temperature > 0; default 1.
+    #[schema(schema_with = temperature_schema)]
     pub temperature: Option<f64>,
     /// Seed for reproducible exploration.
+    #[schema(schema_with = seed_schema)]
     pub seed: Option<u64>,
     /// Per-dimension discretization of array states.
+    #[schema(schema_with = state_bins_schema)]
     pub state_bins: Option<Vec<BinIn>>,
 }
 
@@ -146,40 +268,49 @@ fn set<T>(slot: &mut T, v: Option<T>) {
 #[serde(deny_unknown_fields)]
 pub struct PatchModel {
     /// New name.
+    #[schema(schema_with = opt_name_schema)]
     pub name: Option<String>,
     /// Must equal the current value.
+    #[schema(schema_with = opt_n_actions_schema)]
     pub n_actions: Option<usize>,
     /// New action names (`null` removes them).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(schema_with = action_names_schema)]
     pub action_names: Option<Option<Vec<String>>>,
     /// α in (0, 1].
+    #[schema(schema_with = open_unit_schema)]
     pub learning_rate: Option<f64>,
     /// γ in [0, 1].
+    #[schema(schema_with = unit_schema)]
     pub discount_factor: Option<f64>,
     /// Exploration rate in [0, 1]; also resets the current epsilon.
+    #[schema(schema_with = unit_schema)]
     pub epsilon: Option<f64>,
     /// In (0, 1].
+    #[schema(schema_with = open_unit_schema)]
     pub epsilon_decay: Option<f64>,
     /// In [0, 1].
+    #[schema(schema_with = unit_schema)]
     pub min_epsilon: Option<f64>,
     /// Q-value of unseen pairs.
+    #[schema(schema_with = initial_q_schema)]
     pub initial_q: Option<f64>,
     /// The learning rule.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = algorithm_schema)]
     pub algorithm: Option<Algorithm>,
     /// The exploration strategy.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = exploration_schema)]
     pub exploration: Option<Exploration>,
     /// Softmax temperature.
+    #[schema(schema_with = temperature_schema)]
     pub temperature: Option<f64>,
     /// New seed (`null` removes it).
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<u64>)]
+    #[schema(schema_with = seed_schema)]
     pub seed: Option<Option<u64>>,
     /// Must equal the current value.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<Vec<BinIn>>)]
+    #[schema(schema_with = state_bins_schema)]
     pub state_bins: Option<Option<Vec<BinIn>>>,
     /// Log decisions and learn from delayed rewards with this setting;
     /// `null` turns logging off and discards the model's decision log.

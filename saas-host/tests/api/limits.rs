@@ -108,7 +108,7 @@ async fn error_cases(b: Backend) {
     assert_error(st, &v, 404, "not_found");
     // 405
     let r = s.call(Method::PUT, "/models", Some(&token), None).await;
-    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
     let (st, v) = (r.status(), r.json::<Value>().await.unwrap());
     assert_error(st, &v, 405, "method_not_allowed");
     let (st, v) = s.json(GET, "/register", None, None).await;

@@ -105,3 +105,147 @@ async fn security_headers_on_every_response() {
         .unwrap();
     assert!(init.contains("SwaggerUIBundle") && !init.contains("persistAuthorization"));
 }
+
+/// HEAD answers every GET route with GET's status and headers (the length
+/// included) and no body; other methods' routes say HEAD is not theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_on_every_get_route() {
+    let Some(s) = start(Backend::Sqlite, "head_routes").await else {
+        return;
+    };
+    let (token, _, model) = s.register("head@example.com").await;
+    for &r in Route::ALL {
+        if !r.allows("GET") {
+            let resp = s
+                .call(reqwest::Method::HEAD, r.spec().template, None, None)
+                .await;
+            assert_eq!(resp.status(), 405, "{}", r.spec().template);
+            assert!(!resp.headers()["allow"].to_str().unwrap().contains("HEAD"));
+            continue;
+        }
+        let path = r
+            .spec()
+            .template
+            .replace("{id}", &model)
+            .replace("{file}", "app.js");
+        let path = if r == Route::DocsAsset {
+            "/docs/init.js".to_owned()
+        } else {
+            path
+        };
+        if r == Route::ModelEvents {
+            // A stream has no length: HEAD answers its headers and ends it.
+            let resp = s
+                .call(reqwest::Method::HEAD, &path, Some(&token), None)
+                .await;
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["content-type"], "text/event-stream");
+            assert!(resp.bytes().await.unwrap().is_empty());
+            continue;
+        }
+        let get = s.call(GET, &path, Some(&token), None).await;
+        let head = s
+            .call(reqwest::Method::HEAD, &path, Some(&token), None)
+            .await;
+        assert_eq!(head.status(), get.status(), "{path}");
+        assert!(get.status().is_success(), "{path}: {}", get.status());
+        for name in ["content-type", "content-length", "etag", "cache-control"] {
+            if r == Route::Metrics && name == "content-length" {
+                continue; // its counters moved between the two requests
+            }
+            assert_eq!(
+                head.headers().get(name),
+                get.headers().get(name),
+                "{path}: {name}"
+            );
+        }
+        assert!(head.headers().contains_key("content-length"), "{path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    let r = s
+        .call(reqwest::Method::OPTIONS, "/models", None, None)
+        .await;
+    assert_eq!(r.headers()["allow"], "GET, HEAD, POST");
+}
+
+/// The embedded files carry a strong ETag; `If-None-Match` with it is
+/// answered 304 without a body, another ETag gets the file; a client that
+/// accepts gzip gets the precompressed file (another representation, so
+/// another ETag), one that does not gets the bytes as they are; both
+/// `Vary: Accept-Encoding`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_have_etags_and_gzip() {
+    use std::io::Read;
+    let Some(s) = start(Backend::Sqlite, "static_etag").await else {
+        return;
+    };
+    // reqwest here asks for no encoding by itself (no gzip feature).
+    let http = reqwest::Client::new();
+    for path in ["/", "/static/app.js", "/docs", "/docs/swagger-ui.css"] {
+        let plain = http.get(s.url(path)).send().await.unwrap();
+        assert_eq!(plain.status(), 200, "{path}");
+        let h = plain.headers().clone();
+        assert!(h.get("content-encoding").is_none(), "{path}");
+        assert_eq!(h["vary"], "Accept-Encoding", "{path}");
+        let etag = h["etag"].to_str().unwrap().to_owned();
+        assert!(
+            etag.starts_with('"') && etag.ends_with('"') && etag.len() > 20,
+            "{etag}"
+        );
+        let body = plain.bytes().await.unwrap();
+
+        let again = http
+            .get(s.url(path))
+            .header("if-none-match", format!("\"other\", {etag}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        assert_eq!(again.headers()["vary"], "Accept-Encoding");
+        assert!(again.bytes().await.unwrap().is_empty());
+        let changed = http
+            .get(s.url(path))
+            .header("if-none-match", "\"other\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200, "{path}");
+
+        let gz = http
+            .get(s.url(path))
+            .header("accept-encoding", "br;q=1, gzip;q=0.8")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gz.headers()["content-encoding"], "gzip", "{path}");
+        assert_eq!(gz.headers()["vary"], "Accept-Encoding");
+        let gz_etag = gz.headers()["etag"].to_str().unwrap().to_owned();
+        assert_ne!(gz_etag, etag, "{path}");
+        let packed = gz.bytes().await.unwrap();
+        assert!(packed.len() < body.len(), "{path}");
+        let mut unpacked = Vec::new();
+        flate2::read::GzDecoder::new(&packed[..])
+            .read_to_end(&mut unpacked)
+            .unwrap();
+        assert_eq!(unpacked, body, "{path}");
+        let gz304 = http
+            .get(s.url(path))
+            .header("accept-encoding", "gzip")
+            .header("if-none-match", &gz_etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gz304.status(), 304, "{path}");
+        let refused = http
+            .get(s.url(path))
+            .header("accept-encoding", "gzip;q=0, identity")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            refused.headers().get("content-encoding").is_none(),
+            "{path}"
+        );
+    }
+}
