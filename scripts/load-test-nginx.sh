@@ -181,7 +181,14 @@ for setup in direct-1 nginx-1 nginx-2; do
     nginx-2) label="nginx + 2 instances" ;;
   esac
   run "$label" "$BASE"
+  # Every update wrk saw answered was applied (and at most the ones in
+  # flight at the end besides).
+  sent="$(grep -o 'requests=[0-9]*' "$TMP/update.txt" | cut -d= -f2)"
   curl -sf "$BASE/status/$MODEL?limit=1" -H "authorization: Bearer $TOKEN" \
-    | python3 -c 'import sys, json; s = json.load(sys.stdin)["stats"]; print("  model after the run: %d updates, %d predictions" % (s["updates"], s["predictions"]))'
+    | python3 -c 'import sys, json
+s = json.load(sys.stdin)["stats"]; sent, conns = int(sys.argv[1]), int(sys.argv[2])
+ok = sent <= s["updates"] <= sent + conns
+print("  model after the run: %d updates (wrk counted %d answered), %d predictions%s" % (s["updates"], sent, s["predictions"], "" if ok else "  MISMATCH"))
+sys.exit(0 if ok else 1)' "$sent" "$CONNECTIONS"
   stop_all
 done
