@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             disable_user,
             concurrent_config_patches,
             shared_buckets,
+            whole_table_operations,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -85,7 +86,8 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("mod.rs"),
         include_str!("decisions.rs"),
         include_str!("changes.rs"),
-        include_str!("accounts.rs")
+        include_str!("accounts.rs"),
+        include_str!("tables.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()
@@ -142,6 +144,8 @@ macro_rules! check_eq {
 // After the macros, which it uses.
 mod changes;
 pub use changes::*;
+mod tables;
+pub use tables::*;
 
 /// Limits with `calls` monthly calls and `models` models.
 pub fn limits(calls: Option<u64>, models: Option<u32>) -> TierLimits {
@@ -178,7 +182,7 @@ pub fn seeded(n: usize, seed: u64) -> Model {
     Model::new(c).unwrap()
 }
 
-fn meter<'a>(user: &'a str, l: &'a TierLimits, now: i64) -> Meter<'a> {
+pub(crate) fn meter<'a>(user: &'a str, l: &'a TierLimits, now: i64) -> Meter<'a> {
     Meter {
         user_id: user,
         limits: l,

@@ -48,6 +48,11 @@ pub const SQLITE: &[Migration] = &[
         name: "user_disabled",
         sql: include_str!("sqlite/0004_user_disabled.sql"),
     },
+    Migration {
+        version: 5,
+        name: "chunked_tables",
+        sql: include_str!("sqlite/0005_chunked_tables.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.

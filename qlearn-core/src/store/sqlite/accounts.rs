@@ -6,7 +6,7 @@
 use rusqlite::{params, Connection};
 
 use super::cache::Cached;
-use super::schema::{finish_user, user_exists, user_from_row, EncodedRows, USER_COLS};
+use super::schema::{finish_user, user_exists, user_from_row, USER_COLS};
 use super::{is_unique_violation, sq, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -39,8 +39,10 @@ fn insert_user(c: &Connection, u: &User) -> Result<()> {
     Ok(())
 }
 
-/// A new model's rows, encoded off the writer thread.
+/// A new model's record, encoded off the writer thread (its rows are
+/// written before it as a loose table numbered like it: `tables.rs`).
 pub(super) struct NewModel {
+    mid: i64,
     id: String,
     owner: String,
     name: String,
@@ -48,14 +50,15 @@ pub(super) struct NewModel {
     learner: Vec<u8>,
     returns: Vec<u8>,
     n_rows: i64,
-    rows: EncodedRows,
 }
 
 impl NewModel {
-    /// Encodes `model` for `owner` under a fresh id.
-    pub(super) fn of(owner: &str, name: &str, model: &Model) -> Result<Self> {
+    /// Encodes `model` for `owner` under a fresh id, as row `mid` (a number
+    /// from [`SqliteStore::new_tab`], under which its rows are written).
+    pub(super) fn of(mid: i64, owner: &str, name: &str, model: &Model) -> Result<Self> {
         let l = model.learner();
         Ok(NewModel {
+            mid,
             id: new_id(),
             owner: owner.to_owned(),
             name: name.to_owned(),
@@ -63,7 +66,6 @@ impl NewModel {
             learner: learner_bytes(l),
             returns: returns_bytes(l),
             n_rows: model.len() as i64,
-            rows: EncodedRows::of(model.table()),
         })
     }
 
@@ -72,8 +74,14 @@ impl NewModel {
         &self.id
     }
 
-    /// Inserts the model and its rows (in the writer), refusing past
-    /// `max_models` models of the owner or for an unknown owner; returns the
+    /// The model's row id, also the number of its table.
+    pub(super) fn mid(&self) -> i64 {
+        self.mid
+    }
+
+    /// Inserts the model (in the writer), its rows already written as the
+    /// loose table of its number, which it now owns; refuses past
+    /// `max_models` models of the owner or for an unknown owner. Returns the
     /// model's row id.
     pub(super) fn insert(&self, c: &Connection, max_models: Option<u32>, now: i64) -> Result<i64> {
         if !user_exists(c, &self.owner)? {
@@ -92,9 +100,10 @@ impl NewModel {
             }
         }
         c.execute(
-            "INSERT INTO models (id, owner, name, config, learner, returns, n_rows, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+            "INSERT INTO models (mid, id, owner, name, config, learner, returns, n_rows, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
             params![
+                self.mid,
                 self.id,
                 self.owner,
                 self.name,
@@ -106,9 +115,9 @@ impl NewModel {
             ],
         )
         .map_err(sq)?;
-        let mid = c.last_insert_rowid();
-        self.rows.insert(c, mid).map_err(sq)?;
-        Ok(mid)
+        c.execute("DELETE FROM loose_tables WHERE tab = ?1", [self.mid])
+            .map_err(sq)?;
+        Ok(self.mid)
     }
 }
 
@@ -135,6 +144,7 @@ impl SqliteStore {
         let cached = Cached {
             id: id.to_owned(),
             mid,
+            tab: mid,
             owner: owner.to_owned(),
             name: name.to_owned(),
             created_at: now,
@@ -160,15 +170,21 @@ impl SqliteStore {
         now: i64,
     ) -> Result<(User, ModelInfo)> {
         let u = User::register(user, now);
-        let new = NewModel::of(&u.id, model_name, model)?;
-        let id = new.id().to_owned();
+        let new = NewModel::of(self.new_tab(), &u.id, model_name, model)?;
+        let (id, mid) = (new.id().to_owned(), new.mid());
+        // Its rows, if any, first (`tables.rs`); then the user and the
+        // model in one job.
+        self.write_loose(mid, model.table())?;
         let rec = u.clone();
-        let pending = self.start_write(move |c| {
+        let written = self.write(move |c| {
             insert_user(c, &rec)?;
             new.insert(c, max_models, now)
-        })?;
+        });
+        if let Err(e) = written {
+            let _ = self.drop_loose(mid);
+            return Err(e);
+        }
         let copy = model.clone();
-        let mid = self.finish_write(pending)?;
         let info = self.cache_committed(&id, mid, &u.id, model_name, copy, now)?;
         Ok((u, info))
     }

@@ -50,6 +50,9 @@ const MODEL_OVERHEAD: usize = 1024;
 pub(super) struct Cached {
     pub(super) id: String,
     pub(super) mid: i64,
+    /// The table number its Q-rows are stored under (`q_rows.mid`): its
+    /// `mid` until a reshape writes them anew (`tables.rs`).
+    pub(super) tab: i64,
     pub(super) owner: String,
     pub(super) name: String,
     pub(super) created_at: i64,
@@ -136,7 +139,7 @@ impl SqliteStore {
                         "SELECT row_no, key, vals FROM q_rows WHERE mid = ?1 ORDER BY row_no",
                     )
                     .map_err(sq)?;
-                let mut rows = st.query([row.mid]).map_err(sq)?;
+                let mut rows = st.query([row.tab]).map_err(sq)?;
                 while let Some(r) = rows.next().map_err(sq)? {
                     let row_no: i64 = r.get(0).map_err(sq)?;
                     if row_no != keys.len() as i64 {
@@ -161,6 +164,7 @@ impl SqliteStore {
             Ok(Cached {
                 id: row.id,
                 mid: row.mid,
+                tab: row.tab,
                 owner: row.owner,
                 name: row.name,
                 created_at: row.created_at,
@@ -415,6 +419,7 @@ impl SqliteStore {
 pub(super) fn learn_job(c: &Cached, debit: Debit, returns: bool, rows: Vec<RowWrite>) -> Learn {
     Learn {
         mid: c.mid,
+        tab: c.tab,
         learner: learner_bytes(&c.learner),
         returns: returns.then(|| returns_bytes(&c.learner)),
         n_rows: c.table.len() as i64,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::{StateKey, StateRef};
 use crate::store::decisions::{answered, decided_or_plain, Call};
-use crate::store::encoding::{config_text, learner_bytes, returns_bytes, values_bytes, Tracked};
+use crate::store::encoding::{config_text, learner_bytes, returns_bytes, Tracked};
 use crate::store::report::updated;
 use crate::store::rules::{check_state_room, touch_key};
 use crate::store::{
@@ -261,13 +261,16 @@ impl Store for SqliteStore {
         max_models: Option<u32>,
         now: i64,
     ) -> Result<ModelInfo> {
-        let new = NewModel::of(owner, name, model)?;
-        let id = new.id().to_owned();
-        let pending = self.start_write(move |c| new.insert(c, max_models, now))?;
-        // The cache's copy is made while the writer inserts the rows.
-        let copy = model.clone();
-        let mid = self.finish_write(pending)?;
-        self.cache_committed(&id, mid, owner, name, copy, now)
+        // The rows first, in chunks between other commits (`tables.rs`);
+        // then the model row, numbered like its table, in one small job.
+        let new = NewModel::of(self.new_tab(), owner, name, model)?;
+        let (id, mid) = (new.id().to_owned(), new.mid());
+        self.write_loose(mid, model.table())?;
+        if let Err(e) = self.write(move |c| new.insert(c, max_models, now)) {
+            let _ = self.drop_loose(mid);
+            return Err(e);
+        }
+        self.cache_committed(&id, mid, owner, name, model.clone(), now)
     }
 
     fn models(&self, owner: &str) -> Result<Vec<ModelInfo>> {
@@ -302,7 +305,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<ModelInfo> {
         let decisions = patch.decisions.clone();
-        let mut info = self.with_model(owner, id, |c| {
+        let (info, old_tab) = self.with_model(owner, id, |c| {
             if let Some(Some(d)) = &decisions {
                 d.validate()?;
             }
@@ -323,57 +326,84 @@ impl Store for SqliteStore {
             let name = patch.name.clone().unwrap_or_else(|| c.name.clone());
             let config = config_text(BACKEND, learner.config())?;
             let (lb, rb) = (learner_bytes(&learner), returns_bytes(&learner));
-            let vals = reshaped.as_ref().map(|t| values_bytes(t.values()));
-            let width8 = learner.width() * 8;
-            let (mid, w_name) = (c.mid, name.clone());
-            self.write(move |conn| {
+            // A reshaped table is written anew under a fresh number, in
+            // chunks between other commits, while this model's calls wait
+            // for its lock; the switch below is one small job.
+            let new_tab = match &reshaped {
+                Some(t) => {
+                    let tab = self.new_tab();
+                    self.write_loose(tab, t)?;
+                    Some(tab)
+                }
+                None => None,
+            };
+            let (mid, old_tab, w_name) = (c.mid, c.tab, name.clone());
+            let switched = self.write(move |conn| {
                 conn.execute(
                     "UPDATE models SET name = ?2, config = ?3, learner = ?4, returns = ?5, \
-                     updated_at = ?6 WHERE mid = ?1",
-                    params![mid, w_name, config, lb, rb, now],
+                     updated_at = ?6, tab = COALESCE(?7, tab) WHERE mid = ?1",
+                    params![mid, w_name, config, lb, rb, now, new_tab],
                 )
                 .map_err(sq)?;
-                if let Some(vals) = vals {
-                    let mut st = conn
-                        .prepare_cached(
-                            "UPDATE q_rows SET vals = ?3 WHERE mid = ?1 AND row_no = ?2",
-                        )
+                if let Some(tab) = new_tab {
+                    conn.execute("DELETE FROM loose_tables WHERE tab = ?1", [tab])
                         .map_err(sq)?;
-                    for (i, chunk) in vals.chunks_exact(width8).enumerate() {
-                        st.execute(params![mid, i as i64, chunk]).map_err(sq)?;
-                    }
+                    conn.execute("INSERT INTO loose_tables (tab) VALUES (?1)", [old_tab])
+                        .map_err(sq)?;
                 }
                 Ok(())
-            })?;
-            if let Some(d) = &decisions {
-                self.patch_decisions(c, d.as_ref())?;
+            });
+            if let Err(e) = switched {
+                if let Some(tab) = new_tab {
+                    let _ = self.drop_loose(tab);
+                }
+                return Err(e);
             }
+            // Committed: the cache follows before anything else may fail.
             c.learner = learner;
-            if let Some(t) = reshaped {
+            if let (Some(t), Some(tab)) = (reshaped, new_tab) {
                 c.table = t;
+                c.tab = tab;
             }
             c.name = name;
             c.updated_at = now;
-            Ok(c.info())
+            let old_tab = new_tab.map(|_| old_tab);
+            if let Some(d) = &decisions {
+                if let Err(e) = self.patch_decisions(c, d.as_ref()) {
+                    return Ok((Err(e), old_tab));
+                }
+            }
+            Ok((Ok(c.info()), old_tab))
         })?;
+        // The replaced rows go after the model's lock is released (if the
+        // store has failed meanwhile, at its next open).
+        if let Some(tab) = old_tab {
+            let _ = self.drop_loose(tab);
+        }
+        let mut info = info?;
         self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
         Ok(info)
     }
 
     fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
-        self.with_model(owner, id, |c| {
-            let mid = c.mid;
+        let tab = self.with_model(owner, id, |c| {
+            let (mid, tab) = (c.mid, c.tab);
+            // The model goes in one small job; its rows, now loose, after
+            // the lock is released, in chunks (`tables.rs`).
             self.write(move |conn| {
-                conn.execute("DELETE FROM q_rows WHERE mid = ?1", [mid])
-                    .map_err(sq)?;
                 conn.execute("DELETE FROM models WHERE mid = ?1", [mid])
+                    .map_err(sq)?;
+                conn.execute("INSERT INTO loose_tables (tab) VALUES (?1)", [tab])
                     .map_err(sq)?;
                 Ok(())
             })?;
             self.forget_log(mid);
             c.deleted = true;
-            Ok(())
-        })
+            Ok(tab)
+        })?;
+        // Deleted: a failure here leaves the rows to the next open.
+        let _ = self.drop_loose(tab);
+        Ok(())
     }
 
     fn export_model(&self, owner: &str, id: &str) -> Result<Model> {

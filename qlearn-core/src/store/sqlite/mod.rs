@@ -44,6 +44,14 @@
 //!   dies, also on `kill -9`) and refuses to open a database another process
 //!   holds. Several server instances sharing state use
 //!   [`crate::store::postgres::PgStore`].
+//! - **Whole tables in chunks.** An import, a reshape (switching to or
+//!   from double Q-learning) and a deletion write or delete a model's rows
+//!   in chunks of about a millisecond, one writer job each, under a table
+//!   number no model uses, and switch the model to them in one small final
+//!   transaction, so other tenants' commits are never held for the whole
+//!   table; calls on the same model wait for the switch. A crash mid-way
+//!   leaves the old model intact, and the unused rows are deleted at the
+//!   next open (`tables.rs`).
 //! - **Checkpoints in the background.** Automatic checkpoints are off on
 //!   the writer's connection; a checkpointer thread folds the WAL into the
 //!   database file (`PASSIVE`, every 250 ms when something committed), so
@@ -85,6 +93,7 @@ mod decisions;
 mod lock;
 mod lru;
 mod schema;
+mod tables;
 mod writer;
 
 use std::collections::HashMap;
@@ -103,6 +112,7 @@ use cache::Slot;
 use lock::acquire_process_lock;
 use lru::Lru;
 use schema::{migrate, open_connection};
+use tables::tidy_tables;
 use writer::{checkpointer_loop, writer_loop, Done, Queue};
 
 const BACKEND: &str = "sqlite";
@@ -204,6 +214,9 @@ struct Inner {
     /// (with no write in flight it completes, so the next transaction
     /// restarts the WAL).
     wal_frames: Arc<AtomicI64>,
+    /// The next free table number (`tables.rs`), also the next model's
+    /// `mid`.
+    next_tab: AtomicI64,
     /// Set (and signalled) when the store closes: stops the checkpointer.
     closing: Mutex<bool>,
     closing_cv: Condvar,
@@ -259,6 +272,7 @@ impl SqliteStore {
         ))
         .map_err(sq)?;
         migrate(&mut conn, migrations::SQLITE)?;
+        let next_tab = tidy_tables(&conn)?;
         // After `wal_autocheckpoint` (which replaces the hook).
         let wal_frames = Arc::new(AtomicI64::new(0));
         let frames = wal_frames.clone();
@@ -279,6 +293,7 @@ impl SqliteStore {
             usage: Mutex::new(HashMap::new()),
             decisions: Mutex::new(HashMap::new()),
             wal_frames: wal_frames.clone(),
+            next_tab: AtomicI64::new(next_tab),
             closing: Mutex::new(false),
             closing_cv: Condvar::new(),
         });

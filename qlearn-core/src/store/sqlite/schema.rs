@@ -1,6 +1,6 @@
 //! SQLite's side of the schema: opening a connection, the migration
 //! dialect, the columns of users, keys and models and how a row decodes,
-//! and the bulk insert of a whole Q-table.
+//! and the bulk insert of a chunk of a Q-table.
 
 use std::path::Path;
 
@@ -132,6 +132,8 @@ pub(super) fn user_exists(c: &Connection, id: &str) -> Result<bool> {
 /// A model's metadata row, decoded.
 pub(super) struct ModelRow {
     pub(super) mid: i64,
+    /// The table number its Q-rows are stored under (`q_rows.mid`).
+    pub(super) tab: i64,
     pub(super) id: String,
     pub(super) owner: String,
     pub(super) name: String,
@@ -142,7 +144,8 @@ pub(super) struct ModelRow {
 }
 
 pub(super) const MODEL_COLS: &str =
-    "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
+    "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at, \
+     COALESCE(tab, mid)";
 
 pub(super) fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ModelRow>> {
     let config: String = r.get(4)?;
@@ -159,6 +162,7 @@ pub(super) fn model_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ModelR
             n_rows: r.get(7)?,
             created_at: r.get(8)?,
             updated_at: r.get(9)?,
+            tab: r.get(10)?,
         }),
         Err(e) => Err(e),
     })
@@ -177,7 +181,7 @@ impl ModelRow {
     }
 }
 
-/// Rows per execution of the multi-row insert of a whole table.
+/// Rows per execution of the multi-row insert of a chunk of a table.
 pub(super) const ROWS_PER_INSERT: usize = 128;
 
 /// `INSERT INTO q_rows ... VALUES (?,?,?,?), ...` for `rows` rows.
@@ -192,8 +196,20 @@ pub(super) fn multi_row_insert(rows: usize) -> String {
     sql
 }
 
-/// Keys and values of a whole table, encoded for insertion.
+/// Rows written in one writer job when a whole table is written or
+/// deleted (an import, a reshape, a deleted model): at most this many rows,
+/// and at most [`CHUNK_BYTES`] of keys and values, so another tenant's
+/// commit never waits long for it (about 1 ms; `tables.rs`).
+pub(super) const CHUNK_ROWS: usize = 1024;
+
+/// Bytes of encoded keys and values past which a chunk ends early (rows of
+/// many actions or long keys).
+pub(super) const CHUNK_BYTES: usize = 256 << 10;
+
+/// Consecutive rows of a table (a chunk), encoded for insertion.
 pub(super) struct EncodedRows {
+    /// The row number of the first row.
+    pub(super) first: usize,
     pub(super) keys: Vec<u8>,
     /// End offset of each key in `keys`.
     pub(super) ends: Vec<usize>,
@@ -202,30 +218,46 @@ pub(super) struct EncodedRows {
 }
 
 impl EncodedRows {
-    pub(super) fn of(table: &QTable) -> Self {
-        let mut keys = Vec::with_capacity(table.len() * 9);
-        let mut ends = Vec::with_capacity(table.len());
-        for k in table.keys() {
+    /// The chunk of `table` starting at row `first`: up to [`CHUNK_ROWS`]
+    /// rows, fewer when [`CHUNK_BYTES`] is reached first (never none while
+    /// rows are left).
+    pub(super) fn chunk(table: &QTable, first: usize) -> Self {
+        let width = table.width();
+        let mut keys = Vec::new();
+        let mut ends = Vec::new();
+        let mut vals = Vec::new();
+        let mut pos = first;
+        while ends.len() < CHUNK_ROWS && keys.len() + vals.len() < CHUNK_BYTES {
+            let Some((k, v)) = table.row_at(pos) else {
+                break;
+            };
             encode_key(k, &mut keys);
             ends.push(keys.len());
+            encode_values(v, &mut vals);
+            pos += 1;
         }
-        let mut vals = Vec::with_capacity(table.values().len() * 8);
-        encode_values(table.values(), &mut vals);
         EncodedRows {
+            first,
             keys,
             ends,
             vals,
-            width: table.width(),
+            width,
         }
     }
 
-    /// Inserts every row, [`ROWS_PER_INSERT`] rows per statement execution
-    /// (a large table spends its time in per-statement overhead otherwise).
-    pub(super) fn insert(&self, c: &Connection, mid: i64) -> rusqlite::Result<()> {
+    /// The number of rows.
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Inserts every row under table number `tab`, [`ROWS_PER_INSERT`] rows
+    /// per statement execution (a large table spends its time in
+    /// per-statement overhead otherwise).
+    pub(super) fn insert(&self, c: &Connection, tab: i64) -> rusqlite::Result<()> {
         let w8 = self.width * 8;
         let n = self.ends.len();
         let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
-        let mut many = c.prepare(&multi_row_insert(ROWS_PER_INSERT))?;
+        let mut many = c.prepare_cached(&multi_row_insert(ROWS_PER_INSERT))?;
         let mut key_start = 0;
         let mut i = 0;
         while i < full {
@@ -233,8 +265,8 @@ impl EncodedRows {
                 let r = i + j;
                 let at = j * 4;
                 let end = self.ends[r];
-                many.raw_bind_parameter(at + 1, mid)?;
-                many.raw_bind_parameter(at + 2, r as i64)?;
+                many.raw_bind_parameter(at + 1, tab)?;
+                many.raw_bind_parameter(at + 2, (self.first + r) as i64)?;
                 many.raw_bind_parameter(at + 3, &self.keys[key_start..end])?;
                 many.raw_bind_parameter(at + 4, &self.vals[r * w8..(r + 1) * w8])?;
                 key_start = end;
@@ -248,8 +280,8 @@ impl EncodedRows {
         for r in full..n {
             let end = self.ends[r];
             one.execute(params![
-                mid,
-                r as i64,
+                tab,
+                (self.first + r) as i64,
                 &self.keys[key_start..end],
                 &self.vals[r * w8..(r + 1) * w8]
             ])?;

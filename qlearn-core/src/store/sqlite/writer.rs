@@ -51,6 +51,8 @@ pub(super) fn row_writes(
 /// The persistent effect of one metered call.
 pub(super) struct Learn {
     pub(super) mid: i64,
+    /// The table number the model's rows are stored under (`q_rows.mid`).
+    pub(super) tab: i64,
     pub(super) learner: Vec<u8>,
     pub(super) returns: Option<Vec<u8>>,
     pub(super) n_rows: i64,
@@ -151,12 +153,16 @@ pub(super) struct Pending {
     pub(super) usage: HashMap<(String, String, u8), u64>,
 }
 
+/// A row's key when the row is new, and its latest values.
+pub(super) type PendingRow = (Option<Vec<u8>>, Vec<u8>);
+
 pub(super) struct PendingModel {
     pub(super) learner: Vec<u8>,
     pub(super) returns: Option<Vec<u8>>,
     pub(super) n_rows: i64,
     pub(super) updated_at: Option<i64>,
-    pub(super) rows: BTreeMap<i64, (Option<Vec<u8>>, Vec<u8>)>,
+    /// By table number and row number.
+    pub(super) rows: BTreeMap<(i64, i64), PendingRow>,
     pub(super) decisions: Option<LogWrite>,
 }
 
@@ -185,7 +191,7 @@ impl Pending {
             m.decisions = l.decisions;
         }
         for r in l.rows {
-            match m.rows.get_mut(&r.row_no) {
+            match m.rows.get_mut(&(l.tab, r.row_no)) {
                 Some(slot) => {
                     if r.key.is_some() {
                         slot.0 = r.key;
@@ -193,7 +199,7 @@ impl Pending {
                     slot.1 = r.vals;
                 }
                 None => {
-                    m.rows.insert(r.row_no, (r.key, r.vals));
+                    m.rows.insert((l.tab, r.row_no), (r.key, r.vals));
                 }
             }
         }
@@ -224,10 +230,10 @@ impl Pending {
                 if let Some(d) = m.decisions {
                     put_log.execute(params![mid, d.log, d.next_deadline_ms])?;
                 }
-                for (row_no, (key, vals)) in m.rows {
+                for ((tab, row_no), (key, vals)) in m.rows {
                     match key {
-                        Some(k) => ins_row.execute(params![mid, row_no, k, vals])?,
-                        None => upd_row.execute(params![mid, row_no, vals])?,
+                        Some(k) => ins_row.execute(params![tab, row_no, k, vals])?,
+                        None => upd_row.execute(params![tab, row_no, vals])?,
                     };
                 }
             }
