@@ -7,15 +7,19 @@
 # Builds the release binary, starts it on a free 127.0.0.1 port with a fresh
 # database, registers a user and makes it enterprise with the admin CLI,
 # creates a model, then runs wrk (2 threads, 32 connections, DURATION s) over
-# 1,000 array states: first POST /update, then POST /predict. Prints req/s and
-# p99 latency per route and stops the server by its pid.
+# 1,000 array states: first POST /update, then POST /predict, then POST
+# /predict on a model that logs decisions (issue 14: every answer is a logged
+# decision awaiting its reward). Prints req/s and p99 latency per route and
+# stops the server by its pid.
 #
 # The enterprise tier's per-user rate limit (500/s by default) would refuse
 # almost everything a single benchmark user sends, so the server runs with a
 # limits file that lifts it (limits are configuration); quotas and metering
 # still run on every call. Environment: DURATION (default 10), CONNECTIONS
 # (32), THREADS (2), RUST_LOG (default: warnings only), BLOCKING_THREADS,
-# CARGO_TARGET_DIR (where the release binary is built).
+# CARGO_TARGET_DIR (where the release binary is built), PERF_OUT (a folder:
+# record a `perf` CPU profile of the server, with DWARF call graphs, during
+# each route's run there as ROUTE.data; see docs/benchmarks-http.md).
 set -euo pipefail
 
 DB_URL="${1:-}"
@@ -50,6 +54,8 @@ export DATABASE_URL="$DB_URL" LIMITS_FILE="$TMP/limits.json" LOG_FORMAT=json
 export RUST_LOG="${RUST_LOG:-warn,saas_host::server=info}"
 export SECRET_KEY="load-test secret key of at least thirty-two bytes"
 
+# The server's CPU time so far, in clock ticks (utime + stime of /proc/PID/stat).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 json_field() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 
 EMAIL="bench-$RANDOM@example.com"
@@ -66,14 +72,34 @@ TOKEN="$(curl -sf -X POST "$BASE/login" -H 'content-type: application/json' \
   -d "{\"email\":\"$EMAIL\",\"password\":\"benchmark password\"}" | json_field '["access_token"]')"
 MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"name":"bench","n_actions":4}' | json_field '["id"]')"
+LOGGING_MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+  -d '{"name":"bench-decisions","n_actions":4}' | json_field '["id"]')"
+curl -sf -X PATCH "$BASE/models/$LOGGING_MODEL" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+  -d '{"decisions":{"reward_wait_seconds":600}}' > /dev/null
 curl -sf "$BASE/dashboard" -H "authorization: Bearer $TOKEN" | json_field '["limits"]["tier"]' | grep -qx enterprise
 
 export QL_TOKEN="$TOKEN" QL_MODEL="$MODEL"
 echo "saas-host $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') on $BACKEND at $BASE; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, 1,000 array states; $(nproc) cores"
-for route in update predict; do
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$route.lua" "$BASE" > "$TMP/$route.txt"
+for route in update predict predict_logging; do
+  script="$route"
+  if [[ "$route" == predict_logging ]]; then script=predict; fi
+  QL_MODEL="$MODEL"
+  if [[ "$route" == predict_logging ]]; then QL_MODEL="$LOGGING_MODEL"; fi
+  cpu_before="$(cpu_ticks)"
+  PERF_PID=""
+  if [[ -n "${PERF_OUT:-}" ]]; then
+    perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT/$route.data" -- sleep "$DURATION" 2>/dev/null &
+    PERF_PID=$!
+  fi
+  QL_MODEL="$QL_MODEL" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$script.lua" "$BASE" > "$TMP/$route.txt"
+  if [[ -n "$PERF_PID" ]]; then wait "$PERF_PID" || true; fi
+  cpu_after="$(cpu_ticks)"
   line="$(grep '^RESULT' "$TMP/$route.txt")"
-  echo "$route: $line"
+  reqs="$(sed -n 's/^RESULT requests=\([0-9]*\) .*/\1/p' "$TMP/$route.txt")"
+  # The server's CPU time (user + system, all threads) per request: less
+  # sensitive to what else runs on the machine than req/s.
+  cpu_us="$(python3 -c "print(round(($cpu_after - $cpu_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
+  echo "$route: $line server_cpu_us_per_req=$cpu_us"
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
 done
 STATUS="$(curl -sf "$BASE/status/$MODEL?limit=1" -H "authorization: Bearer $TOKEN")"

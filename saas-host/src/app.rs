@@ -430,6 +430,15 @@ impl App {
         self.shutdown.send_replace(true);
     }
 
+    /// The action names of model `model_id` if they are cached (never
+    /// blocks; the caller has checked the model is the caller's).
+    pub fn cached_action_names(&self, model_id: &str) -> Option<ActionNames> {
+        let m = self.names.read().unwrap_or_else(|p| p.into_inner());
+        m.get(model_id)
+            .filter(|(_, at)| at.elapsed() < self.config.auth_cache_ttl)
+            .map(|(n, _)| n.clone())
+    }
+
     /// The action names of `owner`'s model `model_id` (cached briefly; this
     /// instance's own changes invalidate at once). Blocks on a cache miss.
     pub fn action_names(&self, owner: &str, model_id: &str) -> Result<ActionNames> {

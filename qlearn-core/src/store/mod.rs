@@ -33,6 +33,7 @@
 
 pub mod changes;
 pub mod decisions;
+mod durable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod encoding;
 pub mod memory;
@@ -49,6 +50,7 @@ pub mod sqlite;
 
 pub use changes::{Change, ChangeFeed, ChangeSink};
 pub use decisions::{Decided, DecisionPage, DecisionQuery, RewardIn};
+pub use durable::Durable;
 pub use owned::OwnedExperience;
 pub use patch::{ConfigPatch, ModelPatch};
 pub use report::{Report, Touched, Updated};
@@ -452,6 +454,42 @@ pub trait Store: Send + Sync {
     /// plain [`Store::predict`] (`decision: None`). Learns the episode's
     /// previous step if it was waiting for this state.
     fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided>;
+
+    // ---- the same calls without blocking (async callers) --------------------
+    //
+    // A store whose calls usually need no IO (SQLite serves cached models
+    // from memory and waits only for its writer's group commit) may answer
+    // them on an async runtime's thread: the call's work is done at once
+    // and its durability is a future, so no thread is parked per call. `None`
+    // means "this call would block" (a model not in memory, another call
+    // holding it, anything that needs a read), having done nothing: the
+    // caller then runs the blocking method on a blocking thread. After the
+    // `Durable` resolves `Ok`, [`Store::usage`] of the meter's user answers
+    // without IO. The default never answers.
+
+    /// [`Store::decide`] without blocking (see above); `Some` only on a
+    /// model that logs no decisions. The answer stands once the
+    /// [`Durable`] resolves `Ok`.
+    fn decide_nonblocking(
+        &self,
+        _meter: &Meter<'_>,
+        _model_id: &str,
+        _request: &Decide<'_>,
+    ) -> Option<Result<(Decided, Durable)>> {
+        None
+    }
+
+    /// [`Store::update`] without blocking (see above). The answer stands
+    /// once the [`Durable`] resolves `Ok`.
+    fn update_nonblocking(
+        &self,
+        _meter: &Meter<'_>,
+        _model_id: &str,
+        _exps: &[Experience<'_>],
+        _report: Report,
+    ) -> Option<Result<(Updated, Durable)>> {
+        None
+    }
     /// Rewards for the model's decisions, in order: one result per reward
     /// (an unknown decision, or any on a model without decisions, is
     /// [`crate::Error::NotFound`]; a reused `reward_id` with another value

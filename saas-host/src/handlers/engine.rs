@@ -14,12 +14,12 @@ use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use qlearn_core::decisions::Decide;
 use qlearn_core::limits::MAX_BATCH;
-use qlearn_core::store::{Meter, Report, Updated};
+use qlearn_core::store::{Decided, Durable, Meter, Report, Store, Updated};
 use qlearn_core::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
 use qlearn_core::{Error, Experience, UpdateOutcome};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::app::{blocking, App};
+use crate::app::{blocking, ActionNames, App};
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::events::{frame, RemoteWatch, StreamCap, StreamSlot};
@@ -87,9 +87,32 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
             qlearn_core::decisions::check_id(field, id)?;
         }
     }
+    // A model with a decisions setting logs the decision (issue 14); any
+    // other answers a plain prediction.
+    let request = Decide {
+        state: body.state.as_ref(),
+        allowed_actions: body.allowed_actions.as_deref(),
+        explore: body.explore,
+        decision_id: body.decision_id.as_deref(),
+        episode_id: body.episode_id.as_deref(),
+    };
+    let quick = metered_nonblocking(cx, 1, |store, meter| {
+        store.decide_nonblocking(meter, &body.model_id, &request)
+    });
+    if let Some(done) = quick.await {
+        let (d, monthly) = done?;
+        let names = match cx.app.cached_action_names(&body.model_id) {
+            Some(n) => n,
+            None => {
+                let (app, uid, mid) = (cx.app.clone(), cx.user.id.clone(), body.model_id.clone());
+                cx.app
+                    .store_call(move || app.action_names(&uid, &mid))
+                    .await?
+            }
+        };
+        return Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly));
+    }
     let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
-        // A model with a decisions setting logs the decision (issue 14);
-        // any other answers a plain prediction.
         let request = Decide {
             state: body.state.as_ref(),
             allowed_actions: body.allowed_actions.as_deref(),
@@ -102,9 +125,14 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
         Ok((d, names))
     })
     .await?;
+    Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly))
+}
+
+/// The answer of `POST /predict`.
+fn predict_out(d: Decided, names: &ActionNames) -> PredictOut<'_> {
     let p = d.prediction;
     let logged = d.decision;
-    let out = PredictOut {
+    PredictOut {
         action: p.action,
         action_name: names
             .as_ref()
@@ -118,8 +146,7 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
             .as_ref()
             .and_then(|l| l.episode_id.as_ref().map(|_| l.step)),
         decision_id: logged.map(|l| l.decision_id),
-    };
-    Ok(with_monthly(ok_json(&out), monthly))
+    }
 }
 
 /// Applies `exps` (metered) and publishes their events; shared by both
@@ -130,6 +157,20 @@ async fn apply(
     exps: Vec<ExperienceIn>,
 ) -> Result<(Vec<UpdateOutcome>, Option<MonthlyState>), ApiError> {
     let n = exps.len() as u64;
+    // The written rows only when someone listens (nothing copied otherwise).
+    let report = match cx.app.events.sender(&model_id) {
+        Some(_) => Report::Touched,
+        None => Report::Outcomes,
+    };
+    let quick = metered_nonblocking(cx, n, |store, meter| {
+        let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
+        store.update_nonblocking(meter, &model_id, &xs, report)
+    });
+    if let Some(done) = quick.await {
+        let (done, monthly) = done?;
+        publish(&cx.app, &model_id, &exps, &done);
+        return Ok((done.outcomes, monthly));
+    }
     metered(cx, n, move |app, meter| {
         let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
         // The written rows only when someone listens, here or on another
@@ -145,6 +186,37 @@ async fn apply(
         Ok(done.outcomes)
     })
     .await
+}
+
+/// The store call of [`metered`] on this task, when the store can answer
+/// it without blocking ([`qlearn_core::store::Store::decide_nonblocking`]):
+/// no blocking-pool hop and no parked thread per call, the commit awaited
+/// as a future. `None` when the store would block (the caller then uses
+/// [`metered`]).
+async fn metered_nonblocking<T>(
+    cx: &Ctx,
+    calls: u64,
+    f: impl FnOnce(&dyn Store, &Meter<'_>) -> Option<Result<(T, Durable), Error>>,
+) -> Option<Result<(T, Option<MonthlyState>), ApiError>> {
+    let now = now_unix();
+    let limits = cx.app.limits(&cx.user);
+    let meter = Meter {
+        user_id: &cx.user.id,
+        limits,
+        now,
+    };
+    let started = f(cx.app.store.as_ref(), &meter)?;
+    Some(
+        async move {
+            let (out, durable) = started?;
+            durable.await?;
+            // Without IO once the call is durable (the store's promise).
+            let monthly = monthly_after(&cx.app, &cx.user.id, limits, now)?;
+            cx.app.metrics.metered(cx.user.tier, calls);
+            Ok((out, monthly))
+        }
+        .await,
+    )
 }
 
 /// Runs a store call metered as `calls` calls on the blocking pool, with the

@@ -28,7 +28,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::schema::{model_row, MODEL_COLS};
 use super::writer::{Learn, RowWrite, UsageDelta};
-use super::{corrupt, lock_plain, poisoned, sq, SqliteStore, BACKEND};
+use super::{corrupt, lock_plain, poisoned, sq, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::model::Learner;
 use crate::store::encoding::{
@@ -192,11 +192,7 @@ impl SqliteStore {
 
     /// Takes `slot` out of the map if it is still the one for `id`.
     fn unmap(&self, id: &str, slot: &Slot) -> Result<()> {
-        let mut map = self.inner.models.write().map_err(|_| poisoned())?;
-        if map.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            map.remove(id);
-        }
-        Ok(())
+        self.inner.unmap(id, slot)
     }
 
     /// Runs `f` on `owner`'s model `id` under its lock (loading it if
@@ -241,26 +237,64 @@ impl SqliteStore {
                 return Err(Error::NotFound("model"));
             }
             let r = f(c);
-            if c.deleted {
-                *g = SlotState::Gone;
-                drop(g);
-                // Not under the map's lock: `trim` takes the map's under the LRU's.
-                self.unmap(id, &slot)?;
-                lock_plain(&self.inner.lru).remove(id);
-                return r;
-            }
-            let bytes = c.memory_bytes();
-            let over = {
-                let mut lru = lock_plain(&self.inner.lru);
-                lru.touch(id, bytes, || slot.clone());
-                lru.over_budget()
-            };
+            return self.finish_use(id, &slot, g, r);
+        }
+    }
+
+    /// [`Self::with_model`] for a caller that must not block (an async
+    /// task): `None`, having done nothing, when the model is not in memory
+    /// or another call holds it, or when `f` finds it would block; the
+    /// caller then takes the blocking path.
+    pub(super) fn try_with_model<R>(
+        &self,
+        owner: &str,
+        id: &str,
+        f: impl FnOnce(&mut Cached) -> Option<Result<R>>,
+    ) -> Option<Result<R>> {
+        let slot = self.inner.models.read().ok()?.get(id)?.clone();
+        let mut g = slot.try_lock().ok()?;
+        let SlotState::Ready(c) = &mut *g else {
+            return None;
+        };
+        if c.owner != owner {
+            return Some(Err(Error::NotFound("model")));
+        }
+        let r = f(c)?;
+        Some(self.finish_use(id, &slot, g, r))
+    }
+
+    /// After a call on a model under its lock `g`: drops a model the call
+    /// deleted, else counts its use and size in the cache, and trims the
+    /// cache to its budget.
+    fn finish_use<R>(
+        &self,
+        id: &str,
+        slot: &Slot,
+        mut g: std::sync::MutexGuard<'_, SlotState>,
+        r: Result<R>,
+    ) -> Result<R> {
+        let SlotState::Ready(c) = &mut *g else {
+            return r;
+        };
+        if c.deleted {
+            *g = SlotState::Gone;
             drop(g);
-            if over {
-                self.trim();
-            }
+            // Not under the map's lock: `trim` takes the map's under the LRU's.
+            self.unmap(id, slot)?;
+            lock_plain(&self.inner.lru).remove(id);
             return r;
         }
+        let bytes = c.memory_bytes();
+        let over = {
+            let mut lru = lock_plain(&self.inner.lru);
+            lru.touch(id, bytes, || slot.clone());
+            lru.over_budget()
+        };
+        drop(g);
+        if over {
+            self.trim();
+        }
+        r
     }
 
     /// Bytes the model cache holds now, as its budget counts them
@@ -304,43 +338,16 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Evicts least recently used models until the cache fits its budget,
-    /// skipping those that may not go yet (see the module docs).
+    /// Evicts least recently used models until the cache fits its budget
+    /// (see [`Inner::trim`]).
     pub(super) fn trim(&self) {
-        let committed = self.inner.done.committed.load(Ordering::Acquire);
-        // What is in use now stays: a later call trims again.
-        lock_plain(&self.inner.lru).trim(|id, slot| self.evict(id, slot, committed));
+        self.inner.trim();
     }
 
     /// Trims the cache if it is over its budget: after a call's commit, so
     /// the models skipped while their writes were in flight go once idle.
     pub(super) fn trim_if_over(&self) {
-        let over = lock_plain(&self.inner.lru).over_budget();
-        if over {
-            self.trim();
-        }
-    }
-
-    /// Evicts `slot` if nobody holds it and its writes are committed.
-    fn evict(&self, id: &str, slot: &Slot, committed: u64) -> bool {
-        let mut g = match slot.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return false,
-        };
-        if !matches!(&*g, SlotState::Ready(c) if c.last_seq <= committed) {
-            return false;
-        }
-        if self.unmap(id, slot).is_err() {
-            return false;
-        }
-        // Its decision log leaves memory with it (committed with its last
-        // job, so the next use reloads it from the file): the map of logs
-        // stays as bounded as the cache.
-        if let SlotState::Ready(c) = &*g {
-            self.forget_log(c.mid);
-        }
-        *g = SlotState::Evicted;
-        true
+        self.inner.trim_if_over();
     }
 
     pub(super) fn usage_days_from_db(
@@ -432,5 +439,54 @@ pub(super) fn learn_job(c: &Cached, debit: Debit, returns: bool, rows: Vec<RowWr
             n: debit.n,
         }),
         decisions: None,
+    }
+}
+
+impl Inner {
+    /// Takes `slot` out of the map if it is still the one for `id`.
+    fn unmap(&self, id: &str, slot: &Slot) -> Result<()> {
+        let mut map = self.models.write().map_err(|_| poisoned())?;
+        if map.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            map.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Evicts least recently used models until the cache fits its budget,
+    /// skipping those that may not go yet (see the module docs).
+    fn trim(&self) {
+        let committed = self.done.committed.load(Ordering::Acquire);
+        // What is in use now stays: a later call trims again.
+        lock_plain(&self.lru).trim(|id, slot| self.evict(id, slot, committed));
+    }
+
+    /// Trims the cache if it is over its budget.
+    pub(super) fn trim_if_over(&self) {
+        let over = lock_plain(&self.lru).over_budget();
+        if over {
+            self.trim();
+        }
+    }
+
+    /// Evicts `slot` if nobody holds it and its writes are committed.
+    fn evict(&self, id: &str, slot: &Slot, committed: u64) -> bool {
+        let mut g = match slot.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return false,
+        };
+        if !matches!(&*g, SlotState::Ready(c) if c.last_seq <= committed) {
+            return false;
+        }
+        if self.unmap(id, slot).is_err() {
+            return false;
+        }
+        // Its decision log leaves memory with it (committed with its last
+        // job, so the next use reloads it from the file): the map of logs
+        // stays as bounded as the cache.
+        if let SlotState::Ready(c) = &*g {
+            lock_plain(&self.decisions).remove(&c.mid);
+        }
+        *g = SlotState::Evicted;
+        true
     }
 }

@@ -10,7 +10,7 @@ use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, ModelRow, KEY_COLS,
     KEY_COL_COUNT, MODEL_COLS, USER_COLS,
 };
-use super::writer::{row_writes, Job, Ticket};
+use super::writer::{row_writes, Job, Ticket, Waiting};
 use super::{is_unique_violation, lock_plain, sq, SqliteStore, BACKEND};
 use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ use crate::store::{
     ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
     User,
 };
-use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
+use crate::store::{Decided, DecisionPage, DecisionQuery, Durable, RewardIn};
 use crate::tenancy::{BillingMonth, Role, Tier};
 
 impl Store for SqliteStore {
@@ -438,7 +438,7 @@ impl Store for SqliteStore {
         allowed: Option<&[usize]>,
     ) -> Result<Prediction> {
         let (prediction, seq) = self.with_model(meter.user_id, model_id, |c| {
-            self.predict_locked(c, meter, state, explore, allowed)
+            self.predict_locked(c, meter, state, explore, allowed, Waiting::Thread)
         })?;
         self.wait(seq)?;
         self.trim_if_over();
@@ -453,56 +453,7 @@ impl Store for SqliteStore {
         report: Report,
     ) -> Result<Updated> {
         let (out, seq) = self.with_model(meter.user_id, model_id, |c| {
-            c.learner.validate_batch(exps.iter().copied())?;
-            check_state_room(
-                meter.limits,
-                &c.learner,
-                c.table.len(),
-                &c.table,
-                exps.iter().copied(),
-            )?;
-            let debit = self.debit(meter, exps.len() as u64)?;
-            if exps.is_empty() {
-                let none = updated(
-                    report,
-                    Vec::new(),
-                    &c.learner,
-                    &c.table,
-                    exps.iter().copied(),
-                );
-                return Ok((none, None));
-            }
-            let len_before = c.table.len();
-            let episodes_before = c.learner.counters().episodes;
-            let mut touched = Vec::with_capacity(exps.len());
-            let mut out = Vec::with_capacity(exps.len());
-            let mut failure = None;
-            for (i, x) in exps.iter().enumerate() {
-                let mut rows = Tracked {
-                    table: &mut c.table,
-                    touched: &mut touched,
-                };
-                match c.learner.update(&mut rows, x) {
-                    Ok(o) => out.push(o),
-                    Err(e) => {
-                        // Validated input always applies; should this ever
-                        // fail, what did apply is still persisted below, so
-                        // memory and file agree.
-                        failure = Some(at_index(i, e));
-                        break;
-                    }
-                }
-            }
-            c.updated_at = meter.now;
-            let rows = row_writes(&c.table, touched, len_before);
-            let ended = c.learner.counters().episodes != episodes_before;
-            let seq = self.enqueue(Job::Learn(learn_job(c, debit, ended, rows)))?;
-            c.last_seq = seq.seq;
-            let result = match failure {
-                Some(e) => Err(e),
-                None => updated(report, out, &c.learner, &c.table, exps.iter().copied()),
-            };
-            Ok((result, Some(seq)))
+            self.update_locked(c, meter, exps, report, Waiting::Thread)
         })?;
         if let Some(seq) = seq {
             self.wait(seq)?;
@@ -520,7 +471,7 @@ impl Store for SqliteStore {
             }
             let (state, explore, allowed) =
                 (request.state, request.explore, request.allowed_actions);
-            self.predict_locked(c, meter, state, explore, allowed)
+            self.predict_locked(c, meter, state, explore, allowed, Waiting::Thread)
                 .map(Some)
         })?;
         if let Some((prediction, seq)) = plain {
@@ -533,6 +484,53 @@ impl Store for SqliteStore {
         }
         let reply = self.metered_call(meter, model_id, Call::Decide(request))?;
         decided_or_plain(self, reply, meter, model_id, request)
+    }
+
+    fn decide_nonblocking(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        request: &Decide<'_>,
+    ) -> Option<Result<(Decided, Durable)>> {
+        let r = self.try_with_model(meter.user_id, model_id, |c| {
+            // Only a model known to log no decisions, for a user whose month
+            // is in memory: nothing to read from the file.
+            if !self.known_plain(c) || !self.usage_in_memory(meter) {
+                return None;
+            }
+            let (state, explore, allowed) =
+                (request.state, request.explore, request.allowed_actions);
+            Some(self.predict_locked(c, meter, state, explore, allowed, Waiting::Task))
+        })?;
+        Some(r.map(|(prediction, ticket)| {
+            let decided = Decided {
+                prediction,
+                decision: None,
+            };
+            (decided, self.durable(ticket))
+        }))
+    }
+
+    fn update_nonblocking(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        exps: &[Experience<'_>],
+        report: Report,
+    ) -> Option<Result<(Updated, Durable)>> {
+        let r = self.try_with_model(meter.user_id, model_id, |c| {
+            if !self.usage_in_memory(meter) {
+                return None;
+            }
+            Some(self.update_locked(c, meter, exps, report, Waiting::Task))
+        })?;
+        Some(r.and_then(|(out, ticket)| {
+            let durable = match ticket {
+                Some(t) => self.durable(t),
+                None => Durable::ready(),
+            };
+            out.map(|o| (o, durable))
+        }))
     }
 
     fn rewards(
@@ -600,6 +598,7 @@ impl SqliteStore {
         state: StateRef<'_>,
         explore: bool,
         allowed: Option<&[usize]>,
+        waiting: Waiting,
     ) -> Result<(Prediction, Ticket)> {
         c.learner.validate_predict(state, allowed)?;
         let debit = self.debit(meter, 1)?;
@@ -610,8 +609,81 @@ impl SqliteStore {
                 return Err(e);
             }
         };
-        let seq = self.enqueue(Job::Learn(learn_job(c, debit, false, Vec::new())))?;
+        let seq = self.enqueue_for(Job::Learn(learn_job(c, debit, false, Vec::new())), waiting)?;
         c.last_seq = seq.seq;
         Ok((p, seq))
+    }
+
+    /// A metered update on a model whose lock the caller holds (see
+    /// [`Store::update`]): the outcome and, when anything was enqueued, the
+    /// ticket to wait for.
+    #[allow(clippy::type_complexity)]
+    fn update_locked(
+        &self,
+        c: &mut Cached,
+        meter: &Meter<'_>,
+        exps: &[Experience<'_>],
+        report: Report,
+        waiting: Waiting,
+    ) -> Result<(Result<Updated>, Option<Ticket>)> {
+        c.learner.validate_batch(exps.iter().copied())?;
+        check_state_room(
+            meter.limits,
+            &c.learner,
+            c.table.len(),
+            &c.table,
+            exps.iter().copied(),
+        )?;
+        let debit = self.debit(meter, exps.len() as u64)?;
+        if exps.is_empty() {
+            let none = updated(
+                report,
+                Vec::new(),
+                &c.learner,
+                &c.table,
+                exps.iter().copied(),
+            );
+            return Ok((none, None));
+        }
+        let len_before = c.table.len();
+        let episodes_before = c.learner.counters().episodes;
+        let mut touched = Vec::with_capacity(exps.len());
+        let mut out = Vec::with_capacity(exps.len());
+        let mut failure = None;
+        for (i, x) in exps.iter().enumerate() {
+            let mut rows = Tracked {
+                table: &mut c.table,
+                touched: &mut touched,
+            };
+            match c.learner.update(&mut rows, x) {
+                Ok(o) => out.push(o),
+                Err(e) => {
+                    // Validated input always applies; should this ever
+                    // fail, what did apply is still persisted below, so
+                    // memory and file agree.
+                    failure = Some(at_index(i, e));
+                    break;
+                }
+            }
+        }
+        c.updated_at = meter.now;
+        let rows = row_writes(&c.table, touched, len_before);
+        let ended = c.learner.counters().episodes != episodes_before;
+        let seq = self.enqueue_for(Job::Learn(learn_job(c, debit, ended, rows)), waiting)?;
+        c.last_seq = seq.seq;
+        let result = match failure {
+            Some(e) => Err(e),
+            None => updated(report, out, &c.learner, &c.table, exps.iter().copied()),
+        };
+        Ok((result, Some(seq)))
+    }
+
+    /// Whether `meter`'s user's month of usage is in memory (a debit then
+    /// reads nothing from the file).
+    fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
+        let month = BillingMonth::from_unix(meter.now);
+        lock_plain(&self.inner.usage)
+            .get(meter.user_id)
+            .is_some_and(|m| m.contains_key(&month))
     }
 }

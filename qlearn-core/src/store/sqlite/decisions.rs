@@ -78,6 +78,12 @@ impl SqliteStore {
         Ok(logs)
     }
 
+    /// Whether the model is known, without reading the file, to log no
+    /// decisions (its entry in the in-memory map says so).
+    pub(super) fn known_plain(&self, c: &Cached) -> bool {
+        matches!(lock_plain(&self.inner.decisions).get(&c.mid), Some(None))
+    }
+
     /// Puts a model's log (back) into the in-memory map.
     fn put_log(&self, mid: i64, log: Option<DecisionLog>) {
         lock_plain(&self.inner.decisions).insert(mid, log);

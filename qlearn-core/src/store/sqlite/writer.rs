@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 
 use rusqlite::{params, Connection};
@@ -86,15 +87,50 @@ pub(super) enum Job {
     Op(OpFn),
 }
 
-/// A caller waiting for its job's commit. After a commit the writer wakes
-/// only the first caller of the batch; each woken caller wakes the next two
-/// (caller `i` wakes `2i + 1` and `2i + 2`), so the writer, the one thread
-/// everybody waits for, does not spend its time on 32 wake-ups per batch.
+/// A caller waiting for its job's commit: a thread or an async task.
+///
+/// Threads: after a commit the writer wakes only the first waiting thread
+/// of the batch; each woken thread wakes the next two (thread `i` wakes
+/// `2i + 1` and `2i + 2`), so the writer, the one thread everybody waits
+/// for, does not spend its time on 32 wake-ups per batch.
+///
+/// Tasks ([`Durable`](crate::store::Durable) futures on an async runtime):
+/// the writer wakes each one itself; a wake only queues the task on its
+/// runtime (no thread switch per caller), which is why the non-blocking
+/// calls exist (see `calls.rs`).
 pub(super) struct WaitSlot {
-    pub(super) thread: Thread,
+    pub(super) waiter: Waiter,
     /// Set by the writer before it publishes the commit: the batch's
-    /// waiting threads and this caller's position among them.
+    /// waiting threads and this caller's position among them (threads only).
     pub(super) batch: OnceLock<(Arc<Vec<Thread>>, usize)>,
+}
+
+/// Who waits for a job's commit.
+pub(super) enum Waiter {
+    /// A thread parked in [`SqliteStore::wait`].
+    Thread(Thread),
+    /// A task polling a [`Durable`](crate::store::Durable): its waker, once
+    /// it has been polled and the commit had not happened yet.
+    Task(Mutex<Option<Waker>>),
+}
+
+impl WaitSlot {
+    /// Wakes a task waiter (a thread waiter is woken through the tree).
+    fn wake_task(&self) {
+        if let Waiter::Task(w) = &self.waiter {
+            if let Some(w) = lock_plain(w).take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Wakes whoever waits, thread or task (when the store fails or closes).
+    fn wake_any(&self) {
+        match &self.waiter {
+            Waiter::Thread(t) => t.unpark(),
+            Waiter::Task(_) => self.wake_task(),
+        }
+    }
 }
 
 /// What [`SqliteStore::wait`] waits for: a job's sequence number and its
@@ -295,7 +331,7 @@ impl Drop for WriterGuard {
         }
         q.closed = true;
         for (_, waiter) in q.jobs.drain(..) {
-            waiter.thread.unpark();
+            waiter.wake_any();
         }
     }
 }
@@ -347,15 +383,30 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
         let failed = result.is_err();
         match result {
             Ok(()) => {
-                let threads: Arc<Vec<Thread>> =
-                    Arc::new(waiters.iter().map(|w| w.thread.clone()).collect());
-                for (i, w) in waiters.iter().enumerate() {
+                let parked: Vec<&Arc<WaitSlot>> = waiters
+                    .iter()
+                    .filter(|w| matches!(w.waiter, Waiter::Thread(_)))
+                    .collect();
+                let threads: Arc<Vec<Thread>> = Arc::new(
+                    parked
+                        .iter()
+                        .filter_map(|w| match &w.waiter {
+                            Waiter::Thread(t) => Some(t.clone()),
+                            Waiter::Task(_) => None,
+                        })
+                        .collect(),
+                );
+                for (i, w) in parked.iter().enumerate() {
                     let _ = w.batch.set((threads.clone(), i));
                 }
                 inner.done.committed.store(last, Ordering::Release);
-                // The rest wake each other (see `WaitSlot`).
+                // The threads wake each other (see `WaitSlot`); tasks are
+                // woken here (after the store of `committed`: see `Durable`).
                 if let Some(first) = threads.first() {
                     first.unpark();
+                }
+                for w in &waiters {
+                    w.wake_task();
                 }
             }
             Err(e) => {
@@ -363,7 +414,7 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
                     "a commit failed ({e}); the store has stopped: reopen it"
                 ));
                 for w in waiters {
-                    w.thread.unpark();
+                    w.wake_any();
                 }
             }
         }
@@ -417,9 +468,20 @@ pub(super) fn checkpointer_loop(inner: Arc<Inner>, conn: Connection) {
 }
 
 impl SqliteStore {
+    /// Queues `job` for the next batch; the calling thread will wait for it
+    /// with [`SqliteStore::wait`].
     pub(super) fn enqueue(&self, job: Job) -> Result<Ticket> {
+        self.enqueue_for(job, Waiting::Thread)
+    }
+
+    /// Queues `job` for the next batch, to be waited for by `waiting`.
+    pub(super) fn enqueue_for(&self, job: Job, waiting: Waiting) -> Result<Ticket> {
+        let waiter = match waiting {
+            Waiting::Thread => Waiter::Thread(std::thread::current()),
+            Waiting::Task => Waiter::Task(Mutex::new(None)),
+        };
         let slot = Arc::new(WaitSlot {
-            thread: std::thread::current(),
+            waiter,
             batch: OnceLock::new(),
         });
         let mut q = lock_plain(&self.inner.queue);
@@ -468,6 +530,16 @@ impl SqliteStore {
             // The timeout only guards against a lost wake-up.
             std::thread::park_timeout(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// The commit of a ticket enqueued for a task ([`Waiting::Task`]), as a
+    /// future; the cache is trimmed once it has committed (as after
+    /// [`SqliteStore::wait`]).
+    pub(super) fn durable(&self, ticket: Ticket) -> crate::store::Durable {
+        crate::store::Durable::new(Commit {
+            inner: self.inner.clone(),
+            ticket,
+        })
     }
 
     /// Runs `f` in the writer (in a savepoint of the next batch) and returns
@@ -523,6 +595,62 @@ impl SqliteStore {
         match self.inner.done.failure() {
             Some(f) => Err(Error::storage(BACKEND, f)),
             None => Ok(()),
+        }
+    }
+}
+
+/// How the caller of a learning job will wait for its commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Waiting {
+    /// Blocking, on the calling thread ([`SqliteStore::wait`]).
+    Thread,
+    /// As a future ([`SqliteStore::durable`]).
+    Task,
+}
+
+/// The future of [`SqliteStore::durable`].
+struct Commit {
+    inner: Arc<Inner>,
+    ticket: Ticket,
+}
+
+impl std::future::Future for Commit {
+    type Output = Result<()>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let done = &this.inner.done;
+        let ready = |done: &Done| -> Option<Result<()>> {
+            if done.committed.load(Ordering::Acquire) >= this.ticket.seq {
+                return Some(Ok(()));
+            }
+            if done.failed.load(Ordering::Acquire) {
+                return Some(Err(Error::storage(
+                    BACKEND,
+                    done.failure().unwrap_or_default(),
+                )));
+            }
+            None
+        };
+        if let Some(r) = ready(done) {
+            if r.is_ok() {
+                this.inner.trim_if_over();
+            }
+            return Poll::Ready(r);
+        }
+        if let Waiter::Task(w) = &this.ticket.slot.waiter {
+            *lock_plain(w) = Some(cx.waker().clone());
+        }
+        // The writer stores `committed` before it takes the waker: a commit
+        // that took no waker (it came before the line above) is seen here.
+        match ready(done) {
+            Some(r) => {
+                if r.is_ok() {
+                    this.inner.trim_if_over();
+                }
+                Poll::Ready(r)
+            }
+            None => Poll::Pending,
         }
     }
 }

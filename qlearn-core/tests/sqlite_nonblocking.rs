@@ -1,0 +1,241 @@
+//! The SQLite store's non-blocking calls (`decide_nonblocking`,
+//! `update_nonblocking`, used by the HTTP host on its async workers): they
+//! answer exactly what the blocking calls answer, their `Durable` resolves
+//! only once the call is committed to the file, and they decline (`None`,
+//! having done nothing) whenever the call would have to read the file.
+#![cfg(feature = "sqlite")]
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+
+use qlearn_core::decisions::{Decide, DecisionsConfig};
+use qlearn_core::store::sqlite::SqliteStore;
+use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, Store};
+use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
+use qlearn_core::{Experience, Model, ModelConfig, StateRef};
+
+/// 2026-09-21T00:53:20Z.
+const NOW: i64 = 1_790_038_400;
+
+/// Runs a future to completion on this thread (no runtime needed: the
+/// store's writer wakes the task).
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn user(s: &SqliteStore, email: &str) -> String {
+    s.create_user(
+        NewUser {
+            email: email.into(),
+            password_hash: "$argon2id$fake".into(),
+            tier: Tier::Free,
+            role: Role::User,
+        },
+        NOW,
+    )
+    .unwrap()
+    .id
+}
+
+fn seeded() -> Model {
+    let mut c = ModelConfig::new(4);
+    c.seed = Some(7);
+    c.epsilon = 0.3;
+    c.epsilon_decay = 0.9;
+    Model::new(c).unwrap()
+}
+
+fn limits() -> TierLimits {
+    TierLimits {
+        monthly_calls: Some(10_000),
+        ..TierLimits::UNLIMITED
+    }
+}
+
+fn request(state: StateRef<'_>) -> Decide<'_> {
+    Decide {
+        state,
+        allowed_actions: None,
+        explore: true,
+        decision_id: None,
+        episode_id: None,
+    }
+}
+
+/// Calls usage of the user in the file itself, through a connection of
+/// its own (what survives a crash).
+fn calls_in_file(path: &std::path::Path, user_id: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(
+        "SELECT COALESCE(SUM(calls), 0) FROM usage WHERE user_id = ?1",
+        [user_id],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn nonblocking_calls_answer_like_blocking_ones_and_resolve_when_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path_a, path_b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let (a, b) = (
+        SqliteStore::open(&path_a).unwrap(),
+        SqliteStore::open(&path_b).unwrap(),
+    );
+    let (ua, ub) = (user(&a, "a@example.com"), user(&b, "a@example.com"));
+    let ma = a.create_model(&ua, "m", &seeded(), None, NOW).unwrap().id;
+    let mb = b.create_model(&ub, "m", &seeded(), None, NOW).unwrap().id;
+    let l = limits();
+    let (meter_a, meter_b) = (
+        Meter {
+            user_id: &ua,
+            limits: &l,
+            now: NOW,
+        },
+        Meter {
+            user_id: &ub,
+            limits: &l,
+            now: NOW,
+        },
+    );
+    // The first call of each user reads the month's usage (and whether the
+    // model logs decisions) from the file: blocking on both stores.
+    let s0 = StateRef::Int(0);
+    let first_a = a.decide(&meter_a, &ma, &request(s0)).unwrap();
+    let first_b = b.decide(&meter_b, &mb, &request(s0)).unwrap();
+    assert_eq!(first_a.prediction, first_b.prediction);
+
+    let mut quick = 0;
+    for i in 0..200i64 {
+        let (s, next) = (StateRef::Int(i % 13), StateRef::Int((i + 1) % 13));
+        let pa = a.decide(&meter_a, &ma, &request(s)).unwrap();
+        let (pb, durable) = b
+            .decide_nonblocking(&meter_b, &mb, &request(s))
+            .expect("a cached model and a known month answer without blocking")
+            .unwrap();
+        block_on(durable).unwrap();
+        assert_eq!(pa.prediction, pb.prediction, "prediction {i}");
+        assert!(pb.decision.is_none());
+        let exps = [
+            Experience::new(s, pa.prediction.action, (i % 5) as f64 - 2.0, next).done(i % 17 == 16),
+        ];
+        let ua_out = a.update(&meter_a, &ma, &exps, Report::Touched).unwrap();
+        let (ub_out, durable) = b
+            .update_nonblocking(&meter_b, &mb, &exps, Report::Touched)
+            .expect("answers without blocking")
+            .unwrap();
+        block_on(durable).unwrap();
+        assert_eq!(ua_out.outcomes, ub_out.outcomes, "update {i}");
+        assert_eq!(
+            ua_out.touched.map(|t| t.stats),
+            ub_out.touched.map(|t| t.stats),
+            "update {i}"
+        );
+        // Resolved means committed: the file itself counts every call.
+        assert_eq!(calls_in_file(&path_b, &ub), 1 + 2 * (i + 1), "call {i}");
+        quick += 2;
+    }
+    assert_eq!(quick, 400);
+    assert_eq!(
+        a.export_model(&ua, &ma).unwrap().to_bytes().unwrap(),
+        b.export_model(&ub, &mb).unwrap().to_bytes().unwrap(),
+        "the same model either way"
+    );
+    let month = BillingMonth::from_unix(NOW);
+    assert_eq!(b.usage(&ub, month).unwrap().calls, 401);
+    // What the file holds after a reopen is what was acknowledged.
+    drop(b);
+    let b = SqliteStore::open(&path_b).unwrap();
+    assert_eq!(
+        a.export_model(&ua, &ma).unwrap().to_bytes().unwrap(),
+        b.export_model(&ub, &mb).unwrap().to_bytes().unwrap(),
+    );
+}
+
+#[test]
+fn nonblocking_calls_decline_what_would_read_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let u = user(&s, "u@example.com");
+    let other = user(&s, "o@example.com");
+    let m = s.create_model(&u, "m", &seeded(), None, NOW).unwrap().id;
+    let l = limits();
+    let meter = Meter {
+        user_id: &u,
+        limits: &l,
+        now: NOW,
+    };
+    let x = [Experience::new(StateRef::Int(1), 0, 1.0, StateRef::Int(2))];
+    // The user's month of usage is not in memory yet: declined, nothing done.
+    assert!(s
+        .update_nonblocking(&meter, &m, &x, Report::Outcomes)
+        .is_none());
+    assert!(s
+        .decide_nonblocking(&meter, &m, &request(StateRef::Int(1)))
+        .is_none());
+    let month = BillingMonth::from_unix(NOW);
+    assert_eq!(
+        s.usage(&u, month).unwrap().calls,
+        0,
+        "a declined call costs nothing"
+    );
+    s.update(&meter, &m, &x, Report::Outcomes).unwrap();
+    // Whether the model logs decisions is not known yet: a predict declines.
+    assert!(s
+        .decide_nonblocking(&meter, &m, &request(StateRef::Int(1)))
+        .is_none());
+    s.decide(&meter, &m, &request(StateRef::Int(1))).unwrap();
+    let (_, d) = s
+        .decide_nonblocking(&meter, &m, &request(StateRef::Int(1)))
+        .expect("known now")
+        .unwrap();
+    block_on(d).unwrap();
+    // Another user's model is not found, as on the blocking path.
+    let other_meter = Meter {
+        user_id: &other,
+        limits: &l,
+        now: NOW,
+    };
+    s.update(&other_meter, &m, &x, Report::Outcomes)
+        .unwrap_err();
+    let e = s
+        .update_nonblocking(&other_meter, &m, &x, Report::Outcomes)
+        .expect("the model is cached")
+        .unwrap_err();
+    assert!(matches!(e, qlearn_core::Error::NotFound(_)), "{e:?}");
+    // A model that logs decisions: its predictions take the blocking path.
+    let patch = ModelPatch {
+        decisions: Some(Some(DecisionsConfig::default())),
+        ..ModelPatch::default()
+    };
+    s.update_model(&u, &m, patch, NOW).unwrap();
+    s.decide(&meter, &m, &request(StateRef::Int(1))).unwrap();
+    assert!(s
+        .decide_nonblocking(&meter, &m, &request(StateRef::Int(1)))
+        .is_none());
+    // A model not in memory (the store reopened) is read on the blocking path.
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert!(s
+        .update_nonblocking(&meter, &m, &x, Report::Outcomes)
+        .is_none());
+    assert_eq!(s.usage(&u, month).unwrap().calls, 4);
+}

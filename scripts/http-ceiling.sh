@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Issue 16's yardstick: the product's HTTP load test and a bare hyper server
+# (benches/src/bin/bare-hyper.rs: reads the body, answers a constant
+# predict-shaped JSON) driven by the same wrk scripts on the same machine, in
+# one run, RUNS times alternating; prints every run's figures, the ratio
+# saas-host / bare hyper per route, and the machine's load before each run.
+#
+#   scripts/http-ceiling.sh                 # saas-host on SQLite (temp database)
+#   scripts/http-ceiling.sh postgres://postgres@127.0.0.1:5432/test
+#
+# Environment: RUNS (default 3), DURATION (8 s per route), CONNECTIONS (32),
+# THREADS (2), CARGO_TARGET_DIR. The logging predict (a model that logs
+# decisions) has no bare-hyper twin: its ratio is against the predict ceiling.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+RUNS="${RUNS:-3}"
+export DURATION="${DURATION:-8}" CONNECTIONS="${CONNECTIONS:-32}" THREADS="${THREADS:-2}"
+
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk (apt-get)" >&2
+  apt-get update -qq && apt-get install -y -qq wrk
+fi
+(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p saas-host -p qlearn-benches --bin bare-hyper)
+
+TMP="$(mktemp -d)"
+BARE_PID=""
+cleanup() {
+  if [[ -n "$BARE_PID" ]] && kill -0 "$BARE_PID" 2>/dev/null; then kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true; fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+bare_run() {
+  "$TARGET/release/bare-hyper" 0 > "$TMP/bare.log" &
+  BARE_PID=$!
+  local addr=""
+  for _ in $(seq 1 100); do
+    addr="$(sed -n 's/^listening on //p' "$TMP/bare.log")"
+    [[ -n "$addr" ]] && break
+    sleep 0.05
+  done
+  [[ -n "$addr" ]] || { echo "bare-hyper did not start" >&2; exit 1; }
+  for route in update predict; do
+    QL_TOKEN=unused QL_MODEL=unused wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+      -s "$ROOT/scripts/wrk/$route.lua" "http://$addr" | grep '^RESULT' | sed "s/^/$route: /"
+  done
+  kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true; BARE_PID=""
+}
+
+rps() { sed -n "s/^$1: RESULT .* rps=\([0-9]*\) .*/\1/p" "$2"; }
+p99() { sed -n "s/^$1: RESULT .* p99_ms=\([0-9.]*\) .*/\1/p" "$2"; }
+
+printf '%-4s %-8s %-16s %10s %9s %10s %9s %7s\n' run load route saas_rps saas_p99 bare_rps bare_p99 ratio
+for run in $(seq 1 "$RUNS"); do
+  load="$(cut -d' ' -f1 /proc/loadavg)"
+  bare_run > "$TMP/bare-$run.txt"
+  bash "$ROOT/scripts/load-test.sh" "$@" > "$TMP/saas-$run.txt"
+  for route in update predict predict_logging; do
+    twin="$route"; [[ "$route" == predict_logging ]] && twin=predict
+    s="$(rps "$route" "$TMP/saas-$run.txt")"; b="$(rps "$twin" "$TMP/bare-$run.txt")"
+    printf '%-4s %-8s %-16s %10s %9s %10s %9s %6.1f%%\n' "$run" "$load" "$route" "$s" \
+      "$(p99 "$route" "$TMP/saas-$run.txt")" "$b" "$(p99 "$twin" "$TMP/bare-$run.txt")" \
+      "$(python3 -c "print(100 * $s / $b)")"
+  done
+  grep -h 'Non-2xx\|^saas-host' "$TMP/saas-$run.txt" | sed 's/^/    /' || true
+done
