@@ -3,7 +3,8 @@
 # (benches/src/bin/bare-hyper.rs: reads the body, answers a constant
 # predict-shaped JSON) driven by the same wrk scripts on the same machine, in
 # one run, RUNS times alternating; prints every run's figures, the ratio
-# saas-host / bare hyper per route, and the machine's load before each run.
+# saas-host / bare hyper per route (req/s, and server CPU time per request),
+# and the machine's load before each run.
 #
 #   scripts/http-ceiling.sh                 # saas-host on SQLite (temp database)
 #   scripts/http-ceiling.sh postgres://postgres@127.0.0.1:5432/test
@@ -43,8 +44,13 @@ bare_run() {
   done
   [[ -n "$addr" ]] || { echo "bare-hyper did not start" >&2; exit 1; }
   for route in update predict; do
-    QL_TOKEN=unused QL_MODEL=unused wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
-      -s "$ROOT/scripts/wrk/$route.lua" "http://$addr" | grep '^RESULT' | sed "s/^/$route: /"
+    local before after line reqs
+    before="$(awk '{print $14 + $15}' "/proc/$BARE_PID/stat")"
+    line="$(QL_TOKEN=unused QL_MODEL=unused wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+      -s "$ROOT/scripts/wrk/$route.lua" "http://$addr" | grep '^RESULT')"
+    after="$(awk '{print $14 + $15}' "/proc/$BARE_PID/stat")"
+    reqs="$(echo "$line" | sed -n 's/^RESULT requests=\([0-9]*\) .*/\1/p')"
+    echo "$route: $line server_cpu_us_per_req=$(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
   done
   kill "$BARE_PID"; wait "$BARE_PID" 2>/dev/null || true; BARE_PID=""
 }
@@ -52,7 +58,12 @@ bare_run() {
 rps() { sed -n "s/^$1: RESULT .* rps=\([0-9]*\) .*/\1/p" "$2"; }
 p99() { sed -n "s/^$1: RESULT .* p99_ms=\([0-9.]*\) .*/\1/p" "$2"; }
 
-printf '%-4s %-8s %-16s %10s %9s %10s %9s %7s\n' run load route saas_rps saas_p99 bare_rps bare_p99 ratio
+cpu() { sed -n "s/^$1: RESULT .* server_cpu_us_per_req=\([0-9.]*\).*/\1/p" "$2"; }
+
+# ratio: saas-host req/s over bare hyper's; cpu_ratio: bare hyper's server
+# CPU time per request over saas-host's (the same share, measured as CPU
+# spent, which other load on the machine disturbs less).
+printf '%-4s %-6s %-16s %9s %9s %8s %9s %9s %8s %7s %9s\n' run load route saas_rps saas_p99 saas_cpu bare_rps bare_p99 bare_cpu ratio cpu_ratio
 for run in $(seq 1 "$RUNS"); do
   load="$(cut -d' ' -f1 /proc/loadavg)"
   bare_run > "$TMP/bare-$run.txt"
@@ -60,9 +71,10 @@ for run in $(seq 1 "$RUNS"); do
   for route in update predict predict_logging; do
     twin="$route"; [[ "$route" == predict_logging ]] && twin=predict
     s="$(rps "$route" "$TMP/saas-$run.txt")"; b="$(rps "$twin" "$TMP/bare-$run.txt")"
-    printf '%-4s %-8s %-16s %10s %9s %10s %9s %6.1f%%\n' "$run" "$load" "$route" "$s" \
-      "$(p99 "$route" "$TMP/saas-$run.txt")" "$b" "$(p99 "$twin" "$TMP/bare-$run.txt")" \
-      "$(python3 -c "print(100 * $s / $b)")"
+    sc="$(cpu "$route" "$TMP/saas-$run.txt")"; bc="$(cpu "$twin" "$TMP/bare-$run.txt")"
+    printf '%-4s %-6s %-16s %9s %9s %8s %9s %9s %8s %6.1f%% %8.1f%%\n' "$run" "$load" "$route" "$s" \
+      "$(p99 "$route" "$TMP/saas-$run.txt")" "$sc" "$b" "$(p99 "$twin" "$TMP/bare-$run.txt")" "$bc" \
+      "$(python3 -c "print(100 * $s / $b)")" "$(python3 -c "print(100 * $bc / $sc)")"
   done
   grep -h 'Non-2xx\|^saas-host' "$TMP/saas-$run.txt" | sed 's/^/    /' || true
 done

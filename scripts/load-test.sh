@@ -17,7 +17,8 @@
 # limits file that lifts it (limits are configuration); quotas and metering
 # still run on every call. Environment: DURATION (default 10), CONNECTIONS
 # (32), THREADS (2), RUST_LOG (default: warnings only), BLOCKING_THREADS,
-# CARGO_TARGET_DIR (where the release binary is built), PERF_OUT (a folder:
+# CARGO_TARGET_DIR (where the release binary is built), SAAS_HOST_BIN (a
+# binary to run instead, e.g. another commit's for a before/after), PERF_OUT (a folder:
 # record a `perf` CPU profile of the server, with DWARF call graphs, during
 # each route's run there as ROUTE.data; see docs/benchmarks-http.md).
 set -euo pipefail
@@ -28,13 +29,15 @@ CONNECTIONS="${CONNECTIONS:-32}"
 THREADS="${THREADS:-2}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET/release/saas-host"
+BIN="${SAAS_HOST_BIN:-$TARGET/release/saas-host}"
 
 if ! command -v wrk >/dev/null 2>&1; then
   echo "installing wrk (apt-get)" >&2
   apt-get update -qq && apt-get install -y -qq wrk
 fi
-(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p saas-host)
+if [[ -z "${SAAS_HOST_BIN:-}" ]]; then
+  (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo build --release -q -p saas-host)
+fi
 
 TMP="$(mktemp -d)"
 # shellcheck source=scripts/server-lib.sh

@@ -46,6 +46,10 @@ use crate::tenancy::{check_quota, BillingMonth};
 /// allocator's headers. An estimate, on the generous side.
 const MODEL_OVERHEAD: usize = 1024;
 
+/// How many times [`SqliteStore::try_with_model`] tries a model's lock
+/// before declining (a few microseconds in all).
+const SPINS: usize = 200;
+
 /// A model held in memory: its learner, its table and its metadata.
 pub(super) struct Cached {
     pub(super) id: String,
@@ -252,7 +256,22 @@ impl SqliteStore {
         f: impl FnOnce(&mut Cached) -> Option<Result<R>>,
     ) -> Option<Result<R>> {
         let slot = self.inner.models.read().ok()?.get(id)?.clone();
-        let mut g = slot.try_lock().ok()?;
+        // Another call on the model holds it for microseconds (it runs on
+        // the other core): spin a little before declining, since the
+        // blocking path costs far more than the wait. A long holder (an
+        // export, a reshape) is not waited for.
+        let mut g = None;
+        for _ in 0..SPINS {
+            match slot.try_lock() {
+                Ok(guard) => {
+                    g = Some(guard);
+                    break;
+                }
+                Err(TryLockError::Poisoned(_)) => return None,
+                Err(TryLockError::WouldBlock) => std::hint::spin_loop(),
+            }
+        }
+        let mut g = g?;
         let SlotState::Ready(c) = &mut *g else {
             return None;
         };
