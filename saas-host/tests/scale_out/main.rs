@@ -79,6 +79,25 @@ async fn two_instances_behind_nginx_on_one_database() {
     eprintln!("scale-out: {acked_after_kill} updates acknowledged through nginx after the SIGKILL");
     post_whose_upstream_died(&http, &b, &token).await;
 
+    // The instances' security headers pass nginx once each.
+    let r = http
+        .get(format!("{}/healthz", nginx.base))
+        .send()
+        .await
+        .unwrap();
+    for h in [
+        "x-content-type-options",
+        "content-security-policy",
+        "x-frame-options",
+        "referrer-policy",
+    ] {
+        assert_eq!(
+            r.headers().get_all(h).iter().count(),
+            1,
+            "{h} through nginx: {:?}",
+            r.headers()
+        );
+    }
     // The log has paths without query strings.
     let (s, _) = send(
         &http,
@@ -463,4 +482,24 @@ async fn post_whose_upstream_died(http: &Client, b: &Instance, token: &str) {
         "only the answered POSTs were applied (none passed on after a 502)"
     );
     assert_eq!(updates as usize, answered.len());
+    // nginx's own 502 (the only upstream dies): the host's JSON error shape
+    // and security headers of its own.
+    let alone = Nginx::start(&[dying], None).await;
+    let r = http
+        .post(format!("{}/update", alone.base))
+        .bearer_auth(token)
+        .json(&json!({"model_id": mid, "state": 99, "action": 0, "reward": 1, "next_state": 99, "done": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert!(h["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "bad_gateway", "{v}");
 }
