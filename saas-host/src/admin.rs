@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{open_store, sqlite_file};
 use crate::handlers::accounts::DEFAULT_MODEL_ACTIONS;
 
-/// Longest request or reply line accepted on the socket, bytes.
+/// Longest command line the server reads from its admin socket, bytes. (A
+/// reply, e.g. the list of every user, is read whole: it comes from the
+/// server, which runs as the same user.)
 pub const MAX_LINE: u64 = 1 << 20;
 
 /// One operator command.
@@ -293,9 +295,7 @@ fn ask_server(path: &Path, op: &AdminOp) -> Result<Option<Reply>> {
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
-    BufReader::new(std::io::Read::take(stream, MAX_LINE))
-        .read_line(&mut answer)
-        .map_err(io)?;
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
     serde_json::from_str(&answer)
         .map(Some)
         .map_err(|e| Error::Internal(format!("admin socket {}: bad reply: {e}", path.display())))
