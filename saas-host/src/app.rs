@@ -4,7 +4,10 @@
 //!
 //! An API key authenticates while it is [`ApiKey::usable`] (not expired, not
 //! older than its owner's last password change) and only for what its
-//! [`KeyScope`] allows; a JWT allows everything its user may do. Unknown keys
+//! [`KeyScope`] allows; a JWT allows everything its user may do. A key whose
+//! form or checksum is wrong ([`api_key_form`]: keys carry an HMAC under a
+//! secret kept in the store) is refused without a storage read; keys of the
+//! form issued before checksums existed are still looked up. Unknown keys
 //! are remembered for `Config::unknown_key_ttl` (at most [`UNKNOWN_KEYS_MAX`]), so
 //! repeating a made-up `qlk_...` key costs no storage read.
 
@@ -17,7 +20,8 @@ use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use qlearn_core::store::{ApiKey, Change, ChangeFeed, KeyScope, Store, User};
 use qlearn_core::tenancy::{
-    generate_secret, hash_api_key, looks_like_api_key, Limiter, SecretKey, TierLimits,
+    api_key_form, generate_api_key, generate_secret, hash_api_key, looks_like_api_key, KeyForm,
+    Limiter, SecretKey, TierLimits,
 };
 use qlearn_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -30,6 +34,10 @@ use crate::now_unix;
 
 /// The setting under which a generated JWT secret is kept.
 const SECRET_SETTING: &str = "jwt_secret";
+/// The setting holding the secret of API keys' checksums: generated once
+/// per database (so every instance sharing it agrees, and changing
+/// `SECRET_KEY` does not break the keys issued).
+const KEY_CHECK_SETTING: &str = "api_key_check_secret";
 /// Cached entries above which a cache is cleared (bounds memory).
 const CACHE_MAX: usize = 100_000;
 /// Unknown API-key hashes remembered at most (the oldest half is dropped
@@ -58,6 +66,8 @@ pub struct App {
     jwt_enc: EncodingKey,
     jwt_dec: DecodingKey,
     validation: Validation,
+    /// The secret of API keys' checksums ([`api_key_form`]).
+    key_check: SecretKey,
     /// Per-user API rate limit (token buckets; leased from the database
     /// when instances share it) and whole-model operations.
     pub rate: Limiter,
@@ -181,6 +191,11 @@ impl App {
                 SecretKey::new(kept.into_bytes())?
             }
         };
+        let key_check = match store.setting(KEY_CHECK_SETTING)? {
+            Some(s) => s,
+            None => store.set_setting_if_absent(KEY_CHECK_SETTING, &generate_secret())?,
+        };
+        let key_check = SecretKey::new(key_check.into_bytes())?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
         validation.set_required_spec_claims(&["exp", "iat", "sub"]);
@@ -193,6 +208,7 @@ impl App {
             jwt_enc: EncodingKey::from_secret(secret.as_bytes()),
             jwt_dec: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            key_check,
             store,
             config,
             rate: Limiter::new("api", buckets.clone()),
@@ -534,12 +550,21 @@ impl App {
         })
     }
 
-    /// The owner and record of a usable API key: from the cache, else from
-    /// the store unless the key is known to be unknown.
+    /// A new API key (with its checksum) and its display prefix.
+    pub fn new_api_key(&self) -> (String, String) {
+        generate_api_key(self.key_check.as_bytes())
+    }
+
+    /// The owner and record of a usable API key: refused without a lookup
+    /// when its form or checksum is wrong, from the cache, else from the
+    /// store unless the key is known to be unknown.
     async fn authenticate_key(
         self: &Arc<Self>,
         token: &str,
     ) -> Result<(Arc<User>, Arc<ApiKey>), ApiError> {
+        if api_key_form(token, self.key_check.as_bytes()) == KeyForm::Invalid {
+            return Err(ApiError::Unauthorized);
+        }
         let hash = hash_api_key(token);
         let cached = match self.cached(&self.keys, &hash) {
             Some(c) => c,

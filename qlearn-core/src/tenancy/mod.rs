@@ -41,7 +41,7 @@ pub use password::{
 pub use quota::check_quota;
 pub use rate::{address_key, KeyedLimiter, RateState, TokenBucket};
 pub use secrets::{
-    generate_api_key, generate_secret, hash_api_key, looks_like_api_key, new_id, validate_secret,
-    SecretKey, API_KEY_DISPLAY_CHARS, API_KEY_PREFIX, MIN_SECRET_BYTES,
+    api_key_form, generate_api_key, generate_secret, hash_api_key, looks_like_api_key, new_id,
+    validate_secret, KeyForm, SecretKey, API_KEY_DISPLAY_CHARS, API_KEY_PREFIX, MIN_SECRET_BYTES,
 };
 pub use tier::{Limits, Role, Tier, TierLimits};

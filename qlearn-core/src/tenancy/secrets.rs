@@ -7,6 +7,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
@@ -18,6 +19,18 @@ pub const API_KEY_PREFIX: &str = "qlk_";
 pub const API_KEY_DISPLAY_CHARS: usize = 12;
 /// Random bytes in an API key (256 bits).
 const API_KEY_BYTES: usize = 32;
+/// Characters of an API key's random part (32 bytes in base64url).
+const API_KEY_BODY_CHARS: usize = 43;
+/// Characters of an API key's checksum: 48 bits of HMAC-SHA256 of the
+/// prefix and random part, in base64url.
+const API_KEY_CHECK_CHARS: usize = 8;
+/// Bytes of the checksum.
+const API_KEY_CHECK_BYTES: usize = 6;
+/// Length of a key issued before keys carried a checksum (prefix and
+/// random part only).
+pub const LEGACY_API_KEY_LEN: usize = API_KEY_PREFIX.len() + API_KEY_BODY_CHARS;
+/// Length of a key issued now (with its checksum).
+pub const API_KEY_LEN: usize = LEGACY_API_KEY_LEN + API_KEY_CHECK_CHARS;
 /// Random bytes in an id (128 bits; SPEC asks for at least 64).
 const ID_BYTES: usize = 16;
 /// Shortest JWT secret accepted (HS256 wants a key of at least the hash size).
@@ -51,20 +64,80 @@ pub fn new_id() -> String {
 
 /// A new API key and its display prefix.
 ///
-/// The key is `qlk_` followed by 43 characters of unpadded base64url
-/// (32 random bytes, 256 bits). Show it to the user once and store only
+/// The key is `qlk_`, 43 characters of unpadded base64url (32 random
+/// bytes, 256 bits), then an 8-character checksum: the first 48 bits of
+/// HMAC-SHA256 under `check_key` (a secret of the deployment) of what
+/// precedes it. [`api_key_form`] checks it, so a made-up or mistyped key is
+/// refused without a storage read, and one cannot make up keys that pass
+/// without the secret. Show the key to the user once and store only
 /// [`hash_api_key`] of it; the display prefix (its first 12 characters)
 /// may be stored and listed so users can tell their keys apart.
 ///
 /// # Panics
 /// Only if the OS random number generator fails.
-pub fn generate_api_key() -> (String, String) {
-    let key = format!(
+pub fn generate_api_key(check_key: &[u8]) -> (String, String) {
+    let mut key = format!(
         "{API_KEY_PREFIX}{}",
         URL_SAFE_NO_PAD.encode(random_bytes::<API_KEY_BYTES>())
     );
+    let check = URL_SAFE_NO_PAD.encode(key_check(check_key, &key).finalize().into_bytes());
+    key.push_str(&check[..API_KEY_CHECK_CHARS]);
     let display = key.chars().take(API_KEY_DISPLAY_CHARS).collect();
     (key, display)
+}
+
+/// The HMAC of a key's prefix and random part under `check_key`.
+fn key_check(check_key: &[u8], body: &str) -> hmac::Hmac<Sha256> {
+    // HMAC takes keys of any length: this cannot fail.
+    let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(check_key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(body.as_bytes());
+    mac
+}
+
+/// What an API key's form says, before any lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyForm {
+    /// The current form with a checksum that matches: worth looking up.
+    Checked,
+    /// The form of keys issued before keys carried a checksum
+    /// ([`LEGACY_API_KEY_LEN`] characters): still valid, looked up.
+    Legacy,
+    /// Neither: a wrong checksum, a wrong length or a character outside
+    /// base64url. No such key was ever issued; refuse it without a lookup.
+    Invalid,
+}
+
+/// Checks the form of `token` (which starts with [`API_KEY_PREFIX`]) and,
+/// for a current key, its checksum under `check_key` (compared in constant
+/// time).
+pub fn api_key_form(token: &str, check_key: &[u8]) -> KeyForm {
+    let Some(rest) = token.strip_prefix(API_KEY_PREFIX) else {
+        return KeyForm::Invalid;
+    };
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return KeyForm::Invalid;
+    }
+    match token.len() {
+        LEGACY_API_KEY_LEN => KeyForm::Legacy,
+        API_KEY_LEN => {
+            let (body, check) = token.split_at(LEGACY_API_KEY_LEN);
+            let mut tag = [0u8; API_KEY_CHECK_BYTES];
+            let decoded = URL_SAFE_NO_PAD.decode_slice(check.as_bytes(), &mut tag);
+            if decoded != Ok(API_KEY_CHECK_BYTES)
+                || key_check(check_key, body)
+                    .verify_truncated_left(&tag)
+                    .is_err()
+            {
+                return KeyForm::Invalid;
+            }
+            KeyForm::Checked
+        }
+        _ => KeyForm::Invalid,
+    }
 }
 
 /// The value stored for (and looked up by) an API key: SHA-256, lowercase
@@ -175,15 +248,15 @@ mod tests {
 
     #[test]
     fn api_keys() {
-        let (key, display) = generate_api_key();
-        assert_eq!(key.len(), 4 + 43);
+        let (key, display) = generate_api_key(b"the deployment's check key");
+        assert_eq!(key.len(), 4 + 43 + 8);
         assert!(key.starts_with("qlk_") && is_b64url(&key[4..]), "{key}");
         assert_eq!(display.len(), 12);
         assert!(key.starts_with(&display));
         assert!(looks_like_api_key(&key));
         assert!(!looks_like_api_key("eyJhbGciOiJIUzI1NiJ9.e30.sig"));
         assert!(!looks_like_api_key(""));
-        let (other, _) = generate_api_key();
+        let (other, _) = generate_api_key(b"the deployment's check key");
         assert_ne!(key, other);
 
         let h = hash_api_key(&key);
@@ -198,6 +271,41 @@ mod tests {
             hash_api_key("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn api_key_checksums() {
+        let ck: &[u8] = b"the deployment's check key";
+        for _ in 0..200 {
+            let (key, _) = generate_api_key(ck);
+            assert_eq!(api_key_form(&key, ck), KeyForm::Checked, "{key}");
+            // Another deployment's secret: not this one's key.
+            assert_eq!(api_key_form(&key, b"another key"), KeyForm::Invalid);
+            // Any one character changed, anywhere after the prefix.
+            for i in 4..key.len() {
+                let mut b = key.clone().into_bytes();
+                b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+                let changed = String::from_utf8(b).unwrap();
+                assert_eq!(api_key_form(&changed, ck), KeyForm::Invalid, "{changed}");
+            }
+            // Without its checksum it has the old form.
+            assert_eq!(api_key_form(&key[..47], ck), KeyForm::Legacy);
+        }
+        let legacy = format!("qlk_{}", "x".repeat(43));
+        assert_eq!(api_key_form(&legacy, ck), KeyForm::Legacy);
+        for bad in [
+            "qlk_",
+            "qlk_short",
+            &format!("qlk_{}", "x".repeat(42)),
+            &format!("qlk_{}", "x".repeat(44)),
+            &format!("qlk_{}", "x".repeat(51)),
+            &format!("qlk_{}", "x".repeat(52)),
+            &format!("qlk_{}+", "x".repeat(42)),
+            &format!("qlk_{}é", "x".repeat(41)),
+            &format!("xlk_{}", "x".repeat(43)),
+        ] {
+            assert_eq!(api_key_form(bad, ck), KeyForm::Invalid, "{bad}");
+        }
     }
 
     #[test]

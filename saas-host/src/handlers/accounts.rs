@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use qlearn_core::store::{KeyScope, NewApiKey, NewUser};
 use qlearn_core::tenancy::{
-    address_key, generate_api_key, hash_api_key, hash_password, normalize_email, validate_password,
-    verify_password, Limiter, Role, Tier,
+    address_key, hash_api_key, hash_password, normalize_email, validate_password, verify_password,
+    Limiter, Role, Tier,
 };
 use qlearn_core::{Error, Model, ModelConfig};
 
@@ -287,7 +287,7 @@ pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiErr
         return Err(ApiError::InsufficientScope(scope));
     }
     let expires_at = key_expiry(body.expires_in_days, body.expires_at.as_deref(), now)?;
-    let (key, prefix) = generate_api_key();
+    let (key, prefix) = cx.app.new_api_key();
     let hash = hash_api_key(&key);
     cx.app.key_created(&hash);
     let a = cx.app.clone();

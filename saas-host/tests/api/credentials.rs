@@ -22,7 +22,7 @@ backend_tests!(
 );
 
 /// Creates an API key with `body`; returns (key, id).
-async fn key(s: &Server, token: &str, body: Value) -> (String, String) {
+pub(crate) async fn key(s: &Server, token: &str, body: Value) -> (String, String) {
     let (st, k) = s.json(POST, "/api-keys", Some(token), Some(body)).await;
     assert_eq!(st, 201, "{k}");
     (
@@ -520,7 +520,7 @@ async fn stream_caps(b: Backend) {
 }
 
 /// `qlearn_api_key_lookups_total` from `/metrics`.
-async fn key_lookups(s: &Server) -> u64 {
+pub(crate) async fn key_lookups(s: &Server) -> u64 {
     let text = s
         .http
         .get(s.url("/metrics"))

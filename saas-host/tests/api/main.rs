@@ -14,6 +14,7 @@ mod credentials;
 mod decisions;
 mod engine;
 mod journey;
+mod key_checksums;
 mod limits;
 mod models;
 mod service;
