@@ -77,7 +77,9 @@ where
     };
     loop {
         if probe().await {
-            return start.elapsed();
+            let took = start.elapsed();
+            eprintln!("[{:?}] {what}: seen after {took:?}", s.backend);
+            return took;
         }
         assert!(
             start.elapsed() <= bound,
