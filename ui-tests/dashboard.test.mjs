@@ -245,6 +245,61 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     assert.equal((await http('GET', '/me', undefined, key)).status, 401);
   });
 
+  await t.test('API keys: scope and expiry, chosen and listed', async () => {
+    await page.locator('#view-keys').waitFor({ state: 'visible' });
+    // A user (not an admin) is not offered the admin scope.
+    const adminOption = page.locator('#key-scope option[value="admin"]');
+    await until('the admin scope withheld', async () => await adminOption.isDisabled());
+    assert.equal(await page.locator('#key-scope').inputValue(), 'full', 'full by default');
+    await page.fill('#key-name', 'reader');
+    await page.selectOption('#key-scope', 'read');
+    await page.fill('#key-expiry', '30');
+    const before = Date.now();
+    await page.click('#key-create');
+    await page.locator('#key-created').waitFor({ state: 'visible' });
+    const key = await page.locator('#key-value').inputValue();
+    const row = page.locator('[data-testid="key-row"]');
+    await until('the reader row', async () => (await row.count()) === 1);
+    assert.equal(await row.locator('[data-testid="key-scope"]').textContent(), 'read');
+    const expires = Date.parse(await row.locator('[data-testid="key-expires"]').getAttribute('data-expires-at'));
+    const days = (expires - before) / 86400e3;
+    assert.ok(days > 29.9 && days < 30.1, `expires in 30 days (${days})`);
+    assert.match(await row.locator('[data-testid="key-expires"]').textContent(), /20\d\d/);
+    // The server holds the key to what the page said.
+    const listed = await http('GET', '/api-keys', undefined, key);
+    assert.equal(listed.status, 200, 'a read key reads');
+    assert.equal(listed.body[0].scope, 'read');
+    assert.equal(listed.body[0].expires_at, await row.locator('[data-testid="key-expires"]').getAttribute('data-expires-at'));
+    const write = await http('POST', '/models', { name: 'nope', n_actions: 2 }, key);
+    assert.equal(write.status, 403, 'a read key cannot create models');
+    assert.equal(write.body.error.code, 'insufficient_scope');
+    // Without an expiry: "never"; a bad expiry is refused on the page.
+    await page.click('#key-dismiss');
+    await page.fill('#key-name', 'engine forever');
+    await page.selectOption('#key-scope', 'engine');
+    await page.click('#key-create');
+    await until('two key rows', async () => (await row.count()) === 2);
+    const forever = page.locator('[data-testid="key-row"]', { hasText: 'engine forever' });
+    assert.equal(await forever.locator('[data-testid="key-scope"]').textContent(), 'engine');
+    assert.equal(await forever.locator('[data-testid="key-expires"]').textContent(), 'never');
+    await page.click('#key-dismiss');
+    await page.fill('#key-name', 'bad expiry');
+    await page.fill('#key-expiry', '0');
+    await provoking([422], async () => {
+      await page.click('#key-create');
+      await untilText(page.locator('#key-error'), /expires_in_days|1 to 3650/);
+    });
+    assert.equal(await row.count(), 2, 'nothing created');
+    await page.fill('#key-expiry', '');
+    await page.fill('#key-name', '');
+    // Clean up for the next tests.
+    for (let n = 2; n > 0; n--) {
+      await page.click('[data-testid="key-row"] [data-action="revoke"]');
+      await page.click('#confirm-ok');
+      await until(`${n - 1} key rows`, async () => (await row.count()) === n - 1);
+    }
+  });
+
   await t.test('edit and delete a model, with confirmation', async () => {
     await page.click('#nav-models');
     await until('two model rows', async () => (await page.locator('[data-testid="model-row"]').count()) === 2);

@@ -137,7 +137,12 @@ export const api = {
   status: (id, offset, limit) =>
     request('GET', `/status/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`),
   listKeys: () => request('GET', '/api-keys'),
-  createKey: (name) => request('POST', '/api-keys', { name }),
+  // scope: read | engine | full | admin; expiresInDays: 1..3650, or null for no expiry.
+  createKey: (name, scope, expiresInDays) => request('POST', '/api-keys', {
+    name,
+    ...(scope ? { scope } : {}),
+    ...(expiresInDays != null ? { expires_in_days: expiresInDays } : {}),
+  }),
   deleteKey: (id) => request('DELETE', `/api-keys/${encodeURIComponent(id)}`),
   // EventSource cannot send headers: the stream is opened with a short-lived, single-use
   // ticket (never the session token: URLs end up in proxy logs).
