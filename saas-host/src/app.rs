@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use qlearn_core::store::{ApiKey, Change, ChangeFeed, KeyScope, Store, User};
+use qlearn_core::store::{ApiKey, Change, ChangeFeed, KeyScope, SharedStreams, Store, User};
 use qlearn_core::tenancy::{
     api_key_form, generate_api_key, generate_secret, hash_api_key, looks_like_api_key, KeyForm,
     Limiter, SecretKey, TierLimits,
@@ -86,6 +86,9 @@ pub struct App {
     epoch: AtomicU64,
     /// Event-stream tickets (`POST /models/{id}/events/ticket`).
     pub tickets: Tickets,
+    /// The open streams of every instance, when the store is shared (the
+    /// stream caps count them all).
+    pub streams: Option<Arc<dyn SharedStreams>>,
     /// JWTs whose signature was already checked, with their claims (saves
     /// the HMAC and two JSON parses per request on the hot path).
     verified: RwLock<HashMap<String, Arc<Claims>>>,
@@ -121,6 +124,7 @@ impl Drop for App {
         if tokio::runtime::Handle::try_current().is_ok() {
             let store = self.take_store();
             let feed = self.feed.take();
+            let shared = (std::mem::take(&mut self.tickets), self.streams.take());
             let limiters = [
                 &mut self.rate,
                 &mut self.login_account,
@@ -128,7 +132,7 @@ impl Drop for App {
                 &mut self.register_address,
             ]
             .map(|l| std::mem::replace(l, Limiter::local()));
-            std::thread::spawn(move || drop((feed, limiters, store)));
+            std::thread::spawn(move || drop((feed, shared, limiters, store)));
         }
     }
 }
@@ -204,6 +208,7 @@ impl App {
         qlearn_core::tenancy::prepare_password_hashing();
         let inline_store = store.backend() == "memory";
         let buckets = store.shared_buckets();
+        let (tickets, streams) = (Tickets::new(store.shared_tickets()), store.shared_streams());
         Ok(App {
             jwt_enc: EncodingKey::from_secret(secret.as_bytes()),
             jwt_dec: DecodingKey::from_secret(secret.as_bytes()),
@@ -219,7 +224,8 @@ impl App {
             keys: RwLock::new(HashMap::new()),
             unknown_keys: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
-            tickets: Tickets::default(),
+            tickets,
+            streams,
             verified: RwLock::new(HashMap::new()),
             inline_store,
             events: Arc::new(EventHub::default()),

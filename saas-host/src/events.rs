@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use qlearn_core::store::ChangeFeed;
+use qlearn_core::store::{ChangeFeed, SharedStreams, SharedTickets};
 use qlearn_core::tenancy::generate_secret;
 use tokio::sync::{broadcast, watch};
 
@@ -59,6 +59,38 @@ pub struct StreamSlot {
     model_id: String,
     /// Changes when the user's streams must check their credential.
     pub recheck: watch::Receiver<u64>,
+    /// Its place among every instance's streams, when they are counted in
+    /// the shared store.
+    pub shared: Option<SharedPlace>,
+}
+
+/// A stream's place in the shared store's counts (given back when dropped,
+/// off the async executor).
+pub struct SharedPlace {
+    streams: Arc<dyn SharedStreams>,
+    id: String,
+}
+
+impl SharedPlace {
+    /// The place `id` taken in `streams`.
+    pub fn new(streams: Arc<dyn SharedStreams>, id: String) -> Self {
+        SharedPlace { streams, id }
+    }
+}
+
+impl Drop for SharedPlace {
+    fn drop(&mut self) {
+        let (streams, id) = (self.streams.clone(), std::mem::take(&mut self.id));
+        let close = move || {
+            if let Err(e) = streams.close(&id) {
+                tracing::warn!(error = %e, "giving back a stream place failed (its lease ends it)");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(close)),
+            Err(_) => close(),
+        }
+    }
 }
 
 impl Drop for StreamSlot {
@@ -113,6 +145,7 @@ impl EventHub {
             user_id: user_id.to_owned(),
             model_id: model_id.to_owned(),
             recheck,
+            shared: None,
         })
     }
 
@@ -227,26 +260,39 @@ pub struct Redeemed {
 
 /// Short-lived, single-use tickets for `GET /models/{id}/events?ticket=`.
 ///
-/// Kept in this instance's memory only: a ticket works on the instance that
-/// issued it (behind a load balancer, route `/models/{id}/events*` with
-/// client affinity, or move tickets to the shared store). A ticket is 256
-/// random bits, bound to the user and the model, valid for the configured
-/// `event_ticket_ttl` and used at most once; at most `TICKETS_PER_USER` (8)
-/// are outstanding per user, so the map is bounded by the active users.
+/// A ticket is 256 random bits, bound to the user and the model, valid for
+/// the configured `event_ticket_ttl` and used at most once; at most
+/// `TICKETS_PER_USER` (8) are outstanding per user. Kept in this instance's
+/// memory (bounded by the active users), or, when instances share the
+/// store, in the store (`SharedTickets`): issued by one instance, usable
+/// once on any.
 #[derive(Default)]
 pub struct Tickets {
     by_ticket: Mutex<HashMap<String, Ticket>>,
+    shared: Option<Arc<dyn SharedTickets>>,
 }
 
 impl Tickets {
-    /// Issues a ticket for `user_id`'s stream of `model_id`, valid for `ttl`.
+    /// Tickets in memory, or in `shared` when instances share the store.
+    pub fn new(shared: Option<Arc<dyn SharedTickets>>) -> Self {
+        Tickets {
+            by_ticket: Mutex::default(),
+            shared,
+        }
+    }
+
+    /// Issues a ticket for `user_id`'s stream of `model_id`, valid for `ttl`
+    /// (blocks on the store when shared).
     pub fn issue(
         &self,
         user_id: &str,
         model_id: &str,
         credential: Arc<str>,
         ttl: Duration,
-    ) -> String {
+    ) -> qlearn_core::Result<String> {
+        if let Some(s) = &self.shared {
+            return s.issue(user_id, model_id, &credential, ttl, TICKETS_PER_USER);
+        }
         let ticket = generate_secret();
         let now = Instant::now();
         let mut m = self.by_ticket.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,12 +317,23 @@ impl Tickets {
                 expires: now + ttl,
             },
         );
-        ticket
+        Ok(ticket)
     }
 
     /// Uses `ticket` up: what it grants if it exists and has not expired.
-    /// A ticket is gone after this call whatever the outcome.
-    pub fn redeem(&self, ticket: &str) -> Option<Redeemed> {
+    /// A ticket is gone after this call whatever the outcome (blocks on the
+    /// store when shared).
+    pub fn redeem(&self, ticket: &str) -> qlearn_core::Result<Option<Redeemed>> {
+        if let Some(s) = &self.shared {
+            return Ok(s.redeem(ticket)?.map(|g| Redeemed {
+                model_id: g.model_id,
+                credential: g.credential.into(),
+            }));
+        }
+        Ok(self.redeem_local(ticket))
+    }
+
+    fn redeem_local(&self, ticket: &str) -> Option<Redeemed> {
         let t = self
             .by_ticket
             .lock()
@@ -322,17 +379,25 @@ mod tests {
     fn tickets_are_single_use_bounded_and_expire() {
         let t = Tickets::default();
         let cred: Arc<str> = "secret".into();
-        let x = t.issue("u", "m", cred.clone(), Duration::from_secs(30));
-        let got = t.redeem(&x).unwrap();
+        let x = t
+            .issue("u", "m", cred.clone(), Duration::from_secs(30))
+            .unwrap();
+        let got = t.redeem(&x).unwrap().unwrap();
         assert_eq!((got.model_id.as_str(), &*got.credential), ("m", "secret"));
-        assert!(t.redeem(&x).is_none(), "single use");
-        let late = t.issue("u", "m", cred.clone(), Duration::ZERO);
-        assert!(t.redeem(&late).is_none(), "expired");
+        assert!(t.redeem(&x).unwrap().is_none(), "single use");
+        let late = t.issue("u", "m", cred.clone(), Duration::ZERO).unwrap();
+        assert!(t.redeem(&late).unwrap().is_none(), "expired");
         let all: Vec<String> = (0..TICKETS_PER_USER + 3)
-            .map(|_| t.issue("u", "m", cred.clone(), Duration::from_secs(30)))
+            .map(|_| {
+                t.issue("u", "m", cred.clone(), Duration::from_secs(30))
+                    .unwrap()
+            })
             .collect();
         assert_eq!(t.by_ticket.lock().unwrap().len(), TICKETS_PER_USER);
-        assert!(t.redeem(&all[0]).is_none(), "the oldest was dropped");
-        assert!(t.redeem(&all[all.len() - 1]).is_some());
+        assert!(
+            t.redeem(&all[0]).unwrap().is_none(),
+            "the oldest was dropped"
+        );
+        assert!(t.redeem(&all[all.len() - 1]).unwrap().is_some());
     }
 }

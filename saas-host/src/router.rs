@@ -83,9 +83,12 @@ async fn caller(
 ) -> Result<Auth, ApiError> {
     if route == Route::ModelEvents {
         if let Some(ticket) = query_param(req.uri().query(), "ticket") {
+            let a = app.clone();
+            let param = param.to_owned();
+            let ticket = ticket.to_string();
             let granted = app
-                .tickets
-                .redeem(&ticket)
+                .store_call(move || a.tickets.redeem(&ticket))
+                .await?
                 .filter(|g| g.model_id == param)
                 .ok_or(ApiError::Unauthorized)?;
             return app.authenticate(&granted.credential).await;

@@ -48,7 +48,7 @@ use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use qlearn_core::store::Store;
+use qlearn_core::store::{SharedStreams, Store};
 use qlearn_core::{Error, Result};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -61,13 +61,19 @@ use per_address::PerAddress;
 
 use crate::http::RequestDeadline;
 
-/// Settles passed reward deadlines every `settle_every` until shutdown
-/// (a settlement in progress finishes first). A failure is logged and
-/// retried at the next tick: deadlines live in the store.
-async fn settle_loop(app: Arc<App>) {
+/// Runs blocking `work` every `every` until shutdown (a run in progress
+/// finishes first); a failure is logged as `what` and retried at the
+/// next tick; what a run returns goes to `done`.
+async fn periodically<T: Send + 'static>(
+    app: &App,
+    every: Duration,
+    what: &'static str,
+    work: impl Fn() -> Result<T> + Send + Sync + 'static,
+    mut done: impl FnMut(T),
+) {
+    let work = Arc::new(work);
     let mut shutdown = app.shutdown_signal();
-    let every = app.config.settle_every.max(Duration::from_millis(1));
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -77,15 +83,50 @@ async fn settle_loop(app: Arc<App>) {
         if *shutdown.borrow() {
             break;
         }
-        let store = app.store.clone();
-        match tokio::task::spawn_blocking(move || store.settle(crate::now_unix())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(transitions = n, "settled reward deadlines"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "settling reward deadlines failed"),
-            Err(e) => tracing::warn!(error = %e, "the settling task failed"),
+        let w = work.clone();
+        match tokio::task::spawn_blocking(move || w()).await {
+            Ok(Ok(v)) => done(v),
+            Ok(Err(e)) => tracing::warn!(error = %e, "{what} failed"),
+            Err(e) => tracing::warn!(error = %e, "the task {what} failed"),
         }
     }
 }
+
+/// Settles passed reward deadlines every `settle_every` until shutdown:
+/// deadlines live in the store, so a failed run is retried at the next tick.
+async fn settle_loop(app: Arc<App>) {
+    let store = app.store.clone();
+    let settle = move || store.settle(crate::now_unix());
+    periodically(
+        &app,
+        app.config.settle_every,
+        "settling reward deadlines",
+        settle,
+        |n| {
+            if n > 0 {
+                tracing::debug!(transitions = n, "settled reward deadlines");
+            }
+        },
+    )
+    .await;
+}
+
+/// Renews this instance's places among the shared store's open streams
+/// every [`RENEW_EVERY`] (they last 30 s) until shutdown.
+async fn renew_loop(app: Arc<App>, streams: Arc<dyn SharedStreams>) {
+    let renew = move || streams.renew();
+    periodically(
+        &app,
+        RENEW_EVERY,
+        "renewing the stream places",
+        renew,
+        |()| {},
+    )
+    .await;
+}
+
+/// How often an instance renews its places among the shared open streams.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// Opens the store named by `config.database_url` and serves until
 /// `shutdown` resolves (see [`serve`]).
@@ -136,6 +177,9 @@ pub async fn serve(
         tracing::info!(%addr, storage = app.store.backend(), "serving");
     }
     let settler = tokio::spawn(settle_loop(app.clone()));
+    if let Some(streams) = app.streams.clone() {
+        tokio::spawn(renew_loop(app.clone(), streams));
+    }
     #[cfg(unix)]
     let admin = admin_socket::start(&app);
     tokio::pin!(shutdown);

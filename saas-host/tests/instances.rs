@@ -309,3 +309,68 @@ async fn login_throttles_hold_across_instances() {
         assert_eq!(st, 429);
     }
 }
+
+/// Opens `model`'s event stream on `s` with the bearer `token`.
+async fn open_stream(s: &Server, token: &str, model: &str) -> reqwest::Response {
+    s.http
+        .get(s.url(&format!("/models/{model}/events")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_from_one_instance_opens_a_stream_on_the_other_once() {
+    let Some((a, b)) = two("tickets").await else {
+        return;
+    };
+    let (token, _, mid) = a.register("tk@example.com").await;
+    let path = format!("/models/{mid}/events/ticket");
+    let (st, t) = a.json(POST, &path, Some(&token), None).await;
+    assert_eq!(st, 200, "{t}");
+    let ticket = t["ticket"].as_str().unwrap();
+    let url = |s: &Server| s.url(&format!("/models/{mid}/events?ticket={ticket}"));
+    let mut stream = b.http.get(url(&b)).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with(':'));
+    // Used up on every instance.
+    for s in [&a, &b] {
+        assert_eq!(s.http.get(url(s)).send().await.unwrap().status(), 401);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_caps_count_the_streams_of_every_instance() {
+    let Some((a, b)) = two("streamcaps").await else {
+        return;
+    };
+    // The free tier holds 2 streams.
+    let (token, _, mid) = a.register("sc@example.com").await;
+    let one = open_stream(&a, &token, &mid).await;
+    assert_eq!(one.status(), 200);
+    let two = open_stream(&b, &token, &mid).await;
+    assert_eq!(two.status(), 200);
+    for s in [&a, &b] {
+        let r = open_stream(s, &token, &mid).await;
+        assert_eq!(r.status(), 429, "a third stream on either instance");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "too_many_streams");
+    }
+    // Closing the one on A frees a place for B.
+    drop(one);
+    let t0 = Instant::now();
+    loop {
+        let r = open_stream(&b, &token, &mid).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(t0.elapsed() < AT_ONCE, "the place is not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "a closed stream's place was free again after {:?}",
+        t0.elapsed()
+    );
+}

@@ -58,3 +58,67 @@ pub trait ChangeFeed: Send + Sync {
     /// watch it (blocks: one database round trip).
     fn publish(&self, model_id: &str, frames: &str) -> Result<()>;
 }
+
+/// What a redeemed event-stream ticket grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TicketGrant {
+    /// Who asked for it.
+    pub user_id: String,
+    /// The model whose stream it opens.
+    pub model_id: String,
+    /// The credential that asked (checked again while the stream runs).
+    pub credential: String,
+}
+
+/// Event-stream tickets every instance sharing the store can redeem, each
+/// exactly once: a ticket issued by one instance opens a stream on any.
+pub trait SharedTickets: Send + Sync {
+    /// Records a fresh ticket (returned; 256 random bits) for `user_id`'s
+    /// stream of `model_id`, valid for `ttl`, keeping at most `per_user`
+    /// outstanding per user (the oldest dropped). Only the ticket's hash is
+    /// stored, and the credential only sealed with a key derived from the
+    /// ticket, so the stored rows open nothing.
+    fn issue(
+        &self,
+        user_id: &str,
+        model_id: &str,
+        credential: &str,
+        ttl: std::time::Duration,
+        per_user: usize,
+    ) -> Result<String>;
+    /// Uses `ticket` up: what it grants if it exists and has not expired.
+    /// Gone after this call whatever the outcome, on every instance.
+    fn redeem(&self, ticket: &str) -> Result<Option<TicketGrant>>;
+}
+
+/// What [`SharedStreams::open`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamPlace {
+    /// A place, by id (give it back with [`SharedStreams::close`]).
+    Opened(String),
+    /// The user already holds this many streams on all instances.
+    UserFull(u32),
+    /// The model already has this many streams on all instances.
+    ModelFull(u32),
+}
+
+/// The open event streams of every instance sharing the store, so the
+/// per-user and per-model caps hold across instances. Each place is a
+/// lease its instance renews ([`SharedStreams::renew`]); the places of an
+/// instance that died stop counting when their lease ends.
+pub trait SharedStreams: Send + Sync {
+    /// Takes a place for a stream of `user_id` on `model_id`, unless the
+    /// user holds `per_user` or the model has `per_model` live places.
+    fn open(
+        &self,
+        user_id: &str,
+        model_id: &str,
+        per_user: u32,
+        per_model: u32,
+    ) -> Result<StreamPlace>;
+    /// Gives a place back.
+    fn close(&self, place: &str) -> Result<()>;
+    /// Renews the leases of this instance's places (call more often than
+    /// they last).
+    fn renew(&self) -> Result<()>;
+}

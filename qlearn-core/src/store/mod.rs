@@ -48,7 +48,9 @@ mod rules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-pub use changes::{Change, ChangeFeed, ChangeSink};
+pub use changes::{
+    Change, ChangeFeed, ChangeSink, SharedStreams, SharedTickets, StreamPlace, TicketGrant,
+};
 pub use decisions::{Decided, DecisionPage, DecisionQuery, RewardIn};
 pub use durable::Durable;
 pub use owned::OwnedExperience;
@@ -552,6 +554,19 @@ pub trait Store: Send + Sync {
     /// limits that hold across instances ([`crate::tenancy::Limiter`]), or
     /// `None` when the store is never shared (limits kept in memory).
     fn shared_buckets(&self) -> Option<std::sync::Arc<dyn crate::tenancy::SharedBuckets>> {
+        None
+    }
+
+    /// Event-stream tickets every instance sharing the store can redeem,
+    /// or `None` when the store is never shared (tickets kept in memory).
+    fn shared_tickets(&self) -> Option<std::sync::Arc<dyn SharedTickets>> {
+        None
+    }
+
+    /// The open event streams of every instance sharing the store (for
+    /// caps that hold across instances), or `None` when the store is never
+    /// shared (streams counted in memory).
+    fn shared_streams(&self) -> Option<std::sync::Arc<dyn SharedStreams>> {
         None
     }
 }

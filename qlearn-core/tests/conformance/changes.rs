@@ -6,7 +6,9 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use qlearn_core::store::{Change, ChangeFeed, ChangeSink, ModelPatch, Store};
+use qlearn_core::store::{
+    Change, ChangeFeed, ChangeSink, ModelPatch, Store, StreamPlace, TicketGrant,
+};
 use qlearn_core::tenancy::{Role, Tier};
 
 use super::{full_key, new_user, ok, seeded, NOW};
@@ -183,4 +185,78 @@ pub fn shared_buckets<S: Store>(s: &S) {
     check_eq!(s, ok(s, b.take("f", 2.0, 2.0, 20.0, 2.0)).granted, 2.0);
     std::thread::sleep(Duration::from_millis(120));
     check_eq!(s, ok(s, b.take("f", 2.0, 2.0, 20.0, 2.0)).granted, 2.0);
+}
+
+/// A store shared by instances keeps event-stream tickets any instance
+/// redeems exactly once, and counts the open streams of all instances
+/// against the caps. A store never shared has neither.
+pub fn shared_streams<S: Store>(s: &S) {
+    let (Some(t), Some(st)) = (s.shared_tickets(), s.shared_streams()) else {
+        check!(
+            s,
+            s.backend() != "postgres",
+            "a store shared by instances shares tickets and streams"
+        );
+        return;
+    };
+    let a = new_user(s, "a@example.com");
+    let ttl = Duration::from_secs(30);
+    let x = ok(s, t.issue(&a.id, "m1", "credential-1", ttl, 2));
+    let got = ok(s, t.redeem(&x));
+    check_eq!(
+        s,
+        got,
+        Some(TicketGrant {
+            user_id: a.id.clone(),
+            model_id: "m1".into(),
+            credential: "credential-1".into(),
+        })
+    );
+    check_eq!(s, ok(s, t.redeem(&x)), None, "single use");
+    check_eq!(s, ok(s, t.redeem("made-up")), None);
+    let late = ok(s, t.issue(&a.id, "m1", "c", Duration::ZERO, 2));
+    check_eq!(s, ok(s, t.redeem(&late)), None, "expired");
+    let all: Vec<String> = (0..3)
+        .map(|i| ok(s, t.issue(&a.id, "m1", &format!("c{i}"), ttl, 2)))
+        .collect();
+    check_eq!(s, ok(s, t.redeem(&all[0])), None, "the oldest was dropped");
+    check!(s, ok(s, t.redeem(&all[2])).is_some(), "the newest works");
+    // Concurrent redemptions of one ticket: exactly one wins.
+    let y = ok(s, t.issue(&a.id, "m1", "c", ttl, 2));
+    let wins: usize = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| sc.spawn(|| usize::from(t.redeem(&y).unwrap().is_some())))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    check_eq!(s, wins, 1);
+
+    // Stream places: at most 2 per user, 1 per model.
+    let p1 = match ok(s, st.open(&a.id, "m1", 2, 1)) {
+        StreamPlace::Opened(id) => id,
+        other => panic!("[{}] {other:?}", s.backend()),
+    };
+    check_eq!(
+        s,
+        ok(s, st.open(&a.id, "m1", 2, 1)),
+        StreamPlace::ModelFull(1)
+    );
+    check!(
+        s,
+        matches!(ok(s, st.open(&a.id, "m2", 2, 1)), StreamPlace::Opened(_)),
+        "a second model"
+    );
+    check_eq!(
+        s,
+        ok(s, st.open(&a.id, "m3", 2, 1)),
+        StreamPlace::UserFull(2)
+    );
+    ok(s, st.renew());
+    ok(s, st.close(&p1));
+    check!(
+        s,
+        matches!(ok(s, st.open(&a.id, "m3", 2, 1)), StreamPlace::Opened(_)),
+        "a place given back"
+    );
+    check!(s, st.open("nobody", "m", 2, 1).is_err(), "unknown user");
 }

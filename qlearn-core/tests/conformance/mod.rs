@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             concurrent_config_patches,
             shared_buckets,
             whole_table_operations,
+            shared_streams,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {

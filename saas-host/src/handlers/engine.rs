@@ -14,7 +14,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
 use qlearn_core::decisions::Decide;
 use qlearn_core::limits::MAX_BATCH;
-use qlearn_core::store::{Decided, Durable, Meter, Report, Store, Updated};
+use qlearn_core::store::{Decided, Durable, Meter, Report, Store, StreamPlace, Updated};
 use qlearn_core::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
 use qlearn_core::{Error, Experience, UpdateOutcome};
 use tokio::sync::{broadcast, mpsc};
@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::app::{blocking, ActionNames, App};
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
-use crate::events::{frame, RemoteWatch, StreamCap, StreamSlot};
+use crate::events::{frame, RemoteWatch, SharedPlace, StreamCap, StreamSlot};
 use crate::http::read_json;
 use crate::now_unix;
 use crate::response::{bytes_response, ok_json, Body, Resp};
@@ -387,12 +387,15 @@ pub async fn events_ticket(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
-    cx.app.store_call(move || a.store.model(&uid, &mid)).await?;
     let ttl = cx.app.config.event_ticket_ttl;
+    let credential = cx.credential.clone();
     let ticket = cx
         .app
-        .tickets
-        .issue(&cx.user.id, &id, cx.credential.clone(), ttl);
+        .store_call(move || {
+            a.store.model(&uid, &mid)?;
+            a.tickets.issue(&uid, &mid, credential, ttl)
+        })
+        .await?;
     Ok(ok_json(&TicketOut {
         ticket,
         expires_in: ttl.as_secs(),
@@ -418,30 +421,40 @@ pub async fn events(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let mid = id.clone();
-    // Other instances publish the model's updates to this one from now on.
-    let remote = blocking(move || {
-        a.store.model(&uid, &mid)?;
-        a.feed()
-            .map(|f| RemoteWatch::start(f.clone(), &mid))
-            .transpose()
-    })
-    .await?;
     let per_user = cx.limits().max_event_streams;
     let per_model = cx.app.config.max_event_streams_per_model;
-    let slot = cx
+    // With a shared store the caps count every instance's streams; other
+    // instances publish the model's updates to this one from now on.
+    let (place, remote) = blocking(move || {
+        a.store.model(&uid, &mid)?;
+        let place = match &a.streams {
+            None => None,
+            Some(s) => match s.open(&uid, &mid, per_user, per_model)? {
+                StreamPlace::Opened(id) => Some(SharedPlace::new(s.clone(), id)),
+                StreamPlace::UserFull(n) => return Ok(Err(StreamCap::User(n))),
+                StreamPlace::ModelFull(n) => return Ok(Err(StreamCap::Model(n))),
+            },
+        };
+        let remote = a
+            .feed()
+            .map(|f| RemoteWatch::start(f.clone(), &mid))
+            .transpose()?;
+        Ok(Ok((place, remote)))
+    })
+    .await?
+    .map_err(too_many_streams)?;
+    // Counted here too (for the credential rechecks); the shared place
+    // already applied the caps.
+    let (per_user, per_model) = match place {
+        Some(_) => (u32::MAX, u32::MAX),
+        None => (per_user, per_model),
+    };
+    let mut slot = cx
         .app
         .events
         .open(&cx.user.id, &id, per_user, per_model)
-        .map_err(|cap| {
-            ApiError::TooManyStreams(match cap {
-                StreamCap::User(n) => format!(
-                    "your tier allows {n} open event streams; close one before opening another"
-                ),
-                StreamCap::Model(n) => format!(
-                    "this model already has {n} open event streams, the most the server allows"
-                ),
-            })
-        })?;
+        .map_err(too_many_streams)?;
+    slot.shared = place;
     let rx = cx.app.events.subscribe(&id);
     let (tx, body_rx) = mpsc::channel::<Bytes>(64);
     let watch = Watch {
@@ -461,6 +474,18 @@ pub async fn events(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(resp)
+}
+
+/// The answer to a stream refused by a cap.
+fn too_many_streams(cap: StreamCap) -> ApiError {
+    ApiError::TooManyStreams(match cap {
+        StreamCap::User(n) => {
+            format!("your tier allows {n} open event streams; close one before opening another")
+        }
+        StreamCap::Model(n) => {
+            format!("this model already has {n} open event streams, the most the server allows")
+        }
+    })
 }
 
 /// One open stream: the model, the credential that opened it, its place in

@@ -83,6 +83,11 @@ pub const POSTGRES: &[Migration] = &[
         name: "rate_buckets",
         sql: include_str!("postgres/0005_rate_buckets.sql"),
     },
+    Migration {
+        version: 6,
+        name: "event_streams",
+        sql: include_str!("postgres/0006_event_streams.sql"),
+    },
 ];
 
 /// The newest version in `list` (0 for an empty list).

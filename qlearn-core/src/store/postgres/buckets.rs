@@ -10,8 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pool::Manager;
-use super::{pg, BACKEND};
-use crate::error::{Error, Result};
+use super::{pg, pool_conn};
+use crate::error::Result;
 use crate::tenancy::{SharedBuckets, Taken};
 
 /// Takes of one instance between two prunings of full buckets.
@@ -54,9 +54,7 @@ impl PgBuckets {
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
-        self.pool
-            .get()
-            .map_err(|e| Error::storage(BACKEND, format!("no connection: {e}")))
+        pool_conn(&self.pool)
     }
 }
 

@@ -13,6 +13,7 @@ use super::sql::{
     info_from_row, insert_rows, key_from_row, load_rows, model_row, user_from_row, MODEL_COLS,
     USER_COLS,
 };
+use super::streams::PgStreams;
 use super::{corrupt, is_unique_violation, pg, PgStore, BACKEND};
 use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ use crate::store::encoding::{
 use crate::store::rules::touch_key;
 use crate::store::{
     ApiKey, ChangeFeed, ChangeSink, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser,
-    OwnedExperience, QPage, Report, Store, Updated, Usage, User,
+    OwnedExperience, QPage, Report, SharedStreams, SharedTickets, Store, Updated, Usage, User,
 };
 use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::tenancy::{BillingMonth, Role, SharedBuckets, Tier};
@@ -531,6 +532,14 @@ impl Store for PgStore {
 
     fn shared_buckets(&self) -> Option<Arc<dyn SharedBuckets>> {
         Some(Arc::new(PgBuckets::new(self.pool.clone())))
+    }
+
+    fn shared_tickets(&self) -> Option<Arc<dyn SharedTickets>> {
+        Some(Arc::new(PgStreams::new(self.pool.clone())))
+    }
+
+    fn shared_streams(&self) -> Option<Arc<dyn SharedStreams>> {
+        Some(Arc::new(PgStreams::new(self.pool.clone())))
     }
 }
 

@@ -61,6 +61,7 @@ mod decisions;
 mod notify;
 mod pool;
 mod sql;
+mod streams;
 mod tls;
 
 use std::collections::HashMap;
@@ -85,6 +86,12 @@ const INSERT_CHUNK: usize = 5_000;
 
 fn pg(e: postgres::Error) -> Error {
     Error::storage(BACKEND, e)
+}
+
+/// A connection from `pool`.
+fn pool_conn(pool: &r2d2::Pool<Manager>) -> Result<r2d2::PooledConnection<Manager>> {
+    pool.get()
+        .map_err(|e| Error::storage(BACKEND, format!("no connection: {e}")))
 }
 
 fn is_unique_violation(e: &postgres::Error) -> bool {
@@ -236,9 +243,7 @@ impl PgStore {
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
-        self.pool
-            .get()
-            .map_err(|e| Error::storage(BACKEND, format!("no connection: {e}")))
+        pool_conn(&self.pool)
     }
 
     /// Runs `f` in a transaction and commits if it returned `Ok`.

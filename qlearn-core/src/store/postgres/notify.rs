@@ -35,7 +35,7 @@ use postgres::{Client, Transaction};
 use r2d2::ManageConnection;
 
 use super::pool::Manager;
-use super::{lock_plain, pg, BACKEND};
+use super::{lock_plain, pg, pool_conn, BACKEND};
 use crate::error::{Error, Result};
 use crate::store::changes::{Change, ChangeFeed, ChangeSink};
 use crate::tenancy::{hash_api_key, new_id};
@@ -163,10 +163,7 @@ impl PgFeed {
     }
 
     fn notify_now(&self, payloads: &[String]) -> Result<()> {
-        let mut c = self
-            .pool
-            .get()
-            .map_err(|e| Error::storage(BACKEND, format!("no connection: {e}")))?;
+        let mut c = pool_conn(&self.pool)?;
         let mut tx = c.client.transaction().map_err(pg)?;
         for p in payloads {
             notify_in(&mut tx, &self.shared.channel, p)?;
