@@ -78,9 +78,10 @@ impl ArrayBuf {
 
 /// The engine's message for an array of the wrong length.
 fn bad_len(what: &str, n: usize) -> PyErr {
-    value_error(Error::InvalidState(format!(
-        "{what}: an array state must have 1 to {MAX_STATE_DIMS} numbers, got {n}"
-    )))
+    value_error(Error::state(
+        what,
+        format!("{what}: an array state must have 1 to {MAX_STATE_DIMS} numbers, got {n}"),
+    ))
 }
 
 /// The name of `obj`'s type, for error messages.
@@ -123,9 +124,10 @@ fn asarray<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 
 /// An integer out of the 64-bit range, as a `ValueError` naming `what`.
 fn int_range(what: &str) -> PyErr {
-    value_error(Error::InvalidState(format!(
-        "{what}: integer states must fit in a signed 64-bit integer"
-    )))
+    value_error(Error::state(
+        what,
+        format!("{what}: integer states must fit in a signed 64-bit integer"),
+    ))
 }
 
 /// One number inside an array state.
@@ -590,9 +592,10 @@ pub(crate) fn float_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<f64> {
 #[inline]
 pub(crate) fn action(a: i64, n_actions: usize, what: &str) -> PyResult<usize> {
     usize::try_from(a).map_err(|_| {
-        value_error(Error::InvalidAction(format!(
-            "{what} {a} is outside 0..{n_actions}"
-        )))
+        value_error(Error::action(
+            what,
+            format!("{what} {a} is outside 0..{n_actions}"),
+        ))
     })
 }
 
@@ -606,10 +609,13 @@ pub(crate) fn allowed(
     if let Ok(arr) = obj.cast::<PyUntypedArray>() {
         if arr.dtype().kind() == b'b' {
             if arr.ndim() != 1 || arr.len() != n_actions {
-                return Err(value_error(Error::InvalidAction(format!(
-                    "{what}: a boolean mask must have n_actions ({n_actions}) entries, got shape {:?}",
-                    arr.shape()
-                ))));
+                return Err(value_error(Error::action(
+                    what,
+                    format!(
+                        "{what}: a boolean mask must have n_actions ({n_actions}) entries, got shape {:?}",
+                        arr.shape()
+                    ),
+                )));
             }
             let a = contiguous(arr, "bool")?.cast_into::<PyArray1<bool>>()?;
             let mask = a.to_vec().map_err(|e| type_error(format!("{what}: {e}")))?;
@@ -629,10 +635,13 @@ pub(crate) fn allowed(
     if n_actions > 2 && ints.len() == n_actions && ints.iter().all(|&a| a == 0 || a == 1) {
         // Gymnasium's action_mask is an int8 array of 0/1: as indices it
         // would list actions 0 and 1 again and again.
-        return Err(value_error(Error::InvalidAction(format!(
-            "{what} looks like a 0/1 action mask; pass mask.astype(bool) for a mask, \
-             or the indices of the allowed actions"
-        ))));
+        return Err(value_error(Error::action(
+            what,
+            format!(
+                "{what} looks like a 0/1 action mask; pass mask.astype(bool) for a mask, \
+                 or the indices of the allowed actions"
+            ),
+        )));
     }
     ints.into_iter()
         .map(|a| action(a, n_actions, what))

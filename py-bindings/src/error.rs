@@ -14,8 +14,8 @@ use qlearn_core::Error;
 pub(crate) fn to_py(e: Error) -> PyErr {
     match e {
         Error::InvalidField { .. }
-        | Error::InvalidState(_)
-        | Error::InvalidAction(_)
+        | Error::InvalidState { .. }
+        | Error::InvalidAction { .. }
         | Error::Decode(_) => PyValueError::new_err(e.to_string()),
         other => PyRuntimeError::new_err(other.to_string()),
     }

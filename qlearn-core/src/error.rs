@@ -25,13 +25,24 @@ pub enum Error {
 
     /// A state is not a string, an integer or an array of 1 to 64 finite numbers,
     /// or does not match the model's `state_bins`.
-    #[error("invalid state: {0}")]
-    InvalidState(String),
+    #[error("invalid state: {message}")]
+    InvalidState {
+        /// The offending member, e.g. `next_state` or `experiences[3].state`.
+        field: String,
+        /// What is wrong (it names the member too, for messages read alone).
+        message: String,
+    },
 
     /// An action index is outside `0..n_actions`, or an action mask is empty
     /// or out of range.
-    #[error("invalid action: {0}")]
-    InvalidAction(String),
+    #[error("invalid action: {message}")]
+    InvalidAction {
+        /// The offending member, e.g. `allowed_actions` or
+        /// `experiences[3].next_action`.
+        field: String,
+        /// What is wrong (it names the member too, for messages read alone).
+        message: String,
+    },
 
     /// Bytes given to a decoder are not a model in a format this version reads.
     #[error("cannot decode model: {0}")]
@@ -106,6 +117,33 @@ impl Error {
         Error::InvalidField {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidState`].
+    pub fn state(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidState {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidAction`].
+    pub fn action(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidAction {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The member of the input a validation error is about (its JSON path
+    /// as the caller named it), if the error is one.
+    pub fn field_name(&self) -> Option<&str> {
+        match self {
+            Error::InvalidField { field, .. }
+            | Error::InvalidState { field, .. }
+            | Error::InvalidAction { field, .. } => Some(field),
+            _ => None,
         }
     }
 

@@ -295,15 +295,19 @@ fn canonical_slow(
         StateRef::Int(_) | StateRef::Str(_) => {
             if let StateRef::Str(s) = state {
                 if s.len() > MAX_STATE_STR_BYTES {
-                    return Err(Error::InvalidState(format!(
-                        "{what}: strings may have at most {MAX_STATE_STR_BYTES} bytes"
-                    )));
+                    return Err(Error::state(
+                        what,
+                        format!("{what}: strings may have at most {MAX_STATE_STR_BYTES} bytes"),
+                    ));
                 }
             }
-            Err(Error::InvalidState(format!(
+            Err(Error::state(
+                what,
+                format!(
                 "{what}: this model discretizes states (state_bins); send an array of {} numbers",
                 bins.map_or(0, <[Bin]>::len)
-            )))
+            ),
+            ))
         }
         StateRef::Array(a) => canonical_array(a, bins, buf.insert([0.0f64; MAX_STATE_DIMS]), what),
     }
@@ -316,25 +320,32 @@ fn canonical_array(
     what: &str,
 ) -> Result<usize> {
     if a.is_empty() || a.len() > MAX_STATE_DIMS {
-        return Err(Error::InvalidState(format!(
-            "{what}: an array state must have 1 to {MAX_STATE_DIMS} numbers, got {}",
-            a.len()
-        )));
+        return Err(Error::state(
+            what,
+            format!(
+                "{what}: an array state must have 1 to {MAX_STATE_DIMS} numbers, got {}",
+                a.len()
+            ),
+        ));
     }
     if let Some(b) = bins {
         if b.len() != a.len() {
-            return Err(Error::InvalidState(format!(
-                "{what}: state_bins has {} dimensions but the state has {}",
-                b.len(),
-                a.len()
-            )));
+            return Err(Error::state(
+                what,
+                format!(
+                    "{what}: state_bins has {} dimensions but the state has {}",
+                    b.len(),
+                    a.len()
+                ),
+            ));
         }
     }
     for (i, &x) in a.iter().enumerate() {
         if !x.is_finite() {
-            return Err(Error::InvalidState(format!(
-                "{what}: element {i} is not a finite number"
-            )));
+            return Err(Error::state(
+                what,
+                format!("{what}: element {i} is not a finite number"),
+            ));
         }
         buf[i] = match bins {
             Some(b) => b[i].index(x) as f64,
@@ -515,7 +526,7 @@ mod tests {
         ] {
             assert!(matches!(
                 canonical_key(bad.as_ref(), None),
-                Err(Error::InvalidState(_))
+                Err(Error::InvalidState { .. })
             ));
         }
         assert!(serde_json::from_str::<State>("1.5").is_err());

@@ -670,7 +670,7 @@ fn episodes_end_once_and_refuse_what_cannot_be_learned() {
         .unwrap();
     assert!(matches!(
         log.end_episode(&mut q_model, "f", bad_next),
-        Err(Error::InvalidState(_))
+        Err(Error::InvalidState { .. })
     ));
 }
 
@@ -842,7 +842,7 @@ fn action_probabilities_by_hand() {
     let p = m.action_probabilities(1, None, true).unwrap();
     assert!(close(&p, &[0.06, 0.76, 0.06, 0.06, 0.06]), "{p:?}");
     let bad = m.action_probabilities(1, Some(&[]), true);
-    assert!(matches!(bad, Err(Error::InvalidAction(_))), "{bad:?}");
+    assert!(matches!(bad, Err(Error::InvalidAction { .. })), "{bad:?}");
 }
 
 /// One predict scenario: the model, the state, the mask, whether to

@@ -56,14 +56,14 @@ fn field_of<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
 
 fn action_error<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
     match r {
-        Err(Error::InvalidAction(m)) => m,
+        Err(Error::InvalidAction { message, .. }) => message,
         other => panic!("expected InvalidAction, got {other:?}"),
     }
 }
 
 fn state_error<T: std::fmt::Debug>(r: Result<T, Error>) -> String {
     match r {
-        Err(Error::InvalidState(m)) => m,
+        Err(Error::InvalidState { message, .. }) => message,
         other => panic!("expected InvalidState, got {other:?}"),
     }
 }

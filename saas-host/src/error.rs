@@ -225,10 +225,7 @@ pub fn error_detail(e: CoreError) -> crate::wire::ErrorDetail {
 
 /// The field a core error names (validation errors name theirs).
 fn core_field(e: &CoreError) -> Option<&str> {
-    match e {
-        CoreError::InvalidField { field, .. } => Some(field),
-        _ => None,
-    }
+    e.field_name()
 }
 
 /// The mapping of core errors (see docs/http-api.md for the codes).
@@ -237,8 +234,8 @@ fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) 
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     match e {
         E::InvalidField { .. } => (unprocessable, "invalid_field", e.to_string(), None),
-        E::InvalidState(_) => (unprocessable, "invalid_state", e.to_string(), None),
-        E::InvalidAction(_) => (unprocessable, "invalid_action", e.to_string(), None),
+        E::InvalidState { .. } => (unprocessable, "invalid_state", e.to_string(), None),
+        E::InvalidAction { .. } => (unprocessable, "invalid_action", e.to_string(), None),
         E::Decode(_) => (unprocessable, "invalid_model", e.to_string(), None),
         E::NotFound(what) => (
             StatusCode::NOT_FOUND,

@@ -15,7 +15,10 @@ use crate::error::{to_py, value_error};
 /// Prefixes a predict_many error with the index of the offending state.
 fn at_state(i: usize, e: Error) -> Error {
     match e {
-        Error::InvalidState(m) => Error::InvalidState(format!("states[{i}]: {m}")),
+        Error::InvalidState { field, message } => Error::InvalidState {
+            field: format!("states[{i}].{field}"),
+            message: format!("states[{i}]: {message}"),
+        },
         other => other,
     }
 }
@@ -113,9 +116,10 @@ impl QLearner {
         let to_actions = |v: Vec<i64>, what: &str| -> PyResult<Vec<usize>> {
             // Only the error path formats: the loop stays a compare per item.
             if let Some((i, &a)) = v.iter().enumerate().find(|&(_, &a)| a < 0) {
-                return Err(value_error(Error::InvalidAction(format!(
-                    "{what}[{i}]: action {a} is outside 0..{n_actions}"
-                ))));
+                return Err(value_error(Error::action(
+                    format!("{what}[{i}]"),
+                    format!("{what}[{i}]: action {a} is outside 0..{n_actions}"),
+                )));
             }
             Ok(v.into_iter().map(|a| a as usize).collect())
         };

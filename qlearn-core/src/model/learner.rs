@@ -277,10 +277,10 @@ impl Learner {
     fn experience_error(&self, exp: &Experience<'_>) -> Result<()> {
         let n = self.config.n_actions;
         if exp.action >= n {
-            return Err(Error::InvalidAction(format!(
-                "action {} is outside 0..{n}",
-                exp.action
-            )));
+            return Err(Error::action(
+                "action",
+                format!("action {} is outside 0..{n}", exp.action),
+            ));
         }
         if !(exp.reward.is_finite() && exp.reward.abs() <= MAX_REWARD) {
             return Err(Error::field(
@@ -291,15 +291,17 @@ impl Learner {
         check_mask(exp.next_allowed_actions, n, "next_allowed_actions")?;
         if let Some(na) = exp.next_action {
             if na >= n {
-                return Err(Error::InvalidAction(format!(
-                    "next_action {na} is outside 0..{n}"
-                )));
+                return Err(Error::action(
+                    "next_action",
+                    format!("next_action {na} is outside 0..{n}"),
+                ));
             }
             if let Some(mask) = exp.next_allowed_actions {
                 if !mask.contains(&na) {
-                    return Err(Error::InvalidAction(format!(
-                        "next_action {na} is not in next_allowed_actions"
-                    )));
+                    return Err(Error::action(
+                        "next_action",
+                        format!("next_action {na} is not in next_allowed_actions"),
+                    ));
                 }
             }
         } else if self.config.algorithm == Algorithm::Sarsa && !exp.done {

@@ -398,8 +398,14 @@ pub fn at_index(i: usize, err: Error) -> Error {
             field: format!("experiences[{i}].{field}"),
             message,
         },
-        Error::InvalidState(m) => Error::InvalidState(format!("experiences[{i}]: {m}")),
-        Error::InvalidAction(m) => Error::InvalidAction(format!("experiences[{i}]: {m}")),
+        Error::InvalidState { field, message } => Error::InvalidState {
+            field: format!("experiences[{i}].{field}"),
+            message: format!("experiences[{i}]: {message}"),
+        },
+        Error::InvalidAction { field, message } => Error::InvalidAction {
+            field: format!("experiences[{i}].{field}"),
+            message: format!("experiences[{i}]: {message}"),
+        },
         other => other,
     }
 }

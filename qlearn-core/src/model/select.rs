@@ -44,20 +44,22 @@ pub(super) fn check_mask(allowed: Option<&[usize]>, n: usize, field: &str) -> Re
 
 fn check_mask_list(a: &[usize], n: usize, field: &str) -> Result<()> {
     if a.is_empty() {
-        return Err(Error::InvalidAction(format!("{field} must not be empty")));
+        return Err(Error::action(field, format!("{field} must not be empty")));
     }
     let mut seen = [0u64; crate::limits::MAX_ACTIONS / 64];
     for &x in a {
         if x >= n {
-            return Err(Error::InvalidAction(format!(
-                "{field} contains {x}, outside 0..{n}"
-            )));
+            return Err(Error::action(
+                field,
+                format!("{field} contains {x}, outside 0..{n}"),
+            ));
         }
         let (w, b) = (x / 64, 1u64 << (x % 64));
         if seen[w] & b != 0 {
-            return Err(Error::InvalidAction(format!(
-                "{field} lists action {x} twice"
-            )));
+            return Err(Error::action(
+                field,
+                format!("{field} lists action {x} twice"),
+            ));
         }
         seen[w] |= b;
     }

@@ -743,7 +743,7 @@ pub fn validation_costs_nothing<S: Store>(s: &S) {
     ];
     let r = update(s, &m, &info.id, &batch);
     match r {
-        Err(Error::InvalidAction(msg)) => {
+        Err(Error::InvalidAction { message: msg, .. }) => {
             check!(s, msg.contains("experiences[2]"), "names the item: {msg}")
         }
         other => panic!("[{}] expected InvalidAction, got {other:?}", s.backend()),
@@ -1175,7 +1175,7 @@ pub fn concurrent_invalid_calls<S: Store>(s: &S) {
                         (
                             1,
                             Err(
-                                Error::InvalidAction(_)
+                                Error::InvalidAction { .. }
                                 | Error::InvalidField { .. }
                                 | Error::NotFound(_),
                             ),

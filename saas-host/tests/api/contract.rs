@@ -18,8 +18,8 @@ async fn error_fields_name_the_member(backend: Backend) {
     let Some(s) = start(backend, "contract_fields").await else {
         return;
     };
-    let (t, _, model) = s.register("fields@example.com").await;
-    let t = Some(t.as_str());
+    let (token, _, model) = s.register("fields@example.com").await;
+    let t = Some(token.as_str());
 
     // A member of the wrong type (serde), a missing one, an index of a batch.
     let (st, v) = s
@@ -63,6 +63,45 @@ async fn error_fields_name_the_member(backend: Backend) {
         .await;
     assert_error(st, &v, 422, "invalid_field");
     assert_eq!(field(&v), "experiences[1].reward", "{v}");
+    // State and action errors name their member too (typed in the core).
+    let (st, v) = s
+        .json(
+            POST,
+            "/predict",
+            t,
+            Some(json!({"model_id": model, "state": 1, "allowed_actions": [9]})),
+        )
+        .await;
+    assert_error(st, &v, 422, "invalid_action");
+    assert_eq!(field(&v), "allowed_actions", "{v}");
+    let mut far = exp.clone();
+    far["action"] = json!(9);
+    let (st, v) = s
+        .json(
+            POST,
+            "/update/batch",
+            t,
+            Some(json!({"model_id": model, "experiences": [exp, exp, far]})),
+        )
+        .await;
+    assert_error(st, &v, 422, "invalid_action");
+    assert_eq!(field(&v), "experiences[2].action", "{v}");
+    let binned = s
+        .create_model(
+            &token,
+            json!({"name": "binned", "n_actions": 2, "state_bins": [{"low": 0, "high": 1, "bins": 4}]}),
+        )
+        .await;
+    let (st, v) = s
+        .json(
+            POST,
+            "/update",
+            t,
+            Some(json!({"model_id": binned, "state": [0.5], "action": 0, "reward": 0, "next_state": [0.5, 0.5]})),
+        )
+        .await;
+    assert_error(st, &v, 422, "invalid_state");
+    assert_eq!(field(&v), "next_state", "{v}");
     // A nested member of a configuration, and a query parameter.
     let (st, v) = s
         .json(
