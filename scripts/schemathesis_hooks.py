@@ -10,9 +10,11 @@ back: a 422 on schema-valid data must be one of these rules, told apart by
 the error's `code` and `field` (its JSON path). Any other 422 fails.
 """
 
+import json
 import re
 
 import schemathesis
+from hypothesis import strategies as st
 
 ANY = None
 ITEM = r"(experiences\[\d+\]\.)?"
@@ -93,3 +95,23 @@ def only_unwritable_rules_reject_valid_data(ctx, response, case):
     raise AssertionError(
         f"schema-valid data refused with {code} (field {field!r}): {error.get('message')}"
     )
+
+
+@schemathesis.deserializer("application/x-ndjson")
+def ndjson(ctx, response):
+    """The decision export: one JSON value per line, read as a list (its schema's form)."""
+    return [json.loads(line) for line in response.content.decode("utf-8").splitlines() if line]
+
+
+@schemathesis.hook
+def flatmap_query(context, query):
+    """Open the event stream with the bearer credential, not only with generated tickets.
+
+    A generated `ticket` is never a real one (401), so half the cases drop
+    it and the stream itself (its headers and events) is checked too.
+    """
+    operation = getattr(context, "operation", None)
+    if operation is None or operation.path != "/models/{id}/events" or not query or "ticket" not in query:
+        return st.just(query)
+    without = {k: v for k, v in query.items() if k != "ticket"}
+    return st.sampled_from([query, without])

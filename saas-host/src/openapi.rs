@@ -113,7 +113,8 @@ pub fn response(config: &Config) -> Resp {
 /// - the constraints of query parameters ([`query_schema`]);
 /// - request bodies refuse unknown members where the server does;
 /// - `POST /api-keys` takes one of `expires_in_days` and `expires_at`;
-/// - the event stream's events, each type with its data ([`event_schema`]).
+/// - the event stream's events, each type with its data ([`event_schema`]);
+/// - the decision export's lines (NDJSON), each a `DecisionOut`.
 fn complete(doc: &mut Value, config: &Config) {
     for &route in Route::ALL {
         let spec = route.spec();
@@ -160,6 +161,19 @@ fn complete(doc: &mut Value, config: &Config) {
             "application/json".into(),
             json!({"schema": {"type": "object", "description": "The JSON export (?format=json)"}}),
         );
+    }
+    let ndjson = format!(
+        "/paths/{}/get/responses/200/content/application~1x-ndjson",
+        escape(Route::ModelDecisionsExport.label())
+    );
+    if let Some(content) = doc.pointer_mut(&ndjson) {
+        // One decision per line: the lines read as a list (OpenAPI 3.1
+        // tools), and each line (`itemSchema`, OpenAPI 3.2's way).
+        let item = json!({"$ref": "#/components/schemas/DecisionOut"});
+        *content = json!({
+            "schema": {"type": "array", "items": item, "description": "One DecisionOut per line"},
+            "itemSchema": item
+        });
     }
     let events = format!(
         "/paths/{}/get/responses/200/content/text~1event-stream",
