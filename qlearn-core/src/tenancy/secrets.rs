@@ -101,7 +101,7 @@ pub enum KeyForm {
     /// The current form with a checksum that matches: worth looking up.
     Checked,
     /// The form of keys issued before keys carried a checksum
-    /// ([`LEGACY_API_KEY_LEN`] characters): still valid, looked up.
+    /// (`LEGACY_API_KEY_LEN` characters): still valid, looked up.
     Legacy,
     /// Neither: a wrong checksum, a wrong length or a character outside
     /// base64url. No such key was ever issued; refuse it without a lookup.
