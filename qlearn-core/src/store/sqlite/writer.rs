@@ -157,6 +157,10 @@ pub(super) struct Queue {
 /// again before it starts a smaller batch.
 pub(super) const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
+/// The least the writer waits for them (a batch's own time can be tens of
+/// microseconds, less than the callers need to come back).
+pub(super) const MIN_GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+
 #[derive(Default)]
 pub(super) struct Done {
     /// Every job up to this sequence number has committed.
@@ -355,7 +359,8 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
             // time) so they share the next commit instead of being split
             // over several small ones.
             if q.jobs.len() < last_batch && !q.closed {
-                let deadline = std::time::Instant::now() + (last_took / 2).min(MAX_GATHER);
+                let deadline =
+                    std::time::Instant::now() + (last_took / 2).max(MIN_GATHER).min(MAX_GATHER);
                 while q.jobs.len() < last_batch && !q.closed {
                     let now = std::time::Instant::now();
                     if now >= deadline {
