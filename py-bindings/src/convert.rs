@@ -599,6 +599,19 @@ pub(crate) fn action(a: i64, n_actions: usize, what: &str) -> PyResult<usize> {
     })
 }
 
+/// An optional list of allowed actions (`None` or Python `None`: all); see
+/// [`allowed`].
+pub(crate) fn opt_allowed(
+    obj: Option<&Bound<'_, PyAny>>,
+    n_actions: usize,
+    what: &str,
+) -> PyResult<Option<Vec<usize>>> {
+    match obj {
+        Some(a) if !a.is_none() => allowed(a, n_actions, what).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// A list of allowed actions: a sequence of action indices, or a numpy bool
 /// mask of length `n_actions` (Gymnasium's `action_mask` as `mask.astype(bool)`).
 pub(crate) fn allowed(

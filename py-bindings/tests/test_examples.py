@@ -47,3 +47,23 @@ def test_client_benchmark_script_runs(roomy):
     pytest.importorskip("httpx", reason="httpx not installed: the client benchmark did not run")
     text = run("bench_client.py", "--url", roomy.base, "--experiences", "3000", "--repeat", "1")
     assert "qlearn.Client.update_many" in text and "raw httpx" in text, text
+
+
+def test_news_recommendation_learns_from_delayed_clicks_in_process():
+    text = run("news_recommendation.py", "--rounds", "6000", "--block", "1000", "--seed", "0")
+    rates = [float(r) for r in re.findall(r"click rate (0\.[0-9]+)$", text, re.M)]
+    assert len(rates) == 6, text
+    # Random articles click 0.15 of the time, the best ones 0.50: the rate
+    # rises from the first block (half exploring) to the last.
+    assert rates[-1] >= rates[0] + 0.1 and rates[-1] >= 0.42, text
+    right = int(re.search(r"learned the best article for (\d) of 8", text).group(1))
+    assert right >= 7, text
+
+
+def test_news_recommendation_learns_through_the_service(roomy):
+    pytest.importorskip("httpx", reason="httpx not installed: the client example did not run")
+    text = run("news_recommendation.py", "--url", roomy.base, "--email", "news@example.com",
+               "--password", "correct horse battery", "--rounds", "3000", "--block", "500")
+    rates = [float(r) for r in re.findall(r"click rate (0\.[0-9]+)$", text, re.M)]
+    assert len(rates) == 6 and rates[-1] >= rates[0] + 0.05, text
+    assert "through the service" in text, text

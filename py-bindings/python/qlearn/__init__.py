@@ -18,7 +18,9 @@ from ._qlearn import (
     FORMAT_VERSION,
     MAX_ACTIONS,
     MAX_STATE_DIMS,
+    LoggedDecision,
     QLearner,
+    RewardOutcome,
     Stats,
     __version__,
 )
@@ -83,7 +85,9 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_ACTIONS",
     "MAX_STATE_DIMS",
+    "LoggedDecision",
     "QLearner",
+    "RewardOutcome",
     "Stats",
     "__version__",
 ]

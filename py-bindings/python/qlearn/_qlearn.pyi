@@ -9,7 +9,9 @@ from typing import Any, Literal, SupportsFloat, SupportsIndex, TypedDict, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["QLearner", "Stats", "__version__", "MAX_ACTIONS", "MAX_STATE_DIMS", "FORMAT_VERSION"]
+from .types import DecisionStats
+
+__all__ = ["QLearner", "Stats", "LoggedDecision", "RewardOutcome", "__version__", "MAX_ACTIONS", "MAX_STATE_DIMS", "FORMAT_VERSION"]
 
 __version__: str
 MAX_ACTIONS: int
@@ -82,6 +84,51 @@ class Stats:
     @property
     def recent_returns(self) -> list[float]: ...
     def to_dict(self) -> _StatsDict: ...
+
+_Aggregation = Literal["sum", "first", "last", "mean", "min", "max"]
+_Number = SupportsFloat | SupportsIndex
+
+class _DecisionsSetting(TypedDict):
+    reward_wait_seconds: int
+    default_reward: float | None
+    aggregation: _Aggregation
+    retention_days: int
+
+@final
+class LoggedDecision:
+    """A logged decision (QLearner.decide)."""
+
+    @property
+    def decision_id(self) -> str: ...
+    @property
+    def episode_id(self) -> str | None: ...
+    @property
+    def step(self) -> int: ...
+    @property
+    def action(self) -> int: ...
+    @property
+    def probability(self) -> float: ...
+    @property
+    def q_values(self) -> list[float]: ...
+    @property
+    def closes_at(self) -> float: ...
+    @property
+    def replayed(self) -> bool: ...
+
+@final
+class RewardOutcome:
+    """What a reward did (QLearner.reward)."""
+
+    @property
+    def status(self) -> Literal["open", "closed", "applied", "late", "duplicate"]: ...
+    @property
+    def reward(self) -> float | None: ...
+    @property
+    def rewards(self) -> int: ...
+    @property
+    def closes_at(self) -> float: ...
+    @property
+    def learned(self) -> int: ...
 
 @final
 class QLearner:
@@ -195,6 +242,50 @@ class QLearner:
     def to_json(self) -> str: ...
     @classmethod
     def from_json(cls, text: str) -> QLearner: ...
-    def __reduce__(self) -> tuple[Any, tuple[bytes]]: ...
+    def __reduce__(self) -> tuple[Any, tuple[bytes], str | None]: ...
+    def __setstate__(self, state: str | None) -> None: ...
     def __copy__(self) -> QLearner: ...
     def __deepcopy__(self, memo: Any = None) -> QLearner: ...
+    def enable_decisions(
+        self,
+        reward_wait_seconds: SupportsIndex = 600,
+        default_reward: _Number | None = None,
+        aggregation: _Aggregation = "sum",
+        retention_days: SupportsIndex = 30,
+    ) -> None: ...
+    def disable_decisions(self) -> None: ...
+    @property
+    def decisions_setting(self) -> _DecisionsSetting | None: ...
+    def decide(
+        self,
+        state: _State,
+        *,
+        allowed_actions: _Actions | None = None,
+        explore: bool = True,
+        decision_id: str | None = None,
+        episode_id: str | None = None,
+        now: _Number | None = None,
+    ) -> LoggedDecision: ...
+    def reward(
+        self,
+        decision_id: str,
+        value: _Number,
+        *,
+        reward_id: str | None = None,
+        final: bool = False,
+        now: _Number | None = None,
+    ) -> RewardOutcome: ...
+    def end_episode(
+        self,
+        episode_id: str,
+        outcome: Literal["terminated", "truncated"] = "terminated",
+        *,
+        next_state: _State | None = None,
+        next_allowed_actions: _Actions | None = None,
+    ) -> int: ...
+    def settle(self, now: _Number | None = None) -> int: ...
+    @property
+    def decision_stats(self) -> DecisionStats | None: ...
+    def decision_status(self, decision_id: str) -> Literal["open", "closed", "applied", "expired"] | None: ...
+    def decisions_to_json(self) -> str | None: ...
+    def load_decisions(self, text: str | None) -> None: ...

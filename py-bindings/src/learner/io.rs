@@ -12,7 +12,8 @@ use qlearn_core::Model;
 
 use super::QLearner;
 use crate::convert;
-use crate::error::{to_py, type_error};
+use crate::error::{poisoned, to_py, type_error};
+use pyo3::sync::MutexExt;
 
 impl QLearner {
     fn bytes(&self, py: Python<'_>) -> PyResult<Vec<u8>> {
@@ -134,23 +135,38 @@ impl QLearner {
             .map_err(to_py)
     }
 
-    /// Pickle support: a QLearner pickles as its to_bytes().
+    /// Pickle support: a QLearner pickles as its to_bytes() and, when
+    /// decisions are on, its decision log's JSON (restored by __setstate__).
+    #[allow(clippy::type_complexity)]
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,), Option<String>)> {
         let py = slf.py();
         let ctor = slf.get_type().getattr("from_bytes")?;
+        let log = slf.get().decisions_json(py)?;
         let bytes = slf.get().to_bytes(py)?;
-        Ok((ctor, (bytes,)))
+        Ok((ctor, (bytes,), log))
     }
 
-    /// An independent copy (same table, epsilon, counters and random state).
+    /// Restores the decision log kept by __reduce__ (None: decisions off).
+    fn __setstate__(&self, py: Python<'_>, state: Option<&str>) -> PyResult<()> {
+        let log = state.map(super::decisions::decode_log).transpose()?;
+        *self.log.lock_py_attached(py).map_err(|_| poisoned())? = log;
+        Ok(())
+    }
+
+    /// An independent copy (same table, epsilon, counters, random state and
+    /// decision log).
     fn __copy__(&self, py: Python<'_>) -> PyResult<Self> {
+        let log = self.log.lock_py_attached(py).map_err(|_| poisoned())?;
         let model = self.lock(py)?.clone();
-        Ok(QLearner::wrap(model))
+        let copy = QLearner::wrap(model);
+        *copy.log.lock_py_attached(py).map_err(|_| poisoned())? = log.clone();
+        Ok(copy)
     }
 
-    /// An independent copy (same table, epsilon, counters and random state).
+    /// An independent copy (same table, epsilon, counters, random state and
+    /// decision log).
     #[pyo3(signature = (memo=None))]
     fn __deepcopy__(&self, py: Python<'_>, memo: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let _ = memo;

@@ -18,18 +18,24 @@
 //! methods are in one `#[pymethods]` block per concept (pyo3's
 //! `multiple-pymethods` feature): [`batch`] (`predict_many`,
 //! `update_many`), [`params`] (the hyperparameter properties), [`table`]
-//! (views of the Q-table) and [`io`] (bytes, files, JSON, pickle, copy).
+//! (views of the Q-table), [`io`] (bytes, files, JSON, pickle, copy) and
+//! [`decisions`] (logged decisions and delayed rewards over the core's
+//! `DecisionLog`).
 
 mod batch;
+mod decisions;
 mod io;
 mod params;
 mod table;
+
+pub use decisions::{LoggedDecision, RewardOutcome};
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::PyDict;
+use qlearn_core::decisions::DecisionLog;
 use qlearn_core::{Error, Experience, Model, ModelConfig};
 
 use crate::convert::{self, ArrayBuf};
@@ -68,6 +74,9 @@ use crate::error::{poisoned, to_py, type_error, value_error};
 #[pyclass(module = "qlearn", name = "QLearner", frozen)]
 pub struct QLearner {
     model: Mutex<Model>,
+    /// The decision log (`None`: decisions off). Locked before `model`
+    /// when both are needed.
+    log: Mutex<Option<DecisionLog>>,
     /// Cached: `n_actions` never changes on a model.
     n_actions: usize,
 }
@@ -77,6 +86,7 @@ impl QLearner {
         let n_actions = model.config().n_actions;
         QLearner {
             model: Mutex::new(model),
+            log: Mutex::new(None),
             n_actions,
         }
     }
@@ -218,12 +228,7 @@ impl QLearner {
     ) -> PyResult<usize> {
         let mut buf = ArrayBuf::new();
         let s = convert::state(state, &mut buf, "state")?;
-        let mask = match allowed_actions {
-            Some(a) if !a.is_none() => {
-                Some(convert::allowed(a, self.n_actions, "allowed_actions")?)
-            }
-            _ => None,
-        };
+        let mask = convert::opt_allowed(allowed_actions, self.n_actions, "allowed_actions")?;
         let decision = self.lock(py)?.predict(s, explore, mask.as_deref());
         decision.map(|d| d.action).map_err(to_py)
     }
@@ -292,10 +297,7 @@ impl QLearner {
         let mut next_buf = ArrayBuf::new();
         let s = convert::state(state, &mut buf, "state")?;
         let s2 = convert::state(next_state, &mut next_buf, "next_state")?;
-        let mask = match next_allowed_actions {
-            Some(a) if !a.is_none() => Some(convert::allowed(a, n, "next_allowed_actions")?),
-            _ => None,
-        };
+        let mask = convert::opt_allowed(next_allowed_actions, n, "next_allowed_actions")?;
         let exp = Experience {
             state: s,
             action: convert::action(convert::int_arg(action, "action")?, n, "action")?,
