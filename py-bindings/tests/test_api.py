@@ -27,7 +27,7 @@ def test_module_exports():
               "to_dataframe"}
     client = {"Client", "AsyncClient", "EventStream", "AsyncEventStream", "RemoteModel"}
     decisions = {"Decision", "DecisionPage", "DecisionStats", "DecisionsSetting", "EndEvent", "EpisodeEnd",
-                 "RewardError", "RewardReceipt"}
+                 "RewardError", "RewardReceipt", "LoggedDecision", "RewardOutcome"}
     errors = {"QlearnError", "BadRequest", "Unauthorized", "Forbidden", "ModelLimitReached", "NotFound",
               "Conflict", "PayloadTooLarge", "ValidationError", "TooManyRequests", "RateLimited",
               "QuotaExceeded", "ServiceUnavailable", "ConnectionFailed"}
