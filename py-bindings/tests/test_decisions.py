@@ -315,3 +315,46 @@ def test_shuffled_pieces_apply_every_transition_exactly_once():
             else:
                 b.update(100 + k, actions[k], rewards[k], 100 + k, done=True)
         assert a.items() == b.items(), events
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_same_q_table_as_the_service(roomy, algorithm):
+    """The same decisions, rewards (two per step, one repeated, one final)
+    and episode ends in-process and through the service: the same actions,
+    probabilities and reward receipts, and the same Q-table."""
+    pytest.importorskip("httpx", reason="httpx not installed: the client is not usable")
+    params = dict(learning_rate=0.5, discount_factor=0.9, epsilon=0.3, seed=11, algorithm=algorithm)
+    local = qlearn.QLearner(3, **params)
+    local.enable_decisions(reward_wait_seconds=600, aggregation="mean")
+    rng = random.Random(algorithm)
+    with qlearn.Client(roomy.base) as c:
+        c.register(f"same-{algorithm}-{random.randrange(10**9)}@example.com", "correct horse battery")
+        mid = c.create_model("same", 3, **params).id
+        c.patch_model(mid, decisions={"reward_wait_seconds": 600, "aggregation": "mean"})
+        for episode in range(3):
+            ep = f"e{episode}"
+            steps = []
+            for k in range(5):
+                state = [rng.randrange(3), rng.randrange(3)]
+                mask = None if k % 2 else [0, 2]
+                p = c.predict(mid, state, allowed_actions=mask, episode_id=ep, decision_id=f"{ep}-{k}")
+                d = local.decide(state, allowed_actions=mask, episode_id=ep, decision_id=f"{ep}-{k}")
+                assert (p.action, p.probability, p.step) == (d.action, d.probability, d.step)
+                steps.append(d.decision_id)
+            for k in reversed(range(5)):  # rewards in reverse order
+                for rid, value, final in [("a", rng.uniform(-1, 1), False), ("a", None, False),
+                                          ("b", rng.uniform(-1, 1), True)]:
+                    if value is None:  # a retry of reward "a": duplicate
+                        value = last
+                    last = value
+                    remote = c.reward(mid, steps[k], value, reward_id=rid, final=final)
+                    mine = local.reward(steps[k], value, reward_id=rid, final=final)
+                    assert (remote.status, remote.reward, remote.rewards) == (
+                        mine.status, mine.reward, mine.rewards)
+            outcome = "truncated" if episode == 1 and algorithm != "sarsa" else "terminated"
+            nxt = [1, 1] if outcome == "truncated" else None
+            assert c.end_episode(mid, ep, outcome, next_state=nxt).learned == local.end_episode(
+                ep, outcome, next_state=nxt)
+        served = c.export_model(mid)
+    assert served.items() == local.items()
+    assert served.stats.updates == local.stats.updates == 15
