@@ -183,6 +183,12 @@ def test_probabilities_are_the_behaviour_policys():
     assert (g.action, g.probability) == (2, 1.0)
     m = a.decide(0, allowed_actions=[0, 1], explore=False, now=T0)
     assert m.probability == 0.5 and m.action in (0, 1)
+    assert a.action_probabilities(0) == pytest.approx([0.1, 0.1, 0.8])
+    assert a.action_probabilities(0, explore=False) == [0.0, 0.0, 1.0]
+    assert a.action_probabilities(0, [0, 1], explore=False) == [0.5, 0.5, 0.0]
+    assert a.action_probabilities(0)[d.action] == d.probability  # the same computation
+    with pytest.raises(ValueError, match="allowed_actions"):
+        a.action_probabilities(0, [5])
     s = agent(exploration="softmax", temperature=1.0)
     s.enable_decisions()
     assert s.decide(0, now=T0).probability == pytest.approx(1 / 3)

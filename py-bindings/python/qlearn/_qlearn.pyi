@@ -155,6 +155,9 @@ class QLearner:
         self, state: _State, explore: bool = True, allowed_actions: _Actions | None = None
     ) -> int: ...
     def q_values(self, state: _State) -> list[float]: ...
+    def action_probabilities(
+        self, state: _State, allowed_actions: _Actions | None = None, explore: bool = True
+    ) -> list[float]: ...
     def update(
         self,
         state: _State,

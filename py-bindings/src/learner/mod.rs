@@ -249,6 +249,39 @@ impl QLearner {
         q.map_err(to_py)
     }
 
+    /// The behaviour policy's probability of each action in `state`: what
+    /// predict() chooses with (epsilon-greedy with ties split evenly,
+    /// softmax, or greedy with explore=False), restricted to
+    /// allowed_actions. The probability decide() logs is one of these.
+    /// Changes nothing.
+    ///
+    /// Args:
+    ///     state: int, str, sequence of numbers or 1-d numpy array.
+    ///     allowed_actions: optional action indices or numpy bool mask.
+    ///     explore: whether exploration applies.
+    ///
+    /// Returns:
+    ///     A list of n_actions floats summing to 1 (0 for disallowed actions).
+    #[pyo3(
+        signature = (state, allowed_actions=None, explore=true),
+        text_signature = "($self, state, allowed_actions=None, explore=True)"
+    )]
+    fn action_probabilities(
+        &self,
+        py: Python<'_>,
+        state: &Bound<'_, PyAny>,
+        allowed_actions: Option<&Bound<'_, PyAny>>,
+        explore: bool,
+    ) -> PyResult<Vec<f64>> {
+        let mut buf = ArrayBuf::new();
+        let s = convert::state(state, &mut buf, "state")?;
+        let mask = convert::opt_allowed(allowed_actions, self.n_actions, "allowed_actions")?;
+        let p = self
+            .lock(py)?
+            .action_probabilities(s, mask.as_deref(), explore);
+        p.map_err(to_py)
+    }
+
     /// Learns from one transition with the configured rule, e.g. for
     /// Q-learning Q(s,a) += alpha * (r + gamma * (1 - done) * max Q(s',.) - Q(s,a)).
     ///
