@@ -128,9 +128,13 @@ def test_hyperparameters_are_settable_through_the_engine():
     assert a.learning_rate == 0.5
     with pytest.raises(ValueError, match="algorithm"):
         a.algorithm = "dqn"
-    a.update(0, 1, 1.0, 1, done=True)
+    # Q(0, 1) = 1 + 0.5 * (3 - 1) = 2 (done: no bootstrap); the rest initial_q.
+    a.update(0, 1, 3.0, 1, done=True)
+    assert a.q_values(0) == pytest.approx([1.0, 2.0, 1.0])
+    # Switching to double Q-learning keeps the values (both tables start
+    # as the old one, and q_values shows their mean).
     a.algorithm = "double_q_learning"
-    assert a.q_values(0) == pytest.approx(a.q_values(0))
+    assert a.q_values(0) == pytest.approx([1.0, 2.0, 1.0])
     assert a.algorithm == "double_q_learning"
     with pytest.raises(AttributeError):
         a.n_actions = 5  # type: ignore[misc]

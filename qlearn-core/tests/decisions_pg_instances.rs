@@ -10,6 +10,7 @@ use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::{Meter, ModelPatch, NewUser, Store};
 use qlearn_core::tenancy::{Role, Tier, TierLimits};
 use qlearn_core::{Model, ModelConfig, StateRef};
+use std::io::Write as _;
 
 const NOW: i64 = 1_790_038_400;
 const MODELS: usize = 6;
@@ -39,7 +40,11 @@ fn two_instances_settle_each_deadline_once() {
             if std::env::var("QLEARN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
                 panic!("[postgres] not reachable at {}: {e}", url());
             }
-            eprintln!("SKIPPED: PostgreSQL not reachable at {} ({e})", url());
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED: PostgreSQL not reachable at {} ({e})",
+                url()
+            );
             return;
         }
     };

@@ -9,6 +9,7 @@
 #![cfg(all(unix, feature = "sqlite", feature = "postgres"))]
 
 use std::collections::HashSet;
+use std::io::Write as _;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -245,7 +246,8 @@ fn postgres_acknowledged_updates_survive_sigkill() {
             if std::env::var("QLEARN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
                 panic!("[postgres] not reachable at {}: {e}", pg_url());
             }
-            eprintln!(
+            let _ =
+                writeln!(std::io::stderr().lock(),
                 "SKIPPED: PostgreSQL not reachable at {} ({e}); durability not tested on postgres",
                 pg_url()
             );

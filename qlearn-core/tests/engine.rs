@@ -463,6 +463,40 @@ fn softmax_follows_the_boltzmann_distribution() {
     assert_eq!(m.predict(0i64, false, None).unwrap().action, 0);
 }
 
+/// Double Q-learning's softmax is over the mean of the two tables at the
+/// configured temperature: rows Q_A = [2, 0, 1], Q_B = [0, 0, 1] have means
+/// [1, 0, 1]; at T = 0.5 the weights are e^0, e^-2, e^0 (computed by hand,
+/// not with the engine's sum-and-doubled-temperature form).
+#[test]
+fn double_q_softmax_is_over_the_mean_at_the_temperature() {
+    let rows = [(State::Int(0), vec![2.0, 0.0, 1.0, 0.0, 0.0, 1.0])];
+    let mut c = config(3, Algorithm::DoubleQLearning);
+    c.exploration = Exploration::Softmax;
+    c.temperature = 0.5;
+    let mut m = with_rows(c, &rows);
+    let z = 2.0 + (-2f64).exp();
+    let want = [1.0 / z, (-2f64).exp() / z, 1.0 / z];
+    let p = m.action_probabilities(0i64, None, true).unwrap();
+    for a in 0..3 {
+        assert_close!(p[a], want[a]);
+    }
+    // Masked to {1, 2}: e^-2 and e^0 renormalised.
+    let p = m.action_probabilities(0i64, Some(&[1, 2]), true).unwrap();
+    let z2 = 1.0 + (-2f64).exp();
+    assert_close!(p[0], 0.0);
+    assert_close!(p[1], (-2f64).exp() / z2);
+    assert_close!(p[2], 1.0 / z2);
+    // The probability predict reports is the same one, and the draws follow it.
+    let mut counts = [0u32; 3];
+    for _ in 0..20_000 {
+        let d = m.predict_full(0i64, true, None).unwrap();
+        assert_close!(d.probability, want[d.action]);
+        counts[d.action] += 1;
+    }
+    let got = f64::from(counts[1]) / 20_000.0;
+    assert!((got - want[1]).abs() < 0.01, "{counts:?}");
+}
+
 #[test]
 fn ties_are_broken_uniformly_at_random() {
     let rows = [(State::Int(0), vec![2.0, 2.0, 0.0, 2.0])];
@@ -675,8 +709,8 @@ fn a_failed_call_changes_nothing() {
                 .update_batch(&[Experience::new(1i64, 0, 1.0, 2i64).next_action(0), *exp])
                 .is_err());
         }
-        assert!(m.predict(0i64, true, Some(&[7])).is_err());
-        assert!(m.predict(StateRef::Array(&nan), true, None).is_err());
+        assert!(action_error(m.predict(0i64, true, Some(&[7]))).contains("outside"));
+        assert!(state_error(m.predict(StateRef::Array(&nan), true, None)).contains("finite"));
         assert_eq!(m.to_bytes().unwrap(), before, "{algorithm:?}");
     }
 

@@ -9,6 +9,7 @@
 //! `openssl`; skips loudly without them unless `QLEARN_REQUIRE_POSTGRES=1`.
 #![cfg(feature = "postgres")]
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -112,7 +113,10 @@ impl Cluster {
                 !required,
                 "QLEARN_REQUIRE_POSTGRES=1 but no PostgreSQL server binaries or openssl"
             );
-            eprintln!("SKIPPED postgres_tls: no /usr/lib/postgresql/*/bin/initdb or no openssl");
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED postgres_tls: no /usr/lib/postgresql/*/bin/initdb or no openssl"
+            );
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

@@ -9,6 +9,7 @@
 
 mod conformance;
 
+use std::io::Write as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use qlearn_core::store::postgres::PgStore;
@@ -54,7 +55,8 @@ impl Schema {
                         url()
                     );
                 }
-                eprintln!(
+                let _ =
+                    writeln!(std::io::stderr().lock(),
                     "SKIPPED: PostgreSQL not reachable at {} ({e}); set QLEARN_TEST_POSTGRES_URL, \
                      or QLEARN_REQUIRE_POSTGRES=1 to fail instead",
                     url()

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,7 +82,10 @@ async fn database(b: Backend, test: &str) -> Option<(String, tempfile::TempDir)>
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("d.db").display()),
         Backend::Postgres => {
             if !saas_host::config::postgres_available() {
-                eprintln!("SKIPPED {test} on PostgreSQL: this build has no PostgreSQL store yet");
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "SKIPPED {test} on PostgreSQL: this build has no PostgreSQL store yet"
+                );
                 return None;
             }
             let t = test.to_owned();

@@ -733,8 +733,15 @@ pub fn validation_costs_nothing<S: Store>(s: &S) {
         s.predict(&m, &info.id, StateRef::Int(1), false, Some(&[])),
         s.predict(&m, &info.id, StateRef::Int(1), false, Some(&[3])),
     ];
-    for r in bad_predicts {
-        check!(s, r.is_err(), "bad predict accepted: {r:?}");
+    // Each refused with its specific kind (the HTTP code depends on it).
+    let kinds = ["state", "state", "action", "action"];
+    for (r, kind) in bad_predicts.into_iter().zip(kinds) {
+        let right = match (kind, &r) {
+            ("state", Err(Error::InvalidState { field, .. })) => field == "state",
+            ("action", Err(Error::InvalidAction { field, .. })) => field == "allowed_actions",
+            _ => false,
+        };
+        check!(s, right, "bad predict: expected Invalid{kind}, got {r:?}");
     }
     let batch = [
         Experience::new(1, 0, 1.0, 2),

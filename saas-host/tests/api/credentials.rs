@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::common::{assert_error, start, start_with, Backend, Server};
+use crate::common::{assert_error, assert_error_response, start, start_with, Backend, Server};
 use crate::{GET, POST};
 
 backend_tests!(
@@ -481,9 +481,7 @@ async fn stream_caps(b: Backend) {
     assert_eq!((a.status().as_u16(), b1.status().as_u16()), (200, 200));
     // The model's cap.
     let r = stream(&s, &m1, &token).await;
-    let st = r.status();
-    let v: Value = r.json().await.unwrap();
-    assert_error(st, &v, 429, "too_many_streams");
+    let v = assert_error_response(r, 429, "too_many_streams").await;
     assert!(
         v["error"]["message"].as_str().unwrap().contains("model"),
         "{v}"
@@ -492,9 +490,7 @@ async fn stream_caps(b: Backend) {
     assert_eq!(c.status(), 200);
     // The user's cap (tier): also for a ticket.
     let r = stream(&s, &m2, &token).await;
-    let st = r.status();
-    let v: Value = r.json().await.unwrap();
-    assert_error(st, &v, 429, "too_many_streams");
+    let v = assert_error_response(r, 429, "too_many_streams").await;
     assert!(
         v["error"]["message"].as_str().unwrap().contains("tier"),
         "{v}"

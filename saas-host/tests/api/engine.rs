@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_error, start, start_with, Backend};
+use crate::common::{assert_error, assert_error_response, start, start_with, Backend};
 use crate::{GET, POST};
 
 backend_tests!(
@@ -80,8 +80,8 @@ async fn quota_exhaustion_is_exact_under_concurrency(b: Backend) {
         100
     );
     // A batch that does not fit is refused whole.
-    let (st2, v) = s
-        .json(
+    let r = s
+        .call(
             POST,
             "/update/batch",
             Some(&token),
@@ -89,7 +89,7 @@ async fn quota_exhaustion_is_exact_under_concurrency(b: Backend) {
             {"state": 1, "action": 0, "reward": 1, "next_state": 2}]})),
         )
         .await;
-    assert_error(st2, &v, 429, "quota_exceeded");
+    assert_error_response(r, 429, "quota_exceeded").await;
 }
 
 async fn batch_updates(b: Backend) {
@@ -127,6 +127,25 @@ async fn batch_updates(b: Backend) {
         )
         .await;
     assert_error(st, &v, 422, "invalid_field");
+    // A batch whose fourth of six items is bad is refused whole: the
+    // valid items before and after it are neither applied nor metered.
+    let status_path = format!("/status/{mid}?limit=1000");
+    let (_, before) = s.json(GET, &status_path, Some(&token), None).await;
+    let mixed: Vec<Value> = (0..6)
+        .map(|i| json!({"state": [50 + i, 0], "action": if i == 3 { 9 } else { 0 }, "reward": 1, "next_state": [0, 0]}))
+        .collect();
+    let (st, v) = s
+        .json(
+            POST,
+            "/update/batch",
+            Some(&token),
+            Some(json!({"model_id": mid, "experiences": mixed})),
+        )
+        .await;
+    assert_error(st, &v, 422, "invalid_action");
+    let (_, after) = s.json(GET, &status_path, Some(&token), None).await;
+    assert_eq!(after["q_table"], before["q_table"]);
+    assert_eq!(after["stats"], before["stats"]);
     let (_, d) = s.json(GET, "/dashboard", Some(&token), None).await;
     assert_eq!(d["usage"]["calls"], 1000, "a batch of N counts N");
     // Paging of the Q-table.
@@ -201,6 +220,51 @@ async fn sse_delivers_updates(b: Backend) {
     assert_eq!(ev["updates"], 1);
     assert_eq!(ev["episodes"], 1);
     assert_eq!(ev["episode_return"], -1.0);
+    // A batch publishes one event per experience, in order.
+    let exps: Vec<Value> = (0..3)
+        .map(|i| json!({"state": [7, i], "action": i, "reward": 1, "next_state": [7, i + 1]}))
+        .collect();
+    let (st, v) = s
+        .json(
+            POST,
+            "/update/batch",
+            Some(&token),
+            Some(json!({"model_id": mid, "experiences": exps})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // (The single update's frame may still be in `text`: it is left out.)
+    let mut rest = text.clone();
+    let updates_in = |t: &str| {
+        t.split("\n\n")
+            .filter(|f| f.contains("event: update"))
+            .filter_map(|f| f.lines().find_map(|l| l.strip_prefix("data: ")))
+            .map(|d| serde_json::from_str::<Value>(d).unwrap())
+            .filter(|e| e["updates"] != 1)
+            .collect::<Vec<_>>()
+    };
+    while updates_in(&rest).len() < 3 || !rest.ends_with("\n\n") {
+        let chunk = tokio::time::timeout_at(deadline, events.chunk())
+            .await
+            .expect("batch events in time")
+            .unwrap()
+            .unwrap();
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let got = updates_in(&rest);
+    let seen: Vec<(Value, Value)> = got
+        .iter()
+        .map(|e| (e["state"].clone(), e["updates"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (json!([7, 0]), json!(2)),
+            (json!([7, 1]), json!(3)),
+            (json!([7, 2]), json!(4))
+        ],
+        "{rest}"
+    );
     // Another user cannot subscribe; no token is 401.
     let (bob, _, _) = s.register("bob-sse@example.com").await;
     let r = s

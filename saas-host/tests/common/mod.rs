@@ -35,6 +35,14 @@ fn pg_required() -> bool {
     std::env::var("QLEARN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
 
+/// Prints `SKIPPED ...` where the person running the suite sees it: a
+/// direct write to the process's stderr, which the test runner does not
+/// capture (`eprintln!` inside a passing test is swallowed).
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {why}");
+}
+
 /// Creates a fresh schema and returns a URL whose connections use it, or
 /// `None` (after printing why) when PostgreSQL cannot be used.
 pub fn pg_schema_url(test: &str) -> Option<String> {
@@ -60,7 +68,9 @@ pub fn pg_schema_url(test: &str) -> Option<String> {
         if pg_required() {
             panic!("PostgreSQL required (QLEARN_REQUIRE_POSTGRES=1) but unusable at {base}: {e}");
         }
-        eprintln!("SKIPPED (PostgreSQL unreachable at {base}: {e}; set QLEARN_REQUIRE_POSTGRES=1 to fail instead)");
+        skipped(&format!(
+            "{test} (PostgreSQL unreachable at {base}: {e}; set QLEARN_REQUIRE_POSTGRES=1 to fail instead)"
+        ));
         return None;
     }
     let sep = if base.contains('?') { '&' } else { '?' };
@@ -125,7 +135,9 @@ pub async fn start_with(
                     !pg_required(),
                     "PostgreSQL required but this build has no PostgreSQL store"
                 );
-                eprintln!("SKIPPED {test} on PostgreSQL: this build has no PostgreSQL store yet");
+                skipped(&format!(
+                    "{test} on PostgreSQL: this build has no PostgreSQL store yet"
+                ));
                 return None;
             }
             let t = test.to_owned();
@@ -307,7 +319,30 @@ pub fn drop_pg_schema(schema: String) {
     .join();
 }
 
-/// Asserts an error response: status, code, and (for 429) `Retry-After`.
+/// Asserts an error response read whole: status, code and message as
+/// [`assert_error`], and for a 429 a `Retry-After` of a positive number of
+/// seconds. Returns the body.
+pub async fn assert_error_response(r: Response, want_status: u16, want_code: &str) -> Value {
+    let status = r.status();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let text = r.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    assert_error(status, &body, want_status, want_code);
+    if want_status == 429 {
+        let secs = retry.as_deref().and_then(|v| v.parse::<u64>().ok());
+        assert!(
+            secs.is_some_and(|s| s >= 1),
+            "429 without a positive Retry-After ({retry:?}): {body}"
+        );
+    }
+    body
+}
+
+/// Asserts an error's status, code and non-empty message. It sees no
+/// headers: a 429's `Retry-After` is checked by [`assert_error_response`].
 pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status.as_u16(), want_status, "body: {body}");
     assert_eq!(body["error"]["code"], want_code, "body: {body}");
