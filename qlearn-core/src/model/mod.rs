@@ -228,6 +228,16 @@ impl Model {
         })
     }
 
+    /// Runs `f` on the learner and the table borrowed apart (what a store's
+    /// decision-log step needs), then sets the learner's `states` counter to
+    /// the table's length, as [`Model::from_parts`] does.
+    #[cfg(feature = "tenancy")]
+    pub(crate) fn with_parts<R>(&mut self, f: impl FnOnce(&mut Learner, &mut QTable) -> R) -> R {
+        let r = f(&mut self.learner, &mut self.table);
+        self.learner.set_state_count(self.table.len() as u64);
+        r
+    }
+
     /// Splits into learner and table (what storage backends keep apart).
     pub fn into_parts(self) -> (Learner, QTable) {
         (self.learner, self.table)

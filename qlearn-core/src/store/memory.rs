@@ -15,7 +15,6 @@ use super::{
     User,
 };
 use super::{Decided, DecisionPage, DecisionQuery, RewardIn};
-use crate::config::ModelConfig;
 use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
@@ -168,20 +167,19 @@ impl MemoryStore {
         };
         let mut log = log.clone();
         let now_ms = millis(now);
-        // The model is taken apart (moves, no copy) and put back whatever
-        // happens.
-        let placeholder = Model::new(ModelConfig::new(1))?;
-        let (mut learner, mut table) = std::mem::replace(&mut e.model, placeholder).into_parts();
-        let room = Room {
-            limits,
-            held: table.len(),
-        };
-        let planned = plan(&mut log, &mut learner, &table, room, call, now_ms, debit);
-        let applied = match &planned {
-            Ok(p) => apply(&mut learner, &mut table, &p.transitions),
-            Err(_) => Ok(()),
-        };
-        e.model = Model::from_parts(learner, table)?;
+        // The learner and the table borrowed apart: nothing moves.
+        let (planned, applied) = e.model.with_parts(|learner, table| {
+            let room = Room {
+                limits,
+                held: table.len(),
+            };
+            let planned = plan(&mut log, learner, table, room, call, now_ms, debit);
+            let applied = match &planned {
+                Ok(p) => apply(learner, table, &p.transitions),
+                Err(_) => Ok(()),
+            };
+            (planned, applied)
+        });
         let planned = planned?;
         if !planned.transitions.is_empty() {
             e.updated_at = now;
