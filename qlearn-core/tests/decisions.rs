@@ -786,6 +786,63 @@ fn pruning_forgets_finished_decisions_after_the_retention() {
     assert!(log.get(&b.decision_id).is_some() && log.get(&c.decision_id).is_some());
 }
 
+#[test]
+fn settle_prunes_settled_decisions_past_the_retention() {
+    let mut model = exact_model();
+    let day = 86_400_000;
+    let mut log = log_with(|c| {
+        c.retention_days = 2;
+        c.reward_wait_seconds = 60;
+        c.default_reward = Some(0.5);
+    });
+    // Rewarded and learned at once; settled at the deadline with the
+    // default reward; one logged a day later; one still open.
+    let rewarded = log.decide(&mut model, &Decide::new(1), 0).unwrap();
+    log.reward(&mut model, &rewarded.decision_id, 1.0, None, true, 10)
+        .unwrap();
+    let defaulted = log.decide(&mut model, &Decide::new(2), 5).unwrap();
+    assert_eq!(log.settle(&mut model, 60_005).unwrap(), 1);
+    let later = log.decide(&mut model, &Decide::new(3), day).unwrap();
+    log.reward(&mut model, &later.decision_id, 2.0, None, true, day + 1)
+        .unwrap();
+    let ids = |log: &DecisionLog| {
+        let mut v: Vec<String> = log.decisions().map(|r| r.decision_id.clone()).collect();
+        v.sort();
+        v
+    };
+    // Just inside the retention of the first two: nothing goes.
+    assert_eq!(log.settle(&mut model, 2 * day - 1).unwrap(), 0);
+    assert_eq!(ids(&log).len(), 3);
+    // Opened just before the clock reaches the retention of the first.
+    let open = log
+        .decide(&mut model, &Decide::new(4), 2 * day - 1)
+        .unwrap();
+    // At the retention of the first, it goes; the second (logged 5 ms
+    // later) at 5 ms more; the open one stays however old it gets until
+    // settled, and the learned Q-values stay.
+    assert_eq!(log.settle(&mut model, 2 * day).unwrap(), 0);
+    assert!(log.get(&rewarded.decision_id).is_none());
+    assert!(log.get(&defaulted.decision_id).is_some());
+    assert_eq!(log.settle(&mut model, 2 * day + 5).unwrap(), 0);
+    assert!(log.get(&defaulted.decision_id).is_none());
+    let mut want = vec![later.decision_id.clone(), open.decision_id.clone()];
+    want.sort();
+    assert_eq!(ids(&log), want);
+    assert_eq!(q(&model, 1, rewarded.action), 1.0);
+    assert_eq!(q(&model, 2, defaulted.action), 0.5);
+    // The open one closes at its deadline (default reward) and is pruned
+    // with the later one once both are past the retention; the counts stay.
+    assert_eq!(log.settle(&mut model, 4 * day).unwrap(), 1);
+    assert_eq!(log.decisions().count(), 0);
+    let stats = log.stats();
+    assert_eq!((stats.decisions, stats.applied, stats.pending), (4, 4, 0));
+    // A reward for a pruned decision is an unknown decision.
+    assert!(matches!(
+        log.reward(&mut model, &rewarded.decision_id, 1.0, None, false, 4 * day),
+        Err(Error::NotFound(_))
+    ));
+}
+
 // ---- logged probabilities against observed frequencies -------------------
 
 /// A model whose Q-table holds exactly one raw row for state `s` (`2 * n`

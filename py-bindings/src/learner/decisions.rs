@@ -227,8 +227,9 @@ impl QLearner {
     ///         without any; None: such a decision teaches nothing.
     ///     aggregation: how several rewards combine: "sum", "first",
     ///         "last", "mean", "min" or "max".
-    ///     retention_days: kept for the setting's parity with the service
-    ///         (1 to 3650); in-process nothing is pruned.
+    ///     retention_days: how long a finished decision is kept, 1 to 3650:
+    ///         settle() forgets those logged longer ago (a reward for one
+    ///         is then an unknown decision).
     ///
     /// Raises:
     ///     ValueError: a value out of range (the message names it).

@@ -160,11 +160,15 @@ impl DecisionLog {
     }
 
     /// Closes the windows that have closed by `now_ms` (see
-    /// [`DecisionLog::expire`]) and learns what became ready. Returns how
-    /// many transitions were learned.
+    /// [`DecisionLog::expire`]), learns what became ready, then forgets the
+    /// finished decisions older than the retention (see
+    /// [`DecisionLog::prune`]), so an in-process log that is settled now
+    /// and then stays as small as the service's. Returns how many
+    /// transitions were learned.
     pub fn settle(&mut self, model: &mut Model, now_ms: i64) -> Result<usize> {
         let ready = self.expire(now_ms);
         apply(model, &ready)?;
+        self.prune(now_ms);
         Ok(ready.len())
     }
 }
