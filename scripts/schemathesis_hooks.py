@@ -24,6 +24,7 @@ EXPECTED_422 = {
     # The model's n_actions bounds every action index, its state_bins the
     # states it takes (arrays of as many numbers)...
     "POST /predict": [("invalid_action", ANY), ("invalid_state", ANY)],
+    "POST /predict/probabilities": [("invalid_action", ANY), ("invalid_state", ANY)],
     # ...and SARSA (a PATCH may switch the model to it) needs next_action.
     "POST /update": [
         ("invalid_action", ANY),

@@ -362,6 +362,7 @@ async fn route_authenticated(
     let m = req.method().clone();
     match (route, m) {
         (Route::Predict, Method::POST) => engine::predict(cx, req).await,
+        (Route::PredictProbabilities, Method::POST) => engine::action_probabilities(cx, req).await,
         (Route::Update, Method::POST) => engine::update(cx, req).await,
         (Route::UpdateBatch, Method::POST) => engine::update_batch(cx, req).await,
         (Route::Rewards, Method::POST) => decisions::reward(cx, req).await,

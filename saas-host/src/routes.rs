@@ -102,6 +102,8 @@ route_table! {
     ModelEventsTicket = "/models/{id}/events/ticket", "POST", auth, documented;
     /// Metered prediction.
     Predict = "/predict", "POST", auth, documented;
+    /// The behaviour policy's probabilities (metered like a prediction).
+    PredictProbabilities = "/predict/probabilities", "POST", auth, documented;
     /// Metered update.
     Update = "/update", "POST", auth, documented;
     /// Metered batch update.
@@ -135,7 +137,7 @@ impl Route {
 
     /// The API-key scope `method` on this route needs (a JWT has them all):
     /// - `read`: every `GET` but the export, and event-stream tickets;
-    /// - `engine`: `read` and predict, update, batch, import, export,
+    /// - `engine`: `read` and predict (and its probabilities), update, batch, import, export,
     ///   rewards, episode ends and the decision log's export;
     /// - `full`: everything else a user may do (models, keys, password);
     /// - `admin`: the admin routes (which also need the admin role).
@@ -143,6 +145,7 @@ impl Route {
         match self {
             Route::AdminUser => KeyScope::Admin,
             Route::Predict
+            | Route::PredictProbabilities
             | Route::Update
             | Route::UpdateBatch
             | Route::ModelsImport
@@ -239,6 +242,10 @@ mod tests {
                 Some((Route::ModelEventsTicket, "m1")),
             ),
             ("/update/batch", Some((Route::UpdateBatch, ""))),
+            (
+                "/predict/probabilities",
+                Some((Route::PredictProbabilities, "")),
+            ),
             ("/admin/users/u1", Some((Route::AdminUser, "u1"))),
             ("/models//export", None),
             ("/models/m1/x", None),

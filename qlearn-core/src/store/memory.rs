@@ -457,6 +457,21 @@ impl Store for MemoryStore {
         e.model.predict_full(state, explore, allowed)
     }
 
+    fn action_probabilities(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>> {
+        let e = self.entry(meter.user_id, model_id)?;
+        let e = e.lock().map_err(|_| poisoned())?;
+        e.model.validate_predict(state, allowed)?;
+        self.debit(meter, 1)?;
+        e.model.action_probabilities(state, allowed, explore)
+    }
+
     fn update(
         &self,
         meter: &Meter<'_>,

@@ -428,6 +428,19 @@ pub trait Store: Send + Sync {
         explore: bool,
         allowed: Option<&[usize]>,
     ) -> Result<Prediction>;
+    /// The behaviour policy's probability of each action of the model in
+    /// `state` ([`Learner::action_probabilities`](crate::Learner::action_probabilities)
+    /// on the stored model), metered as one call like a predict; nothing of
+    /// the model changes (no draw, no counter). Invalid input is refused
+    /// before the quota is debited.
+    fn action_probabilities(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>>;
     /// `exps.len()` metered updates applied in order, all or nothing: every
     /// experience is validated before the quota is debited. `report` says
     /// whether the result also carries the rows the call wrote

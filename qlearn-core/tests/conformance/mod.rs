@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             api_key_scope_and_expiry,
             models,
             predict_and_update,
+            action_probabilities_are_the_engines,
             update_reports_touched_rows,
             validation_costs_nothing,
             state_limit,
@@ -88,7 +89,8 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("decisions.rs"),
         include_str!("changes.rs"),
         include_str!("accounts.rs"),
-        include_str!("tables.rs")
+        include_str!("tables.rs"),
+        include_str!("probabilities.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()
@@ -145,7 +147,9 @@ macro_rules! check_eq {
 // After the macros, which it uses.
 mod changes;
 pub use changes::*;
+mod probabilities;
 mod tables;
+pub use probabilities::*;
 pub use tables::*;
 
 /// Limits with `calls` monthly calls and `models` models.

@@ -1,4 +1,5 @@
-//! The metered engine calls (`/predict`, `/update`, `/update/batch`) and the
+//! The metered engine calls (`/predict`, `/predict/probabilities`,
+//! `/update`, `/update/batch`) and the
 //! live event stream of a model (`/models/{id}/events`).
 //!
 //! The hot path: one JSON parse, one blocking-pool hop that runs the store's
@@ -28,8 +29,8 @@ use crate::now_unix;
 use crate::response::{bytes_response, ok_json, Body, Resp};
 use crate::routes::Route;
 use crate::wire::{
-    BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, TicketOut, UpdateEvent, UpdateIn,
-    UpdateOut,
+    BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,
+    TicketOut, UpdateEvent, UpdateIn, UpdateOut,
 };
 
 /// The monthly quota's state after a successful metered call (limited tiers
@@ -126,6 +127,38 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
     })
     .await?;
     Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly))
+}
+
+/// The behaviour policy's probability of each action (metered like a
+/// prediction; changes nothing).
+#[utoipa::path(post, path = Route::PredictProbabilities.label(), tag = "engine", security(("bearer" = [])),
+    request_body = ProbabilitiesIn,
+    responses(
+        (status = 200, description = "The probability of each action under the policy predict follows with the same state, allowed actions and explore: epsilon-greedy (1 - epsilon) / |greedy ties| + epsilon / |allowed| on the tied best allowed actions, epsilon / |allowed| on the other allowed ones; softmax over the allowed actions; 1 / |allowed| for an unseen state. Metered as one call (RateLimit headers)", body = ProbabilitiesOut),
+        (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found (unknown or another user's model)", body = crate::wire::ErrorBody),
+        (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_state or invalid_action (not metered)", body = crate::wire::ErrorBody),
+        (status = 429, description = "quota_exceeded (Retry-After: seconds to the 1st, 00:00 UTC) or rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn action_probabilities(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let body: ProbabilitiesIn = read_json(req, cx.app.config.body_limit).await?;
+    let (probabilities, monthly) = metered(cx, 1, move |app, meter| {
+        app.store.action_probabilities(
+            meter,
+            &body.model_id,
+            body.state.as_ref(),
+            body.allowed_actions.as_deref(),
+            body.explore,
+        )
+    })
+    .await?;
+    Ok(with_monthly(
+        ok_json(&ProbabilitiesOut { probabilities }),
+        monthly,
+    ))
 }
 
 /// The answer of `POST /predict`.

@@ -66,6 +66,32 @@ pub struct PredictOut<'a> {
     pub step: Option<u64>,
 }
 
+/// `POST /predict/probabilities` body.
+#[derive(Deserialize, ToSchema)]
+pub struct ProbabilitiesIn {
+    /// The model.
+    pub model_id: String,
+    /// The state.
+    #[schema(schema_with = state_schema)]
+    pub state: State,
+    /// Restrict the policy to these action indices.
+    #[schema(schema_with = super::action_list_schema)]
+    pub allowed_actions: Option<Vec<usize>>,
+    /// With exploration (epsilon-greedy or softmax, as `predict` with
+    /// `explore: true`) or greedy; default true.
+    #[serde(default = "yes")]
+    pub explore: bool,
+}
+
+/// `POST /predict/probabilities` response.
+#[derive(Serialize, ToSchema)]
+pub struct ProbabilitiesOut {
+    /// The probability with which `predict` (same state, allowed actions
+    /// and `explore`) would choose each action: `n_actions` numbers summing
+    /// to 1, 0 for a disallowed action.
+    pub probabilities: Vec<f64>,
+}
+
 /// The schema of a reward: a number of magnitude at most [`MAX_REWARD`].
 fn reward_schema() -> impl Into<RefOr<Schema>> {
     ObjectBuilder::new()

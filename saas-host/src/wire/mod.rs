@@ -24,8 +24,8 @@ pub use decisions::{
     DECISION_STATUSES,
 };
 pub use engine::{
-    BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, QTableOut, RowOut, StatusOut,
-    TicketOut, UpdateEvent, UpdateIn, UpdateOut,
+    BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,
+    QTableOut, RowOut, StatusOut, TicketOut, UpdateEvent, UpdateIn, UpdateOut,
 };
 pub use models::{BinIn, CreateModel, ModelOut, PatchModel, StatsOut};
 

@@ -17,6 +17,7 @@ mod journey;
 mod key_checksums;
 mod limits;
 mod models;
+mod probabilities;
 mod promises;
 mod service;
 mod settings;

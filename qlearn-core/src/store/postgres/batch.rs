@@ -115,7 +115,7 @@ pub(super) fn quota_error(limits: &TierLimits, now: i64) -> Error {
 
 pub(super) fn validate(learner: &Learner, req: &Request) -> Result<()> {
     match &req.call {
-        Call::Predict { state, allowed, .. } => {
+        Call::Predict { state, allowed, .. } | Call::Probabilities { state, allowed, .. } => {
             learner.validate_predict(state.as_ref(), allowed.as_deref())
         }
         Call::Update { exps, .. } => {
@@ -152,7 +152,7 @@ pub(super) fn call_keys(
         Ok(())
     };
     match call {
-        Call::Predict { state, .. } => add(state),
+        Call::Predict { state, .. } | Call::Probabilities { state, .. } => add(state),
         Call::Update { exps, .. } => {
             for x in exps {
                 add(&x.state)?;
@@ -174,6 +174,14 @@ pub(super) fn run_call(m: &mut Locked, req: &Request) -> Result<Outcome> {
             .learner
             .predict_full(&m.table, state.as_ref(), *explore, allowed.as_deref())
             .map(Outcome::Predicted),
+        Call::Probabilities {
+            state,
+            allowed,
+            explore,
+        } => m
+            .learner
+            .action_probabilities(&m.table, state.as_ref(), allowed.as_deref(), *explore)
+            .map(Outcome::Probabilities),
         Call::Update { exps, report } => {
             m.updated_at = Some(m.updated_at.map_or(req.now, |t| t.max(req.now)));
             let mut outs = Vec::with_capacity(exps.len());

@@ -413,8 +413,36 @@ impl Store for PgStore {
         };
         match self.call(req)? {
             Outcome::Predicted(p) => Ok(p),
-            Outcome::Updated(_) => Err(Error::Internal(
-                "a prediction got an update's result".into(),
+            _ => Err(Error::Internal(
+                "a prediction got another call's result".into(),
+            )),
+        }
+    }
+
+    fn action_probabilities(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>> {
+        let req = Request {
+            model: model_id.to_owned(),
+            user: meter.user_id.to_owned(),
+            limits: *meter.limits,
+            now: meter.now,
+            call: Call::Probabilities {
+                state: state.to_state(),
+                allowed: allowed.map(<[usize]>::to_vec),
+                explore,
+            },
+            result: Mutex::new(None),
+        };
+        match self.call(req)? {
+            Outcome::Probabilities(p) => Ok(p),
+            _ => Err(Error::Internal(
+                "action probabilities got another call's result".into(),
             )),
         }
     }
@@ -439,8 +467,8 @@ impl Store for PgStore {
         };
         match self.call(req)? {
             Outcome::Updated(o) => Ok(o),
-            Outcome::Predicted(_) => Err(Error::Internal(
-                "an update got a prediction's result".into(),
+            _ => Err(Error::Internal(
+                "an update got another call's result".into(),
             )),
         }
     }

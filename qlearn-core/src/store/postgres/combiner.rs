@@ -25,11 +25,18 @@ pub(super) enum Call {
         exps: Vec<OwnedExperience>,
         report: Report,
     },
+    /// The behaviour policy's probabilities (metered, changes nothing).
+    Probabilities {
+        state: State,
+        allowed: Option<Vec<usize>>,
+        explore: bool,
+    },
 }
 
 pub(super) enum Outcome {
     Predicted(Prediction),
     Updated(Updated),
+    Probabilities(Vec<f64>),
 }
 
 pub(super) struct Request {
@@ -44,7 +51,7 @@ pub(super) struct Request {
 impl Request {
     pub(super) fn n(&self) -> u64 {
         match &self.call {
-            Call::Predict { .. } => 1,
+            Call::Predict { .. } | Call::Probabilities { .. } => 1,
             Call::Update { exps, .. } => exps.len() as u64,
         }
     }

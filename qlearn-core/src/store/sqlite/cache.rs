@@ -27,10 +27,11 @@ use std::sync::{Arc, Mutex, TryLockError};
 use rusqlite::{params, OptionalExtension};
 
 use super::schema::{model_row, MODEL_COLS};
-use super::writer::{Learn, RowWrite, UsageDelta};
+use super::writer::{Job, Learn, RowWrite, UsageDelta, Waiting};
 use super::{corrupt, lock_plain, poisoned, sq, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::model::Learner;
+use crate::state::StateRef;
 use crate::store::encoding::{
     decode_key, decode_values, learner_bytes, returns_bytes, table_from_rows,
 };
@@ -427,6 +428,41 @@ impl SqliteStore {
             day,
             n,
         })
+    }
+
+    /// [`Store::action_probabilities`](crate::store::Store::action_probabilities)
+    /// on a cached model: checked, debited, computed under the model's
+    /// mutex; the debit (and the model's unchanged learner, as a predict
+    /// writes it) committed by the writer before the answer.
+    pub(super) fn probabilities(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>> {
+        let (p, seq) = self.with_model(meter.user_id, model_id, |c| {
+            c.learner.validate_predict(state, allowed)?;
+            let debit = self.debit(meter, 1)?;
+            let p = match c
+                .learner
+                .action_probabilities(&c.table, state, allowed, explore)
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    self.refund(&debit);
+                    return Err(e);
+                }
+            };
+            let job = Job::Learn(learn_job(c, debit, false, Vec::new()));
+            let seq = self.enqueue_for(job, Waiting::Thread)?;
+            c.last_seq = seq.seq;
+            Ok((p, seq))
+        })?;
+        self.wait(seq)?;
+        self.trim_if_over();
+        Ok(p)
     }
 
     /// Gives back a debit whose call did not happen.

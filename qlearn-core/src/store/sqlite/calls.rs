@@ -445,6 +445,17 @@ impl Store for SqliteStore {
         Ok(prediction)
     }
 
+    fn action_probabilities(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        state: StateRef<'_>,
+        allowed: Option<&[usize]>,
+        explore: bool,
+    ) -> Result<Vec<f64>> {
+        self.probabilities(meter, model_id, state, allowed, explore)
+    }
+
     fn update(
         &self,
         meter: &Meter<'_>,
