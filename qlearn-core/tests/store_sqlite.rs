@@ -100,6 +100,75 @@ fn migrations_from_an_empty_database() {
     assert_eq!(mode, "wal", "[sqlite] WAL mode");
 }
 
+/// A database written before usage had kinds (schema 5): its usage rows
+/// become kind `unknown` with their calls, and new calls count by kind on
+/// top of them.
+#[test]
+fn usage_before_kinds_migrates_as_unknown() {
+    use qlearn_core::store::migrations::SQLITE;
+    use qlearn_core::store::{CallKind, Meter};
+    use qlearn_core::tenancy::{BillingMonth, TierLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v5.db");
+    let month = BillingMonth::new(2026, 12).unwrap();
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (\
+               version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for m in SQLITE.iter().filter(|m| m.version <= 5) {
+            c.execute_batch(m.sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations VALUES (?1, ?2, 0)",
+                rusqlite::params![m.version, m.name],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO users (id, email, password_hash, tier, role, created_at, \
+             password_changed_at) VALUES ('u1', 'old@example.com', 'x', 'pro', 'user', 0, 0)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO usage (user_id, month, day, calls) VALUES \
+             ('u1', ?1, 1, 40), ('u1', ?1, 2, 2)",
+            [month.to_string()],
+        )
+        .unwrap();
+    }
+    let s = open(&path);
+    let u = s.usage("u1", month).unwrap();
+    assert_eq!((u.calls, u.overage), (42, 0));
+    assert_eq!(u.of_kind(CallKind::Unknown), 42);
+    assert_eq!((u.per_day[0], u.per_day[1]), (40, 2));
+    // New calls count by kind, on top of the migrated ones (for the quota too).
+    let model = qlearn_core::Model::new(qlearn_core::ModelConfig::new(2)).unwrap();
+    let id = s.create_model("u1", "m", &model, None, 0).unwrap().id;
+    let l = TierLimits {
+        monthly_calls: Some(43),
+        ..TierLimits::UNLIMITED
+    };
+    let m = Meter {
+        user_id: "u1",
+        limits: &l,
+        now: month.start_unix() + 5,
+    };
+    let st = qlearn_core::StateRef::Int(1);
+    s.predict(&m, &id, st, false, None).unwrap();
+    assert!(
+        s.predict(&m, &id, st, false, None).is_err(),
+        "quota counts old rows"
+    );
+    drop(s);
+    let u = open(&path).usage("u1", month).unwrap();
+    assert_eq!(u.of_kind(CallKind::Unknown), 42);
+    assert_eq!(u.of_kind(CallKind::Predict), 1);
+    assert_eq!(u.per_day[0], 41);
+}
+
 #[test]
 fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();

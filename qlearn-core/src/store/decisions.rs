@@ -35,6 +35,7 @@ use crate::error::{Error, Result};
 use crate::model::{Experience, Learner, Prediction};
 use crate::state::{canonical_key, StateKey, StateRef};
 use crate::store::rules::check_state_room;
+use crate::store::CallKind;
 use crate::table::QRows;
 use crate::tenancy::TierLimits;
 
@@ -208,7 +209,7 @@ pub(crate) struct Planned {
 
 /// Runs the log's part of `call` at `now_ms` on `log`: validates the whole
 /// call first (errors change nothing and cost nothing), calls `debit` once
-/// with the calls to meter (a logging predict 1, a retried one 0, each
+/// with the kind and number of calls to meter (a logging predict 1, a retried one 0, each
 /// accepted reward 1, duplicates, late rewards, ends and settlements 0;
 /// its error aborts the call with the log unchanged), then changes the log.
 /// A logging predict chooses through `learner` over `rows`, which must hold
@@ -221,13 +222,13 @@ pub(crate) fn plan<T: QRows>(
     room: Room<'_>,
     call: Call<'_>,
     now_ms: i64,
-    debit: impl FnOnce(u64) -> Result<()>,
+    debit: impl FnOnce(CallKind, u64) -> Result<()>,
 ) -> Result<Planned> {
     match call {
         Call::Decide(d) => {
             learner.validate_predict(d.state, d.allowed_actions)?;
             if let Some(logged) = log.prepare(d.decision_id, d.state, d.episode_id)? {
-                debit(0)?;
+                debit(CallKind::Decide, 0)?;
                 let prediction = replayed(learner, rows, d.state, &logged)?;
                 return Ok(Planned {
                     reply: Reply::Decided(Decided {
@@ -247,7 +248,7 @@ pub(crate) fn plan<T: QRows>(
                 rows,
                 std::iter::once(stores),
             )?;
-            debit(1)?;
+            debit(CallKind::Decide, 1)?;
             let p = learner.predict_full(rows, d.state, d.explore, d.allowed_actions)?;
             let new = NewDecision {
                 decision_id: d.decision_id,
@@ -289,7 +290,7 @@ pub(crate) fn plan<T: QRows>(
                 });
                 results.push(res);
             }
-            debit(metered)?;
+            debit(CallKind::Reward, metered)?;
             *log = work;
             Ok(Planned {
                 reply: Reply::Rewarded(results),
@@ -301,7 +302,7 @@ pub(crate) fn plan<T: QRows>(
             // `record_end` checks everything before it changes anything.
             let mut work = log.clone();
             let transitions = work.record_end(episode_id, end.clone())?;
-            debit(0)?;
+            debit(CallKind::Reward, 0)?;
             *log = work;
             Ok(Planned {
                 reply: Reply::Learned(transitions.len()),
@@ -309,7 +310,7 @@ pub(crate) fn plan<T: QRows>(
             })
         }
         Call::Settle => {
-            debit(0)?;
+            debit(CallKind::Reward, 0)?;
             let transitions = log.expire(now_ms);
             Ok(Planned {
                 reply: Reply::Learned(transitions.len()),

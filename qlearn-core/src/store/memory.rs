@@ -10,16 +10,17 @@ use super::decisions::{
 };
 use super::report::updated;
 use super::rules::{check_state_room, touch_key};
+use super::usage::MonthTally;
 use super::{
-    ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
-    User,
+    ApiKey, CallKind, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store,
+    Updated, Usage, User,
 };
 use super::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::StateRef;
-use crate::tenancy::{check_quota, new_id, BillingMonth, Role, Tier, TierLimits};
+use crate::tenancy::{new_id, BillingMonth, Role, Tier, TierLimits};
 
 const BACKEND: &str = "memory";
 
@@ -55,8 +56,8 @@ struct Accounts {
     by_email: HashMap<String, String>,
     keys: HashMap<String, (String, ApiKey)>, // hash -> (hash, record)
     settings: HashMap<String, String>,
-    /// (user, month) -> calls per day.
-    usage: HashMap<(String, BillingMonth), Vec<u64>>,
+    /// (user, month) -> that month's usage.
+    usage: HashMap<(String, BillingMonth), MonthTally>,
 }
 
 /// The in-memory store. Models sit behind one mutex each, so updates of
@@ -95,21 +96,16 @@ impl MemoryStore {
         }
     }
 
-    /// Debits `n` calls for the meter's user, or refuses without counting.
-    fn debit(&self, meter: &Meter<'_>, n: u64) -> Result<()> {
+    /// Debits `n` calls of `kind` for the meter's user, or refuses without
+    /// counting.
+    fn debit(&self, meter: &Meter<'_>, kind: CallKind, n: u64) -> Result<()> {
         let month = BillingMonth::from_unix(meter.now);
         let mut acc = self.accounts()?;
-        let days = acc
-            .usage
+        acc.usage
             .entry((meter.user_id.to_owned(), month))
-            .or_insert_with(|| vec![0; month.days() as usize]);
-        let used: u64 = days.iter().sum();
-        check_quota(meter.limits, used, n, meter.now)?;
-        let d = (month.day_of(meter.now) as usize).saturating_sub(1);
-        if let Some(slot) = days.get_mut(d) {
-            *slot += n;
-        }
-        Ok(())
+            .or_insert_with(|| MonthTally::new(Usage::empty(month)))
+            .debit(meter, kind, n)
+            .map(drop)
     }
 }
 
@@ -146,8 +142,8 @@ impl MemoryStore {
         if e.decisions.is_none() && matches!(call, Call::Decide(_)) {
             return Ok(None);
         }
-        Self::decision_call(&mut e, call, meter.now, meter.limits, |n| {
-            self.debit(meter, n)
+        Self::decision_call(&mut e, call, meter.now, meter.limits, |kind, n| {
+            self.debit(meter, kind, n)
         })
         .map(Some)
     }
@@ -160,7 +156,7 @@ impl MemoryStore {
         call: Call<'_>,
         now: i64,
         limits: &TierLimits,
-        debit: impl FnOnce(u64) -> Result<()>,
+        debit: impl FnOnce(CallKind, u64) -> Result<()>,
     ) -> Result<Reply> {
         let Some(log) = &e.decisions else {
             return without_log(call);
@@ -453,7 +449,7 @@ impl Store for MemoryStore {
         let mut e = e.lock().map_err(|_| poisoned())?;
         // Validate first: errors cost nothing and change nothing.
         e.model.validate_predict(state, allowed)?;
-        self.debit(meter, 1)?;
+        self.debit(meter, CallKind::Predict, 1)?;
         e.model.predict_full(state, explore, allowed)
     }
 
@@ -468,7 +464,7 @@ impl Store for MemoryStore {
         let e = self.entry(meter.user_id, model_id)?;
         let e = e.lock().map_err(|_| poisoned())?;
         e.model.validate_predict(state, allowed)?;
-        self.debit(meter, 1)?;
+        self.debit(meter, CallKind::Predict, 1)?;
         e.model.action_probabilities(state, allowed, explore)
     }
 
@@ -491,7 +487,7 @@ impl Store for MemoryStore {
             exps.iter().copied(),
         )?;
         let n = exps.len() as u64;
-        self.debit(meter, n)?;
+        self.debit(meter, CallKind::Update, n)?;
         // Validated input always applies (see `crate::model::MAX_REWARD`).
         let mut out = Vec::with_capacity(exps.len());
         for (i, x) in exps.iter().enumerate() {
@@ -551,14 +547,11 @@ impl Store for MemoryStore {
             if !due {
                 continue;
             }
-            learned += Self::decision_call(
-                &mut e,
-                Call::Settle,
-                now,
-                &TierLimits::UNLIMITED,
-                |_| Ok(()),
-            )?
-            .learned()?;
+            learned +=
+                Self::decision_call(&mut e, Call::Settle, now, &TierLimits::UNLIMITED, |_, _| {
+                    Ok(())
+                })?
+                .learned()?;
         }
         Ok(learned)
     }
@@ -578,16 +571,10 @@ impl Store for MemoryStore {
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
         let acc = self.accounts()?;
-        let per_day = acc
+        Ok(acc
             .usage
             .get(&(user_id.to_owned(), month))
-            .cloned()
-            .unwrap_or_else(|| vec![0; month.days() as usize]);
-        Ok(Usage {
-            month,
-            calls: per_day.iter().sum(),
-            per_day,
-        })
+            .map_or_else(|| Usage::empty(month), |t| t.usage().clone()))
     }
 
     fn flush(&self) -> Result<()> {

@@ -47,6 +47,7 @@ mod report;
 mod rules;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod usage;
 
 pub use changes::{
     Change, ChangeFeed, ChangeSink, SharedStreams, SharedTickets, StreamPlace, TicketGrant,
@@ -57,6 +58,7 @@ pub use owned::OwnedExperience;
 pub use patch::{ConfigPatch, ModelPatch};
 pub use report::{Report, Touched, Updated};
 pub use rules::{now_unix, KEY_TOUCH_INTERVAL_SECS};
+pub use usage::{CallKind, Usage, UserUsage};
 
 use serde::{Deserialize, Serialize};
 
@@ -304,17 +306,6 @@ pub struct QPage {
     pub rows: Vec<(StateKey, Vec<f64>)>,
 }
 
-/// A user's metered calls in one calendar month.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Usage {
-    /// The month.
-    pub month: BillingMonth,
-    /// Calls this month.
-    pub calls: u64,
-    /// Calls per day: index 0 is the 1st; one entry per day of the month.
-    pub per_day: Vec<u64>,
-}
-
 /// Who pays for a metered call, under which limits, and when it happens.
 #[derive(Clone, Copy, Debug)]
 pub struct Meter<'a> {
@@ -545,8 +536,25 @@ pub trait Store: Send + Sync {
 
     // ---- usage ------------------------------------------------------------
 
-    /// The user's metered calls in `month`.
+    /// The user's metered calls in `month`: per day, per [`CallKind`] and
+    /// the overage, each counted in the same atomic step as its call.
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage>;
+
+    /// Every user's usage in `month`, oldest user first, users without
+    /// calls that month included (an invoicing run lists every account).
+    fn usage_by_user(&self, month: BillingMonth) -> Result<Vec<UserUsage>> {
+        self.users()?
+            .into_iter()
+            .map(|u| {
+                Ok(UserUsage {
+                    usage: self.usage(&u.id, month)?,
+                    user_id: u.id,
+                    email: u.email,
+                    tier: u.tier,
+                })
+            })
+            .collect()
+    }
 
     /// Makes every acknowledged write durable and stops background work
     /// (graceful shutdown). Further calls may fail.

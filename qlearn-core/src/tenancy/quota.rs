@@ -10,18 +10,27 @@ use super::tier::TierLimits;
 use crate::{Error, Result};
 
 /// Decides whether `n` more metered calls fit when `used` were already made
-/// this calendar month.
+/// this calendar month, and how many of them are overage.
 ///
 /// Refuses with [`Error::QuotaExceeded`] (limit and the seconds until 00:00
 /// UTC on the 1st of next month) when `used + n` exceeds the tier's monthly
 /// limit. An unlimited tier never refuses, and `n == 0` is always admitted.
 /// A batch is all or nothing: one that does not fit whole is refused whole.
-pub fn check_quota(limits: &TierLimits, used: u64, n: u64, now_unix: i64) -> Result<()> {
+///
+/// A tier with [`TierLimits::overage`] never refuses: `Ok` carries how many
+/// of the `n` calls lie past the limit (a batch straddling it is split
+/// exactly: `used = 98`, `n = 5`, limit 100 gives 3), which the store
+/// records with the calls. Without overage `Ok` is always 0.
+pub fn check_quota(limits: &TierLimits, used: u64, n: u64, now_unix: i64) -> Result<u64> {
     let Some(limit) = limits.monthly_calls else {
-        return Ok(());
+        return Ok(0);
     };
-    if n == 0 || used.saturating_add(n) <= limit {
-        return Ok(());
+    let after = used.saturating_add(n);
+    if limits.overage {
+        return Ok(n.min(after.saturating_sub(limit)));
+    }
+    if n == 0 || after <= limit {
+        return Ok(0);
     }
     Err(Error::QuotaExceeded {
         limit,
@@ -57,6 +66,27 @@ mod tests {
         assert!(check_quota(&free, 95, 6, 0).is_err());
         assert!(check_quota(&free, 0, 101, 0).is_err());
         assert!(check_quota(&free, u64::MAX, 1, 0).is_err());
+    }
+
+    #[test]
+    fn overage_counts_exactly_past_the_limit() {
+        let mut pro = Limits::default().pro;
+        pro.overage = true;
+        assert_eq!(check_quota(&pro, 0, 1_000, 0).unwrap(), 0);
+        assert_eq!(check_quota(&pro, 999, 1, 0).unwrap(), 0);
+        assert_eq!(check_quota(&pro, 1_000, 1, 0).unwrap(), 1);
+        assert_eq!(check_quota(&pro, 998, 5, 0).unwrap(), 3);
+        assert_eq!(check_quota(&pro, 5_000, 7, 0).unwrap(), 7);
+        assert_eq!(check_quota(&pro, 5_000, 0, 0).unwrap(), 0);
+        assert_eq!(check_quota(&pro, u64::MAX, 1, 0).unwrap(), 1);
+        // Off: the same calls are refused, never counted as overage.
+        pro.overage = false;
+        assert!(check_quota(&pro, 998, 5, 0).is_err());
+        assert_eq!(check_quota(&pro, 998, 2, 0).unwrap(), 0);
+        // Overage on an unlimited tier is nothing.
+        let mut ent = Limits::default().enterprise;
+        ent.overage = true;
+        assert_eq!(check_quota(&ent, u64::MAX, 9, 0).unwrap(), 0);
     }
 
     #[test]

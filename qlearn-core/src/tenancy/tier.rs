@@ -150,6 +150,10 @@ pub struct TierLimits {
     /// Days a model's finished decisions stay in its decision log (issue
     /// 14); a model's own `decisions.retention_days` is capped at it.
     pub decision_retention_days: u32,
+    /// Whether calls past `monthly_calls` are allowed and counted as
+    /// overage (billed by usage) instead of refused with 429. Off by
+    /// default; rate limits apply either way.
+    pub overage: bool,
 }
 
 /// One tier's entry in a limits file: [`TierLimits`] with the resource
@@ -174,6 +178,8 @@ struct TierLimitsFile {
     bulk_per_minute: Option<u32>,
     #[serde(default)]
     decision_retention_days: Option<u32>,
+    #[serde(default)]
+    overage: Option<bool>,
 }
 
 /// Deserializes a field that is present (`null` included) as `Some`, so a
@@ -200,6 +206,7 @@ impl TierLimitsFile {
             decision_retention_days: self
                 .decision_retention_days
                 .unwrap_or(default.decision_retention_days),
+            overage: self.overage.unwrap_or(default.overage),
         }
     }
 }
@@ -239,7 +246,21 @@ impl TierLimits {
         max_event_streams: u32::MAX,
         bulk_per_minute: u32::MAX,
         decision_retention_days: crate::decisions::MAX_RETENTION_DAYS,
+        overage: false,
     };
+
+    /// The monthly limit past which calls count as overage: `monthly_calls`
+    /// when [`TierLimits::overage`] is on, else `None` (calls past the
+    /// quota are refused, never counted).
+    pub fn overage_quota(&self) -> Option<u64> {
+        self.monthly_calls.filter(|_| self.overage)
+    }
+
+    /// The monthly limit a debit must not pass: `monthly_calls`, or `None`
+    /// (nothing refused) when the tier has overage or no quota.
+    pub fn hard_quota(&self) -> Option<u64> {
+        self.monthly_calls.filter(|_| !self.overage)
+    }
 
     /// Metered calls left this month after `used`; `None` = unlimited.
     pub fn remaining_calls(&self, used: u64) -> Option<u64> {
@@ -362,6 +383,7 @@ impl Default for Limits {
                 max_event_streams: 2,
                 bulk_per_minute: 6,
                 decision_retention_days: 7,
+                overage: false,
             },
             pro: TierLimits {
                 monthly_calls: Some(1_000),
@@ -373,6 +395,7 @@ impl Default for Limits {
                 max_event_streams: 10,
                 bulk_per_minute: 60,
                 decision_retention_days: 30,
+                overage: false,
             },
             enterprise: TierLimits {
                 monthly_calls: None,
@@ -384,6 +407,7 @@ impl Default for Limits {
                 max_event_streams: 50,
                 bulk_per_minute: 600,
                 decision_retention_days: 90,
+                overage: false,
             },
         }
     }
@@ -513,6 +537,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.enterprise.max_states, Some(50));
+        // Overage: off unless the file turns it on.
+        assert!(!l.enterprise.overage && !Limits::default().pro.overage);
+        let l: Limits = serde_json::from_str(
+            r#"{"pro": {"monthly_calls": 5, "max_models": 1, "rate_per_second": 1, "burst": 1,
+                "overage": true}}"#,
+        )
+        .unwrap();
+        assert!(l.pro.overage && !l.free.overage);
+        assert_eq!((l.pro.overage_quota(), l.pro.hard_quota()), (Some(5), None));
+        assert_eq!(
+            (l.free.overage_quota(), l.free.hard_quota()),
+            (None, Some(100))
+        );
         assert_eq!(l.enterprise.max_event_streams, 50);
         assert_eq!(l.enterprise.bulk_per_minute, 600);
         // Typos are errors.

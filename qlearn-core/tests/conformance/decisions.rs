@@ -11,7 +11,7 @@ use qlearn_core::{Error, Experience, Model, StateRef};
 use super::{limits, new_user, ok, seeded, NOW};
 
 /// A decisions setting: a `wait`-second window, `default` reward, `sum`.
-fn setting(wait: u64, default: Option<f64>) -> DecisionsConfig {
+pub(crate) fn setting(wait: u64, default: Option<f64>) -> DecisionsConfig {
     DecisionsConfig {
         reward_wait_seconds: wait,
         default_reward: default,
@@ -21,7 +21,12 @@ fn setting(wait: u64, default: Option<f64>) -> DecisionsConfig {
 }
 
 /// Creates `model` for `owner` with decisions on; returns its id.
-fn logging_model<S: Store>(s: &S, owner: &str, model: &Model, c: DecisionsConfig) -> String {
+pub(crate) fn logging_model<S: Store>(
+    s: &S,
+    owner: &str,
+    model: &Model,
+    c: DecisionsConfig,
+) -> String {
     let info = ok(s, s.create_model(owner, "d", model, None, NOW));
     let patched = ok(
         s,
@@ -51,7 +56,7 @@ fn logging_model<S: Store>(s: &S, owner: &str, model: &Model, c: DecisionsConfig
     info.id
 }
 
-fn reward(id: &str, value: f64, reward_id: Option<&str>, is_final: bool) -> RewardIn {
+pub(crate) fn reward(id: &str, value: f64, reward_id: Option<&str>, is_final: bool) -> RewardIn {
     RewardIn {
         decision_id: id.to_owned(),
         value,

@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Barrier;
 
 use qlearn_core::model::Counters;
-use qlearn_core::store::{KeyScope, Meter, ModelPatch, NewApiKey, NewUser, Report, Store, User};
+use qlearn_core::store::{
+    CallKind, KeyScope, Meter, ModelPatch, NewApiKey, NewUser, Report, Store, User,
+};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
 use qlearn_core::{
     Algorithm, Error, Experience, Model, ModelConfig, Result, StateKey, StateRef, UpdateOutcome,
@@ -63,6 +65,9 @@ macro_rules! conformance_tests {
             shared_buckets,
             whole_table_operations,
             shared_streams,
+            usage_by_kind,
+            overage_at_the_boundary,
+            concurrent_overage,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -90,7 +95,8 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("changes.rs"),
         include_str!("accounts.rs"),
         include_str!("tables.rs"),
-        include_str!("probabilities.rs")
+        include_str!("probabilities.rs"),
+        include_str!("usage.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()
@@ -151,6 +157,8 @@ mod probabilities;
 mod tables;
 pub use probabilities::*;
 pub use tables::*;
+mod usage;
+pub use usage::*;
 
 /// Limits with `calls` monthly calls and `models` models.
 pub fn limits(calls: Option<u64>, models: Option<u32>) -> TierLimits {
@@ -1280,7 +1288,11 @@ pub fn write_everything<S: Store>(s: &S) -> Written {
         s,
         s.create_model(&a.id, "deleted", &seeded(2, 2), None, NOW),
     );
-    let l = limits(Some(10_000), None);
+    // Past 150 calls as overage (kept per kind and overage on reopen).
+    let l = TierLimits {
+        overage: true,
+        ..limits(Some(150), None)
+    };
     let m = meter(&a.id, &l, NOW);
     for i in 0..200i64 {
         let st = StateRef::Int(i % 13);
@@ -1363,7 +1375,11 @@ pub fn check_everything<S: Store>(s: &S, w: &Written) {
         );
     }
     let month = BillingMonth::from_unix(NOW);
-    check_eq!(s, ok(s, s.usage(&a.id, month)).calls, 400 + 20);
+    let u = ok(s, s.usage(&a.id, month));
+    check_eq!(s, u.calls, 400 + 20);
+    check_eq!(s, u.of_kind(CallKind::Predict), 200 + 20);
+    check_eq!(s, u.of_kind(CallKind::Update), 200);
+    check_eq!(s, u.overage, 400 - 150, "overage kept");
     let page = ok(s, s.q_table(&a.id, &w.model_id, 0, 1000));
     check_eq!(s, page.rows.len(), 13);
     let keys: Vec<StateKey> = page.rows.into_iter().map(|(k, _)| k).collect();

@@ -53,6 +53,11 @@ pub const SQLITE: &[Migration] = &[
         name: "chunked_tables",
         sql: include_str!("sqlite/0005_chunked_tables.sql"),
     },
+    Migration {
+        version: 6,
+        name: "usage_kinds",
+        sql: include_str!("sqlite/0006_usage_kinds.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -87,6 +92,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 6,
         name: "event_streams",
         sql: include_str!("postgres/0006_event_streams.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "usage_kinds",
+        sql: include_str!("postgres/0007_usage_kinds.sql"),
     },
 ];
 

@@ -25,6 +25,7 @@ use crate::store::encoding::{
 };
 use crate::store::report::updated;
 use crate::store::rules::check_state_room;
+use crate::store::CallKind;
 use crate::store::OwnedExperience;
 use crate::table::QTable;
 use crate::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
@@ -60,49 +61,84 @@ impl From<Error> for Retry {
     }
 }
 
-/// The debit of `n` calls for `req`'s user, as one statement. `Ok(true)`
-/// when granted.
+/// The debit of `n` calls of `kind` for `user`, as one statement.
+/// `Ok(true)` when granted.
 pub(super) fn debit(
     tx: &mut Transaction<'_>,
     st: &mut HashMap<&'static str, Statement>,
     user: &str,
     limits: &TierLimits,
     now: i64,
+    kind: CallKind,
     n: u64,
 ) -> Step<bool> {
-    debit_signed(
-        tx,
-        st,
-        user,
-        limit_of(limits),
-        now,
-        i64::try_from(n).unwrap_or(i64::MAX),
-    )
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    debit_signed(tx, st, user, limits, true, now, &[(kind, n)])
 }
 
-pub(super) fn limit_of(limits: &TierLimits) -> Option<i64> {
-    limits
-        .monthly_calls
-        .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
+fn as_i64(n: Option<u64>) -> Option<i64> {
+    n.map(|l| i64::try_from(l).unwrap_or(i64::MAX))
 }
 
-/// [`debit`] of `n` calls, negative to give back calls debited earlier in
-/// the same transaction (with `limit` `None`).
+/// The calls of `reqs` summed by kind (each kind once: one usage row each).
+fn by_kind<'a>(reqs: impl Iterator<Item = &'a Request>, sign: i64) -> Vec<(CallKind, i64)> {
+    let mut out: Vec<(CallKind, i64)> = Vec::new();
+    for r in reqs {
+        let n = sign.saturating_mul(i64::try_from(r.n()).unwrap_or(i64::MAX));
+        match out.iter_mut().find(|(k, _)| *k == r.kind()) {
+            Some((_, sum)) => *sum = sum.saturating_add(n),
+            None => out.push((r.kind(), n)),
+        }
+    }
+    out
+}
+
+/// The columns of `kinds` as [`SQL_DEBIT`] takes them: names, calls, total.
+fn kind_columns(kinds: &[(CallKind, i64)]) -> (Vec<&'static str>, Vec<i64>, i64) {
+    let names = kinds.iter().map(|(k, _)| k.as_str()).collect();
+    let ns: Vec<i64> = kinds.iter().map(|&(_, n)| n).collect();
+    let total = ns.iter().fold(0i64, |a, &n| a.saturating_add(n));
+    (names, ns, total)
+}
+
+/// [`debit`] of calls by kind, negative to give back calls debited earlier
+/// in the same transaction (with `enforce` false: a give-back is never
+/// refused; the overage it gives back follows `limits`).
 pub(super) fn debit_signed(
     tx: &mut Transaction<'_>,
     st: &mut HashMap<&'static str, Statement>,
     user: &str,
-    limit: Option<i64>,
+    limits: &TierLimits,
+    enforce: bool,
     now: i64,
-    n: i64,
+    kinds: &[(CallKind, i64)],
 ) -> Step<bool> {
-    if n == 0 {
+    let (names, ns, total) = kind_columns(kinds);
+    if total == 0 {
         return Ok(true);
     }
     let month = BillingMonth::from_unix(now);
     let day = i16::from(month.day_of(now));
+    let hard = if enforce {
+        as_i64(limits.hard_quota())
+    } else {
+        None
+    };
+    let over = as_i64(limits.overage_quota());
     let s = stmt(st, tx, SQL_DEBIT)?;
-    let rows = tx.query(&s, &[&user, &month.to_string(), &n, &limit, &day])?;
+    let rows = tx.query(
+        &s,
+        &[
+            &user,
+            &month.to_string(),
+            &total,
+            &hard,
+            &day,
+            &names,
+            &ns,
+            &over,
+        ],
+    )?;
     Ok(!rows.is_empty())
 }
 
@@ -231,21 +267,27 @@ pub(super) fn apply_batch(
     // whole batch is debited optimistically in the locking statement (one
     // round trip less); calls found invalid are given back below.
     let same = batch.iter().all(|r| {
-        r.limits.monthly_calls == first.limits.monthly_calls && day_of(r) == day_of(first)
+        r.limits.monthly_calls == first.limits.monthly_calls
+            && r.limits.overage == first.limits.overage
+            && day_of(r) == day_of(first)
     });
     let total: u64 = batch.iter().map(|r| r.n()).sum();
     let rows = if same && total > 0 {
         let (month, day) = day_of(first);
+        let (names, ns, total) = kind_columns(&by_kind(batch.iter().map(|r| &**r), 1));
         let s = stmt(st, tx, SQL_DEBIT_LOCK_MODELS)?;
         tx.query(
             &s,
             &[
-                &ids,
                 &user,
                 &month.to_string(),
-                &i64::try_from(total).unwrap_or(i64::MAX),
-                &limit_of(&first.limits),
+                &total,
+                &as_i64(first.limits.hard_quota()),
                 &i16::from(day),
+                &names,
+                &ns,
+                &as_i64(first.limits.overage_quota()),
+                &ids,
             ],
         )?
     } else {
@@ -309,22 +351,30 @@ pub(super) fn apply_batch(
     }
 
     // The quota: everything at once when it fits, else call by call.
-    let live_total: u64 = live.iter().map(|&i| batch[i].n()).sum();
     let granted: Vec<usize> = if pre_debited == Some(true) {
         // Give back what the invalid calls were debited.
-        let back = i64::try_from(total - live_total).unwrap_or(i64::MAX);
-        debit_signed(tx, st, user, None, first.now, -back)?;
+        let invalid = (0..batch.len()).filter(|i| live.binary_search(i).is_err());
+        let back = by_kind(invalid.map(|i| &*batch[i]), -1);
+        debit_signed(tx, st, user, &first.limits, false, first.now, &back)?;
         live
     } else if pre_debited.is_none()
         && same
-        && debit(tx, st, user, &first.limits, first.now, live_total)?
+        && debit_signed(
+            tx,
+            st,
+            user,
+            &first.limits,
+            true,
+            first.now,
+            &by_kind(live.iter().map(|&i| &*batch[i]), 1),
+        )?
     {
         live
     } else {
         let mut g = Vec::with_capacity(live.len());
         for i in live {
             let r = &batch[i];
-            if debit(tx, st, user, &r.limits, r.now, r.n())? {
+            if debit(tx, st, user, &r.limits, r.now, r.kind(), r.n())? {
                 g.push(i);
             } else {
                 results[i] = Some(Err(quota_error(&r.limits, r.now)));
@@ -384,8 +434,8 @@ pub(super) fn apply_batch(
             let exps = exps.iter().map(OwnedExperience::as_experience);
             if let Err(e) = check_state_room(&r.limits, &m.learner, held, &m.table, exps) {
                 results[i] = Some(Err(e));
-                let back = i64::try_from(r.n()).unwrap_or(i64::MAX);
-                debit_signed(tx, st, user, None, r.now, -back)?;
+                let back = by_kind(std::iter::once(&**r), -1);
+                debit_signed(tx, st, user, &r.limits, false, r.now, &back)?;
                 continue;
             }
         }

@@ -11,7 +11,7 @@ use super::{lock_plain, PgStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::model::Prediction;
 use crate::state::State;
-use crate::store::{OwnedExperience, Report, Updated};
+use crate::store::{CallKind, OwnedExperience, Report, Updated};
 use crate::tenancy::TierLimits;
 
 /// A metered call's input, owned (a leader thread runs it).
@@ -49,6 +49,14 @@ pub(super) struct Request {
 }
 
 impl Request {
+    /// What the call is metered as.
+    pub(super) fn kind(&self) -> CallKind {
+        match &self.call {
+            Call::Predict { .. } | Call::Probabilities { .. } => CallKind::Predict,
+            Call::Update { .. } => CallKind::Update,
+        }
+    }
+
     pub(super) fn n(&self) -> u64 {
         match &self.call {
             Call::Predict { .. } | Call::Probabilities { .. } => 1,

@@ -167,9 +167,9 @@ impl PgStore {
                     room,
                     call,
                     now_ms,
-                    |n| match payer {
+                    |kind, n| match payer {
                         Payer::Meter(m) if n > 0 => {
-                            match debit(tx, st, m.user_id, m.limits, m.now, n) {
+                            match debit(tx, st, m.user_id, m.limits, m.now, kind, n) {
                                 Ok(true) => Ok(()),
                                 Ok(false) => Err(quota_error(m.limits, m.now)),
                                 Err(Retry::Fail(e)) => Err(e),

@@ -21,36 +21,49 @@ pub(super) const MODEL_COLS: &str =
 pub(super) const SQL_LOCK_MODELS: &str =
     "SELECT mid, id, config, learner, returns, n_rows FROM models \
      WHERE id = ANY($1::text[]) AND owner = $2 ORDER BY id FOR UPDATE";
+/// The common table expressions of a debit (see [`SQL_DEBIT`]): `m` the
+/// month's row as granted (no row when refused), `d` the day's rows by kind.
+macro_rules! debit_cte {
+    () => {
+        "WITH m AS ( \
+           INSERT INTO usage_month AS u (user_id, month, calls, overage) \
+           SELECT $1::text, $2::text, $3::int8, COALESCE(GREATEST(0, $3::int8 - $8::int8), 0) \
+           WHERE $4::int8 IS NULL OR $3::int8 <= $4::int8 \
+           ON CONFLICT (user_id, month) DO UPDATE SET calls = u.calls + excluded.calls, \
+             overage = u.overage + COALESCE(GREATEST(0, u.calls + excluded.calls - $8::int8) \
+               - GREATEST(0, u.calls - $8::int8), 0) \
+           WHERE $4::int8 IS NULL OR u.calls + excluded.calls <= $4::int8 \
+           RETURNING calls), \
+         d AS ( \
+           INSERT INTO usage_day AS d (user_id, month, day, kind, calls) \
+           SELECT $1::text, $2::text, $5::int2, k.kind, k.n \
+           FROM m, unnest($6::text[], $7::int8[]) AS k(kind, n) \
+           ON CONFLICT (user_id, month, day, kind) DO UPDATE SET calls = d.calls + excluded.calls)"
+    };
+}
+
 /// [`SQL_DEBIT`] of a whole batch and [`SQL_LOCK_MODELS`] in one round
 /// trip; every row carries whether the debit was granted. Both the model
 /// rows (`FOR UPDATE`, re-read at their latest version) and the usage row
 /// (`ON CONFLICT DO UPDATE`) are locked at their newest committed version,
-/// so nothing here reads a stale snapshot.
-pub(super) const SQL_DEBIT_LOCK_MODELS: &str = "WITH m AS ( \
-       INSERT INTO usage_month AS u (user_id, month, calls) \
-       SELECT $2::text, $3::text, $4::int8 WHERE $5::int8 IS NULL OR $4::int8 <= $5::int8 \
-       ON CONFLICT (user_id, month) DO UPDATE SET calls = u.calls + excluded.calls \
-       WHERE $5::int8 IS NULL OR u.calls + excluded.calls <= $5::int8 \
-       RETURNING calls), \
-     d AS ( \
-       INSERT INTO usage_day AS d (user_id, month, day, calls) \
-       SELECT $2::text, $3::text, $6::int2, $4::int8 FROM m \
-       ON CONFLICT (user_id, month, day) DO UPDATE SET calls = d.calls + excluded.calls) \
-     SELECT mid, id, config, learner, returns, n_rows, (SELECT COUNT(*) FROM m) FROM models \
-     WHERE id = ANY($1::text[]) AND owner = $2 ORDER BY id FOR UPDATE";
+/// so nothing here reads a stale snapshot. Parameters: [`SQL_DEBIT`]'s,
+/// then the model ids (`$9`).
+pub(super) const SQL_DEBIT_LOCK_MODELS: &str = concat!(
+    debit_cte!(),
+    " SELECT mid, id, config, learner, returns, n_rows, (SELECT COUNT(*) FROM m) FROM models \
+     WHERE id = ANY($9::text[]) AND owner = $1 ORDER BY id FOR UPDATE"
+);
 pub(super) const SQL_FETCH_ROWS: &str = "SELECT q.mid, q.row_no, q.key, q.vals FROM q_rows q \
      JOIN unnest($1::int8[], $2::bytea[]) AS w(mid, key) ON q.mid = w.mid AND q.key = w.key";
-pub(super) const SQL_DEBIT: &str = "WITH m AS ( \
-       INSERT INTO usage_month AS u (user_id, month, calls) \
-       SELECT $1::text, $2::text, $3::int8 WHERE $4::int8 IS NULL OR $3::int8 <= $4::int8 \
-       ON CONFLICT (user_id, month) DO UPDATE SET calls = u.calls + excluded.calls \
-       WHERE $4::int8 IS NULL OR u.calls + excluded.calls <= $4::int8 \
-       RETURNING calls), \
-     d AS ( \
-       INSERT INTO usage_day AS d (user_id, month, day, calls) \
-       SELECT $1::text, $2::text, $5::int2, $3::int8 FROM m \
-       ON CONFLICT (user_id, month, day) DO UPDATE SET calls = d.calls + excluded.calls) \
-     SELECT calls FROM m";
+/// The debit of `$3` calls (negative: a give-back in the same transaction)
+/// by user `$1` in month `$2`, day `$5`, split by kind (`$6`, `$7`), in
+/// one statement: granted only when `$4` (the tier's hard limit, NULL for
+/// none) is not passed; returns the new count, no row when refused.
+/// `usage_month.overage` counts the calls past `$8` (the quota of a tier
+/// with overage, NULL for none): the change of `max(0, calls - $8)`, which
+/// for a debit is what [`check_quota`](crate::tenancy::check_quota) grants
+/// as overage and for a give-back returns exactly what was past the quota.
+pub(super) const SQL_DEBIT: &str = concat!(debit_cte!(), " SELECT calls FROM m");
 pub(super) const SQL_WRITE_BACK: &str = "WITH r AS ( \
        INSERT INTO q_rows (mid, row_no, key, vals) \
        SELECT * FROM unnest($1::int8[], $2::int8[], $3::bytea[], $4::bytea[]) \

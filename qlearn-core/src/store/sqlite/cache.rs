@@ -35,9 +35,10 @@ use crate::state::StateRef;
 use crate::store::encoding::{
     decode_key, decode_values, learner_bytes, returns_bytes, table_from_rows,
 };
-use crate::store::{Meter, ModelInfo};
+use crate::store::usage::{Debit, MonthTally};
+use crate::store::{CallKind, Meter, ModelInfo, Usage};
 use crate::table::QTable;
-use crate::tenancy::{check_quota, BillingMonth};
+use crate::tenancy::BillingMonth;
 
 // ---- the model cache ---------------------------------------------------------
 
@@ -111,14 +112,6 @@ pub(super) enum SlotState {
 }
 
 pub(super) type Slot = Arc<Mutex<SlotState>>;
-
-/// A debit made in memory, to be committed with the call's effect.
-pub(super) struct Debit {
-    pub(super) user: String,
-    pub(super) month: BillingMonth,
-    pub(super) day: u8,
-    pub(super) n: u64,
-}
 
 impl SqliteStore {
     /// Reads a model's metadata and Q-table from the database.
@@ -370,64 +363,60 @@ impl SqliteStore {
         self.inner.trim_if_over();
     }
 
-    pub(super) fn usage_days_from_db(
-        &self,
-        user_id: &str,
-        month: BillingMonth,
-    ) -> Result<Vec<u64>> {
-        let mut days = vec![0u64; month.days() as usize];
+    /// The user's usage of `month` as the file holds it.
+    pub(super) fn usage_from_db(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
+        let mut usage = Usage::empty(month);
         self.read(|c| {
             let mut st = c
-                .prepare_cached("SELECT day, calls FROM usage WHERE user_id = ?1 AND month = ?2")
+                .prepare_cached(
+                    "SELECT day, kind, calls, overage FROM usage WHERE user_id = ?1 AND month = ?2",
+                )
                 .map_err(sq)?;
             let rows = st
                 .query_map(params![user_id, month.to_string()], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
                 })
                 .map_err(sq)?;
             for r in rows {
-                let (day, calls) = r.map_err(sq)?;
-                let slot = usize::try_from(day - 1)
-                    .ok()
-                    .and_then(|d| days.get_mut(d))
-                    .ok_or_else(|| corrupt(format!("usage on day {day} of {month}")))?;
-                *slot = u64::try_from(calls).map_err(|_| corrupt("negative usage"))?;
+                let (day, kind, calls, overage) = r.map_err(sq)?;
+                let kind: CallKind = kind
+                    .parse()
+                    .map_err(|_| corrupt(format!("usage of unknown kind {kind:?}")))?;
+                let calls = u64::try_from(calls).map_err(|_| corrupt("negative usage"))?;
+                let overage = u64::try_from(overage).map_err(|_| corrupt("negative overage"))?;
+                if !usage.add_row(day, kind, calls, overage) {
+                    return Err(corrupt(format!("usage on day {day} of {month}")));
+                }
             }
             Ok(())
         })?;
-        Ok(days)
+        Ok(usage)
     }
 
-    /// Debits `n` calls in memory or refuses without counting.
-    pub(super) fn debit(&self, meter: &Meter<'_>, n: u64) -> Result<Debit> {
+    /// Debits `n` calls of `kind` in memory or refuses without counting.
+    pub(super) fn debit(&self, meter: &Meter<'_>, kind: CallKind, n: u64) -> Result<Debit> {
         let month = BillingMonth::from_unix(meter.now);
         let mut usage = self.inner.usage.lock().map_err(|_| poisoned())?;
         let known = usage
             .get(meter.user_id)
             .is_some_and(|m| m.contains_key(&month));
         if !known {
-            let days = self.usage_days_from_db(meter.user_id, month)?;
+            let read = self.usage_from_db(meter.user_id, month)?;
             usage
                 .entry(meter.user_id.to_owned())
                 .or_default()
-                .insert(month, days);
+                .insert(month, MonthTally::new(read));
         }
-        let days = usage
+        usage
             .get_mut(meter.user_id)
             .and_then(|m| m.get_mut(&month))
-            .ok_or_else(|| Error::Internal("usage entry vanished".into()))?;
-        let used: u64 = days.iter().sum();
-        check_quota(meter.limits, used, n, meter.now)?;
-        let day = month.day_of(meter.now);
-        if let Some(slot) = days.get_mut(usize::from(day).saturating_sub(1)) {
-            *slot += n;
-        }
-        Ok(Debit {
-            user: meter.user_id.to_owned(),
-            month,
-            day,
-            n,
-        })
+            .ok_or_else(|| Error::Internal("usage entry vanished".into()))?
+            .debit(meter, kind, n)
     }
 
     /// [`Store::action_probabilities`](crate::store::Store::action_probabilities)
@@ -444,7 +433,7 @@ impl SqliteStore {
     ) -> Result<Vec<f64>> {
         let (p, seq) = self.with_model(meter.user_id, model_id, |c| {
             c.learner.validate_predict(state, allowed)?;
-            let debit = self.debit(meter, 1)?;
+            let debit = self.debit(meter, CallKind::Predict, 1)?;
             let p = match c
                 .learner
                 .action_probabilities(&c.table, state, allowed, explore)
@@ -468,12 +457,8 @@ impl SqliteStore {
     /// Gives back a debit whose call did not happen.
     pub(super) fn refund(&self, d: &Debit) {
         let mut usage = lock_plain(&self.inner.usage);
-        if let Some(slot) = usage
-            .get_mut(&d.user)
-            .and_then(|m| m.get_mut(&d.month))
-            .and_then(|days| days.get_mut(usize::from(d.day).saturating_sub(1)))
-        {
-            *slot = slot.saturating_sub(d.n);
+        if let Some(t) = usage.get_mut(&d.user).and_then(|m| m.get_mut(&d.month)) {
+            t.refund(d);
         }
     }
 }
@@ -489,9 +474,11 @@ pub(super) fn learn_job(c: &Cached, debit: Debit, returns: bool, rows: Vec<RowWr
         rows,
         usage: Some(UsageDelta {
             user: debit.user,
-            month: debit.month.to_string(),
+            month: debit.month,
             day: debit.day,
+            kind: debit.kind,
             n: debit.n,
+            overage: debit.overage,
         }),
         decisions: None,
     }

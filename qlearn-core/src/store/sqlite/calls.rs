@@ -21,8 +21,8 @@ use crate::store::encoding::{config_text, learner_bytes, returns_bytes, Tracked}
 use crate::store::report::updated;
 use crate::store::rules::{check_state_room, touch_key};
 use crate::store::{
-    ApiKey, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store, Updated, Usage,
-    User,
+    ApiKey, CallKind, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store,
+    Updated, Usage, User,
 };
 use crate::store::{Decided, DecisionPage, DecisionQuery, Durable, RewardIn};
 use crate::tenancy::{BillingMonth, Role, Tier};
@@ -580,16 +580,11 @@ impl Store for SqliteStore {
         let cached = lock_plain(&self.inner.usage)
             .get(user_id)
             .and_then(|m| m.get(&month))
-            .cloned();
-        let per_day = match cached {
-            Some(d) => d,
-            None => self.usage_days_from_db(user_id, month)?,
-        };
-        Ok(Usage {
-            month,
-            calls: per_day.iter().sum(),
-            per_day,
-        })
+            .map(|t| t.usage().clone());
+        match cached {
+            Some(u) => Ok(u),
+            None => self.usage_from_db(user_id, month),
+        }
     }
 
     fn flush(&self) -> Result<()> {
@@ -612,7 +607,7 @@ impl SqliteStore {
         waiting: Waiting,
     ) -> Result<(Prediction, Ticket)> {
         c.learner.validate_predict(state, allowed)?;
-        let debit = self.debit(meter, 1)?;
+        let debit = self.debit(meter, CallKind::Predict, 1)?;
         let p = match c.learner.predict_full(&c.table, state, explore, allowed) {
             Ok(p) => p,
             Err(e) => {
@@ -645,7 +640,7 @@ impl SqliteStore {
             &c.table,
             exps.iter().copied(),
         )?;
-        let debit = self.debit(meter, exps.len() as u64)?;
+        let debit = self.debit(meter, CallKind::Update, exps.len() as u64)?;
         if exps.is_empty() {
             let none = updated(
                 report,

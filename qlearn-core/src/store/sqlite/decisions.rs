@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{params, OptionalExtension};
 
-use super::cache::{learn_job, Cached, Debit};
+use super::cache::{learn_job, Cached};
 use super::writer::{row_writes, Job, LogWrite};
 use super::{lock_plain, sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionLog, DecisionsConfig};
@@ -27,6 +27,8 @@ use crate::store::decisions::{
     Reply, Room,
 };
 use crate::store::encoding::Tracked;
+use crate::store::usage::Debit;
+use crate::store::CallKind;
 use crate::store::{DecisionPage, DecisionQuery, Meter, ModelInfo};
 use crate::tenancy::{BillingMonth, TierLimits};
 
@@ -192,7 +194,7 @@ impl SqliteStore {
         call: Call<'_>,
         now: i64,
         limits: &TierLimits,
-        debit: impl FnOnce(u64) -> Result<Debit>,
+        debit: impl FnOnce(CallKind, u64) -> Result<Debit>,
     ) -> Result<Option<Reply>> {
         let now_ms = millis(now);
         let done = self.with_model(owner, id, |c| {
@@ -215,8 +217,8 @@ impl SqliteStore {
                 room,
                 call,
                 now_ms,
-                |n| {
-                    made = Some(debit(n)?);
+                |kind, n| {
+                    made = Some(debit(kind, n)?);
                     Ok(())
                 },
             );
@@ -306,7 +308,7 @@ impl SqliteStore {
             call,
             meter.now,
             meter.limits,
-            |n| self.debit(meter, n),
+            |kind, n| self.debit(meter, kind, n),
         )
     }
 
@@ -328,12 +330,14 @@ impl SqliteStore {
         let month = BillingMonth::from_unix(now);
         let mut learned = 0;
         for (owner, id) in due {
-            let free = |n: u64| {
+            let free = |kind: CallKind, n: u64| {
                 Ok(Debit {
                     user: owner.clone(),
                     month,
                     day: month.day_of(now),
+                    kind,
                     n,
+                    overage: 0,
                 })
             };
             match self.decision_call(&owner, &id, Call::Settle, now, &TierLimits::UNLIMITED, free) {

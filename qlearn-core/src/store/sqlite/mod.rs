@@ -106,6 +106,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 
 use super::migrations;
+use super::usage::MonthTally;
 use crate::error::{Error, Result};
 use crate::tenancy::BillingMonth;
 use cache::Slot;
@@ -203,8 +204,8 @@ struct Inner {
     /// The cached models' sizes and use order, against the byte budget.
     /// Taken under a model's mutex, never under `models`' lock.
     lru: Mutex<Lru<Slot>>,
-    /// user -> month -> calls per day (index 0 = the 1st).
-    usage: Mutex<HashMap<String, HashMap<BillingMonth, Vec<u64>>>>,
+    /// user -> month -> that month's usage (per day, kind, overage).
+    usage: Mutex<HashMap<String, HashMap<BillingMonth, MonthTally>>>,
     /// The decision logs of the models used since the store opened, by
     /// `mid` (`None`: the model logs no decisions); an entry is read and
     /// written under its model's lock (see `decisions.rs`).

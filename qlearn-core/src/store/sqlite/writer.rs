@@ -14,7 +14,9 @@ use rusqlite::{params, Connection};
 use super::{lock_plain, Inner, SqliteStore, BACKEND, WAL_RESTART_FRAMES};
 use crate::error::{Error, Result};
 use crate::store::encoding::{key_bytes, values_bytes};
+use crate::store::CallKind;
 use crate::table::QTable;
+use crate::tenancy::BillingMonth;
 
 // ---- the writer --------------------------------------------------------------
 
@@ -71,11 +73,14 @@ pub(super) struct LogWrite {
     pub(super) next_deadline_ms: Option<i64>,
 }
 
+/// A call's usage row: `n` calls of `kind`, `overage` of them past the quota.
 pub(super) struct UsageDelta {
     pub(super) user: String,
-    pub(super) month: String,
+    pub(super) month: BillingMonth,
     pub(super) day: u8,
+    pub(super) kind: CallKind,
     pub(super) n: u64,
+    pub(super) overage: u64,
 }
 
 /// An operation run by the writer inside a savepoint of the batch; it
@@ -186,11 +191,11 @@ impl Done {
 }
 
 /// What a batch writes, coalesced: last learner state per model, last
-/// values per row, summed usage per user and day.
+/// values per row, summed usage (calls, overage) per user, day and kind.
 #[derive(Default)]
 pub(super) struct Pending {
     pub(super) models: HashMap<i64, PendingModel>,
-    pub(super) usage: HashMap<(String, String, u8), u64>,
+    pub(super) usage: HashMap<(String, BillingMonth, u8, CallKind), (u64, u64)>,
 }
 
 /// A row's key when the row is new, and its latest values.
@@ -209,7 +214,12 @@ pub(super) struct PendingModel {
 impl Pending {
     pub(super) fn add(&mut self, l: Learn) {
         if let Some(u) = l.usage {
-            *self.usage.entry((u.user, u.month, u.day)).or_insert(0) += u.n;
+            let sum = self
+                .usage
+                .entry((u.user, u.month, u.day, u.kind))
+                .or_insert((0, 0));
+            sum.0 += u.n;
+            sum.1 += u.overage;
         }
         let m = self.models.entry(l.mid).or_insert_with(|| PendingModel {
             learner: Vec::new(),
@@ -280,11 +290,20 @@ impl Pending {
         }
         if !self.usage.is_empty() {
             let mut up = c.prepare_cached(
-                "INSERT INTO usage (user_id, month, day, calls) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (user_id, month, day) DO UPDATE SET calls = calls + excluded.calls",
+                "INSERT INTO usage (user_id, month, day, kind, calls, overage) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (user_id, month, day, kind) DO UPDATE SET \
+                 calls = calls + excluded.calls, overage = overage + excluded.overage",
             )?;
-            for ((user, month, day), n) in self.usage.drain() {
-                up.execute(params![user, month, day, n as i64])?;
+            for ((user, month, day, kind), (n, over)) in self.usage.drain() {
+                up.execute(params![
+                    user,
+                    month.to_string(),
+                    day,
+                    kind.as_str(),
+                    n as i64,
+                    over as i64
+                ])?;
             }
         }
         Ok(())
