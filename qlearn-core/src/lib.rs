@@ -68,6 +68,10 @@
 //!   [`QTable`], the in-memory table.
 //! - [`codec`]: the binary format ([`Model::to_bytes`]) and the JSON export
 //!   ([`Model::to_json`]).
+//! - [`decisions`]: decisions logged with their behaviour probability and
+//!   delayed rewards.
+//! - [`evaluation`]: offline evaluation of other policies on that log (IPS,
+//!   SNIPS, doubly robust, episode estimators, progressive replay).
 //! - [`rng`]: the seeded random generator saved with a model.
 //! - [`error`]: [`Error`], the one error type.
 //! - `tenancy` and `store` (feature `tenancy`): users, tiers and quotas, and
@@ -85,6 +89,7 @@ pub mod config;
 mod de;
 pub mod decisions;
 pub mod error;
+pub mod evaluation;
 pub mod limits;
 pub mod model;
 pub mod rng;
