@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import pickle
 import random
+import struct
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +70,7 @@ def test_episode_learns_exactly_what_update_learns(algorithm, ending):
                      next_allowed_actions=[0, 2])
         assert a.end_episode(ep) == 0 if ending == "terminated" else a.end_episode(
             ep, "truncated", next_state=99, next_allowed_actions=[0, 2]) == 0
-    assert a.to_bytes() == b.to_bytes()  # table, epsilon, counters, generator
+    assert a.to_json() == b.to_json()  # table, epsilon, counters, generator (the model alone)
     assert a.decision_stats == qlearn.DecisionStats(decisions=120, rewards=120, pending=0, late=0,
                                                     defaulted=0, applied=120)
 
@@ -364,3 +366,88 @@ def test_same_q_table_as_the_service(roomy, algorithm):
         served = c.export_model(mid)
     assert served.items() == local.items()
     assert served.stats.updates == local.stats.updates == 15
+
+
+# ---- stop and resume: save/load and bytes carry the decision log ----------
+
+FIXTURE_V1 = Path(__file__).resolve().parents[2] / "qlearn-core" / "tests" / "fixtures" / "model-v1.qlrn"
+
+
+def resume_story(resume) -> tuple:
+    """Pending decisions, an open episode, counted rewards and a reward id,
+    then ``resume`` (save and load, bytes, pickle, or nothing), then the
+    rest: what the agent ends up with."""
+    a = agent()
+    a.enable_decisions(reward_wait_seconds=60, default_reward=-0.5, aggregation="mean",
+                       retention_days=2)
+    d0 = a.decide(0, episode_id="e", now=T0)
+    a.reward(d0.decision_id, 1.0, reward_id="r0", now=T0 + 1)
+    d1 = a.decide(1, episode_id="e", now=T0 + 2)
+    a.decide(2, decision_id="lone", allowed_actions=[0, 2], now=T0 + 3)
+    a.reward("lone", 3.0, reward_id="r1", now=T0 + 4)
+    a = resume(a)
+    assert a.decisions_setting == {"reward_wait_seconds": 60, "default_reward": -0.5,
+                                   "aggregation": "mean", "retention_days": 2}
+    statuses = [a.decision_status(i) for i in (d0.decision_id, d1.decision_id, "lone")]
+    dup = a.reward(d0.decision_id, 1.0, reward_id="r0", now=T0 + 5).status
+    a.reward(d0.decision_id, 2.0, final=True, now=T0 + 6)
+    d2 = a.decide(0, episode_id="e", now=T0 + 7)
+    a.reward("lone", 1.0, now=T0 + 8)
+    settled = a.settle(now=T0 + 100)
+    ended = a.end_episode("e")
+    late = a.reward(d2.decision_id, 9.0, now=T0 + 101).status
+    return (statuses, dup, settled, ended, late, a.decision_stats, a.to_bytes())
+
+
+def test_save_load_bytes_and_pickle_carry_pending_decisions(tmp_path):
+    def via_file(a):
+        path = tmp_path / "agent.qlrn"
+        a.save(path)
+        return qlearn.QLearner.load(path)
+
+    straight = resume_story(lambda a: a)
+    assert straight[0] == ["open", "open", "open"] and straight[1] == "duplicate"
+    assert straight[4] == "late"
+    for resume in (via_file, lambda a: qlearn.QLearner.from_bytes(a.to_bytes()),
+                   lambda a: qlearn.QLearner.from_bytes(memoryview(a.to_bytes())),
+                   lambda a: pickle.loads(pickle.dumps(a))):
+        assert resume_story(resume) == straight
+
+
+def test_the_format_version_says_whether_a_log_is_carried():
+    a = agent()
+    assert struct.unpack("<H", a.to_bytes()[4:6])[0] == 1  # the service's format, unchanged
+    a.enable_decisions()
+    a.decide(0, now=T0)
+    assert struct.unpack("<H", a.to_bytes()[4:6])[0] == qlearn.FORMAT_VERSION == 2
+    a.disable_decisions()
+    assert struct.unpack("<H", a.to_bytes()[4:6])[0] == 1
+    assert qlearn.QLearner.from_bytes(a.to_bytes()).decisions_setting is None
+
+
+def test_a_file_of_the_old_format_still_loads():
+    old = FIXTURE_V1.read_bytes()
+    assert struct.unpack("<H", old[4:6])[0] == 1
+    a = qlearn.QLearner.load(FIXTURE_V1)
+    assert len(a) == 13 and a.decisions_setting is None
+    assert a.to_bytes() == old
+    # An earlier version's pickle: the v1 bytes, then the log's JSON.
+    donor = logging(wait=10)
+    d = donor.decide(0, now=T0)
+    b = qlearn.QLearner.from_bytes(agent(epsilon=0.0, learning_rate=1.0).to_bytes())
+    b.__setstate__(donor.decisions_to_json())
+    assert b.decision_status(d.decision_id) == "open"
+
+
+def test_a_damaged_log_is_a_value_error():
+    a = logging()
+    a.decide(0, decision_id="x", now=T0)
+    raw = bytearray(a.to_bytes())
+    raw[-3] ^= 0x20  # inside the log's JSON: the checksum catches it
+    with pytest.raises(ValueError, match="checksum"):
+        qlearn.QLearner.from_bytes(bytes(raw))
+    # A log that does not fit the model (an action it does not have).
+    narrow = qlearn.QLearner(1)
+    with pytest.raises(ValueError, match="does not fit"):
+        narrow.load_decisions(a.decisions_to_json().replace('"action":0', '"action":2').replace(
+            '"action":1', '"action":2'))

@@ -41,7 +41,8 @@ def test_bytes_have_the_core_header():
     b = trained().to_bytes()
     assert b[:4] == b"QLRN"
     version, reserved, length = struct.unpack("<HHQ", b[4:16])
-    assert version == qlearn.FORMAT_VERSION == 1
+    assert version == 1  # a model alone; 2 (qlearn.FORMAT_VERSION) carries a decision log
+    assert qlearn.FORMAT_VERSION == 2
     assert reserved == 0
     assert length == len(b) - 20
 

@@ -112,6 +112,33 @@ def test_a_server_trained_model_loads_in_python(server):
     server.json("DELETE", f"/models/{continued['id']}", expect=204)
 
 
+def test_action_probabilities_agree_between_python_and_the_server(server):
+    # Ties, a mask, explore on and off, an unseen state; epsilon-greedy and
+    # softmax. The Rust engine's own function is checked against the same
+    # server route in saas-host/tests/api/probabilities.rs.
+    for kw in ({"epsilon": 0.25}, {"exploration": "softmax", "temperature": 0.7}):
+        a = QLearner(4, learning_rate=1.0, seed=3, **kw)
+        for act, r in ((0, 1.0), (1, 0.5), (2, 1.0)):
+            a.update([1, 2], act, r, "end", done=True)
+        a.enable_decisions()  # a version-2 file: the server imports the model alone
+        a.decide("pending", now=1_700_000_000)
+        status, body, _ = server.call("POST", "/models/import?name=probs", a.to_bytes(),
+                                      content_type="application/octet-stream")
+        assert status == 201, body[:300]
+        mid = json.loads(body)["id"]
+        try:
+            for s, allowed, explore in (([1, 2], None, True), ([1, 2], [1, 2, 3], True),
+                                        ([1, 2], None, False), ([1, 2], [1, 3], False),
+                                        ("unseen", [0, 3], True)):
+                body = {"model_id": mid, "state": s, "explore": explore}
+                if allowed is not None:
+                    body["allowed_actions"] = allowed
+                got = server.json("POST", "/predict/probabilities", body)["probabilities"]
+                assert got == a.action_probabilities(s, allowed, explore), (kw, s, allowed, explore)
+        finally:
+            server.json("DELETE", f"/models/{mid}", expect=204)
+
+
 def test_the_server_refuses_bytes_that_are_not_a_model(server):
     status, body, _ = server.call("POST", "/models/import", b"QLRN-not-really",
                                   content_type="application/octet-stream")

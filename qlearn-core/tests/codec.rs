@@ -195,11 +195,12 @@ fn ok_or_decode(r: &Result<Model, Error>) -> bool {
     r.is_ok() || is_decode(r)
 }
 
-/// Frames `payload` as the binary format would (correct length and CRC).
+/// Frames a model's `payload` as the binary format would (version 1: a
+/// model alone; correct length and CRC).
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());

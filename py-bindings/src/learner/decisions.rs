@@ -535,10 +535,9 @@ impl QLearner {
     }
 
     /// The decision log (setting, decisions, rewards, episodes, counts) as
-    /// JSON, None when decisions are off. The binary format of to_bytes()
-    /// and save() holds the model only (it is the service's export format);
-    /// keep this beside it to carry pending decisions over, and give it to
-    /// load_decisions(). Pickling and copying keep the log by themselves.
+    /// JSON, None when decisions are off, to inspect it or move it to
+    /// another QLearner with load_decisions(). to_bytes(), save(),
+    /// pickling and copying keep the log by themselves.
     #[pyo3(text_signature = "($self)")]
     fn decisions_to_json(&self, py: Python<'_>) -> PyResult<Option<String>> {
         self.decisions_json(py)
@@ -553,17 +552,18 @@ impl QLearner {
     fn load_decisions(&self, py: Python<'_>, text: Option<&str>) -> PyResult<()> {
         let parsed = match text {
             None => None,
-            Some(t) => Some(decode_log(t)?),
+            Some(t) => Some(self.decode_log(py, t)?),
         };
         *self.log.lock_py_attached(py).map_err(|_| poisoned())? = parsed;
         Ok(())
     }
 }
 
-/// A decision log from its JSON, its setting and records checked by the core
-/// (`into_parts`/`from_parts` re-validates the setting and the episodes).
-pub(super) fn decode_log(text: &str) -> PyResult<DecisionLog> {
-    let log: DecisionLog = serde_json::from_str(text)
-        .map_err(|e| value_error(Error::Decode(format!("not a qlearn decision log: {e}"))))?;
-    DecisionLog::from_parts(log.into_parts()).map_err(to_py)
+impl QLearner {
+    /// A decision log from its JSON, checked by the core against this
+    /// model (as the binary format's version 2 is).
+    pub(super) fn decode_log(&self, py: Python<'_>, text: &str) -> PyResult<DecisionLog> {
+        let model = self.lock(py)?;
+        qlearn_core::codec::decision_log_from_json(&model, text).map_err(to_py)
+    }
 }

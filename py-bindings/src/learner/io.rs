@@ -1,13 +1,16 @@
 //! Serialization of `qlearn.QLearner`: the core's binary format
-//! (`to_bytes`/`from_bytes`, `save`/`load`), its JSON export
-//! (`to_json`/`from_json`), pickling (`__reduce__`) and copying. Encoding,
-//! decoding and file IO run with the GIL released; the format is the core's.
+//! (`to_bytes`/`from_bytes`, `save`/`load`: the model and, when decisions
+//! are on, its decision log, format version 2), its JSON export
+//! (`to_json`/`from_json`: the model), pickling (`__reduce__`) and copying.
+//! Encoding, decoding and file IO run with the GIL released; the format is
+//! the core's (`qlearn_core::codec`).
 
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyMemoryView, PyType};
+use qlearn_core::codec::{decode_with_decisions, encode_with_decisions};
 use qlearn_core::Model;
 
 use super::QLearner;
@@ -16,9 +19,19 @@ use crate::error::{poisoned, to_py, type_error};
 use pyo3::sync::MutexExt;
 
 impl QLearner {
+    /// The binary format of the model and its decision log (locked in
+    /// that order, as every decision call does).
     fn bytes(&self, py: Python<'_>) -> PyResult<Vec<u8>> {
-        py.detach(|| self.lock_detached()?.to_bytes())
-            .map_err(to_py)
+        py.detach(|| {
+            let log = self.log.lock().map_err(|_| {
+                qlearn_core::Error::Internal(
+                    "the decision log's lock was poisoned by an earlier panic".into(),
+                )
+            })?;
+            let model = self.lock_detached()?;
+            encode_with_decisions(&model, log.as_ref())
+        })
+        .map_err(to_py)
     }
 }
 
@@ -36,10 +49,11 @@ fn read_bytes(data: &Bound<'_, PyAny>) -> PyResult<PyBackedBytes> {
     )))
 }
 
+/// A QLearner from the binary format, with its decision log if the bytes
+/// carry one.
 fn decode(py: Python<'_>, data: &[u8]) -> PyResult<QLearner> {
-    py.detach(|| Model::from_bytes(data))
-        .map(QLearner::wrap)
-        .map_err(to_py)
+    let (model, log) = py.detach(|| decode_with_decisions(data)).map_err(to_py)?;
+    Ok(QLearner::wrap_with(model, log))
 }
 
 #[pymethods]
@@ -47,7 +61,11 @@ impl QLearner {
     /// The model in qlearn's binary format: the bytes the server's
     /// GET /models/{id}/export returns and POST /models/import takes.
     /// Includes the hyperparameters, epsilon, counters and the random
-    /// generator's state, so a reloaded model continues exactly.
+    /// generator's state, so a reloaded model continues exactly. With
+    /// decisions on, also the decision log (setting, pending decisions and
+    /// their rewards, episodes, counts) in format version 2, so a
+    /// researcher can stop and resume (the server's import reads the model
+    /// and leaves the log out).
     ///
     /// Returns:
     ///     bytes.
@@ -57,7 +75,8 @@ impl QLearner {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// Rebuilds a model from to_bytes() output (or a server export).
+    /// Rebuilds a model from to_bytes() output (or a server export), with
+    /// its decision log if the bytes carry one.
     ///
     /// Args:
     ///     data: bytes, bytearray or memoryview.
@@ -73,8 +92,9 @@ impl QLearner {
         decode(py, &bytes)
     }
 
-    /// Writes the model to `path` in the binary format (atomically: a
-    /// temporary file in the same folder, then a rename).
+    /// Writes the model to `path` in the binary format, with its decision
+    /// log when decisions are on (see to_bytes()), atomically: a temporary
+    /// file in the same folder, then a rename.
     ///
     /// Args:
     ///     path: str or os.PathLike.
@@ -96,7 +116,9 @@ impl QLearner {
         Ok(())
     }
 
-    /// Reads a model written by save() (or a server export saved to a file).
+    /// Reads a model written by save() (or a server export saved to a
+    /// file, or a file of an earlier version), with its decision log if the
+    /// file carries one.
     ///
     /// Args:
     ///     path: str or os.PathLike.
@@ -135,22 +157,21 @@ impl QLearner {
             .map_err(to_py)
     }
 
-    /// Pickle support: a QLearner pickles as its to_bytes() and, when
-    /// decisions are on, its decision log's JSON (restored by __setstate__).
-    #[allow(clippy::type_complexity)]
+    /// Pickle support: a QLearner pickles as its to_bytes() (the model and
+    /// its decision log).
     fn __reduce__<'py>(
         slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,), Option<String>)> {
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
         let py = slf.py();
         let ctor = slf.get_type().getattr("from_bytes")?;
-        let log = slf.get().decisions_json(py)?;
         let bytes = slf.get().to_bytes(py)?;
-        Ok((ctor, (bytes,), log))
+        Ok((ctor, (bytes,)))
     }
 
-    /// Restores the decision log kept by __reduce__ (None: decisions off).
+    /// Restores a decision log kept beside the bytes by pickles of earlier
+    /// versions (None: decisions off).
     fn __setstate__(&self, py: Python<'_>, state: Option<&str>) -> PyResult<()> {
-        let log = state.map(super::decisions::decode_log).transpose()?;
+        let log = state.map(|t| self.decode_log(py, t)).transpose()?;
         *self.log.lock_py_attached(py).map_err(|_| poisoned())? = log;
         Ok(())
     }

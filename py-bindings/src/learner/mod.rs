@@ -83,10 +83,15 @@ pub struct QLearner {
 
 impl QLearner {
     fn wrap(model: Model) -> Self {
+        Self::wrap_with(model, None)
+    }
+
+    /// A QLearner over `model` with decision log `log` (`None`: off).
+    fn wrap_with(model: Model, log: Option<DecisionLog>) -> Self {
         let n_actions = model.config().n_actions;
         QLearner {
             model: Mutex::new(model),
-            log: Mutex::new(None),
+            log: Mutex::new(log),
             n_actions,
         }
     }
