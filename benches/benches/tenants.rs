@@ -9,7 +9,9 @@
 //!    updates that ran while the operation did) during one tenant's
 //!    whole-model operation (a reshape to double Q-learning, an import),
 //!    for a free-sized (10,000 states) and a pro-sized (1,000,000 states)
-//!    model, next to the same tenant's latency with nothing else running.
+//!    model, next to the same tenant's latency with nothing else running,
+//!    and the WAL file's size after each operation (SQLite never shrinks
+//!    it, so that is the largest the WAL has been so far).
 //!
 //! ```text
 //! cargo bench -p qlearn-benches --bench tenants
@@ -103,19 +105,27 @@ fn memory(tenants: usize) {
     );
 }
 
-/// p50, p99 and max of `lat`, milliseconds.
+/// p50, p99 and max of `lat` (milliseconds) and how many took over 10 ms
+/// and over 50 ms.
 fn summary(lat: &mut [Duration]) -> String {
     if lat.is_empty() {
         return "no update ran".into();
     }
     lat.sort_unstable();
     let at = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    let over = |ms: u64| {
+        lat.iter()
+            .filter(|d| **d > Duration::from_millis(ms))
+            .count()
+    };
     format!(
-        "{} updates, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{} updates, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} over 10 ms, {} over 50 ms",
         lat.len(),
         at(0.5),
         at(0.99),
-        at(1.0)
+        at(1.0),
+        over(10),
+        over(50)
     )
 }
 
@@ -167,9 +177,18 @@ fn during(
     })
 }
 
+/// The WAL file's size in MiB (its high-water mark: SQLite writes it over
+/// from the start after a checkpoint, and never truncates it while open).
+fn wal_mib(db: &std::path::Path) -> f64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    mib(std::fs::metadata(wal).map_or(0, |m| m.len() as usize))
+}
+
 fn stall(big: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let s = SqliteStore::open(dir.path().join("s.db")).expect("open");
+    let db = dir.path().join("s.db");
+    let s = SqliteStore::open(&db).expect("open");
     let other = user(&s, "other@bench");
     let other_model = s
         .create_model(&other, "m", &filled(500), None, NOW)
@@ -200,9 +219,10 @@ fn stall(big: usize) {
         };
         let (mut lat, took) = during(&s, (&other, &other_model), Some(&reshape), Duration::ZERO);
         println!(
-            "stall: reshape of {states} states to double Q ({:.0} ms): the other tenant {}",
+            "stall: reshape of {states} states to double Q ({:.0} ms): the other tenant {}; WAL file {:.1} MiB",
             took.as_secs_f64() * 1e3,
-            summary(&mut lat)
+            summary(&mut lat),
+            wal_mib(&db)
         );
         let import = || {
             s.create_model(&a, "imported", &model, None, NOW)
@@ -210,9 +230,10 @@ fn stall(big: usize) {
         };
         let (mut lat, took) = during(&s, (&other, &other_model), Some(&import), Duration::ZERO);
         println!(
-            "stall: import of {states} states ({:.0} ms): the other tenant {}",
+            "stall: import of {states} states ({:.0} ms): the other tenant {}; WAL file {:.1} MiB",
             took.as_secs_f64() * 1e3,
-            summary(&mut lat)
+            summary(&mut lat),
+            wal_mib(&db)
         );
     }
 }

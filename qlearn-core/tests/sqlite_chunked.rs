@@ -3,7 +3,9 @@
 //! reshape is half written (the file holds some of its new rows, not all),
 //! another tenant's updates complete; calls on the reshaped model itself
 //! wait for it and none is lost; a crash mid-way (SIGKILL of a child
-//! process) leaves the old model intact and no unused rows behind.
+//! process) leaves the old model intact and no unused rows behind; under
+//! constant writes the WAL keeps starting over (the checkpointer, not the
+//! writer, copies it), so it stays bounded.
 #![cfg(all(unix, feature = "sqlite"))]
 
 use std::io::{BufRead, BufReader};
@@ -252,6 +254,74 @@ fn a_reshape_lets_other_tenants_commit_and_makes_its_own_model_wait() {
     drop(s);
     let s = SqliteStore::open(&path).unwrap();
     check(&s);
+}
+
+// ---- the WAL stays bounded ------------------------------------------------
+
+/// The WAL file's checkpoint sequence number (bytes 12..16 of its header,
+/// big-endian: SQLite adds one each time the WAL starts over) and the
+/// file's size.
+fn wal_state(db: &Path) -> (u32, u64) {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let bytes = std::fs::read(&wal).unwrap_or_default();
+    let seq = bytes
+        .get(12..16)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    (seq, bytes.len() as u64)
+}
+
+/// The WAL size (bytes) past which the writer itself waits for a
+/// checkpoint: 4 x 8,192 pages of 4 KiB (`checkpointer.rs`).
+const WAL_HARD_BYTES: u64 = 4 * 8192 * 4096;
+
+#[test]
+fn under_constant_writes_the_wal_starts_over_and_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let uid = user(&s, "w@example.com");
+    let id = s
+        .create_model(&uid, "m", &filled(50), None, NOW)
+        .unwrap()
+        .id;
+    let (first, _) = wal_state(&path);
+    // Callers updating as fast as they can: every commit appends a few
+    // pages, and the writer is never idle long enough for a plain
+    // background checkpoint to catch up.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let stop = AtomicBool::new(false);
+    let (restarts, largest) = std::thread::scope(|sc| {
+        for t in 0..4i64 {
+            let (s, uid, id, stop) = (&s, &uid, &id, &stop);
+            sc.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    update(s, uid, id, t * 100 + i % 40);
+                    i += 1;
+                }
+            });
+        }
+        let mut largest = 0;
+        let restarts = loop {
+            let (seq, size) = wal_state(&path);
+            largest = largest.max(size);
+            if seq >= first + 3 || Instant::now() > deadline {
+                break seq - first;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        stop.store(true, Ordering::Relaxed);
+        (restarts, largest)
+    });
+    assert!(
+        restarts >= 3,
+        "in 300 s of constant writes the WAL ({largest} bytes at most) started over {restarts} times"
+    );
+    assert!(
+        largest <= WAL_HARD_BYTES + (8 << 20),
+        "the WAL file grew to {largest} bytes, past its bound"
+    );
 }
 
 // ---- crash mid-way ----------------------------------------------------------

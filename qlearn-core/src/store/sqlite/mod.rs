@@ -52,13 +52,16 @@
 //!   table; calls on the same model wait for the switch. A crash mid-way
 //!   leaves the old model intact, and the unused rows are deleted at the
 //!   next open (`tables.rs`).
-//! - **Checkpoints in the background.** Automatic checkpoints are off on
-//!   the writer's connection; a checkpointer thread folds the WAL into the
-//!   database file (`PASSIVE`, every 250 ms when something committed), so
-//!   no commit waits for one. When a commit leaves the WAL past 8192 pages
-//!   (32 MiB), the writer finishes a checkpoint itself before the next
-//!   batch, after the acknowledgements, so the WAL restarts instead of
-//!   growing under constant load. Closing the store checkpoints fully.
+//! - **Checkpoints off the writer.** Automatic checkpoints are off on the
+//!   writer's connection; a checkpointer thread on its own connection folds
+//!   the WAL into the database file (`PASSIVE`, after every 4 MiB of WAL
+//!   and every 250 ms when something committed) and flushes the files
+//!   beside the writer, so no commit waits for a copy or an fsync. Past
+//!   8192 pages (32 MiB) the writer pauses between two batches, at most
+//!   2 ms, for the checkpointer's last short pass, so the WAL starts over
+//!   instead of growing under constant load; only at four times that size
+//!   does the writer checkpoint itself (`checkpointer.rs`). Closing the
+//!   store checkpoints fully.
 //! - **Versioned migrations** ([`crate::store::migrations::SQLITE`]) run at
 //!   open, each recorded in `schema_migrations`; a database newer than this
 //!   build is refused.
@@ -89,6 +92,7 @@
 mod accounts;
 mod cache;
 mod calls;
+mod checkpointer;
 mod decisions;
 mod lock;
 mod lru;
@@ -110,21 +114,18 @@ use super::usage::MonthTally;
 use crate::error::{Error, Result};
 use crate::tenancy::BillingMonth;
 use cache::Slot;
+use checkpointer::{checkpointer_loop, Checkpoints};
 use lock::acquire_process_lock;
 use lru::Lru;
 use schema::{migrate, open_connection};
 use tables::tidy_tables;
-use writer::{checkpointer_loop, writer_loop, Done, Queue};
+use writer::{writer_loop, Done, Queue};
 
 const BACKEND: &str = "sqlite";
 /// Idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 /// How long a connection waits for a lock held by a checkpoint.
 const BUSY_TIMEOUT_MS: u32 = 10_000;
-/// WAL frames (pages) past which the writer completes a checkpoint itself
-/// (background checkpoints alone never catch up under constant writes, so
-/// the WAL would only grow).
-const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// How hard SQLite works to make a commit durable (see the module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -210,17 +211,16 @@ struct Inner {
     /// `mid` (`None`: the model logs no decisions); an entry is read and
     /// written under its model's lock (see `decisions.rs`).
     decisions: Mutex<HashMap<i64, Option<crate::decisions::DecisionLog>>>,
-    /// Frames in the WAL after the last commit (SQLite's WAL hook): past
-    /// [`WAL_RESTART_FRAMES`] the writer checkpoints once between batches
-    /// (with no write in flight it completes, so the next transaction
-    /// restarts the WAL).
+    /// Frames in the WAL after the last commit (SQLite's WAL hook), read by
+    /// the checkpointer and the writer (`checkpointer.rs`).
     wal_frames: Arc<AtomicI64>,
     /// The next free table number (`tables.rs`), also the next model's
     /// `mid`.
     next_tab: AtomicI64,
-    /// Set (and signalled) when the store closes: stops the checkpointer.
-    closing: Mutex<bool>,
-    closing_cv: Condvar,
+    /// The checkpointer's state, shared with the writer. Declared last:
+    /// it holds a descriptor of the database file that must be closed only
+    /// after every connection (see `Checkpoints`).
+    checkpoints: Checkpoints,
 }
 
 /// The SQLite store. See the module docs for its design and guarantees.
@@ -283,6 +283,7 @@ impl SqliteStore {
         }))
         .map_err(sq)?;
         conn.set_prepared_statement_cache_capacity(32);
+        let checkpoints = Checkpoints::new(&path);
         let inner = Arc::new(Inner {
             path,
             readers: Mutex::new(Vec::new()),
@@ -295,8 +296,7 @@ impl SqliteStore {
             decisions: Mutex::new(HashMap::new()),
             wal_frames: wal_frames.clone(),
             next_tab: AtomicI64::new(next_tab),
-            closing: Mutex::new(false),
-            closing_cv: Condvar::new(),
+            checkpoints,
         });
         let for_writer = inner.clone();
         let checkpoints = open_connection(&inner.path)?;

@@ -16,12 +16,9 @@
 //! deleted before the writer starts, so rows that no model uses are never
 //! served, counted or kept.
 //!
-//! Such an operation writes tens of megabytes to the WAL quickly; were
-//! they left to the writer's own checkpoint (past 8192 frames, between two
-//! batches), that one checkpoint would hold every other commit while it
-//! copies them (50 to 200 ms measured). So the operation's thread
-//! checkpoints (`PASSIVE`, beside the writer) after each chunk once the WAL
-//! is past half that size, and the writer finds little left to copy.
+//! Such an operation writes tens of megabytes to the WAL quickly; the
+//! checkpointer (`checkpointer.rs`) folds them into the database file
+//! beside the writer, so no commit waits for that either.
 //!
 //! Calls on the same model meanwhile wait: a reshape holds the model's
 //! lock until its table is switched (a model being imported has no id
@@ -31,9 +28,8 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{params, Connection};
 
-use super::schema::{open_connection, EncodedRows, CHUNK_ROWS};
-use super::writer::checkpoint;
-use super::{sq, SqliteStore, WAL_RESTART_FRAMES};
+use super::schema::{EncodedRows, CHUNK_ROWS};
+use super::{sq, SqliteStore};
 use crate::error::Result;
 use crate::table::QTable;
 
@@ -62,7 +58,6 @@ impl SqliteStore {
     }
 
     fn write_chunks(&self, tab: i64, table: &QTable) -> Result<()> {
-        let mut helper = None;
         self.write(move |c| {
             c.execute("INSERT INTO loose_tables (tab) VALUES (?1)", [tab])
                 .map_err(sq)?;
@@ -77,34 +72,14 @@ impl SqliteStore {
             }
             first += rows.len();
             self.write(move |c| rows.insert(c, tab).map_err(sq))?;
-            self.help_checkpoint(&mut helper);
         }
         Ok(())
-    }
-
-    /// Folds the WAL into the database file from this thread (`PASSIVE`:
-    /// it never blocks the writer) once it is past half the size at which
-    /// the writer would checkpoint itself. `conn` is opened on first need.
-    fn help_checkpoint(&self, conn: &mut Option<Connection>) {
-        if self.inner.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES / 2 {
-            return;
-        }
-        if conn.is_none() {
-            *conn = open_connection(&self.inner.path).ok();
-        }
-        if let Some(c) = conn {
-            // Busy when another checkpoint runs: then that one does it.
-            let _ = checkpoint(c);
-        }
     }
 
     /// Deletes the loose table `tab`: its rows [`CHUNK_ROWS`] at a time, one
     /// writer job each, then its listing.
     pub(super) fn drop_loose(&self, tab: i64) -> Result<()> {
-        let mut helper = None;
-        while self.write(move |c| drop_chunk(c, tab))? {
-            self.help_checkpoint(&mut helper);
-        }
+        while self.write(move |c| drop_chunk(c, tab))? {}
         Ok(())
     }
 }

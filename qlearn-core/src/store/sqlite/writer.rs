@@ -1,6 +1,6 @@
 //! The writer thread of [`SqliteStore`](super::SqliteStore): its job
 //! queue, group commit (coalescing learning jobs), the wake-up tree of the
-//! callers waiting for a commit, and the background checkpointer.
+//! callers waiting for a commit. (Checkpoints: `checkpointer.rs`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +11,7 @@ use std::thread::Thread;
 
 use rusqlite::{params, Connection};
 
-use super::{lock_plain, Inner, SqliteStore, BACKEND, WAL_RESTART_FRAMES};
+use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::store::encoding::{key_bytes, values_bytes};
 use crate::store::CallKind;
@@ -446,49 +446,14 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
             // The guard closes the queue and wakes whoever still waits.
             return;
         }
-        // After the acknowledgements: bound the WAL (see `wal_full`).
-        if inner.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
-            // Busy while the checkpointer runs one: then the next batch
-            // tries again (the hook keeps reporting the WAL's size). A
-            // complete checkpoint lets the next commit restart the WAL.
-            let _ = checkpoint(&conn);
-        }
+        // After the acknowledgements: a quiet window for the checkpointer
+        // when the WAL is long (see `checkpointer.rs`).
+        inner
+            .checkpoints
+            .between_batches(inner.wal_frames.load(Ordering::Relaxed));
     }
     // Clean close: fold the WAL into the database file.
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-}
-
-/// A passive checkpoint: `(frames in the WAL, frames checkpointed)`.
-pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get(1)?, r.get(2)?))
-    })
-}
-
-/// Folds the WAL into the database file in the background (`PASSIVE`:
-/// never blocks the writer), so commits never wait for a checkpoint.
-pub(super) fn checkpointer_loop(inner: Arc<Inner>, conn: Connection) {
-    let mut last = 0;
-    loop {
-        {
-            let closing = lock_plain(&inner.closing);
-            if *closing {
-                return;
-            }
-            let (closing, _) = inner
-                .closing_cv
-                .wait_timeout(closing, std::time::Duration::from_millis(250))
-                .unwrap_or_else(PoisonError::into_inner);
-            if *closing {
-                return;
-            }
-        }
-        let committed = inner.done.committed.load(Ordering::Acquire);
-        if committed != last {
-            last = committed;
-            let _ = checkpoint(&conn);
-        }
-    }
 }
 
 impl SqliteStore {
@@ -602,8 +567,7 @@ impl SqliteStore {
     }
 
     pub(super) fn shutdown(&self) -> Result<()> {
-        *lock_plain(&self.inner.closing) = true;
-        self.inner.closing_cv.notify_all();
+        self.inner.checkpoints.close();
         if let Some(c) = lock_plain(&self.checkpointer).take() {
             let _ = c.join();
         }
