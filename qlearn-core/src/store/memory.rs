@@ -46,6 +46,7 @@ impl Entry {
             self.updated_at,
         );
         info.decisions = self.decisions.as_ref().map(|l| l.config().clone());
+        info.decision_stats = self.decisions.as_ref().map(DecisionLog::stats);
         info
     }
 }

@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension};
 use super::accounts::NewModel;
 use super::cache::learn_job;
 use super::cache::Cached;
+use super::decisions::Locked;
 use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, ModelRow, KEY_COLS,
     KEY_COL_COUNT, MODEL_COLS, USER_COLS,
@@ -16,7 +17,7 @@ use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::{StateKey, StateRef};
-use crate::store::decisions::{answered, decided_or_plain, Call};
+use crate::store::decisions::{answered, decided_or_plain, Call, Reply};
 use crate::store::encoding::{config_text, learner_bytes, returns_bytes, Tracked};
 use crate::store::report::updated;
 use crate::store::rules::{check_state_room, touch_key};
@@ -305,7 +306,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<ModelInfo> {
         let decisions = patch.decisions.clone();
-        let (info, old_tab) = self.with_model(owner, id, |c| {
+        let (info, old_tab, mid) = self.with_model(owner, id, |c| {
             if let Some(Some(d)) = &decisions {
                 d.validate()?;
             }
@@ -370,15 +371,19 @@ impl Store for SqliteStore {
             let old_tab = new_tab.map(|_| old_tab);
             if let Some(d) = &decisions {
                 if let Err(e) = self.patch_decisions(c, d.as_ref()) {
-                    return Ok((Err(e), old_tab));
+                    return Ok((Err(e), old_tab, c.mid));
                 }
             }
-            Ok((Ok(c.info()), old_tab))
+            Ok((Ok(c.info()), old_tab, c.mid))
         })?;
         // The replaced rows go after the model's lock is released (if the
         // store has failed meanwhile, at its next open).
         if let Some(tab) = old_tab {
             let _ = self.drop_loose(tab);
+        }
+        // A log turned off goes after the lock too, in chunks.
+        if matches!(decisions, Some(None)) && info.is_ok() {
+            self.drop_log_rows(owner, id, mid)?;
         }
         let mut info = info?;
         self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
@@ -397,12 +402,13 @@ impl Store for SqliteStore {
                     .map_err(sq)?;
                 Ok(())
             })?;
-            self.forget_log(mid);
             c.deleted = true;
-            Ok(tab)
+            Ok((mid, tab))
         })?;
+        let (mid, tab) = tab;
         // Deleted: a failure here leaves the rows to the next open.
         let _ = self.drop_loose(tab);
+        let _ = self.drop_deleted_log(mid);
         Ok(())
     }
 
@@ -504,21 +510,75 @@ impl Store for SqliteStore {
         request: &Decide<'_>,
     ) -> Option<Result<(Decided, Durable)>> {
         let r = self.try_with_model(meter.user_id, model_id, |c| {
-            // Only a model known to log no decisions, for a user whose month
-            // is in memory: nothing to read from the file.
-            if !self.known_plain(c) || !self.usage_in_memory(meter) {
+            // Only for a user whose month is in memory, and when the log
+            // holds what the call reads: nothing to read from the file.
+            if !self.usage_in_memory(meter) {
                 return None;
             }
+            let plain = match self.decision_locked(
+                c,
+                Call::Decide(request),
+                meter.now,
+                meter.limits,
+                |kind, n| self.debit(meter, kind, n),
+                Waiting::Task,
+                false,
+            )? {
+                Ok(Locked::Plain) => true,
+                Ok(Locked::Done(reply, ticket)) => {
+                    return Some(Ok((reply.and_then(Reply::decided), ticket)));
+                }
+                Err(e) => return Some(Err(e)),
+            };
+            debug_assert!(plain);
             let (state, explore, allowed) =
                 (request.state, request.explore, request.allowed_actions);
-            Some(self.predict_locked(c, meter, state, explore, allowed, Waiting::Task))
+            Some(
+                self.predict_locked(c, meter, state, explore, allowed, Waiting::Task)
+                    .map(|(prediction, ticket)| {
+                        let decided = Decided {
+                            prediction,
+                            decision: None,
+                        };
+                        (Ok(decided), Some(ticket))
+                    }),
+            )
         })?;
-        Some(r.map(|(prediction, ticket)| {
-            let decided = Decided {
-                prediction,
-                decision: None,
-            };
-            (decided, self.durable(ticket))
+        Some(r.and_then(|(decided, ticket)| {
+            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
+            decided.map(|d| (d, durable))
+        }))
+    }
+
+    fn rewards_nonblocking(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
+        let r = self.try_with_model(meter.user_id, model_id, |c| {
+            if !self.usage_in_memory(meter) {
+                return None;
+            }
+            match self.decision_locked(
+                c,
+                Call::Rewards(rewards),
+                meter.now,
+                meter.limits,
+                |kind, n| self.debit(meter, kind, n),
+                Waiting::Task,
+                false,
+            )? {
+                Ok(Locked::Done(reply, ticket)) => Some(Ok((reply, ticket))),
+                Ok(Locked::Plain) => {
+                    Some(Err(Error::Internal("rewards answered as a predict".into())))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })?;
+        Some(r.and_then(|(reply, ticket)| {
+            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
+            reply.and_then(Reply::rewarded).map(|r| (r, durable))
         }))
     }
 
