@@ -176,7 +176,7 @@ pub(crate) fn episode_row(
     let end_json = e
         .end
         .as_ref()
-        .map(|end| serde_json::to_string(end))
+        .map(serde_json::to_string)
         .transpose()
         .map_err(|err| Error::storage(backend, format!("episode end: {err}")))?;
     Ok(EpisodeRow {

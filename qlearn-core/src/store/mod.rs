@@ -542,7 +542,10 @@ pub trait Store: Send + Sync {
     /// Closes every reward window whose deadline is at or before `now`
     /// (Unix seconds) in every model, with the aggregated or default
     /// reward, and applies what became ready (free). Every instance may run
-    /// it at once: each transition is applied once. Returns how many
+    /// it at once: each transition is applied once. Then forgets the
+    /// finished decisions logged before their model's retention (and the
+    /// ended episodes left without decisions), in bounded chunks; the SQL
+    /// stores prune at most once a minute of `now`. Returns how many
     /// transitions were applied.
     fn settle(&self, now: i64) -> Result<usize>;
     /// A page of one of the owner's models' decision log (a model without

@@ -6,7 +6,6 @@ use rusqlite::{params, OptionalExtension};
 use super::accounts::NewModel;
 use super::cache::learn_job;
 use super::cache::Cached;
-use super::decisions::Locked;
 use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, ModelRow, KEY_COLS,
     KEY_COL_COUNT, MODEL_COLS, USER_COLS,
@@ -17,7 +16,7 @@ use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::{StateKey, StateRef};
-use crate::store::decisions::{answered, decided_or_plain, Call, Reply};
+use crate::store::decisions::{answered, decided_or_plain, Call};
 use crate::store::encoding::{config_text, learner_bytes, returns_bytes, Tracked};
 use crate::store::report::updated;
 use crate::store::rules::{check_state_room, touch_key};
@@ -509,77 +508,7 @@ impl Store for SqliteStore {
         model_id: &str,
         request: &Decide<'_>,
     ) -> Option<Result<(Decided, Durable)>> {
-        let r = self.try_with_model(meter.user_id, model_id, |c| {
-            // Only for a user whose month is in memory, and when the log
-            // holds what the call reads: nothing to read from the file.
-            if !self.usage_in_memory(meter) {
-                return None;
-            }
-            let plain = match self.decision_locked(
-                c,
-                Call::Decide(request),
-                meter.now,
-                meter.limits,
-                |kind, n| self.debit(meter, kind, n),
-                Waiting::Task,
-                false,
-            )? {
-                Ok(Locked::Plain) => true,
-                Ok(Locked::Done(reply, ticket)) => {
-                    return Some(Ok((reply.and_then(Reply::decided), ticket)));
-                }
-                Err(e) => return Some(Err(e)),
-            };
-            debug_assert!(plain);
-            let (state, explore, allowed) =
-                (request.state, request.explore, request.allowed_actions);
-            Some(
-                self.predict_locked(c, meter, state, explore, allowed, Waiting::Task)
-                    .map(|(prediction, ticket)| {
-                        let decided = Decided {
-                            prediction,
-                            decision: None,
-                        };
-                        (Ok(decided), Some(ticket))
-                    }),
-            )
-        })?;
-        Some(r.and_then(|(decided, ticket)| {
-            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
-            decided.map(|d| (d, durable))
-        }))
-    }
-
-    fn rewards_nonblocking(
-        &self,
-        meter: &Meter<'_>,
-        model_id: &str,
-        rewards: &[RewardIn],
-    ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
-        let r = self.try_with_model(meter.user_id, model_id, |c| {
-            if !self.usage_in_memory(meter) {
-                return None;
-            }
-            match self.decision_locked(
-                c,
-                Call::Rewards(rewards),
-                meter.now,
-                meter.limits,
-                |kind, n| self.debit(meter, kind, n),
-                Waiting::Task,
-                false,
-            )? {
-                Ok(Locked::Done(reply, ticket)) => Some(Ok((reply, ticket))),
-                Ok(Locked::Plain) => {
-                    Some(Err(Error::Internal("rewards answered as a predict".into())))
-                }
-                Err(e) => Some(Err(e)),
-            }
-        })?;
-        Some(r.and_then(|(reply, ticket)| {
-            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
-            reply.and_then(Reply::rewarded).map(|r| (r, durable))
-        }))
+        self.decide_quick(meter, model_id, request)
     }
 
     fn update_nonblocking(
@@ -602,6 +531,15 @@ impl Store for SqliteStore {
             };
             out.map(|o| (o, durable))
         }))
+    }
+
+    fn rewards_nonblocking(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
+        self.rewards_quick(meter, model_id, rewards)
     }
 
     fn rewards(
@@ -657,7 +595,7 @@ impl SqliteStore {
     /// validated first (errors cost nothing), debited, and its statistics
     /// enqueued under the lock (the queue order is the model's serial
     /// order). The caller waits for the returned sequence number.
-    fn predict_locked(
+    pub(super) fn predict_locked(
         &self,
         c: &mut Cached,
         meter: &Meter<'_>,
@@ -746,7 +684,7 @@ impl SqliteStore {
 
     /// Whether `meter`'s user's month of usage is in memory (a debit then
     /// reads nothing from the file).
-    fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
+    pub(super) fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
         let month = BillingMonth::from_unix(meter.now);
         lock_plain(&self.inner.usage)
             .get(meter.user_id)

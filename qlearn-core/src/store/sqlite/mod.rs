@@ -93,6 +93,7 @@ mod accounts;
 mod cache;
 mod calls;
 mod checkpointer;
+mod decision_rows;
 mod decisions;
 mod lock;
 mod lru;
@@ -274,7 +275,7 @@ impl SqliteStore {
         ))
         .map_err(sq)?;
         migrate(&mut conn, migrations::SQLITE)?;
-        decisions::tidy_logs(&mut conn)?;
+        decision_rows::tidy_logs(&mut conn)?;
         let next_tab = tidy_tables(&conn)?;
         // After `wal_autocheckpoint` (which replaces the hook).
         let wal_frames = Arc::new(AtomicI64::new(0));

@@ -11,7 +11,7 @@ use std::thread::Thread;
 
 use rusqlite::{params, Connection};
 
-use super::decisions::LogWrite;
+use super::decision_rows::LogWrite;
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::store::encoding::{key_bytes, values_bytes};
@@ -65,7 +65,7 @@ pub(super) struct Learn {
     pub(super) usage: Option<UsageDelta>,
     /// The model's decision log after a decision call (issue 14), written
     /// in the same transaction as its rows.
-    pub(super) decisions: Option<LogWrite>,
+    pub(super) decisions: Option<Box<LogWrite>>,
 }
 
 /// A call's usage row: `n` calls of `kind`, `overage` of them past the quota.
@@ -203,7 +203,7 @@ pub(super) struct PendingModel {
     pub(super) updated_at: Option<i64>,
     /// By table number and row number.
     pub(super) rows: BTreeMap<(i64, i64), PendingRow>,
-    pub(super) decisions: Option<LogWrite>,
+    pub(super) decisions: Option<Box<LogWrite>>,
 }
 
 impl Pending {
@@ -234,7 +234,7 @@ impl Pending {
         }
         if let Some(d) = l.decisions {
             match &mut m.decisions {
-                Some(old) => old.merge(d),
+                Some(old) => old.merge(*d),
                 None => m.decisions = Some(d),
             }
         }
@@ -269,7 +269,7 @@ impl Pending {
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
                 if let Some(d) = m.decisions {
-                    d.flush(c, mid)?;
+                    (*d).flush(c, mid)?;
                 }
                 for ((tab, row_no), (key, vals)) in m.rows {
                     match key {
