@@ -13,7 +13,6 @@ mod contract;
 mod credentials;
 mod decisions;
 mod engine;
-mod invoicing;
 mod journey;
 mod key_checksums;
 mod limits;

@@ -2,7 +2,8 @@
 //! past (issue 19): each test here went red with the named bug put in by
 //! hand. CORS exposed headers, `X-Forwarded-For` from an untrusted peer,
 //! expired JWTs, the monthly `RateLimit` values and the dashboard's
-//! `resets_at` computed from the clock, a PATCHed seed reseeding.
+//! `resets_at` computed from the clock, a PATCHed seed reseeding, the event
+//! stream's `lagged` event.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ backend_tests!(
     a_batch_over_the_quota_is_refused_whole,
     an_oversized_body_is_drained_before_the_413,
     a_graceful_stop_finishes_the_request_in_flight,
+    a_slow_subscriber_is_told_what_it_missed,
 );
 
 fn now_unix() -> i64 {
@@ -179,8 +181,17 @@ async fn expired_tokens_are_refused(b: Backend) {
     assert_eq!(s.call(GET, "/me", Some(&fresh), None).await.status(), 200);
     let (st, body) = s.json(GET, "/me", Some(&expired), None).await;
     assert_error(st, &body, 401, "unauthorized");
-    // The remembered token stops working once its exp (1 s) has passed.
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    // The remembered token stops working once its exp (1 s after it was
+    // issued) has passed: wait for exactly that, on the clock the server
+    // reads too.
+    let exp = jsonwebtoken::decode::<Value>(&token, &key, &v)
+        .unwrap()
+        .claims["exp"]
+        .as_i64()
+        .expect("exp");
+    while now_unix() < exp {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (st, body) = s.json(GET, "/me", Some(&token), None).await;
     assert_error(st, &body, 401, "unauthorized");
 }
@@ -392,13 +403,19 @@ async fn an_oversized_body_is_drained_before_the_413(b: Backend) {
     }
 }
 
+/// How long a stop that did not wait for the request in flight would
+/// still take: it gives the last tasks 2 s to let go of the store.
+const STOP_WINDOW: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A graceful stop waits (up to `shutdown_timeout`) for a request whose
-/// body is still arriving: sent half before the stop, half 3 s after (past
-/// the 2 s the stop would otherwise spend waiting to close the store).
+/// body is still arriving: sent half before the stop (once the handler
+/// reads it: the server answered `Expect: 100-continue`), half after the
+/// server stopped accepting and [`STOP_WINDOW`] passed without the stop
+/// finishing.
 async fn a_graceful_stop_finishes_the_request_in_flight(b: Backend) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Some(mut s) = start_with(b, "gracefulstop", |c| {
-        c.shutdown_timeout = std::time::Duration::from_secs(10);
+        c.shutdown_timeout = std::time::Duration::from_secs(30);
     })
     .await
     else {
@@ -409,26 +426,46 @@ async fn a_graceful_stop_finishes_the_request_in_flight(b: Backend) {
         json!({"model_id": mid, "state": 3, "action": 1, "reward": 2, "next_state": 4}).to_string();
     let head = format!(
         "POST /update HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+         Content-Type: application/json\r\nExpect: 100-continue\r\n\
+         Content-Length: {}\r\n\r\n",
         body.len()
     );
     let (first, second) = body.as_bytes().split_at(body.len() / 2);
     let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     c.write_all(head.as_bytes()).await.unwrap();
+    // The request is in flight once its handler reads the body (hyper
+    // answers `100 Continue` then).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("no 100 Continue: {other:?}"),
+        }
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
     c.write_all(first).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let stopping = tokio::spawn(async move {
+    let addr = s.addr;
+    let mut stopping = tokio::spawn(async move {
         let r = s.stop().await;
         (r, s)
     });
-    tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+    // The stop has begun once new connections are refused.
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        tokio::task::yield_now().await;
+    }
     assert!(
-        !stopping.is_finished(),
+        tokio::time::timeout(STOP_WINDOW, &mut stopping)
+            .await
+            .is_err(),
         "the stop did not wait for the request"
     );
     c.write_all(second).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
+    got.clear();
     loop {
         match tokio::time::timeout(std::time::Duration::from_secs(10), c.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
@@ -443,4 +480,136 @@ async fn a_graceful_stop_finishes_the_request_in_flight(b: Backend) {
     assert!(text.contains("\"q_value\":0.2"), "{text}");
     let (r, _s) = stopping.await.unwrap();
     assert!(r.is_ok(), "{r:?}");
+}
+
+/// Experiences per batch and batches sent while the subscriber reads
+/// nothing: with 1,024 actions each `update` frame is about 4 KiB, so the
+/// 2,000 frames (8 MiB) are far more than the socket buffers, the stream's
+/// queue and the model channel's 256 frames hold together.
+const LAG_BATCH: usize = 500;
+const LAG_BATCHES: usize = 4;
+
+/// The `event:` frames of an SSE byte stream (chunked transfer encoding
+/// puts its size lines between frames, never inside one): `(event, data)`.
+fn sse_frames(raw: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find("event: ") {
+        rest = &rest[at + "event: ".len()..];
+        let Some(end) = rest.find("\n\n") else { break };
+        let (head, data) = rest[..end]
+            .split_once("\ndata: ")
+            .unwrap_or((&rest[..end], "null"));
+        out.push((
+            head.to_owned(),
+            serde_json::from_str(data).unwrap_or(Value::Null),
+        ));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Reads what the stream has sent (20 s at most; it must not end).
+async fn read_some(c: &mut tokio::net::TcpStream, buf: &mut [u8]) -> usize {
+    use tokio::io::AsyncReadExt;
+    match tokio::time::timeout(std::time::Duration::from_secs(20), c.read(buf)).await {
+        Ok(Ok(n)) if n > 0 => n,
+        other => panic!("the stream ended or stalled: {other:?}"),
+    }
+}
+
+/// A subscriber that falls behind gets `lagged` with the exact number of
+/// events it missed, then the stream goes on: every update is either
+/// received or counted as missed, and the last one arrives.
+async fn a_slow_subscriber_is_told_what_it_missed(b: Backend) {
+    use tokio::io::AsyncWriteExt;
+    let Some(s) = start_with(b, "ssellagged", |c| {
+        c.limits.free.monthly_calls = None;
+    })
+    .await
+    else {
+        return;
+    };
+    let (token, _, _) = s.register("lag@example.com").await;
+    let mid = s
+        .create_model(&token, json!({"name": "wide", "n_actions": 1024}))
+        .await;
+    // A subscriber with a small receive buffer that reads nothing after
+    // the stream has started.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut c = sock.connect(s.addr).await.unwrap();
+    let head = format!(
+        "GET /models/{mid}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !String::from_utf8_lossy(&got).contains(": connected") {
+        let n = read_some(&mut c, &mut buf).await;
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    got.clear();
+    let total = LAG_BATCH * LAG_BATCHES;
+    for _ in 0..LAG_BATCHES {
+        let exps: Vec<Value> = (0..LAG_BATCH)
+            .map(|i| json!({"state": i % 7, "action": i % 1024, "reward": 1, "next_state": (i + 1) % 7}))
+            .collect();
+        let (code, v) = s
+            .json(
+                POST,
+                "/update/batch",
+                Some(&token),
+                Some(json!({"model_id": mid, "experiences": exps})),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    // Every update has been published; now read until the last one.
+    let last_seen = |frames: &[(String, Value)]| {
+        frames
+            .iter()
+            .rev()
+            .find(|(e, _)| e == "update")
+            .and_then(|(_, d)| d["updates"].as_u64())
+    };
+    // Frames are parsed as they complete (each ends with a blank line).
+    let mut frames = Vec::new();
+    while last_seen(&frames) != Some(total as u64) {
+        let n = read_some(&mut c, &mut buf).await;
+        got.extend_from_slice(&buf[..n]);
+        if let Some(end) = got.windows(2).rposition(|w| w == b"\n\n") {
+            frames.extend(sse_frames(&String::from_utf8_lossy(&got[..end + 2])));
+            got.drain(..end + 2);
+        }
+    }
+    let missed: u64 = frames
+        .iter()
+        .filter(|(e, _)| e == "lagged")
+        .map(|(_, d)| d["missed"].as_u64().expect("lagged carries missed"))
+        .sum();
+    let received: Vec<u64> = frames
+        .iter()
+        .filter(|(e, _)| e == "update")
+        .filter_map(|(_, d)| d["updates"].as_u64())
+        .collect();
+    assert!(
+        missed > 0,
+        "no lagged event although {total} events were queued unread"
+    );
+    assert_eq!(
+        received.len() as u64 + missed,
+        total as u64,
+        "received {} updates and {missed} reported missed",
+        received.len()
+    );
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "updates out of order"
+    );
 }
