@@ -37,8 +37,8 @@ bare_run() {
   "$TARGET/release/bare-hyper" 0 > "$TMP/bare.log" &
   BARE_PID=$!
   local addr=""
-  for _ in $(seq 1 100); do
-    addr="$(sed -n 's/^listening on //p' "$TMP/bare.log")"
+  for _ in $(seq 1 200); do
+    addr="$(sed -n 's/^listening on //p' "$TMP/bare.log" 2>/dev/null || true)"
     [[ -n "$addr" ]] && break
     sleep 0.05
   done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates docs/screenshots/*.png (login, dashboard, models, the operate view
-# with its live heatmap, and phone width) from a freshly started saas-host in
-# headless Chromium. Same setup as scripts/ui-test.sh.
+# with its live heatmap, phone width, and the decisions view) from a freshly
+# started saas-host in headless Chromium. Same setup as scripts/ui-test.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs/screenshots

@@ -464,6 +464,76 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await untilText(page.locator('#usage-calls'), /^100$/);
   });
 
+  await t.test('decisions view: counts, reward rate, chart and recent decisions, kept live', async () => {
+    const dEmail = uniqueEmail('decisions');
+    const reg = await http('POST', '/register', { email: dEmail, password: PASSWORD });
+    assert.equal(reg.status, 201);
+    const token = reg.body.access_token;
+    const mid = reg.body.default_model_id;
+    // A second client's calls, paced under the free tier's 5 requests per second.
+    const call = async (method, path, body) => { await page.waitForTimeout(250); return http(method, path, body, token); };
+    let r = await call('PATCH', `/models/${mid}`, { decisions: { reward_wait_seconds: 4, default_reward: 0 } });
+    assert.equal(r.status, 200);
+    r = await call('POST', '/models', { name: 'no-decisions', n_actions: 2 });
+    assert.equal(r.status, 201);
+    const plainId = r.body.id;
+    for (let i = 0; i < 4; i++) {
+      r = await call('POST', '/predict', { model_id: mid, state: i, decision_id: `d${i}` });
+      assert.equal(r.status, 200);
+    }
+    r = await call('POST', '/rewards/batch', { model_id: mid, rewards: [
+      { decision_id: 'd0', value: 1, final: true }, { decision_id: 'd1', value: 0.5 }] });
+    assert.deepEqual(r.body.results.map((x) => x.status), ['applied', 'open']);
+
+    await page.click('#logout-btn');
+    await page.locator('#auth-view').waitFor({ state: 'visible' });
+    await page.fill('#auth-email', dEmail);
+    await page.fill('#auth-password', PASSWORD);
+    await page.click('#auth-submit');
+    await page.locator('#view-dashboard').waitFor({ state: 'visible' });
+    // A model that logs no decisions has no decisions view.
+    await page.evaluate((id) => { location.hash = `#/operate/${id}`; }, plainId);
+    await untilText(page.locator('#live-status'), /live/);
+    assert.ok(await page.locator('#decisions-card').isHidden());
+    await page.selectOption('#model-select', mid);
+    await page.locator('#decisions-card').waitFor({ state: 'visible' });
+    assert.match(await page.locator('#decisions-setting').textContent(), /rewards wait 4 s · aggregation sum · default reward 0/);
+    await untilText(page.locator('#dstat-decisions'), /^4$/);
+    assert.equal(await page.locator('#dstat-rewards').textContent(), '2');
+    assert.equal(await page.locator('#dstat-pending').textContent(), '3');
+    const statusOf = (id) => page.locator(`[data-testid="decision-row"][data-decision-id="${id}"]`).getAttribute('data-status');
+    assert.equal(await statusOf('d0'), 'applied');
+    assert.equal(await statusOf('d1'), 'open');
+    assert.deepEqual(await page.locator('[data-testid="decision-row"]').evaluateAll((rows) => rows.map((x) => x.dataset.decisionId)),
+      ['d3', 'd2', 'd1', 'd0'], 'newest first');
+    const bucketSum = (attr) => page.locator('[data-testid="decision-bucket"]').evaluateAll(
+      (gs, a) => gs.reduce((s, g) => s + Number(g.getAttribute(a)), 0), attr);
+    assert.equal(await bucketSum('data-decisions'), 4);
+    assert.equal(await bucketSum('data-rewards'), 2);
+    // Only d0 has closed: the reward rate is its reward.
+    assert.equal(await page.locator('#dstat-rate').getAttribute('data-value'), '1');
+    // The windows close after 4 s and the server settles them: the page follows
+    // without a reload (d1 learns its 0.5; d2 and d3 the default reward 0).
+    await until('the deadlines settled on screen', async () => (await page.locator('#dstat-pending').textContent()) === '0', 20000);
+    assert.equal(await page.locator('#dstat-defaulted').textContent(), '2');
+    assert.equal(Number(await page.locator('#dstat-rate').getAttribute('data-value')), (1 + 0.5 + 0 + 0) / 4);
+    assert.equal(await page.locator('#dstat-rate').textContent(), '0.375');
+    await until('every row applied', async () => (await page.locator('[data-testid="decision-row"][data-status="applied"]').count()) === 4);
+    // A reward after the window is counted as late, not as a reward.
+    r = await call('POST', '/rewards', { model_id: mid, decision_id: 'd2', value: 3 });
+    assert.equal(r.body.status, 'late');
+    await untilText(page.locator('#dstat-late'), /^1$/);
+    assert.equal(await page.locator('#dstat-rewards').textContent(), '2');
+    // A predict from this page logs a decision, shown at the top at once.
+    await page.fill('#state-input', 'lobby');
+    await page.click('#predict-btn');
+    await page.locator('#predict-result').waitFor({ state: 'visible' });
+    await untilText(page.locator('#dstat-decisions'), /^5$/);
+    const top = page.locator('[data-testid="decision-row"]').first();
+    assert.equal(await top.getAttribute('data-status'), 'open');
+    assert.match(await top.textContent(), /lobby/);
+  });
+
   await t.test('no console errors during the run', async () => {
     await page.waitForTimeout(300);
     assert.deepEqual(consoleErrors, []);

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BASE, launch, until, untilText, uniqueEmail } from './lib.mjs';
+import { BASE, launch, until, untilText, uniqueEmail, http } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const out = path.resolve(process.env.SCREENSHOT_DIR || path.join(here, '..', 'docs', 'screenshots'));
@@ -90,6 +90,51 @@ try {
   await shot('phone.png', { fullPage: false });
   await page.evaluate(() => document.querySelector('#heatmap').closest('.card').scrollIntoView({ block: 'start' }));
   await shot('phone-heatmap.png', { fullPage: false });
+
+  // Decisions and delayed rewards (a user of its own: the free tier's 100 calls
+  // went to the demo): a news model logs which section it showed in which
+  // context; clicks arrive later, some never (they default to 0 after 8 s).
+  await page.setViewportSize({ width: 1280, height: 860 });
+  const reg = await http('POST', '/register', { email: uniqueEmail('news'), password: 'a long enough password' });
+  const token = reg.body.access_token;
+  const pace = () => page.waitForTimeout(260); // under the free tier's 5 requests per second
+  const news = await http('POST', '/models', { name: 'news', n_actions: 4, epsilon: 0.2, learning_rate: 0.3,
+    action_names: ['sports', 'politics', 'tech', 'culture'] }, token);
+  await pace();
+  await http('PATCH', `/models/${news.body.id}`, { decisions: { reward_wait_seconds: 8, default_reward: 0 } }, token);
+  const contexts = ['morning', 'evening', 'weekend'];
+  const clicked = [];
+  for (let i = 0; i < 30; i++) {
+    await pace();
+    const d = await http('POST', '/predict', { model_id: news.body.id, state: contexts[i % 3] }, token);
+    if ((i * 7) % 5 < 2) clicked.push({ decision_id: d.body.decision_id, value: 1, final: i % 2 === 0 });
+  }
+  await pace();
+  await http('POST', '/rewards/batch', { model_id: news.body.id, rewards: clicked }, token);
+  await page.evaluate(([t]) => { sessionStorage.setItem('qlearn.token', t); }, [token]);
+  await page.goto(`${BASE}/#/operate/${news.body.id}`);
+  await page.locator('#decisions-card').waitFor({ state: 'visible' });
+  await untilText(page.locator('#dstat-decisions'), /^30$/);
+  await until('the windows closed', async () => (await page.locator('#dstat-pending').textContent()) === '0', 30000);
+  // and a few new decisions with their windows open
+  for (const state of ['morning', 'evening']) {
+    await page.fill('#state-input', state);
+    await page.click('#predict-btn');
+    await pace();
+  }
+  await untilText(page.locator('#dstat-decisions'), /^32$/);
+  // The whole card below the sticky header, in a viewport tall enough for it.
+  await page.setViewportSize({ width: 1280, height: 1400 });
+  const box = await page.evaluate(() => {
+    const card = document.querySelector('#decisions-card');
+    const header = document.querySelector('.topbar').getBoundingClientRect().height;
+    window.scrollTo(0, card.getBoundingClientRect().top + window.scrollY - header - 16);
+    const r = card.getBoundingClientRect();
+    return { x: r.left - 8, y: r.top - 8, width: r.width + 16, height: r.height + 16 };
+  });
+  await page.waitForTimeout(400);
+  await page.screenshot({ path: path.join(out, 'decisions.png'), clip: box });
+  console.log(`wrote ${path.join(out, 'decisions.png')}`);
   if (errors.length) {
     console.error('console errors while taking screenshots:\n' + errors.join('\n'));
     process.exitCode = 1;

@@ -272,6 +272,9 @@ def test_predict_update_and_batches_match_the_local_engine(user):
     assert p.action in (1, 2) and p.q_values == pytest.approx(local.q_values([0, 0]))
     assert p.action_name == ["n", "s", "w", "e"][p.action] and not p.explored
     local.predict([0, 0], explore=False, allowed_actions=[1, 2])
+    # The behaviour policy over HTTP: the local engine's numbers exactly.
+    assert user.action_probabilities(mid, [0, 0], [1, 2]) == local.action_probabilities([0, 0], [1, 2])
+    assert remote.action_probabilities("goal", explore=False) == local.action_probabilities("goal", explore=False)
 
     u = user.update(mid, [1, 2], 3, 0.5, [2, 2])
     assert u.td_error == local.update([1, 2], 3, 0.5, [2, 2])

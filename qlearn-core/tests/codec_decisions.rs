@@ -172,3 +172,31 @@ fn a_damaged_log_is_a_decode_error() {
         assert!(matches!(r, Err(Error::Decode(_))), "cut at {cut}");
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Anything after a valid model in a version-2 file (random bytes, or
+    /// the real log with bytes flipped, framed with a correct checksum)
+    /// decodes to a model and log or is `Error::Decode`; never a panic.
+    #[test]
+    fn arbitrary_logs_never_panic(
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1u8..=255), 0..4),
+    ) {
+        let (m, log) = midway();
+        let model_payload = m.to_bytes().unwrap()[20..].to_vec();
+        let mut random = model_payload.clone();
+        random.extend_from_slice(&tail);
+        let r = decode_with_decisions(&frame_v2(&random));
+        proptest::prop_assert!(r.is_ok() || matches!(r, Err(Error::Decode(_))));
+        let mut real = encode_with_decisions(&m, Some(&log)).unwrap()[20..].to_vec();
+        let log_start = model_payload.len();
+        for (at, x) in flips {
+            let i = log_start + at % (real.len() - log_start);
+            real[i] ^= x;
+        }
+        let r = decode_with_decisions(&frame_v2(&real));
+        proptest::prop_assert!(r.is_ok() || matches!(r, Err(Error::Decode(_))));
+    }
+}

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
-use qlearn_core::decisions::{Decide, DecisionsConfig};
+use qlearn_core::decisions::{Decide, DecisionsConfig, RewardStatus};
 use qlearn_core::store::sqlite::SqliteStore;
-use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, Store};
+use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, RewardIn, Store};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
@@ -221,21 +221,47 @@ fn nonblocking_calls_decline_what_would_read_the_file() {
         .expect("the model is cached")
         .unwrap_err();
     assert!(matches!(e, qlearn_core::Error::NotFound(_)), "{e:?}");
-    // A model that logs decisions: its predictions take the blocking path.
+    // A model that logs decisions: a predict and a reward for a pending
+    // decision run from memory; what the log does not hold (a client's
+    // decision id, a decision no longer or never in memory) is read on
+    // the blocking path.
     let patch = ModelPatch {
         decisions: Some(Some(DecisionsConfig::default())),
         ..ModelPatch::default()
     };
     s.update_model(&u, &m, patch, NOW).unwrap();
     s.decide(&meter, &m, &request(StateRef::Int(1))).unwrap();
-    assert!(s
+    let (logged, d) = s
         .decide_nonblocking(&meter, &m, &request(StateRef::Int(1)))
+        .expect("a logging predict from memory")
+        .unwrap();
+    block_on(d).unwrap();
+    let logged = logged.decision.expect("logged");
+    let with_id = Decide {
+        decision_id: Some("client-1"),
+        ..request(StateRef::Int(1))
+    };
+    assert!(s.decide_nonblocking(&meter, &m, &with_id).is_none());
+    let reward = |id: &str| RewardIn {
+        decision_id: id.to_owned(),
+        value: 1.0,
+        reward_id: None,
+        is_final: true,
+    };
+    assert!(s
+        .rewards_nonblocking(&meter, &m, &[reward("unknown")])
         .is_none());
+    let (got, d) = s
+        .rewards_nonblocking(&meter, &m, &[reward(&logged.decision_id)])
+        .expect("a pending decision is in memory")
+        .unwrap();
+    block_on(d).unwrap();
+    assert_eq!(got[0].as_ref().unwrap().status, RewardStatus::Applied);
     // A model not in memory (the store reopened) is read on the blocking path.
     drop(s);
     let s = SqliteStore::open(&path).unwrap();
     assert!(s
         .update_nonblocking(&meter, &m, &x, Report::Outcomes)
         .is_none());
-    assert_eq!(s.usage(&u, month).unwrap().calls, 4);
+    assert_eq!(s.usage(&u, month).unwrap().calls, 6);
 }

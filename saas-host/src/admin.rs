@@ -24,12 +24,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use qlearn_core::store::{NewUser, Store, User};
-use qlearn_core::tenancy::{normalize_email, rfc3339, Role, Tier};
+use qlearn_core::tenancy::{normalize_email, rfc3339, BillingMonth, Role, Tier};
 use qlearn_core::{Error, Model, ModelConfig, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{open_store, sqlite_file};
 use crate::handlers::accounts::DEFAULT_MODEL_ACTIONS;
+use crate::invoicing::UsageReport;
 
 /// Longest command line the server reads from its admin socket, bytes. (A
 /// reply, e.g. the list of every user, is read whole: it comes from the
@@ -67,6 +68,11 @@ pub enum AdminOp {
     },
     /// Lists every user.
     ListUsers,
+    /// Every user's usage in a month, for invoicing.
+    Usage {
+        /// The month (UTC).
+        month: BillingMonth,
+    },
     /// Creates an admin account (free tier) with its default model. The
     /// password arrives hashed: the plain password never leaves the CLI.
     CreateAdmin {
@@ -119,6 +125,9 @@ pub struct Done {
     /// authentication a server must drop).
     #[serde(default)]
     pub changed: Option<String>,
+    /// The usage report (for `usage`; `None` otherwise).
+    #[serde(default)]
+    pub usage: Option<UsageReport>,
 }
 
 /// The socket's answer: what was done, or why not.
@@ -142,6 +151,7 @@ fn changed(user: &User, message: String) -> Done {
         message,
         users: Vec::new(),
         changed: Some(user.id.clone()),
+        usage: None,
     }
 }
 
@@ -177,6 +187,16 @@ pub fn execute(store: &dyn Store, op: &AdminOp, now: i64) -> Result<Done> {
                 message: format!("{} users", users.len()),
                 users,
                 changed: None,
+                usage: None,
+            })
+        }
+        AdminOp::Usage { month } => {
+            let report = UsageReport::build(store, *month)?;
+            Ok(Done {
+                message: format!("usage of {} users in {month}", report.users.len()),
+                users: Vec::new(),
+                changed: None,
+                usage: Some(report),
             })
         }
         AdminOp::CreateAdmin {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use qlearn_core::tenancy::{hash_password, normalize_email};
+use qlearn_core::tenancy::{hash_password, normalize_email, BillingMonth};
 use qlearn_core::{Error, Result};
 
 use crate::admin::{AdminOp, Failed, UserRow, Via};
@@ -18,6 +18,7 @@ use crate::config::{
     load_limits, Config, Throttle, DEFAULT_DATABASE_URL, LOGIN_PER_ACCOUNT, LOGIN_PER_ADDRESS,
     LOGIN_WINDOW_SECS, REGISTER_PER_ADDRESS, REGISTER_WINDOW_SECS,
 };
+use crate::invoicing::Format;
 
 /// The qlearn HTTP service.
 #[derive(Parser, Debug)]
@@ -311,6 +312,16 @@ pub enum AdminAction {
         #[arg(long)]
         json: bool,
     },
+    /// Every user's metered calls in a month, for invoicing: calls by kind
+    /// (predict, update, decide, reward), overage and plan, as JSON or CSV.
+    Usage {
+        /// The month, YYYY-MM (UTC); default: this month.
+        #[arg(long)]
+        month: Option<String>,
+        /// `json` or `csv`.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
     /// Disable a user: no login; its tokens and API keys stop working at
     /// once; its data is kept.
     DisableUser {
@@ -385,6 +396,15 @@ fn admin_op(action: &AdminAction) -> Result<AdminOp> {
             role: role.parse()?,
         },
         AdminAction::ListUsers { .. } => AdminOp::ListUsers,
+        AdminAction::Usage { month, format } => {
+            format.parse::<Format>()?;
+            AdminOp::Usage {
+                month: match month {
+                    Some(m) => m.parse()?,
+                    None => BillingMonth::from_unix(crate::now_unix()),
+                },
+            }
+        }
         AdminAction::DisableUser { email } => AdminOp::DisableUser {
             email: email.clone(),
         },
@@ -406,6 +426,12 @@ fn admin_op(action: &AdminAction) -> Result<AdminOp> {
 pub fn admin(args: &AdminArgs) -> std::result::Result<String, Failed> {
     let op = admin_op(&args.action)?;
     let (done, via) = crate::admin::run(&args.database_url, &op)?;
+    if let (AdminAction::Usage { format, .. }, Some(report)) = (&args.action, &done.usage) {
+        let (bytes, _) = report.render(format.parse()?)?;
+        // The caller prints a line end after the last line.
+        let text = String::from_utf8_lossy(&bytes);
+        return Ok(text.strip_suffix("\r\n").unwrap_or(&text).to_owned());
+    }
     if let AdminAction::ListUsers { json } = args.action {
         return Ok(if json {
             serde_json::to_string_pretty(&done.users).map_err(|e| Error::Internal(e.to_string()))?

@@ -13,7 +13,8 @@
 //!   rate limits, CORS, logs; [`ctx`]: what an authenticated handler gets;
 //! - [`handlers`]: one module per area of the API; [`wire`]: its JSON types;
 //! - [`http`]: reading requests; [`response`]: building responses;
-//! - [`error`]: the single mapping of errors to status codes and JSON.
+//! - [`error`]: the single mapping of errors to status codes and JSON;
+//! - [`invoicing`]: the usage report for billing (admin route and CLI).
 //!
 //! **Architecture invariant:** only this crate knows HTTP and the JSON wire
 //! format; it never re-implements learning, quota or password logic.
@@ -29,6 +30,7 @@ pub mod events;
 pub mod handlers;
 pub mod hashing;
 pub mod http;
+pub mod invoicing;
 pub mod metrics;
 pub mod openapi;
 pub mod response;

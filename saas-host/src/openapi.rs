@@ -44,7 +44,7 @@ impl Modify for BearerAuth {
     ),
     paths(
         accounts::register, accounts::login, accounts::me, accounts::change_password,
-        accounts::create_key, accounts::list_keys, accounts::delete_key, accounts::admin_patch_user,
+        accounts::create_key, accounts::list_keys, accounts::delete_key, accounts::admin_patch_user, accounts::admin_usage,
         models::list, models::create, models::get, models::patch, models::delete,
         models::status, models::export, models::import, models::dashboard,
         engine::predict, engine::action_probabilities, engine::update, engine::update_batch, engine::events,
@@ -65,6 +65,7 @@ impl Modify for BearerAuth {
         wire::DecisionsSetting, wire::RewardBody, wire::RewardItem, wire::RewardOut,
         wire::RewardResult, wire::RewardsBatchIn, wire::RewardsBatchOut, wire::EpisodeEndIn,
         wire::EpisodeEndOut, wire::DecisionOut, wire::DecisionStatsOut, wire::DecisionsOut,
+        crate::invoicing::UsageReport, crate::invoicing::UsageRow,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -72,7 +73,7 @@ impl Modify for BearerAuth {
         (name = "models", description = "Model CRUD, status, export and import"),
         (name = "engine", description = "Metered predict and update calls; live events"),
         (name = "decisions", description = "Delayed rewards for logged decisions, episode ends, the decision log"),
-        (name = "admin", description = "Admin-only user changes"),
+        (name = "admin", description = "Admin-only user changes and the usage report for invoicing"),
         (name = "service", description = "Health and metrics"),
     )
 )]

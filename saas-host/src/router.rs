@@ -376,6 +376,7 @@ async fn route_authenticated(
         (Route::ApiKeys, Method::POST) => accounts::create_key(cx, req).await,
         (Route::ApiKey, Method::DELETE) => accounts::delete_key(cx, id).await,
         (Route::AdminUser, Method::PATCH) => accounts::admin_patch_user(cx, id, req).await,
+        (Route::AdminUsage, Method::GET) => accounts::admin_usage(cx, req).await,
         (Route::Models, Method::GET) => models::list(cx).await,
         (Route::Models, Method::POST) => models::create(cx, req).await,
         (Route::ModelsImport, Method::POST) => models::import(cx, req).await,

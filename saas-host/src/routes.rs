@@ -124,6 +124,8 @@ route_table! {
     Dashboard = "/dashboard", "GET", auth, documented;
     /// Admin change of a user.
     AdminUser = "/admin/users/{id}", "PATCH", auth, documented;
+    /// Every user's usage in a month, for invoicing (admin).
+    AdminUsage = "/admin/usage", "GET", auth, documented;
 }
 
 /// Most segments in a path the service answers.
@@ -143,7 +145,7 @@ impl Route {
     /// - `admin`: the admin routes (which also need the admin role).
     pub fn scope(self, method: &str) -> KeyScope {
         match self {
-            Route::AdminUser => KeyScope::Admin,
+            Route::AdminUser | Route::AdminUsage => KeyScope::Admin,
             Route::Predict
             | Route::PredictProbabilities
             | Route::Update

@@ -134,6 +134,8 @@ export const api = {
   predict: (body) => request('POST', '/predict', body, { metered: true }),
   update: (body) => request('POST', '/update', body, { metered: true }),
   updateBatch: (body) => request('POST', '/update/batch', body, { metered: true }),
+  decisions: (id, offset, limit) =>
+    request('GET', `/models/${encodeURIComponent(id)}/decisions?offset=${offset}&limit=${limit}`),
   status: (id, offset, limit) =>
     request('GET', `/status/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`),
   listKeys: () => request('GET', '/api-keys'),

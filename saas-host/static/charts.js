@@ -181,6 +181,76 @@ export function learningCurve(container, returns) {
   watch(container, draw);
 }
 
+/** A bucket width (seconds) that cuts `span` seconds into at most 40 bars. */
+function bucketSeconds(span) {
+  const steps = [1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400];
+  return steps.find((s) => span / s <= 40) || 30 * 86400;
+}
+
+/**
+ * Decisions and rewards over time: per time bucket, the decisions logged
+ * (light bars) and the rewards counted for them (dark bars, beside them).
+ * decisions: the listing's decisions, oldest first ({time, rewards, ...}).
+ */
+export function decisionsChart(container, decisions) {
+  const draw = () => {
+    const W = widthOf(container, 400);
+    container.__lastWidth = W;
+    const H = W < 480 ? 170 : 200;
+    const m = { top: 12, right: 10, bottom: 28, left: 40 };
+    const iw = W - m.left - m.right;
+    const ih = H - m.top - m.bottom;
+    const svg = el('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'presentation' });
+    if (decisions.length === 0) {
+      svg.append(el('rect', { x: m.left, y: m.top, width: iw, height: ih, fill: '#f7f8fb', rx: 6 }));
+      svg.append(el('text', { x: m.left + iw / 2, y: m.top + ih / 2, 'text-anchor': 'middle', class: 'empty-text' }, 'No decisions yet'));
+      container.replaceChildren(svg);
+      return;
+    }
+    const times = decisions.map((d) => Date.parse(d.time) / 1000);
+    const t0 = Math.min(...times);
+    const step = bucketSeconds(Math.max(...times) - t0);
+    const start = Math.floor(t0 / step) * step;
+    const n = Math.floor((Math.max(...times) - start) / step) + 1;
+    const buckets = Array.from({ length: n }, () => ({ decisions: 0, rewards: 0 }));
+    decisions.forEach((d, i) => {
+      const b = buckets[Math.min(n - 1, Math.floor((times[i] - start) / step))];
+      b.decisions += 1;
+      b.rewards += d.rewards || 0;
+    });
+    const max = Math.max(2, ...buckets.map((b) => Math.max(b.decisions, b.rewards)));
+    const ticks = niceTicks(0, max, 4, 1).filter((t) => t >= 0);
+    const top = ticks[ticks.length - 1] || 1;
+    const y = (v) => m.top + ih - (v / top) * ih;
+    for (const t of ticks) {
+      svg.append(el('line', { x1: m.left, x2: W - m.right, y1: y(t), y2: y(t), stroke: t === 0 ? '#cdd2dc' : '#eceef3', 'stroke-width': 1 }));
+      svg.append(el('text', { x: m.left - 6, y: y(t) + 4, 'text-anchor': 'end', 'font-size': 11 }, fmtTick(t)));
+    }
+    const slot = iw / n;
+    const bw = Math.max(1.5, Math.min(14, slot * 0.36));
+    const label = (t) => new Date(t * 1000).toISOString().slice(step >= 86400 ? 5 : 11, step >= 86400 ? 10 : step >= 60 ? 16 : 19);
+    buckets.forEach((b, i) => {
+      const x = m.left + i * slot + slot / 2;
+      const g = el('g', { 'data-testid': 'decision-bucket', 'data-decisions': b.decisions, 'data-rewards': b.rewards });
+      const tip = `${label(start + i * step)} UTC: ${b.decisions} decision${b.decisions === 1 ? '' : 's'}, ${b.rewards} reward${b.rewards === 1 ? '' : 's'}`;
+      for (const [v, dx, fill] of [[b.decisions, -bw, '#a5b4fc'], [b.rewards, 0, '#4338ca']]) {
+        const hgt = Math.max(v > 0 ? 2 : 0, (v / top) * ih);
+        g.append(el('rect', { x: (x + dx).toFixed(1), y: (m.top + ih - hgt).toFixed(1), width: bw.toFixed(1), height: hgt.toFixed(1), rx: Math.min(2, bw / 3), fill }));
+      }
+      const hit = el('rect', { x: m.left + i * slot, y: m.top, width: slot, height: ih, fill: 'transparent' });
+      hit.append(el('title', {}, tip));
+      g.append(hit);
+      svg.append(g);
+    });
+    svg.append(el('text', { x: m.left, y: H - 9, 'text-anchor': 'start', 'font-size': 11 }, `${label(start)} UTC`));
+    const per = step < 60 ? `${step} s` : step < 3600 ? `${step / 60} min` : step < 86400 ? `${step / 3600} h` : `${step / 86400} d`;
+    if (n > 1) svg.append(el('text', { x: W - m.right, y: H - 9, 'text-anchor': 'end', 'font-size': 11 }, `${label(start + (n - 1) * step)} (bars of ${per})`));
+    container.replaceChildren(svg);
+  };
+  draw();
+  watch(container, draw);
+}
+
 /**
  * Diverging color for a Q-value relative to the largest magnitude on the page:
  * warm red below zero, white at zero, blue above. Returns [background, text color].

@@ -5,6 +5,7 @@
 import { api, session, stateKey, formatState, fmtNum } from './api.js';
 import { learningCurve, heatColor } from './charts.js';
 import { scheduleUsageRefresh } from './dashboard.js';
+import { showDecisions } from './decisions.js';
 import { renderDemoGrid, renderDemoInfo, stopDemo } from './demo.js';
 import { S } from './state.js';
 import { $, h, showError, fmtInt, actionLabel } from './ui.js';
@@ -64,6 +65,7 @@ function applyModel(m) {
   const sarsa = m.algorithm === 'sarsa';
   $('#fb-next-action-opt').textContent = sarsa ? 'required for SARSA' : 'optional';
   renderDemoInfo();
+  showDecisions(m);
 }
 
 async function loadStatus(resetStats) {

@@ -3,6 +3,7 @@
 // and demo.js runs the gridworld.
 
 import { api, parseState, stateToInput, fmtNum } from './api.js';
+import { refreshDecisions } from './decisions.js';
 import { renderDemoInfo, wireDemo } from './demo.js';
 import { renderModelSelect, selectModel, scheduleStatusRefresh, renderStats, wireLive } from './live.js';
 import { S } from './state.js';
@@ -36,6 +37,7 @@ async function onPredict(ev) {
     try {
       const res = await api.predict(body);
       renderPrediction(res);
+      if (res.decision_id) refreshDecisions(); // logged: show it in the decisions view
       if (S.stats) { S.stats.predictions = (S.stats.predictions || 0) + 1; S.stats.epsilon = res.epsilon; renderStats(); }
       // Pre-fill the feedback form with what was just decided.
       $('#fb-state').value = stateToInput(state);

@@ -282,6 +282,18 @@ class _Api:
         return _Call("POST", "/predict", _json(Prediction), json=body, idempotent=decision_id is not None)
 
     @_endpoint
+    def action_probabilities(self, model_id: str, state: Any, allowed_actions: Any = None,
+                             explore: bool = True) -> _Call[list[float]]:
+        """``POST /predict/probabilities`` (metered like a predict; not
+        retried): the probability with which predict would choose each
+        action, the numbers :meth:`QLearner.action_probabilities` gives."""
+        body: dict[str, Any] = {"model_id": _id(model_id), "state": _state(state), "explore": bool(explore)}
+        if allowed_actions is not None:
+            body["allowed_actions"] = _actions(allowed_actions, "allowed_actions")
+        return _Call("POST", "/predict/probabilities", lambda r: [float(x) for x in r.json()["probabilities"]],
+                     json=body, idempotent=False)
+
+    @_endpoint
     def update(self, model_id: str, state: Any, action: int, reward: float, next_state: Any,
                done: bool = False, truncated: bool = False, next_action: Optional[int] = None,
                next_allowed_actions: Any = None) -> _Call[UpdateResult]:

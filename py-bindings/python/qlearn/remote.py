@@ -47,6 +47,14 @@ class RemoteModel:
         return p.action
 
     @_endpoint
+    def action_probabilities(self, state: Any, allowed_actions: Any = None,
+                             explore: bool = True) -> _Plan[list[float]]:
+        """The behaviour policy's probability of each action (metered)."""
+        api = type(self.client)
+        p: list[float] = yield api.action_probabilities.build(self.client, self.id, state, allowed_actions, explore)
+        return p
+
+    @_endpoint
     def update(self, state: Any, action: int, reward: float, next_state: Any, done: bool = False,
                truncated: bool = False, next_action: Optional[int] = None,
                next_allowed_actions: Any = None) -> _Plan[float]:

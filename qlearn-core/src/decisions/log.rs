@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::limits::MAX_REWARD;
 use crate::state::{State, StateRef};
 
+use super::partial::{generated_number, Tracking};
 use super::{
     Aggregation, DecisionStats, DecisionStatus, DecisionsConfig, EpisodeEnd, LoggedDecision,
     Outcome, RewardReceipt, RewardStatus, Transition,
@@ -52,6 +53,11 @@ pub struct DecisionRecord {
     /// The reward the transition learns from, once closed (`None`:
     /// expired, or still open).
     pub learned_reward: Option<f64>,
+    /// When its transition was applied: 1 for the model's first applied
+    /// transition, then 2, 3... (`None`: not applied). Replaying the
+    /// applied transitions in this order reproduces the Q-table.
+    #[serde(default)]
+    pub applied_seq: Option<u64>,
 }
 
 impl DecisionRecord {
@@ -150,14 +156,18 @@ pub struct NewDecision<'a> {
 /// that became ready, each exactly once, in the order to apply them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecisionLog {
-    config: DecisionsConfig,
-    decisions: HashMap<String, DecisionRecord>,
-    episodes: HashMap<String, EpisodeRecord>,
+    pub(super) config: DecisionsConfig,
+    pub(super) decisions: HashMap<String, DecisionRecord>,
+    pub(super) episodes: HashMap<String, EpisodeRecord>,
     /// `(closes_at_ms, decision_id)` of the open decisions, earliest first.
-    open: BTreeSet<(i64, String)>,
+    pub(super) open: BTreeSet<(i64, String)>,
     /// The last number used for a generated decision id.
-    last_id: u64,
-    stats: DecisionStats,
+    pub(super) last_id: u64,
+    pub(super) stats: DecisionStats,
+    /// What changed since a store last asked (off unless a store turns it
+    /// on: see `partial.rs`); not part of the log's value.
+    #[serde(skip)]
+    pub(super) changes: Tracking,
 }
 
 /// Checks a client id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
@@ -182,6 +192,7 @@ impl DecisionLog {
             open: BTreeSet::new(),
             last_id: 0,
             stats: DecisionStats::default(),
+            changes: Tracking::default(),
         })
     }
 
@@ -220,6 +231,7 @@ impl DecisionLog {
             open: BTreeSet::new(),
             last_id,
             stats,
+            changes: Tracking::default(),
         };
         for rec in decisions {
             if let Some(ep) = &rec.episode_id {
@@ -322,9 +334,19 @@ impl DecisionLog {
             return Ok((d, Vec::new()));
         }
         let id = match new.decision_id {
-            Some(id) => id.to_owned(),
+            Some(id) => {
+                // Generated ids then never meet a client's id of their form.
+                if let Some(n) = generated_number(id) {
+                    self.last_id = self.last_id.max(n);
+                }
+                id.to_owned()
+            }
             None => self.fresh_id(),
         };
+        self.changes.decision(&id);
+        if let Some(ep) = new.episode_id {
+            self.changes.episode(ep);
+        }
         let step = match new.episode_id {
             Some(ep) => {
                 let e = self.episodes.entry(ep.to_owned()).or_default();
@@ -349,6 +371,7 @@ impl DecisionLog {
             rewards: 0,
             reward_ids: BTreeMap::new(),
             learned_reward: None,
+            applied_seq: None,
         };
         let logged = rec.logged(false);
         self.decisions.insert(id.clone(), rec);
@@ -427,6 +450,7 @@ impl DecisionLog {
         if let Some(rid) = reward_id {
             rec.reward_ids.insert(rid.to_owned(), value);
         }
+        self.changes.decision(decision_id);
         if !on_time {
             self.stats.late += 1;
             return Ok(self.receipt(decision_id, RewardStatus::Late, out));
@@ -473,6 +497,7 @@ impl DecisionLog {
         }
         e.end = Some(end);
         let last = e.steps.last().cloned();
+        self.changes.episode(episode_id);
         let mut out = Vec::new();
         if let Some(last) = last {
             self.emit(&last, &mut out);
@@ -582,6 +607,7 @@ impl DecisionLog {
         }
         self.open.remove(&(rec.closes_at_ms, id.to_owned()));
         rec.learned_reward = reward;
+        self.changes.decision(id);
         if reward.is_some() {
             rec.status = DecisionStatus::Closed;
             self.emit(id, out);
@@ -598,18 +624,19 @@ impl DecisionLog {
         let Some(t) = self.ready(id) else {
             return;
         };
-        if let Some(rec) = self.decisions.get_mut(id) {
-            rec.status = DecisionStatus::Applied;
-            if let Some(e) = rec
-                .episode_id
-                .as_ref()
-                .and_then(|ep| self.episodes.get_mut(ep))
-            {
-                e.learned_return += t.reward;
-            }
-        }
         self.stats.pending = self.stats.pending.saturating_sub(1);
         self.stats.applied += 1;
+        if let Some(rec) = self.decisions.get_mut(id) {
+            rec.status = DecisionStatus::Applied;
+            rec.applied_seq = Some(self.stats.applied);
+            self.changes.decision(id);
+            if let Some(ep) = rec.episode_id.as_ref() {
+                if let Some(e) = self.episodes.get_mut(ep) {
+                    e.learned_return += t.reward;
+                    self.changes.episode(ep);
+                }
+            }
+        }
         out.push(t);
     }
 

@@ -56,6 +56,7 @@
 mod apply;
 mod config;
 mod log;
+mod partial;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,7 @@ pub use config::{Aggregation, DecisionsConfig, MAX_RETENTION_DAYS, MAX_REWARD_WA
 pub use log::{
     check_id, DecisionLog, DecisionRecord, EpisodeRecord, LogParts, NewDecision, MAX_ID_BYTES,
 };
+pub use partial::{generated_number, Changes, Missing, Saved};
 
 /// What a logged decision tells its client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

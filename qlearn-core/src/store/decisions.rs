@@ -4,26 +4,22 @@
 //! transaction, written once so no backend re-implements the join, the
 //! metering of decision calls or the learning rule.
 //!
-//! A backend's decision call is: lock the model, load its log (`decode`),
-//! `plan` the call (the pure join, debiting the quota exactly once, before
-//! anything changes), `apply` the transitions that became ready with
-//! [`Learner::update`] over its own [`QRows`], [`DecisionLog::prune`], and
-//! write the Q-rows, the learner and the log (`encode`) back in one atomic
+//! A backend's decision call is: lock the model, have its log hold what
+//! the call reads, `plan` the call (the pure join, debiting the quota
+//! exactly once, before anything changes), `apply` the transitions that
+//! became ready with [`Learner::update`] over its own [`QRows`], and write
+//! the Q-rows, the learner and what changed in the log back in one atomic
 //! step (a transition is applied in the same step that marks its decision
 //! applied).
 //!
-//! # How the log is kept (first version)
+//! # How the log is kept
 //!
-//! Every backend keeps **one serialized log per model**: the JSON of its
-//! [`DecisionLog`] (in the SQL stores a `decision_logs` row next to the
-//! model's row, with the earliest open deadline in a column so settling
-//! finds the models to settle without reading any log). The cost: every
-//! decision call reads, parses and writes the model's whole log: its cost
-//! grows with the decisions kept (pending and retained), which is fine for
-//! thousands per model and wrong for millions (a busy model at 90 days'
-//! retention). The next step is
-//! a row per decision, loading only the rows a call touches through
-//! [`LogParts`](crate::decisions::LogParts).
+//! The memory store keeps each model's whole [`DecisionLog`]. The SQL
+//! stores keep a row per decision and a row per episode
+//! (`decision_rows.rs`) and load into a partly loaded log only the rows a
+//! call reads: the decision, its episode's length and end, its next step
+//! (see `decisions/partial.rs`); a call writes only the rows it changed.
+//! Its cost does not grow with the decisions kept.
 
 use serde::{Deserialize, Serialize};
 
@@ -268,13 +264,14 @@ pub(crate) fn plan<T: QRows>(
             })
         }
         Call::Rewards(rewards) => {
-            // On a copy: the debit is known only once every reward ran.
-            let mut work = log.clone();
+            // The debit is known only once every reward ran: what they may
+            // change is saved, and put back if the debit is refused.
+            let saved = log.save(rewards.iter().map(|r| r.decision_id.as_str()));
             let mut results = Vec::with_capacity(rewards.len());
             let mut transitions = Vec::new();
             let mut metered = 0u64;
             for r in rewards {
-                let res = work.record_reward(
+                let res = log.record_reward(
                     &r.decision_id,
                     r.value,
                     r.reward_id.as_deref(),
@@ -290,8 +287,10 @@ pub(crate) fn plan<T: QRows>(
                 });
                 results.push(res);
             }
-            debit(CallKind::Reward, metered)?;
-            *log = work;
+            if let Err(e) = debit(CallKind::Reward, metered) {
+                log.restore(saved);
+                return Err(e);
+            }
             Ok(Planned {
                 reply: Reply::Rewarded(results),
                 transitions,
@@ -299,11 +298,10 @@ pub(crate) fn plan<T: QRows>(
         }
         Call::End { episode_id, end } => {
             check_end(learner, end)?;
-            // `record_end` checks everything before it changes anything.
-            let mut work = log.clone();
-            let transitions = work.record_end(episode_id, end.clone())?;
+            // Free; `record_end` checks everything before it changes
+            // anything.
             debit(CallKind::Reward, 0)?;
-            *log = work;
+            let transitions = log.record_end(episode_id, end.clone())?;
             Ok(Planned {
                 reply: Reply::Learned(transitions.len()),
                 transitions,
@@ -385,32 +383,6 @@ pub(crate) fn config_from_text(
             .map_err(|e| Error::storage(backend, format!("unreadable decisions setting: {e}")))
     })
     .transpose()
-}
-
-/// The log as stored, and its earliest open deadline.
-pub(crate) fn encode(backend: &'static str, log: &DecisionLog) -> Result<(Vec<u8>, Option<i64>)> {
-    let bytes = serde_json::to_vec(log)
-        .map_err(|e| Error::storage(backend, format!("decision log: {e}")))?;
-    Ok((bytes, log.next_deadline()))
-}
-
-/// A stored log (or a new one when none is stored) under the model's
-/// current setting `config` (the stored setting is the authority; the
-/// copy inside the log is replaced).
-pub(crate) fn decode(
-    backend: &'static str,
-    bytes: Option<&[u8]>,
-    config: DecisionsConfig,
-) -> Result<DecisionLog> {
-    match bytes {
-        None => DecisionLog::new(config),
-        Some(b) => {
-            let mut log: DecisionLog = serde_json::from_slice(b)
-                .map_err(|e| Error::storage(backend, format!("unreadable decision log: {e}")))?;
-            log.set_config(config)?;
-            Ok(log)
-        }
-    }
 }
 
 /// A model's decisions setting as `patch` leaves it, its retention capped

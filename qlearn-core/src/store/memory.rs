@@ -46,6 +46,7 @@ impl Entry {
             self.updated_at,
         );
         info.decisions = self.decisions.as_ref().map(|l| l.config().clone());
+        info.decision_stats = self.decisions.as_ref().map(DecisionLog::stats);
         info
     }
 }
@@ -148,9 +149,9 @@ impl MemoryStore {
         .map(Some)
     }
 
-    /// Runs a decision call on a locked model: the log is changed on a
-    /// copy and kept, with the learned transitions, only if the call
-    /// succeeds (the quota is debited inside [`plan`], before any change).
+    /// Runs a decision call on a locked model ([`plan`] leaves the log as
+    /// it was when the call fails; the quota is debited inside it, before
+    /// any change).
     fn decision_call(
         e: &mut Entry,
         call: Call<'_>,
@@ -158,10 +159,9 @@ impl MemoryStore {
         limits: &TierLimits,
         debit: impl FnOnce(CallKind, u64) -> Result<()>,
     ) -> Result<Reply> {
-        let Some(log) = &e.decisions else {
+        let Some(mut log) = e.decisions.take() else {
             return without_log(call);
         };
-        let mut log = log.clone();
         let now_ms = millis(now);
         // The learner and the table borrowed apart: nothing moves.
         let (planned, applied) = e.model.with_parts(|learner, table| {
@@ -176,12 +176,11 @@ impl MemoryStore {
             };
             (planned, applied)
         });
+        e.decisions = Some(log);
         let planned = planned?;
         if !planned.transitions.is_empty() {
             e.updated_at = now;
         }
-        log.prune(now_ms);
-        e.decisions = Some(log);
         applied?;
         Ok(planned.reply)
     }
@@ -539,6 +538,10 @@ impl Store for MemoryStore {
         let mut learned = 0;
         for e in entries {
             let mut e = e.lock().map_err(|_| poisoned())?;
+            // Retention: finished decisions past it go.
+            if let Some(log) = &mut e.decisions {
+                log.prune(now_ms);
+            }
             let due = e
                 .decisions
                 .as_ref()

@@ -32,6 +32,8 @@
 //! control time.
 
 pub mod changes;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod decision_rows;
 pub mod decisions;
 mod durable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -271,6 +273,8 @@ pub struct ModelInfo {
     pub updated_at: i64,
     /// The decisions setting (`None`: the model logs no decisions).
     pub decisions: Option<DecisionsConfig>,
+    /// The decision log's counts (`None`: the model logs no decisions).
+    pub decision_stats: Option<crate::decisions::DecisionStats>,
 }
 
 impl ModelInfo {
@@ -293,6 +297,7 @@ impl ModelInfo {
             created_at,
             updated_at,
             decisions: None,
+            decision_stats: None,
         }
     }
 }
@@ -473,9 +478,8 @@ pub trait Store: Send + Sync {
     // `Durable` resolves `Ok`, [`Store::usage`] of the meter's user answers
     // without IO. The default never answers.
 
-    /// [`Store::decide`] without blocking (see above); `Some` only on a
-    /// model that logs no decisions. The answer stands once the
-    /// [`Durable`] resolves `Ok`.
+    /// [`Store::decide`] without blocking (see above). The answer stands
+    /// once the [`Durable`] resolves `Ok`.
     fn decide_nonblocking(
         &self,
         _meter: &Meter<'_>,
@@ -496,6 +500,18 @@ pub trait Store: Send + Sync {
     ) -> Option<Result<(Updated, Durable)>> {
         None
     }
+    /// [`Store::rewards`] without blocking (see above): `Some` when the
+    /// store holds every rewarded decision in memory. The answer stands
+    /// once the [`Durable`] resolves `Ok`.
+    fn rewards_nonblocking(
+        &self,
+        _meter: &Meter<'_>,
+        _model_id: &str,
+        _rewards: &[RewardIn],
+    ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
+        None
+    }
+
     /// Rewards for the model's decisions, in order: one result per reward
     /// (an unknown decision, or any on a model without decisions, is
     /// [`crate::Error::NotFound`]; a reused `reward_id` with another value
@@ -526,7 +542,10 @@ pub trait Store: Send + Sync {
     /// Closes every reward window whose deadline is at or before `now`
     /// (Unix seconds) in every model, with the aggregated or default
     /// reward, and applies what became ready (free). Every instance may run
-    /// it at once: each transition is applied once. Returns how many
+    /// it at once: each transition is applied once. Then forgets the
+    /// finished decisions logged before their model's retention (and the
+    /// ended episodes left without decisions), in bounded chunks; the SQL
+    /// stores prune at most once a minute of `now`. Returns how many
     /// transitions were applied.
     fn settle(&self, now: i64) -> Result<usize>;
     /// A page of one of the owner's models' decision log (a model without

@@ -547,3 +547,148 @@ pub fn decision_isolation<S: Store>(s: &S) {
     );
     assert!(ok(s, s.model(&b.id, &theirs)).decisions.is_some());
 }
+
+/// The log's counts (in the model's statistics and in the listing), the
+/// order each transition was applied in (`applied_seq`: 1, 2, 3... per
+/// model, deadlines in deadline order), a late reward on a settled
+/// decision, and retention: a settlement past it forgets the finished
+/// decisions (their counts stay).
+pub fn decision_counts_order_and_retention<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let local = seeded(3, 5);
+    let mut c = setting(60, Some(0.0));
+    c.retention_days = 1;
+    let id = logging_model(s, &a.id, &local, c);
+    let l = limits(None, None);
+    let at = |now: i64| Meter {
+        user_id: &a.id,
+        limits: &l,
+        now,
+    };
+    let m = at(NOW);
+    let d = |st: i64| {
+        let got = ok(s, s.decide(&m, &id, &Decide::new(StateRef::Int(st))));
+        got.decision.expect("logged").decision_id
+    };
+    let (d0, d1, d2) = (d(0), d(1), d(2));
+    let counts = |st: qlearn_core::decisions::DecisionStats| {
+        (
+            st.decisions,
+            st.rewards,
+            st.pending,
+            st.applied,
+            st.defaulted,
+            st.late,
+        )
+    };
+    let got = ok(s, s.reward(&m, &id, reward(&d1, 2.0, None, true)));
+    assert_eq!(got.status, RewardStatus::Applied, "[{}]", s.backend());
+    ok(s, s.reward(&m, &id, reward(&d0, 1.0, None, false)));
+    let stats = ok(s, s.model(&a.id, &id)).decision_stats;
+    let stats = stats.unwrap_or_else(|| panic!("[{}] counts in the model", s.backend()));
+    assert_eq!(counts(stats), (3, 2, 2, 1, 0, 0), "[{}]", s.backend());
+    let page = log_page(s, &a.id, &id);
+    assert_eq!(page.stats, stats, "[{}] the listing's counts", s.backend());
+    let order = |page: &qlearn_core::store::DecisionPage| -> Vec<Option<u64>> {
+        [&d0, &d1, &d2]
+            .iter()
+            .map(|want| {
+                let rec = page.decisions.iter().find(|r| &r.decision_id == *want);
+                rec.and_then(|r| r.applied_seq)
+            })
+            .collect()
+    };
+    assert_eq!(order(&page), [None, Some(1), None], "[{}]", s.backend());
+    // The deadlines: d0 with its reward, d2 with the default, in deadline
+    // order (equal deadlines by id).
+    assert_eq!(ok(s, s.settle(NOW + 61)), 2, "[{}]", s.backend());
+    let page = log_page(s, &a.id, &id);
+    assert_eq!(
+        order(&page),
+        [Some(2), Some(1), Some(3)],
+        "[{}]",
+        s.backend()
+    );
+    assert_eq!(counts(page.stats), (3, 2, 0, 3, 1, 0), "[{}]", s.backend());
+    let rewarded = |id: &str| {
+        page.decisions
+            .iter()
+            .find(|r| r.decision_id == id)
+            .unwrap()
+            .learned_reward
+    };
+    assert_eq!((rewarded(&d0), rewarded(&d2)), (Some(1.0), Some(0.0)));
+    // A reward after the window: recorded as late, free, not learned.
+    let updates = ok(s, s.model(&a.id, &id)).stats.updates;
+    let late = ok(
+        s,
+        s.reward(&at(NOW + 62), &id, reward(&d2, 5.0, None, false)),
+    );
+    assert_eq!(late.status, RewardStatus::Late, "[{}]", s.backend());
+    let info = ok(s, s.model(&a.id, &id));
+    assert_eq!(
+        info.stats.updates,
+        updates,
+        "[{}] late is not learned",
+        s.backend()
+    );
+    assert_eq!(counts(info.decision_stats.unwrap()), (3, 2, 0, 3, 1, 1));
+    // Retention (1 day): two days later the settled decisions are gone.
+    ok(s, s.settle(NOW + 2 * 86_400));
+    let page = log_page(s, &a.id, &id);
+    assert_eq!(page.total, 0, "[{}] pruned", s.backend());
+    assert_eq!(counts(page.stats), (3, 2, 0, 3, 1, 1), "[{}]", s.backend());
+    let gone = s.reward(&at(NOW + 2 * 86_400), &id, reward(&d0, 1.0, None, false));
+    assert!(nf(&gone), "[{}] {gone:?}", s.backend());
+}
+
+/// An episode's earlier step rewarded after its later step was learned
+/// (and, in a store that keeps finished decisions only in storage, left
+/// memory): the transition still bootstraps from the later step's state
+/// and action, as `update` would.
+pub fn decision_late_step_after_next_learned<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let mut local = seeded(3, 9);
+    let id = logging_model(s, &a.id, &local, setting(3600, None));
+    let l = limits(None, None);
+    let m = Meter {
+        user_id: &a.id,
+        limits: &l,
+        now: NOW,
+    };
+    let (s0, s1) = (StateRef::Int(10), StateRef::Int(11));
+    let step = |st| ok(s, s.decide(&m, &id, &Decide::new(st).episode("e")));
+    let (p0, p1) = (step(s0), step(s1));
+    let (d0, d1) = (p0.decision.unwrap(), p1.decision.unwrap());
+    local.predict_full(s0, true, None).unwrap();
+    local.predict_full(s1, true, None).unwrap();
+    ok(
+        s,
+        s.reward(&m, &id, reward(&d1.decision_id, 3.0, None, true)),
+    );
+    assert_eq!(
+        ok(s, s.end_episode(&m, &id, "e", &EpisodeEnd::terminated())),
+        1
+    );
+    local.update(&exp(s1, d1.action, 3.0, None)).unwrap();
+    // Another call on the model in between (a store may drop the learned
+    // step from memory once its write has committed).
+    let other = ok(s, s.decide(&m, &id, &Decide::new(StateRef::Int(12))));
+    local.predict_full(StateRef::Int(12), true, None).unwrap();
+    assert!(other.decision.is_some());
+    let got = ok(
+        s,
+        s.reward(&m, &id, reward(&d0.decision_id, -1.0, None, true)),
+    );
+    assert_eq!(got.status, RewardStatus::Applied, "[{}]", s.backend());
+    local
+        .update(&exp(s0, d0.action, -1.0, Some((s1, d1.action))))
+        .unwrap();
+    let stored = ok(s, s.export_model(&a.id, &id));
+    assert_eq!(
+        stored.to_bytes().unwrap(),
+        local.to_bytes().unwrap(),
+        "[{}] the Q-table of the same transitions",
+        s.backend()
+    );
+}

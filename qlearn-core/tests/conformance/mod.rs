@@ -58,6 +58,8 @@ macro_rules! conformance_tests {
             decision_metering,
             decision_isolation,
             decision_state_limit,
+            decision_counts_order_and_retention,
+            decision_late_step_after_next_learned,
             change_feed,
             register_is_atomic,
             disable_user,

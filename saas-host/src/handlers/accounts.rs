@@ -5,11 +5,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Request, StatusCode};
 use qlearn_core::store::{KeyScope, NewApiKey, NewUser};
 use qlearn_core::tenancy::{
     address_key, hash_api_key, hash_password, normalize_email, validate_password, verify_password,
-    Limiter, Role, Tier,
+    BillingMonth, Limiter, Role, Tier,
 };
 use qlearn_core::{Error, Model, ModelConfig};
 
@@ -19,9 +20,10 @@ use crate::config::Throttle;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::hashing::hashing;
-use crate::http::read_json;
+use crate::http::{query_param, read_json};
+use crate::invoicing::{Format, UsageReport};
 use crate::now_unix;
-use crate::response::{json_response, no_content, ok_json, Resp};
+use crate::response::{bytes_response, json_response, no_content, ok_json, Resp};
 use crate::routes::Route;
 use crate::wire::{
     AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
@@ -450,4 +452,48 @@ pub async fn admin_patch_user(
     cx.app.forget_user(&user_id);
     tracing::info!(admin = %cx.user.id, user = %user_id, tier = %user.tier, role = %user.role, "user changed by admin");
     Ok(ok_json(&UserOut::from(&user)))
+}
+
+/// Every user's metered calls in a month, for invoicing: calls by kind,
+/// overage and plan, as JSON or CSV (admin only).
+#[utoipa::path(get, path = Route::AdminUsage.label(), tag = "admin", security(("bearer" = [])),
+    params(
+        ("month" = Option<String>, Query, description = "`YYYY-MM` (UTC; default this month)"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
+    ),
+    responses(
+        (status = 200, description = "The usage report (JSON, or CSV as text/csv with a header line)", body = UsageReport),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "forbidden (admin role needed)", body = crate::wire::ErrorBody),
+        (status = 422, description = "Invalid month or format", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn admin_usage(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    if cx.user.role != Role::Admin {
+        return Err(ApiError::Forbidden);
+    }
+    let q = req.uri().query();
+    let month = match query_param(q, "month") {
+        Some(m) => m.parse::<BillingMonth>()?,
+        None => BillingMonth::from_unix(now_unix()),
+    };
+    let format = match query_param(q, "format") {
+        Some(f) => f.parse::<Format>()?,
+        None => Format::Json,
+    };
+    let a = cx.app.clone();
+    let report = blocking(move || UsageReport::build(a.store.as_ref(), month)).await?;
+    let (bytes, content_type) = report.render(format)?;
+    let mut resp = bytes_response(
+        StatusCode::OK,
+        HeaderValue::from_static(content_type),
+        bytes,
+    );
+    if format == Format::Csv {
+        let name = format!("attachment; filename=\"usage-{month}.csv\"");
+        if let Ok(v) = HeaderValue::from_str(&name) {
+            resp.headers_mut().insert(CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
 }

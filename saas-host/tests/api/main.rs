@@ -13,6 +13,7 @@ mod contract;
 mod credentials;
 mod decisions;
 mod engine;
+mod invoicing;
 mod journey;
 mod key_checksums;
 mod limits;

@@ -58,6 +58,11 @@ pub const SQLITE: &[Migration] = &[
         name: "usage_kinds",
         sql: include_str!("sqlite/0006_usage_kinds.sql"),
     },
+    Migration {
+        version: 7,
+        name: "decision_rows",
+        sql: include_str!("sqlite/0007_decision_rows.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -97,6 +102,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 7,
         name: "usage_kinds",
         sql: include_str!("postgres/0007_usage_kinds.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "decision_rows",
+        sql: include_str!("postgres/0008_decision_rows.sql"),
     },
 ];
 

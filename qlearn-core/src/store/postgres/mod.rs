@@ -123,6 +123,8 @@ pub struct PgStore {
     manager: Manager,
     /// The LISTEN/NOTIFY channel of this store's schema.
     channel: String,
+    /// When this instance last pruned the decision logs (Unix seconds).
+    last_prune: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -199,6 +201,7 @@ impl PgStore {
             combiners: Mutex::new(HashMap::new()),
             manager,
             channel: notify::channel_of(&current),
+            last_prune: std::sync::atomic::AtomicI64::new(0),
         })
     }
 

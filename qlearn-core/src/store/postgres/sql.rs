@@ -228,6 +228,7 @@ pub(super) fn migrate(client: &mut Client, list: &[Migration]) -> Result<()> {
     )
     .map_err(pg)?;
     migrations::apply(BACKEND, &mut tx, list)?;
+    super::decisions::tidy_logs(&mut tx)?;
     tx.commit().map_err(pg)
 }
 

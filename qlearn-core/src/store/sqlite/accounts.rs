@@ -6,6 +6,7 @@
 use rusqlite::{params, Connection};
 
 use super::cache::Cached;
+use super::decisions::LogSlot;
 use super::schema::{finish_user, user_exists, user_from_row, USER_COLS};
 use super::{is_unique_violation, sq, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
@@ -153,6 +154,7 @@ impl SqliteStore {
             table,
             deleted: false,
             last_seq: 0,
+            log: LogSlot::Unknown,
         };
         let info = cached.info();
         self.cache_new(cached)?;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 
 use rusqlite::{params, OptionalExtension};
 
+use super::decisions::LogSlot;
 use super::schema::{model_row, MODEL_COLS};
 use super::writer::{Job, Learn, RowWrite, UsageDelta, Waiting};
 use super::{corrupt, lock_plain, poisoned, sq, Inner, SqliteStore, BACKEND};
@@ -69,6 +70,8 @@ pub(super) struct Cached {
     /// Sequence number of the last learning job enqueued for this model
     /// (0: none): it may be evicted once the writer committed it.
     pub(super) last_seq: u64,
+    /// Its decision log, partly loaded (`decisions.rs`).
+    pub(super) log: LogSlot,
 }
 
 impl Cached {
@@ -171,6 +174,7 @@ impl SqliteStore {
                 table,
                 deleted: false,
                 last_seq: 0,
+                log: LogSlot::Unknown,
             })
         })
     }
@@ -290,6 +294,9 @@ impl SqliteStore {
             return r;
         };
         if c.deleted {
+            if !matches!(c.log, LogSlot::Unknown) {
+                self.inner.logs_held.fetch_sub(1, Ordering::Relaxed);
+            }
             *g = SlotState::Gone;
             drop(g);
             // Not under the map's lock: `trim` takes the map's under the LRU's.
@@ -319,7 +326,7 @@ impl SqliteStore {
     /// Models whose decision log (or its absence) is held in memory now; never
     /// more than the models the cache holds.
     pub fn cached_decision_logs(&self) -> usize {
-        lock_plain(&self.inner.decisions).len()
+        self.inner.logs_held.load(Ordering::Relaxed)
     }
 
     /// Models in the model cache now.
@@ -523,10 +530,11 @@ impl Inner {
             return false;
         }
         // Its decision log leaves memory with it (committed with its last
-        // job, so the next use reloads it from the file): the map of logs
-        // stays as bounded as the cache.
+        // job, so the next use reloads it from the file).
         if let SlotState::Ready(c) = &*g {
-            lock_plain(&self.decisions).remove(&c.mid);
+            if !matches!(c.log, LogSlot::Unknown) {
+                self.logs_held.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         *g = SlotState::Evicted;
         true

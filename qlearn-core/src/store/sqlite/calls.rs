@@ -305,7 +305,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<ModelInfo> {
         let decisions = patch.decisions.clone();
-        let (info, old_tab) = self.with_model(owner, id, |c| {
+        let (info, old_tab, mid) = self.with_model(owner, id, |c| {
             if let Some(Some(d)) = &decisions {
                 d.validate()?;
             }
@@ -370,15 +370,19 @@ impl Store for SqliteStore {
             let old_tab = new_tab.map(|_| old_tab);
             if let Some(d) = &decisions {
                 if let Err(e) = self.patch_decisions(c, d.as_ref()) {
-                    return Ok((Err(e), old_tab));
+                    return Ok((Err(e), old_tab, c.mid));
                 }
             }
-            Ok((Ok(c.info()), old_tab))
+            Ok((Ok(c.info()), old_tab, c.mid))
         })?;
         // The replaced rows go after the model's lock is released (if the
         // store has failed meanwhile, at its next open).
         if let Some(tab) = old_tab {
             let _ = self.drop_loose(tab);
+        }
+        // A log turned off goes after the lock too, in chunks.
+        if matches!(decisions, Some(None)) && info.is_ok() {
+            self.drop_log_rows(owner, id, mid)?;
         }
         let mut info = info?;
         self.fill_decisions(owner, std::slice::from_mut(&mut info))?;
@@ -397,12 +401,13 @@ impl Store for SqliteStore {
                     .map_err(sq)?;
                 Ok(())
             })?;
-            self.forget_log(mid);
             c.deleted = true;
-            Ok(tab)
+            Ok((mid, tab))
         })?;
+        let (mid, tab) = tab;
         // Deleted: a failure here leaves the rows to the next open.
         let _ = self.drop_loose(tab);
+        let _ = self.drop_deleted_log(mid);
         Ok(())
     }
 
@@ -503,23 +508,7 @@ impl Store for SqliteStore {
         model_id: &str,
         request: &Decide<'_>,
     ) -> Option<Result<(Decided, Durable)>> {
-        let r = self.try_with_model(meter.user_id, model_id, |c| {
-            // Only a model known to log no decisions, for a user whose month
-            // is in memory: nothing to read from the file.
-            if !self.known_plain(c) || !self.usage_in_memory(meter) {
-                return None;
-            }
-            let (state, explore, allowed) =
-                (request.state, request.explore, request.allowed_actions);
-            Some(self.predict_locked(c, meter, state, explore, allowed, Waiting::Task))
-        })?;
-        Some(r.map(|(prediction, ticket)| {
-            let decided = Decided {
-                prediction,
-                decision: None,
-            };
-            (decided, self.durable(ticket))
-        }))
+        self.decide_quick(meter, model_id, request)
     }
 
     fn update_nonblocking(
@@ -542,6 +531,15 @@ impl Store for SqliteStore {
             };
             out.map(|o| (o, durable))
         }))
+    }
+
+    fn rewards_nonblocking(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
+        self.rewards_quick(meter, model_id, rewards)
     }
 
     fn rewards(
@@ -597,7 +595,7 @@ impl SqliteStore {
     /// validated first (errors cost nothing), debited, and its statistics
     /// enqueued under the lock (the queue order is the model's serial
     /// order). The caller waits for the returned sequence number.
-    fn predict_locked(
+    pub(super) fn predict_locked(
         &self,
         c: &mut Cached,
         meter: &Meter<'_>,
@@ -686,7 +684,7 @@ impl SqliteStore {
 
     /// Whether `meter`'s user's month of usage is in memory (a debit then
     /// reads nothing from the file).
-    fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
+    pub(super) fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
         let month = BillingMonth::from_unix(meter.now);
         lock_plain(&self.inner.usage)
             .get(meter.user_id)

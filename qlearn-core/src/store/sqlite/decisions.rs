@@ -1,41 +1,108 @@
-//! Decisions and delayed rewards on SQLite (issue 14): a decision call runs
-//! under the cached model's lock on the model's log (see
-//! [`crate::store::decisions`]), kept in memory once read (one process per
-//! file, so memory is the truth and the file follows it in queue order),
-//! runs the shared steps on the cached learner and table, and hands the
-//! touched rows, the learner, the usage and the serialized log to the
+//! Decisions and delayed rewards on SQLite (issue 14): a row per decision
+//! and per episode (`store/decision_rows.rs`). A decision call runs under
+//! the cached model's lock on the model's partly loaded log
+//! ([`LogSlot`], kept with the cached model): what the call reads and the
+//! log lacks is read from the file first (one process per file, and a
+//! record leaves memory only once its last write has committed, so the
+//! file then holds its truth). It runs the shared steps on the cached
+//! learner and table and hands the touched Q-rows, the learner, the usage,
+//! the changed decision and episode rows and the model's counts to the
 //! writer as one job: they commit together, so a transition is learned in
-//! the transaction that marks its decision applied. Settling runs in this
-//! process (the file's only writer), model by model.
+//! the transaction that marks its decision applied.
 //!
-//! Costs of this first version: the logs of the models used since the
-//! store opened stay in memory (outside the model cache's byte budget),
-//! and every decision call serializes its model's whole log for the
-//! writer.
+//! In memory: every unfinished decision and every episode used since the
+//! model was loaded; a finished decision leaves once its write has
+//! committed. So a logging predict (without a client id, or in a known
+//! episode) and a reward for a pending decision need no read and run
+//! without blocking ([`SqliteStore::decision_locked`] with `may_read`
+//! false). Settling and retention pruning run in this process (the file's
+//! only writer), model by model; pruning deletes in chunks of
+//! [`PRUNE_CHUNK`] decisions, one small writer job each.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use rusqlite::{params, OptionalExtension};
 
 use super::cache::{learn_job, Cached};
-use super::writer::{row_writes, Job, LogWrite};
-use super::{lock_plain, sq, SqliteStore, BACKEND};
-use crate::decisions::{DecisionLog, DecisionsConfig};
+use super::decision_rows::{drop_log_chunk, FileRows, LogWrite};
+use super::writer::{row_writes, Job, Ticket, Waiting};
+use super::{sq, SqliteStore, BACKEND};
+use crate::decisions::{Decide, DecisionLog, DecisionStatus, DecisionsConfig, RewardReceipt};
 use crate::error::{Error, Result};
+use crate::store::decision_rows::{
+    changed_rows, load, meta_bytes, meta_from_bytes, missing, partial_log, status_code,
+};
 use crate::store::decisions::{
-    apply, config_from_text, config_text, decode, encode, millis, page, plan, without_log, Call,
-    Reply, Room,
+    apply, config_from_text, config_text, millis, plan, without_log, Call, Reply, Room,
 };
 use crate::store::encoding::Tracked;
 use crate::store::usage::Debit;
-use crate::store::CallKind;
-use crate::store::{DecisionPage, DecisionQuery, Meter, ModelInfo};
+use crate::store::{CallKind, Decided, Durable, Meter, ModelInfo, RewardIn};
 use crate::tenancy::{BillingMonth, TierLimits};
+
+/// Seconds between two retention prunings of every model.
+const PRUNE_EVERY_SECS: i64 = 60;
+
+/// A cached model's decision log.
+pub(super) enum LogSlot {
+    /// Not read from the file yet.
+    Unknown,
+    /// The model logs no decisions.
+    Plain,
+    /// The model's partly loaded log.
+    Hot(Box<HotLog>),
+}
+
+/// A partly loaded log and the finished decisions waiting for their
+/// write's commit to leave memory.
+pub(super) struct HotLog {
+    pub(super) log: DecisionLog,
+    /// `(job sequence number, decision id)`, oldest first.
+    finished: VecDeque<(u64, String)>,
+    /// The latest job that wrote each finished decision.
+    pub(super) latest: HashMap<String, u64>,
+}
+
+impl HotLog {
+    fn new(log: DecisionLog) -> Self {
+        HotLog {
+            log,
+            finished: VecDeque::new(),
+            latest: HashMap::new(),
+        }
+    }
+
+    /// Drops the finished decisions whose last write has committed.
+    fn evict(&mut self, committed: u64) {
+        while let Some((seq, _)) = self.finished.front() {
+            if *seq > committed {
+                break;
+            }
+            let Some((seq, id)) = self.finished.pop_front() else {
+                break;
+            };
+            if self.latest.get(&id) == Some(&seq) {
+                self.latest.remove(&id);
+                self.log.forget(&id);
+            }
+        }
+    }
+}
+
+/// What [`SqliteStore::decision_locked`] did.
+pub(super) enum Locked {
+    /// A logging predict on a model that logs no decisions: predict
+    /// plainly.
+    Plain,
+    /// The answer, and the job to wait for (none: nothing was written).
+    Done(Result<Reply>, Option<Ticket>),
+}
 
 impl SqliteStore {
     /// Blocks until every job up to `seq` has committed (what a read of
-    /// the decision log must see).
-    fn committed_through(&self, seq: u64) -> Result<()> {
+    /// the file must see).
+    pub(super) fn committed_through(&self, seq: u64) -> Result<()> {
         let done = &self.inner.done;
         let mut spins = 0u32;
         while done.committed.load(Ordering::Acquire) < seq {
@@ -52,57 +119,17 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Model `c`'s decision log (`None`: it logs no decisions), taken out
-    /// of the in-memory map (read from the file on first use): the caller,
-    /// holding the model's lock, puts it back with
-    /// [`SqliteStore::put_log`].
-    fn take_log(&self, c: &Cached) -> Result<Option<DecisionLog>> {
-        if let Some(entry) = lock_plain(&self.inner.decisions).remove(&c.mid) {
-            return Ok(entry);
+    /// Reads model `c`'s decisions setting and counts once.
+    fn know_log(&self, c: &mut Cached) -> Result<()> {
+        if !matches!(c.log, LogSlot::Unknown) {
+            return Ok(());
         }
-        // First use: the file must hold every earlier job of the model.
         self.committed_through(c.last_seq)?;
-        let (config, stored) = self.read_log(c.mid)?;
-        config
-            .map(|config| decode(BACKEND, stored.as_deref(), config))
-            .transpose()
-    }
-
-    /// Whether model `c` logs decisions: read from the map of logs (one
-    /// lookup) once the model's log has been loaded.
-    pub(super) fn logs_decisions(&self, c: &Cached) -> Result<bool> {
-        if let Some(entry) = lock_plain(&self.inner.decisions).get(&c.mid) {
-            return Ok(entry.is_some());
-        }
-        let log = self.take_log(c)?;
-        let logs = log.is_some();
-        self.put_log(c.mid, log);
-        Ok(logs)
-    }
-
-    /// Whether the model is known, without reading the file, to log no
-    /// decisions (its entry in the in-memory map says so).
-    pub(super) fn known_plain(&self, c: &Cached) -> bool {
-        matches!(lock_plain(&self.inner.decisions).get(&c.mid), Some(None))
-    }
-
-    /// Puts a model's log (back) into the in-memory map.
-    fn put_log(&self, mid: i64, log: Option<DecisionLog>) {
-        lock_plain(&self.inner.decisions).insert(mid, log);
-    }
-
-    /// Forgets a deleted model's log.
-    pub(super) fn forget_log(&self, mid: i64) {
-        lock_plain(&self.inner.decisions).remove(&mid);
-    }
-
-    /// Model `mid`'s decisions setting and stored log.
-    fn read_log(&self, mid: i64) -> Result<(Option<DecisionsConfig>, Option<Vec<u8>>)> {
-        let (text, log) = self
-            .read(|c| {
-                c.query_row(
-                    "SELECT m.decisions, d.log FROM models m \
-                 LEFT JOIN decision_logs d ON d.mid = m.mid WHERE m.mid = ?1",
+        let mid = c.mid;
+        let (text, meta) = self
+            .read(|conn| {
+                conn.query_row(
+                    "SELECT decisions, decision_meta FROM models WHERE mid = ?1",
                     [mid],
                     |r| {
                         Ok((
@@ -115,79 +142,268 @@ impl SqliteStore {
                 .map_err(sq)
             })?
             .ok_or(Error::NotFound("model"))?;
-        Ok((config_from_text(BACKEND, text.as_deref())?, log))
+        c.log = match config_from_text(BACKEND, text.as_deref())? {
+            None => LogSlot::Plain,
+            Some(config) => LogSlot::Hot(Box::new(HotLog::new(partial_log(
+                BACKEND,
+                config,
+                meta.as_deref(),
+            )?))),
+        };
+        self.inner.logs_held.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
-    /// Sets the decisions setting of `owner`'s models in `infos` from the
-    /// database.
+    /// Whether model `c` logs decisions (read from the file on first use).
+    pub(super) fn logs_decisions(&self, c: &mut Cached) -> Result<bool> {
+        self.know_log(c)?;
+        Ok(matches!(c.log, LogSlot::Hot(_)))
+    }
+
+    /// Sets the decisions setting and counts of `owner`'s models in
+    /// `infos` from the file (which holds every acknowledged call).
     pub(super) fn fill_decisions(&self, owner: &str, infos: &mut [ModelInfo]) -> Result<()> {
-        let set: Vec<(String, String)> = self.read(|c| {
+        type Set = (String, String, Option<Vec<u8>>);
+        let set: Vec<Set> = self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT id, decisions FROM models WHERE owner = ?1 AND decisions IS NOT NULL",
+                    "SELECT id, decisions, decision_meta FROM models \
+                     WHERE owner = ?1 AND decisions IS NOT NULL",
                 )
                 .map_err(sq)?;
             let rows = st
-                .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([owner], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(sq)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
         })?;
         for info in infos.iter_mut() {
-            let text = set.iter().find(|(id, _)| *id == info.id).map(|(_, t)| t);
-            info.decisions = config_from_text(BACKEND, text.map(String::as_str))?;
+            let found = set.iter().find(|(id, _, _)| *id == info.id);
+            info.decisions = config_from_text(BACKEND, found.map(|(_, t, _)| t.as_str()))?;
+            info.decision_stats = match found {
+                Some((_, _, meta)) => Some(meta_from_bytes(BACKEND, meta.as_deref())?.0),
+                None => None,
+            };
         }
         Ok(())
     }
 
     /// Writes a model's new decisions setting (`None`: off, its log
-    /// discarded). Runs under the model's lock.
+    /// dropped after the call, in chunks). Turning it on drops what an
+    /// earlier log left first. Runs under the model's lock.
     pub(super) fn patch_decisions(
         &self,
-        c: &Cached,
+        c: &mut Cached,
         decisions: Option<&DecisionsConfig>,
     ) -> Result<()> {
+        if let Some(d) = decisions {
+            d.validate()?;
+        }
+        self.know_log(c)?;
         let text = decisions.map(|d| config_text(BACKEND, d)).transpose()?;
-        let current = self.take_log(c)?;
-        let next = match (decisions, &current) {
-            (None, _) => Ok(None),
-            (Some(d), None) => DecisionLog::new(d.clone()).map(Some),
-            (Some(d), Some(log)) => {
-                let mut log = log.clone();
-                log.set_config(d.clone()).map(|()| Some(log))
-            }
-        };
-        let next = match next {
-            Ok(n) => n,
-            Err(e) => {
-                self.put_log(c.mid, current);
-                return Err(e);
-            }
-        };
         let mid = c.mid;
-        let written = self.write(move |conn| {
+        let fresh = match (&c.log, decisions) {
+            (LogSlot::Hot(_), Some(_)) => false,
+            (_, Some(_)) => {
+                while self.write(move |conn| drop_log_chunk(conn, mid))? {}
+                true
+            }
+            (_, None) => false,
+        };
+        let off = decisions.is_none();
+        self.write(move |conn| {
             conn.execute(
-                "UPDATE models SET decisions = ?2 WHERE mid = ?1",
-                params![mid, text],
+                "UPDATE models SET decisions = ?2, \
+                 decision_meta = CASE WHEN ?3 THEN NULL ELSE decision_meta END WHERE mid = ?1",
+                params![mid, text, off || fresh],
             )
             .map_err(sq)?;
-            if text.is_none() {
-                conn.execute("DELETE FROM decision_logs WHERE mid = ?1", [mid])
-                    .map_err(sq)?;
-            }
             Ok(())
-        });
-        match written {
-            Ok(()) => self.put_log(mid, next),
-            Err(_) => self.put_log(mid, current),
+        })?;
+        // Committed: memory follows.
+        match decisions {
+            None => c.log = LogSlot::Plain,
+            Some(d) => match &mut c.log {
+                LogSlot::Hot(h) if !fresh => h.log.set_config(d.clone())?,
+                _ => {
+                    c.log = LogSlot::Hot(Box::new(HotLog::new(partial_log(
+                        BACKEND,
+                        d.clone(),
+                        None,
+                    )?)))
+                }
+            },
         }
-        written
+        Ok(())
     }
 
-    /// Runs a decision call on `owner`'s model `id` at `now` (Unix
-    /// seconds), `debit` making the call's debit of `n`. `Ok(None)`: a
-    /// logging predict on a model that logs no decisions (the caller
-    /// predicts plainly).
-    pub(super) fn decision_call(
+    /// Deletes the rows of the log of model `id` of `owner` in chunks, one
+    /// writer job each, while the model logs no decisions (a model deleted
+    /// meanwhile: all of them).
+    pub(super) fn drop_log_rows(&self, owner: &str, id: &str, mid: i64) -> Result<()> {
+        loop {
+            let more = self.with_model(owner, id, |c| {
+                self.know_log(c)?;
+                if !matches!(c.log, LogSlot::Plain) {
+                    return Ok(false);
+                }
+                self.write(move |conn| drop_log_chunk(conn, mid))
+            });
+            match more {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(Error::NotFound(_)) => return self.drop_deleted_log(mid),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes the log rows of a deleted model, in chunks.
+    pub(super) fn drop_deleted_log(&self, mid: i64) -> Result<()> {
+        while self.write(move |conn| drop_log_chunk(conn, mid))? {}
+        Ok(())
+    }
+
+    /// Runs the decision part of `call` on model `c` (its lock held) at
+    /// `now` (Unix seconds), `debit` making the call's debit of `n`, and
+    /// enqueues its writes for `waiting`. `None`, having changed nothing,
+    /// when `may_read` is false and the call must read the file first.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decision_locked(
+        &self,
+        c: &mut Cached,
+        call: Call<'_>,
+        now: i64,
+        limits: &TierLimits,
+        debit: impl FnOnce(CallKind, u64) -> Result<Debit>,
+        waiting: Waiting,
+        may_read: bool,
+    ) -> Option<Result<Locked>> {
+        let now_ms = millis(now);
+        if matches!(c.log, LogSlot::Unknown) {
+            if !may_read {
+                return None;
+            }
+            if let Err(e) = self.know_log(c) {
+                return Some(Err(e));
+            }
+        }
+        let hot = match &mut c.log {
+            LogSlot::Hot(h) => h,
+            _ => {
+                return Some(match call {
+                    Call::Decide(_) => Ok(Locked::Plain),
+                    _ => without_log(call).map(|r| Locked::Done(Ok(r), None)),
+                })
+            }
+        };
+        let reads = matches!(call, Call::Settle) || !missing(&hot.log, call, now_ms).is_empty();
+        if reads {
+            if !may_read {
+                return None;
+            }
+            let mut rows = FileRows {
+                store: self,
+                mid: c.mid,
+            };
+            if let Err(e) = load(&mut hot.log, call, now_ms, &mut rows) {
+                return Some(Err(e));
+            }
+        }
+        Some(self.run_call(c, call, now, limits, debit, waiting))
+    }
+
+    /// [`SqliteStore::decision_locked`] once the log holds what the call
+    /// reads.
+    fn run_call(
+        &self,
+        c: &mut Cached,
+        call: Call<'_>,
+        now: i64,
+        limits: &TierLimits,
+        debit: impl FnOnce(CallKind, u64) -> Result<Debit>,
+        waiting: Waiting,
+    ) -> Result<Locked> {
+        let now_ms = millis(now);
+        let LogSlot::Hot(hot) = &mut c.log else {
+            return Err(Error::Internal("a decision call lost its log".into()));
+        };
+        let mut made = None;
+        let room = Room {
+            limits,
+            held: c.table.len(),
+        };
+        let planned = plan(
+            &mut hot.log,
+            &mut c.learner,
+            &c.table,
+            room,
+            call,
+            now_ms,
+            |kind, n| {
+                made = Some(debit(kind, n)?);
+                Ok(())
+            },
+        );
+        let (planned, debit) = match (planned, made) {
+            (Ok(p), Some(d)) => (p, d),
+            (Err(e), made) => {
+                if let Some(d) = &made {
+                    self.refund(d);
+                }
+                // Nothing changed (`plan`); what it marked is unchanged.
+                let _ = hot.log.take_changes();
+                return Err(e);
+            }
+            (Ok(_), None) => return Err(Error::Internal("a decision call made no debit".into())),
+        };
+        let len_before = c.table.len();
+        let episodes_before = c.learner.counters().episodes;
+        let mut touched = Vec::new();
+        let applied = apply(
+            &mut c.learner,
+            &mut Tracked {
+                table: &mut c.table,
+                touched: &mut touched,
+            },
+            &planned.transitions,
+        );
+        if !planned.transitions.is_empty() {
+            c.updated_at = now;
+        }
+        let changes = hot.log.take_changes();
+        let (decisions, episodes) = changed_rows(BACKEND, &hot.log, &changes)?;
+        let stats = hot.log.stats();
+        let meta = meta_bytes(&stats, hot.log.last_id());
+        let rows = row_writes(&c.table, touched, len_before);
+        let ended = c.learner.counters().episodes != episodes_before;
+        let mut job = learn_job(c, debit, ended, rows);
+        let finished: Vec<String> = decisions
+            .iter()
+            .filter(|d| d.status >= status_code(DecisionStatus::Applied))
+            .map(|d| d.id.clone())
+            .collect();
+        job.decisions = Some(Box::new(LogWrite {
+            meta,
+            decisions,
+            episodes,
+        }));
+        // Enqueued under the model's lock: the queue order is its serial order.
+        let ticket = self.enqueue_for(Job::Learn(job), waiting)?;
+        c.last_seq = ticket.seq;
+        let LogSlot::Hot(hot) = &mut c.log else {
+            return Err(Error::Internal("a decision call lost its log".into()));
+        };
+        for id in finished {
+            hot.latest.insert(id.clone(), ticket.seq);
+            hot.finished.push_back((ticket.seq, id));
+        }
+        hot.evict(self.inner.done.committed.load(Ordering::Acquire));
+        Ok(Locked::Done(applied.map(|()| planned.reply), Some(ticket)))
+    }
+
+    /// Runs a blocking decision call on `owner`'s model `id`. `Ok(None)`:
+    /// a logging predict on a model that logs no decisions.
+    fn decision_call(
         &self,
         owner: &str,
         id: &str,
@@ -196,106 +412,22 @@ impl SqliteStore {
         limits: &TierLimits,
         debit: impl FnOnce(CallKind, u64) -> Result<Debit>,
     ) -> Result<Option<Reply>> {
-        let now_ms = millis(now);
         let done = self.with_model(owner, id, |c| {
-            let Some(mut log) = self.take_log(c)? else {
-                self.put_log(c.mid, None);
-                return match call {
-                    Call::Decide(_) => Ok(None),
-                    _ => without_log(call).map(|r| Some((Ok(r), None))),
-                };
-            };
-            let mut made = None;
-            let room = Room {
-                limits,
-                held: c.table.len(),
-            };
-            let planned = plan(
-                &mut log,
-                &mut c.learner,
-                &c.table,
-                room,
-                call,
-                now_ms,
-                |kind, n| {
-                    made = Some(debit(kind, n)?);
-                    Ok(())
-                },
-            );
-            // `plan` leaves the log as it was when it fails.
-            let (planned, debit) = match (planned, made) {
-                (Ok(p), Some(d)) => (p, d),
-                (Err(e), made) => {
-                    if let Some(d) = &made {
-                        self.refund(d);
-                    }
-                    self.put_log(c.mid, Some(log));
-                    return Err(e);
-                }
-                (Ok(_), None) => {
-                    self.put_log(c.mid, Some(log));
-                    return Err(Error::Internal("a decision call made no debit".into()));
-                }
-            };
-            let len_before = c.table.len();
-            let episodes_before = c.learner.counters().episodes;
-            let mut touched = Vec::new();
-            let applied = apply(
-                &mut c.learner,
-                &mut Tracked {
-                    table: &mut c.table,
-                    touched: &mut touched,
-                },
-                &planned.transitions,
-            );
-            if !planned.transitions.is_empty() {
-                c.updated_at = now;
-            }
-            log.prune(now_ms);
-            let encoded = encode(BACKEND, &log);
-            self.put_log(c.mid, Some(log));
-            let (bytes, next_deadline_ms) = encoded?;
-            let rows = row_writes(&c.table, touched, len_before);
-            let ended = c.learner.counters().episodes != episodes_before;
-            let mut job = learn_job(c, debit, ended, rows);
-            job.decisions = Some(LogWrite {
-                log: bytes,
-                next_deadline_ms,
-            });
-            // Enqueued under the model's lock: the queue order is its serial order.
-            let seq = self.enqueue(Job::Learn(job))?;
-            c.last_seq = seq.seq;
-            Ok(Some((applied.map(|()| planned.reply), Some(seq))))
+            self.decision_locked(c, call, now, limits, debit, Waiting::Thread, true)
+                .unwrap_or_else(|| Err(Error::Internal("a blocking decision call declined".into())))
         })?;
-        let Some((reply, seq)) = done else {
-            return Ok(None);
-        };
-        if let Some(seq) = seq {
-            self.wait(seq)?;
-            self.trim_if_over();
+        match done {
+            Locked::Plain => Ok(None),
+            Locked::Done(reply, ticket) => {
+                if let Some(t) = ticket {
+                    self.wait(t)?;
+                    self.trim_if_over();
+                }
+                reply.map(Some)
+            }
         }
-        reply.map(Some)
     }
 
-    /// A page of `owner`'s model `id`'s decision log.
-    pub(super) fn decision_page(
-        &self,
-        owner: &str,
-        id: &str,
-        query: &DecisionQuery,
-    ) -> Result<DecisionPage> {
-        self.with_model(owner, id, |c| {
-            let log = self.take_log(c)?;
-            let out = match &log {
-                Some(log) => page(log, query),
-                None => DecisionPage::empty(),
-            };
-            self.put_log(c.mid, log);
-            Ok(out)
-        })
-    }
-
-    /// A metered decision call of `meter`'s user.
     pub(super) fn metered_call(
         &self,
         meter: &Meter<'_>,
@@ -313,13 +445,14 @@ impl SqliteStore {
     }
 
     /// Settles every model with a passed deadline (see
-    /// [`crate::store::Store::settle`]).
+    /// [`crate::store::Store::settle`]), and prunes the logs past their
+    /// retention (at most once a minute).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
         let due: Vec<(String, String)> = self.read(|c| {
             let mut st = c
                 .prepare_cached(
-                    "SELECT m.owner, m.id FROM decision_logs d JOIN models m ON m.mid = d.mid \
-                     WHERE d.next_deadline_ms <= ?1",
+                    "SELECT m.owner, m.id FROM models m WHERE m.mid IN \
+                     (SELECT DISTINCT mid FROM decisions WHERE status = 0 AND closes_ms <= ?1)",
                 )
                 .map_err(sq)?;
             let rows = st
@@ -348,6 +481,100 @@ impl SqliteStore {
                 Err(e) => return Err(e),
             }
         }
+        let last = self.inner.last_prune.load(Ordering::Relaxed);
+        if now >= last + PRUNE_EVERY_SECS
+            && self
+                .inner
+                .last_prune
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.prune_all(now)?;
+        }
         Ok(learned)
+    }
+
+    /// [`Store::decide_nonblocking`](crate::store::Store::decide_nonblocking).
+    pub(super) fn decide_quick(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        request: &Decide<'_>,
+    ) -> Option<Result<(Decided, Durable)>> {
+        let r = self.try_with_model(meter.user_id, model_id, |c| {
+            // Only for a user whose month is in memory, and when the log
+            // holds what the call reads: nothing to read from the file.
+            if !self.usage_in_memory(meter) {
+                return None;
+            }
+            let plain = match self.quick_locked(c, meter, Call::Decide(request))? {
+                Ok(Locked::Plain) => true,
+                Ok(Locked::Done(reply, ticket)) => {
+                    return Some(Ok((reply.and_then(Reply::decided), ticket)));
+                }
+                Err(e) => return Some(Err(e)),
+            };
+            debug_assert!(plain);
+            let (state, explore, allowed) =
+                (request.state, request.explore, request.allowed_actions);
+            Some(
+                self.predict_locked(c, meter, state, explore, allowed, Waiting::Task)
+                    .map(|(prediction, ticket)| {
+                        let decided = Decided {
+                            prediction,
+                            decision: None,
+                        };
+                        (Ok(decided), Some(ticket))
+                    }),
+            )
+        })?;
+        Some(r.and_then(|(decided, ticket)| {
+            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
+            decided.map(|d| (d, durable))
+        }))
+    }
+
+    /// [`Store::rewards_nonblocking`](crate::store::Store::rewards_nonblocking).
+    pub(super) fn rewards_quick(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
+        let r = self.try_with_model(meter.user_id, model_id, |c| {
+            if !self.usage_in_memory(meter) {
+                return None;
+            }
+            match self.quick_locked(c, meter, Call::Rewards(rewards))? {
+                Ok(Locked::Done(reply, ticket)) => Some(Ok((reply, ticket))),
+                Ok(Locked::Plain) => {
+                    Some(Err(Error::Internal("rewards answered as a predict".into())))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })?;
+        Some(r.and_then(|(reply, ticket)| {
+            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
+            reply.and_then(Reply::rewarded).map(|r| (r, durable))
+        }))
+    }
+
+    /// A metered decision call of `meter`'s user on model `c` that must
+    /// not block (see [`SqliteStore::decision_locked`]).
+    fn quick_locked(
+        &self,
+        c: &mut Cached,
+        meter: &Meter<'_>,
+        call: Call<'_>,
+    ) -> Option<Result<Locked>> {
+        self.decision_locked(
+            c,
+            call,
+            meter.now,
+            meter.limits,
+            |kind, n| self.debit(meter, kind, n),
+            Waiting::Task,
+            false,
+        )
     }
 }

@@ -93,6 +93,7 @@ mod accounts;
 mod cache;
 mod calls;
 mod checkpointer;
+mod decision_rows;
 mod decisions;
 mod lock;
 mod lru;
@@ -103,7 +104,7 @@ mod writer;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -207,10 +208,11 @@ struct Inner {
     lru: Mutex<Lru<Slot>>,
     /// user -> month -> that month's usage (per day, kind, overage).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, MonthTally>>>,
-    /// The decision logs of the models used since the store opened, by
-    /// `mid` (`None`: the model logs no decisions); an entry is read and
-    /// written under its model's lock (see `decisions.rs`).
-    decisions: Mutex<HashMap<i64, Option<crate::decisions::DecisionLog>>>,
+    /// Cached models whose decision log (or its absence) is known
+    /// (`decisions.rs`; the log is kept with the cached model).
+    logs_held: AtomicUsize,
+    /// When the decision logs were last pruned (Unix seconds).
+    last_prune: AtomicI64,
     /// Frames in the WAL after the last commit (SQLite's WAL hook), read by
     /// the checkpointer and the writer (`checkpointer.rs`).
     wal_frames: Arc<AtomicI64>,
@@ -273,6 +275,7 @@ impl SqliteStore {
         ))
         .map_err(sq)?;
         migrate(&mut conn, migrations::SQLITE)?;
+        decision_rows::tidy_logs(&mut conn)?;
         let next_tab = tidy_tables(&conn)?;
         // After `wal_autocheckpoint` (which replaces the hook).
         let wal_frames = Arc::new(AtomicI64::new(0));
@@ -293,7 +296,8 @@ impl SqliteStore {
             models: RwLock::new(HashMap::new()),
             lru: Mutex::new(Lru::new(options.cache_bytes)),
             usage: Mutex::new(HashMap::new()),
-            decisions: Mutex::new(HashMap::new()),
+            logs_held: AtomicUsize::new(0),
+            last_prune: AtomicI64::new(0),
             wal_frames: wal_frames.clone(),
             next_tab: AtomicI64::new(next_tab),
             checkpoints,

@@ -11,6 +11,7 @@ use std::thread::Thread;
 
 use rusqlite::{params, Connection};
 
+use super::decision_rows::LogWrite;
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::store::encoding::{key_bytes, values_bytes};
@@ -64,13 +65,7 @@ pub(super) struct Learn {
     pub(super) usage: Option<UsageDelta>,
     /// The model's decision log after a decision call (issue 14), written
     /// in the same transaction as its rows.
-    pub(super) decisions: Option<LogWrite>,
-}
-
-/// A model's serialized decision log and its earliest open deadline.
-pub(super) struct LogWrite {
-    pub(super) log: Vec<u8>,
-    pub(super) next_deadline_ms: Option<i64>,
+    pub(super) decisions: Option<Box<LogWrite>>,
 }
 
 /// A call's usage row: `n` calls of `kind`, `overage` of them past the quota.
@@ -208,7 +203,7 @@ pub(super) struct PendingModel {
     pub(super) updated_at: Option<i64>,
     /// By table number and row number.
     pub(super) rows: BTreeMap<(i64, i64), PendingRow>,
-    pub(super) decisions: Option<LogWrite>,
+    pub(super) decisions: Option<Box<LogWrite>>,
 }
 
 impl Pending {
@@ -237,8 +232,11 @@ impl Pending {
         if l.updated_at.is_some() {
             m.updated_at = l.updated_at;
         }
-        if l.decisions.is_some() {
-            m.decisions = l.decisions;
+        if let Some(d) = l.decisions {
+            match &mut m.decisions {
+                Some(old) => old.merge(*d),
+                None => m.decisions = Some(d),
+            }
         }
         for r in l.rows {
             match m.rows.get_mut(&(l.tab, r.row_no)) {
@@ -268,17 +266,10 @@ impl Pending {
             )?;
             let mut upd_row =
                 c.prepare_cached("UPDATE q_rows SET vals = ?3 WHERE mid = ?1 AND row_no = ?2")?;
-            // Only while the model exists (its row is the log's parent).
-            let mut put_log = c.prepare_cached(
-                "INSERT INTO decision_logs (mid, log, next_deadline_ms) \
-                 SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM models WHERE mid = ?1) \
-                 ON CONFLICT (mid) DO UPDATE SET log = excluded.log, \
-                 next_deadline_ms = excluded.next_deadline_ms",
-            )?;
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
                 if let Some(d) = m.decisions {
-                    put_log.execute(params![mid, d.log, d.next_deadline_ms])?;
+                    (*d).flush(c, mid)?;
                 }
                 for ((tab, row_no), (key, vals)) in m.rows {
                     match key {

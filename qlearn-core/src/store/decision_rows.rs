@@ -1,0 +1,478 @@
+//! The decision log as rows (issue 14), shared by the SQL stores: a row
+//! per decision and a row per episode, a model's counts in one small
+//! column, and the loading of only the rows a call reads into a partly
+//! loaded [`DecisionLog`] (see `decisions/partial.rs`).
+//!
+//! | column | layout |
+//! | --- | --- |
+//! | `state` | the state as sent, packed like a Q-row key (tag + i64, UTF-8 or f64s) |
+//! | `allowed` | the allowed actions, u16 each (NULL: all) |
+//! | `reward_ids` | per id: its length (u8), the id, its value (f64); NULL when none |
+//! | `status` | 0 open, 1 closed, 2 applied, 3 expired |
+//! | episode `end_json` | the [`EpisodeEnd`] as JSON (NULL: going on) |
+//! | model `decision_meta` | version 1, then decisions, rewards, pending, late, defaulted, applied, last id (u64 each) |
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::decisions::{
+    Changes, DecisionLog, DecisionRecord, DecisionStats, DecisionStatus, DecisionsConfig,
+    EpisodeEnd, EpisodeRecord, LogParts, Missing,
+};
+use crate::error::{Error, Result};
+use crate::store::decisions::Call;
+use crate::store::encoding::{decode_key, key_bytes};
+
+/// The columns of a decision row, in [`DecisionRow`]'s order.
+pub(crate) const DECISION_COLS: &str = "id, episode, step, time_ms, closes_ms, state, allowed, \
+     action, prob, status, acc, rewards, reward_ids, learned, applied_seq";
+
+/// The columns of an episode row, in [`EpisodeRow`]'s order.
+pub(crate) const EPISODE_COLS: &str = "id, n_steps, end_json, learned_return";
+
+const META_V1: u8 = 1;
+const META_LEN: usize = 1 + 7 * 8;
+
+fn corrupt(backend: &'static str, what: impl std::fmt::Display) -> Error {
+    Error::storage(backend, format!("corrupt data in the database: {what}"))
+}
+
+/// A decision as its row's columns.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct DecisionRow {
+    pub(crate) id: String,
+    pub(crate) episode: Option<String>,
+    pub(crate) step: i64,
+    pub(crate) time_ms: i64,
+    pub(crate) closes_ms: i64,
+    pub(crate) state: Vec<u8>,
+    pub(crate) allowed: Option<Vec<u8>>,
+    pub(crate) action: i64,
+    pub(crate) prob: f64,
+    pub(crate) status: i64,
+    pub(crate) acc: Option<f64>,
+    pub(crate) rewards: i64,
+    pub(crate) reward_ids: Option<Vec<u8>>,
+    pub(crate) learned: Option<f64>,
+    pub(crate) applied_seq: Option<i64>,
+}
+
+/// An episode as its row's columns.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct EpisodeRow {
+    pub(crate) id: String,
+    pub(crate) n_steps: i64,
+    pub(crate) end_json: Option<String>,
+    pub(crate) learned_return: f64,
+}
+
+/// The status as stored.
+pub(crate) fn status_code(s: DecisionStatus) -> i64 {
+    match s {
+        DecisionStatus::Open => 0,
+        DecisionStatus::Closed => 1,
+        DecisionStatus::Applied => 2,
+        DecisionStatus::Expired => 3,
+    }
+}
+
+fn status_of(backend: &'static str, code: i64) -> Result<DecisionStatus> {
+    Ok(match code {
+        0 => DecisionStatus::Open,
+        1 => DecisionStatus::Closed,
+        2 => DecisionStatus::Applied,
+        3 => DecisionStatus::Expired,
+        c => return Err(corrupt(backend, format!("decision status {c}"))),
+    })
+}
+
+/// The row of a decision.
+pub(crate) fn decision_row(rec: &DecisionRecord) -> DecisionRow {
+    let allowed = rec.allowed_actions.as_ref().map(|a| {
+        let mut b = Vec::with_capacity(a.len() * 2);
+        for &x in a {
+            b.extend_from_slice(&(x as u16).to_le_bytes());
+        }
+        b
+    });
+    let reward_ids = (!rec.reward_ids.is_empty()).then(|| {
+        let mut b = Vec::new();
+        for (id, v) in &rec.reward_ids {
+            b.push(id.len() as u8);
+            b.extend_from_slice(id.as_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b
+    });
+    DecisionRow {
+        id: rec.decision_id.clone(),
+        episode: rec.episode_id.clone(),
+        step: rec.step as i64,
+        time_ms: rec.time_ms,
+        closes_ms: rec.closes_at_ms,
+        state: key_bytes(rec.state.as_ref()),
+        allowed,
+        action: rec.action as i64,
+        prob: rec.probability,
+        status: status_code(rec.status),
+        acc: rec.acc,
+        rewards: i64::from(rec.rewards),
+        reward_ids,
+        learned: rec.learned_reward,
+        applied_seq: rec.applied_seq.map(|s| s as i64),
+    }
+}
+
+/// The decision of a row.
+pub(crate) fn decision_from_row(backend: &'static str, r: DecisionRow) -> Result<DecisionRecord> {
+    let bad = |what: &str| corrupt(backend, format!("decision {:?}: {what}", r.id));
+    let allowed_actions = match &r.allowed {
+        None => None,
+        Some(b) if b.len() % 2 == 0 => Some(
+            b.chunks_exact(2)
+                .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+        ),
+        Some(_) => return Err(bad("allowed actions of odd length")),
+    };
+    let mut reward_ids = BTreeMap::new();
+    if let Some(mut b) = r.reward_ids.as_deref() {
+        while let Some((&n, rest)) = b.split_first() {
+            let n = usize::from(n);
+            if rest.len() < n + 8 {
+                return Err(bad("truncated reward ids"));
+            }
+            let id = std::str::from_utf8(&rest[..n]).map_err(|_| bad("reward id not UTF-8"))?;
+            let mut v = [0u8; 8];
+            v.copy_from_slice(&rest[n..n + 8]);
+            reward_ids.insert(id.to_owned(), f64::from_le_bytes(v));
+            b = &rest[n + 8..];
+        }
+    }
+    Ok(DecisionRecord {
+        state: decode_key(backend, &r.state)?.to_state(),
+        status: status_of(backend, r.status)?,
+        step: u64::try_from(r.step).map_err(|_| bad("negative step"))?,
+        action: usize::try_from(r.action).map_err(|_| bad("negative action"))?,
+        rewards: u32::try_from(r.rewards).map_err(|_| bad("reward count"))?,
+        applied_seq: r.applied_seq.and_then(|s| u64::try_from(s).ok()),
+        decision_id: r.id,
+        episode_id: r.episode,
+        time_ms: r.time_ms,
+        closes_at_ms: r.closes_ms,
+        allowed_actions,
+        probability: r.prob,
+        acc: r.acc,
+        reward_ids,
+        learned_reward: r.learned,
+    })
+}
+
+/// The row of an episode.
+pub(crate) fn episode_row(
+    backend: &'static str,
+    id: &str,
+    e: &EpisodeRecord,
+) -> Result<EpisodeRow> {
+    let end_json = e
+        .end
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| Error::storage(backend, format!("episode end: {err}")))?;
+    Ok(EpisodeRow {
+        id: id.to_owned(),
+        n_steps: e.steps.len() as i64,
+        end_json,
+        learned_return: e.learned_return,
+    })
+}
+
+/// The episode of a row: its steps as many empty ids (see
+/// [`DecisionLog::load_episode`]).
+pub(crate) fn episode_from_row(backend: &'static str, r: EpisodeRow) -> Result<EpisodeRecord> {
+    let n = usize::try_from(r.n_steps).map_err(|_| corrupt(backend, "negative episode length"))?;
+    let end = r
+        .end_json
+        .map(|t| serde_json::from_str::<EpisodeEnd>(&t))
+        .transpose()
+        .map_err(|e| corrupt(backend, format!("episode end: {e}")))?;
+    Ok(EpisodeRecord {
+        steps: vec![String::new(); n],
+        end,
+        learned_return: r.learned_return,
+    })
+}
+
+/// A model's decision counts and last generated id, as stored.
+pub(crate) fn meta_bytes(stats: &DecisionStats, last_id: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(META_LEN);
+    b.push(META_V1);
+    for n in [
+        stats.decisions,
+        stats.rewards,
+        stats.pending,
+        stats.late,
+        stats.defaulted,
+        stats.applied,
+        last_id,
+    ] {
+        b.extend_from_slice(&n.to_le_bytes());
+    }
+    b
+}
+
+/// Stored counts and last id (none stored: zeros).
+pub(crate) fn meta_from_bytes(
+    backend: &'static str,
+    b: Option<&[u8]>,
+) -> Result<(DecisionStats, u64)> {
+    let Some(b) = b else {
+        return Ok((DecisionStats::default(), 0));
+    };
+    if b.len() != META_LEN || b[0] != META_V1 {
+        return Err(corrupt(backend, "decision counts of unknown layout"));
+    }
+    let n = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[1 + 8 * i..9 + 8 * i]);
+        u64::from_le_bytes(a)
+    };
+    Ok((
+        DecisionStats {
+            decisions: n(0),
+            rewards: n(1),
+            pending: n(2),
+            late: n(3),
+            defaulted: n(4),
+            applied: n(5),
+        },
+        n(6),
+    ))
+}
+
+/// An empty, partly loaded log with a model's stored counts, tracking its
+/// changes.
+pub(crate) fn partial_log(
+    backend: &'static str,
+    config: DecisionsConfig,
+    meta: Option<&[u8]>,
+) -> Result<DecisionLog> {
+    let (stats, last_id) = meta_from_bytes(backend, meta)?;
+    let mut log = DecisionLog::from_parts(LogParts {
+        config,
+        decisions: Vec::new(),
+        episodes: Vec::new(),
+        last_id,
+        stats,
+    })?;
+    log.track_changes();
+    Ok(log)
+}
+
+/// Where a store reads the rows a call needs.
+pub(crate) trait Rows {
+    /// A decision by id.
+    fn decision(&mut self, id: &str) -> Result<Option<DecisionRecord>>;
+    /// An episode by id.
+    fn episode(&mut self, id: &str) -> Result<Option<EpisodeRecord>>;
+    /// Step `k` of an episode.
+    fn step(&mut self, episode: &str, k: u64) -> Result<Option<DecisionRecord>>;
+    /// The open decisions whose window has closed by `now_ms`.
+    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>>;
+}
+
+/// What `log` lacks for `call` at `now_ms` (empty: it can run from memory).
+pub(crate) fn missing(log: &DecisionLog, call: Call<'_>, now_ms: i64) -> Vec<Missing> {
+    match call {
+        Call::Decide(d) => log.missing_for_decide(d.decision_id, d.episode_id),
+        Call::Rewards(r) => log.missing_for_rewards(r.iter().map(|r| r.decision_id.as_str())),
+        Call::End { episode_id, .. } => log.missing_for_end(episode_id),
+        Call::Settle => log.missing_for_due(now_ms),
+    }
+}
+
+/// Loads into `log` what `call` reads and `log` lacks (for a settlement,
+/// first every due decision `rows` holds): a decision with its episode,
+/// an episode, a step.
+pub(crate) fn load(
+    log: &mut DecisionLog,
+    call: Call<'_>,
+    now_ms: i64,
+    rows: &mut dyn Rows,
+) -> Result<()> {
+    if let Call::Settle = call {
+        for rec in rows.due(now_ms)? {
+            load_with_episode(log, rec, rows)?;
+        }
+    }
+    let mut tried: HashSet<Missing> = HashSet::new();
+    loop {
+        let todo: Vec<Missing> = missing(log, call, now_ms)
+            .into_iter()
+            .filter(|m| !tried.contains(m))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        for m in todo {
+            match &m {
+                Missing::Decision(id) => {
+                    if let Some(rec) = rows.decision(id)? {
+                        load_with_episode(log, rec, rows)?;
+                    }
+                }
+                Missing::Episode(ep) => {
+                    if let Some(e) = rows.episode(ep)? {
+                        log.load_episode(ep.clone(), e);
+                    }
+                }
+                Missing::Step(ep, k) => {
+                    if let Some(rec) = rows.step(ep, *k)? {
+                        log.load_decision(rec);
+                    }
+                }
+            }
+            tried.insert(m);
+        }
+    }
+}
+
+fn load_with_episode(
+    log: &mut DecisionLog,
+    rec: DecisionRecord,
+    rows: &mut dyn Rows,
+) -> Result<()> {
+    if let Some(ep) = &rec.episode_id {
+        if log.episode(ep).is_none() {
+            if let Some(e) = rows.episode(ep)? {
+                log.load_episode(ep.clone(), e);
+            }
+        }
+    }
+    log.load_decision(rec);
+    Ok(())
+}
+
+/// The rows of what changed.
+pub(crate) fn changed_rows(
+    backend: &'static str,
+    log: &DecisionLog,
+    changes: &Changes,
+) -> Result<(Vec<DecisionRow>, Vec<EpisodeRow>)> {
+    let decisions = changes
+        .decisions
+        .iter()
+        .filter_map(|id| log.get(id))
+        .map(decision_row)
+        .collect();
+    let episodes = changes
+        .episodes
+        .iter()
+        .filter_map(|id| log.episode(id).map(|e| (id, e)))
+        .map(|(id, e)| episode_row(backend, id, e))
+        .collect::<Result<_>>()?;
+    Ok((decisions, episodes))
+}
+
+/// A log stored whole by an earlier version (one JSON value per model),
+/// as rows: its decisions, its episodes and its counts.
+pub(crate) fn rows_of_blob(
+    backend: &'static str,
+    blob: &[u8],
+) -> Result<(Vec<DecisionRow>, Vec<EpisodeRow>, Vec<u8>)> {
+    let log: DecisionLog =
+        serde_json::from_slice(blob).map_err(|e| corrupt(backend, format!("decision log: {e}")))?;
+    let parts = log.into_parts();
+    let last_id = parts
+        .decisions
+        .iter()
+        .filter_map(|d| crate::decisions::generated_number(&d.decision_id))
+        .fold(parts.last_id, u64::max);
+    let decisions = parts.decisions.iter().map(decision_row).collect();
+    let episodes = parts
+        .episodes
+        .iter()
+        .map(|(id, e)| episode_row(backend, id, e))
+        .collect::<Result<_>>()?;
+    Ok((decisions, episodes, meta_bytes(&parts.stats, last_id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::State;
+
+    #[test]
+    fn rows_round_trip() {
+        let mut reward_ids = BTreeMap::new();
+        reward_ids.insert("click".to_owned(), -2.5);
+        reward_ids.insert("buy".to_owned(), 1.0);
+        for state in [
+            State::Int(-3),
+            State::Str("s".into()),
+            State::Array(vec![-0.0, 1.5]),
+        ] {
+            let rec = DecisionRecord {
+                decision_id: "d1".into(),
+                episode_id: Some("e".into()),
+                step: 4,
+                time_ms: 1_700_000_000_123,
+                closes_at_ms: 1_700_000_060_123,
+                state,
+                allowed_actions: Some(vec![0, 4095]),
+                action: 4095,
+                probability: 0.25,
+                status: DecisionStatus::Applied,
+                acc: Some(3.0),
+                rewards: 2,
+                reward_ids: reward_ids.clone(),
+                learned_reward: Some(3.0),
+                applied_seq: Some(17),
+            };
+            let back = decision_from_row("t", decision_row(&rec)).unwrap();
+            assert_eq!(back, rec);
+            if let State::Array(a) = &back.state {
+                assert!(a[0].is_sign_negative(), "the state is kept as sent");
+            }
+        }
+        let stats = DecisionStats {
+            decisions: 9,
+            rewards: 8,
+            pending: 7,
+            late: 6,
+            defaulted: 5,
+            applied: 4,
+        };
+        assert_eq!(
+            meta_from_bytes("t", Some(&meta_bytes(&stats, 3))).unwrap(),
+            (stats, 3)
+        );
+        assert!(meta_from_bytes("t", Some(&[1, 2])).is_err());
+        let mut bad = decision_row(&DecisionRecord {
+            reward_ids: reward_ids.clone(),
+            ..decision_from_row("t", decision_row_min()).unwrap()
+        });
+        bad.reward_ids.as_mut().unwrap().pop();
+        assert!(decision_from_row("t", bad).is_err());
+    }
+
+    fn decision_row_min() -> DecisionRow {
+        DecisionRow {
+            id: "x".into(),
+            episode: None,
+            step: 0,
+            time_ms: 0,
+            closes_ms: 0,
+            state: key_bytes(State::Int(1).as_ref()),
+            allowed: None,
+            action: 0,
+            prob: 1.0,
+            status: 0,
+            acc: None,
+            rewards: 0,
+            reward_ids: None,
+            learned: None,
+            applied_seq: None,
+        }
+    }
+}
