@@ -156,6 +156,7 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     assert.ok(['up', 'down', 'left', 'right'].some((n) => name.includes(n)), `action name shown: ${name}`);
     assert.equal(await page.locator('[data-testid="q-bar"]').count(), 4);
     assert.equal(await page.locator('#pred-explored').getAttribute('data-explored'), 'false');
+    assert.ok(await page.locator('#pred-decision-box').isHidden(), 'a model without decisions logs none');
     // the feedback form is pre-filled with the decision
     assert.equal(await page.locator('#fb-state').inputValue(), '[0, 0]');
     assert.equal(await page.locator('#fb-action').inputValue(), String(action));
@@ -528,10 +529,12 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await page.fill('#state-input', 'lobby');
     await page.click('#predict-btn');
     await page.locator('#predict-result').waitFor({ state: 'visible' });
+    const logged = await untilText(page.locator('#pred-decision'), /^d\w+ · p = [\d.]+$/);
     await untilText(page.locator('#dstat-decisions'), /^5$/);
     const top = page.locator('[data-testid="decision-row"]').first();
     assert.equal(await top.getAttribute('data-status'), 'open');
     assert.match(await top.textContent(), /lobby/);
+    assert.equal(await top.getAttribute('data-decision-id'), logged.split(' ')[0]);
   });
 
   await t.test('no console errors during the run', async () => {

@@ -55,6 +55,8 @@ function renderPrediction(res) {
   tag.className = `tag ${res.explored ? 'explored' : ''}`;
   tag.dataset.explored = String(!!res.explored);
   $('#pred-epsilon').textContent = fmtNum(res.epsilon, 4);
+  $('#pred-decision-box').hidden = !res.decision_id;
+  $('#pred-decision').textContent = res.decision_id ? `${res.decision_id} · p = ${fmtNum(res.probability, 3)}` : '';
   const q = res.q_values || [];
   const maxAbs = Math.max(1e-9, ...q.map((v) => Math.abs(v)));
   const hasNeg = q.some((v) => v < 0);
