@@ -264,11 +264,15 @@ fn a_reshape_lets_other_tenants_commit_and_makes_its_own_model_wait() {
 fn wal_state(db: &Path) -> (u32, u64) {
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    let bytes = std::fs::read(&wal).unwrap_or_default();
-    let seq = bytes
-        .get(12..16)
-        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-    (seq, bytes.len() as u64)
+    let Ok(mut f) = std::fs::File::open(&wal) else {
+        return (0, 0);
+    };
+    let mut head = [0u8; 16];
+    let seq = match std::io::Read::read_exact(&mut f, &mut head) {
+        Ok(()) => u32::from_be_bytes([head[12], head[13], head[14], head[15]]),
+        Err(_) => 0,
+    };
+    (seq, f.metadata().map_or(0, |m| m.len()))
 }
 
 /// The WAL size (bytes) past which the writer itself waits for a
