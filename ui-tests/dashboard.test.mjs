@@ -549,7 +549,7 @@ test('a white-labelled dashboard and API viewer (issue 17)', async () => {
   const errors = [];
   try {
     const p = await ctx.newPage();
-    p.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    p.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} @ ${m.location()?.url || ''} on ${p.url()}`); });
     p.on('pageerror', (e) => errors.push(e.message));
     const res = await p.goto(branded.base + '/', { waitUntil: 'load' });
     assert.equal(res.status(), 200);
@@ -564,6 +564,7 @@ test('a white-labelled dashboard and API viewer (issue 17)', async () => {
     assert.equal(await p.locator('[data-testid="support-link"]').getAttribute('href'), `mailto:${BRAND.support}`);
     const logoWidth = await p.locator('[data-testid="brand-logo"]').evaluate((img) => img.complete && img.naturalWidth);
     assert.ok(logoWidth > 0, 'the logo loaded');
+    assert.equal(await p.locator('link[rel="icon"]').getAttribute('href'), '/static/brand-logo');
     assert.equal(await p.locator('#auth-submit').evaluate((b) => getComputedStyle(b).backgroundColor), BRAND.primaryRgb);
     // Signed in, the header keeps the brand.
     await p.click('#tab-register');

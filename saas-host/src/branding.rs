@@ -174,12 +174,12 @@ impl Brand {
                 render_index(&name, support_href.as_deref(), logo.is_some())?.into_bytes(),
             ))
         };
-        let docs = if docs_title == DEFAULT_DOCS_TITLE {
+        let docs = if docs_title == DEFAULT_DOCS_TITLE && logo.is_none() {
             None
         } else {
             Some(Rendered::new(
                 "text/html; charset=utf-8",
-                render_docs(&docs_title)?.into_bytes(),
+                render_docs(&docs_title, logo.is_some())?.into_bytes(),
             ))
         };
         let css = Rendered::new(
@@ -387,6 +387,7 @@ fn render_index(name: &str, support: Option<&str>, logo: bool) -> Result<String>
         )?;
     }
     if logo {
+        replace_once(&mut page, FAVICON, LOGO_ICON)?;
         let start = page
             .find("<svg class=\"brand-mark\"")
             .ok_or_else(|| Error::Internal("branding: the page has no brand mark".into()))?;
@@ -402,14 +403,22 @@ fn render_index(name: &str, support: Option<&str>, logo: bool) -> Result<String>
     Ok(page)
 }
 
-/// The API viewer's page with the brand's title.
-fn render_docs(title: &str) -> Result<String> {
+/// The built-in favicon's link, replaced by the logo's.
+const FAVICON: &str = "<link rel=\"icon\" href=\"/static/favicon.svg\" type=\"image/svg+xml\">";
+/// The logo as the favicon.
+const LOGO_ICON: &str = "<link rel=\"icon\" href=\"/static/brand-logo\">";
+
+/// The API viewer's page with the brand's title (and logo as its icon).
+fn render_docs(title: &str, logo: bool) -> Result<String> {
     let mut page = embedded(DOCS_PAGE, "index.html")?;
     replace_once(
         &mut page,
         "<title>qlearn API</title>",
         &format!("<title>{}</title>", html_escape(title)),
     )?;
+    if logo {
+        replace_once(&mut page, FAVICON, LOGO_ICON)?;
+    }
     Ok(page)
 }
 
@@ -472,9 +481,10 @@ mod tests {
         assert!(index.contains(&format!("Welcome to {name}<")));
         assert!(index.contains("href=\"mailto:help@acme.example\" data-testid=\"support-link\""));
         assert!(index.contains("src=\"/static/brand-logo\""));
+        assert!(index.contains(LOGO_ICON) && !index.contains(FAVICON));
         assert!(!index.contains("<AI>") && !index.contains(">qlearn<"));
         let docs = String::from_utf8(b.docs.unwrap().bytes.to_vec()).unwrap();
-        assert!(docs.contains("<title>Acme &lt;docs&gt;</title>"));
+        assert!(docs.contains("<title>Acme &lt;docs&gt;</title>") && docs.contains(LOGO_ICON));
         let css = String::from_utf8(b.css.bytes.to_vec()).unwrap();
         assert!(
             css.contains("--accent: #0a7;") && css.contains("--brand-accent: rgb(255, 120, 0);")
