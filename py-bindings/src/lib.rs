@@ -22,6 +22,7 @@ fn _qlearn(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<learner::Stats>()?;
     m.add_class::<learner::LoggedDecision>()?;
     m.add_class::<learner::RewardOutcome>()?;
+    m.add_function(wrap_pyfunction!(learner::evaluate_export, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("MAX_ACTIONS", qlearn_core::limits::MAX_ACTIONS)?;
     m.add("MAX_STATE_DIMS", qlearn_core::limits::MAX_STATE_DIMS)?;

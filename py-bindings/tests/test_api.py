@@ -24,7 +24,7 @@ PROPERTIES = [
 
 def test_module_exports():
     engine = {"FORMAT_VERSION", "MAX_ACTIONS", "MAX_STATE_DIMS", "QLearner", "Stats", "__version__",
-              "to_dataframe"}
+              "to_dataframe", "evaluate_export"}
     client = {"Client", "AsyncClient", "EventStream", "AsyncEventStream", "RemoteModel"}
     decisions = {"Decision", "DecisionPage", "DecisionStats", "DecisionsSetting", "EndEvent", "EpisodeEnd",
                  "RewardError", "RewardReceipt", "LoggedDecision", "RewardOutcome"}

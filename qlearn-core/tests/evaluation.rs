@@ -303,11 +303,12 @@ fn replay_config(algorithm: Algorithm) -> ModelConfig {
 }
 
 /// A model taught only through decisions (episodes with delayed rewards,
-/// some truncated, and one-step decisions between them), replayed from an
-/// empty model of its own configuration over its whole log, ends with its
-/// live Q-table bit for bit: every decision is in the log and the log's
-/// order is the order the transitions were applied. A replay with another
-/// learning rate ends elsewhere.
+/// some truncated, and one-step decisions learned between their steps),
+/// replayed from an empty model of its own configuration over its whole
+/// log, ends with its live Q-table bit for bit: every decision is in the
+/// log and `applied_seq` records the order the transitions were applied
+/// (ordered by time instead, the replay ends elsewhere). A replay with
+/// another learning rate ends elsewhere too.
 #[test]
 fn replaying_the_own_configuration_rebuilds_the_q_table() {
     for algorithm in [
@@ -335,6 +336,13 @@ fn replaying_the_own_configuration_rebuilds_the_q_table() {
                     log.reward(&mut model, &id, r, None, true, t).unwrap();
                 }
                 pending = Some((d.decision_id, (s as f64 - d.action as f64).cos()));
+                // A one-step decision, learned at once: before the episode's
+                // step logged earlier (applied order is not time order).
+                t += 1;
+                let d = log.decide(&mut model, &Decide::new("lobby"), t).unwrap();
+                let r = d.action as f64 * 0.25;
+                log.reward(&mut model, &d.decision_id, r, None, true, t)
+                    .unwrap();
             }
             if let Some((id, r)) = pending {
                 t += 1;
@@ -376,6 +384,18 @@ fn replaying_the_own_configuration_rebuilds_the_q_table() {
         assert_eq!(bits(&out.model), bits(&model), "{algorithm:?}");
         assert_eq!(out.model.epsilon().to_bits(), model.epsilon().to_bits());
         assert!(out.report.outcome(Estimator::Ips).value().is_some());
+
+        // Without the recorded order, (time, step) is not the order the
+        // model learned in.
+        let mut unordered = steps.clone();
+        unordered.iter_mut().for_each(|s| s.applied_seq = None);
+        let fresh = Model::new(replay_config(algorithm)).unwrap();
+        let out = evaluation::replay(&unordered, fresh, true, &opts).unwrap();
+        assert_ne!(
+            (keys(&out.model), bits(&out.model)),
+            (keys(&model), bits(&model)),
+            "{algorithm:?}"
+        );
 
         let mut other = replay_config(algorithm);
         other.learning_rate = 0.1;

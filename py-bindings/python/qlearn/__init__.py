@@ -23,6 +23,7 @@ from ._qlearn import (
     RewardOutcome,
     Stats,
     __version__,
+    evaluate_export,
 )
 from .analysis import to_dataframe
 from .client import AsyncClient, AsyncEventStream, Client, EventStream, RemoteModel
@@ -54,6 +55,7 @@ from .errors import (
 )
 
 __all__ = [
+    "evaluate_export",
     "AsyncClient",
     "AsyncEventStream",
     "BadRequest",

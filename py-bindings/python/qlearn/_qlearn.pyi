@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, SupportsFloat, SupportsIndex, TypedDict, final
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from .types import DecisionStats
 
-__all__ = ["QLearner", "Stats", "LoggedDecision", "RewardOutcome", "__version__", "MAX_ACTIONS", "MAX_STATE_DIMS", "FORMAT_VERSION"]
+__all__ = ["QLearner", "Stats", "LoggedDecision", "RewardOutcome", "evaluate_export", "__version__", "MAX_ACTIONS", "MAX_STATE_DIMS", "FORMAT_VERSION"]
 
 __version__: str
 MAX_ACTIONS: int
@@ -20,6 +20,10 @@ FORMAT_VERSION: int
 
 _Algorithm = Literal["q_learning", "sarsa", "expected_sarsa", "double_q_learning"]
 _Exploration = Literal["epsilon_greedy", "softmax"]
+#: Target policies of an offline evaluation.
+_Policy = Literal["greedy", "exploring", "uniform", "logged", "baseline"]
+#: The doubly robust estimators' direct model.
+_Direct = Literal["log_means", "q_values", "none"]
 
 #: A state: an int (bool and numpy integers count as ints), a str, or an
 #: array state (a sequence of up to 64 finite numbers, or a 1-d numpy array).
@@ -292,3 +296,37 @@ class QLearner:
     def decision_status(self, decision_id: str) -> Literal["open", "closed", "applied", "expired"] | None: ...
     def decisions_to_json(self) -> str | None: ...
     def load_decisions(self, text: str | None) -> None: ...
+    def evaluate(
+        self,
+        policy: _Policy = "greedy",
+        *,
+        episodes: bool = False,
+        direct: _Direct = "log_means",
+        candidate: QLearner | None = None,
+        explore: bool = True,
+        reward_range: tuple[float, float] | None = None,
+        confidence: float = 0.95,
+        replicates: int = 200,
+        seed: int = 0,
+        min_ess: float = 10.0,
+        min_coverage: float = 0.95,
+        discount: float = 1.0,
+    ) -> dict[str, Any]: ...
+
+def evaluate_export(
+    source: str | os.PathLike[str] | Iterable[str | bytes],
+    policy: _Policy = "logged",
+    *,
+    model: QLearner | None = None,
+    episodes: bool = False,
+    direct: _Direct = "log_means",
+    candidate: QLearner | None = None,
+    explore: bool = True,
+    reward_range: tuple[float, float] | None = None,
+    confidence: float = 0.95,
+    replicates: int = 200,
+    seed: int = 0,
+    min_ess: float = 10.0,
+    min_coverage: float = 0.95,
+    discount: float = 1.0,
+) -> dict[str, Any]: ...

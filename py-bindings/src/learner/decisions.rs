@@ -50,7 +50,7 @@ impl QLearner {
 }
 
 /// The log of a guard, or the error saying decisions are off.
-fn enabled(log: &mut Option<DecisionLog>) -> PyResult<&mut DecisionLog> {
+pub(super) fn enabled(log: &mut Option<DecisionLog>) -> PyResult<&mut DecisionLog> {
     log.as_mut().ok_or_else(|| {
         pyo3::exceptions::PyRuntimeError::new_err(
             "decisions are not enabled on this QLearner: call enable_decisions() first",

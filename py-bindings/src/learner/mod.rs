@@ -20,15 +20,18 @@
 //! `update_many`), [`params`] (the hyperparameter properties), [`table`]
 //! (views of the Q-table), [`io`] (bytes, files, JSON, pickle, copy) and
 //! [`decisions`] (logged decisions and delayed rewards over the core's
-//! `DecisionLog`).
+//! `DecisionLog`), [`evaluation`] (offline evaluation on that log and on
+//! the NDJSON export, over `qlearn_core::evaluation`).
 
 mod batch;
 mod decisions;
+mod evaluation;
 mod io;
 mod params;
 mod table;
 
 pub use decisions::{LoggedDecision, RewardOutcome};
+pub use evaluation::evaluate_export;
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 

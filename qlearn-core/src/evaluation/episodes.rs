@@ -21,8 +21,8 @@ use crate::model::Model;
 
 use super::policy::TargetPolicy;
 use super::stats::{
-    percentile_interval, poisson1, results, unit_rng, CiMethod, Diagnostics, Estimate, Estimator,
-    EstimatorResult, EvalOptions, Moments, Tally,
+    percentile_interval, poisson_counts, results, unit_rng, CiMethod, Diagnostics, Estimate,
+    Estimator, EstimatorResult, EvalOptions, Moments, Tally,
 };
 use super::{unit_key, LoggedStep};
 
@@ -169,9 +169,10 @@ impl EpisodeAccumulator {
         self.wis.add(1.0, &rho, &rewards);
         self.dr.add(dr);
         let unit = unit_key(first.episode_id.as_deref().unwrap_or(&first.decision_id));
-        let mut rng = unit_rng(unit, self.seed);
-        for (w, d) in self.reps_wis.iter_mut().zip(&mut self.reps_dr) {
-            let k = poisson1(&mut rng);
+        let mut counts = vec![0.0; self.replicates];
+        poisson_counts(&mut unit_rng(unit, self.seed), &mut counts);
+        let reps = self.reps_wis.iter_mut().zip(&mut self.reps_dr);
+        for ((w, d), &k) in reps.zip(&counts) {
             if k != 0.0 {
                 w.add(k, &rho, &rewards);
                 d[0] += k;

@@ -80,7 +80,7 @@ impl LoggedStep {
             episode_id: rec.episode_id.clone(),
             step: rec.step,
             time_ms: rec.time_ms,
-            applied_seq: None,
+            applied_seq: rec.applied_seq,
             state: rec.state.clone(),
             allowed_actions: rec.allowed_actions.clone(),
             action: rec.action,
@@ -213,6 +213,21 @@ pub fn steps_from_log(log: &DecisionLog) -> Result<Vec<LoggedStep>> {
             .then_with(|| a.decision_id.cmp(&b.decision_id))
     });
     Ok(steps)
+}
+
+/// The number of actions a log names: its largest action, allowed action
+/// or baseline action, plus one (1 for an empty log).
+pub fn n_actions_of(steps: &[LoggedStep]) -> usize {
+    steps
+        .iter()
+        .flat_map(|s| {
+            let allowed = s.allowed_actions.iter().flatten().copied();
+            std::iter::once(s.action)
+                .chain(s.baseline_action)
+                .chain(allowed)
+        })
+        .max()
+        .map_or(1, |a| a + 1)
 }
 
 /// The bootstrap key of a decision or episode id (FNV-1a): the same id

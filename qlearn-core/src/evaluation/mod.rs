@@ -74,7 +74,7 @@ mod replay;
 mod stats;
 
 pub use episodes::{evaluate_episodes, group_episodes, EpisodeAccumulator, EpisodeReport};
-pub use input::{steps_from_log, unit_key, LoggedStep};
+pub use input::{n_actions_of, steps_from_log, unit_key, LoggedStep};
 pub use one_step::{evaluate_one_step, Direct, OneStepAccumulator, OneStepReport, RewardMeans};
 pub use policy::TargetPolicy;
 pub use replay::{replay, Replayed};

@@ -11,8 +11,8 @@ use crate::table::{QRows, QTable};
 
 use super::policy::TargetPolicy;
 use super::stats::{
-    percentile_interval, poisson1, results, unit_rng, CiMethod, Diagnostics, Estimate, Estimator,
-    EstimatorResult, EvalOptions, Moments, Outcome, Scored, Tally,
+    percentile_interval, poisson_counts, results, unit_rng, CiMethod, Diagnostics, Estimate,
+    Estimator, EstimatorResult, EvalOptions, Moments, Outcome, Scored, Tally,
 };
 use super::{unit_key, LoggedStep};
 
@@ -150,8 +150,10 @@ pub struct OneStepAccumulator {
     tally: Tally,
     ips: Moments,
     dr: Moments,
-    /// Per replicate: Σk, Σk·w, Σk·w·r, Σk·dr.
-    reps: Vec<[f64; 4]>,
+    /// Per replicate (one vector each): Σk, Σk·w, Σk·w·r, Σk·dr.
+    reps: [Vec<f64>; 4],
+    /// The current unit's Poisson counts (scratch).
+    counts: Vec<f64>,
 }
 
 impl OneStepAccumulator {
@@ -165,7 +167,8 @@ impl OneStepAccumulator {
             tally: Tally::default(),
             ips: Moments::default(),
             dr: Moments::default(),
-            reps: vec![[0.0; 4]; opts.replicates],
+            reps: std::array::from_fn(|_| vec![0.0; opts.replicates]),
+            counts: vec![0.0; opts.replicates],
         })
     }
 
@@ -227,14 +230,10 @@ impl OneStepAccumulator {
         self.tally.add(w, 1.0, s.coverage, r, w);
         self.ips.add(w * r);
         self.dr.add(dr);
-        let mut rng = unit_rng(s.unit, self.seed);
-        for rep in &mut self.reps {
-            let k = poisson1(&mut rng);
-            if k != 0.0 {
-                rep[0] += k;
-                rep[1] += k * w;
-                rep[2] += k * w * r;
-                rep[3] += k * dr;
+        poisson_counts(&mut unit_rng(s.unit, self.seed), &mut self.counts);
+        for (rep, x) in self.reps.iter_mut().zip([1.0, w, w * r, dr]) {
+            for (sum, k) in rep.iter_mut().zip(&self.counts) {
+                *sum += k * x;
             }
         }
     }
@@ -251,9 +250,7 @@ impl OneStepAccumulator {
         self.ips.merge(&o.ips);
         self.dr.merge(&o.dr);
         for (a, b) in self.reps.iter_mut().zip(&o.reps) {
-            for i in 0..4 {
-                a[i] += b[i];
-            }
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
         }
         Ok(())
     }
@@ -280,8 +277,12 @@ impl OneStepAccumulator {
             replicates: self.replicates,
             over_episodes: false,
         };
-        let ci = |f: fn(&[f64; 4]) -> f64| {
-            let values = self.reps.iter().map(f).collect();
+        let ci = |num: usize, den: usize| {
+            let values = self.reps[num]
+                .iter()
+                .zip(&self.reps[den])
+                .map(|(n, d)| n / d)
+                .collect();
             percentile_interval(values, opts.confidence, method)
         };
         let w_max = self.tally.max_weight;
@@ -291,17 +292,17 @@ impl OneStepAccumulator {
         let n = self.tally.units as f64;
         let ips = Estimate {
             value: self.ips.sum / n,
-            ci: ci(|r| r[2] / r[0]),
+            ci: ci(2, 0),
             bound: width.and_then(|(_, span)| self.ips.bernstein(w_max * span, opts.confidence)),
         };
         let snips = Estimate {
             value: self.ips.sum / self.tally.weights.sum,
-            ci: ci(|r| r[2] / r[1]),
+            ci: ci(2, 1),
             bound: None,
         };
         let dr = Estimate {
             value: self.dr.sum / n,
-            ci: ci(|r| r[3] / r[0]),
+            ci: ci(3, 0),
             bound: width.and_then(|(range, _)| {
                 self.dr
                     .bernstein(range * (1.0 + 2.0 * w_max), opts.confidence)
@@ -343,14 +344,5 @@ pub(super) fn n_actions(steps: &[LoggedStep], target: &TargetPolicy<'_>) -> usiz
         TargetPolicy::Uniform(n) => return *n,
         _ => {}
     }
-    steps
-        .iter()
-        .flat_map(|s| {
-            let allowed = s.allowed_actions.iter().flatten().copied();
-            std::iter::once(s.action)
-                .chain(s.baseline_action)
-                .chain(allowed)
-        })
-        .max()
-        .map_or(1, |a| a + 1)
+    super::n_actions_of(steps)
 }

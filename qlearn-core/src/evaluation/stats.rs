@@ -350,19 +350,36 @@ pub(super) fn unit_rng(unit: u64, seed: u64) -> Rng {
     Rng::from_seed(unit ^ seed.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// A Poisson(1) count by inversion (one uniform; ~1.7 comparisons on
-/// average).
-#[inline]
-pub(super) fn poisson1(rng: &mut Rng) -> f64 {
-    const E_INV: f64 = 0.367_879_441_171_442_33;
-    let u = rng.next_f64();
-    let (mut k, mut p, mut cdf) = (0u32, E_INV, E_INV);
-    while u > cdf && k < 30 {
+/// `⌊2^16 · P(Poisson(1) ≤ k)⌋` for k = 0..8: a 16-bit uniform `u` draws
+/// the count `#{k : u ≥ T[k]}` (capped at 9; a larger count has
+/// probability below 2^-16).
+const POISSON1_U16: [u16; 9] = {
+    let mut t = [0u16; 9];
+    let mut p = 0.367_879_441_171_442_33; // e^-1
+    let mut c = p;
+    let mut k = 0;
+    while k < 9 {
+        let x = c * 65_536.0;
+        t[k] = if x >= 65_535.0 { 65_535 } else { x as u16 };
         k += 1;
-        p /= f64::from(k);
-        cdf += p;
+        p /= k as f64;
+        c += p;
     }
-    f64::from(k)
+    t
+};
+
+/// Fills `counts` with Poisson(1) counts, four per 64 random bits, each
+/// without a branch.
+#[inline]
+pub(super) fn poisson_counts(rng: &mut Rng, counts: &mut [f64]) {
+    for chunk in counts.chunks_mut(4) {
+        let bits = rng.next_u64();
+        for (i, c) in chunk.iter_mut().enumerate() {
+            let u = (bits >> (16 * i)) as u16;
+            let k: u32 = POISSON1_U16.iter().map(|&t| u32::from(u >= t)).sum();
+            *c = f64::from(k);
+        }
+    }
 }
 
 /// The percentile interval of bootstrap replicate values (NaNs, from
@@ -452,9 +469,12 @@ mod tests {
     fn poisson_counts_have_mean_and_variance_one() {
         let mut rng = Rng::from_seed(5);
         let mut m = Moments::default();
-        for _ in 0..200_000 {
-            m.add(poisson1(&mut rng));
+        let mut counts = [0.0; 7];
+        for _ in 0..40_000 {
+            poisson_counts(&mut rng, &mut counts);
+            counts.iter().for_each(|&k| m.add(k));
         }
+        assert_eq!(POISSON1_U16[0], 24_109); // 0.36788 · 65536
         assert!((m.mean() - 1.0).abs() < 0.01, "{}", m.mean());
         assert!((m.variance() - 1.0).abs() < 0.02, "{}", m.variance());
     }
