@@ -9,8 +9,11 @@
 # creates a model, then runs wrk (2 threads, 32 connections, DURATION s) over
 # 1,000 array states: first POST /update, then POST /predict, then POST
 # /predict on a model that logs decisions (issue 14: every answer is a logged
-# decision awaiting its reward). Prints req/s and p99 latency per route and
-# stops the server by its pid.
+# decision awaiting its reward), then POST /rewards: one final reward for
+# each decision that run logged (learned at once; should the rewards outrun
+# the decisions, the ids start over and those rewards are late). Prints
+# req/s and p99 latency per route, the server's CPU per request and the load
+# average, and stops the server by its pid.
 #
 # The enterprise tier's per-user rate limit (500/s by default) would refuse
 # almost everything a single benchmark user sends, so the server runs with a
@@ -77,13 +80,14 @@ MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H 
   -d '{"name":"bench","n_actions":4}' | json_field '["id"]')"
 LOGGING_MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"name":"bench-decisions","n_actions":4}' | json_field '["id"]')"
-ROUTES="update predict predict_logging"
+ROUTES="update predict predict_logging rewards"
 if ! curl -sf -X PATCH "$BASE/models/$LOGGING_MODEL" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"decisions":{"reward_wait_seconds":600}}' > /dev/null; then
   # An older build (SAAS_HOST_BIN) without decision logging.
   echo "this build has no decision logging: predict_logging skipped"
   ROUTES="update predict"
 fi
+DECISIONS=0
 curl -sf "$BASE/dashboard" -H "authorization: Bearer $TOKEN" | json_field '["limits"]["tier"]' | grep -qx enterprise
 
 export QL_TOKEN="$TOKEN" QL_MODEL="$MODEL"
@@ -92,14 +96,14 @@ for route in $ROUTES; do
   script="$route"
   if [[ "$route" == predict_logging ]]; then script=predict; fi
   QL_MODEL="$MODEL"
-  if [[ "$route" == predict_logging ]]; then QL_MODEL="$LOGGING_MODEL"; fi
+  if [[ "$route" == predict_logging || "$route" == rewards ]]; then QL_MODEL="$LOGGING_MODEL"; fi
   cpu_before="$(cpu_ticks)"
   PERF_PID=""
   if [[ -n "${PERF_OUT:-}" ]]; then
     perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT/$route.data" -- sleep "$DURATION" 2>/dev/null &
     PERF_PID=$!
   fi
-  QL_MODEL="$QL_MODEL" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$script.lua" "$BASE" > "$TMP/$route.txt"
+  QL_MODEL="$QL_MODEL" QL_DECISIONS="$DECISIONS" QL_THREADS="$THREADS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$script.lua" "$BASE" > "$TMP/$route.txt"
   if [[ -n "$PERF_PID" ]]; then wait "$PERF_PID" || true; fi
   cpu_after="$(cpu_ticks)"
   line="$(grep '^RESULT' "$TMP/$route.txt")"
@@ -107,9 +111,29 @@ for route in $ROUTES; do
   # The server's CPU time (user + system, all threads) per request: less
   # sensitive to what else runs on the machine than req/s.
   cpu_us="$(python3 -c "print(round(($cpu_after - $cpu_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
-  echo "$route: $line server_cpu_us_per_req=$cpu_us"
+  if [[ "$route" == predict_logging ]]; then DECISIONS="$reqs"; fi
+  echo "$route: $line server_cpu_us_per_req=$cpu_us loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
 done
 STATUS="$(curl -sf "$BASE/status/$MODEL?limit=1" -H "authorization: Bearer $TOKEN")"
 echo "$STATUS" | python3 -c 'import sys, json; s = json.load(sys.stdin)["stats"]; print("model after the run: %d updates, %d predictions, %d states" % (s["updates"], s["predictions"], s["states"]))'
+if [[ " $ROUTES " == *" rewards "* ]]; then
+  curl -sf "$BASE/models/$LOGGING_MODEL" -H "authorization: Bearer $TOKEN" | python3 -c 'import sys, json; m = json.load(sys.stdin); print("logging model after the run: %s; %d updates" % (m["decision_stats"], m["stats"]["updates"]))'
+fi
 stop_server
+# Stored bytes per decision (SQLite): the pages of the decision rows and their
+# indexes (dbstat), over the decisions logged.
+if [[ "$BACKEND" == sqlite && "$DECISIONS" -gt 0 ]]; then
+  python3 - "$TMP/load.db" "$DECISIONS" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+n = int(sys.argv[2])
+names = ("decisions", "decisions_time", "decisions_due", "decisions_step")
+rows = c.execute(
+    "SELECT name, SUM(pgsize), SUM(unused) FROM dbstat WHERE name IN (%s) GROUP BY name"
+    % ",".join("?" * len(names)), names).fetchall()
+total = sum(r[1] for r in rows)
+print("stored bytes per decision: %.1f (%d decisions; pages by table: %s)"
+      % (total / n, n, ", ".join("%s %d B (%d unused)" % r for r in rows)))
+PY
+fi

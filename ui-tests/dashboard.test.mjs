@@ -4,7 +4,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { BASE, launch, until, untilText, http, uniqueEmail } from './lib.mjs';
+import { BASE, BRAND, launch, startBrandedServer, until, untilText, http, uniqueEmail } from './lib.mjs';
 
 const PASSWORD = 'correct horse battery staple';
 const HTTP_ERROR = /Failed to load resource: the server responded with a status of (\d{3})/;
@@ -541,4 +541,45 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await page.waitForTimeout(300);
     assert.deepEqual(consoleErrors, []);
   });
+});
+
+test('a white-labelled dashboard and API viewer (issue 17)', async () => {
+  const branded = await startBrandedServer();
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const errors = [];
+  try {
+    const p = await ctx.newPage();
+    p.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} @ ${m.location()?.url || ''} on ${p.url()}`); });
+    p.on('pageerror', (e) => errors.push(e.message));
+    const res = await p.goto(branded.base + '/', { waitUntil: 'load' });
+    assert.equal(res.status(), 200);
+    await p.locator('#auth-view').waitFor({ state: 'visible' });
+    // The name (HTML-escaped by the server, shown as configured) everywhere.
+    assert.equal(await p.title(), `${BRAND.name} — self-learning models as a service`);
+    assert.equal(await p.locator('[data-testid="brand-name"]').textContent(), BRAND.name);
+    assert.equal(await p.locator('#auth-title').textContent(), `Welcome to ${BRAND.name}`);
+    assert.equal(await p.locator('.footer').getByText(BRAND.name, { exact: false }).count(), 1);
+    assert.equal(await p.locator('body').evaluate((b) => /\bqlearn\b/.test(b.innerText)), false, 'no "qlearn" left on the page');
+    // The support link, the logo and the colours (from /static/brand.css under the CSP).
+    assert.equal(await p.locator('[data-testid="support-link"]').getAttribute('href'), `mailto:${BRAND.support}`);
+    const logoWidth = await p.locator('[data-testid="brand-logo"]').evaluate((img) => img.complete && img.naturalWidth);
+    assert.ok(logoWidth > 0, 'the logo loaded');
+    assert.equal(await p.locator('link[rel="icon"]').getAttribute('href'), '/static/brand-logo');
+    assert.equal(await p.locator('#auth-submit').evaluate((b) => getComputedStyle(b).backgroundColor), BRAND.primaryRgb);
+    // Signed in, the header keeps the brand.
+    await p.click('#tab-register');
+    await p.fill('#auth-email', uniqueEmail('brand'));
+    await p.fill('#auth-password', PASSWORD);
+    await p.click('#auth-submit');
+    await p.locator('#view-dashboard').waitFor({ state: 'visible' });
+    assert.equal(await p.locator('[data-testid="brand-name"]').textContent(), BRAND.name);
+    // The API viewer: its page title and its heading (the OpenAPI title).
+    await p.goto(branded.base + '/docs', { waitUntil: 'load' });
+    assert.equal(await p.title(), BRAND.docsTitle);
+    await untilText(p.locator('.information-container .title'), new RegExp(`^${BRAND.name.replace(/[.&]/g, '\\$&')}`));
+    assert.deepEqual(errors, [], 'no console errors (a CSP violation would be one)');
+  } finally {
+    await ctx.close();
+    await branded.stop();
+  }
 });

@@ -1,4 +1,9 @@
 // Shared helpers of the browser test and the screenshot script.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 export const BASE = (process.env.QLEARN_BASE_URL || 'http://127.0.0.1:8000').replace(/\/$/, '');
@@ -54,4 +59,80 @@ export async function http(method, path, body, token) {
 
 export function uniqueEmail(tag = 'ui') {
   return `${tag}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 7)}@example.com`;
+}
+
+/** A free TCP port on 127.0.0.1. */
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
+/**
+ * Starts another saas-host (QLEARN_HOST_BIN, set by with-server.sh) on a free
+ * port with a fresh SQLite database and `args` (e.g. white-label flags); waits
+ * for /healthz. Returns `{ base, dir, stop }`; `stop()` ends that process (by
+ * its own handle) and removes its directory.
+ */
+export async function startServer(args = [], setup = () => {}) {
+  const bin = process.env.QLEARN_HOST_BIN;
+  if (!bin) throw new Error('QLEARN_HOST_BIN is not set (run through ui-tests/with-server.sh)');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qlearn-ui2-'));
+  const extra = setup(dir) || [];
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const log = fs.openSync(path.join(dir, 'server.log'), 'w');
+  const child = spawn(bin, ['serve', '--host', '127.0.0.1', '--port', String(port),
+    '--database-url', `sqlite://${path.join(dir, 'ui2.db')}`, ...args, ...extra], {
+    env: { ...process.env, SECRET_KEY: 'ui-test-secret-0123456789abcdefghijklmnop' },
+    stdio: ['ignore', log, log],
+  });
+  let exited = null;
+  child.on('exit', (code) => { exited = code; });
+  const stop = async () => {
+    if (exited === null) {
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([done, new Promise((r) => setTimeout(r, 10000))]);
+      if (exited === null) child.kill('SIGKILL');
+    }
+    fs.closeSync(log);
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await until(`${base}/healthz`, async () => {
+      if (exited !== null) throw new Error(`saas-host exited (${exited}): ${fs.readFileSync(path.join(dir, 'server.log'), 'utf8')}`);
+      return (await fetch(base + '/healthz')).ok;
+    }, 30000, 200);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { base, dir, stop };
+}
+
+/** The white-label configuration the browser test and the screenshot use. */
+export const BRAND = {
+  name: 'Acme & Co. Learning',
+  primary: '#0f766e',
+  primaryRgb: 'rgb(15, 118, 110)',
+  accent: '#f59e0b',
+  support: 'help@acme.example',
+  docsTitle: 'Acme API reference',
+  logo: '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="14" fill="#f59e0b"/><path d="M9 22l7-13 7 13z" fill="#0f766e"/></svg>',
+};
+
+/** Starts a server with the {@link BRAND} white-label configuration. */
+export function startBrandedServer() {
+  return startServer([
+    '--brand-name', BRAND.name, '--brand-primary-color', BRAND.primary,
+    '--brand-accent-color', BRAND.accent, '--brand-support', BRAND.support,
+    '--brand-docs-title', BRAND.docsTitle,
+  ], (dir) => {
+    const logo = path.join(dir, 'logo.svg');
+    fs.writeFileSync(logo, BRAND.logo);
+    return ['--brand-logo', logo];
+  });
 }

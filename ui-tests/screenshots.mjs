@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BASE, launch, until, untilText, uniqueEmail, http } from './lib.mjs';
+import { BASE, launch, startBrandedServer, until, untilText, uniqueEmail, http } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const out = path.resolve(process.env.SCREENSHOT_DIR || path.join(here, '..', 'docs', 'screenshots'));
@@ -135,6 +135,30 @@ try {
   await page.waitForTimeout(400);
   await page.screenshot({ path: path.join(out, 'decisions.png'), clip: box });
   console.log(`wrote ${path.join(out, 'decisions.png')}`);
+
+  // White-label (issue 17): the dashboard of a server with a brand configured
+  // (name, logo, colours, support link; lib.mjs BRAND).
+  const branded = await startBrandedServer();
+  try {
+    const bctx = await browser.newContext({ viewport: { width: 1280, height: 860 }, deviceScaleFactor: 1 });
+    const bp = await bctx.newPage();
+    bp.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    bp.on('pageerror', (e) => errors.push(e.message));
+    await bp.goto(branded.base + '/');
+    await bp.locator('#auth-view').waitFor({ state: 'visible' });
+    await bp.click('#tab-register');
+    await bp.fill('#auth-email', 'ada@acme.example');
+    await bp.fill('#auth-password', 'a long enough password');
+    await bp.click('#auth-submit');
+    await bp.locator('#view-dashboard').waitFor({ state: 'visible' });
+    await bp.waitForTimeout(600);
+    const file = path.join(out, 'white-label.png');
+    await bp.screenshot({ path: file, fullPage: true });
+    console.log(`wrote ${file}`);
+    await bctx.close();
+  } finally {
+    await branded.stop();
+  }
   if (errors.length) {
     console.error('console errors while taking screenshots:\n' + errors.join('\n'));
     process.exitCode = 1;

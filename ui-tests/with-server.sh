@@ -115,7 +115,9 @@ if [ -z "$healthy" ]; then
 fi
 
 cd "$here"
-export QLEARN_BASE_URL="$base" CHROMIUM_PATH="$CHROMIUM"
+# QLEARN_HOST_BIN: for a test that starts a second server of its own
+# (the white-labelled dashboard, lib.mjs `startServer`).
+export QLEARN_BASE_URL="$base" CHROMIUM_PATH="$CHROMIUM" QLEARN_HOST_BIN="$BIN"
 set +e
 "$@"
 rc=$?

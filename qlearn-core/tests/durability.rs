@@ -8,12 +8,14 @@
 //! `QLEARN_REQUIRE_POSTGRES=1`).
 #![cfg(all(unix, feature = "sqlite", feature = "postgres"))]
 
+mod child;
+
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
+use child::pg_url;
 use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::sqlite::SqliteStore;
 use qlearn_core::store::{Meter, NewUser, Report, Store};
@@ -26,11 +28,6 @@ const THREADS: i64 = 4;
 /// Acknowledgements the parent waits for before it kills the child.
 const KILL_AFTER: usize = 600;
 const UNLIMITED: TierLimits = TierLimits::UNLIMITED;
-
-fn pg_url() -> String {
-    std::env::var("QLEARN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
 
 /// What the child needs: backend, where, whose model.
 struct Target {
@@ -127,18 +124,7 @@ fn setup(store: &dyn Store) -> (String, String) {
 /// Runs the child against `target`, kills it after [`KILL_AFTER`] acks,
 /// and returns every id it acknowledged.
 fn run_and_kill(target: &Target) -> HashSet<i64> {
-    let mut child = Command::new(std::env::current_exe().expect("current exe"))
-        .args([
-            "--exact",
-            "durability_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, target.encode())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child");
+    let mut child = child::spawn("durability_child_entry", CHILD_ENV, target.encode());
     let stdout = child.stdout.take().expect("child stdout");
     let mut acked = HashSet::new();
     let mut lines = BufReader::new(stdout).lines();
@@ -154,13 +140,7 @@ fn run_and_kill(target: &Target) -> HashSet<i64> {
             killed = true;
         }
     }
-    let status = child.wait().expect("wait child");
-    assert!(
-        killed,
-        "[{}] the child ended before it was killed: {status}",
-        target.backend
-    );
-    assert!(!status.success(), "[{}] killed, not exited", target.backend);
+    child::reap(child, killed, &target.backend);
     acked
 }
 

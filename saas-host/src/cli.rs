@@ -13,6 +13,7 @@ use qlearn_core::tenancy::{hash_password, normalize_email, BillingMonth};
 use qlearn_core::{Error, Result};
 
 use crate::admin::{AdminOp, Failed, UserRow, Via};
+use crate::branding::{Brand, BrandSettings};
 use crate::cidr::Cidr;
 use crate::config::{
     load_limits, Config, Throttle, DEFAULT_DATABASE_URL, LOGIN_PER_ACCOUNT, LOGIN_PER_ADDRESS,
@@ -106,6 +107,24 @@ pub struct ServeArgs {
     /// JSON file overriding the per-tier limits (quota, models, rate limit).
     #[arg(long, env = "LIMITS_FILE")]
     pub limits_file: Option<PathBuf>,
+    /// White-label: the product name the dashboard and docs show (default qlearn).
+    #[arg(long, env = "BRAND_NAME")]
+    pub brand_name: Option<String>,
+    /// White-label: a logo file (.svg, .png, .jpg, .webp, .gif; at most 256 KiB).
+    #[arg(long, env = "BRAND_LOGO")]
+    pub brand_logo: Option<PathBuf>,
+    /// White-label: primary colour (#rrggbb, #rgb, rgb(), hsl(), ...).
+    #[arg(long, env = "BRAND_PRIMARY_COLOR")]
+    pub brand_primary_color: Option<String>,
+    /// White-label: accent colour (same forms).
+    #[arg(long, env = "BRAND_ACCENT_COLOR")]
+    pub brand_accent_color: Option<String>,
+    /// White-label: support address (an email or an https:// URL), linked in the footer.
+    #[arg(long, env = "BRAND_SUPPORT")]
+    pub brand_support: Option<String>,
+    /// White-label: the API documentation page's title (default "qlearn API").
+    #[arg(long, env = "BRAND_DOCS_TITLE")]
+    pub brand_docs_title: Option<String>,
     /// Most connections served at once.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
@@ -266,6 +285,14 @@ impl ServeArgs {
         if let Some(p) = &self.limits_file {
             c.limits = load_limits(p)?;
         }
+        c.brand = Brand::new(&BrandSettings {
+            name: self.brand_name.clone(),
+            logo: self.brand_logo.clone(),
+            primary_color: self.brand_primary_color.clone(),
+            accent_color: self.brand_accent_color.clone(),
+            support: self.brand_support.clone(),
+            docs_title: self.brand_docs_title.clone(),
+        })?;
         Ok(c)
     }
 }

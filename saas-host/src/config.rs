@@ -120,6 +120,9 @@ pub struct Config {
     pub unknown_key_ttl: Duration,
     /// How often passed reward deadlines are settled (1 s).
     pub settle_every: Duration,
+    /// White-label: product name, logo, colours, support address, docs
+    /// title, and the pages rendered with them (default: qlearn's own).
+    pub brand: crate::branding::Brand,
 }
 
 impl Default for Config {
@@ -150,6 +153,7 @@ impl Default for Config {
             max_event_streams_per_model: 20,
             unknown_key_ttl: Duration::from_secs(60),
             settle_every: Duration::from_secs(1),
+            brand: crate::branding::Brand::default(),
         }
     }
 }

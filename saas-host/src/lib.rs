@@ -12,15 +12,18 @@
 //! - [`routes`]: the route table; [`router`]: dispatch, authentication,
 //!   rate limits, CORS, logs; [`ctx`]: what an authenticated handler gets;
 //! - [`handlers`]: one module per area of the API; [`wire`]: its JSON types;
-//! - [`http`]: reading requests; [`response`]: building responses;
+//! - [`assets`]: the embedded files; [`http`]: reading requests; [`response`]: building responses;
 //! - [`error`]: the single mapping of errors to status codes and JSON;
-//! - [`invoicing`]: the usage report for billing (admin route and CLI).
+//! - [`invoicing`]: the usage report for billing (admin route and CLI);
+//! - [`branding`]: white-label (name, logo, colours, support address).
 //!
 //! **Architecture invariant:** only this crate knows HTTP and the JSON wire
 //! format; it never re-implements learning, quota or password logic.
 
 pub mod admin;
 pub mod app;
+pub mod assets;
+pub mod branding;
 pub mod cidr;
 pub mod cli;
 pub mod config;

@@ -87,14 +87,21 @@ pub fn document(config: &Config) -> String {
         Err(e) => return format!("{{\"error\":\"openapi: {e}\"}}"),
     };
     complete(&mut doc, config);
+    // White-label: the viewer's heading is the product's name.
+    doc["info"]["title"] = Value::String(config.brand.name.clone());
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\":\"openapi: {e}\"}}"))
 }
 
 /// `GET /openapi.json` (the document is built once per set of body limits).
 pub fn response(config: &Config) -> Resp {
-    type Cached = Option<((usize, usize, usize), Bytes)>;
+    type Cached = Option<((usize, usize, usize, String), Bytes)>;
     static DOC: Mutex<Cached> = Mutex::new(None);
-    let key = (config.body_limit, config.batch_limit, config.import_limit);
+    let key = (
+        config.body_limit,
+        config.batch_limit,
+        config.import_limit,
+        config.brand.name.clone(),
+    );
     let mut cached = DOC.lock().unwrap_or_else(|p| p.into_inner());
     let doc = match cached.as_ref() {
         Some((k, doc)) if *k == key => doc.clone(),

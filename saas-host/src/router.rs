@@ -238,12 +238,14 @@ async fn public(
 ) -> Result<Resp, ApiError> {
     let m = req.method().clone();
     match (route, m) {
-        (Route::Index, Method::GET) => service::index(req.headers()),
-        (Route::Static, Method::GET) => service::static_file(&param, req.headers()),
+        (Route::Index, Method::GET) => service::index(&app.config.brand, req.headers()),
+        (Route::Static, Method::GET) => {
+            service::static_file(&app.config.brand, &param, req.headers())
+        }
         (Route::Health, Method::GET) => Ok(service::health(app)),
         (Route::Metrics, Method::GET) => Ok(service::metrics(app)),
         (Route::OpenApi, Method::GET) => Ok(openapi::response(&app.config)),
-        (Route::Docs, Method::GET) => service::docs(req.headers()),
+        (Route::Docs, Method::GET) => service::docs(&app.config.brand, req.headers()),
         (Route::DocsAsset, Method::GET) => service::docs_asset(&param, req.headers()),
         (Route::Register, Method::POST) => accounts::register(app, req, client).await,
         (Route::Login, Method::POST) => accounts::login(app, req, client).await,

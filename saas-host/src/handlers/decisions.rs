@@ -13,7 +13,7 @@ use qlearn_core::limits::MAX_BATCH;
 use qlearn_core::store::{DecisionQuery, RewardIn};
 use qlearn_core::Error;
 
-use super::engine::{metered, with_monthly};
+use super::engine::{metered, metered_nonblocking, with_monthly};
 use crate::app::blocking;
 use crate::ctx::Ctx;
 use crate::error::{error_detail, ApiError};
@@ -46,15 +46,27 @@ async fn record(
     ),
     ApiError,
 > {
-    let (out, monthly) = metered(cx, 0, move |app, meter| {
-        let results = app.store.rewards(meter, &model_id, &rewards)?;
-        Ok(rewards
-            .into_iter()
-            .map(|r| r.decision_id)
-            .zip(results)
-            .collect::<Vec<_>>())
+    // Rewards for decisions the store holds in memory are recorded on this
+    // task (SQLite: no blocking-pool hop, the commit awaited as a future).
+    let quick = metered_nonblocking(cx, 0, |store, meter| {
+        store.rewards_nonblocking(meter, &model_id, &rewards)
     })
-    .await?;
+    .await;
+    let (results, monthly) = match quick {
+        Some(done) => done?,
+        None => {
+            let rewards = rewards.clone();
+            metered(cx, 0, move |app, meter| {
+                app.store.rewards(meter, &model_id, &rewards)
+            })
+            .await?
+        }
+    };
+    let out: Vec<_> = rewards
+        .into_iter()
+        .map(|r| r.decision_id)
+        .zip(results)
+        .collect();
     let accepted = out
         .iter()
         .filter(|(_, r)| r.as_ref().is_ok_and(|r| r.metered()))

@@ -226,7 +226,7 @@ async fn apply(
 /// no blocking-pool hop and no parked thread per call, the commit awaited
 /// as a future. `None` when the store would block (the caller then uses
 /// [`metered`]).
-async fn metered_nonblocking<T>(
+pub(super) async fn metered_nonblocking<T>(
     cx: &Ctx,
     calls: u64,
     f: impl FnOnce(&dyn Store, &Meter<'_>) -> Option<Result<(T, Durable), Error>>,

@@ -382,6 +382,10 @@ pub struct DecisionOut {
     pub rewards: u32,
     /// When its reward window closes (RFC 3339, UTC).
     pub closes_at: String,
+    /// The position of its transition in the order the model applied
+    /// them (1, 2, 3... per model; `null`: not applied): replaying the
+    /// applied decisions in this order reproduces the Q-table.
+    pub applied_seq: Option<u64>,
 }
 
 impl DecisionOut {
@@ -401,6 +405,7 @@ impl DecisionOut {
             status: r.status,
             rewards: r.rewards,
             closes_at: rfc3339(r.closes_at_ms.div_euclid(1000)),
+            applied_seq: r.applied_seq,
         }
     }
 }

@@ -421,6 +421,9 @@ pub struct ModelOut {
     pub stats: StatsOut,
     /// The decisions setting (`null`: the model logs no decisions).
     pub decisions: Option<DecisionsSetting>,
+    /// The decision log's counts: decisions, rewards, pending, late,
+    /// defaulted and applied (`null`: the model logs no decisions).
+    pub decision_stats: Option<super::DecisionStatsOut>,
 }
 
 impl From<ModelInfo> for ModelOut {
@@ -449,6 +452,7 @@ impl From<ModelInfo> for ModelOut {
             updated_at: rfc3339(m.updated_at),
             stats: m.stats.into(),
             decisions: m.decisions.as_ref().map(DecisionsSetting::from),
+            decision_stats: m.decision_stats.map(Into::into),
         }
     }
 }

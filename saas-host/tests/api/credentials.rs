@@ -198,7 +198,17 @@ async fn key_expiry(b: Backend) {
     let (_, list) = s.json(GET, "/api-keys", Some(&token), None).await;
     assert_eq!(listed(&list, "short")["expires_at"], at.as_str(), "{list}");
     assert_eq!(listed(&list, "short")["active"], true, "{list}");
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // Unusable from its expiry second on: wait for exactly that, on the
+    // clock the server reads too.
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    while unix() < now + 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (st, v) = s.json(GET, "/me", Some(&short), None).await;
     assert_error(st, &v, 401, "unauthorized");
     let (_, list) = s.json(GET, "/api-keys", Some(&token), None).await;

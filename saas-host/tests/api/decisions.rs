@@ -221,10 +221,24 @@ async fn decisions_and_rewards_teach_the_model(b: Backend) {
         "probability",
         "reward",
         "status",
+        "applied_seq",
     ] {
         assert!(lines[0].get(key).is_some(), "{key} in {}", lines[0]);
     }
     assert_eq!(lines[1]["state"], 2);
+    // Both transitions applied, each once, in an order 1, 2.
+    let mut seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| l["applied_seq"].as_u64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2], "{text}");
+    // The model answer carries the log's counts.
+    let (_, m) = s
+        .json(GET, &format!("/models/{mid}"), Some(&token), None)
+        .await;
+    assert_eq!(m["decision_stats"], page["stats"], "{m}");
+    assert_eq!(m["decision_stats"]["decisions"], 2, "{m}");
 }
 
 async fn decisions_are_isolated_and_optional(b: Backend) {

@@ -498,7 +498,9 @@ impl PgStore {
         results: &mut [Option<Result<Outcome>>],
     ) -> Step<()> {
         let mut c = self.conn()?;
-        let PgConn { client, statements } = &mut *c;
+        let PgConn {
+            client, statements, ..
+        } = &mut *c;
         let mut tx = client.transaction()?;
         if apply_batch(&mut tx, statements, batch, results)? {
             tx.commit()?;

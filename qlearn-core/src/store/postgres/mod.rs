@@ -255,7 +255,9 @@ impl PgStore {
         f: impl FnOnce(&mut Transaction<'_>, &mut HashMap<&'static str, Statement>) -> Result<T>,
     ) -> Result<T> {
         let mut c = self.conn()?;
-        let PgConn { client, statements } = &mut *c;
+        let PgConn {
+            client, statements, ..
+        } = &mut *c;
         let mut tx = client.transaction().map_err(pg)?;
         let v = f(&mut tx, statements)?;
         tx.commit().map_err(pg)?;

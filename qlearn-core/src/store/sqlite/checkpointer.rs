@@ -262,3 +262,85 @@ pub(super) fn checkpointer_loop(inner: Arc<Inner>, conn: Connection) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Shared state for a WAL-mode database in `dir`, and a connection to
+    /// run the checkpointer's passes on.
+    fn setup(dir: &Path) -> (Arc<Checkpoints>, Connection) {
+        let path = dir.join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap();
+        (Arc::new(Checkpoints::new(&path)), conn)
+    }
+
+    /// A checkpointer that only takes windows (for at most 10 s): whether
+    /// it ran a window's pass, after waiting `delay` first.
+    fn taker(
+        cp: Arc<Checkpoints>,
+        conn: Connection,
+        delay: Duration,
+    ) -> std::thread::JoinHandle<bool> {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if cp.take_window(&conn) {
+                    return true;
+                }
+                std::thread::yield_now();
+            }
+            false
+        })
+    }
+
+    #[test]
+    fn a_ready_checkpointer_gets_a_window_past_the_restart_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cp, conn) = setup(dir.path());
+        // Not past the restart size, or not ready: nothing asked.
+        cp.ready.store(true, Ordering::Release);
+        cp.between_batches(WAL_RESTART_FRAMES);
+        cp.ready.store(false, Ordering::Release);
+        cp.between_batches(WAL_RESTART_FRAMES + 1);
+        assert!(!cp.take_window(&conn), "a window nobody was ready for");
+        // Ready and past it: the writer asks (and consumes the readiness).
+        cp.ready.store(true, Ordering::Release);
+        let t = taker(cp.clone(), conn, Duration::ZERO);
+        cp.between_batches(WAL_RESTART_FRAMES + 1);
+        assert!(t.join().unwrap(), "the checkpointer never got the window");
+        assert!(!cp.ready.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn a_window_not_taken_in_time_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cp, conn) = setup(dir.path());
+        cp.ready.store(true, Ordering::Release);
+        cp.between_batches(WAL_RESTART_FRAMES + 1);
+        assert!(
+            !cp.take_window(&conn),
+            "the writer went on but left its window open"
+        );
+    }
+
+    #[test]
+    fn past_the_hard_bound_the_writer_waits_for_the_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cp, conn) = setup(dir.path());
+        let late = Duration::from_millis(300);
+        let started = Instant::now();
+        let t = taker(cp.clone(), conn, late);
+        // Not ready, yet at the hard bound it asks, and waits.
+        cp.between_batches(WAL_HARD_FRAMES + 1);
+        assert!(
+            started.elapsed() >= late,
+            "the writer went on after {:?}, before the pass",
+            started.elapsed()
+        );
+        assert!(t.join().unwrap());
+    }
+}
