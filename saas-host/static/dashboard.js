@@ -54,7 +54,9 @@ function renderUsage() {
   if (limit != null && pct >= 0.8) {
     notice.className = `notice ${cls}`;
     notice.dataset.level = pct >= 1 ? 'limit' : 'near';
-    notice.textContent = pct >= 1
+    notice.textContent = pct >= 1 && u.overage_allowed
+      ? `You have used all ${fmtInt(limit)} calls of your ${tier} plan this month. Further calls are allowed and billed as overage (${fmtInt(u.overage ?? 0)} so far) until ${fmtDate(u.resets_at)} (UTC).`
+      : pct >= 1
       ? `You have used all ${fmtInt(limit)} calls of your ${tier} plan this month. Predict and update calls are refused until ${fmtDate(u.resets_at)} (UTC).`
       : `You have used ${fmtInt(calls)} of ${fmtInt(limit)} calls this month (${Math.floor(pct * 100)}%). ${fmtInt(u.remaining)} left until ${fmtDate(u.resets_at)}.`;
     notice.hidden = false;

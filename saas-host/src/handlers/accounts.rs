@@ -462,7 +462,10 @@ pub async fn admin_patch_user(
         ("format" = Option<String>, Query, description = "`json` (default) or `csv`"),
     ),
     responses(
-        (status = 200, description = "The usage report (JSON, or CSV as text/csv with a header line)", body = UsageReport),
+        (status = 200, description = "The usage report: JSON, or with format=csv text/csv (a header line, then one line per user)", content(
+            (UsageReport = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
         (status = 403, description = "forbidden (admin role needed)", body = crate::wire::ErrorBody),
         (status = 422, description = "Invalid month or format", body = crate::wire::ErrorBody),

@@ -401,6 +401,8 @@ pub async fn dashboard(cx: &Ctx) -> Result<Resp, ApiError> {
             calls: usage.calls,
             limit: limits.monthly_calls,
             remaining: limits.remaining_calls(usage.calls),
+            overage_allowed: limits.overage_quota().is_some(),
+            overage: usage.overage,
             resets_at: rfc3339(now + seconds_until_next_month(now) as i64),
             per_day,
         },

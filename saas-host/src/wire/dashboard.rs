@@ -64,6 +64,11 @@ pub struct UsageOut {
     pub limit: Option<u64>,
     /// Calls left (null = unlimited).
     pub remaining: Option<u64>,
+    /// Whether the plan allows calls past the limit, counted as overage
+    /// (instead of refused).
+    pub overage_allowed: bool,
+    /// Calls past the limit this month (billed as overage).
+    pub overage: u64,
     /// When the count resets (00:00 UTC on the 1st).
     pub resets_at: String,
     /// One entry per day of the month.

@@ -186,6 +186,21 @@ async fn usage_export_equals_metered_calls(b: Backend) {
     let root = users_json.iter().find(|r| r["email"] == "root@example.com");
     assert_eq!(root.map(|r| r["calls"].as_u64()), Some(Some(0)), "{report}");
 
+    // The pro customer's dashboard shows the overage.
+    let (st, d) = s.json(GET, "/dashboard", Some(&users[1].0), None).await;
+    assert_eq!(st, 200, "{d}");
+    let pro = json_row(&report, &users[1].1);
+    assert_eq!(d["usage"]["overage"], pro["overage"], "{d}");
+    assert_eq!(d["usage"]["overage_allowed"], true);
+    let (_, d) = s.json(GET, "/dashboard", Some(&users[0].0), None).await;
+    assert_eq!(
+        (
+            d["usage"]["overage_allowed"].as_bool(),
+            d["usage"]["overage"].as_u64()
+        ),
+        (Some(false), Some(0))
+    );
+
     // The CSV says the same.
     let r = s
         .call(
