@@ -123,6 +123,73 @@ fn migrations_from_an_empty_schema() {
     assert_eq!(n, i64::from(latest), "[postgres] one record per migration");
 }
 
+/// A schema written before usage had kinds (version 6): its day rows
+/// become kind `unknown` with their calls, the month's overage 0, and new
+/// calls count by kind on top of them (for the quota too).
+#[test]
+fn usage_before_kinds_migrates_as_unknown() {
+    use qlearn_core::store::migrations::POSTGRES;
+    use qlearn_core::store::{CallKind, Meter};
+    use qlearn_core::tenancy::{BillingMonth, TierLimits};
+    let schema = Schema::new();
+    let Ok(mut c) = postgres::Client::connect(&url(), postgres::NoTls) else {
+        // Reachability is reported (or required) by `open` below.
+        assert!(schema.open().is_none());
+        return;
+    };
+    let month = BillingMonth::new(2026, 12).unwrap();
+    let s = &schema.name;
+    c.batch_execute(&format!(
+        "CREATE SCHEMA \"{s}\"; SET search_path TO \"{s}\"; \
+         CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
+         applied_at BIGINT NOT NULL)"
+    ))
+    .unwrap();
+    for m in POSTGRES.iter().filter(|m| m.version <= 6) {
+        c.batch_execute(m.sql).unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations VALUES ($1, $2, 0)",
+            &[&(m.version as i32), &m.name],
+        )
+        .unwrap();
+    }
+    c.batch_execute(&format!(
+        "INSERT INTO users (id, email, password_hash, tier, role, created_at, \
+           password_changed_at) VALUES ('u1', 'old@example.com', 'x', 'pro', 'user', 0, 0); \
+         INSERT INTO usage_month (user_id, month, calls) VALUES ('u1', '{month}', 42); \
+         INSERT INTO usage_day (user_id, month, day, calls) VALUES \
+           ('u1', '{month}', 1, 40), ('u1', '{month}', 2, 2)"
+    ))
+    .unwrap();
+    drop(c);
+    let Some(store) = schema.open() else { return };
+    let u = store.usage("u1", month).unwrap();
+    assert_eq!((u.calls, u.overage), (42, 0));
+    assert_eq!(u.of_kind(CallKind::Unknown), 42);
+    assert_eq!((u.per_day[0], u.per_day[1]), (40, 2));
+    let model = qlearn_core::Model::new(qlearn_core::ModelConfig::new(2)).unwrap();
+    let id = store.create_model("u1", "m", &model, None, 0).unwrap().id;
+    let l = TierLimits {
+        monthly_calls: Some(43),
+        ..TierLimits::UNLIMITED
+    };
+    let m = Meter {
+        user_id: "u1",
+        limits: &l,
+        now: month.start_unix() + 5,
+    };
+    let st = qlearn_core::StateRef::Int(1);
+    store.predict(&m, &id, st, false, None).unwrap();
+    assert!(
+        store.predict(&m, &id, st, false, None).is_err(),
+        "[postgres] the quota counts the old rows"
+    );
+    let u = store.usage("u1", month).unwrap();
+    assert_eq!(u.of_kind(CallKind::Unknown), 42);
+    assert_eq!(u.of_kind(CallKind::Predict), 1);
+    assert_eq!(u.per_day[0], 41);
+}
+
 #[test]
 fn two_instances_share_quota_and_updates() {
     // Two stores (two pools, as two server instances would have) on one
