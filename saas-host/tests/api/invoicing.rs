@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 use crate::common::{assert_error, start_with, Backend, Server};
 use crate::{GET, POST};
 
-backend_tests!(usage_export_equals_metered_calls);
+backend_tests!(
+    usage_export_equals_metered_calls,
+    overage_keeps_the_rate_limit
+);
 
 const PASSWORD: &str = "correct horse battery";
 /// The pro plan's quota in this test (with overage on).
@@ -267,4 +270,53 @@ async fn usage_export_equals_metered_calls(b: Backend) {
         s.json(GET, "/admin/usage", None, None).await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Past the quota on a plan with overage, calls succeed (counted as
+/// overage), and the per-second rate limit still refuses a burst past it.
+async fn overage_keeps_the_rate_limit(b: Backend) {
+    let Some(s) = start_with(b, "overage_rate", |c| {
+        c.limits.free.monthly_calls = Some(2);
+        c.limits.free.overage = true;
+        c.limits.free.rate_per_second = 1;
+        c.limits.free.burst = 5;
+    })
+    .await
+    else {
+        return;
+    };
+    // Registration is not rate limited per user; the calls below are.
+    let (token, _, model) = s.register("burst@example.com").await;
+    let body = json!({"model_id": model, "state": 1});
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (st, v) = s
+            .json(POST, "/predict", Some(&token), Some(body.clone()))
+            .await;
+        if st == 429 {
+            assert_error(st, &v, 429, "rate_limited");
+        }
+        statuses.push(st.as_u16());
+    }
+    let granted = statuses.iter().filter(|&&st| st == 200).count() as u64;
+    assert!(
+        statuses.contains(&429),
+        "the rate limit still applies: {statuses:?}"
+    );
+    assert!(
+        granted > 2,
+        "calls past the quota of 2 granted: {statuses:?}"
+    );
+    // The dashboard is rate limited too: ask again once a token is back.
+    let mut d = Value::Null;
+    for _ in 0..50 {
+        let (st, v) = s.json(GET, "/dashboard", Some(&token), None).await;
+        d = v;
+        if st == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(d["usage"]["calls"], granted, "{d}");
+    assert_eq!(d["usage"]["overage"], granted - 2, "{d}");
 }
