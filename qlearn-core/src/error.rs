@@ -77,6 +77,32 @@ pub enum Error {
         new: u64,
     },
 
+    /// The caller's plan does not include a feature the call needs (an
+    /// advanced algorithm, decision logging); nothing was changed.
+    #[error("{}", plan_required_message(feature, *plan))]
+    PlanRequired {
+        /// The missing feature's name, e.g. `advanced_algorithms`.
+        feature: &'static str,
+        /// The cheapest plan (tier name) that includes it; `None` when no
+        /// plan does.
+        plan: Option<&'static str>,
+    },
+
+    /// The model is over the caller's plan (after a downgrade: more models
+    /// or states than the plan allows, or a feature it lacks): it still
+    /// answers predictions and exports, but is not taught until the owner
+    /// deletes or changes enough. Data is never deleted.
+    #[error("this model is read-only on your plan: {reason}")]
+    ModelReadOnly {
+        /// Why, in words (names the limit or feature).
+        reason: String,
+    },
+
+    /// A signed request (the billing provider's webhook) did not verify:
+    /// wrong or missing signature, or a timestamp outside the tolerance.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(&'static str),
+
     /// The monthly quota of metered calls is used up.
     #[error("monthly quota of {limit} calls reached; it resets in {retry_after_secs} s")]
     QuotaExceeded {
@@ -109,6 +135,14 @@ pub enum Error {
     /// An internal invariant failed (a bug); reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The message of [`Error::PlanRequired`].
+fn plan_required_message(feature: &str, plan: Option<&str>) -> String {
+    match plan {
+        Some(plan) => format!("the {feature} feature needs the {plan} plan or higher"),
+        None => format!("no plan includes the {feature} feature"),
+    }
 }
 
 impl Error {

@@ -97,6 +97,8 @@ pub struct App {
     inline_store: bool,
     /// Live model events.
     pub events: Arc<EventHub>,
+    /// Each user's models read-only on their plan ([`crate::read_only`]).
+    pub read_only: crate::read_only::ReadOnly,
     /// Prometheus counters.
     pub metrics: Metrics,
     started: Instant,
@@ -229,6 +231,7 @@ impl App {
             verified: RwLock::new(HashMap::new()),
             inline_store,
             events: Arc::new(EventHub::default()),
+            read_only: Default::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             names: RwLock::new(HashMap::new()),
@@ -288,6 +291,7 @@ impl App {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.read_only.forget_all();
         self.events.recheck_all();
     }
 
@@ -440,6 +444,7 @@ impl App {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|_, c| c.user.id != user_id);
         self.events.recheck_user(user_id);
+        self.read_only.forget(user_id);
     }
 
     /// A receiver that changes when the server starts shutting down.

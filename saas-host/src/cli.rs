@@ -16,8 +16,8 @@ use crate::admin::{AdminOp, Failed, UserRow, Via};
 use crate::branding::{Brand, BrandSettings};
 use crate::cidr::Cidr;
 use crate::config::{
-    load_limits, Config, Throttle, DEFAULT_DATABASE_URL, LOGIN_PER_ACCOUNT, LOGIN_PER_ADDRESS,
-    LOGIN_WINDOW_SECS, REGISTER_PER_ADDRESS, REGISTER_WINDOW_SECS,
+    load_limits, Billing, Config, Throttle, DEFAULT_DATABASE_URL, LOGIN_PER_ACCOUNT,
+    LOGIN_PER_ADDRESS, LOGIN_WINDOW_SECS, REGISTER_PER_ADDRESS, REGISTER_WINDOW_SECS,
 };
 use crate::invoicing::Format;
 
@@ -104,7 +104,8 @@ pub struct ServeArgs {
     /// addresses or CIDR ranges (`10.0.0.1`, `172.28.0.0/16`, `fd00::/8`).
     #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<Cidr>,
-    /// JSON file overriding the per-tier limits (quota, models, rate limit).
+    /// JSON plans file: per tier the limits (quota, models, rate limit),
+    /// features, display name, price and provider price ids.
     #[arg(long, env = "LIMITS_FILE")]
     pub limits_file: Option<PathBuf>,
     /// White-label: the product name the dashboard and docs show (default qlearn).
@@ -125,6 +126,17 @@ pub struct ServeArgs {
     /// White-label: the API documentation page's title (default "qlearn API").
     #[arg(long, env = "BRAND_DOCS_TITLE")]
     pub brand_docs_title: Option<String>,
+    /// Checkout URL the dashboard's Upgrade button opens; `{user_id}`,
+    /// `{email}` and `{plan}` are filled in.
+    #[arg(long, env = "CHECKOUT_URL")]
+    pub checkout_url: Option<String>,
+    /// File holding the billing webhook's signing secret (or set
+    /// `BILLING_WEBHOOK_SECRET`; never a flag, which `ps` would show).
+    #[arg(long, env = "BILLING_WEBHOOK_SECRET_FILE")]
+    pub billing_webhook_secret_file: Option<PathBuf>,
+    /// Seconds a webhook delivery's signed timestamp may differ from now.
+    #[arg(long, env = "BILLING_WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
+    pub billing_webhook_tolerance_secs: i64,
     /// Most connections served at once.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = Config::default().max_connections)]
     pub max_connections: usize,
@@ -283,7 +295,7 @@ impl ServeArgs {
             qlearn_core::tenancy::validate_secret(s.as_bytes())?;
         }
         if let Some(p) = &self.limits_file {
-            c.limits = load_limits(p)?;
+            (c.limits, c.plans) = load_limits(p)?;
         }
         c.brand = Brand::new(&BrandSettings {
             name: self.brand_name.clone(),
@@ -293,6 +305,10 @@ impl ServeArgs {
             support: self.brand_support.clone(),
             docs_title: self.brand_docs_title.clone(),
         })?;
+        c.billing.checkout_url = self.checkout_url.clone().filter(|u| !u.is_empty());
+        c.billing.webhook_tolerance_secs = self.billing_webhook_tolerance_secs;
+        c.billing.webhook_secret = Billing::secret(self.billing_webhook_secret_file.as_deref())?;
+        c.billing.validate()?;
         Ok(c)
     }
 }

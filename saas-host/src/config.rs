@@ -8,7 +8,7 @@ use std::time::Duration;
 use qlearn_core::store::memory::MemoryStore;
 use qlearn_core::store::sqlite::{Durability, SqliteOptions, SqliteStore};
 use qlearn_core::store::Store;
-use qlearn_core::tenancy::Limits;
+use qlearn_core::tenancy::{Limits, Plans};
 use qlearn_core::{Error, Result};
 
 /// Default `DATABASE_URL`.
@@ -58,8 +58,13 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (reverse proxies): single
     /// addresses or ranges.
     pub trusted_proxies: Vec<Cidr>,
-    /// Per-tier limits (quota, models, rate limit).
+    /// Per-tier limits (quota, models, rate limit) and features.
     pub limits: Limits,
+    /// Per-tier plans (display name, price, provider price ids), from the
+    /// same plans file as `limits`.
+    pub plans: Plans,
+    /// The billing provider: checkout URL and webhook secret.
+    pub billing: Billing,
     /// Largest JSON body, bytes (64 KiB).
     pub body_limit: usize,
     /// Largest `POST /update/batch` body, bytes (1 MiB: room for 1,000
@@ -133,6 +138,8 @@ impl Default for Config {
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            plans: Plans::default(),
+            billing: Billing::default(),
             body_limit: 64 * 1024,
             batch_limit: 1024 * 1024,
             import_limit: 64 * 1024 * 1024,
@@ -158,19 +165,100 @@ impl Default for Config {
     }
 }
 
-/// Reads a limits override file (JSON of [`Limits`]; tiers left out keep
-/// their defaults) and validates it.
-pub fn load_limits(path: &std::path::Path) -> Result<Limits> {
+/// Reads a plans file (an older limits file loads too: tiers and fields
+/// left out keep their defaults) and validates it: every tier's limits and
+/// features, and its plan.
+pub fn load_limits(path: &std::path::Path) -> Result<(Limits, Plans)> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::field(
             "limits_file",
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
-    let limits: Limits = serde_json::from_str(&text)
-        .map_err(|e| Error::field("limits_file", format!("{}: {e}", path.display())))?;
-    limits.validate()?;
-    Ok(limits)
+    Plans::load(&text).map_err(|e| match e {
+        Error::InvalidField { field, message } if field == "limits_file" => {
+            Error::field(field, format!("{}: {message}", path.display()))
+        }
+        e => e,
+    })
+}
+
+/// The billing provider's settings (issue 17). Without a webhook secret
+/// `POST /billing/webhook` answers 404; without a checkout URL the plans
+/// page offers no upgrade button.
+#[derive(Clone)]
+pub struct Billing {
+    /// Where "Upgrade" sends a user: `{user_id}`, `{email}` and `{plan}`
+    /// are replaced (URL-encoded), e.g.
+    /// `https://buy.example/checkout?client_reference_id={user_id}`.
+    pub checkout_url: Option<String>,
+    /// The webhook's signing secret (`whsec_...`). Never logged.
+    pub webhook_secret: Option<Arc<[u8]>>,
+    /// Largest difference between a delivery's signed timestamp and now,
+    /// seconds (300).
+    pub webhook_tolerance_secs: i64,
+}
+
+impl Default for Billing {
+    fn default() -> Self {
+        Billing {
+            checkout_url: None,
+            webhook_secret: None,
+            webhook_tolerance_secs: qlearn_core::tenancy::webhook::DEFAULT_TOLERANCE_SECS,
+        }
+    }
+}
+
+impl std::fmt::Debug for Billing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Billing")
+            .field("checkout_url", &self.checkout_url)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("webhook_tolerance_secs", &self.webhook_tolerance_secs)
+            .finish()
+    }
+}
+
+impl Billing {
+    /// The webhook secret: the contents of `file` when given, else the
+    /// `BILLING_WEBHOOK_SECRET` environment variable (never a flag, which
+    /// `ps` would show); surrounding whitespace trimmed, empty = none.
+    pub fn secret(file: Option<&std::path::Path>) -> Result<Option<Arc<[u8]>>> {
+        let text = match file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                Error::field(
+                    "BILLING_WEBHOOK_SECRET_FILE",
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?),
+            None => std::env::var("BILLING_WEBHOOK_SECRET").ok(),
+        };
+        Ok(text
+            .map(|s| Arc::<[u8]>::from(s.trim().as_bytes()))
+            .filter(|s| !s.is_empty()))
+    }
+
+    /// Checks the checkout URL template: an `http(s)://` URL.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(u) = &self.checkout_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(Error::field(
+                    "CHECKOUT_URL",
+                    "must be an https:// (or http://) URL",
+                ));
+            }
+        }
+        if self.webhook_tolerance_secs < 1 {
+            return Err(Error::field(
+                "BILLING_WEBHOOK_TOLERANCE_SECS",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Opens the store `url` names: `sqlite://PATH` (PATH may be relative, e.g.

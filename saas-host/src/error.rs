@@ -250,6 +250,19 @@ fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) 
             e.to_string(),
             None,
         ),
+        E::PlanRequired { .. } => (StatusCode::FORBIDDEN, "plan_required", e.to_string(), None),
+        E::ModelReadOnly { .. } => (
+            StatusCode::FORBIDDEN,
+            "model_read_only",
+            e.to_string(),
+            None,
+        ),
+        E::InvalidSignature(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_signature",
+            e.to_string(),
+            None,
+        ),
         E::StateLimitReached { .. } => (
             StatusCode::FORBIDDEN,
             "state_limit_reached",

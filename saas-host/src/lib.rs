@@ -36,6 +36,7 @@ pub mod http;
 pub mod invoicing;
 pub mod metrics;
 pub mod openapi;
+pub mod read_only;
 pub mod response;
 pub mod router;
 pub mod routes;

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::Config;
-use crate::handlers::{accounts, decisions, engine, models, service};
+use crate::handlers::{accounts, billing, decisions, engine, models, service};
 use crate::response::{bytes_response, Resp, JSON};
 use crate::routes::Route;
 use crate::wire;
@@ -52,6 +52,7 @@ impl Modify for BearerAuth {
         decisions::reward, decisions::rewards_batch, decisions::end_episode, decisions::list,
         decisions::export,
         service::health, service::metrics,
+        billing::plans, billing::webhook,
     ),
     components(schemas(
         wire::ErrorBody, wire::ErrorDetail, wire::Credentials, wire::UserOut, wire::TokenOut,
@@ -66,6 +67,7 @@ impl Modify for BearerAuth {
         wire::RewardResult, wire::RewardsBatchIn, wire::RewardsBatchOut, wire::EpisodeEndIn,
         wire::EpisodeEndOut, wire::DecisionOut, wire::DecisionStatsOut, wire::DecisionsOut,
         crate::invoicing::UsageReport, crate::invoicing::UsageRow,
+        wire::PriceOut, wire::PlanOut, wire::PendingOut, wire::PlansOut, wire::WebhookOut,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -74,6 +76,7 @@ impl Modify for BearerAuth {
         (name = "engine", description = "Metered predict and update calls; live events"),
         (name = "decisions", description = "Delayed rewards for logged decisions, episode ends, the decision log"),
         (name = "admin", description = "Admin-only user changes and the usage report for invoicing"),
+        (name = "billing", description = "Plans, and the billing provider's signed webhook"),
         (name = "service", description = "Health and metrics"),
     )
 )]

@@ -22,7 +22,7 @@ use crate::app::{App, Auth};
 use crate::cidr::Cidr;
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
-use crate::handlers::{accounts, decisions, engine, models, service};
+use crate::handlers::{accounts, billing, decisions, engine, models, service};
 use crate::http::query_param;
 use crate::openapi;
 use crate::response::{no_content, Resp};
@@ -249,6 +249,14 @@ async fn public(
         (Route::DocsAsset, Method::GET) => service::docs_asset(&param, req.headers()),
         (Route::Register, Method::POST) => accounts::register(app, req, client).await,
         (Route::Login, Method::POST) => accounts::login(app, req, client).await,
+        (Route::Plans, Method::GET) => {
+            let caller = match req.headers().contains_key(AUTHORIZATION) {
+                true => Some(app.authenticate(&bearer(&req)?).await?.user),
+                false => None,
+            };
+            billing::plans(app, caller).await
+        }
+        (Route::BillingWebhook, Method::POST) => billing::webhook(app, req).await,
         (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
     }
 }

@@ -80,6 +80,10 @@ route_table! {
     Register = "/register", "POST", public, documented;
     /// Login.
     Login = "/login", "POST", public, documented;
+    /// Every plan (public; with credentials, the caller's marked).
+    Plans = "/plans", "GET", public, documented;
+    /// The billing provider's signed webhook.
+    BillingWebhook = "/billing/webhook", "POST", public, documented;
     /// The caller's profile.
     Me = "/me", "GET", auth, documented;
     /// Password change.

@@ -22,7 +22,8 @@
 //!   requests finish, then flush the store.
 //!
 //! Beside the accept loop, one task settles the reward windows whose
-//! deadline has passed ([`Store::settle`]) every `Config::settle_every`; every
+//! deadline has passed ([`Store::settle`]) and the plan downgrades due
+//! ([`Store::settle_billing`]) every `Config::settle_every`; every
 //! instance runs it (the store applies each transition once), and it stops
 //! at shutdown before the store is flushed.
 //!
@@ -92,19 +93,28 @@ async fn periodically<T: Send + 'static>(
     }
 }
 
-/// Settles passed reward deadlines every `settle_every` until shutdown:
-/// deadlines live in the store, so a failed run is retried at the next tick.
+/// Settles passed reward deadlines and due plan downgrades (the end of a
+/// cancelled or unpaid period) every `settle_every` until shutdown: both
+/// live in the store, so a failed run is retried at the next tick.
 async fn settle_loop(app: Arc<App>) {
     let store = app.store.clone();
-    let settle = move || store.settle(crate::now_unix());
+    let settle = move || {
+        let now = crate::now_unix();
+        Ok((store.settle(now)?, store.settle_billing(now)?))
+    };
+    let forget = app.clone();
     periodically(
         &app,
         app.config.settle_every,
-        "settling reward deadlines",
+        "settling reward deadlines and downgrades",
         settle,
-        |n| {
+        move |(n, downgraded): (usize, Vec<String>)| {
             if n > 0 {
                 tracing::debug!(transitions = n, "settled reward deadlines");
+            }
+            for user in downgraded {
+                tracing::info!(user, "plan downgraded at the end of its period");
+                forget.forget_user(&user);
             }
         },
     )

@@ -30,7 +30,7 @@ use crate::decisions::{
 use crate::error::{Error, Result};
 use crate::model::{Experience, Learner, Prediction};
 use crate::state::{canonical_key, StateKey, StateRef};
-use crate::store::rules::check_state_room;
+use crate::store::rules::{check_state_room, check_writable};
 use crate::store::CallKind;
 use crate::table::QRows;
 use crate::tenancy::TierLimits;
@@ -237,6 +237,7 @@ pub(crate) fn plan<T: QRows>(
             // The state a decision logs is the state its transition will
             // store: a new one must fit the tier's states per model.
             let stores = Experience::new(d.state, 0, 0.0, d.state);
+            check_writable(room.limits, learner, room.held, true)?;
             check_state_room(
                 room.limits,
                 learner,
@@ -264,6 +265,7 @@ pub(crate) fn plan<T: QRows>(
             })
         }
         Call::Rewards(rewards) => {
+            check_writable(room.limits, learner, room.held, true)?;
             // The debit is known only once every reward ran: what they may
             // change is saved, and put back if the debit is refused.
             let saved = log.save(rewards.iter().map(|r| r.decision_id.as_str()));
@@ -298,6 +300,7 @@ pub(crate) fn plan<T: QRows>(
         }
         Call::End { episode_id, end } => {
             check_end(learner, end)?;
+            check_writable(room.limits, learner, room.held, true)?;
             // Free; `record_end` checks everything before it changes
             // anything.
             debit(CallKind::Reward, 0)?;

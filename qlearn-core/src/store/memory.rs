@@ -15,11 +15,13 @@ use super::{
     ApiKey, CallKind, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store,
     Updated, Usage, User,
 };
+use super::{BillingAccount, BillingEvent, BillingOutcome};
 use super::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::StateRef;
+use crate::tenancy::billing;
 use crate::tenancy::{new_id, BillingMonth, Role, Tier, TierLimits};
 
 const BACKEND: &str = "memory";
@@ -59,6 +61,10 @@ struct Accounts {
     settings: HashMap<String, String>,
     /// (user, month) -> that month's usage.
     usage: HashMap<(String, BillingMonth), MonthTally>,
+    /// Billing records by user id.
+    billing: HashMap<String, BillingAccount>,
+    /// Ids of the billing events applied.
+    billing_events: std::collections::HashSet<String>,
 }
 
 /// The in-memory store. Models sit behind one mutex each, so updates of
@@ -570,6 +576,63 @@ impl Store for MemoryStore {
         Ok(e.decisions
             .as_ref()
             .map_or_else(DecisionPage::empty, |log| page(log, query)))
+    }
+
+    fn apply_billing(&self, event: &BillingEvent, now: i64) -> Result<BillingOutcome> {
+        let mut guard = self.accounts()?;
+        let acc = &mut *guard;
+        if acc.billing_events.contains(&event.id) {
+            return Ok(BillingOutcome::Duplicate);
+        }
+        let party = &event.party;
+        let user_id = party
+            .user_id
+            .as_ref()
+            .filter(|id| acc.users.contains_key(*id))
+            .cloned()
+            .or_else(|| {
+                let c = party.customer_id.as_ref()?;
+                acc.billing
+                    .iter()
+                    .find(|(_, a)| a.customer_id.as_ref() == Some(c))
+                    .map(|(id, _)| id.clone())
+            })
+            .ok_or(Error::NotFound("customer"))?;
+        if let Some(c) = &party.customer_id {
+            let taken = acc
+                .billing
+                .iter()
+                .any(|(id, a)| *id != user_id && a.customer_id.as_ref() == Some(c));
+            if taken {
+                return Err(Error::Conflict("customer linked to another user".into()));
+            }
+        }
+        let user = acc.users.get_mut(&user_id).ok_or(Error::NotFound("user"))?;
+        let mut account = acc.billing.get(&user_id).cloned().unwrap_or_default();
+        let before = user.tier;
+        let applied = billing::step(&mut user.tier, &mut account, event, now);
+        let out = billing::outcome(user_id.clone(), before, user.tier, &account, applied);
+        acc.billing.insert(user_id, account);
+        acc.billing_events.insert(event.id.clone());
+        Ok(out)
+    }
+
+    fn settle_billing(&self, now: i64) -> Result<Vec<String>> {
+        let mut guard = self.accounts()?;
+        let acc = &mut *guard;
+        let mut changed = Vec::new();
+        for (id, account) in acc.billing.iter_mut() {
+            if let Some(user) = acc.users.get_mut(id) {
+                if billing::settle(&mut user.tier, account, now) {
+                    changed.push(id.clone());
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    fn billing_account(&self, user_id: &str) -> Result<Option<BillingAccount>> {
+        Ok(self.accounts()?.billing.get(user_id).cloned())
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

@@ -51,6 +51,9 @@ mod rules;
 pub mod sqlite;
 mod usage;
 
+pub use crate::tenancy::billing::{
+    BillingAccount, BillingAction, BillingEvent, BillingOutcome, BillingParty,
+};
 pub use changes::{
     Change, ChangeFeed, ChangeSink, SharedStreams, SharedTickets, StreamPlace, TicketGrant,
 };
@@ -59,7 +62,7 @@ pub use durable::Durable;
 pub use owned::OwnedExperience;
 pub use patch::{ConfigPatch, ModelPatch};
 pub use report::{Report, Touched, Updated};
-pub use rules::{now_unix, KEY_TOUCH_INTERVAL_SECS};
+pub use rules::{now_unix, read_only_models, KEY_TOUCH_INTERVAL_SECS};
 pub use usage::{CallKind, Usage, UserUsage};
 
 use serde::{Deserialize, Serialize};
@@ -552,6 +555,23 @@ pub trait Store: Send + Sync {
     /// decisions has an empty one).
     fn decisions(&self, owner: &str, model_id: &str, query: &DecisionQuery)
         -> Result<DecisionPage>;
+
+    // ---- billing (issue 17) -------------------------------------------------
+
+    /// Applies a verified billing-provider event ([`crate::tenancy::billing::step`]) in one
+    /// atomic step with recording its id: an id seen before is
+    /// [`BillingOutcome::Duplicate`] and changes nothing, also under
+    /// concurrent deliveries. The user is `event.party.user_id` when it
+    /// exists, else the user its customer id is linked to; neither is
+    /// [`crate::Error::NotFound`] and records nothing (the provider retries,
+    /// e.g. after the checkout event that links the customer). Linking a
+    /// customer id another user holds is [`crate::Error::Conflict`].
+    fn apply_billing(&self, event: &BillingEvent, now: i64) -> Result<BillingOutcome>;
+    /// Applies every scheduled downgrade due at `now` ([`crate::tenancy::billing::settle`]);
+    /// returns the users whose tier changed. Instances may run it at once.
+    fn settle_billing(&self, now: i64) -> Result<Vec<String>>;
+    /// A user's billing record (`None` until an event named the user).
+    fn billing_account(&self, user_id: &str) -> Result<Option<BillingAccount>>;
 
     // ---- usage ------------------------------------------------------------
 

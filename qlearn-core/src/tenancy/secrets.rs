@@ -149,9 +149,13 @@ pub fn api_key_form(token: &str, check_key: &[u8]) -> KeyForm {
 /// deterministic is what lets the host find the key with one indexed
 /// lookup; a leaked database still does not reveal usable keys.
 pub fn hash_api_key(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for b in digest.iter() {
+    to_hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// `bytes` as lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         hex.push(char::from(HEX[usize::from(b >> 4)]));
         hex.push(char::from(HEX[usize::from(b & 0x0f)]));
     }

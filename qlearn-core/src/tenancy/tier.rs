@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::features::Features;
 use crate::{Error, Result};
 
 /// A user's subscription tier; decides quotas, model limit and rate limit.
@@ -154,13 +155,18 @@ pub struct TierLimits {
     /// overage (billed by usage) instead of refused with 429. Off by
     /// default; rate limits apply either way.
     pub overage: bool,
+    /// The paid features the plan includes (checked by
+    /// [`super::features::require`]); in a limits file a list of names,
+    /// left out: the tier's default (free none, pro and enterprise all).
+    pub features: Features,
 }
 
-/// One tier's entry in a limits file: [`TierLimits`] with the resource
-/// fields optional (missing: that tier's default).
+/// One tier's entry in a limits (plans) file: [`TierLimits`] with the
+/// resource fields optional (missing: that tier's default), and the plan's
+/// presentation and billing ([`super::plans::PlanInfo`]), all optional.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TierLimitsFile {
+pub(super) struct TierLimitsFile {
     #[serde(deserialize_with = "required_option")]
     monthly_calls: Option<u64>,
     #[serde(deserialize_with = "required_option")]
@@ -180,6 +186,14 @@ struct TierLimitsFile {
     decision_retention_days: Option<u32>,
     #[serde(default)]
     overage: Option<bool>,
+    features: Option<Features>,
+    /// The plan's fields ([`super::plans::PlanInfo`]), each optional.
+    #[serde(default)]
+    pub(super) display_name: Option<String>,
+    #[serde(default)]
+    pub(super) price: Option<super::plans::Price>,
+    #[serde(default)]
+    pub(super) stripe_price_ids: Option<Vec<String>>,
 }
 
 /// Deserializes a field that is present (`null` included) as `Some`, so a
@@ -193,7 +207,7 @@ where
 }
 
 impl TierLimitsFile {
-    fn over(self, default: TierLimits) -> TierLimits {
+    fn over(&self, default: TierLimits) -> TierLimits {
         TierLimits {
             monthly_calls: self.monthly_calls,
             max_models: self.max_models,
@@ -207,27 +221,42 @@ impl TierLimitsFile {
                 .decision_retention_days
                 .unwrap_or(default.decision_retention_days),
             overage: self.overage.unwrap_or(default.overage),
+            features: self.features.unwrap_or(default.features),
         }
     }
 }
 
-/// A limits file: any tier left out keeps its defaults.
+/// A limits (plans) file: any tier left out keeps its defaults.
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-struct LimitsFile {
-    free: Option<TierLimitsFile>,
-    pro: Option<TierLimitsFile>,
-    enterprise: Option<TierLimitsFile>,
+pub(super) struct LimitsFile {
+    pub(super) free: Option<TierLimitsFile>,
+    pub(super) pro: Option<TierLimitsFile>,
+    pub(super) enterprise: Option<TierLimitsFile>,
+}
+
+impl LimitsFile {
+    /// The entry of `tier`, if the file has one.
+    pub(super) fn tier(&self, tier: Tier) -> Option<&TierLimitsFile> {
+        match tier {
+            Tier::Free => self.free.as_ref(),
+            Tier::Pro => self.pro.as_ref(),
+            Tier::Enterprise => self.enterprise.as_ref(),
+        }
+    }
 }
 
 impl From<LimitsFile> for Limits {
     fn from(file: LimitsFile) -> Self {
         let d = Limits::default();
-        let pick = |f: Option<TierLimitsFile>, d: TierLimits| f.map_or(d, |f| f.over(d));
+        let pick = |t: Tier| {
+            let d = *d.for_tier(t);
+            file.tier(t).map_or(d, |f| f.over(d))
+        };
         Limits {
-            free: pick(file.free, d.free),
-            pro: pick(file.pro, d.pro),
-            enterprise: pick(file.enterprise, d.enterprise),
+            free: pick(Tier::Free),
+            pro: pick(Tier::Pro),
+            enterprise: pick(Tier::Enterprise),
         }
     }
 }
@@ -247,6 +276,7 @@ impl TierLimits {
         bulk_per_minute: u32::MAX,
         decision_retention_days: crate::decisions::MAX_RETENTION_DAYS,
         overage: false,
+        features: Features::ALL,
     };
 
     /// The monthly limit past which calls count as overage: `monthly_calls`
@@ -384,6 +414,7 @@ impl Default for Limits {
                 bulk_per_minute: 6,
                 decision_retention_days: 7,
                 overage: false,
+                features: Features::NONE,
             },
             pro: TierLimits {
                 monthly_calls: Some(1_000),
@@ -396,6 +427,7 @@ impl Default for Limits {
                 bulk_per_minute: 60,
                 decision_retention_days: 30,
                 overage: false,
+                features: Features::ALL,
             },
             enterprise: TierLimits {
                 monthly_calls: None,
@@ -408,6 +440,7 @@ impl Default for Limits {
                 bulk_per_minute: 600,
                 decision_retention_days: 90,
                 overage: false,
+                features: Features::ALL,
             },
         }
     }

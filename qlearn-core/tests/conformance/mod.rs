@@ -11,8 +11,10 @@
 #![allow(dead_code)]
 
 mod accounts;
+mod billing;
 mod decisions;
 pub use accounts::*;
+pub use billing::*;
 pub use decisions::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +72,8 @@ macro_rules! conformance_tests {
             usage_by_kind,
             overage_at_the_boundary,
             concurrent_overage,
+            billing_events,
+            read_only_over_plan,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -98,7 +102,8 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("accounts.rs"),
         include_str!("tables.rs"),
         include_str!("probabilities.rs"),
-        include_str!("usage.rs")
+        include_str!("usage.rs"),
+        include_str!("billing.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()

@@ -46,6 +46,7 @@ async fn record(
     ),
     ApiError,
 > {
+    crate::read_only::check(&cx.app, &cx.user, &model_id).await?;
     // Rewards for decisions the store holds in memory are recorded on this
     // task (SQLite: no blocking-pool hop, the commit awaited as a future).
     let quick = metered_nonblocking(cx, 0, |store, meter| {
@@ -82,6 +83,7 @@ async fn record(
         (status = 200, description = "What the reward did: open, closed, applied, late or duplicate (metered when counted; RateLimit headers)", body = RewardOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_read_only: the model is read-only on the caller's plan after a downgrade (the reason says why)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found: an unknown model or decision, or another user's", body = crate::wire::ErrorBody),
         (status = 409, description = "conflict: the reward_id was recorded with another value", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field", body = crate::wire::ErrorBody),
@@ -109,6 +111,7 @@ pub async fn reward(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         (status = 200, description = "One result per reward, in order: its answer or its error (not_found, conflict, invalid_field)", body = RewardsBatchOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_read_only: the model is read-only on the caller's plan after a downgrade (the reason says why)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found (the model)", body = crate::wire::ErrorBody),
         (status = 413, description = "Body over the batch limit", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field (1 to 1,000 rewards)", body = crate::wire::ErrorBody),
@@ -146,6 +149,7 @@ pub async fn rewards_batch(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, Api
         (status = 200, description = "Ended (again the same way: no effect)", body = EpisodeEndOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_read_only: the model is read-only on the caller's plan after a downgrade (the reason says why)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found: an unknown model or episode", body = crate::wire::ErrorBody),
         (status = 409, description = "conflict: the episode already ended another way", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field (truncated needs next_state; sarsa cannot bootstrap a truncated end) or invalid_state", body = crate::wire::ErrorBody),
@@ -155,6 +159,7 @@ pub async fn end_episode(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiEr
     let body: EpisodeEndIn = read_json(req, cx.app.config.body_limit).await?;
     let (model_id, episode_id, end) = body.split();
     let ep = episode_id.clone();
+    crate::read_only::check(&cx.app, &cx.user, &model_id).await?;
     let (learned, monthly) = metered(cx, 0, move |app, meter| {
         app.store.end_episode(meter, &model_id, &ep, &end)
     })

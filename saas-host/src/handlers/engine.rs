@@ -69,7 +69,7 @@ pub(super) fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
         (status = 200, description = "The chosen action (metered; RateLimit headers); on a model that logs decisions also decision_id, probability and step (a retried decision_id is free)", body = PredictOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
-        (status = 403, description = "state_limit_reached: on a model that logs decisions, a state it does not store past the tier's states per model (not metered)", body = crate::wire::ErrorBody),
+        (status = 403, description = "state_limit_reached: on a model that logs decisions, a state it does not store past the tier's states per model (not metered); model_read_only: a logging predict on a model read-only on the caller's plan (after a downgrade; the reason says why)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found (unknown or another user's model)", body = crate::wire::ErrorBody),
         (status = 409, description = "conflict: a decision_id logged for another state or episode, or a decision in an ended episode", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
@@ -190,6 +190,7 @@ async fn apply(
     exps: Vec<ExperienceIn>,
 ) -> Result<(Vec<UpdateOutcome>, Option<MonthlyState>), ApiError> {
     let n = exps.len() as u64;
+    crate::read_only::check(&cx.app, &cx.user, &model_id).await?;
     // The written rows only when someone listens (nothing copied otherwise).
     let report = match cx.app.events.sender(&model_id) {
         Some(_) => Report::Touched,
@@ -356,7 +357,7 @@ fn update_out(o: &UpdateOutcome) -> UpdateOut {
         (status = 200, description = "Learned (metered; RateLimit headers)", body = UpdateOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
-        (status = 403, description = "state_limit_reached: the update would add states past the tier's states per model (refused whole, not metered)", body = crate::wire::ErrorBody),
+        (status = 403, description = "state_limit_reached: the update would add states past the tier's states per model (refused whole, not metered); model_read_only: the model is read-only on the caller's plan after a downgrade (the reason says why; predict and export still answer)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
@@ -380,7 +381,7 @@ pub async fn update(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         (status = 200, description = "All applied, in order (N metered calls)", body = BatchOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
-        (status = 403, description = "state_limit_reached: the batch would add states past the tier's states per model (refused whole, not metered)", body = crate::wire::ErrorBody),
+        (status = 403, description = "state_limit_reached: the batch would add states past the tier's states per model (refused whole, not metered); model_read_only: the model is read-only on the caller's plan after a downgrade (the reason says why; predict and export still answer)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found", body = crate::wire::ErrorBody),
         (status = 413, description = "Body over the batch limit (1 MiB)", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),

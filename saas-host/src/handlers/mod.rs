@@ -4,6 +4,7 @@
 //! [`crate::error::ApiError`].
 
 pub mod accounts;
+pub mod billing;
 pub mod decisions;
 pub mod engine;
 pub mod models;

@@ -8,9 +8,9 @@ use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Request, StatusCode};
 use qlearn_core::store::ModelPatch;
 use qlearn_core::tenancy::{
-    date_string, rfc3339, seconds_until_next_month, BillingMonth, TierLimits,
+    date_string, features, rfc3339, seconds_until_next_month, BillingMonth, Features, TierLimits,
 };
-use qlearn_core::{Error, Model};
+use qlearn_core::{Algorithm, Error, Model};
 
 use super::check_name;
 use crate::app::{blocking, App};
@@ -41,8 +41,7 @@ pub async fn list(cx: &Ctx) -> Result<Resp, ApiError> {
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let models = blocking(move || a.store.models(&uid)).await?;
-    let out: Vec<ModelOut> = models.into_iter().map(ModelOut::from).collect();
-    Ok(ok_json(&out))
+    Ok(ok_json(&ModelOut::list(models, cx.limits())))
 }
 
 /// Creates a model.
@@ -52,7 +51,7 @@ pub async fn list(cx: &Ctx) -> Result<Resp, ApiError> {
         (status = 201, description = "Created", body = ModelOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
-        (status = 403, description = "model_limit_reached", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_limit_reached, or plan_required (an algorithm other than q_learning needs a plan with advanced_algorithms; the message names the cheapest)", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field (names the field)", body = crate::wire::ErrorBody),
@@ -62,10 +61,12 @@ pub async fn create(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
     let body: CreateModel = read_json(req, cx.app.config.body_limit).await?;
     let name = check_name("name", &body.name)?;
     let model = Model::new(body.config())?;
+    require(cx, &features::needed_by_model(model.config(), false))?;
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let max = cx.limits().max_models;
     let info = blocking(move || a.store.create_model(&uid, &name, &model, max, now_unix())).await?;
+    cx.app.read_only.forget(&cx.user.id);
     Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))
 }
 
@@ -94,6 +95,7 @@ pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
         (status = 200, description = "The changed model", body = ModelOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 403, description = "plan_required: an algorithm other than q_learning (advanced_algorithms) or a decisions setting (decisions) on a plan without it; the message names the cheapest plan that has it", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
@@ -111,6 +113,21 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
     let uid = cx.user.id.clone();
     let mid = id.clone();
     let limits = *cx.limits();
+    // The feature gate, after the ownership check: another user's model
+    // stays 404 whatever the patch asks.
+    let config = body.config_patch();
+    let needed = Features {
+        advanced_algorithms: config
+            .as_ref()
+            .and_then(|c| c.algorithm)
+            .is_some_and(|al| al != Algorithm::QLearning),
+        decisions: matches!(body.decisions, Some(Some(_))),
+    };
+    if let Err(gate) = require(cx, &needed) {
+        let (a, uid, mid) = (cx.app.clone(), cx.user.id.clone(), id.clone());
+        blocking(move || a.store.model(&uid, &mid)).await?;
+        return Err(gate);
+    }
     // The log's retention is capped at the tier's.
     let decisions = body
         .decisions
@@ -124,12 +141,13 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
     let bulk_user = uid.clone();
     let patch = ModelPatch {
         name,
-        config: body.config_patch(),
+        config,
         decisions,
         on_reshape: Some(Arc::new(move || take_bulk(&bulk, &bulk_user, &limits))),
     };
     let info = blocking(move || a.store.update_model(&uid, &mid, patch, now_unix())).await?;
     cx.app.forget_model(&id);
+    cx.app.read_only.forget(&cx.user.id);
     Ok(ok_json(&ModelOut::from(info)))
 }
 
@@ -138,6 +156,12 @@ pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp,
 /// worth at once; over it, 429 `rate_limited` with `Retry-After`. Each such
 /// call copies or rewrites a whole table (bounded by the tier's
 /// `max_states`), which the per-request limit does not pay for.
+/// The feature gate ([`features::require`]) for the caller's plan:
+/// 403 `plan_required` naming the cheapest plan with the feature.
+fn require(cx: &Ctx, needed: &Features) -> Result<(), ApiError> {
+    features::require(&cx.app.config.limits, cx.user.tier, needed).map_err(ApiError::from)
+}
+
 fn take_bulk(app: &App, user_id: &str, limits: &TierLimits) -> Result<(), Error> {
     let per_minute = f64::from(limits.bulk_per_minute);
     app.rate
@@ -165,6 +189,7 @@ pub async fn delete(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
     let mid = id.clone();
     blocking(move || a.store.delete_model(&uid, &mid)).await?;
     cx.app.forget_model(&id);
+    cx.app.read_only.forget(&cx.user.id);
     Ok(no_content())
 }
 
@@ -296,7 +321,7 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
     responses(
         (status = 201, description = "Imported as a new model", body = ModelOut),
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
-        (status = 403, description = "model_limit_reached (checked before the body is read), or state_limit_reached (the model holds more states than the tier allows per model)", body = crate::wire::ErrorBody),
+        (status = 403, description = "model_limit_reached (checked before the body is read), state_limit_reached (the model holds more states than the tier allows per model), or plan_required (its algorithm needs a plan with advanced_algorithms)", body = crate::wire::ErrorBody),
         (status = 413, description = "Body over the tier's import size (max_import_bytes; refused from Content-Length before the body is read)", body = crate::wire::ErrorBody),
         (status = 415, description = "Neither application/octet-stream nor application/json", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_model (cannot decode) or invalid name", body = crate::wire::ErrorBody),
@@ -335,6 +360,7 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         None => "imported".to_owned(),
     };
     let bytes = read_body(req, size_limit).await?;
+    let tier = cx.user.tier;
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
     let info = blocking(move || {
@@ -345,6 +371,11 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         } else {
             Model::from_bytes(&bytes)?
         };
+        features::require(
+            &a.config.limits,
+            tier,
+            &features::needed_by_model(model.config(), false),
+        )?;
         let states = model.table().len() as u64;
         if let Some(limit) = limits
             .max_states
@@ -360,6 +391,7 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
             .create_model(&uid, &name, &model, limits.max_models, now_unix())
     })
     .await?;
+    cx.app.read_only.forget(&cx.user.id);
     Ok(json_response(StatusCode::CREATED, &ModelOut::from(info)))
 }
 
@@ -406,7 +438,7 @@ pub async fn dashboard(cx: &Ctx) -> Result<Resp, ApiError> {
             resets_at: rfc3339(now + seconds_until_next_month(now) as i64),
             per_day,
         },
-        models: models.into_iter().map(ModelOut::from).collect(),
+        models: ModelOut::list(models, &limits),
     };
     Ok(ok_json(&out))
 }

@@ -26,6 +26,9 @@ pub struct LimitsOut {
     pub max_import_bytes: u64,
     /// Event streams open at once.
     pub max_event_streams: u32,
+    /// The paid features the tier includes (`advanced_algorithms`, `decisions`).
+    #[schema(value_type = Vec<String>, example = json!(["advanced_algorithms", "decisions"]))]
+    pub features: Vec<&'static str>,
 }
 
 impl LimitsOut {
@@ -40,6 +43,7 @@ impl LimitsOut {
             max_states: l.max_states,
             max_import_bytes: l.max_import_bytes,
             max_event_streams: l.max_event_streams,
+            features: l.features.names(),
         }
     }
 }

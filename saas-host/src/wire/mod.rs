@@ -8,6 +8,7 @@
 //! the core's types stay free of HTTP concerns.
 
 mod accounts;
+mod billing;
 mod dashboard;
 mod decisions;
 mod engine;
@@ -17,6 +18,7 @@ pub use accounts::{
     AdminUserPatch, CreatedKey, Credentials, KeyOut, NewKey, PasswordChange, Registered, TokenOut,
     UserOut, MAX_KEY_DAYS,
 };
+pub use billing::{PendingOut, PlanOut, PlansOut, PriceOut, WebhookOut};
 pub use dashboard::{DashboardOut, DayOut, LimitsOut, UsageOut};
 pub use decisions::{
     DecisionOut, DecisionStatsOut, DecisionsOut, DecisionsSetting, EpisodeEndIn, EpisodeEndOut,

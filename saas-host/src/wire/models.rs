@@ -424,6 +424,35 @@ pub struct ModelOut {
     /// The decision log's counts: decisions, rewards, pending, late,
     /// defaulted and applied (`null`: the model logs no decisions).
     pub decision_stats: Option<super::DecisionStatsOut>,
+    /// Why the model is read-only on the owner's plan (after a downgrade:
+    /// it answers predictions and exports, keeps every Q-value, and learns
+    /// again once changed within the plan); absent when it is not (listed
+    /// by `GET /models` and `GET /dashboard`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<String>,
+}
+
+impl ModelOut {
+    /// The owner's `models` (oldest first) with each read-only one's reason
+    /// on a plan with `limits` ([`qlearn_core::store::read_only_models`]).
+    pub fn list(
+        models: Vec<ModelInfo>,
+        limits: &qlearn_core::tenancy::TierLimits,
+    ) -> Vec<ModelOut> {
+        let mut read_only = qlearn_core::store::read_only_models(&models, limits).into_iter();
+        let mut next = read_only.next();
+        models
+            .into_iter()
+            .map(|m| {
+                let mut out = ModelOut::from(m);
+                if next.as_ref().is_some_and(|(id, _)| *id == out.id) {
+                    out.read_only = next.take().map(|(_, r)| r);
+                    next = read_only.next();
+                }
+                out
+            })
+            .collect()
+    }
 }
 
 impl From<ModelInfo> for ModelOut {
@@ -453,6 +482,7 @@ impl From<ModelInfo> for ModelOut {
             stats: m.stats.into(),
             decisions: m.decisions.as_ref().map(DecisionsSetting::from),
             decision_stats: m.decision_stats.map(Into::into),
+            read_only: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_error, start, Backend, Server};
+use crate::common::{assert_error, start_with, Backend, Server};
 use crate::{GET, POST};
 
 backend_tests!(
@@ -15,6 +15,12 @@ backend_tests!(
     the_server_settles_deadlines,
     decisions_survive_a_restart,
 );
+
+/// These tests are about decisions, not plans (see `billing.rs`): the
+/// free tier here has every feature, and keeps its other limits.
+fn paid_features(c: &mut saas_host::Config) {
+    c.limits.free.features = qlearn_core::tenancy::Features::ALL;
+}
 
 /// Turns decision logging on for `mid`; returns the model as answered.
 async fn log_decisions(s: &Server, token: &str, mid: &str, setting: Value) -> Value {
@@ -49,7 +55,7 @@ async fn updates(s: &Server, token: &str, mid: &str) -> u64 {
 }
 
 async fn decisions_and_rewards_teach_the_model(b: Backend) {
-    let Some(s) = start(b, "decisions_http").await else {
+    let Some(s) = start_with(b, "decisions_http", paid_features).await else {
         return;
     };
     let (token, _, mid) = s.register("d@example.com").await;
@@ -242,7 +248,7 @@ async fn decisions_and_rewards_teach_the_model(b: Backend) {
 }
 
 async fn decisions_are_isolated_and_optional(b: Backend) {
-    let Some(s) = start(b, "decisions_iso").await else {
+    let Some(s) = start_with(b, "decisions_iso", paid_features).await else {
         return;
     };
     let (ta, _, ma) = s.register("a@example.com").await;
@@ -315,7 +321,7 @@ async fn decisions_are_isolated_and_optional(b: Backend) {
 }
 
 async fn the_server_settles_deadlines(b: Backend) {
-    let Some(s) = start(b, "decisions_settle").await else {
+    let Some(s) = start_with(b, "decisions_settle", paid_features).await else {
         return;
     };
     let (token, _, mid) = s.register("s@example.com").await;
@@ -346,7 +352,7 @@ async fn the_server_settles_deadlines(b: Backend) {
 }
 
 async fn decisions_survive_a_restart(b: Backend) {
-    let Some(s) = start(b, "decisions_restart").await else {
+    let Some(s) = start_with(b, "decisions_restart", paid_features).await else {
         return;
     };
     let (token, _, mid) = s.register("r@example.com").await;

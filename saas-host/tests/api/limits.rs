@@ -637,7 +637,12 @@ async fn tier_resource_limits(b: Backend) {
 /// Export, import and a reshaping PATCH share the tier's bucket of
 /// whole-model operations; other calls do not use it up.
 async fn bulk_operations_have_their_own_bucket(b: Backend) {
-    let Some(s) = start_with(b, "bulk", |c| c.limits.free.bulk_per_minute = 3).await else {
+    let Some(s) = start_with(b, "bulk", |c| {
+        c.limits.free.bulk_per_minute = 3;
+        c.limits.free.features = qlearn_core::tenancy::Features::ALL;
+    })
+    .await
+    else {
         return;
     };
     let (token, _, mid) = s.register("bulk@example.com").await;

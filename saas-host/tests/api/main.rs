@@ -9,6 +9,7 @@ mod common;
 mod accounts;
 mod admin;
 mod atomic;
+mod billing;
 mod contract;
 mod credentials;
 mod decisions;

@@ -159,6 +159,7 @@ async fn export_import_round_trip(b: Backend) {
     let Some(s) = start_with(b, "exportimport", |c| {
         c.limits.free.max_models = Some(10);
         c.limits.free.monthly_calls = None;
+        c.limits.free.features = qlearn_core::tenancy::Features::ALL;
     })
     .await
     else {

@@ -63,6 +63,11 @@ pub const SQLITE: &[Migration] = &[
         name: "decision_rows",
         sql: include_str!("sqlite/0007_decision_rows.sql"),
     },
+    Migration {
+        version: 8,
+        name: "billing",
+        sql: include_str!("sqlite/0008_billing.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -107,6 +112,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 8,
         name: "decision_rows",
         sql: include_str!("postgres/0008_decision_rows.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "billing",
+        sql: include_str!("postgres/0009_billing.sql"),
     },
 ];
 

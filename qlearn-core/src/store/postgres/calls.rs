@@ -28,6 +28,7 @@ use crate::store::{
     ApiKey, CallKind, ChangeFeed, ChangeSink, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser,
     OwnedExperience, QPage, Report, SharedStreams, SharedTickets, Store, Updated, Usage, User,
 };
+use crate::store::{BillingAccount, BillingEvent, BillingOutcome};
 use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
 use crate::tenancy::{BillingMonth, Role, SharedBuckets, Tier};
 
@@ -510,6 +511,18 @@ impl Store for PgStore {
 
     fn settle(&self, now: i64) -> Result<usize> {
         self.settle_all(now)
+    }
+
+    fn apply_billing(&self, event: &BillingEvent, now: i64) -> Result<BillingOutcome> {
+        self.write_billing(event, now)
+    }
+
+    fn settle_billing(&self, now: i64) -> Result<Vec<String>> {
+        self.settle_billing_due(now)
+    }
+
+    fn billing_account(&self, user_id: &str) -> Result<Option<BillingAccount>> {
+        self.read_billing(user_id)
     }
 
     fn decisions(

@@ -54,6 +54,7 @@
 //! schema each and run in parallel.
 
 mod batch;
+mod billing;
 mod buckets;
 mod calls;
 mod combiner;

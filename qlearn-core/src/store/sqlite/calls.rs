@@ -24,6 +24,7 @@ use crate::store::{
     ApiKey, CallKind, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store,
     Updated, Usage, User,
 };
+use crate::store::{BillingAccount, BillingEvent, BillingOutcome};
 use crate::store::{Decided, DecisionPage, DecisionQuery, Durable, RewardIn};
 use crate::tenancy::{BillingMonth, Role, Tier};
 
@@ -103,35 +104,19 @@ impl Store for SqliteStore {
     }
 
     fn set_tier(&self, user_id: &str, tier: Tier) -> Result<()> {
-        let id = user_id.to_owned();
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE users SET tier = ?2 WHERE id = ?1",
-                    [&id, tier.as_str()],
-                )
-                .map_err(sq)?;
-            if n == 0 {
-                return Err(Error::NotFound("user"));
-            }
-            Ok(())
-        })
+        self.write_user_text(
+            user_id,
+            "UPDATE users SET tier = ?2 WHERE id = ?1",
+            tier.as_str(),
+        )
     }
 
     fn set_role(&self, user_id: &str, role: Role) -> Result<()> {
-        let id = user_id.to_owned();
-        self.write(move |c| {
-            let n = c
-                .execute(
-                    "UPDATE users SET role = ?2 WHERE id = ?1",
-                    [&id, role.as_str()],
-                )
-                .map_err(sq)?;
-            if n == 0 {
-                return Err(Error::NotFound("user"));
-            }
-            Ok(())
-        })
+        self.write_user_text(
+            user_id,
+            "UPDATE users SET role = ?2 WHERE id = ?1",
+            role.as_str(),
+        )
     }
 
     fn set_disabled(&self, user_id: &str, disabled: bool) -> Result<()> {
@@ -572,6 +557,18 @@ impl Store for SqliteStore {
         query: &DecisionQuery,
     ) -> Result<DecisionPage> {
         self.decision_page(owner, model_id, query)
+    }
+
+    fn apply_billing(&self, event: &BillingEvent, now: i64) -> Result<BillingOutcome> {
+        self.write_billing(event, now)
+    }
+
+    fn settle_billing(&self, now: i64) -> Result<Vec<String>> {
+        self.settle_billing_due(now)
+    }
+
+    fn billing_account(&self, user_id: &str) -> Result<Option<BillingAccount>> {
+        self.read_billing(user_id)
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

@@ -90,6 +90,7 @@
 //! done. Reopening reloads the truth from the file.
 
 mod accounts;
+mod billing;
 mod cache;
 mod calls;
 mod checkpointer;
