@@ -139,9 +139,10 @@ def start_server(tmp_path_factory):
         srv.stop()
 
 
-#: The free tier's limits lifted (no quota, no model limit, 1000 requests/s).
+#: The free tier's limits lifted (no quota, no model limit, 1000 requests/s,
+#: every paid feature: the client's tests are not about plans).
 ROOMY_LIMITS = {"free": {"monthly_calls": None, "max_models": None, "rate_per_second": 1000,
-                         "burst": 1000}}
+                         "burst": 1000, "features": ["advanced_algorithms", "decisions"]}}
 
 
 @pytest.fixture(scope="module")
@@ -152,5 +153,6 @@ def free(start_server):
 
 @pytest.fixture(scope="module")
 def roomy(start_server):
-    """A server whose free tier has no quota, no model limit and 1000 requests/s."""
+    """A server whose free tier has no quota, no model limit, 1000 requests/s and
+    every paid feature."""
     return start_server(ROOMY_LIMITS)

@@ -141,7 +141,13 @@ def test_episodes_listing_and_export(user):
         == qlearn.DecisionsSetting(5, None, "sum", 7)
 
 
-def test_a_predict_with_a_decision_id_is_retried_when_rate_limited(free):
+#: The SPEC's free tier (5/s, burst 10) with decision logging, a paid feature.
+FREE_WITH_DECISIONS = {"free": {"monthly_calls": 100, "max_models": 3, "rate_per_second": 5,
+                                "burst": 10, "features": ["decisions"]}}
+
+
+def test_a_predict_with_a_decision_id_is_retried_when_rate_limited(start_server):
+    free = start_server(FREE_WITH_DECISIONS)
     seen: list[int] = []
     with qlearn.Client(free.base, max_retries=20, max_retry_wait=5) as c:
         c._http.event_hooks["response"] = [lambda r: seen.append(r.status_code)]

@@ -10,20 +10,18 @@
 //! The list is computed from the user's models (one store read) and kept
 //! per user for `auth_cache_ttl`; this instance's own model and tier
 //! changes drop it at once. A plan with neither a model limit nor a
-//! missing decisions feature needs no list at all (no read).
+//! missing decisions feature needs no list at all (no read). The check
+//! itself is `handlers::check_writable`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use qlearn_core::store::{read_only_models, User};
-use qlearn_core::Error;
-
-use crate::app::App;
-use crate::error::ApiError;
+use qlearn_core::store::{read_only_models, ModelInfo};
+use qlearn_core::tenancy::TierLimits;
 
 /// Model id → why it is read-only.
-type Reasons = Arc<HashMap<String, String>>;
+pub type Reasons = Arc<HashMap<String, String>>;
 
 /// The per-user lists (see the module docs).
 #[derive(Default)]
@@ -51,45 +49,22 @@ impl ReadOnly {
             .clear();
     }
 
-    fn cached(&self, user_id: &str, app: &App) -> Option<Reasons> {
+    /// `user_id`'s list, if computed less than `ttl` ago.
+    pub fn cached(&self, user_id: &str, ttl: Duration) -> Option<Reasons> {
         let users = self.users.read().unwrap_or_else(|p| p.into_inner());
         let (at, reasons) = users.get(user_id)?;
-        (at.elapsed() < app.config.auth_cache_ttl).then(|| reasons.clone())
+        (at.elapsed() < ttl).then(|| reasons.clone())
     }
-}
 
-/// `Ok` when `user` may teach model `model_id` as far as the host checks
-/// (see the module docs); 403 `model_read_only` with the reason otherwise.
-/// A model the user does not own passes (the store answers 404).
-pub async fn check(app: &Arc<App>, user: &User, model_id: &str) -> Result<(), ApiError> {
-    let limits = *app.limits(user);
-    if limits.max_models.is_none() && limits.features.decisions {
-        return Ok(());
-    }
-    let reasons = match app.read_only.cached(&user.id, app) {
-        Some(r) => r,
-        None => {
-            let (a, uid) = (app.clone(), user.id.clone());
-            let models = app.store_call(move || a.store.models(&uid)).await?;
-            let reasons: Reasons =
-                Arc::new(read_only_models(&models, &limits).into_iter().collect());
-            let mut users = app
-                .read_only
-                .users
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            if users.len() >= MAX_USERS {
-                users.clear();
-            }
-            users.insert(user.id.clone(), (Instant::now(), reasons.clone()));
-            reasons
+    /// Keeps `user_id`'s list, computed from their `models` (oldest first)
+    /// on a plan with `limits`, and returns it.
+    pub fn insert(&self, user_id: &str, models: &[ModelInfo], limits: &TierLimits) -> Reasons {
+        let reasons: Reasons = Arc::new(read_only_models(models, limits).into_iter().collect());
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if users.len() >= MAX_USERS {
+            users.clear();
         }
-    };
-    match reasons.get(model_id) {
-        None => Ok(()),
-        Some(reason) => Err(Error::ModelReadOnly {
-            reason: reason.clone(),
-        }
-        .into()),
+        users.insert(user_id.to_owned(), (Instant::now(), reasons.clone()));
+        reasons
     }
 }

@@ -63,7 +63,8 @@ pub(crate) fn check_writable(
 
 /// The models of one owner (`models`, oldest first, as
 /// [`super::Store::models`] lists them) that are read-only on a plan with
-/// `limits`, each with why: those [`read_only_reason`] names, and every
+/// `limits`, each with why: those using a feature the plan lacks or holding
+/// more states than it allows per model, and every
 /// model past the plan's `max_models` (the oldest ones stay writable).
 /// The host refuses to teach them ([`Error::ModelReadOnly`]) and the
 /// dashboard says why.

@@ -1,6 +1,6 @@
 //! Paid features and the one place they are checked ([`require`]).
 //!
-//! A plan (a [`Tier`] with its [`TierLimits`]) grants a set of
+//! A plan (a [`Tier`] with its [`super::TierLimits`]) grants a set of
 //! [`Features`]; what a model needs ([`needed_by_model`]) is derived from
 //! its configuration. The host calls [`require`] before creating, changing
 //! or importing a model; the stores read the same sets (through the

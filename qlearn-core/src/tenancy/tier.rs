@@ -186,6 +186,7 @@ pub(super) struct TierLimitsFile {
     decision_retention_days: Option<u32>,
     #[serde(default)]
     overage: Option<bool>,
+    #[serde(default)]
     features: Option<Features>,
     /// The plan's fields ([`super::plans::PlanInfo`]), each optional.
     #[serde(default)]

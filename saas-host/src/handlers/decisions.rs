@@ -46,7 +46,7 @@ async fn record(
     ),
     ApiError,
 > {
-    crate::read_only::check(&cx.app, &cx.user, &model_id).await?;
+    super::check_writable(&cx.app, &cx.user, &model_id).await?;
     // Rewards for decisions the store holds in memory are recorded on this
     // task (SQLite: no blocking-pool hop, the commit awaited as a future).
     let quick = metered_nonblocking(cx, 0, |store, meter| {
@@ -159,7 +159,7 @@ pub async fn end_episode(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiEr
     let body: EpisodeEndIn = read_json(req, cx.app.config.body_limit).await?;
     let (model_id, episode_id, end) = body.split();
     let ep = episode_id.clone();
-    crate::read_only::check(&cx.app, &cx.user, &model_id).await?;
+    super::check_writable(&cx.app, &cx.user, &model_id).await?;
     let (learned, monthly) = metered(cx, 0, move |app, meter| {
         app.store.end_episode(meter, &model_id, &ep, &end)
     })

@@ -190,7 +190,7 @@ async fn apply(
     exps: Vec<ExperienceIn>,
 ) -> Result<(Vec<UpdateOutcome>, Option<MonthlyState>), ApiError> {
     let n = exps.len() as u64;
-    crate::read_only::check(&cx.app, &cx.user, &model_id).await?;
+    super::check_writable(&cx.app, &cx.user, &model_id).await?;
     // The written rows only when someone listens (nothing copied otherwise).
     let report = match cx.app.events.sender(&model_id) {
         Some(_) => Report::Touched,

@@ -65,7 +65,18 @@ fn fixture(name: &str, vars: &[(&str, String)]) -> String {
     for (k, v) in vars {
         text = text.replace(&format!("__{k}__"), v);
     }
-    assert!(!text.contains("__"), "{name}: a placeholder left");
+    for p in [
+        "EVENT_ID",
+        "CREATED",
+        "PERIOD_END",
+        "CUSTOMER",
+        "PRICE",
+        "USER_ID",
+        "STATUS",
+        "TYPE",
+    ] {
+        assert!(!text.contains(&format!("__{p}__")), "{name}: {p} left");
+    }
     text
 }
 
