@@ -173,3 +173,41 @@ def test_bad_lines_are_named_and_decisions_must_be_on():
         qlearn.evaluate_export(lines)
     with pytest.raises(RuntimeError, match="enable_decisions"):
         qlearn.QLearner(n_actions=2).evaluate()
+
+
+def test_the_service_export_evaluates_like_the_in_process_log(roomy):
+    """Decisions logged through the service, its NDJSON export evaluated
+    here: IPS of the logged policy is the plain mean; the greedy policy of
+    the exported model is estimated; with exploration off, uniform random
+    has insufficient support."""
+    pytest.importorskip("httpx")
+    import secrets
+
+    with qlearn.Client(roomy.base) as c:
+        c.register(f"e{secrets.token_hex(5)}@example.com", "correct horse battery")
+        for epsilon in (0.3, 0.0):
+            mid = c.create_model("bandit", 3, epsilon=epsilon, learning_rate=0.1, seed=2).id
+            c.patch_model(mid, decisions={"reward_wait_seconds": 3600})
+            rng = random.Random(2)
+            rewards = []
+            for _ in range(300):
+                d = c.predict(mid, "home")
+                r = 1.0 if rng.random() < ARMS[d.action] else 0.0
+                c.reward(mid, d.decision_id, r, final=True)
+                rewards.append(r)
+            raw = c._http.get(f"/models/{mid}/decisions/export",
+                              headers={"Authorization": f"Bearer {c._secret}"}).text
+            lines = raw.splitlines()
+            assert len(lines) == 300
+            logged = qlearn.evaluate_export(lines)
+            assert outcome(logged, "ips")["value"] == pytest.approx(sum(rewards) / 300, rel=1e-12)
+            model = c.export_model(mid)
+            greedy = qlearn.evaluate_export(lines, "greedy", model=model)
+            assert greedy["diagnostics"]["n"] == 300
+            uniform = outcome(qlearn.evaluate_export(lines, "uniform", model=model), "ips")
+            if epsilon == 0.0:
+                # Only the first decisions (ties before a click) covered every arm.
+                assert (uniform["kind"], uniform["reason"]) == ("insufficient_support", "low_coverage")
+                assert 1 / 3 <= uniform["coverage"] < 0.4 and uniform["min"] == 0.95
+            else:
+                assert uniform["kind"] == "estimate"
