@@ -23,7 +23,8 @@ pub const MAX_REPLICATES: usize = 10_000;
 pub struct EvalOptions {
     /// Bootstrap replicates (Poisson bootstrap; 1 to [`MAX_REPLICATES`]).
     pub replicates: usize,
-    /// Seed of the bootstrap's weights (same seed, same interval).
+    /// Seed of the bootstrap's weights (same seed, same interval; 0 by
+    /// default, as in Python).
     pub seed: u64,
     /// Confidence level of the intervals, in (0, 1).
     pub confidence: f64,
@@ -45,7 +46,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
             replicates: DEFAULT_REPLICATES,
-            seed: 0xE7A1,
+            seed: 0,
             confidence: 0.95,
             reward_range: None,
             min_ess: DEFAULT_MIN_ESS,
