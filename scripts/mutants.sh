@@ -46,11 +46,16 @@ cd "$root"
 # benches and examples are thin or not product code.
 CM_SCOPE=(-p qlearn-core -p saas-host)
 
-cm_run() {
+# cargo-mutants from crates.io, installed on first use.
+ensure_cm() {
     if ! cargo mutants --version >/dev/null 2>&1; then
-        echo "cargo-mutants is not installed: cargo install cargo-mutants" >&2
-        exit 2
+        echo "cargo-mutants is not installed: installing it (cargo install --locked cargo-mutants)" >&2
+        cargo install --locked cargo-mutants || { echo "could not install cargo-mutants" >&2; exit 2; }
     fi
+}
+
+cm_run() {
+    ensure_cm
     local target="${MUTANTS_TARGET_DIR:-$root/target/mutants}"
     local out="${MUTANTS_OUT:-$root/target/mutants-out}"
     mkdir -p "$target" "$out"
@@ -80,6 +85,7 @@ case "${1:-}" in
         fi
         # The mutants of the change, then an even pick of at most MAX of them.
         listed="$(mktemp)"
+        ensure_cm
         cargo mutants "${CM_SCOPE[@]}" --in-diff "$diff_file" --list --line-col false > "$listed" 2>/dev/null || true
         total=$(grep -c . "$listed" || true)
         max="${MUTANTS_DIFF_MAX:-12}"
