@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/screenshots/*.png (login, dashboard, models, the operate view
-# with its live heatmap, phone width, and the decisions view) from a freshly
+# with its live heatmap, phone width, the decisions view and the plans page) from a freshly
 # started saas-host in headless Chromium. Same setup as scripts/ui-test.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -537,6 +537,23 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     assert.equal(await top.getAttribute('data-decision-id'), logged.split(' ')[0]);
   });
 
+  await t.test('plans page: every plan, the current one marked, Upgrade opens the checkout (issue 17)', async () => {
+    await page.click('#nav-plans');
+    await page.locator('#view-plans').waitFor({ state: 'visible' });
+    await until('three plans', async () => (await page.locator('[data-testid="plan-card"]').count()) === 3);
+    const tiers = await page.locator('[data-testid="plan-card"]').evaluateAll((cs) => cs.map((c) => c.dataset.tier));
+    assert.deepEqual(tiers, ['free', 'pro', 'enterprise']);
+    assert.equal(await page.locator('[data-tier="free"] [data-testid="plan-current"]').count(), 1, 'free is marked');
+    assert.equal(await page.locator('[data-testid="plan-current"]').count(), 1);
+    assert.equal(await page.locator('[data-tier="free"] [data-testid="plan-upgrade"]').count(), 0);
+    assert.equal(await page.locator('[data-tier="pro"] [data-testid="plan-price"]').textContent(), '29.00 USD / month');
+    assert.equal(await page.locator('[data-tier="free"] [data-feature="advanced_algorithms"]').getAttribute('class'), 'no');
+    assert.equal(await page.locator('[data-tier="pro"] [data-feature="decisions"]').getAttribute('class'), 'yes');
+    const href = await page.locator('[data-tier="pro"] [data-testid="plan-upgrade"]').getAttribute('href');
+    assert.match(href, /^https:\/\/buy\.example\/checkout\?client_reference_id=[A-Za-z0-9_%-]+&plan=pro$/);
+    assert.equal(await page.locator('#plans-no-checkout').isHidden(), true);
+  });
+
   await t.test('no console errors during the run', async () => {
     await page.waitForTimeout(300);
     assert.deepEqual(consoleErrors, []);

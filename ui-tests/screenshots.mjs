@@ -66,6 +66,10 @@ try {
   await shot('models.png', { fullPage: true });
   await page.click('#model-form-cancel');
 
+  await page.click('#nav-plans');
+  await page.locator('[data-testid="plan-card"]').nth(2).waitFor({ state: 'visible' });
+  await shot('plans.png', { fullPage: true });
+
   await page.click('#nav-keys');
   await page.locator('#view-keys').waitFor({ state: 'visible' });
   for (const name of ['production worker', 'notebook']) {

@@ -87,14 +87,19 @@ base="http://127.0.0.1:$port"
 # 2-core CI machine the page's own pacing can bunch up: the free tier keeps the
 # SPEC's monthly quota (100) and model limit (3), which the test checks, but gets
 # a higher per-second rate limit. Rate limiting itself is tested by saas-host's
-# integration tests.
+# integration tests. The free tier also gets decision logging (a paid
+# feature: the decisions view is tested on it), not the advanced algorithms
+# (the plans page shows free without them).
 cat >"$tmp/limits.json" <<'JSON'
-{"free": {"monthly_calls": 100, "max_models": 3, "rate_per_second": 100, "burst": 200}}
+{"free": {"monthly_calls": 100, "max_models": 3, "rate_per_second": 100, "burst": 200,
+          "features": ["decisions"]}}
 JSON
 log "starting saas-host on $base (database $tmp/ui.db)"
 SECRET_KEY="ui-test-secret-0123456789abcdefghijklmnop" RUST_LOG="${RUST_LOG:-info}" \
   "$BIN" serve --port "$port" --host 127.0.0.1 --database-url "sqlite://$tmp/ui.db" \
-  --limits-file "$tmp/limits.json" >"$tmp/server.log" 2>&1 &
+  --limits-file "$tmp/limits.json" \
+  --checkout-url 'https://buy.example/checkout?client_reference_id={user_id}&plan={plan}' \
+  >"$tmp/server.log" 2>&1 &
 server_pid=$!
 
 healthy=""

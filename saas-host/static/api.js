@@ -138,6 +138,7 @@ export const api = {
     request('GET', `/models/${encodeURIComponent(id)}/decisions?offset=${offset}&limit=${limit}`),
   status: (id, offset, limit) =>
     request('GET', `/status/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`),
+  plans: () => request('GET', '/plans'),
   listKeys: () => request('GET', '/api-keys'),
   // scope: read | engine | full | admin; expiresInDays: 1..3650, or null for no expiry.
   createKey: (name, scope, expiresInDays) => request('POST', '/api-keys', {

@@ -10,6 +10,7 @@ import { setAuthMode, wireAuth } from './auth.js';
 import { loadDashboard, scheduleUsageRefresh, afterDashboardLoad, showDashboard, wireDashboard } from './dashboard.js';
 import { renderDemoInfo, stopDemo } from './demo.js';
 import { showKeys, wireKeys } from './keys.js';
+import { showPlans } from './plans.js';
 import { closeEvents, renderModelSelect } from './live.js';
 import { renderModelsTable, showModels, wireModels } from './models.js';
 import { showOperate, wireOperate } from './operate.js';
@@ -81,6 +82,10 @@ async function route() {
     case 'keys':
       showView('keys');
       showKeys();
+      break;
+    case 'plans':
+      showView('plans');
+      showPlans();
       break;
     case 'dashboard':
     default:

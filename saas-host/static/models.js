@@ -14,7 +14,7 @@ const FIELD_NAMES = ['epsilon_decay', 'min_epsilon', 'discount_factor', 'learnin
 export function renderModelsTable() {
   const tbody = $('#models-table tbody');
   tbody.replaceChildren(...S.models.map((m) => h('tr', { 'data-testid': 'model-row', 'data-model-id': m.id, 'data-model-name': m.name },
-    h('td', {}, h('strong', {}, m.name)),
+    h('td', {}, h('strong', {}, m.name), m.read_only ? h('span', { class: 'read-only-badge', title: m.read_only, 'data-testid': 'model-read-only' }, ' read-only: ', m.read_only) : ''),
     h('td', { class: 'id hide-sm' }, m.id),
     h('td', { class: 'num' }, String(m.n_actions)),
     h('td', { class: 'hide-sm' }, m.algorithm),
