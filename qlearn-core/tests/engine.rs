@@ -304,6 +304,37 @@ fn double_q_learning_updates_one_table_evaluated_by_the_other() {
     );
 }
 
+/// The Q-value a double-Q update reports is the mean of both tables' values
+/// of the action it updated, for any action (with action 0, `n + a` and
+/// `n - a` would name the same column).
+#[test]
+fn double_q_reports_the_mean_of_both_tables_for_the_updated_action() {
+    // Two actions. State 0: A = [0, 0], B = [4, 6]. Next state: A = [1, 5], B = [3, 2].
+    let rows = [
+        (State::Int(0), vec![0.0, 0.0, 4.0, 6.0]),
+        (State::Int(1), vec![1.0, 5.0, 3.0, 2.0]),
+    ];
+    for side in [0, 1] {
+        let mut c = config(2, Algorithm::DoubleQLearning);
+        c.seed = Some(seed_for_side(side));
+        let mut m = with_rows(c, &rows);
+        let out = m.update(&Experience::new(0i64, 1, 1.0, 1i64)).unwrap();
+        let row = raw_row(&m, 0);
+        if side == 0 {
+            // A updates: a* = argmax A(1) = 1, evaluated by B: 2.
+            // target = 1 + 0.9 * 2 = 2.8; A(0, 1) = 0 + 0.5 * 2.8 = 1.4.
+            assert_eq!(row, vec![0.0, 1.4, 4.0, 6.0]);
+            assert_close!(out.q_value, (1.4 + 6.0) / 2.0);
+        } else {
+            // B updates: a* = argmax B(1) = 0, evaluated by A: 1.
+            // target = 1.9; B(0, 1) = 6 + 0.5 * (1.9 - 6) = 3.95.
+            assert_eq!(row, vec![0.0, 0.0, 4.0, 3.95]);
+            assert_close!(out.q_value, (0.0 + 3.95) / 2.0);
+        }
+        assert_close!(m.q_values(0i64).unwrap()[1], out.q_value);
+    }
+}
+
 #[test]
 fn double_q_masks_restrict_the_argmax() {
     // A(1) = [1, 5]: with next_allowed [0], a* = 0, evaluated by B(1, 0) = 3.

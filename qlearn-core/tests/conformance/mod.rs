@@ -62,6 +62,7 @@ macro_rules! conformance_tests {
             decision_state_limit,
             decision_counts_order_and_retention,
             decision_late_step_after_next_learned,
+            decision_listing_filters,
             change_feed,
             register_is_atomic,
             disable_user,
