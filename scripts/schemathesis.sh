@@ -58,6 +58,9 @@ JSON
 export DATABASE_URL="sqlite://$TMP/st.db" LIMITS_FILE="$TMP/limits.json" LOG_FORMAT=json
 export RUST_LOG="${RUST_LOG:-warn,saas_host::server=info}"
 export SECRET_KEY="schemathesis secret key of at least thirty-two bytes"
+# The billing webhook is exercised as configured (without a secret it is a
+# 404 for every request, which says nothing of its contract).
+export BILLING_WEBHOOK_SECRET="whsec_schemathesis_only"
 
 json_field() { "$VENV/bin/python" -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 

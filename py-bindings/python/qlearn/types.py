@@ -370,6 +370,10 @@ class Decision:
     status: str
     rewards: int
     closes_at: str
+    #: The order in which the model learned this decision's transition (1, 2,
+    #: ...; ``None`` until it is applied): replaying the log in this order
+    #: reproduces the model's Q-table.
+    applied_seq: Optional[int] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", state_from_json(self.state))
