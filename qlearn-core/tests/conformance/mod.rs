@@ -161,6 +161,8 @@ macro_rules! check_eq {
 // After the macros, which it uses.
 mod changes;
 pub use changes::*;
+mod decision_listing;
+pub use decision_listing::*;
 mod probabilities;
 mod tables;
 pub use probabilities::*;
