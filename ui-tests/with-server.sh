@@ -55,7 +55,7 @@ if [ -z "${QLEARN_SKIP_BUILD:-}" ]; then
   log "cargo build -p saas-host"
   cargo build -p saas-host
 fi
-BIN="${QLEARN_HOST_BIN:-$root/target/debug/saas-host}"
+BIN="${QLEARN_HOST_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/saas-host}"
 if [ ! -x "$BIN" ]; then
   log "no server binary at $BIN"
   exit 1

@@ -99,6 +99,7 @@ pub fn assert_listed(listed: &[&str]) {
     let source = concat!(
         include_str!("mod.rs"),
         include_str!("decisions.rs"),
+        include_str!("decision_listing.rs"),
         include_str!("changes.rs"),
         include_str!("accounts.rs"),
         include_str!("tables.rs"),
