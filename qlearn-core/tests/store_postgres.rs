@@ -98,6 +98,11 @@ fn reopen_persistence() {
 fn migrations_from_an_empty_schema() {
     let schema = Schema::new();
     let Some(s) = schema.open() else { return };
+    assert_eq!(
+        s.schema(),
+        Some(schema.name.as_str()),
+        "[postgres] the store names the schema it was given"
+    );
     let latest = PgStore::latest_schema_version();
     assert!(latest >= 1);
     assert_eq!(

@@ -397,8 +397,7 @@ async fn tickets_work_once_for_one_model_and_expire(b: Backend) {
     );
     // Not after it expires.
     let t = ticket(&s, &mid, &token).await;
-    tokio::time::sleep(Duration::from_millis(1700)).await;
-    assert_eq!(stream_with_ticket(&s, &mid, &t).await.status(), 401);
+    assert_expired_after_probe(&s, &mid, &token, &t, Duration::from_millis(1500)).await;
     // Made-up tickets are refused.
     assert_eq!(
         stream_with_ticket(&s, &mid, "not-a-ticket").await.status(),
@@ -406,6 +405,43 @@ async fn tickets_work_once_for_one_model_and_expire(b: Backend) {
     );
     // The header keeps working for clients that can send it.
     assert_eq!(stream(&s, &mid, &token).await.status(), 200);
+}
+
+/// Waits until `t` (a ticket of `token`'s, issued just before, valid for
+/// `ttl`) must have expired, by the server's own word rather than a guessed
+/// sleep, then asserts it is refused. Probes are tickets issued after `t`
+/// (so they expire no earlier; `t` plus them stay within the 8 a user may
+/// hold), spent one by one (a stream opened with one is closed at once)
+/// until one is refused: then `t` is past its expiry too. A probe refused
+/// sooner than `ttl` after it was asked for, or none refused before they
+/// run out (about 2 x `ttl`), fails the test.
+async fn assert_expired_after_probe(s: &Server, mid: &str, token: &str, t: &str, ttl: Duration) {
+    let asked = std::time::Instant::now();
+    let mut probes = Vec::new();
+    for _ in 0..6 {
+        probes.push(ticket(s, mid, token).await);
+    }
+    for p in &probes {
+        tokio::time::sleep(ttl / 3).await;
+        let r = stream_with_ticket(s, mid, p).await;
+        match r.status().as_u16() {
+            200 => drop(r),
+            401 => {
+                assert!(
+                    asked.elapsed() >= ttl,
+                    "a probe was refused {:?} after it was issued, before its {ttl:?}",
+                    asked.elapsed()
+                );
+                assert_eq!(stream_with_ticket(s, mid, t).await.status(), 401);
+                return;
+            }
+            other => panic!("a probe ticket got {other}"),
+        }
+    }
+    panic!(
+        "no ticket expired {:?} after it was issued (valid for {ttl:?})",
+        asked.elapsed()
+    );
 }
 
 async fn streams_end_when_their_credential_does(b: Backend) {
