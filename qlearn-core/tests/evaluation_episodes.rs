@@ -229,3 +229,58 @@ fn episode_chunks_merge_into_the_one_pass_result() {
     partial[3].applied = false;
     assert_eq!(evaluation::group_episodes(&partial).1, 1);
 }
+
+/// Two two-step episodes whose every weight is computed by hand: the
+/// per-decision weights are cumulative products `ρ_t = Π_{k≤t} π/μ`, so a
+/// slip in that product (a `/` for a `*`, a weight not carried to the next
+/// step) changes the answers.
+#[test]
+fn per_decision_estimates_by_hand() {
+    let step = |ep: &str, k: u64, action: usize, mu: f64, r: f64| LoggedStep {
+        decision_id: format!("{ep}{k}"),
+        episode_id: Some(ep.to_string()),
+        step: k,
+        time_ms: k as i64,
+        applied_seq: None,
+        state: State::Int(k as i64),
+        allowed_actions: None,
+        action,
+        probability: mu,
+        reward: Some(r),
+        applied: true,
+        baseline_action: None,
+        episode_end: None,
+    };
+    // Uniform over 2 actions: π = 1/2 for every logged action.
+    // A: ρ0 = 0.5/0.25 = 2, ρ1 = 2 · 0.5/0.5 = 2; rewards 1, 2.
+    // B: ρ0 = 0.5/0.5 = 1, ρ1 = 1 · 0.5/1.0 = 0.5; rewards 0, 4.
+    let steps = vec![
+        step("a", 0, 0, 0.25, 1.0),
+        step("a", 1, 1, 0.5, 2.0),
+        step("b", 0, 1, 0.5, 0.0),
+        step("b", 1, 0, 1.0, 4.0),
+    ];
+    let opts = EvalOptions {
+        min_ess: 0.0,
+        min_coverage: 0.0,
+        ..EvalOptions::default()
+    };
+    let report =
+        evaluation::evaluate_episodes(&steps, &TargetPolicy::Uniform(2), None, &opts).unwrap();
+    let value = |e: Estimator| {
+        let r = report.results.iter().find(|r| r.estimator == e).unwrap();
+        r.outcome.value().unwrap()
+    };
+    let close = |x: f64, y: f64| (x - y).abs() < 1e-12;
+    // WIS: Σ_t Σ_i ρ_it r_it / Σ_i ρ_it = (2·1 + 1·0)/3 + (2·2 + 0.5·4)/2.5.
+    let wis = 2.0 / 3.0 + 6.0 / 2.5;
+    assert!(close(value(Estimator::PerDecisionWis), wis), "{report:?}");
+    // DR without a value model is per-decision IS: mean of (2·1 + 2·2, 1·0 + 0.5·4).
+    assert!(close(value(Estimator::PerDecisionDr), 4.0), "{report:?}");
+    let d = report.diagnostics;
+    assert_eq!(d.n, 2);
+    assert!(close(d.max_weight, 2.0), "{d:?}");
+    // ESS of the whole-episode weights 2 and 0.5.
+    assert!(close(d.ess, 2.5 * 2.5 / 4.25), "{d:?}");
+    assert!(close(d.logged_mean, 3.5), "{d:?}");
+}
