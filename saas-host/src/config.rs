@@ -297,8 +297,9 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 /// after the scheme into the file path and the store's options:
 /// `synchronous=normal` (the default) survives `kill -9` of the process,
 /// `full` also a power loss or an OS crash, at one fsync per group commit;
-/// `cache_mb` is the memory budget of the model cache in MiB (256 by
-/// default; least recently used models leave memory past it).
+/// `cache_mb` is the memory budget of the model cache in MiB, the pending
+/// decisions the models' logs hold included (256 by default; least
+/// recently used models leave memory past it).
 fn sqlite_target(target: &str) -> Result<(&str, SqliteOptions)> {
     const OPTIONS: &str =
         "sqlite:// options are synchronous=normal|full and cache_mb=N (MiB, at least 1)";

@@ -68,7 +68,9 @@ pub use config::{Aggregation, DecisionsConfig, MAX_RETENTION_DAYS, MAX_REWARD_WA
 pub use log::{
     check_id, DecisionLog, DecisionRecord, EpisodeRecord, LogParts, NewDecision, MAX_ID_BYTES,
 };
-pub use partial::{generated_number, Changes, Missing, Saved};
+pub use partial::{
+    generated_number, Changes, Missing, Saved, HELD_DECISION_BYTES, HELD_EPISODE_BYTES,
+};
 
 /// What a logged decision tells its client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 //! decision is not loaded is never ready. A store loads, before a call, the
 //! records the call may read: see [`DecisionLog::missing`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::log::{DecisionLog, DecisionRecord, EpisodeRecord};
 use super::{DecisionStats, DecisionStatus};
@@ -73,6 +73,28 @@ pub fn generated_number(id: &str) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
+}
+
+/// What a decision held in memory costs, as [`DecisionLog::held_bytes`]
+/// counts it: an estimate on the generous side, for a small state: the
+/// record twice (a B-tree node is at least half full), its id in the map,
+/// in the record and in the open windows' set, with their allocations, and
+/// its state's and allowed actions' own.
+pub const HELD_DECISION_BYTES: usize =
+    2 * std::mem::size_of::<DecisionRecord>() + 4 * std::mem::size_of::<String>() + 256;
+
+/// What an episode held in memory costs, as [`DecisionLog::held_bytes`]
+/// counts it (its step ids not included).
+pub const HELD_EPISODE_BYTES: usize =
+    2 * std::mem::size_of::<EpisodeRecord>() + 2 * std::mem::size_of::<String>() + 64;
+
+/// Up to `n` keys of `map` after `after`, in order.
+fn ids_after<V>(map: &BTreeMap<String, V>, after: &str, n: usize) -> Vec<String> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    map.range::<str, _>((Excluded(after), Unbounded))
+        .take(n)
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// A copy of the records a reward batch may change, to undo it.
@@ -159,6 +181,37 @@ impl DecisionLog {
     /// Drops an episode from memory.
     pub fn forget_episode(&mut self, episode_id: &str) {
         self.episodes.remove(episode_id);
+    }
+
+    /// The decisions and episodes held in memory.
+    pub fn held(&self) -> (usize, usize) {
+        (self.decisions.len(), self.episodes.len())
+    }
+
+    /// The memory the records held cost, as a store's memory budget
+    /// counts it: [`HELD_DECISION_BYTES`] per decision and
+    /// [`HELD_EPISODE_BYTES`] per episode (its step ids not counted).
+    pub fn held_bytes(&self) -> usize {
+        let (d, e) = self.held();
+        d * HELD_DECISION_BYTES + e * HELD_EPISODE_BYTES
+    }
+
+    /// Up to `n` ids of the open decisions held, earliest deadline first
+    /// (the oldest, for a store that trims the log to a memory budget).
+    pub fn held_open_earliest(&self, n: usize) -> Vec<String> {
+        self.open.iter().take(n).map(|(_, id)| id.clone()).collect()
+    }
+
+    /// Up to `n` ids of the decisions held, in id order after `after`
+    /// (from the first when none is): where a store that trims the log
+    /// to a memory budget goes on.
+    pub fn held_decisions_after(&self, after: &str, n: usize) -> Vec<String> {
+        ids_after(&self.decisions, after, n)
+    }
+
+    /// Up to `n` ids of the episodes held, in id order after `after`.
+    pub fn held_episodes_after(&self, after: &str, n: usize) -> Vec<String> {
+        ids_after(&self.episodes, after, n)
     }
 
     /// Whether the step `k` of `episode_id` is known to this log: the

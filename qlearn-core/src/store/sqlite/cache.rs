@@ -89,9 +89,19 @@ impl Cached {
     /// The memory this model holds, as the cache budget counts it: the
     /// Q-table's allocation (values, packed keys, index), the record itself,
     /// its strings, the learner's recent returns (up to
-    /// [`RECENT_RETURNS`](crate::limits::RECENT_RETURNS), 8 KB) and
-    /// [`MODEL_OVERHEAD`].
+    /// [`RECENT_RETURNS`](crate::limits::RECENT_RETURNS), 8 KB),
+    /// [`MODEL_OVERHEAD`] and the decisions and episodes its decision log
+    /// holds ([`DecisionLog::held_bytes`](crate::decisions::DecisionLog::held_bytes)).
     pub(super) fn memory_bytes(&self) -> usize {
+        let log = match &self.log {
+            LogSlot::Hot(h) => h.memory_bytes(),
+            LogSlot::Unknown | LogSlot::Plain => 0,
+        };
+        self.model_bytes() + log
+    }
+
+    /// [`Cached::memory_bytes`] without the decision log.
+    pub(super) fn model_bytes(&self) -> usize {
         let returns = self.learner.counters().recent_returns.capacity();
         self.table.memory_bytes()
             + std::mem::size_of::<Cached>()
@@ -327,6 +337,26 @@ impl SqliteStore {
     /// more than the models the cache holds.
     pub fn cached_decision_logs(&self) -> usize {
         self.inner.logs_held.load(Ordering::Relaxed)
+    }
+
+    /// Decisions the decision logs of the cached models hold in memory now
+    /// (their pending decisions, and finished ones until committed); each
+    /// cached model is locked in turn.
+    pub fn held_decisions(&self) -> usize {
+        let slots: Vec<Slot> = match self.inner.models.read() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(_) => return 0,
+        };
+        slots
+            .iter()
+            .map(|slot| match &*lock_plain(slot) {
+                SlotState::Ready(c) => match &c.log {
+                    LogSlot::Hot(h) => h.log.held().0,
+                    LogSlot::Unknown | LogSlot::Plain => 0,
+                },
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Models in the model cache now.

@@ -290,7 +290,6 @@ impl SqliteStore {
         if let LogSlot::Hot(h) = &mut c.log {
             for id in &ids {
                 h.log.forget(id);
-                h.latest.remove(id);
             }
             for ep in &episodes {
                 h.log.forget_episode(ep);

@@ -10,28 +10,30 @@
 //! writer as one job: they commit together, so a transition is learned in
 //! the transaction that marks its decision applied.
 //!
-//! In memory: every unfinished decision and every episode used since the
-//! model was loaded; a finished decision leaves once its write has
+//! In memory ([`HotLog`]): the unfinished decisions and the episodes used
+//! since the model was loaded, within the model cache's budget (past it
+//! the committed ones are forgotten, the earliest deadlines first, and read
+//! again when needed); a finished decision leaves once its write has
 //! committed. So a logging predict (without a client id, or in a known
-//! episode) and a reward for a pending decision need no read and run
+//! episode) and a reward for a pending decision held need no read and run
 //! without blocking ([`SqliteStore::decision_locked`] with `may_read`
 //! false). Settling and retention pruning run in this process (the file's
 //! only writer), model by model; pruning deletes in chunks of
 //! [`PRUNE_CHUNK`] decisions, one small writer job each.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
 use rusqlite::{params, OptionalExtension};
 
 use super::cache::{learn_job, Cached};
 use super::decision_rows::{drop_log_chunk, FileRows, LogWrite};
+use super::hot_log::{Held, HotLog};
 use super::writer::{row_writes, Job, Ticket, Waiting};
 use super::{sq, SqliteStore, BACKEND};
-use crate::decisions::{Decide, DecisionLog, DecisionStatus, DecisionsConfig, RewardReceipt};
+use crate::decisions::{Decide, DecisionsConfig, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    changed_rows, load, meta_bytes, meta_from_bytes, missing, partial_log, status_code,
+    changed_rows, load, meta_bytes, meta_from_bytes, missing, partial_log,
 };
 use crate::store::decisions::{
     apply, config_from_text, config_text, millis, plan, without_log, Call, Reply, Room,
@@ -52,42 +54,6 @@ pub(super) enum LogSlot {
     Plain,
     /// The model's partly loaded log.
     Hot(Box<HotLog>),
-}
-
-/// A partly loaded log and the finished decisions waiting for their
-/// write's commit to leave memory.
-pub(super) struct HotLog {
-    pub(super) log: DecisionLog,
-    /// `(job sequence number, decision id)`, oldest first.
-    finished: VecDeque<(u64, String)>,
-    /// The latest job that wrote each finished decision.
-    pub(super) latest: HashMap<String, u64>,
-}
-
-impl HotLog {
-    fn new(log: DecisionLog) -> Self {
-        HotLog {
-            log,
-            finished: VecDeque::new(),
-            latest: HashMap::new(),
-        }
-    }
-
-    /// Drops the finished decisions whose last write has committed.
-    fn evict(&mut self, committed: u64) {
-        while let Some((seq, _)) = self.finished.front() {
-            if *seq > committed {
-                break;
-            }
-            let Some((seq, id)) = self.finished.pop_front() else {
-                break;
-            };
-            if self.latest.get(&id) == Some(&seq) {
-                self.latest.remove(&id);
-                self.log.forget(&id);
-            }
-        }
-    }
 }
 
 /// What [`SqliteStore::decision_locked`] did.
@@ -117,6 +83,12 @@ impl SqliteStore {
             }
         }
         Ok(())
+    }
+
+    /// The most memory model `c`'s decision log may hold: what the model
+    /// cache's budget leaves beside the model itself.
+    fn log_cap(&self, c: &Cached) -> usize {
+        self.inner.cache_budget.saturating_sub(c.model_bytes())
     }
 
     /// Reads model `c`'s decisions setting and counts once.
@@ -377,10 +349,8 @@ impl SqliteStore {
         let rows = row_writes(&c.table, touched, len_before);
         let ended = c.learner.counters().episodes != episodes_before;
         let mut job = learn_job(c, debit, ended, rows);
-        let finished: Vec<String> = decisions
-            .iter()
-            .filter(|d| d.status >= status_code(DecisionStatus::Applied))
-            .map(|d| d.id.clone())
+        let written: Vec<Held> = (decisions.iter().map(|d| Held::Decision(d.id.clone())))
+            .chain(episodes.iter().map(|e| Held::Episode(e.id.clone())))
             .collect();
         job.decisions = Some(Box::new(LogWrite {
             meta,
@@ -390,14 +360,13 @@ impl SqliteStore {
         // Enqueued under the model's lock: the queue order is its serial order.
         let ticket = self.enqueue_for(Job::Learn(job), waiting)?;
         c.last_seq = ticket.seq;
+        let cap = self.log_cap(c);
         let LogSlot::Hot(hot) = &mut c.log else {
             return Err(Error::Internal("a decision call lost its log".into()));
         };
-        for id in finished {
-            hot.latest.insert(id.clone(), ticket.seq);
-            hot.finished.push_back((ticket.seq, id));
-        }
+        hot.wrote(ticket.seq, written);
         hot.evict(self.inner.done.committed.load(Ordering::Acquire));
+        hot.trim(cap);
         Ok(Locked::Done(applied.map(|()| planned.reply), Some(ticket)))
     }
 

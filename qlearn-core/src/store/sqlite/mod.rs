@@ -96,6 +96,7 @@ mod calls;
 mod checkpointer;
 mod decision_rows;
 mod decisions;
+mod hot_log;
 mod lock;
 mod lru;
 mod schema;
@@ -150,10 +151,15 @@ pub struct SqliteOptions {
     /// ([`DEFAULT_CACHE_BYTES`], 256 MiB, by default). A cached model
     /// counts its Q-table's allocation (rows x actions x 8 bytes of values,
     /// its keys and its index) plus about 1.5 KiB for its learner and
-    /// record and 8 bytes per recent episode return kept (at most 1,000);
-    /// past the budget the least recently used models leave memory and are
-    /// reloaded from the file when next used. `usize::MAX` keeps every
-    /// model (memory then grows with the models served).
+    /// record, 8 bytes per recent episode return kept (at most 1,000) and
+    /// its decision log's records in memory
+    /// ([`HELD_DECISION_BYTES`](crate::decisions::HELD_DECISION_BYTES) per
+    /// decision); past the budget the least recently used models leave
+    /// memory and are reloaded from the file when next used, and a log
+    /// that would pass what the budget leaves beside its model forgets
+    /// committed decisions (read back from the file when needed).
+    /// `usize::MAX` keeps every model and decision (memory then grows with
+    /// the models served).
     pub cache_bytes: usize,
 }
 
@@ -207,6 +213,8 @@ struct Inner {
     /// The cached models' sizes and use order, against the byte budget.
     /// Taken under a model's mutex, never under `models`' lock.
     lru: Mutex<Lru<Slot>>,
+    /// The model cache's budget in bytes ([`SqliteOptions::cache_bytes`]).
+    cache_budget: usize,
     /// user -> month -> that month's usage (per day, kind, overage).
     usage: Mutex<HashMap<String, HashMap<BillingMonth, MonthTally>>>,
     /// Cached models whose decision log (or its absence) is known
@@ -296,6 +304,7 @@ impl SqliteStore {
             done: Done::default(),
             models: RwLock::new(HashMap::new()),
             lru: Mutex::new(Lru::new(options.cache_bytes)),
+            cache_budget: options.cache_bytes,
             usage: Mutex::new(HashMap::new()),
             logs_held: AtomicUsize::new(0),
             last_prune: AtomicI64::new(0),

@@ -1,0 +1,154 @@
+//! A model's decision log as the SQLite store keeps it in memory
+//! ([`HotLog`], with the cached model): partly loaded, its records of
+//! writes not yet committed held, the rest forgotten when the log would
+//! pass its share of the model cache's budget (read again from the file
+//! when a call needs them).
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::decisions::{DecisionLog, DecisionRecord, HELD_DECISION_BYTES};
+
+/// A record of a partly loaded log, by id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Held {
+    Decision(String),
+    Episode(String),
+}
+
+/// How many held records [`HotLog::trim`] looks at per step.
+const TRIM_STEP: usize = 16;
+
+/// A partly loaded log and the records its writes not yet committed
+/// changed (those must stay in memory: the file does not have them yet).
+pub(super) struct HotLog {
+    pub(super) log: DecisionLog,
+    /// The jobs not known to have committed and what each wrote, oldest
+    /// first.
+    inflight: VecDeque<(u64, Vec<Held>)>,
+    /// The records they wrote, with the latest job that wrote each.
+    writing: HashMap<Held, u64>,
+    /// Where [`HotLog::trim`] goes on (decision and episode id).
+    cursor: (String, String),
+}
+
+impl HotLog {
+    pub(super) fn new(log: DecisionLog) -> Self {
+        HotLog {
+            log,
+            inflight: VecDeque::new(),
+            writing: HashMap::new(),
+            cursor: (String::new(), String::new()),
+        }
+    }
+
+    /// Notes that job `seq` wrote `records`.
+    pub(super) fn wrote(&mut self, seq: u64, records: Vec<Held>) {
+        for r in &records {
+            self.writing.insert(r.clone(), seq);
+        }
+        self.inflight.push_back((seq, records));
+    }
+
+    /// After the jobs up to `committed` committed: their records are in
+    /// the file, and a finished decision whose last write that was leaves
+    /// memory.
+    pub(super) fn evict(&mut self, committed: u64) {
+        while self
+            .inflight
+            .front()
+            .is_some_and(|(seq, _)| *seq <= committed)
+        {
+            let Some((seq, records)) = self.inflight.pop_front() else {
+                break;
+            };
+            for r in records {
+                if self.writing.get(&r) != Some(&seq) {
+                    continue;
+                }
+                self.writing.remove(&r);
+                if let Held::Decision(id) = &r {
+                    if self.log.get(id).is_some_and(DecisionRecord::is_finished) {
+                        self.log.forget(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The memory the log holds, as the model cache counts it.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.log.held_bytes()
+            + (self.inflight.len() + self.writing.len()) * std::mem::size_of::<(u64, Held)>()
+    }
+
+    /// Forgets committed records until the log holds at most `cap` bytes:
+    /// the open decisions with the earliest deadlines first (the oldest),
+    /// then any decision and then episodes, going round in id order. They
+    /// are read again from the file when a call needs them; the records of
+    /// writes in flight stay.
+    pub(super) fn trim(&mut self, cap: usize) {
+        let over = self.memory_bytes().saturating_sub(cap);
+        if over == 0 {
+            return;
+        }
+        let want = over.div_ceil(HELD_DECISION_BYTES) + self.writing.len();
+        for id in self.log.held_open_earliest(want) {
+            if self.memory_bytes() <= cap {
+                return;
+            }
+            if !self.writing.contains_key(&Held::Decision(id.clone())) {
+                self.log.forget(&id);
+            }
+        }
+        self.trim_round(cap, false);
+        self.trim_round(cap, true);
+    }
+
+    /// [`HotLog::trim`] over every decision (or episode) held, in id order
+    /// from where the last round stopped.
+    fn trim_round(&mut self, cap: usize, episodes: bool) {
+        let mut wrapped = false;
+        while self.memory_bytes() > cap {
+            let after = if episodes {
+                &self.cursor.1
+            } else {
+                &self.cursor.0
+            };
+            let ids = if episodes {
+                self.log.held_episodes_after(after, TRIM_STEP)
+            } else {
+                self.log.held_decisions_after(after, TRIM_STEP)
+            };
+            let Some(last) = ids.last().cloned() else {
+                // At the end: once more from the first.
+                if wrapped || after.is_empty() {
+                    return;
+                }
+                wrapped = true;
+                self.cursor_mut(episodes).clear();
+                continue;
+            };
+            for id in ids {
+                if self.memory_bytes() <= cap {
+                    break;
+                }
+                if episodes {
+                    if !self.writing.contains_key(&Held::Episode(id.clone())) {
+                        self.log.forget_episode(&id);
+                    }
+                } else if !self.writing.contains_key(&Held::Decision(id.clone())) {
+                    self.log.forget(&id);
+                }
+            }
+            *self.cursor_mut(episodes) = last;
+        }
+    }
+
+    fn cursor_mut(&mut self, episodes: bool) -> &mut String {
+        if episodes {
+            &mut self.cursor.1
+        } else {
+            &mut self.cursor.0
+        }
+    }
+}
