@@ -336,6 +336,33 @@ fn double_q_reports_the_mean_of_both_tables_for_the_updated_action() {
 }
 
 #[test]
+fn q_learning_bootstraps_from_the_row_maximum_at_every_width() {
+    // Widths 2, 3, 4 and 8 take unrolled paths, the others a loop: for
+    // each, the next state's largest value sits at its last action, after
+    // a smaller one at action 0 and equal ones between.
+    for n in 1..=9usize {
+        let mut next = vec![1.0; n];
+        next[0] = 2.0;
+        next[n - 1] = if n == 1 { 2.0 } else { 5.0 };
+        let rows = [(State::Int(1), next)];
+        for fast in [true, false] {
+            let mut m = with_rows(config(n, Algorithm::QLearning), &rows);
+            let e = Experience::new(0i64, 0, 1.0, 1i64);
+            // Allowing every action sends the update down the general path.
+            let all: Vec<usize> = (0..n).collect();
+            let out = if fast {
+                m.update(&e).unwrap()
+            } else {
+                m.update(&e.next_allowed(&all)).unwrap()
+            };
+            // target = 1 + 0.9 * max; Q(0, 0) = 0.5 * target.
+            let max = if n == 1 { 2.0 } else { 5.0 };
+            assert_close!(out.q_value, 0.5 * (1.0 + 0.9 * max));
+        }
+    }
+}
+
+#[test]
 fn double_q_masks_restrict_the_argmax() {
     // A(1) = [1, 5]: with next_allowed [0], a* = 0, evaluated by B(1, 0) = 3.
     let rows = [(State::Int(1), vec![1.0, 5.0, 3.0, 2.0])];
