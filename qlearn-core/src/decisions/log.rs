@@ -291,6 +291,11 @@ impl DecisionLog {
         self.episodes.get(episode_id)
     }
 
+    /// Every episode kept, by id.
+    pub fn episodes(&self) -> impl Iterator<Item = (&str, &EpisodeRecord)> {
+        self.episodes.iter().map(|(id, e)| (id.as_str(), e))
+    }
+
     /// Every decision kept, in no particular order.
     pub fn decisions(&self) -> impl Iterator<Item = &DecisionRecord> {
         self.decisions.values()

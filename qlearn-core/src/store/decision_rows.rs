@@ -21,6 +21,7 @@ use crate::decisions::{
 use crate::error::{Error, Result};
 use crate::store::decisions::Call;
 use crate::store::encoding::{decode_key, key_bytes};
+use crate::store::{EpisodePage, EpisodeSummary};
 
 /// The columns of a decision row, in [`DecisionRow`]'s order.
 pub(crate) const DECISION_COLS: &str = "id, episode, step, time_ms, closes_ms, state, allowed, \
@@ -185,6 +186,57 @@ pub(crate) fn episode_row(
         end_json,
         learned_return: e.learned_return,
     })
+}
+
+/// The SQL of an episode listing: a model's (1) episodes after an id (2),
+/// ended or not (3), at most (4), in bytewise id order, with their first
+/// and last step's times; placeholders in PostgreSQL's form or SQLite's.
+pub(crate) fn episode_listing_sql(postgres: bool) -> String {
+    let (mid, after, ended, limit, id) = if postgres {
+        ("$1", "$2::text", "$3::bool", "$4", "e.id COLLATE \"C\"")
+    } else {
+        ("?1", "?2", "?3", "?4", "e.id")
+    };
+    format!(
+        "SELECT e.id, e.n_steps, e.end_json, e.learned_return, \
+         (SELECT d.time_ms FROM decisions d WHERE d.mid = e.mid AND d.episode = e.id \
+          AND d.step = 0), \
+         (SELECT d.time_ms FROM decisions d WHERE d.mid = e.mid AND d.episode = e.id \
+          AND d.step = e.n_steps - 1) \
+         FROM episodes e WHERE e.mid = {mid} AND ({after} IS NULL OR {id} > {after}) \
+         AND ({ended} IS NULL OR (e.end_json IS NOT NULL) = {ended}) ORDER BY {id} LIMIT {limit}"
+    )
+}
+
+/// An episode of a listing (the columns of [`episode_listing_sql`]).
+pub(crate) fn episode_summary(
+    backend: &'static str,
+    (id, n_steps, end_json, learned_return): (String, i64, Option<String>, f64),
+    (started_ms, last_ms): (Option<i64>, Option<i64>),
+) -> Result<EpisodeSummary> {
+    let steps = u64::try_from(n_steps).map_err(|_| corrupt(backend, "negative episode length"))?;
+    let outcome = end_json
+        .map(|t| serde_json::from_str::<EpisodeEnd>(&t))
+        .transpose()
+        .map_err(|e| corrupt(backend, format!("episode end: {e}")))?
+        .map(|end| end.outcome);
+    Ok(EpisodeSummary {
+        episode_id: id,
+        steps,
+        learned_return,
+        outcome,
+        started_ms,
+        last_ms,
+    })
+}
+
+/// Splits a listing's `limit + 1` rows into the page and whether more
+/// match.
+pub(crate) fn episode_page_of(mut episodes: Vec<EpisodeSummary>, limit: u64) -> EpisodePage {
+    let lim = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = episodes.len() > lim;
+    episodes.truncate(lim);
+    EpisodePage { episodes, more }
 }
 
 /// The episode of a row: its steps as many empty ids (see

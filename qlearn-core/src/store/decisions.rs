@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decisions::{
     check_end, Decide, DecisionLog, DecisionRecord, DecisionStats, DecisionStatus, DecisionsConfig,
-    EpisodeEnd, LoggedDecision, NewDecision, RewardReceipt, Transition,
+    EpisodeEnd, LoggedDecision, NewDecision, Outcome, RewardReceipt, Transition,
 };
 use crate::error::{Error, Result};
 use crate::model::{Experience, Learner, Prediction};
@@ -85,6 +85,76 @@ pub struct DecisionPage {
     pub decisions: Vec<DecisionRecord>,
     /// The log's counts.
     pub stats: DecisionStats,
+}
+
+/// What [`Store::episodes`](crate::store::Store::episodes) lists: a
+/// model's episodes in id order (bytewise).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpisodeQuery {
+    /// Only ended (`Some(true)`) or going-on (`Some(false)`) episodes.
+    pub ended: Option<bool>,
+    /// Only episodes whose id comes after this one (keyset paging: the
+    /// last id of the previous page).
+    pub after: Option<String>,
+    /// Episodes to return at most.
+    pub limit: u64,
+}
+
+/// One episode of a model's decision log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpisodeSummary {
+    /// The client's episode id.
+    pub episode_id: String,
+    /// Its decisions (steps) so far.
+    pub steps: u64,
+    /// The sum of the rewards learned from its decisions so far.
+    pub learned_return: f64,
+    /// How it ended (`None`: going on).
+    pub outcome: Option<Outcome>,
+    /// When its first decision was logged (Unix milliseconds; `None` once
+    /// pruned by the retention).
+    pub started_ms: Option<i64>,
+    /// When its last decision was logged (Unix milliseconds; `None` once
+    /// pruned).
+    pub last_ms: Option<i64>,
+}
+
+/// A page of a model's episodes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpisodePage {
+    /// The episodes, in id order.
+    pub episodes: Vec<EpisodeSummary>,
+    /// Whether more episodes match after the page's last.
+    pub more: bool,
+}
+
+/// The page of `log`'s episodes for `q` (a store holding the whole log).
+pub(crate) fn episode_page(log: &DecisionLog, q: &EpisodeQuery) -> EpisodePage {
+    let lim = usize::try_from(q.limit).unwrap_or(usize::MAX);
+    let time = |steps: &[String], k: Option<usize>| {
+        let id = steps.get(k?)?;
+        log.get(id).map(|r| r.time_ms)
+    };
+    let mut page = EpisodePage::default();
+    let matching = log
+        .episodes()
+        .filter(|(id, _)| q.after.as_deref().is_none_or(|a| *id > a))
+        .filter(|(_, e)| q.ended.is_none_or(|ended| ended == e.end.is_some()));
+    for (id, e) in matching {
+        if page.episodes.len() == lim {
+            page.more = true;
+            break;
+        }
+        page.episodes.push(EpisodeSummary {
+            episode_id: id.to_owned(),
+            steps: e.steps.len() as u64,
+            learned_return: e.learned_return,
+            outcome: e.end.as_ref().map(|end| end.outcome),
+            started_ms: time(&e.steps, Some(0)),
+            last_ms: time(&e.steps, e.steps.len().checked_sub(1)),
+        });
+    }
+    page
 }
 
 /// A decision call, as `plan` runs it.

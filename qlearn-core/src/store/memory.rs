@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::decisions::{
-    answered, apply, decided_or_plain, millis, page, plan, without_log, Call, Reply, Room,
+    answered, apply, decided_or_plain, episode_page, millis, page, plan, without_log, Call, Reply,
+    Room,
 };
 use super::report::updated;
 use super::rules::{check_state_room, touch_key};
@@ -16,7 +17,7 @@ use super::{
     Updated, Usage, User,
 };
 use super::{BillingAccount, BillingEvent, BillingOutcome};
-use super::{Decided, DecisionPage, DecisionQuery, RewardIn};
+use super::{Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, RewardIn};
 use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
@@ -576,6 +577,14 @@ impl Store for MemoryStore {
         Ok(e.decisions
             .as_ref()
             .map_or_else(DecisionPage::empty, |log| page(log, query)))
+    }
+
+    fn episodes(&self, owner: &str, model_id: &str, query: &EpisodeQuery) -> Result<EpisodePage> {
+        let e = self.entry(owner, model_id)?;
+        let e = e.lock().map_err(|_| poisoned())?;
+        Ok(e.decisions
+            .as_ref()
+            .map_or_else(EpisodePage::default, |log| episode_page(log, query)))
     }
 
     fn apply_billing(&self, event: &BillingEvent, now: i64) -> Result<BillingOutcome> {

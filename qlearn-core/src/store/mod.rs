@@ -57,7 +57,9 @@ pub use crate::tenancy::billing::{
 pub use changes::{
     Change, ChangeFeed, ChangeSink, SharedStreams, SharedTickets, StreamPlace, TicketGrant,
 };
-pub use decisions::{Decided, DecisionPage, DecisionQuery, RewardIn};
+pub use decisions::{
+    Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, EpisodeSummary, RewardIn,
+};
 pub use durable::Durable;
 pub use owned::OwnedExperience;
 pub use patch::{ConfigPatch, ModelPatch};
@@ -555,6 +557,10 @@ pub trait Store: Send + Sync {
     /// decisions has an empty one).
     fn decisions(&self, owner: &str, model_id: &str, query: &DecisionQuery)
         -> Result<DecisionPage>;
+    /// A page of one of the owner's models' episodes, in id order, with
+    /// their steps and the return learned so far (a model without
+    /// decisions has none).
+    fn episodes(&self, owner: &str, model_id: &str, query: &EpisodeQuery) -> Result<EpisodePage>;
 
     // ---- billing (issue 17) -------------------------------------------------
 

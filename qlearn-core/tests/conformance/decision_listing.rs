@@ -1,8 +1,9 @@
 //! The decision listing's filters and paging (`Store::decisions`), at
-//! their edges, on every backend.
+//! their edges, and the episode listing (`Store::episodes`), on every
+//! backend.
 
-use qlearn_core::decisions::{Decide, DecisionStatus};
-use qlearn_core::store::{DecisionQuery, Meter, Store};
+use qlearn_core::decisions::{Decide, DecisionStatus, EpisodeEnd, Outcome};
+use qlearn_core::store::{DecisionQuery, EpisodePage, EpisodeQuery, Meter, Store};
 use qlearn_core::StateRef;
 
 use super::decisions::{log_page, logging_model, reward, setting};
@@ -94,4 +95,133 @@ pub fn decision_listing_filters<S: Store>(s: &S) {
         ..Default::default()
     };
     assert_eq!(list(paged), (3, vec![ids[1].clone()]), "[{b}] paged");
+}
+
+/// The episode listing (`Store::episodes`): steps, the return learned so
+/// far (the learned rewards summed per episode, never mixed between
+/// concurrent episodes), how each ended, its first and last decision's
+/// times; the status filter and keyset paging in bytewise id order;
+/// another owner's model is not found, a model without decisions has no
+/// episodes.
+pub fn decision_episodes<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let b = new_user(s, "b@example.com");
+    let local = seeded(3, 5);
+    let id = logging_model(s, &a.id, &local, setting(3600, None));
+    let l = limits(None, None);
+    let at = |now: i64| Meter {
+        user_id: &a.id,
+        limits: &l,
+        now,
+    };
+    let decide = |now: i64, ep: &str, k: i64| {
+        let mut d = Decide::new(StateRef::Int(k));
+        d.episode_id = Some(ep);
+        ok(s, s.decide(&at(now), &id, &d)).decision.expect("logged")
+    };
+    // "e2": two steps interleaved with "E9"'s one, both rewarded; "E9"
+    // ends terminated, "e2" goes on; "e3" ends truncated after one step.
+    let e2a = decide(NOW, "e2", 0);
+    let e1 = decide(NOW + 1, "E9", 1);
+    let e2b = decide(NOW + 2, "e2", 2);
+    let e3 = decide(NOW + 3, "e3", 1);
+    for (d, v) in [(&e2a, 1.5), (&e1, -4.0), (&e2b, 0.25), (&e3, 2.0)] {
+        ok(
+            s,
+            s.reward(&at(NOW + 4), &id, reward(&d.decision_id, v, None, true)),
+        );
+    }
+    let end = EpisodeEnd::terminated();
+    assert_eq!(ok(s, s.end_episode(&at(NOW + 5), &id, "E9", &end)), 1);
+    let truncated = EpisodeEnd {
+        outcome: Outcome::Truncated,
+        next_state: Some(qlearn_core::State::Int(2)),
+        next_allowed_actions: None,
+    };
+    ok(s, s.end_episode(&at(NOW + 5), &id, "e3", &truncated));
+    let all = EpisodeQuery {
+        limit: 10,
+        ..EpisodeQuery::default()
+    };
+    let page = ok(s, s.episodes(&a.id, &id, &all));
+    let got: Vec<_> = page
+        .episodes
+        .iter()
+        .map(|e| {
+            let ep = e.episode_id.as_str();
+            (
+                ep,
+                e.steps,
+                e.learned_return,
+                e.outcome,
+                e.started_ms,
+                e.last_ms,
+            )
+        })
+        .collect();
+    let ms = |t: i64| Some(t * 1000);
+    assert_eq!(
+        got,
+        [
+            (
+                "E9",
+                1,
+                -4.0,
+                Some(Outcome::Terminated),
+                ms(NOW + 1),
+                ms(NOW + 1)
+            ),
+            ("e2", 2, 1.5, None, ms(NOW), ms(NOW + 2)),
+            (
+                "e3",
+                1,
+                2.0,
+                Some(Outcome::Truncated),
+                ms(NOW + 3),
+                ms(NOW + 3)
+            ),
+        ],
+        "[{}] episodes in bytewise id order; e2's last step waits for its next",
+        s.backend()
+    );
+    assert!(!page.more);
+    let q = |ended: Option<bool>, after: Option<&str>, limit: u64| EpisodeQuery {
+        ended,
+        after: after.map(str::to_owned),
+        limit,
+    };
+    let ids = |q: EpisodeQuery| -> (Vec<String>, bool) {
+        let p = ok(s, s.episodes(&a.id, &id, &q));
+        (
+            p.episodes.into_iter().map(|e| e.episode_id).collect(),
+            p.more,
+        )
+    };
+    let v = |x: &[&str], more: bool| (x.iter().map(|s| s.to_string()).collect(), more);
+    assert_eq!(
+        ids(q(Some(false), None, 10)),
+        v(&["e2"], false),
+        "[{}]",
+        s.backend()
+    );
+    assert_eq!(ids(q(Some(true), None, 10)), v(&["E9", "e3"], false));
+    assert_eq!(ids(q(None, None, 1)), v(&["E9"], true), "[{}]", s.backend());
+    assert_eq!(ids(q(None, Some("E9"), 1)), v(&["e2"], true));
+    assert_eq!(ids(q(None, Some("e2"), 1)), v(&["e3"], false));
+    assert_eq!(ids(q(Some(true), Some("E9"), 5)), v(&["e3"], false));
+    assert_eq!(ids(q(None, Some("e3"), 5)), v(&[], false));
+    // Another owner's model, an unknown one, one without decisions.
+    assert!(matches!(
+        s.episodes(&b.id, &id, &all),
+        Err(qlearn_core::Error::NotFound(_))
+    ));
+    assert!(matches!(
+        s.episodes(&a.id, "nope", &all),
+        Err(qlearn_core::Error::NotFound(_))
+    ));
+    let plain = ok(s, s.create_model(&a.id, "plain", &local, None, NOW)).id;
+    assert_eq!(
+        ok(s, s.episodes(&a.id, &plain, &all)),
+        EpisodePage::default()
+    );
 }

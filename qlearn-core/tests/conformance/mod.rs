@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
             decision_counts_order_and_retention,
             decision_late_step_after_next_learned,
             decision_listing_filters,
+            decision_episodes,
             change_feed,
             register_is_atomic,
             disable_user,

@@ -29,7 +29,7 @@ use crate::store::{
     OwnedExperience, QPage, Report, SharedStreams, SharedTickets, Store, Updated, Usage, User,
 };
 use crate::store::{BillingAccount, BillingEvent, BillingOutcome};
-use crate::store::{Decided, DecisionPage, DecisionQuery, RewardIn};
+use crate::store::{Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, RewardIn};
 use crate::tenancy::{BillingMonth, Role, SharedBuckets, Tier};
 
 impl Store for PgStore {
@@ -532,6 +532,10 @@ impl Store for PgStore {
         query: &DecisionQuery,
     ) -> Result<DecisionPage> {
         self.decision_page(owner, model_id, query)
+    }
+
+    fn episodes(&self, owner: &str, model_id: &str, query: &EpisodeQuery) -> Result<EpisodePage> {
+        self.episode_page(owner, model_id, query)
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {

@@ -30,8 +30,9 @@ use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
 use crate::state::{canonical_key, StateKey};
 use crate::store::decision_rows::{
-    changed_rows, decision_from_row, episode_from_row, load, meta_bytes, meta_from_bytes,
-    partial_log, rows_of_blob, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS,
+    changed_rows, decision_from_row, episode_from_row, episode_listing_sql, episode_page_of,
+    episode_summary, load, meta_bytes, meta_from_bytes, partial_log, rows_of_blob, status_code,
+    DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
 use crate::store::decisions::{
     apply, config_from_text, config_text, millis, plan, transition_keys, without_log, Call, Reply,
@@ -41,7 +42,7 @@ use crate::store::encoding::{
     decode_key, decode_learner, decode_values, key_bytes, learner_bytes, returns_bytes,
     table_from_rows, values_bytes, Tracked,
 };
-use crate::store::{DecisionPage, DecisionQuery, Meter, ModelInfo};
+use crate::store::{DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Meter, ModelInfo};
 use crate::table::QTable;
 use crate::tenancy::TierLimits;
 
@@ -559,6 +560,36 @@ impl PgStore {
             decisions: rows.iter().map(decision_of).collect::<Result<_>>()?,
             stats,
         })
+    }
+
+    /// A page of `owner`'s model `id`'s episodes (ids compared bytewise,
+    /// as the other stores do).
+    pub(super) fn episode_page(
+        &self,
+        owner: &str,
+        id: &str,
+        q: &EpisodeQuery,
+    ) -> Result<EpisodePage> {
+        let rows = self.query(
+            "SELECT mid, decisions FROM models WHERE id = $1 AND owner = $2",
+            &[&id, &owner],
+        )?;
+        let r = rows.first().ok_or(Error::NotFound("model"))?;
+        let mid: i64 = r.get(0);
+        if r.get::<_, Option<&str>>(1).is_none() {
+            return Ok(EpisodePage::default());
+        }
+        let sql = episode_listing_sql(true);
+        let lim = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = self.query(&sql, &[&mid, &q.after, &q.ended, &lim])?;
+        let episodes = rows
+            .iter()
+            .map(|r| {
+                let cols = (r.get(0), r.get(1), r.get(2), r.get(3));
+                episode_summary(BACKEND, cols, (r.get(4), r.get(5)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(episode_page_of(episodes, q.limit))
     }
 
     /// Sets the decisions setting of `owner`'s models in `infos` from the

@@ -25,7 +25,9 @@ use crate::store::{
     Updated, Usage, User,
 };
 use crate::store::{BillingAccount, BillingEvent, BillingOutcome};
-use crate::store::{Decided, DecisionPage, DecisionQuery, Durable, RewardIn};
+use crate::store::{
+    Decided, DecisionPage, DecisionQuery, Durable, EpisodePage, EpisodeQuery, RewardIn,
+};
 use crate::tenancy::{BillingMonth, Role, Tier};
 
 impl Store for SqliteStore {
@@ -557,6 +559,10 @@ impl Store for SqliteStore {
         query: &DecisionQuery,
     ) -> Result<DecisionPage> {
         self.decision_page(owner, model_id, query)
+    }
+
+    fn episodes(&self, owner: &str, model_id: &str, query: &EpisodeQuery) -> Result<EpisodePage> {
+        self.episode_page(owner, model_id, query)
     }
 
     fn apply_billing(&self, event: &BillingEvent, now: i64) -> Result<BillingOutcome> {

@@ -13,11 +13,11 @@ use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    decision_from_row, episode_from_row, meta_from_bytes, status_code, DecisionRow, EpisodeRow,
-    Rows, DECISION_COLS, EPISODE_COLS,
+    decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
+    meta_from_bytes, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS, EPISODE_COLS,
 };
 use crate::store::decisions::{config_from_text, millis};
-use crate::store::{DecisionPage, DecisionQuery};
+use crate::store::{DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery};
 
 /// Decisions (or episodes) deleted per writer job when pruning or
 /// dropping a model's log.
@@ -228,6 +228,46 @@ impl SqliteStore {
                 decisions,
                 stats: meta_from_bytes(BACKEND, meta.as_deref())?.0,
             })
+        })
+    }
+
+    /// A page of `owner`'s model `id`'s episodes, read from the file.
+    pub(super) fn episode_page(
+        &self,
+        owner: &str,
+        id: &str,
+        q: &EpisodeQuery,
+    ) -> Result<EpisodePage> {
+        self.read(|c| {
+            let (mid, text) = c
+                .query_row(
+                    "SELECT mid, decisions FROM models WHERE id = ?1 AND owner = ?2",
+                    [id, owner],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
+                )
+                .optional()
+                .map_err(sq)?
+                .ok_or(Error::NotFound("model"))?;
+            if text.is_none() {
+                return Ok(EpisodePage::default());
+            }
+            let sql = episode_listing_sql(false);
+            let lim = i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX);
+            let mut st = c.prepare_cached(&sql).map_err(sq)?;
+            let rows = st
+                .query_map(params![mid, q.after, q.ended, lim], |r| {
+                    Ok((
+                        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+                        (r.get(4)?, r.get(5)?),
+                    ))
+                })
+                .map_err(sq)?;
+            let mut episodes = Vec::new();
+            for row in rows {
+                let (cols, times) = row.map_err(sq)?;
+                episodes.push(episode_summary(BACKEND, cols, times)?);
+            }
+            Ok(episode_page_of(episodes, q.limit))
         })
     }
 
