@@ -174,6 +174,8 @@ pub(super) struct Locked {
     pub(super) episodes_before: u64,
     pub(super) updated_at: Option<i64>,
     pub(super) granted: bool,
+    /// Whether the model logs decisions (read under its row lock).
+    pub(super) logs: bool,
 }
 
 /// The canonical keys (encoded) a call reads or writes.
@@ -206,6 +208,7 @@ pub(super) fn run_call(m: &mut Locked, req: &Request) -> Result<Outcome> {
             state,
             explore,
             allowed,
+            ..
         } => m
             .learner
             .predict_full(&m.table, state.as_ref(), *explore, allowed.as_deref())
@@ -297,7 +300,7 @@ pub(super) fn apply_batch(
     // Whether the optimistic debit of `total` was made (None: not tried).
     let pre_debited: Option<bool> = if same && total > 0 {
         match rows.first() {
-            Some(r) => Some(r.get::<_, i64>(6) > 0),
+            Some(r) => Some(r.get::<_, i64>(7) > 0),
             // No model of this user: every call is NotFound; the caller
             // rolls back whatever the statement debited.
             None => {
@@ -329,16 +332,22 @@ pub(super) fn apply_batch(
                 touched: Vec::new(),
                 updated_at: None,
                 granted: false,
+                logs: row.get(6),
             },
         );
     }
 
     // Ownership and validation: errors cost nothing. (A model of another
-    // user was not locked: it is unknown here.)
+    // user was not locked: it is unknown here.) A logging predict on a
+    // model that logs decisions leaves the batch, free, for the decision
+    // path.
     let mut live = Vec::with_capacity(batch.len());
     for (i, req) in batch.iter().enumerate() {
         match models.get(&req.model) {
             None => results[i] = Some(Err(Error::NotFound("model"))),
+            Some(m) if m.logs && matches!(req.call, Call::Predict { logging: true, .. }) => {
+                results[i] = Some(Ok(Outcome::LogsDecisions));
+            }
             Some(m) => match validate(&m.learner, req) {
                 Err(e) => results[i] = Some(Err(e)),
                 Ok(()) => live.push(i),

@@ -1,7 +1,7 @@
 //! [`Store`] for [`PgStore`]: account and model calls run one statement or
 //! one transaction each; metered calls go through the per-user combiner.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use postgres::Transaction;
 
@@ -19,7 +19,7 @@ use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{Experience, Model, Prediction};
 use crate::state::StateRef;
-use crate::store::decisions::{answered, decided_or_plain, Call as DCall};
+use crate::store::decisions::{answered, Call as DCall};
 use crate::store::encoding::{
     config_text, learner_bytes, returns_bytes, table_from_rows, values_bytes,
 };
@@ -400,19 +400,13 @@ impl Store for PgStore {
         explore: bool,
         allowed: Option<&[usize]>,
     ) -> Result<Prediction> {
-        let req = Request {
-            model: model_id.to_owned(),
-            user: meter.user_id.to_owned(),
-            limits: *meter.limits,
-            now: meter.now,
-            call: Call::Predict {
-                state: state.to_state(),
-                explore,
-                allowed: allowed.map(<[usize]>::to_vec),
-            },
-            result: Mutex::new(None),
+        let call = Call::Predict {
+            state: state.to_state(),
+            explore,
+            allowed: allowed.map(<[usize]>::to_vec),
+            logging: false,
         };
-        match self.call(req)? {
+        match self.call(Request::new(meter, model_id, call))? {
             Outcome::Predicted(p) => Ok(p),
             _ => Err(Error::Internal(
                 "a prediction got another call's result".into(),
@@ -428,19 +422,12 @@ impl Store for PgStore {
         allowed: Option<&[usize]>,
         explore: bool,
     ) -> Result<Vec<f64>> {
-        let req = Request {
-            model: model_id.to_owned(),
-            user: meter.user_id.to_owned(),
-            limits: *meter.limits,
-            now: meter.now,
-            call: Call::Probabilities {
-                state: state.to_state(),
-                allowed: allowed.map(<[usize]>::to_vec),
-                explore,
-            },
-            result: Mutex::new(None),
+        let call = Call::Probabilities {
+            state: state.to_state(),
+            allowed: allowed.map(<[usize]>::to_vec),
+            explore,
         };
-        match self.call(req)? {
+        match self.call(Request::new(meter, model_id, call))? {
             Outcome::Probabilities(p) => Ok(p),
             _ => Err(Error::Internal(
                 "action probabilities got another call's result".into(),
@@ -455,18 +442,11 @@ impl Store for PgStore {
         exps: &[Experience<'_>],
         report: Report,
     ) -> Result<Updated> {
-        let req = Request {
-            model: model_id.to_owned(),
-            user: meter.user_id.to_owned(),
-            limits: *meter.limits,
-            now: meter.now,
-            call: Call::Update {
-                exps: exps.iter().map(OwnedExperience::from).collect(),
-                report,
-            },
-            result: Mutex::new(None),
+        let call = Call::Update {
+            exps: exps.iter().map(OwnedExperience::from).collect(),
+            report,
         };
-        match self.call(req)? {
+        match self.call(Request::new(meter, model_id, call))? {
             Outcome::Updated(o) => Ok(o),
             _ => Err(Error::Internal(
                 "an update got another call's result".into(),
@@ -475,19 +455,7 @@ impl Store for PgStore {
     }
 
     fn decide(&self, meter: &Meter<'_>, model_id: &str, request: &Decide<'_>) -> Result<Decided> {
-        // One indexed read, so a model without decisions keeps the combined
-        // predict path (the decision transaction checks again under the lock).
-        let logs = self.query(
-            "SELECT decisions IS NOT NULL FROM models WHERE id = $1 AND owner = $2",
-            &[&model_id, &meter.user_id],
-        )?;
-        let logs: bool = logs.first().ok_or(Error::NotFound("model"))?.get(0);
-        let reply = if logs {
-            self.metered_call(meter, model_id, DCall::Decide(request))?
-        } else {
-            None
-        };
-        decided_or_plain(self, reply, meter, model_id, request)
+        self.decide_combined(meter, model_id, request)
     }
 
     fn rewards(

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use super::batch::Retry;
 use super::{lock_plain, PgStore, BACKEND};
+use crate::decisions::Decide;
 use crate::error::{Error, Result};
 use crate::model::Prediction;
 use crate::state::State;
-use crate::store::{CallKind, OwnedExperience, Report, Updated};
+use crate::store::decisions::{decided_or_plain, Call as DCall};
+use crate::store::{CallKind, Decided, Meter, OwnedExperience, Report, Updated};
 use crate::tenancy::TierLimits;
 
 /// A metered call's input, owned (a leader thread runs it).
@@ -20,6 +22,9 @@ pub(super) enum Call {
         state: State,
         explore: bool,
         allowed: Option<Vec<usize>>,
+        /// A logging predict ([`Store::decide`](crate::store::Store::decide)):
+        /// a model that logs decisions answers [`Outcome::LogsDecisions`].
+        logging: bool,
     },
     Update {
         exps: Vec<OwnedExperience>,
@@ -37,6 +42,9 @@ pub(super) enum Outcome {
     Predicted(Prediction),
     Updated(Updated),
     Probabilities(Vec<f64>),
+    /// A logging predict found its model logging decisions: nothing was
+    /// debited or changed; the caller takes the decision path.
+    LogsDecisions,
 }
 
 pub(super) struct Request {
@@ -49,6 +57,18 @@ pub(super) struct Request {
 }
 
 impl Request {
+    /// `call` on `model_id` by `meter`'s user.
+    pub(super) fn new(meter: &Meter<'_>, model_id: &str, call: Call) -> Request {
+        Request {
+            model: model_id.to_owned(),
+            user: meter.user_id.to_owned(),
+            limits: *meter.limits,
+            now: meter.now,
+            call,
+            result: Mutex::new(None),
+        }
+    }
+
     /// What the call is metered as.
     pub(super) fn kind(&self) -> CallKind {
         match &self.call {
@@ -100,11 +120,63 @@ pub(super) struct CombinerState {
     pub(super) last_tx: Duration,
 }
 
+/// Most model ids remembered as logging decisions (a hint: past it the set
+/// starts over).
+const LOGGING_HINTS: usize = 4096;
+
 /// The longest a new leader waits for the callers of the previous batch to
 /// queue again before it starts its transaction.
 pub(super) const MAX_GATHER: Duration = Duration::from_millis(2);
 
 impl PgStore {
+    /// A logging predict ([`Store::decide`](crate::store::Store::decide)).
+    /// A model that logs no decisions answers it in its user's combined
+    /// batch, which reads the model's decisions setting under the row lock
+    /// it takes anyway (no statement of its own); a model that logs takes
+    /// the decision path, which checks the setting again under its own lock
+    /// (a predict that finds it off there is answered plainly). Models
+    /// found logging are remembered as a hint to go to the decision path
+    /// first: a hint is never trusted, only saves the batch's visit.
+    pub(super) fn decide_combined(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        request: &Decide<'_>,
+    ) -> Result<Decided> {
+        if lock_plain(&self.logging_models).contains(model_id) {
+            if let Some(reply) = self.metered_call(meter, model_id, DCall::Decide(request))? {
+                return reply.decided();
+            }
+            lock_plain(&self.logging_models).remove(model_id);
+        }
+        let call = Call::Predict {
+            state: request.state.to_state(),
+            explore: request.explore,
+            allowed: request.allowed_actions.map(<[usize]>::to_vec),
+            logging: true,
+        };
+        match self.call(Request::new(meter, model_id, call))? {
+            Outcome::Predicted(prediction) => Ok(Decided {
+                prediction,
+                decision: None,
+            }),
+            Outcome::LogsDecisions => {
+                {
+                    let mut hints = lock_plain(&self.logging_models);
+                    if hints.len() >= LOGGING_HINTS {
+                        hints.clear();
+                    }
+                    hints.insert(model_id.to_owned());
+                }
+                let reply = self.metered_call(meter, model_id, DCall::Decide(request))?;
+                decided_or_plain(self, reply, meter, model_id, request)
+            }
+            _ => Err(Error::Internal(
+                "a logging predict got another call's result".into(),
+            )),
+        }
+    }
+
     pub(super) fn combiner(&self, user_id: &str) -> Arc<Combiner> {
         let mut map = lock_plain(&self.combiners);
         if let Some(c) = map.get(user_id).and_then(Weak::upgrade) {

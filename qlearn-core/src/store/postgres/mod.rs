@@ -34,6 +34,14 @@
 //!   whole batch does not fit the quota, calls are debited one by one.
 //!   A batch that deadlocks with another instance (possible only for
 //!   batches spanning two months) runs again.
+//! - **Logging predicts** ([`Store::decide`](super::Store::decide)) join the
+//!   batch too: the locking statement also reads each model's decisions
+//!   setting, so a model that logs none answers a plain prediction with no
+//!   statement of its own; one that logs leaves the batch (its debit given
+//!   back there) for the decision path's transaction, which checks the
+//!   setting again under its own lock. Models found logging are remembered
+//!   per instance as a hint (go to the decision path first), never trusted.
+//!   Batches lock their models before the usage row, as decision calls do.
 //! - **Quota debit is one atomic SQL statement**: a conditional upsert of
 //!   the month's total (`INSERT ... ON CONFLICT DO UPDATE ... WHERE calls + n
 //!   <= limit RETURNING`), which adds to the per-day row in the same
@@ -65,7 +73,7 @@ mod sql;
 mod streams;
 mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -120,6 +128,9 @@ pub struct PgStore {
     pool: r2d2::Pool<Manager>,
     schema: Option<String>,
     combiners: Mutex<HashMap<String, Weak<Combiner>>>,
+    /// Model ids last found logging decisions: where a logging predict
+    /// goes first (a hint only; see [`PgStore::decide_combined`]).
+    logging_models: Mutex<HashSet<String>>,
     /// How the change feed makes its own connection (like the pool's).
     manager: Manager,
     /// The LISTEN/NOTIFY channel of this store's schema.
@@ -200,6 +211,7 @@ impl PgStore {
             pool,
             schema,
             combiners: Mutex::new(HashMap::new()),
+            logging_models: Mutex::new(HashSet::new()),
             manager,
             channel: notify::channel_of(&current),
             last_prune: std::sync::atomic::AtomicI64::new(0),

@@ -18,17 +18,24 @@ pub(super) const USER_COLS: &str =
 pub(super) const MODEL_COLS: &str =
     "mid, id, owner, name, config, learner, returns, n_rows, created_at, updated_at";
 
+/// Column 6: whether the model logs decisions (a logging predict on such a
+/// model leaves the batch for the decision path).
 pub(super) const SQL_LOCK_MODELS: &str =
-    "SELECT mid, id, config, learner, returns, n_rows FROM models \
+    "SELECT mid, id, config, learner, returns, n_rows, decisions IS NOT NULL FROM models \
      WHERE id = ANY($1::text[]) AND owner = $2 ORDER BY id FOR UPDATE";
 /// The common table expressions of a debit (see [`SQL_DEBIT`]): `m` the
 /// month's row as granted (no row when refused), `d` the day's rows by kind.
+/// `$after` is a condition evaluated before the usage row is touched (what
+/// must be locked first).
 macro_rules! debit_cte {
-    () => {
-        "WITH m AS ( \
+    ($after:literal) => {
+        concat!(
+            "m AS ( \
            INSERT INTO usage_month AS u (user_id, month, calls, overage) \
            SELECT $1::text, $2::text, $3::int8, COALESCE(GREATEST(0, $3::int8 - $8::int8), 0) \
-           WHERE $4::int8 IS NULL OR $3::int8 <= $4::int8 \
+           WHERE ",
+            $after,
+            " ($4::int8 IS NULL OR $3::int8 <= $4::int8) \
            ON CONFLICT (user_id, month) DO UPDATE SET calls = u.calls + excluded.calls, \
              overage = u.overage + COALESCE(GREATEST(0, u.calls + excluded.calls - $8::int8) \
                - GREATEST(0, u.calls - $8::int8), 0) \
@@ -39,19 +46,26 @@ macro_rules! debit_cte {
            SELECT $1::text, $2::text, $5::int2, k.kind, k.n \
            FROM m, unnest($6::text[], $7::int8[]) AS k(kind, n) \
            ON CONFLICT (user_id, month, day, kind) DO UPDATE SET calls = d.calls + excluded.calls)"
+        )
     };
 }
 
-/// [`SQL_DEBIT`] of a whole batch and [`SQL_LOCK_MODELS`] in one round
+/// [`SQL_LOCK_MODELS`] and [`SQL_DEBIT`] of a whole batch in one round
 /// trip; every row carries whether the debit was granted. Both the model
 /// rows (`FOR UPDATE`, re-read at their latest version) and the usage row
 /// (`ON CONFLICT DO UPDATE`) are locked at their newest committed version,
-/// so nothing here reads a stale snapshot. Parameters: [`SQL_DEBIT`]'s,
-/// then the model ids (`$9`).
+/// so nothing here reads a stale snapshot. All the models are locked (the
+/// debit counts them first) before the usage row, the order of every other
+/// transaction that takes both (a decision call locks its model, then
+/// debits), so a batch of several models cannot deadlock with a decision
+/// call on its second. Parameters: [`SQL_DEBIT`]'s, then the model ids
+/// (`$9`). Columns: [`SQL_LOCK_MODELS`]'s, then whether the debit was
+/// granted (7).
 pub(super) const SQL_DEBIT_LOCK_MODELS: &str = concat!(
-    debit_cte!(),
-    " SELECT mid, id, config, learner, returns, n_rows, (SELECT COUNT(*) FROM m) FROM models \
-     WHERE id = ANY($9::text[]) AND owner = $1 ORDER BY id FOR UPDATE"
+    "WITH l AS (SELECT mid, id, config, learner, returns, n_rows, decisions IS NOT NULL AS logs \
+     FROM models WHERE id = ANY($9::text[]) AND owner = $1 ORDER BY id FOR UPDATE), ",
+    debit_cte!("(SELECT COUNT(*) FROM l) > 0 AND"),
+    " SELECT l.*, (SELECT COUNT(*) FROM m) FROM l ORDER BY id"
 );
 pub(super) const SQL_FETCH_ROWS: &str = "SELECT q.mid, q.row_no, q.key, q.vals FROM q_rows q \
      JOIN unnest($1::int8[], $2::bytea[]) AS w(mid, key) ON q.mid = w.mid AND q.key = w.key";
@@ -63,7 +77,7 @@ pub(super) const SQL_FETCH_ROWS: &str = "SELECT q.mid, q.row_no, q.key, q.vals F
 /// with overage, NULL for none): the change of `max(0, calls - $8)`, which
 /// for a debit is what [`check_quota`](crate::tenancy::check_quota) grants
 /// as overage and for a give-back returns exactly what was past the quota.
-pub(super) const SQL_DEBIT: &str = concat!(debit_cte!(), " SELECT calls FROM m");
+pub(super) const SQL_DEBIT: &str = concat!("WITH ", debit_cte!(""), " SELECT calls FROM m");
 pub(super) const SQL_WRITE_BACK: &str = "WITH r AS ( \
        INSERT INTO q_rows (mid, row_no, key, vals) \
        SELECT * FROM unnest($1::int8[], $2::int8[], $3::bytea[], $4::bytea[]) \
