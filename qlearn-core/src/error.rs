@@ -112,6 +112,19 @@ pub enum Error {
         retry_after_secs: u64,
     },
 
+    /// The plan's limit on evaluation jobs is reached: `limit` names it
+    /// (`evaluations_per_day` or `evaluations_at_once`); nothing was
+    /// created.
+    #[error("this plan allows {max} {}; try again later", limit_words(limit))]
+    EvaluationLimit {
+        /// The limit's name in the plans file.
+        limit: &'static str,
+        /// Its value.
+        max: u32,
+        /// Seconds until it frees up, when known (the next UTC day).
+        retry_after_secs: Option<u64>,
+    },
+
     /// Too many requests in a short time (token bucket or login throttle).
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited {
@@ -135,6 +148,15 @@ pub enum Error {
     /// An internal invariant failed (a bug); reported instead of panicking.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// The words of an [`Error::EvaluationLimit`]'s limit.
+fn limit_words(limit: &str) -> &'static str {
+    if limit == "evaluations_per_day" {
+        "evaluations per day"
+    } else {
+        "evaluations queued or running at once"
+    }
 }
 
 /// The message of [`Error::PlanRequired`].

@@ -102,6 +102,8 @@ pub struct App {
     /// Prometheus counters.
     pub metrics: Metrics,
     started: Instant,
+    /// Wakes this instance's evaluation workers when a job is queued here.
+    pub evaluation_wake: Arc<crate::evaluations::Wake>,
     /// Action names per model id (with the time they were read).
     names: RwLock<HashMap<String, (ActionNames, Instant)>>,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -234,6 +236,7 @@ impl App {
             read_only: Default::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
+            evaluation_wake: Arc::new(crate::evaluations::Wake::default()),
             names: RwLock::new(HashMap::new()),
             shutdown: tokio::sync::watch::Sender::new(false),
             feed: OnceLock::new(),

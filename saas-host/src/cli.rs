@@ -225,6 +225,9 @@ pub struct ServeArgs {
           default_value_t = Config::default().settle_every.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub settle_interval_ms: u64,
+    /// Threads running offline evaluation jobs (0: none on this instance).
+    #[arg(long, env = "EVALUATION_WORKERS", default_value_t = Config::default().evaluation_workers)]
+    pub evaluation_workers: usize,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -289,6 +292,7 @@ impl ServeArgs {
             max_event_streams_per_model: self.max_event_streams_per_model,
             unknown_key_ttl: Duration::from_secs(self.unknown_key_ttl_secs),
             settle_every: Duration::from_millis(self.settle_interval_ms),
+            evaluation_workers: self.evaluation_workers,
             ..Config::default()
         };
         if let Some(s) = &c.secret_key {
@@ -595,6 +599,7 @@ mod tests {
             format!("{:?}", c.max_event_streams_per_model),
             format!("{:?}", c.unknown_key_ttl),
             format!("{:?}", c.settle_every),
+            format!("{:?}", c.evaluation_workers),
         ]
     }
 

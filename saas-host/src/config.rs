@@ -125,6 +125,9 @@ pub struct Config {
     pub unknown_key_ttl: Duration,
     /// How often passed reward deadlines are settled (1 s).
     pub settle_every: Duration,
+    /// Threads running offline evaluation jobs on this instance (1; 0:
+    /// none, the jobs wait for another instance).
+    pub evaluation_workers: usize,
     /// White-label: product name, logo, colours, support address, docs
     /// title, and the pages rendered with them (default: qlearn's own).
     pub brand: crate::branding::Brand,
@@ -160,6 +163,7 @@ impl Default for Config {
             max_event_streams_per_model: 20,
             unknown_key_ttl: Duration::from_secs(60),
             settle_every: Duration::from_secs(1),
+            evaluation_workers: 1,
             brand: crate::branding::Brand::default(),
         }
     }

@@ -229,6 +229,10 @@ fn core_field(e: &CoreError) -> Option<&str> {
 }
 
 /// The mapping of core errors (see docs/http-api.md for the codes).
+/// `Retry-After` of a refusal for jobs queued or running at once (when
+/// one finishes is not known; a few seconds is a polite poll).
+const EVALUATION_RETRY_SECS: u64 = 5;
+
 fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) {
     use CoreError as E;
     let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
@@ -282,6 +286,20 @@ fn core_parts(e: &CoreError) -> (StatusCode, &'static str, String, Option<u64>) 
                 Some(*retry_after_secs),
             )
         }
+        E::EvaluationLimit {
+            limit,
+            retry_after_secs,
+            ..
+        } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            if *limit == "evaluations_per_day" {
+                "evaluations_per_day_reached"
+            } else {
+                "evaluations_at_once_reached"
+            },
+            e.to_string(),
+            Some(retry_after_secs.unwrap_or(EVALUATION_RETRY_SECS)),
+        ),
         E::RateLimited { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

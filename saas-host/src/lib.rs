@@ -14,6 +14,7 @@
 //! - [`handlers`]: one module per area of the API; [`wire`]: its JSON types;
 //! - [`assets`]: the embedded files; [`http`]: reading requests; [`response`]: building responses;
 //! - [`error`]: the single mapping of errors to status codes and JSON;
+//! - [`evaluations`]: the workers running offline evaluation jobs;
 //! - [`invoicing`]: the usage report for billing (admin route and CLI);
 //! - [`branding`]: white-label (name, logo, colours, support address).
 //!
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod ctx;
 pub mod error;
+pub mod evaluations;
 pub mod events;
 pub mod handlers;
 pub mod hashing;

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::config::Config;
-use crate::handlers::{accounts, billing, decisions, engine, models, service};
+use crate::handlers::{accounts, billing, decisions, engine, evaluations, models, service};
 use crate::response::{bytes_response, Resp, JSON};
 use crate::routes::Route;
 use crate::wire;
@@ -51,6 +51,7 @@ impl Modify for BearerAuth {
         engine::events_ticket,
         decisions::reward, decisions::rewards_batch, decisions::end_episode, decisions::list,
         decisions::export,
+        evaluations::create, evaluations::list, evaluations::get, evaluations::delete,
         service::health, service::metrics,
         billing::plans, billing::webhook,
     ),
@@ -68,6 +69,7 @@ impl Modify for BearerAuth {
         wire::EpisodeEndOut, wire::DecisionOut, wire::DecisionStatsOut, wire::DecisionsOut,
         crate::invoicing::UsageReport, crate::invoicing::UsageRow,
         wire::PriceOut, wire::PlanOut, wire::PendingOut, wire::PlansOut, wire::WebhookOut,
+        wire::EvaluationOut, wire::EvaluationsOut, wire::ProgressOut, wire::JobErrorOut,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -75,6 +77,7 @@ impl Modify for BearerAuth {
         (name = "models", description = "Model CRUD, status, export and import"),
         (name = "engine", description = "Metered predict and update calls; live events"),
         (name = "decisions", description = "Delayed rewards for logged decisions, episode ends, the decision log"),
+        (name = "evaluations", description = "Offline evaluation of a model's decision log, as jobs"),
         (name = "admin", description = "Admin-only user changes and the usage report for invoicing"),
         (name = "billing", description = "Plans, and the billing provider's signed webhook"),
         (name = "service", description = "Health and metrics"),

@@ -22,7 +22,7 @@ use crate::app::{App, Auth};
 use crate::cidr::Cidr;
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
-use crate::handlers::{accounts, billing, decisions, engine, models, service};
+use crate::handlers::{accounts, billing, decisions, engine, evaluations, models, service};
 use crate::http::query_param;
 use crate::openapi;
 use crate::response::{no_content, Resp};
@@ -380,6 +380,10 @@ async fn route_authenticated(
         (Route::EpisodesEnd, Method::POST) => decisions::end_episode(cx, req).await,
         (Route::ModelDecisions, Method::GET) => decisions::list(cx, id, req).await,
         (Route::ModelDecisionsExport, Method::GET) => decisions::export(cx, id, req).await,
+        (Route::ModelEvaluations, Method::POST) => evaluations::create(cx, id, req).await,
+        (Route::ModelEvaluations, Method::GET) => evaluations::list(cx, id, req).await,
+        (Route::ModelEvaluation, Method::GET) => evaluations::get(cx, id).await,
+        (Route::ModelEvaluation, Method::DELETE) => evaluations::delete(cx, id).await,
         (Route::Me, Method::GET) => accounts::me(cx).await,
         (Route::MePassword, Method::POST) => accounts::change_password(cx, req).await,
         (Route::ApiKeys, Method::GET) => accounts::list_keys(cx).await,

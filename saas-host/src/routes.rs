@@ -122,6 +122,10 @@ route_table! {
     ModelDecisions = "/models/{id}/decisions", "GET", auth, documented;
     /// A model's decision log as NDJSON.
     ModelDecisionsExport = "/models/{id}/decisions/export", "GET", auth, documented;
+    /// A model's offline evaluation jobs.
+    ModelEvaluations = "/models/{id}/evaluations", "GET, POST", auth, documented;
+    /// One offline evaluation job.
+    ModelEvaluation = "/models/{id}/evaluations/{eid}", "GET, DELETE", auth, documented;
     /// A model's status and Q-table page.
     Status = "/status/{id}", "GET", auth, documented;
     /// The caller's dashboard.
@@ -144,7 +148,8 @@ impl Route {
     /// The API-key scope `method` on this route needs (a JWT has them all):
     /// - `read`: every `GET` but the export, and event-stream tickets;
     /// - `engine`: `read` and predict (and its probabilities), update, batch, import, export,
-    ///   rewards, episode ends and the decision log's export;
+    ///   rewards, episode ends, the decision log's export and creating an
+    ///   evaluation job;
     /// - `full`: everything else a user may do (models, keys, password);
     /// - `admin`: the admin routes (which also need the admin role).
     pub fn scope(self, method: &str) -> KeyScope {
@@ -161,6 +166,7 @@ impl Route {
             | Route::EpisodesEnd
             | Route::ModelDecisionsExport => KeyScope::Engine,
             Route::ModelEventsTicket => KeyScope::Read,
+            Route::ModelEvaluations if method == "POST" => KeyScope::Engine,
             _ if method == "GET" => KeyScope::Read,
             _ => KeyScope::Full,
         }
@@ -179,12 +185,14 @@ impl Route {
             "GET" => "GET, HEAD",
             "GET, POST" => "GET, HEAD, POST",
             "GET, PATCH, DELETE" => "GET, HEAD, PATCH, DELETE",
+            "GET, DELETE" => "GET, HEAD, DELETE",
             other => other,
         }
     }
 
     /// The route `path` matches (one trailing `/` ignored), with the value
-    /// its placeholder took (empty when it has none), or `None`.
+    /// its placeholder took (empty when it has none; the values joined
+    /// with `/` when it has two), or `None`.
     pub fn parse(path: &str) -> Option<(Route, String)> {
         let p = path.strip_prefix('/')?;
         let p = p.strip_suffix('/').unwrap_or(p);
@@ -206,6 +214,7 @@ impl Route {
         let spec = self.spec();
         let mut template = spec.template[1..].split('/').peekable();
         let mut param = "";
+        let mut first = "";
         let mut i = 0;
         while let Some(t) = template.next() {
             let s = *segments.get(i)?;
@@ -218,11 +227,15 @@ impl Route {
             } else if s.is_empty() {
                 return None;
             } else {
+                first = param;
                 param = s;
             }
             i += 1;
         }
-        (segments.len() == i).then(|| param.to_owned())
+        (segments.len() == i).then(|| match first {
+            "" => param.to_owned(),
+            f => format!("{f}/{param}"),
+        })
     }
 }
 
@@ -253,6 +266,19 @@ mod tests {
                 Some((Route::PredictProbabilities, "")),
             ),
             ("/admin/users/u1", Some((Route::AdminUser, "u1"))),
+            (
+                "/models/m1/evaluations",
+                Some((Route::ModelEvaluations, "m1")),
+            ),
+            (
+                "/models/m1/evaluations/ev_2",
+                Some((Route::ModelEvaluation, "m1/ev_2")),
+            ),
+            (
+                "/models/m1/evaluations/",
+                Some((Route::ModelEvaluations, "m1")),
+            ),
+            ("/models//evaluations/ev_2", None),
             ("/models//export", None),
             ("/models/m1/x", None),
             ("/me/password/x/y", None),
@@ -294,7 +320,8 @@ mod tests {
                 .spec()
                 .template
                 .replace("{id}", "x")
-                .replace("{file}", "x");
+                .replace("{file}", "x")
+                .replace("{eid}", "y");
             assert_eq!(Route::parse(&path).map(|(m, _)| m), Some(r), "{path}");
         }
     }

@@ -27,6 +27,10 @@
 //! instance runs it (the store applies each transition once), and it stops
 //! at shutdown before the store is flushed.
 //!
+//! The evaluation workers (`crate::evaluations`, `evaluation_workers` OS
+//! threads) start with the server and stop with the settling task: a
+//! running job goes back to the queue.
+//!
 //! A server on SQLite also answers operator commands on its admin socket
 //! (`admin_socket.rs`, see [`crate::admin`]); it stops with the settling
 //! task, before the store is flushed.
@@ -187,6 +191,12 @@ pub async fn serve(
         tracing::info!(%addr, storage = app.store.backend(), "serving");
     }
     let settler = tokio::spawn(settle_loop(app.clone()));
+    let workers = crate::evaluations::Workers::start(
+        app.store.clone(),
+        app.config.limits,
+        app.evaluation_wake.clone(),
+        app.config.evaluation_workers,
+    );
     if let Some(streams) = app.streams.clone() {
         tokio::spawn(renew_loop(app.clone(), streams));
     }
@@ -272,6 +282,9 @@ pub async fn serve(
     }
     if let Err(e) = settler.await {
         tracing::warn!(error = %e, "the settling task ended abnormally");
+    }
+    if let Err(e) = tokio::task::spawn_blocking(move || workers.stop()).await {
+        tracing::warn!(error = %e, "stopping the evaluation workers failed");
     }
     #[cfg(unix)]
     if let Some(admin) = admin {

@@ -68,6 +68,7 @@
 
 mod episodes;
 mod input;
+mod job;
 mod one_step;
 mod policy;
 mod replay;
@@ -75,6 +76,10 @@ mod stats;
 
 pub use episodes::{evaluate_episodes, group_episodes, EpisodeAccumulator, EpisodeReport};
 pub use input::{n_actions_of, steps_from_log, unit_key, LoggedStep};
+pub use job::{
+    CandidateConfig, DirectModel, EvalMode, EvalRequest, JobError, JobResult, JobRun, LoggedReward,
+    PolicyResult, PolicySpec, ReplayInfo, MAX_NAME_CHARS, MAX_POLICIES,
+};
 pub use one_step::{evaluate_one_step, Direct, OneStepAccumulator, OneStepReport, RewardMeans};
 pub use policy::TargetPolicy;
 pub use replay::{replay, Replayed};

@@ -25,6 +25,8 @@ use crate::state::StateRef;
 use crate::tenancy::billing;
 use crate::tenancy::{new_id, BillingMonth, Role, Tier, TierLimits};
 
+mod evaluations;
+
 const BACKEND: &str = "memory";
 
 struct Entry {
@@ -76,6 +78,8 @@ pub struct MemoryStore {
     models: RwLock<HashMap<String, Arc<Mutex<Entry>>>>,
     /// Serialises model creation so the per-owner limit check is atomic.
     create_lock: Mutex<()>,
+    /// Evaluation jobs (`memory/evaluations.rs`).
+    evaluations: Mutex<evaluations::Jobs>,
 }
 
 fn poisoned() -> Error {

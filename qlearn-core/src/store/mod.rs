@@ -38,6 +38,7 @@ pub mod decisions;
 mod durable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod encoding;
+mod evaluations;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod migrations;
@@ -61,6 +62,10 @@ pub use decisions::{
     Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, EpisodeSummary, RewardIn,
 };
 pub use durable::Durable;
+pub use evaluations::{
+    check_limits, day_of, end_columns, new_job_id, to_text, Claimed, DecisionKeyset, EvalJob,
+    EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+};
 pub use owned::OwnedExperience;
 pub use patch::{ConfigPatch, ModelPatch};
 pub use report::{Report, Touched, Updated};
@@ -330,7 +335,7 @@ pub struct Meter<'a> {
 /// The storage contract of qlearn. See the module docs for what every
 /// implementation must guarantee. Methods block; async callers run them on a
 /// blocking thread.
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + Evaluations {
     /// `memory`, `sqlite` or `postgres`: names the backend in errors and logs.
     fn backend(&self) -> &'static str;
 

@@ -151,6 +151,15 @@ pub struct TierLimits {
     /// Days a model's finished decisions stay in its decision log (issue
     /// 14); a model's own `decisions.retention_days` is capped at it.
     pub decision_retention_days: u32,
+    /// Offline evaluation jobs (issue 18) a user may create per UTC day
+    /// (deleted jobs still count).
+    pub evaluations_per_day: u32,
+    /// Evaluation jobs a user may have queued or running at once.
+    pub evaluations_at_once: u32,
+    /// Decisions one evaluation reads at most: a longer log (or time
+    /// range) is evaluated on its newest this many (`truncated` in the
+    /// result).
+    pub evaluation_max_decisions: u64,
     /// Whether calls past `monthly_calls` are allowed and counted as
     /// overage (billed by usage) instead of refused with 429. Off by
     /// default; rate limits apply either way.
@@ -184,6 +193,12 @@ pub(super) struct TierLimitsFile {
     bulk_per_minute: Option<u32>,
     #[serde(default)]
     decision_retention_days: Option<u32>,
+    #[serde(default)]
+    evaluations_per_day: Option<u32>,
+    #[serde(default)]
+    evaluations_at_once: Option<u32>,
+    #[serde(default)]
+    evaluation_max_decisions: Option<u64>,
     #[serde(default)]
     overage: Option<bool>,
     #[serde(default)]
@@ -221,6 +236,15 @@ impl TierLimitsFile {
             decision_retention_days: self
                 .decision_retention_days
                 .unwrap_or(default.decision_retention_days),
+            evaluations_per_day: self
+                .evaluations_per_day
+                .unwrap_or(default.evaluations_per_day),
+            evaluations_at_once: self
+                .evaluations_at_once
+                .unwrap_or(default.evaluations_at_once),
+            evaluation_max_decisions: self
+                .evaluation_max_decisions
+                .unwrap_or(default.evaluation_max_decisions),
             overage: self.overage.unwrap_or(default.overage),
             features: self.features.unwrap_or(default.features),
         }
@@ -276,6 +300,9 @@ impl TierLimits {
         max_event_streams: u32::MAX,
         bulk_per_minute: u32::MAX,
         decision_retention_days: crate::decisions::MAX_RETENTION_DAYS,
+        evaluations_per_day: u32::MAX,
+        evaluations_at_once: u32::MAX,
+        evaluation_max_decisions: u64::MAX,
         overage: false,
         features: Features::ALL,
     };
@@ -414,6 +441,9 @@ impl Default for Limits {
                 max_event_streams: 2,
                 bulk_per_minute: 6,
                 decision_retention_days: 7,
+                evaluations_per_day: 0,
+                evaluations_at_once: 0,
+                evaluation_max_decisions: 0,
                 overage: false,
                 features: Features::NONE,
             },
@@ -427,6 +457,9 @@ impl Default for Limits {
                 max_event_streams: 10,
                 bulk_per_minute: 60,
                 decision_retention_days: 30,
+                evaluations_per_day: 20,
+                evaluations_at_once: 1,
+                evaluation_max_decisions: 1_000_000,
                 overage: false,
                 features: Features::ALL,
             },
@@ -440,6 +473,9 @@ impl Default for Limits {
                 max_event_streams: 50,
                 bulk_per_minute: 600,
                 decision_retention_days: 90,
+                evaluations_per_day: 200,
+                evaluations_at_once: 4,
+                evaluation_max_decisions: 10_000_000,
                 overage: false,
                 features: Features::ALL,
             },

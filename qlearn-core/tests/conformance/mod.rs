@@ -76,6 +76,10 @@ macro_rules! conformance_tests {
             concurrent_overage,
             billing_events,
             read_only_over_plan,
+            evaluation_jobs_isolation_and_listing,
+            evaluation_limits_under_concurrency,
+            evaluation_claims,
+            evaluation_decision_keyset,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -106,7 +110,8 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("tables.rs"),
         include_str!("probabilities.rs"),
         include_str!("usage.rs"),
-        include_str!("billing.rs")
+        include_str!("billing.rs"),
+        include_str!("evaluations.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()
@@ -165,6 +170,8 @@ mod changes;
 pub use changes::*;
 mod decision_listing;
 pub use decision_listing::*;
+mod evaluations;
+pub use evaluations::*;
 mod probabilities;
 mod tables;
 pub use probabilities::*;

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod billing;
 pub mod decisions;
 pub mod engine;
+pub mod evaluations;
 pub mod models;
 pub mod service;
 

@@ -12,6 +12,7 @@ mod billing;
 mod dashboard;
 mod decisions;
 mod engine;
+mod evaluations;
 mod models;
 
 pub use accounts::{
@@ -29,6 +30,7 @@ pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,
     QTableOut, RowOut, StatusOut, TicketOut, UpdateEvent, UpdateIn, UpdateOut,
 };
+pub use evaluations::{EvaluationOut, EvaluationsOut, JobErrorOut, ProgressOut};
 pub use models::{BinIn, CreateModel, ModelOut, PatchModel, StatsOut};
 
 use qlearn_core::decisions::MAX_ID_BYTES;

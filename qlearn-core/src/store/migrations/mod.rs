@@ -68,6 +68,11 @@ pub const SQLITE: &[Migration] = &[
         name: "billing",
         sql: include_str!("sqlite/0008_billing.sql"),
     },
+    Migration {
+        version: 9,
+        name: "evaluations",
+        sql: include_str!("sqlite/0009_evaluations.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -117,6 +122,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 9,
         name: "billing",
         sql: include_str!("postgres/0009_billing.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "evaluations",
+        sql: include_str!("postgres/0010_evaluations.sql"),
     },
 ];
 

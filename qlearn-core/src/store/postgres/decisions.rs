@@ -83,7 +83,7 @@ const SQL_PRUNE_EPISODES: &str = "DELETE FROM episodes WHERE mid = $1 AND id IN 
      (SELECT 1 FROM decisions d WHERE d.mid = e.mid AND d.episode = e.id) LIMIT $2)";
 
 /// A decision row read by the driver (columns in [`DECISION_COLS`]' order).
-fn decision_of(r: &postgres::Row) -> Result<DecisionRecord> {
+pub(super) fn decision_of(r: &postgres::Row) -> Result<DecisionRecord> {
     decision_from_row(
         BACKEND,
         DecisionRow {

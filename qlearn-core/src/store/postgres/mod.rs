@@ -67,6 +67,7 @@ mod buckets;
 mod calls;
 mod combiner;
 mod decisions;
+mod evaluations;
 mod notify;
 mod pool;
 mod sql;

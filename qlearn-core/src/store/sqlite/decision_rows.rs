@@ -104,7 +104,7 @@ fn decision_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
 }
 
 /// Decisions read by `sql` with `p`.
-fn decisions_where(
+pub(super) fn decisions_where(
     c: &Connection,
     sql: &str,
     p: impl rusqlite::Params,

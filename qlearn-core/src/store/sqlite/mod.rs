@@ -96,6 +96,7 @@ mod calls;
 mod checkpointer;
 mod decision_rows;
 mod decisions;
+mod evaluations;
 mod hot_log;
 mod lock;
 mod lru;

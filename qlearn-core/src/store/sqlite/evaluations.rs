@@ -1,0 +1,238 @@
+//! Evaluation jobs on SQLite (issue 18): every change is one small job of
+//! the writer thread, so a creation's limit check and insert, and a claim,
+//! are atomic (the writer is the only one writing). Reads, the decision
+//! log's keyset pages included, run on pooled read connections, never on
+//! the writer.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::decision_rows::decisions_where;
+use super::{sq, SqliteStore, BACKEND};
+use crate::decisions::DecisionRecord;
+use crate::error::{Error, Result};
+use crate::evaluation::EvalRequest;
+use crate::store::decision_rows::DECISION_COLS;
+use crate::store::{
+    check_limits, day_of, end_columns, to_text, Claimed, DecisionKeyset, EvalJob, EvalLimits,
+    Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+};
+
+fn job_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        model_id: r.get(2)?,
+        status: r.get(3)?,
+        created_at: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        request: r.get(7)?,
+        read: r.get(8)?,
+        total: r.get(9)?,
+        error: r.get(10)?,
+        result: r.get(11)?,
+    })
+}
+
+fn jobs_where(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<EvalJob>> {
+    let mut st = c.prepare_cached(sql).map_err(sq)?;
+    let rows = st.query_map(p, job_of).map_err(sq)?;
+    rows.map(|r| r.map_err(sq)?.into_job(BACKEND)).collect()
+}
+
+/// The visible job `id` of the owner's model: its `seq`.
+fn seq_of(c: &Connection, owner: &str, model_id: &str, id: &str) -> Result<i64> {
+    c.query_row(
+        "SELECT seq FROM evaluations WHERE id = ?1 AND owner = ?2 AND model_id = ?3 \
+         AND status <> 'deleted'",
+        params![id, owner, model_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(sq)?
+    .ok_or(Error::NotFound("evaluation"))
+}
+
+fn insert(
+    c: &Connection,
+    job: &EvalJob,
+    request: &str,
+    limits: EvalLimits,
+    now: i64,
+) -> Result<()> {
+    c.query_row(
+        "SELECT 1 FROM models WHERE id = ?1 AND owner = ?2",
+        params![job.model_id, job.owner],
+        |_| Ok(()),
+    )
+    .optional()
+    .map_err(sq)?
+    .ok_or(Error::NotFound("model"))?;
+    let (today, active): (i64, i64) = c
+        .query_row(
+            "SELECT COUNT(*) FILTER (WHERE created_at >= ?2), \
+             COUNT(*) FILTER (WHERE status IN ('queued', 'running')) \
+             FROM evaluations WHERE owner = ?1 AND (created_at >= ?2 OR status IN ('queued', 'running'))",
+            params![job.owner, day_of(now).0],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(sq)?;
+    check_limits(limits, today as u64, active as u64, now)?;
+    c.execute(
+        "INSERT INTO evaluations (id, owner, model_id, status, created_at, request) \
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+        params![job.id, job.owner, job.model_id, now, request],
+    )
+    .map_err(sq)?;
+    Ok(())
+}
+
+impl Evaluations for SqliteStore {
+    fn create_evaluation(
+        &self,
+        owner: &str,
+        model_id: &str,
+        request: &EvalRequest,
+        limits: EvalLimits,
+        now: i64,
+    ) -> Result<EvalJob> {
+        let job = EvalJob::queued(owner, model_id, request, now);
+        let text = to_text(request)?;
+        let row = job.clone();
+        self.write(move |c| insert(c, &row, &text, limits, now))?;
+        Ok(job)
+    }
+
+    fn evaluation(&self, owner: &str, model_id: &str, id: &str) -> Result<EvalJob> {
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM evaluations WHERE id = ?1 AND owner = ?2 AND model_id = ?3 \
+             AND status <> 'deleted'"
+        );
+        self.read(|c| jobs_where(c, &sql, params![id, owner, model_id]))?
+            .pop()
+            .ok_or(Error::NotFound("evaluation"))
+    }
+
+    fn evaluations(
+        &self,
+        owner: &str,
+        model_id: &str,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EvalJob>> {
+        self.read(|c| {
+            let below = match before {
+                Some(id) => seq_of(c, owner, model_id, id)?,
+                None => i64::MAX,
+            };
+            let sql = format!(
+                "SELECT {JOB_COLS} FROM evaluations WHERE owner = ?1 AND model_id = ?2 \
+                 AND seq < ?3 AND status <> 'deleted' ORDER BY seq DESC LIMIT ?4"
+            );
+            jobs_where(c, &sql, params![owner, model_id, below, limit])
+        })
+    }
+
+    fn cancel_evaluation(&self, owner: &str, model_id: &str, id: &str, now: i64) -> Result<()> {
+        let (owner, model_id, id) = (owner.to_owned(), model_id.to_owned(), id.to_owned());
+        self.write(move |c| {
+            let seq = seq_of(c, &owner, &model_id, &id)?;
+            c.execute(
+                "UPDATE evaluations SET \
+                 status = CASE WHEN status IN ('queued', 'running') THEN 'cancelled' ELSE 'deleted' END, \
+                 finished_at = CASE WHEN status IN ('queued', 'running') THEN ?2 ELSE finished_at END, \
+                 lease_token = NULL, lease_until = NULL WHERE seq = ?1",
+                params![seq, now],
+            )
+            .map_err(sq)?;
+            Ok(())
+        })
+    }
+
+    fn claim_evaluation(&self, lease_secs: i64, now: i64) -> Result<Option<Claimed>> {
+        let token = crate::tenancy::new_id();
+        let t = token.clone();
+        let sql = format!(
+            "UPDATE evaluations SET status = 'running', started_at = COALESCE(started_at, ?1), \
+             lease_token = ?2, lease_until = ?3 WHERE seq = (SELECT seq FROM evaluations \
+             WHERE status = 'queued' OR (status = 'running' AND lease_until < ?1) \
+             ORDER BY seq LIMIT 1) RETURNING {JOB_COLS}"
+        );
+        let job =
+            self.write(move |c| Ok(jobs_where(c, &sql, params![now, t, now + lease_secs])?.pop()))?;
+        Ok(job.map(|job| Claimed { job, token }))
+    }
+
+    fn evaluation_progress(
+        &self,
+        id: &str,
+        token: &str,
+        read: u64,
+        total: u64,
+        lease_secs: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE evaluations SET decisions_read = ?3, decisions_total = ?4, \
+                     lease_until = ?5 WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                    params![id, token, read as i64, total as i64, now + lease_secs],
+                )
+                .map_err(sq)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn finish_evaluation(&self, id: &str, token: &str, end: JobEnd, now: i64) -> Result<bool> {
+        let (status, error, result) = end_columns(&end)?;
+        let finished = (status != JobStatus::Queued).then_some(now);
+        let (id, token) = (id.to_owned(), token.to_owned());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE evaluations SET status = ?3, error = ?4, result = ?5, finished_at = ?6, \
+                     lease_token = NULL, lease_until = NULL \
+                     WHERE id = ?1 AND lease_token = ?2 AND status = 'running'",
+                    params![id, token, status.as_str(), error, result, finished],
+                )
+                .map_err(sq)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn decisions_keyset(
+        &self,
+        owner: &str,
+        model_id: &str,
+        q: &DecisionKeyset,
+    ) -> Result<Vec<DecisionRecord>> {
+        self.read(|c| {
+            let (mid, logs): (i64, Option<String>) = c
+                .query_row(
+                    "SELECT mid, decisions FROM models WHERE id = ?1 AND owner = ?2",
+                    [model_id, owner],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sq)?
+                .ok_or(Error::NotFound("model"))?;
+            if logs.is_none() {
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "SELECT {DECISION_COLS} FROM decisions WHERE mid = ?1 \
+                 AND (?2 IS NULL OR time_ms >= ?2) AND (?3 IS NULL OR time_ms < ?3) \
+                 AND (?4 IS NULL OR (time_ms, id) < (?4, ?5)) \
+                 ORDER BY time_ms DESC, id DESC LIMIT ?6"
+            );
+            let (bt, bid) = match &q.before {
+                Some((t, id)) => (Some(*t), Some(id.as_str())),
+                None => (None, None),
+            };
+            let lim = i64::try_from(q.limit).unwrap_or(i64::MAX);
+            decisions_where(c, &sql, params![mid, q.since_ms, q.until_ms, bt, bid, lim])
+        })
+    }
+}
