@@ -50,7 +50,7 @@ impl Modify for BearerAuth {
         engine::predict, engine::action_probabilities, engine::update, engine::update_batch, engine::events,
         engine::events_ticket,
         decisions::reward, decisions::rewards_batch, decisions::end_episode, decisions::list,
-        decisions::export,
+        decisions::export, decisions::episodes,
         evaluations::create, evaluations::list, evaluations::get, evaluations::delete,
         service::health, service::metrics,
         billing::plans, billing::webhook,
@@ -67,6 +67,7 @@ impl Modify for BearerAuth {
         wire::DecisionsSetting, wire::RewardBody, wire::RewardItem, wire::RewardOut,
         wire::RewardResult, wire::RewardsBatchIn, wire::RewardsBatchOut, wire::EpisodeEndIn,
         wire::EpisodeEndOut, wire::DecisionOut, wire::DecisionStatsOut, wire::DecisionsOut,
+        wire::EpisodeOut, wire::EpisodesOut,
         crate::invoicing::UsageReport, crate::invoicing::UsageRow,
         wire::PriceOut, wire::PlanOut, wire::PendingOut, wire::PlansOut, wire::WebhookOut,
         wire::EvaluationOut, wire::EvaluationsOut, wire::ProgressOut, wire::JobErrorOut,
@@ -306,6 +307,10 @@ fn query_schema(route: Route, name: &str) -> Option<Value> {
         (Route::ModelDecisions, "limit") => Some(page(decisions::MAX_PAGE)),
         (Route::ModelDecisions | Route::ModelDecisionsExport, "status") => {
             Some(json!({"type": "string", "enum": wire::DECISION_STATUSES}))
+        }
+        (Route::ModelEpisodes, "limit") => Some(page(decisions::MAX_PAGE)),
+        (Route::ModelEpisodes, "status") => {
+            Some(json!({"type": "string", "enum": wire::EPISODE_STATUSES}))
         }
         (Route::ModelDecisions | Route::ModelDecisionsExport, "since" | "until") => {
             Some(json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}))

@@ -384,6 +384,7 @@ async fn route_authenticated(
         (Route::ModelEvaluations, Method::GET) => evaluations::list(cx, id, req).await,
         (Route::ModelEvaluation, Method::GET) => evaluations::get(cx, id).await,
         (Route::ModelEvaluation, Method::DELETE) => evaluations::delete(cx, id).await,
+        (Route::ModelEpisodes, Method::GET) => decisions::episodes(cx, id, req).await,
         (Route::Me, Method::GET) => accounts::me(cx).await,
         (Route::MePassword, Method::POST) => accounts::change_password(cx, req).await,
         (Route::ApiKeys, Method::GET) => accounts::list_keys(cx).await,

@@ -122,6 +122,8 @@ route_table! {
     ModelDecisions = "/models/{id}/decisions", "GET", auth, documented;
     /// A model's decision log as NDJSON.
     ModelDecisionsExport = "/models/{id}/decisions/export", "GET", auth, documented;
+    /// A model's episodes and their returns.
+    ModelEpisodes = "/models/{id}/episodes", "GET", auth, documented;
     /// A model's offline evaluation jobs.
     ModelEvaluations = "/models/{id}/evaluations", "GET, POST", auth, documented;
     /// One offline evaluation job.

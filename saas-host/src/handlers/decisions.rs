@@ -1,6 +1,7 @@
 //! Decisions and delayed rewards (issue 14): rewards (`/rewards`,
 //! `/rewards/batch`), episode ends (`/episodes/end`) and a model's decision
-//! log (`/models/{id}/decisions`, its NDJSON export). The logging predict
+//! log (`/models/{id}/decisions`, its NDJSON export) and episodes
+//! (`/models/{id}/episodes`). The logging predict
 //! itself is `/predict` ([`super::engine::predict`]). Each call runs the
 //! store's decision method on a blocking thread; the store applies what
 //! became ready in the same atomic step.
@@ -10,7 +11,7 @@ use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Request, StatusCode};
 use qlearn_core::decisions::DecisionStatus;
 use qlearn_core::limits::MAX_BATCH;
-use qlearn_core::store::{DecisionQuery, RewardIn};
+use qlearn_core::store::{DecisionQuery, EpisodeQuery, RewardIn};
 use qlearn_core::Error;
 
 use super::engine::{metered, metered_nonblocking, with_monthly};
@@ -21,8 +22,8 @@ use crate::http::{query_param, read_json};
 use crate::response::{bytes_response, ok_json, Resp};
 use crate::routes::Route;
 use crate::wire::{
-    DecisionOut, DecisionsOut, EpisodeEndIn, EpisodeEndOut, RewardBody, RewardOut, RewardResult,
-    RewardsBatchIn, RewardsBatchOut,
+    DecisionOut, DecisionsOut, EpisodeEndIn, EpisodeEndOut, EpisodeOut, EpisodesOut, RewardBody,
+    RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut,
 };
 
 /// Most decisions in a page of `GET /models/{id}/decisions`.
@@ -302,4 +303,61 @@ pub async fn export(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
         resp.headers_mut().insert(CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// The filter of an episode listing: `status` (open or ended), `after`
+/// (the last episode id of the previous page), `limit`.
+fn episode_query(query: Option<&str>) -> Result<EpisodeQuery, ApiError> {
+    let ended = match query_param(query, "status").as_deref() {
+        None => None,
+        Some("open") => Some(false),
+        Some("ended") => Some(true),
+        Some(other) => {
+            return Err(
+                Error::field("status", format!("must be open or ended, got {other:?}")).into(),
+            )
+        }
+    };
+    let limit = match int_param(query, "limit")? {
+        None => DEFAULT_PAGE,
+        Some(v) => u64::try_from(v)
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| Error::field("limit", format!("must be in 1..={MAX_PAGE}, got {v}")))?,
+    };
+    Ok(EpisodeQuery {
+        ended,
+        after: query_param(query, "after").map(|a| a.into_owned()),
+        limit,
+    })
+}
+
+/// A page of the model's episodes in id order (bytewise), with their steps
+/// and the return learned so far; keyset paging by `after`.
+#[utoipa::path(get, path = Route::ModelEpisodes.label(), tag = "decisions", security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "Model id"),
+        ("status" = Option<String>, Query, description = "Only open (going on) or ended episodes"),
+        ("after" = Option<String>, Query, description = "Only episodes whose id comes after this one: the previous page's next_after"),
+        ("limit" = Option<u64>, Query, description = format!("Episodes (1..={MAX_PAGE}, default {DEFAULT_PAGE})")),
+    ),
+    responses(
+        (status = 200, description = "The page (empty for a model that logs no decisions)", body = EpisodesOut),
+        (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
+        (status = 404, description = "not_found", body = crate::wire::ErrorBody),
+        (status = 422, description = "invalid_field (a query parameter)", body = crate::wire::ErrorBody),
+        (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
+    ))]
+pub async fn episodes(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = episode_query(req.uri().query())?;
+    let (a, uid) = (cx.app.clone(), cx.user.id.clone());
+    let page = blocking(move || a.store.episodes(&uid, &id, &q)).await?;
+    let next_after = page
+        .more
+        .then(|| page.episodes.last().map(|e| e.episode_id.clone()))
+        .flatten();
+    Ok(ok_json(&EpisodesOut {
+        episodes: page.episodes.into_iter().map(EpisodeOut::from).collect(),
+        next_after,
+    }))
 }

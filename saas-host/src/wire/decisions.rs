@@ -8,7 +8,7 @@ use qlearn_core::decisions::{
     Outcome, RewardReceipt, RewardStatus, MAX_RETENTION_DAYS, MAX_REWARD_WAIT_SECONDS,
 };
 use qlearn_core::limits::{MAX_BATCH, MAX_REWARD};
-use qlearn_core::store::RewardIn;
+use qlearn_core::store::{EpisodeSummary, RewardIn};
 use qlearn_core::tenancy::rfc3339;
 use qlearn_core::State;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,9 @@ pub const AGGREGATIONS: [&str; 6] = ["sum", "first", "last", "mean", "min", "max
 
 /// Every episode `outcome` the API accepts.
 pub const OUTCOMES: [&str; 2] = ["terminated", "truncated"];
+
+/// Every episode `status` the episode listing filters by.
+pub const EPISODE_STATUSES: [&str; 2] = ["open", "ended"];
 
 /// Every decision `status` a listing filters by.
 pub const DECISION_STATUSES: [&str; 4] = ["open", "closed", "applied", "expired"];
@@ -89,6 +92,14 @@ fn outcome_schema() -> impl Into<RefOr<Schema>> {
         &OUTCOMES,
         "terminated (no bootstrap) or truncated (bootstraps from next_state)",
     )
+}
+
+fn episode_status_schema() -> impl Into<RefOr<Schema>> {
+    super::enum_schema(&EPISODE_STATUSES, "open (going on) or ended")
+}
+
+fn ended_outcome_schema() -> impl Into<RefOr<Schema>> {
+    super::or_null(outcome_schema())
 }
 
 fn next_state_schema() -> impl Into<RefOr<Schema>> {
@@ -449,4 +460,54 @@ pub struct DecisionsOut {
     pub decisions: Vec<DecisionOut>,
     /// The log's counts.
     pub stats: DecisionStatsOut,
+}
+
+/// One episode of `GET /models/{id}/episodes`.
+#[derive(Serialize, ToSchema)]
+pub struct EpisodeOut {
+    /// The client's episode id.
+    pub episode_id: String,
+    /// `open` (going on) or `ended`.
+    #[schema(schema_with = episode_status_schema)]
+    pub status: &'static str,
+    /// How it ended (null while open).
+    #[schema(schema_with = ended_outcome_schema)]
+    pub outcome: Option<Outcome>,
+    /// Its decisions (steps) so far.
+    pub steps: u64,
+    /// The return so far: the sum of the rewards learned from its
+    /// decisions (a step is learned once its reward closed and its next
+    /// step exists or the episode ended).
+    #[serde(rename = "return")]
+    pub learned_return: f64,
+    /// When its first decision was logged (RFC 3339; null once past the
+    /// retention).
+    pub started_at: Option<String>,
+    /// When its last decision was logged (RFC 3339; null once past the
+    /// retention).
+    pub last_decision_at: Option<String>,
+}
+
+impl From<EpisodeSummary> for EpisodeOut {
+    fn from(e: EpisodeSummary) -> Self {
+        let at = |ms: Option<i64>| ms.map(|ms| rfc3339(ms.div_euclid(1000)));
+        EpisodeOut {
+            status: if e.outcome.is_some() { "ended" } else { "open" },
+            outcome: e.outcome,
+            steps: e.steps,
+            learned_return: e.learned_return,
+            started_at: at(e.started_ms),
+            last_decision_at: at(e.last_ms),
+            episode_id: e.episode_id,
+        }
+    }
+}
+
+/// `GET /models/{id}/episodes` response, in episode id order (bytewise).
+#[derive(Serialize, ToSchema)]
+pub struct EpisodesOut {
+    /// The page.
+    pub episodes: Vec<EpisodeOut>,
+    /// The `after` of the next page (null: this is the last).
+    pub next_after: Option<String>,
 }

@@ -23,8 +23,8 @@ pub use billing::{PendingOut, PlanOut, PlansOut, PriceOut, WebhookOut};
 pub use dashboard::{DashboardOut, DayOut, LimitsOut, UsageOut};
 pub use decisions::{
     DecisionOut, DecisionStatsOut, DecisionsOut, DecisionsSetting, EpisodeEndIn, EpisodeEndOut,
-    RewardBody, RewardItem, RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut,
-    DECISION_STATUSES,
+    EpisodeOut, EpisodesOut, RewardBody, RewardItem, RewardOut, RewardResult, RewardsBatchIn,
+    RewardsBatchOut, DECISION_STATUSES, EPISODE_STATUSES,
 };
 pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,

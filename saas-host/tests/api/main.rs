@@ -14,6 +14,7 @@ mod contract;
 mod credentials;
 mod decisions;
 mod engine;
+mod episodes;
 mod evaluations;
 mod invoicing;
 mod journey;
