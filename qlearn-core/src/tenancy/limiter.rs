@@ -270,10 +270,10 @@ impl Limiter {
             return Err(refused(t.wait_secs));
         }
         lease.blocked_until = None;
-        if t.granted > 1.0 {
-            lease.tokens = t.granted - 1.0;
-            lease.expires = Some(at + LEASE_TTL);
-        }
+        // The new lease replaces what is left of an expired one (dropped,
+        // never spent), also when it is this request's one token.
+        lease.tokens = t.granted - 1.0;
+        lease.expires = Some(at + LEASE_TTL);
         Ok(shared_state(t.left, lease.tokens, rate, burst))
     }
 }
@@ -388,6 +388,27 @@ mod tests {
         );
         assert_eq!(lease_size(5.0), 1.0);
         assert_eq!(lease_size(50.0), 2.0);
+    }
+
+    #[test]
+    fn an_expired_lease_is_replaced_not_reported() {
+        let b = Arc::new(Frozen::default());
+        let l = &limiters(1, &b)[0];
+        // 500/s: a lease of 25 from a bucket of 26 leaves 1 there, 24 here.
+        assert_eq!(l.take_leased("u", 500.0, 26.0, 0.0).unwrap().remaining, 25);
+        {
+            let s = l.shared.as_ref().unwrap();
+            let mut shard = s.shard("u");
+            let lease = shard.get_mut("u").unwrap();
+            assert_eq!(lease.tokens, 24.0);
+            lease.expires = Instant::now().checked_sub(Duration::from_millis(1));
+        }
+        // Expired: the 24 are dropped; the bucket's last token is granted
+        // alone, and nothing is left anywhere.
+        let state = l.take_leased("u", 500.0, 26.0, 0.0).unwrap();
+        assert_eq!(state.remaining, 0);
+        assert!(l.try_take_leased("u", 500.0, 26.0, 0.0).is_none());
+        assert!(l.take_leased("u", 500.0, 26.0, 0.0).is_err());
     }
 
     #[test]
