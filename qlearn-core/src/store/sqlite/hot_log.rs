@@ -152,3 +152,103 @@ impl HotLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decisions::{DecisionsConfig, NewDecision, HELD_EPISODE_BYTES};
+    use crate::state::State;
+
+    /// A log of open decisions `ids`, logged 1 ms apart in that order (so
+    /// their deadlines are in that order too), in episode `episode`.
+    fn log(ids: &[&str], episode: Option<&str>) -> HotLog {
+        let mut log = DecisionLog::new(DecisionsConfig::default()).unwrap();
+        for (t, id) in ids.iter().enumerate() {
+            let new = NewDecision {
+                decision_id: Some(id),
+                episode_id: episode,
+                state: State::Int(t as i64),
+                allowed_actions: None,
+                action: 0,
+                probability: 1.0,
+            };
+            log.record_decision(new, t as i64).unwrap();
+        }
+        HotLog::new(log)
+    }
+
+    fn held(h: &HotLog) -> Vec<String> {
+        h.log.held_decisions_after("", usize::MAX)
+    }
+
+    fn d(id: &str) -> Held {
+        Held::Decision(id.to_owned())
+    }
+
+    /// The bookkeeping of `n` in-flight records: one job writing them.
+    fn flight(n: usize) -> usize {
+        (1 + n) * std::mem::size_of::<(u64, Held)>()
+    }
+
+    #[test]
+    fn a_finished_decision_leaves_once_its_last_write_committed() {
+        let mut h = log(&["a", "b"], None);
+        h.log.record_reward("a", 1.0, None, true, 5).unwrap();
+        h.wrote(5, vec![d("a")]);
+        h.wrote(6, vec![d("a"), d("b")]);
+        assert_eq!(
+            h.memory_bytes(),
+            2 * HELD_DECISION_BYTES + flight(1) + flight(2) - flight(0)
+        );
+        h.evict(5);
+        assert_eq!(held(&h), ["a", "b"], "its later write is in flight");
+        h.evict(6);
+        assert_eq!(held(&h), ["b"], "the open one stays");
+        assert!(h.writing.is_empty() && h.inflight.is_empty());
+        assert_eq!(h.memory_bytes(), HELD_DECISION_BYTES);
+    }
+
+    #[test]
+    fn trimming_forgets_the_earliest_deadlines_first_but_never_a_write_in_flight() {
+        // Deadlines in the order z, y, x, w, v, u; ids in the other.
+        let mut h = log(&["z", "y", "x", "w", "v", "u"], None);
+        h.wrote(7, vec![d("z")]);
+        h.trim(h.memory_bytes());
+        assert_eq!(h.log.held().0, 6, "within the cap: nothing goes");
+        h.trim(3 * HELD_DECISION_BYTES + flight(1));
+        // y, x, w: the earliest deadlines not in flight.
+        assert_eq!(held(&h), ["u", "v", "z"]);
+        h.trim(0);
+        assert_eq!(held(&h), ["z"], "what is in flight stays");
+        h.evict(7);
+        h.trim(0);
+        assert_eq!(held(&h), Vec::<String>::new());
+        assert_eq!(h.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn trimming_goes_round_finished_decisions_then_episodes() {
+        let mut h = log(&["a", "b", "c"], Some("e"));
+        // All three applied (each final, the last by the episode's end):
+        // none is open, so only the rounds in id order forget them.
+        for id in ["a", "b", "c"] {
+            h.log.record_reward(id, 1.0, None, true, 5).unwrap();
+        }
+        let end = crate::decisions::EpisodeEnd::terminated();
+        h.log.record_end("e", end).unwrap();
+        assert_eq!(h.log.held_open_earliest(9), Vec::<String>::new());
+        h.cursor.0 = "b".into();
+        h.trim(2 * HELD_DECISION_BYTES + HELD_EPISODE_BYTES);
+        assert_eq!(held(&h), ["a", "b"], "from the cursor on");
+        h.trim(HELD_EPISODE_BYTES);
+        assert_eq!(held(&h), Vec::<String>::new(), "round again from the first");
+        assert_eq!(h.log.held(), (0, 1));
+        h.wrote(9, vec![Held::Episode("e".into())]);
+        h.trim(0);
+        assert_eq!(h.log.held(), (0, 1), "an episode written in flight stays");
+        h.evict(9);
+        h.trim(0);
+        assert_eq!(h.log.held(), (0, 0));
+        assert_eq!(h.memory_bytes(), 0);
+    }
+}
