@@ -4,14 +4,15 @@
 #
 # Installs what it needs when it can (chromium via apt-get as root, playwright-core
 # via npm), builds and starts saas-host on a free port with a throwaway SQLite
-# database, runs ui-tests/dashboard.test.mjs with `node --test`, stops the server.
+# database, runs ui-tests/dashboard.test.mjs and evaluation.test.mjs (which
+# starts a server of its own) with `node --test`, stops the server.
 #
 # Without Chromium it prints a loud SKIPPED line and exits 0, unless
 # QLEARN_REQUIRE_BROWSER=1 (CI), where that is a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-bash ui-tests/with-server.sh node --test --test-concurrency=1 --test-timeout=180000 dashboard.test.mjs
+bash ui-tests/with-server.sh node --test --test-concurrency=1 --test-timeout=180000 dashboard.test.mjs evaluation.test.mjs
 rc=$?
 if [ "$rc" = "75" ]; then
   if [ "${QLEARN_REQUIRE_BROWSER:-}" = "1" ]; then

@@ -45,16 +45,37 @@ export async function untilText(locator, re, timeout = 15000) {
   return text;
 }
 
+/** A JSON client of the server at `base` with `token`: `call(method, path, body)` → {status, headers, body}. */
+export function clientOf(base, token) {
+  return async (method, path, body) => {
+    const headers = { Accept: 'application/json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { json = text; }
+    return { status: res.status, headers: res.headers, body: json };
+  };
+}
+
 /** A JSON call to the API from Node, as a second client would make it. */
-export async function http(method, path, body, token) {
-  const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const res = await fetch(BASE + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  const text = await res.text();
-  let json = null;
-  try { json = text ? JSON.parse(text) : null; } catch { json = text; }
-  return { status: res.status, headers: res.headers, body: json };
+export function http(method, path, body, token) {
+  return clientOf(BASE, token)(method, path, body);
+}
+
+/**
+ * Scrolls the card `selector` just below the sticky header and returns its
+ * box with an 8 px margin, the clip of a screenshot of that card alone.
+ */
+export function cardClip(page, selector) {
+  return page.evaluate((sel) => {
+    const card = document.querySelector(sel);
+    const header = document.querySelector('.topbar').getBoundingClientRect().height;
+    window.scrollTo(0, card.getBoundingClientRect().top + window.scrollY - header - 16);
+    const r = card.getBoundingClientRect();
+    return { x: r.left - 8, y: r.top - 8, width: r.width + 16, height: r.height + 16 };
+  }, selector);
 }
 
 export function uniqueEmail(tag = 'ui') {

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BASE, launch, startBrandedServer, until, untilText, uniqueEmail, http } from './lib.mjs';
+import { BASE, cardClip, launch, startBrandedServer, until, untilText, uniqueEmail, http } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const out = path.resolve(process.env.SCREENSHOT_DIR || path.join(here, '..', 'docs', 'screenshots'));
@@ -129,13 +129,7 @@ try {
   await untilText(page.locator('#dstat-decisions'), /^32$/);
   // The whole card below the sticky header, in a viewport tall enough for it.
   await page.setViewportSize({ width: 1280, height: 1400 });
-  const box = await page.evaluate(() => {
-    const card = document.querySelector('#decisions-card');
-    const header = document.querySelector('.topbar').getBoundingClientRect().height;
-    window.scrollTo(0, card.getBoundingClientRect().top + window.scrollY - header - 16);
-    const r = card.getBoundingClientRect();
-    return { x: r.left - 8, y: r.top - 8, width: r.width + 16, height: r.height + 16 };
-  });
+  const box = await cardClip(page, '#decisions-card');
   await page.waitForTimeout(400);
   await page.screenshot({ path: path.join(out, 'decisions.png'), clip: box });
   console.log(`wrote ${path.join(out, 'decisions.png')}`);

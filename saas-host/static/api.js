@@ -138,6 +138,14 @@ export const api = {
     request('GET', `/models/${encodeURIComponent(id)}/decisions?offset=${offset}&limit=${limit}`),
   status: (id, offset, limit) =>
     request('GET', `/status/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`),
+  // Offline evaluations (issue 18): jobs created, polled, listed, cancelled.
+  createEvaluation: (id, body) => request('POST', `/models/${encodeURIComponent(id)}/evaluations`, body),
+  getEvaluation: (id, eid) =>
+    request('GET', `/models/${encodeURIComponent(id)}/evaluations/${encodeURIComponent(eid)}`),
+  listEvaluations: (id, limit = 20, before = null) =>
+    request('GET', `/models/${encodeURIComponent(id)}/evaluations?limit=${limit}${before ? `&before=${encodeURIComponent(before)}` : ''}`),
+  deleteEvaluation: (id, eid) =>
+    request('DELETE', `/models/${encodeURIComponent(id)}/evaluations/${encodeURIComponent(eid)}`),
   plans: () => request('GET', '/plans'),
   listKeys: () => request('GET', '/api-keys'),
   // scope: read | engine | full | admin; expiresInDays: 1..3650, or null for no expiry.

@@ -2,13 +2,15 @@
 // only the public HTTP API (docs/http-api.md).
 //
 // This module signs in and out and routes `#/<page>` to one page module each:
-// auth.js, dashboard.js, models.js, operate.js (with live.js and demo.js),
+// auth.js, dashboard.js, models.js, operate.js (with live.js, demo.js,
+// decisions.js and evaluation.js),
 // keys.js. Their shared state is state.js, their DOM helpers ui.js.
 
 import { session, ApiError, setUnauthorizedHandler, setMeteredHandler } from './api.js';
 import { setAuthMode, wireAuth } from './auth.js';
 import { loadDashboard, scheduleUsageRefresh, afterDashboardLoad, showDashboard, wireDashboard } from './dashboard.js';
 import { renderDemoInfo, stopDemo } from './demo.js';
+import { showEvaluation, wireEvaluation } from './evaluation.js';
 import { showKeys, wireKeys } from './keys.js';
 import { showPlans } from './plans.js';
 import { closeEvents, renderModelSelect } from './live.js';
@@ -22,6 +24,7 @@ import { $, $$, showError } from './ui.js';
 function logout(message) {
   stopDemo();
   closeEvents();
+  showEvaluation(null);
   session.clear();
   S.dashboard = null;
   S.models = [];
@@ -115,6 +118,7 @@ function wire() {
   wireModels();
   wireKeys();
   wireOperate();
+  wireEvaluation();
   afterDashboardLoad(refreshViewFromDashboard);
   window.addEventListener('hashchange', () => { if (session.token) route(); });
 

@@ -264,3 +264,93 @@ export function heatColor(v, maxAbs) {
   const c = mid.map((m, i) => Math.round(m + (end[i] - m) * a));
   return [`rgb(${c[0]},${c[1]},${c[2]})`, a > 0.6 ? '#ffffff' : '#1c2333'];
 }
+
+/**
+ * Offline evaluation (issue 18): one row per policy and estimator, its
+ * estimate as a point on its confidence interval, against the logged
+ * behaviour's mean reward (a dashed line, its interval a band). A row with
+ * insufficient support says so instead of drawing a number.
+ * rows: [{policy, estimator, value, low, high, insufficient}] (value null when insufficient);
+ * logged: {mean, low, high} or null.
+ */
+export function intervalChart(container, rows, logged) {
+  const draw = () => {
+    const W = widthOf(container, 400);
+    container.__lastWidth = W;
+    const rowH = 24;
+    const m = { top: 24, right: 16, bottom: 28, left: Math.min(210, Math.max(120, W * 0.34)) };
+    const H = m.top + m.bottom + Math.max(1, rows.length) * rowH;
+    const iw = W - m.left - m.right;
+    const svg = el('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'presentation' });
+    const xs = [];
+    for (const r of rows) if (r.value != null) xs.push(r.value, r.low ?? r.value, r.high ?? r.value);
+    if (logged) xs.push(logged.mean, logged.low ?? logged.mean, logged.high ?? logged.mean);
+    const finite = xs.filter(Number.isFinite);
+    let lo = finite.length ? Math.min(...finite) : 0;
+    let hi = finite.length ? Math.max(...finite) : 1;
+    if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
+    const ticks = niceTicks(lo, hi, W < 480 ? 3 : 5);
+    const xmin = ticks[0];
+    const xmax = ticks[ticks.length - 1];
+    const x = (v) => m.left + ((Math.min(xmax, Math.max(xmin, v)) - xmin) / (xmax - xmin)) * iw;
+    const bottom = H - m.bottom;
+    for (const t of ticks) {
+      svg.append(el('line', { x1: x(t), x2: x(t), y1: m.top - 4, y2: bottom, stroke: '#eceef3', 'stroke-width': 1 }));
+      svg.append(el('text', { x: x(t), y: H - 10, 'text-anchor': 'middle', 'font-size': 11 }, fmtTick(t)));
+    }
+    if (logged && Number.isFinite(logged.mean)) {
+      if (Number.isFinite(logged.low) && Number.isFinite(logged.high)) {
+        svg.append(el('rect', {
+          x: x(logged.low).toFixed(1), y: m.top - 4, width: Math.max(1, x(logged.high) - x(logged.low)).toFixed(1),
+          height: bottom - m.top + 4, fill: '#fdf0d9', 'data-testid': 'eval-logged-band',
+        }));
+      }
+      const line = el('line', {
+        x1: x(logged.mean), x2: x(logged.mean), y1: m.top - 8, y2: bottom, stroke: '#b45309', 'stroke-width': 1.5,
+        'stroke-dasharray': '5 3', 'data-testid': 'eval-logged-line', 'data-value': logged.mean,
+      });
+      line.append(el('title', {}, `logged reward: mean ${fmtTick(logged.mean)}`));
+      svg.append(line);
+      const right = x(logged.mean) > m.left + iw * 0.7;
+      svg.append(el('text', {
+        x: x(logged.mean) + (right ? -4 : 4), y: m.top - 10, 'text-anchor': right ? 'end' : 'start', 'font-size': 11, fill: '#b45309',
+      }, `logged ${fmtTick(logged.mean)}`));
+    }
+    rows.forEach((r, i) => {
+      const cy = m.top + i * rowH + rowH / 2;
+      const g = el('g', {
+        'data-testid': 'eval-interval', 'data-policy': r.policy, 'data-estimator': r.estimator,
+        'data-value': r.value ?? '', 'data-low': r.low ?? '', 'data-high': r.high ?? '',
+      });
+      if (i > 0 && rows[i - 1].policy !== r.policy) {
+        g.append(el('line', { x1: 4, x2: W - m.right, y1: cy - rowH / 2, y2: cy - rowH / 2, stroke: '#e3e6ee', 'stroke-width': 1 }));
+      }
+      const first = i === 0 || rows[i - 1].policy !== r.policy;
+      const name = first ? `${r.policy} · ${r.estimator}` : r.estimator;
+      const maxChars = Math.max(8, Math.floor((m.left - 10) / 7.4));
+      const shown = name.length > maxChars ? `${name.slice(0, maxChars - 1)}…` : name;
+      g.append(el('text', { x: m.left - 8, y: cy + 4, 'text-anchor': 'end', 'font-size': 12, 'font-weight': first ? 600 : 400 }, shown));
+      if (r.value == null) {
+        g.append(el('text', { x: m.left + 4, y: cy + 4, 'font-size': 12, class: 'empty-text', 'font-style': 'italic' }, 'insufficient support'));
+      } else {
+        const a = x(r.low ?? r.value);
+        const b = x(r.high ?? r.value);
+        g.append(el('line', { x1: a, x2: b, y1: cy, y2: cy, stroke: '#818cf8', 'stroke-width': 3, 'stroke-linecap': 'round' }));
+        for (const cx of [a, b]) g.append(el('line', { x1: cx, x2: cx, y1: cy - 5, y2: cy + 5, stroke: '#818cf8', 'stroke-width': 1.5 }));
+        g.append(el('circle', { cx: x(r.value).toFixed(1), cy, r: 4.5, fill: '#4338ca', stroke: '#fff', 'stroke-width': 1.5 }));
+      }
+      const tip = r.value == null ? `${r.policy}, ${r.estimator}: insufficient support`
+        : `${r.policy}, ${r.estimator}: ${fmtTick(r.value)} [${fmtTick(r.low ?? r.value)}, ${fmtTick(r.high ?? r.value)}]`;
+      const hit = el('rect', { x: 0, y: cy - rowH / 2, width: W, height: rowH, fill: 'transparent' });
+      hit.append(el('title', {}, name === shown ? tip : `${name}: ${tip.split(': ').slice(1).join(': ')}`));
+      g.append(hit);
+      svg.append(g);
+    });
+    if (rows.length === 0) {
+      svg.append(el('text', { x: W / 2, y: m.top + rowH / 2 + 4, 'text-anchor': 'middle', class: 'empty-text' }, 'No estimates'));
+    }
+    container.replaceChildren(svg);
+  };
+  draw();
+  watch(container, draw);
+}

@@ -6,6 +6,7 @@ import { api, session, stateKey, formatState, fmtNum } from './api.js';
 import { learningCurve, heatColor } from './charts.js';
 import { scheduleUsageRefresh } from './dashboard.js';
 import { showDecisions } from './decisions.js';
+import { showEvaluation } from './evaluation.js';
 import { renderDemoGrid, renderDemoInfo, stopDemo } from './demo.js';
 import { S } from './state.js';
 import { $, h, showError, fmtInt, actionLabel } from './ui.js';
@@ -66,6 +67,7 @@ function applyModel(m) {
   $('#fb-next-action-opt').textContent = sarsa ? 'required for SARSA' : 'optional';
   renderDemoInfo();
   showDecisions(m);
+  showEvaluation(m);
 }
 
 async function loadStatus(resetStats) {
