@@ -9,7 +9,7 @@ export const PASSWORD = 'correct horse battery staple';
 
 /**
  * A saas-host (lib.mjs startServer) whose free plan has decision logging and
- * evaluations (20 a day, 2 at once), calls enough for a few hundred
+ * evaluations (20 a day, 2 at once, of up to 100,000 decisions), calls enough for a few hundred
  * decisions, and no advanced algorithms (a SARSA candidate's Apply is
  * refused 403 plan_required). `args` go to `serve`.
  */
@@ -18,8 +18,8 @@ export function startEvaluationServer(args = []) {
     const file = path.join(dir, 'limits.json');
     fs.writeFileSync(file, JSON.stringify({
       free: {
-        monthly_calls: 100000, max_models: 3, rate_per_second: 1000, burst: 2000,
-        features: ['decisions'], evaluations_per_day: 20, evaluations_at_once: 2,
+        monthly_calls: 100000, max_models: 10, rate_per_second: 1000, burst: 2000,
+        features: ['decisions'], evaluations_per_day: 20, evaluations_at_once: 2, evaluation_max_decisions: 100000,
       },
     }));
     return ['--limits-file', file];
@@ -51,13 +51,15 @@ function rng(seed) {
 
 /**
  * A shop's two-armed bandit: a model (`plain` pays 1 with probability
- * 0.2, `promo` with 0.8) logging its decisions at epsilon 0.3, `n`
+ * `pays[0]` (0.2), `promo` with `pays[1]` (0.8)) logging its decisions at
+ * `epsilon` (0.3), `n`
  * decisions through POST /predict, each rewarded (final) through
- * POST /rewards/batch. Returns {id, rewards (in decision order), mean}.
+ * POST /rewards/batch every 10 decisions (so that the model learns as it
+ * goes). Returns {id, rewards (in decision order), mean}.
  */
-export async function seedBandit(call, n = 300, name = 'shop') {
+export async function seedBandit(call, n = 300, name = 'shop', epsilon = 0.3, pays = [0.2, 0.8]) {
   let r = await call('POST', '/models', {
-    name, n_actions: 2, action_names: ['plain', 'promo'], epsilon: 0.3, learning_rate: 0.1, seed: 7,
+    name, n_actions: 2, action_names: ['plain', 'promo'], epsilon, learning_rate: 0.1, seed: 7,
   });
   if (r.status !== 201) throw new Error(`create model: ${r.status} ${JSON.stringify(r.body)}`);
   const id = r.body.id;
@@ -69,10 +71,10 @@ export async function seedBandit(call, n = 300, name = 'shop') {
   for (let i = 0; i < n; i++) {
     r = await call('POST', '/predict', { model_id: id, state: 0, decision_id: `d${i}` });
     if (r.status !== 200) throw new Error(`predict: ${r.status} ${JSON.stringify(r.body)}`);
-    const value = draw() < (r.body.action === 1 ? 0.8 : 0.2) ? 1 : 0;
+    const value = draw() < pays[r.body.action] ? 1 : 0;
     rewards.push(value);
     batch.push({ decision_id: `d${i}`, value, final: true });
-    if (batch.length === 50 || i === n - 1) {
+    if (batch.length === 10 || i === n - 1) {
       const b = await call('POST', '/rewards/batch', { model_id: id, rewards: batch.splice(0) });
       if (b.status !== 200) throw new Error(`rewards: ${b.status} ${JSON.stringify(b.body)}`);
     }

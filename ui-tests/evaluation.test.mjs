@@ -7,8 +7,8 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { clientOf, launch, until, untilText, uniqueEmail } from './lib.mjs';
-import { PASSWORD, registerInPage, seedBandit, startEvaluationServer } from './evaluation-fixture.mjs';
+import { launch, until, untilText } from './lib.mjs';
+import { registerInPage, seedBandit, startEvaluationServer } from './evaluation-fixture.mjs';
 
 let browser;
 let server;
@@ -39,6 +39,16 @@ const rows = () => page.locator('[data-testid="eval-policy-row"]');
 const row = (kind, name) => page.locator(`[data-testid="eval-policy-row"][data-kind="${kind}"]${name ? `[data-name="${name}"]` : ''}`);
 const estimates = (r) => r.locator('[data-testid="eval-estimate"]').evaluateAll(
   (es) => es.map((e) => ({ estimator: e.dataset.estimator, value: e.dataset.value === '' ? null : Number(e.dataset.value), text: e.textContent })));
+
+/** Presses Start and waits for the new job (not the one shown before) to be done. */
+async function startAndFinish() {
+  const before = await page.locator('#eval-job').getAttribute('data-eval-id');
+  await page.click('#eval-start');
+  await until('the new job done', async () => {
+    const job = page.locator('#eval-job');
+    return (await job.getAttribute('data-eval-id')) !== before && (await job.getAttribute('data-status')) === 'done';
+  }, 60000);
+}
 
 test('the evaluation view, end to end', async (t) => {
   let call;
@@ -106,10 +116,10 @@ test('the evaluation view, end to end', async (t) => {
     assert.ok(ess > 10 && ess <= 300, `ess ${ess}`);
     assert.match(await row('greedy').locator('[data-testid="eval-support"]').textContent(), /^\d+(\.\d)? %$/);
     assert.equal(await row('logged').locator('[data-testid="eval-support"]').textContent(), '100 %');
-    // No baseline was recorded: no number, said so.
-    const baseline = await estimates(row('baseline'));
-    assert.ok(baseline.length > 0 && baseline.every((e) => e.value === null), JSON.stringify(baseline));
-    assert.equal(await row('baseline').locator('[data-testid="eval-insufficient"]').count(), baseline.length);
+    // The HTTP log records no baseline action: that policy's error, no number.
+    assert.equal((await estimates(row('baseline'))).length, 0);
+    assert.match(await row('baseline').locator('[data-testid="eval-policy-error"]').textContent(), /\w+ .*baseline/i);
+    assert.equal(await row('baseline').locator('[data-testid="eval-ess"]').textContent(), '–');
     // Only candidates can be applied.
     assert.equal(await page.locator('[data-testid="eval-apply"]').count(), 2);
     assert.equal(await row('greedy').locator('[data-testid="eval-apply"]').count(), 0);
@@ -136,6 +146,35 @@ test('the evaluation view, end to end', async (t) => {
     assert.ok(drawn.some((d) => d.policy === 'Greedy' && d.estimator === 'IPS' && d.value !== null));
   });
 
+  await t.test('a log without exploration: "insufficient support", no number', async () => {
+    // Exploration off, every action paying 1: once the first rewards are
+    // learned (the tie at p = 0.5 broken) the rule takes its action with
+    // probability 1, and uniform's coverage of the log is about 0.6.
+    const rule = await seedBandit(call, 40, 'rule', 0, [1, 1]);
+    await page.goto(`${server.base}/#/operate/${rule.id}`);
+    await page.locator('#evaluation-card').waitFor({ state: 'visible' });
+    await until('the form reset for this model', async () => (await page.locator('[data-testid="eval-candidate"]').count()) === 0);
+    for (const kind of ['greedy', 'exploring', 'baseline']) await page.uncheck(`input[name="eval-policy"][value="${kind}"]`);
+    for (const kind of ['uniform', 'logged']) await page.check(`input[name="eval-policy"][value="${kind}"]`);
+    await startAndFinish();
+    const logged = await estimates(row('logged'));
+    assert.ok(logged.length === 3 && logged.every((e) => e.value !== null), 'the logged policy itself is supported');
+    const uniform = await estimates(row('uniform'));
+    assert.equal(uniform.length, 3);
+    for (const e of uniform) {
+      assert.equal(e.value, null, JSON.stringify(e));
+      assert.match(e.text, /^(IPS|SNIPS|DR)insufficient support coverage 0\.[5-8]\d* below 0\.95$/, e.text);
+    }
+    const drawn = await page.locator('#eval-chart [data-testid="eval-interval"][data-policy="Uniform random"]').evaluateAll(
+      (gs) => gs.map((g) => [g.dataset.value, g.querySelectorAll('circle').length, g.textContent]));
+    assert.deepEqual(drawn.map(([v, c]) => [v, c]), [['', 0], ['', 0], ['', 0]]);
+    assert.ok(drawn.every(([, , text]) => /insufficient support/.test(text)));
+    await page.goto(`${server.base}/#/operate/${shop.id}`);
+    await page.locator('[data-testid="eval-history-row"]').first().waitFor();
+    await page.locator('[data-testid="eval-history-row"] [data-action="open"]').first().click();
+    await until('the first job reopened', async () => (await rows().count()) === 7);
+  });
+
   await t.test('Apply a candidate: confirmed, PATCHed, the model changed', async () => {
     await row('candidate', 'lr 0.05').locator('[data-testid="eval-apply"]').click();
     await page.locator('#confirm-dialog').waitFor({ state: 'visible' });
@@ -148,7 +187,7 @@ test('the evaluation view, end to end', async (t) => {
     // The form's hints follow the model's new values.
     await page.click('#eval-add-candidate');
     await until('the new learning rate as the hint', async () =>
-      (await page.locator('[data-testid="eval-candidate"]').nth(2).locator('[data-field="learning_rate"]').getAttribute('placeholder')) === '0.05');
+      (await page.locator('[data-testid="eval-candidate"]').last().locator('[data-field="learning_rate"]').getAttribute('placeholder')) === '0.05');
   });
 
   await t.test("Apply a candidate the plan does not allow: the server's 403 shown", async () => {
@@ -165,13 +204,13 @@ test('the evaluation view, end to end', async (t) => {
   });
 
   await t.test('past evaluations: listed newest first, reopened', async () => {
-    await page.locator('[data-testid="eval-candidate"] button', { hasText: 'Remove' }).first().click();
-    await page.locator('[data-testid="eval-candidate"] button', { hasText: 'Remove' }).first().click();
-    await page.locator('[data-testid="eval-candidate"] button', { hasText: 'Remove' }).first().click();
+    while (await page.locator('[data-testid="eval-candidate"]').count() > 0) {
+      await page.locator('[data-testid="eval-candidate"] button', { hasText: 'Remove' }).first().click();
+    }
+    await page.check('input[name="eval-policy"][value="greedy"]');
     for (const kind of ['exploring', 'uniform', 'logged', 'baseline']) await page.uncheck(`input[name="eval-policy"][value="${kind}"]`);
     await page.selectOption('#eval-range', 'day');
-    await page.click('#eval-start');
-    await until('the second job done', async () => (await page.locator('#eval-job').getAttribute('data-status')) === 'done', 60000);
+    await startAndFinish();
     assert.deepEqual(await rows().evaluateAll((rs) => rs.map((r) => r.dataset.kind)), ['greedy']);
     const second = await page.locator('#eval-job').getAttribute('data-eval-id');
     const jobs = await call('GET', `/models/${shop.id}/evaluations`);
@@ -201,12 +240,8 @@ test('a queued evaluation is shown waiting and can be cancelled', async () => {
     const errors = [];
     p.on('pageerror', (err) => errors.push(`uncaught: ${err.message}`));
     p.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
-    const reg = await clientOf(idle.base)('POST', '/register', { email: uniqueEmail('queued'), password: PASSWORD });
-    assert.equal(reg.status, 201, JSON.stringify(reg.body));
-    const call = clientOf(idle.base, reg.body.access_token);
+    const call = await registerInPage(p, idle.base, 'queued');
     const shop = await seedBandit(call, 20);
-    await p.goto(idle.base + '/');
-    await p.evaluate((t) => sessionStorage.setItem('qlearn.token', t), reg.body.access_token);
     await p.goto(`${idle.base}/#/operate/${shop.id}`);
     await p.locator('#evaluation-card').waitFor({ state: 'visible' });
     await p.click('#eval-start');

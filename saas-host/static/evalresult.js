@@ -25,9 +25,12 @@ export const CONFIG_LABELS = {
   initial_q: 'initial Q', algorithm: 'algorithm', exploration: 'exploration', temperature: 'temperature', seed: 'seed',
 };
 
-/** "α 0.05 · ε 0.1" for a candidate's configuration. */
+/** "α 0.05 · ε 0.1" for a candidate's configuration (fields in the form's order). */
 export function configText(config) {
-  const parts = Object.entries(config || {}).map(([k, v]) => `${CONFIG_LABELS[k] || k} ${v}`);
+  const order = Object.keys(CONFIG_LABELS);
+  const rank = (k) => (order.includes(k) ? order.indexOf(k) : order.length);
+  const parts = Object.entries(config || {}).sort(([a], [b]) => rank(a) - rank(b))
+    .map(([k, v]) => `${CONFIG_LABELS[k] || k} ${v}`);
   return parts.length ? parts.join(' · ') : 'the model’s own configuration';
 }
 
@@ -148,7 +151,7 @@ export function renderResult(root, r, onApply) {
       candidate ? h('div', { class: 'muted small' }, configText(spec.config)) : null,
       p.replay?.learned != null ? h('div', { class: 'muted small' }, `replayed ${fmtInt(p.replay.learned)} transitions`) : null);
     const ests = p.error
-      ? h('td', { class: 'eval-error-cell' }, h('span', { class: 'tag eval-insufficient' }, p.error.code), ' ', p.error.message)
+      ? h('td', { class: 'eval-error-cell', 'data-testid': 'eval-policy-error' }, h('span', { class: 'tag eval-insufficient' }, p.error.code), ' ', p.error.message)
       : h('td', {}, ...p.estimators.map(estimateCell));
     const apply = candidate
       ? h('button', { type: 'button', class: 'btn btn-secondary btn-small', 'data-testid': 'eval-apply', onclick: () => onApply(p) }, 'Apply')
