@@ -14,7 +14,7 @@ const server = await startEvaluationServer();
 const browser = await launch();
 const errors = [];
 try {
-  const page = await (await browser.newContext({ viewport: { width: 1280, height: 1400 }, deviceScaleFactor: 1 })).newPage();
+  const page = await (await browser.newContext({ viewport: { width: 1280, height: 2400 }, deviceScaleFactor: 1 })).newPage();
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(e.message));
   const call = await registerInPage(page, server.base, 'shop');

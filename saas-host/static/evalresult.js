@@ -140,7 +140,7 @@ export function renderResult(root, r, onApply) {
   const rows = [];
   for (const p of r.policies) {
     for (const e of p.estimators) {
-      rows.push({ policy: p.label, estimator: e.label, value: e.value, low: e.ci?.low ?? null, high: e.ci?.high ?? null });
+      rows.push({ policy: p.spec.kind === 'candidate' ? `“${p.spec.name}”` : p.label, estimator: e.label, value: e.value, low: e.ci?.low ?? null, high: e.ci?.high ?? null });
     }
   }
   intervalChart(chart, rows, r.logged);
