@@ -308,9 +308,17 @@ mod tests {
         cp.between_batches(WAL_RESTART_FRAMES + 1);
         assert!(!cp.take_window(&conn), "a window nobody was ready for");
         // Ready and past it: the writer asks (and consumes the readiness).
-        cp.ready.store(true, Ordering::Release);
+        // A window lasts QUIET_MAX (5 ms), which a loaded machine may not
+        // give the taker's thread: the writer asks again between later
+        // batches until one is taken, as it would in the store.
         let t = taker(cp.clone(), conn, Duration::ZERO);
-        cp.between_batches(WAL_RESTART_FRAMES + 1);
+        for _ in 0..1_000 {
+            cp.ready.store(true, Ordering::Release);
+            cp.between_batches(WAL_RESTART_FRAMES + 1);
+            if t.is_finished() {
+                break;
+            }
+        }
         assert!(t.join().unwrap(), "the checkpointer never got the window");
         assert!(!cp.ready.load(Ordering::Acquire));
     }
