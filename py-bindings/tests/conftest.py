@@ -140,9 +140,12 @@ def start_server(tmp_path_factory):
 
 
 #: The free tier's limits lifted (no quota, no model limit, 1000 requests/s,
-#: every paid feature: the client's tests are not about plans).
+#: every paid feature, 100 evaluation jobs a day, 10 at once: the client's
+#: tests are not about plans).
 ROOMY_LIMITS = {"free": {"monthly_calls": None, "max_models": None, "rate_per_second": 1000,
-                         "burst": 1000, "features": ["advanced_algorithms", "decisions"]}}
+                         "burst": 1000, "features": ["advanced_algorithms", "decisions"],
+                         "evaluations_per_day": 100, "evaluations_at_once": 10,
+                         "evaluation_max_decisions": 100000}}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,8 @@ def test_module_exports():
               "to_dataframe", "evaluate_export"}
     client = {"Client", "AsyncClient", "EventStream", "AsyncEventStream", "RemoteModel"}
     decisions = {"Decision", "DecisionPage", "DecisionStats", "DecisionsSetting", "EndEvent", "EpisodeEnd",
-                 "RewardError", "RewardReceipt", "LoggedDecision", "RewardOutcome"}
+                 "RewardError", "RewardReceipt", "LoggedDecision", "RewardOutcome",
+                 "Evaluation", "EvaluationProgress"}
     errors = {"QlearnError", "BadRequest", "Unauthorized", "Forbidden", "ModelLimitReached", "NotFound",
               "Conflict", "PayloadTooLarge", "ValidationError", "TooManyRequests", "RateLimited",
               "QuotaExceeded", "ServiceUnavailable", "ConnectionFailed"}

@@ -34,6 +34,8 @@ from .types import (
     DecisionsSetting,
     EndEvent,
     EpisodeEnd,
+    Evaluation,
+    EvaluationProgress,
     RewardError,
     RewardReceipt,
 )
@@ -68,6 +70,8 @@ __all__ = [
     "DecisionsSetting",
     "EndEvent",
     "EpisodeEnd",
+    "Evaluation",
+    "EvaluationProgress",
     "RewardError",
     "RewardReceipt",
     "EventStream",

@@ -67,6 +67,7 @@ from .types import (
     DecisionPage,
     DecisionsSetting,
     EpisodeEnd,
+    Evaluation,
     Health,
     ModelInfo,
     Prediction,
@@ -415,6 +416,46 @@ class _Api:
         return _Call("GET", f"/models/{_id(model_id)}/decisions/export", _ndjson_decisions,
                      params=_decision_filter(status, since, until))
 
+    # -- offline evaluations (jobs)
+
+    @_endpoint
+    def create_evaluation(self, model_id: str, policies: Sequence[Union[str, Mapping[str, Any]]],
+                          **options: Any) -> _Call[Evaluation]:
+        """``POST /models/{id}/evaluations``: queues an offline evaluation of
+        the model's decision log. ``policies``: names (``"greedy"``,
+        ``"exploring"``, ``"uniform"``, ``"logged"``, ``"baseline"``) or dicts
+        such as ``{"kind": "candidate", "name": "lr", "config": {"learning_rate": 0.05}}``;
+        ``options``: ``since``/``until`` (Unix ms), ``mode``, ``direct``,
+        ``confidence``, ``replicates``, ``seed``, ``reward_range``,
+        ``min_ess``, ``min_coverage``, ``discount``. Over the plan's limits it
+        raises :class:`qlearn.TooManyRequests` (``evaluations_per_day_reached``
+        or ``evaluations_at_once_reached``). Never retried."""
+        body = {"policies": [{"kind": p} if isinstance(p, str) else dict(p) for p in policies], **options}
+        return _Call("POST", f"/models/{_id(model_id)}/evaluations", _json(Evaluation), json=body,
+                     idempotent=False)
+
+    @_endpoint
+    def get_evaluation(self, model_id: str, evaluation_id: str) -> _Call[Evaluation]:
+        """``GET /models/{id}/evaluations/{eid}``: the job, its progress and result."""
+        return _Call("GET", f"/models/{_id(model_id)}/evaluations/{_id(evaluation_id)}", _json(Evaluation))
+
+    @_endpoint
+    def list_evaluations(self, model_id: str, limit: int = 20,
+                         before: Optional[str] = None) -> _Call[list[Evaluation]]:
+        """``GET /models/{id}/evaluations``: jobs newest first; ``before``: the
+        last id of the previous page."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        return _Call("GET", f"/models/{_id(model_id)}/evaluations",
+                     lambda r: [from_json(Evaluation, j) for j in r.json()["evaluations"]], params=params)
+
+    @_endpoint
+    def cancel_evaluation(self, model_id: str, evaluation_id: str) -> _Call[None]:
+        """``DELETE /models/{id}/evaluations/{eid}``: cancels a queued or
+        running job, or deletes a finished one's record."""
+        return _Call("DELETE", f"/models/{_id(model_id)}/evaluations/{_id(evaluation_id)}", _nothing)
+
     @_endpoint
     def status(self, model_id: str, offset: int = 0, limit: int = 100) -> _Call[Status]:
         """``GET /status/{id}``: the model, its statistics and a page of its Q-table."""
@@ -527,6 +568,19 @@ class Client(_Api):
             yield from page.decisions
             offset = _next_decision_offset(page, offset)
 
+    def wait_evaluation(self, model_id: str, evaluation_id: str, timeout: float = 300.0,
+                        interval: float = 0.5) -> Evaluation:
+        """Polls :meth:`get_evaluation` every ``interval`` seconds until the
+        job finished; raises TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._send(_Api.get_evaluation.build(self, model_id, evaluation_id))
+            if job.finished:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"evaluation {evaluation_id} still {job.status} after {timeout} s")
+            time.sleep(interval)
+
     def events(self, model_id: str) -> EventStream:
         """The model's live updates (server-sent events); see :class:`EventStream`."""
         return EventStream(self, model_id)
@@ -595,6 +649,18 @@ class AsyncClient(_Api):
             for d in page.decisions:
                 yield d
             offset = _next_decision_offset(page, offset)
+
+    async def wait_evaluation(self, model_id: str, evaluation_id: str, timeout: float = 300.0,
+                              interval: float = 0.5) -> Evaluation:
+        """:meth:`Client.wait_evaluation`, awaited."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self._send(_Api.get_evaluation.build(self, model_id, evaluation_id))
+            if job.finished:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"evaluation {evaluation_id} still {job.status} after {timeout} s")
+            await asyncio.sleep(interval)
 
     def events(self, model_id: str) -> AsyncEventStream:
         """The model's live updates; ``async with client.events(id) as s: async for e in s``."""

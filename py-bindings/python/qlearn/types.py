@@ -353,6 +353,40 @@ class EpisodeEnd:
 
 
 @dataclass(frozen=True)
+class EvaluationProgress:
+    """How far an evaluation job read the decision log."""
+
+    decisions_read: int
+    decisions_total: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An offline evaluation job (``/models/{id}/evaluations``).
+    ``status``: ``queued``, ``running``, ``done``, ``failed`` or
+    ``cancelled``; ``request``: the request with its defaults; ``error``:
+    ``{"code", "message"}`` when failed; ``result``: once done, the dict
+    docs/http-api.md describes (``logged_reward``, and per policy its
+    ``diagnostics`` and estimators' ``results``)."""
+
+    id: str
+    model_id: str
+    status: str
+    created_at: str
+    request: dict[str, Any]
+    progress: EvaluationProgress
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    error: Optional[dict[str, Any]] = None
+    result: Optional[dict[str, Any]] = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job ended (done, failed or cancelled)."""
+        return self.status not in ("queued", "running")
+
+
+@dataclass(frozen=True)
 class Decision:
     """A logged decision (``GET /models/{id}/decisions`` and its export).
     ``reward``: the one learned once closed, else the aggregate so far;

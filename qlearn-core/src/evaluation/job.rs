@@ -23,6 +23,10 @@ use super::{
 
 /// Most policies one job evaluates.
 pub const MAX_POLICIES: usize = 16;
+/// Most bootstrap replicates a job takes (a job's cost grows with
+/// decisions × replicates × policies, and workers are shared by every
+/// tenant; in-process evaluations take up to [`super::MAX_REPLICATES`]).
+pub const MAX_JOB_REPLICATES: usize = 1_000;
 /// Longest candidate name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
 
@@ -221,6 +225,12 @@ impl EvalRequest {
             }
         }
         self.options().validate()?;
+        if self.replicates > MAX_JOB_REPLICATES {
+            return Err(Error::field(
+                "replicates",
+                format!("a job takes at most {MAX_JOB_REPLICATES}"),
+            ));
+        }
         for (i, p) in self.policies.iter().enumerate() {
             if let PolicySpec::Candidate { name, config, .. } = p {
                 let chars = name.chars().count();

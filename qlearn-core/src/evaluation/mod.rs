@@ -78,7 +78,7 @@ pub use episodes::{evaluate_episodes, group_episodes, EpisodeAccumulator, Episod
 pub use input::{n_actions_of, steps_from_log, unit_key, LoggedStep};
 pub use job::{
     CandidateConfig, DirectModel, EvalMode, EvalRequest, JobError, JobResult, JobRun, LoggedReward,
-    PolicyResult, PolicySpec, ReplayInfo, MAX_NAME_CHARS, MAX_POLICIES,
+    PolicyResult, PolicySpec, ReplayInfo, MAX_JOB_REPLICATES, MAX_NAME_CHARS, MAX_POLICIES,
 };
 pub use one_step::{evaluate_one_step, Direct, OneStepAccumulator, OneStepReport, RewardMeans};
 pub use policy::TargetPolicy;
