@@ -222,15 +222,23 @@ async fn apply(
     .await
 }
 
+/// How many times [`metered_nonblocking`] asks the store before the caller
+/// takes the blocking path.
+const NONBLOCKING_TRIES: usize = 3;
+
 /// The store call of [`metered`] on this task, when the store can answer
 /// it without blocking ([`qlearn_core::store::Store::decide_nonblocking`]):
 /// no blocking-pool hop and no parked thread per call, the commit awaited
 /// as a future. `None` when the store would block (the caller then uses
-/// [`metered`]).
+/// [`metered`]). A store that declines has done nothing, so a declined call
+/// is tried again after yielding to the runtime's other tasks, up to
+/// [`NONBLOCKING_TRIES`] times: the usual reason is another call holding
+/// the model for microseconds (on the other core, or preempted), and the
+/// blocking path costs several thread wake-ups.
 pub(super) async fn metered_nonblocking<T>(
     cx: &Ctx,
     calls: u64,
-    f: impl FnOnce(&dyn Store, &Meter<'_>) -> Option<Result<(T, Durable), Error>>,
+    f: impl Fn(&dyn Store, &Meter<'_>) -> Option<Result<(T, Durable), Error>>,
 ) -> Option<Result<(T, Option<MonthlyState>), ApiError>> {
     let now = now_unix();
     let limits = cx.app.limits(&cx.user);
@@ -239,7 +247,15 @@ pub(super) async fn metered_nonblocking<T>(
         limits,
         now,
     };
-    let started = f(cx.app.store.as_ref(), &meter)?;
+    let mut started = f(cx.app.store.as_ref(), &meter);
+    for _ in 1..NONBLOCKING_TRIES {
+        if started.is_some() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        started = f(cx.app.store.as_ref(), &meter);
+    }
+    let started = started?;
     Some(
         async move {
             let (out, durable) = started?;
