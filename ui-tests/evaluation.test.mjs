@@ -116,7 +116,7 @@ test('the evaluation view, end to end', async (t) => {
     assert.ok(ess > 10 && ess <= 300, `ess ${ess}`);
     assert.match(await row('greedy').locator('[data-testid="eval-support"]').textContent(), /^\d+(\.\d)? %$/);
     assert.equal(await row('logged').locator('[data-testid="eval-support"]').textContent(), '100 %');
-    // The HTTP log records no baseline action: that policy's error, no number.
+    // This log was written without baseline actions: that policy's error, no number.
     assert.equal((await estimates(row('baseline'))).length, 0);
     assert.match(await row('baseline').locator('[data-testid="eval-policy-error"]').textContent(), /\w+ .*baseline/i);
     assert.equal(await row('baseline').locator('[data-testid="eval-ess"]').textContent(), '–');

@@ -168,8 +168,8 @@ pub fn decode_with_decisions(bytes: &[u8]) -> Result<(Model, Option<DecisionLog>
 
 /// A decision log from its JSON (serde's form of [`DecisionLog`], what
 /// version 2 carries), checked as version 2's is: its setting, its
-/// episodes' steps, and every decision's state, allowed actions and action
-/// against `model`. Errors are [`Error::Decode`].
+/// episodes' steps, and every decision's state, allowed actions, action
+/// and baseline action against `model`. Errors are [`Error::Decode`].
 pub fn decision_log_from_json(model: &Model, text: &str) -> Result<DecisionLog> {
     let log: DecisionLog =
         serde_json::from_str(text).map_err(|e| Error::Decode(format!("the decision log: {e}")))?;
@@ -182,6 +182,7 @@ pub fn decision_log_from_json(model: &Model, text: &str) -> Result<DecisionLog> 
     let n = model.config().n_actions;
     for rec in log.decisions() {
         let fits = rec.action < n
+            && rec.baseline_action.is_none_or(|b| b < n)
             && model
                 .learner()
                 .validate_predict(rec.state.as_ref(), rec.allowed_actions.as_deref())

@@ -294,6 +294,7 @@ fn one_interleaving(seed: u64) {
                     allowed_actions: allowed(k),
                     action: action(k),
                     probability: 0.25,
+                    baseline_action: None,
                 };
                 let (d, ready) = log.record_decision(new, now).unwrap();
                 assert_eq!(d.step as usize, k);
@@ -716,6 +717,7 @@ fn a_log_of_the_touched_rows_joins_as_the_full_log() {
         allowed_actions: None,
         action: k as usize % 2,
         probability: 0.5,
+        baseline_action: None,
     };
     let mut full = log_with(|c| c.default_reward = Some(0.0));
     for k in 0..3 {

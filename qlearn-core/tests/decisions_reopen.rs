@@ -74,7 +74,7 @@ fn a_reopened_store_carries_on_with_its_decisions() {
         d1 = d(2);
         // A one-step decision left open, to be settled after the restart.
         late = s
-            .decide(&m, &id, &Decide::new(StateRef::Int(7)))
+            .decide(&m, &id, &Decide::new(StateRef::Int(7)).baseline(2))
             .unwrap()
             .decision
             .unwrap();
@@ -138,6 +138,11 @@ fn a_reopened_store_carries_on_with_its_decisions() {
         )
         .unwrap();
     assert_eq!(page.total, 3);
+    // The baseline action recorded with the open decision survived too.
+    for d in &page.decisions {
+        let want = (d.decision_id == late.decision_id).then_some(2);
+        assert_eq!(d.baseline_action, want, "{}", d.decision_id);
+    }
     assert!(page
         .decisions
         .iter()

@@ -76,6 +76,7 @@ fn request(state: StateRef<'_>) -> Decide<'_> {
         explore: true,
         decision_id: None,
         episode_id: None,
+        baseline_action: None,
     }
 }
 

@@ -275,6 +275,7 @@ fn evicted_models_reload_exactly() {
             explore: false,
             decision_id: None,
             episode_id: None,
+            baseline_action: None,
         };
         let d = s.decide(&m, &ids[k], &plain).unwrap();
         assert!(d.decision.is_none());

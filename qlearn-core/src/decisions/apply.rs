@@ -24,6 +24,10 @@ pub struct Decide<'a> {
     pub decision_id: Option<&'a str>,
     /// The episode the decision belongs to (`None`: a one-step episode).
     pub episode_id: Option<&'a str>,
+    /// The action the customer's existing rule would have taken, recorded
+    /// with the decision for offline evaluation's `baseline` policy
+    /// (`None`: none; must be below the model's action count).
+    pub baseline_action: Option<usize>,
 }
 
 impl<'a> Decide<'a> {
@@ -36,6 +40,7 @@ impl<'a> Decide<'a> {
             explore: true,
             decision_id: None,
             episode_id: None,
+            baseline_action: None,
         }
     }
 
@@ -61,6 +66,27 @@ impl<'a> Decide<'a> {
     pub fn episode(mut self, episode_id: &'a str) -> Self {
         self.episode_id = Some(episode_id);
         self
+    }
+
+    /// Sets the baseline action (what the existing rule would have done).
+    pub fn baseline(mut self, action: usize) -> Self {
+        self.baseline_action = Some(action);
+        self
+    }
+}
+
+/// Checks a decision's baseline action against a model: an action index
+/// below its action count ([`Error::InvalidField`] naming
+/// `baseline_action`). It need not be among the allowed actions (the
+/// evaluation then counts it as a decision the baseline could not take).
+pub fn check_baseline(learner: &Learner, baseline_action: Option<usize>) -> Result<()> {
+    let n = learner.config().n_actions;
+    match baseline_action {
+        Some(b) if b >= n => Err(Error::field(
+            "baseline_action",
+            format!("baseline_action {b} is not an action of this model (0..{n})"),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -110,8 +136,10 @@ impl DecisionLog {
             explore,
             decision_id,
             episode_id,
+            baseline_action,
         } = *request;
-        if let Some(replayed) = self.prepare(decision_id, state, episode_id)? {
+        check_baseline(model.learner(), baseline_action)?;
+        if let Some(replayed) = self.prepare(decision_id, state, episode_id, baseline_action)? {
             return Ok(replayed);
         }
         let p = model.predict_full(state, explore, allowed_actions)?;
@@ -122,6 +150,7 @@ impl DecisionLog {
             allowed_actions: allowed_actions.map(<[usize]>::to_vec),
             action: p.action,
             probability: p.probability,
+            baseline_action,
         };
         let (logged, ready) = self.record_decision(new, now_ms)?;
         apply(model, &ready)?;

@@ -58,6 +58,10 @@ pub struct DecisionRecord {
     /// applied transitions in this order reproduces the Q-table.
     #[serde(default)]
     pub applied_seq: Option<u64>,
+    /// The action the customer's existing rule would have taken, for the
+    /// evaluation's `baseline` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_action: Option<usize>,
 }
 
 impl DecisionRecord {
@@ -145,6 +149,8 @@ pub struct NewDecision<'a> {
     pub action: usize,
     /// Its probability under the behaviour policy.
     pub probability: f64,
+    /// The baseline action to record with it (see [`super::check_baseline`]).
+    pub baseline_action: Option<usize>,
 }
 
 /// The decisions of one model, their rewards and episodes, in memory. Plain
@@ -303,22 +309,28 @@ impl DecisionLog {
 
     /// What must happen before a decision is predicted: ids checked, a
     /// retry of a logged decision answered from the log (`Some`: do not
-    /// predict again), a reused id with another state or episode refused
+    /// predict again), a reused id with another state, episode or baseline
+    /// action (exactly, as the state: none differs from one) refused
     /// (`Conflict`), and a decision in an ended episode refused.
     pub fn prepare(
         &self,
         decision_id: Option<&str>,
         state: StateRef<'_>,
         episode_id: Option<&str>,
+        baseline_action: Option<usize>,
     ) -> Result<Option<LoggedDecision>> {
         if let Some(id) = decision_id {
             check_id("decision_id", id)?;
             if let Some(rec) = self.decisions.get(id) {
-                if rec.state.as_ref() == state && rec.episode_id.as_deref() == episode_id {
+                if rec.state.as_ref() == state
+                    && rec.episode_id.as_deref() == episode_id
+                    && rec.baseline_action == baseline_action
+                {
                     return Ok(Some(rec.logged(true)));
                 }
                 return Err(Error::Conflict(format!(
-                    "decision_id {id:?} was logged for another state or episode"
+                    "decision_id {id:?} was logged for another state or episode \
+                     (or baseline_action)"
                 )));
             }
         }
@@ -339,7 +351,8 @@ impl DecisionLog {
         new: NewDecision<'_>,
         now_ms: i64,
     ) -> Result<(LoggedDecision, Vec<Transition>)> {
-        if let Some(d) = self.prepare(new.decision_id, new.state.as_ref(), new.episode_id)? {
+        let (id, state, ep) = (new.decision_id, new.state.as_ref(), new.episode_id);
+        if let Some(d) = self.prepare(id, state, ep, new.baseline_action)? {
             return Ok((d, Vec::new()));
         }
         let id = match new.decision_id {
@@ -381,6 +394,7 @@ impl DecisionLog {
             reward_ids: BTreeMap::new(),
             learned_reward: None,
             applied_seq: None,
+            baseline_action: new.baseline_action,
         };
         let logged = rec.logged(false);
         self.decisions.insert(id.clone(), rec);

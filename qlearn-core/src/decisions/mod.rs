@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Experience;
 use crate::state::State;
 
-pub use apply::{check_end, Decide};
+pub use apply::{check_baseline, check_end, Decide};
 pub use config::{Aggregation, DecisionsConfig, MAX_RETENTION_DAYS, MAX_REWARD_WAIT_SECONDS};
 pub use log::{
     check_id, DecisionLog, DecisionRecord, EpisodeRecord, LogParts, NewDecision, MAX_ID_BYTES,

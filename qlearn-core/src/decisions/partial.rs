@@ -366,6 +366,7 @@ mod tests {
             allowed_actions: None,
             action: 0,
             probability: 1.0,
+            baseline_action: None,
         }
     }
 

@@ -87,7 +87,7 @@ impl LoggedStep {
             probability: rec.probability,
             reward: rec.learned_reward.filter(|_| known),
             applied: rec.status == DecisionStatus::Applied,
-            baseline_action: None,
+            baseline_action: rec.baseline_action,
             episode_end: None,
         };
         step.check()?;

@@ -9,6 +9,7 @@
 //! | `allowed` | the allowed actions, u16 each (NULL: all) |
 //! | `reward_ids` | per id: its length (u8), the id, its value (f64); NULL when none |
 //! | `status` | 0 open, 1 closed, 2 applied, 3 expired |
+//! | `baseline` | the baseline action recorded with the decision (NULL: none) |
 //! | episode `end_json` | the [`EpisodeEnd`] as JSON (NULL: going on) |
 //! | model `decision_meta` | version 1, then decisions, rewards, pending, late, defaulted, applied, last id (u64 each) |
 
@@ -25,7 +26,7 @@ use crate::store::{EpisodePage, EpisodeSummary};
 
 /// The columns of a decision row, in [`DecisionRow`]'s order.
 pub(crate) const DECISION_COLS: &str = "id, episode, step, time_ms, closes_ms, state, allowed, \
-     action, prob, status, acc, rewards, reward_ids, learned, applied_seq";
+     action, prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline";
 
 /// The columns of an episode row, in [`EpisodeRow`]'s order.
 pub(crate) const EPISODE_COLS: &str = "id, n_steps, end_json, learned_return";
@@ -55,6 +56,7 @@ pub(crate) struct DecisionRow {
     pub(crate) reward_ids: Option<Vec<u8>>,
     pub(crate) learned: Option<f64>,
     pub(crate) applied_seq: Option<i64>,
+    pub(crate) baseline: Option<i64>,
 }
 
 /// An episode as its row's columns.
@@ -120,6 +122,7 @@ pub(crate) fn decision_row(rec: &DecisionRecord) -> DecisionRow {
         reward_ids,
         learned: rec.learned_reward,
         applied_seq: rec.applied_seq.map(|s| s as i64),
+        baseline: rec.baseline_action.map(|b| b as i64),
     }
 }
 
@@ -156,6 +159,10 @@ pub(crate) fn decision_from_row(backend: &'static str, r: DecisionRow) -> Result
         action: usize::try_from(r.action).map_err(|_| bad("negative action"))?,
         rewards: u32::try_from(r.rewards).map_err(|_| bad("reward count"))?,
         applied_seq: r.applied_seq.and_then(|s| u64::try_from(s).ok()),
+        baseline_action: match r.baseline {
+            Some(b) => Some(usize::try_from(b).map_err(|_| bad("negative baseline action"))?),
+            None => None,
+        },
         decision_id: r.id,
         episode_id: r.episode,
         time_ms: r.time_ms,
@@ -480,6 +487,7 @@ mod tests {
                 reward_ids: reward_ids.clone(),
                 learned_reward: Some(3.0),
                 applied_seq: Some(17),
+                baseline_action: Some(4094),
             };
             let back = decision_from_row("t", decision_row(&rec)).unwrap();
             assert_eq!(back, rec);
@@ -506,6 +514,11 @@ mod tests {
         });
         bad.reward_ids.as_mut().unwrap().pop();
         assert!(decision_from_row("t", bad).is_err());
+        let negative = DecisionRow {
+            baseline: Some(-1),
+            ..decision_row_min()
+        };
+        assert!(decision_from_row("t", negative).is_err());
     }
 
     fn decision_row_min() -> DecisionRow {
@@ -525,6 +538,7 @@ mod tests {
             reward_ids: None,
             learned: None,
             applied_seq: None,
+            baseline: None,
         }
     }
 }

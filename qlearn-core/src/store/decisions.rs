@@ -24,8 +24,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::decisions::{
-    check_end, Decide, DecisionLog, DecisionRecord, DecisionStats, DecisionStatus, DecisionsConfig,
-    EpisodeEnd, LoggedDecision, NewDecision, Outcome, RewardReceipt, Transition,
+    check_baseline, check_end, Decide, DecisionLog, DecisionRecord, DecisionStats, DecisionStatus,
+    DecisionsConfig, EpisodeEnd, LoggedDecision, NewDecision, Outcome, RewardReceipt, Transition,
 };
 use crate::error::{Error, Result};
 use crate::model::{Experience, Learner, Prediction};
@@ -220,6 +220,19 @@ pub(crate) fn answered(reply: Option<Reply>) -> Result<Reply> {
     reply.ok_or_else(mismatch)
 }
 
+/// Refuses a plain predict (a model that logs no decisions) that carries a
+/// baseline action: there is no decision to record it with.
+pub(crate) fn check_plain(request: &Decide<'_>) -> Result<()> {
+    if request.baseline_action.is_some() {
+        return Err(Error::field(
+            "baseline_action",
+            "baseline_action is recorded with a logged decision: this model logs no decisions \
+             (give it a decisions configuration)",
+        ));
+    }
+    Ok(())
+}
+
 /// A logging predict's answer, or, on a model that logs no decisions
 /// (`None`), a plain metered [`Store::predict`](super::Store::predict).
 pub(crate) fn decided_or_plain<S: super::Store + ?Sized>(
@@ -231,16 +244,19 @@ pub(crate) fn decided_or_plain<S: super::Store + ?Sized>(
 ) -> Result<Decided> {
     match reply {
         Some(r) => r.decided(),
-        None => Ok(Decided {
-            prediction: store.predict(
-                meter,
-                model_id,
-                request.state,
-                request.explore,
-                request.allowed_actions,
-            )?,
-            decision: None,
-        }),
+        None => {
+            check_plain(request)?;
+            Ok(Decided {
+                prediction: store.predict(
+                    meter,
+                    model_id,
+                    request.state,
+                    request.explore,
+                    request.allowed_actions,
+                )?,
+                decision: None,
+            })
+        }
     }
 }
 
@@ -293,7 +309,10 @@ pub(crate) fn plan<T: QRows>(
     match call {
         Call::Decide(d) => {
             learner.validate_predict(d.state, d.allowed_actions)?;
-            if let Some(logged) = log.prepare(d.decision_id, d.state, d.episode_id)? {
+            check_baseline(learner, d.baseline_action)?;
+            if let Some(logged) =
+                log.prepare(d.decision_id, d.state, d.episode_id, d.baseline_action)?
+            {
                 debit(CallKind::Decide, 0)?;
                 let prediction = replayed(learner, rows, d.state, &logged)?;
                 return Ok(Planned {
@@ -324,6 +343,7 @@ pub(crate) fn plan<T: QRows>(
                 allowed_actions: d.allowed_actions.map(<[usize]>::to_vec),
                 action: p.action,
                 probability: p.probability,
+                baseline_action: d.baseline_action,
             };
             let (logged, transitions) = log.record_decision(new, now_ms)?;
             Ok(Planned {

@@ -262,6 +262,7 @@ pub fn read_only_over_plan<S: Store>(s: &S) {
         explore: false,
         decision_id: Some("d1"),
         episode_id: None,
+        baseline_action: None,
     };
     let d = ok(s, s.decide(&meter(&a.id, &paid, NOW), &q.id, &decide));
     assert!(

@@ -3,8 +3,9 @@
 //! backend.
 
 use qlearn_core::decisions::{Decide, DecisionStatus, EpisodeEnd, Outcome};
-use qlearn_core::store::{DecisionQuery, EpisodePage, EpisodeQuery, Meter, Store};
-use qlearn_core::StateRef;
+use qlearn_core::evaluation::LoggedStep;
+use qlearn_core::store::{DecisionKeyset, DecisionQuery, EpisodePage, EpisodeQuery, Meter, Store};
+use qlearn_core::{Error, StateRef};
 
 use super::decisions::{log_page, logging_model, reward, setting};
 use super::{limits, new_user, ok, seeded, NOW};
@@ -223,5 +224,100 @@ pub fn decision_episodes<S: Store>(s: &S) {
     assert_eq!(
         ok(s, s.episodes(&a.id, &plain, &all)),
         EpisodePage::default()
+    );
+}
+
+/// A baseline action recorded with a decision (issue 18's `baseline`
+/// policy): checked against the model's actions (a bad one logs nothing),
+/// kept through rewards, listed, read by the evaluation's keyset and
+/// `LoggedStep`, part of a retry's identity (another baseline, or none, is
+/// a conflict, as another state is); refused on a model that logs no
+/// decisions. Other models are used in between, so a small cache evicts
+/// the logging model and reloads it from storage.
+pub fn decision_baseline_actions<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let id = logging_model(s, &a.id, &seeded(3, 5), setting(60, None));
+    let l = limits(None, None);
+    let m = Meter {
+        user_id: &a.id,
+        limits: &l,
+        now: NOW,
+    };
+    let b = s.backend();
+    let with = ok(
+        s,
+        s.decide(&m, &id, &Decide::new(StateRef::Int(1)).id("b1").baseline(2)),
+    );
+    let with = with.decision.expect("logged");
+    ok(
+        s,
+        s.decide(&m, &id, &Decide::new(StateRef::Int(2)).id("b0")),
+    );
+    let bad = s.decide(&m, &id, &Decide::new(StateRef::Int(3)).id("b3").baseline(3));
+    assert!(
+        matches!(&bad, Err(Error::InvalidField { field, .. }) if field == "baseline_action"),
+        "[{b}] baseline 3 of 3 actions: {bad:?}"
+    );
+    // Plain models, each used: the logging model leaves a small cache.
+    for k in 0..6 {
+        let plain = ok(
+            s,
+            s.create_model(&a.id, &format!("p{k}"), &seeded(3, k), None, NOW),
+        );
+        ok(
+            s,
+            s.predict(&m, &plain.id, StateRef::Int(k as i64), true, None),
+        );
+        let refused = s.decide(&m, &plain.id, &Decide::new(StateRef::Int(1)).baseline(0));
+        assert!(
+            matches!(&refused, Err(Error::InvalidField { field, .. }) if field == "baseline_action"),
+            "[{b}] a baseline on a model without decisions: {refused:?}"
+        );
+    }
+    let retry = ok(
+        s,
+        s.decide(&m, &id, &Decide::new(StateRef::Int(1)).id("b1").baseline(2)),
+    );
+    let retry = retry.decision.expect("logged");
+    assert!(retry.replayed && retry.action == with.action, "[{b}] retry");
+    for other in [
+        Decide::new(StateRef::Int(1)).id("b1").baseline(1),
+        Decide::new(StateRef::Int(1)).id("b1"),
+    ] {
+        let r = s.decide(&m, &id, &other);
+        assert!(
+            matches!(r, Err(Error::Conflict(_))),
+            "[{b}] {other:?}: {r:?}"
+        );
+    }
+    ok(s, s.reward(&m, &id, reward("b1", 1.0, None, true)));
+    let page = log_page(s, &a.id, &id);
+    assert_eq!(page.total, 2, "[{b}] the refused decision is not logged");
+    let baseline = |id: &str| {
+        let rec = page
+            .decisions
+            .iter()
+            .find(|r| r.decision_id == id)
+            .unwrap_or_else(|| panic!("[{b}] {id} listed"));
+        (rec.status, rec.baseline_action)
+    };
+    assert_eq!(baseline("b1"), (DecisionStatus::Applied, Some(2)), "[{b}]");
+    assert_eq!(baseline("b0"), (DecisionStatus::Open, None), "[{b}]");
+    let q = DecisionKeyset {
+        limit: 10,
+        ..DecisionKeyset::default()
+    };
+    let keyset = ok(s, s.decisions_keyset(&a.id, &id, &q));
+    let steps: Vec<(String, Option<usize>)> = keyset
+        .iter()
+        .map(|r| {
+            let step = LoggedStep::from_record(r).expect("a step");
+            (step.decision_id, step.baseline_action)
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [("b1".to_owned(), Some(2)), ("b0".to_owned(), None)],
+        "[{b}] newest first (same time: by id)"
     );
 }

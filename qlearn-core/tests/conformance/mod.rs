@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
             decision_late_step_after_next_learned,
             decision_listing_filters,
             decision_episodes,
+            decision_baseline_actions,
             change_feed,
             register_is_atomic,
             disable_user,

@@ -71,7 +71,7 @@ pub(super) fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
         (status = 401, description = "unauthorized", body = crate::wire::ErrorBody),
         (status = 403, description = "state_limit_reached: on a model that logs decisions, a state it does not store past the tier's states per model (not metered); model_read_only: a logging predict on a model read-only on the caller's plan (after a downgrade; the reason says why)", body = crate::wire::ErrorBody),
         (status = 404, description = "not_found (unknown or another user's model)", body = crate::wire::ErrorBody),
-        (status = 409, description = "conflict: a decision_id logged for another state or episode, or a decision in an ended episode", body = crate::wire::ErrorBody),
+        (status = 409, description = "conflict: a decision_id logged for another state, episode or baseline_action, or a decision in an ended episode", body = crate::wire::ErrorBody),
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field, invalid_state or invalid_action", body = crate::wire::ErrorBody),
@@ -96,6 +96,7 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
         explore: body.explore,
         decision_id: body.decision_id.as_deref(),
         episode_id: body.episode_id.as_deref(),
+        baseline_action: body.baseline_action,
     };
     let quick = metered_nonblocking(cx, 1, |store, meter| {
         store.decide_nonblocking(meter, &body.model_id, &request)
@@ -120,6 +121,7 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
             explore: body.explore,
             decision_id: body.decision_id.as_deref(),
             episode_id: body.episode_id.as_deref(),
+            baseline_action: body.baseline_action,
         };
         let d = app.store.decide(meter, &body.model_id, &request)?;
         let names = app.action_names(meter.user_id, &body.model_id)?;

@@ -397,6 +397,9 @@ pub struct DecisionOut {
     /// them (1, 2, 3... per model; `null`: not applied): replaying the
     /// applied decisions in this order reproduces the Q-table.
     pub applied_seq: Option<u64>,
+    /// The baseline action recorded with it (`null`: none), what an
+    /// evaluation's `baseline` policy scores.
+    pub baseline_action: Option<usize>,
 }
 
 impl DecisionOut {
@@ -417,6 +420,7 @@ impl DecisionOut {
             rewards: r.rewards,
             closes_at: rfc3339(r.closes_at_ms.div_euclid(1000)),
             applied_seq: r.applied_seq,
+            baseline_action: r.baseline_action,
         }
     }
 }

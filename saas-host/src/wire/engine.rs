@@ -32,13 +32,26 @@ pub struct PredictIn {
     pub allowed_actions: Option<Vec<usize>>,
     /// On a model that logs decisions: the client's id for this decision,
     /// an idempotency key (a retry returns the logged decision and is
-    /// metered once; the same id with another state or episode is 409).
+    /// metered once; the same id with another state, episode or
+    /// `baseline_action` is 409).
     #[schema(schema_with = super::optional_client_id_schema)]
     pub decision_id: Option<String>,
     /// On a model that logs decisions: the episode the decision belongs to
     /// (client-chosen, scoped to the model); the answer then has `step`.
     #[schema(schema_with = super::optional_client_id_schema)]
     pub episode_id: Option<String>,
+    /// On a model that logs decisions: the action the customer's existing
+    /// rule would have taken (an action index below the model's action
+    /// count), recorded with the decision for an evaluation's `baseline`
+    /// policy. One out of range, or any on a model that logs no decisions,
+    /// is 422 `invalid_field` with `field: "baseline_action"`.
+    #[schema(schema_with = optional_action_schema)]
+    pub baseline_action: Option<usize>,
+}
+
+/// An action index or `null`.
+fn optional_action_schema() -> impl Into<RefOr<Schema>> {
+    super::or_null(super::action_schema())
 }
 
 /// `POST /predict` response.

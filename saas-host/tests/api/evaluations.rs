@@ -21,7 +21,7 @@ backend_tests!(
 );
 
 /// Every feature on the free tier, no quota, and 4 evaluations a day.
-fn plan(c: &mut saas_host::Config) {
+pub(crate) fn plan(c: &mut saas_host::Config) {
     c.limits.free.features = qlearn_core::tenancy::Features::ALL;
     c.limits.free.monthly_calls = None;
     c.limits.free.evaluations_per_day = 4;
@@ -46,6 +46,18 @@ impl Coin {
 /// their rewards posted in batches of `batch`; returns its id and the mean
 /// of the rewards posted.
 async fn bandit(s: &Server, token: &str, n: usize, epsilon: f64, batch: usize) -> (String, f64) {
+    bandit_with(s, token, n, epsilon, batch, None).await
+}
+
+/// [`bandit`], each decision logged with `baseline` as its baseline action.
+pub(crate) async fn bandit_with(
+    s: &Server,
+    token: &str,
+    n: usize,
+    epsilon: f64,
+    batch: usize,
+    baseline: Option<usize>,
+) -> (String, f64) {
     let mid = s
         .create_model(
             token,
@@ -70,7 +82,7 @@ async fn bandit(s: &Server, token: &str, n: usize, epsilon: f64, batch: usize) -
                 POST,
                 "/predict",
                 Some(token),
-                Some(json!({"model_id": mid, "state": "home"})),
+                Some(json!({"model_id": mid, "state": "home", "baseline_action": baseline})),
             )
             .await;
         assert_eq!(st, 200, "{d}");
@@ -101,7 +113,7 @@ async fn post_rewards(s: &Server, token: &str, mid: &str, rewards: Vec<Value>) {
 }
 
 /// Creates a job; returns it (202 and its Location checked).
-async fn create(s: &Server, token: &str, mid: &str, body: Value) -> Value {
+pub(crate) async fn create(s: &Server, token: &str, mid: &str, body: Value) -> Value {
     let r = s
         .call(
             POST,
@@ -123,7 +135,7 @@ async fn create(s: &Server, token: &str, mid: &str, body: Value) -> Value {
 }
 
 /// Polls the job until it finished.
-async fn wait(s: &Server, token: &str, mid: &str, id: &str) -> Value {
+pub(crate) async fn wait(s: &Server, token: &str, mid: &str, id: &str) -> Value {
     for _ in 0..600 {
         let (st, job) = s
             .json(
@@ -142,7 +154,7 @@ async fn wait(s: &Server, token: &str, mid: &str, id: &str) -> Value {
     panic!("evaluation {id} did not finish");
 }
 
-fn ips(policy: &Value) -> &Value {
+pub(crate) fn ips(policy: &Value) -> &Value {
     assert_eq!(policy["results"][0]["estimator"], "ips", "{policy}");
     &policy["results"][0]["outcome"]
 }

@@ -15,6 +15,7 @@ mod credentials;
 mod decisions;
 mod engine;
 mod episodes;
+mod evaluation_baseline;
 mod evaluations;
 mod invoicing;
 mod journey;

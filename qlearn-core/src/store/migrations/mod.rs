@@ -73,6 +73,11 @@ pub const SQLITE: &[Migration] = &[
         name: "evaluations",
         sql: include_str!("sqlite/0009_evaluations.sql"),
     },
+    Migration {
+        version: 10,
+        name: "decision_baseline",
+        sql: include_str!("sqlite/0010_decision_baseline.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -127,6 +132,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 10,
         name: "evaluations",
         sql: include_str!("postgres/0010_evaluations.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "decision_baseline",
+        sql: include_str!("postgres/0011_decision_baseline.sql"),
     },
 ];
 

@@ -136,13 +136,20 @@ impl PgStore {
     /// the decision path, which checks the setting again under its own lock
     /// (a predict that finds it off there is answered plainly). Models
     /// found logging are remembered as a hint to go to the decision path
-    /// first: a hint is never trusted, only saves the batch's visit.
+    /// first: a hint is never trusted, only saves the batch's visit. A
+    /// request with a baseline action always takes the decision path.
     pub(super) fn decide_combined(
         &self,
         meter: &Meter<'_>,
         model_id: &str,
         request: &Decide<'_>,
     ) -> Result<Decided> {
+        if request.baseline_action.is_some() {
+            // Only a logging model takes it: the decision path, which
+            // refuses it on a plain model before predicting.
+            let reply = self.metered_call(meter, model_id, DCall::Decide(request))?;
+            return decided_or_plain(self, reply, meter, model_id, request);
+        }
         if lock_plain(&self.logging_models).contains(model_id) {
             if let Some(reply) = self.metered_call(meter, model_id, DCall::Decide(request))? {
                 return reply.decided();

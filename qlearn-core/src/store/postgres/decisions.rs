@@ -59,7 +59,8 @@ const SQL_LOCK_MODEL_SKIP: &str =
      WHERE id = $1 AND owner = $2 FOR UPDATE SKIP LOCKED";
 const SQL_PUT_DECISION: &str = "INSERT INTO decisions (mid, id, episode, step, time_ms, \
      closes_ms, state, allowed, action, prob, status, acc, rewards, reward_ids, learned, \
-     applied_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+     applied_seq, baseline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+     $15, $16, $17) \
      ON CONFLICT (mid, id) DO UPDATE SET status = excluded.status, acc = excluded.acc, \
      rewards = excluded.rewards, reward_ids = excluded.reward_ids, learned = excluded.learned, \
      applied_seq = excluded.applied_seq";
@@ -102,6 +103,7 @@ pub(super) fn decision_of(r: &postgres::Row) -> Result<DecisionRecord> {
             reward_ids: r.get(12),
             learned: r.get(13),
             applied_seq: r.get(14),
+            baseline: r.get(15),
         },
     )
 }
@@ -114,13 +116,13 @@ struct TxRows<'a, 'b> {
 }
 
 const SQL_DECISION: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
-     prob, status, acc, rewards, reward_ids, learned, applied_seq FROM decisions \
+     prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline FROM decisions \
      WHERE mid = $1 AND id = $2";
 const SQL_STEP: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
-     prob, status, acc, rewards, reward_ids, learned, applied_seq FROM decisions \
+     prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline FROM decisions \
      WHERE mid = $1 AND episode = $2 AND step = $3";
 const SQL_DUE: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
-     prob, status, acc, rewards, reward_ids, learned, applied_seq FROM decisions \
+     prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline FROM decisions \
      WHERE status = 0 AND closes_ms <= $2 AND mid = $1";
 const SQL_EPISODE: &str =
     "SELECT id, n_steps, end_json, learned_return FROM episodes WHERE mid = $1 AND id = $2";
@@ -197,6 +199,7 @@ fn put_log(
                 &d.reward_ids,
                 &d.learned,
                 &d.applied_seq,
+                &d.baseline,
             ],
         )
         .map_err(pg)?;

@@ -16,7 +16,7 @@ use crate::decisions::{Decide, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Experience, Model, Prediction};
 use crate::state::{StateKey, StateRef};
-use crate::store::decisions::{answered, decided_or_plain, Call};
+use crate::store::decisions::{answered, check_plain, decided_or_plain, Call};
 use crate::store::encoding::{config_text, learner_bytes, returns_bytes, Tracked};
 use crate::store::report::updated;
 use crate::store::rules::{check_state_room, touch_key};
@@ -472,6 +472,7 @@ impl Store for SqliteStore {
             if self.logs_decisions(c)? {
                 return Ok(None);
             }
+            check_plain(request)?;
             let (state, explore, allowed) =
                 (request.state, request.explore, request.allowed_actions);
             self.predict_locked(c, meter, state, explore, allowed, Waiting::Thread)

@@ -47,7 +47,7 @@ impl LogWrite {
         if !self.decisions.is_empty() {
             let mut st = c.prepare_cached(&format!(
                 "INSERT OR REPLACE INTO decisions (mid, {DECISION_COLS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ))?;
             for d in self.decisions {
                 st.execute(params![
@@ -66,7 +66,8 @@ impl LogWrite {
                     d.rewards,
                     d.reward_ids,
                     d.learned,
-                    d.applied_seq
+                    d.applied_seq,
+                    d.baseline
                 ])?;
             }
         }
@@ -100,6 +101,7 @@ fn decision_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
         reward_ids: r.get(12)?,
         learned: r.get(13)?,
         applied_seq: r.get(14)?,
+        baseline: r.get(15)?,
     })
 }
 

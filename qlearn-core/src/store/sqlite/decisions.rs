@@ -36,7 +36,7 @@ use crate::store::decision_rows::{
     changed_rows, load, meta_bytes, meta_from_bytes, missing, partial_log,
 };
 use crate::store::decisions::{
-    apply, config_from_text, config_text, millis, plan, without_log, Call, Reply, Room,
+    apply, check_plain, config_from_text, config_text, millis, plan, without_log, Call, Reply, Room,
 };
 use crate::store::encoding::Tracked;
 use crate::store::usage::Debit;
@@ -484,6 +484,9 @@ impl SqliteStore {
                 Err(e) => return Some(Err(e)),
             };
             debug_assert!(plain);
+            if let Err(e) = check_plain(request) {
+                return Some(Err(e));
+            }
             let (state, explore, allowed) =
                 (request.state, request.explore, request.allowed_actions);
             Some(

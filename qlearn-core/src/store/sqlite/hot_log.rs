@@ -171,6 +171,7 @@ mod tests {
                 allowed_actions: None,
                 action: 0,
                 probability: 1.0,
+                baseline_action: None,
             };
             log.record_decision(new, t as i64).unwrap();
         }
