@@ -274,3 +274,23 @@ impl Dialect for Transaction<'_> {
         .map_err(pg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::lock_key;
+
+    /// The migration lock's key is FNV-1a of `qlearn-migrations:<schema>`
+    /// (stable across builds and instances, which must agree on it), and
+    /// schemas get keys of their own: a collision would make two schemas'
+    /// migrations wait for each other.
+    #[test]
+    fn lock_keys_are_fnv1a_and_per_schema() {
+        // FNV-1a 64 of b"qlearn-migrations:public", computed independently.
+        assert_eq!(lock_key("public"), -1_991_775_303_266_543_497);
+        let keys: std::collections::HashSet<i64> = ["public", "a", "b", "test_1", "test_2"]
+            .iter()
+            .map(|s| lock_key(s))
+            .collect();
+        assert_eq!(keys.len(), 5);
+    }
+}
