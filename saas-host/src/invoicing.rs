@@ -1,5 +1,5 @@
 //! Usage for invoicing (issue 17): per user and month, the metered calls by
-//! kind, the overage and the plan, as JSON or CSV. Built once here
+//! kind, the evaluation jobs created (issue 18), the overage and the plan, as JSON or CSV. Built once here
 //! ([`UsageReport::build`] over [`Store::usage_by_user`]) and served by
 //! `GET /admin/usage` and `saas-host admin usage`.
 //!
@@ -61,6 +61,9 @@ pub struct UsageRow {
     pub decide: u64,
     /// Accepted rewards.
     pub reward: u64,
+    /// Evaluation jobs created (not calls: not in `calls`, `overage` or
+    /// the quota; limited per day and at once instead).
+    pub evaluation: u64,
     /// Calls counted before usage had kinds.
     pub unknown: u64,
     /// Calls past the monthly quota on a plan with overage.
@@ -78,7 +81,7 @@ pub struct UsageReport {
 
 /// The CSV header, in the order of [`UsageRow`]'s fields after `month`.
 const CSV_HEADER: &str =
-    "month,user_id,email,plan,calls,predict,update,decide,reward,unknown,overage";
+    "month,user_id,email,plan,calls,predict,update,decide,reward,evaluation,unknown,overage";
 
 impl UsageReport {
     /// The report of `month` from `store` (blocks).
@@ -93,6 +96,7 @@ impl UsageReport {
                     update: k(CallKind::Update),
                     decide: k(CallKind::Decide),
                     reward: k(CallKind::Reward),
+                    evaluation: k(CallKind::Evaluation),
                     unknown: k(CallKind::Unknown),
                     calls: u.usage.calls,
                     overage: u.usage.overage,
@@ -120,7 +124,7 @@ impl UsageReport {
         for r in &self.users {
             let _ = write!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{}\r\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
                 csv_text(&self.month, false),
                 csv_text(&r.user_id, false),
                 csv_text(&r.email, true),
@@ -130,6 +134,7 @@ impl UsageReport {
                 r.update,
                 r.decide,
                 r.reward,
+                r.evaluation,
                 r.unknown,
                 r.overage
             );
@@ -177,6 +182,7 @@ mod tests {
             update: 4,
             decide: 2,
             reward: 1,
+            evaluation: 3,
             unknown: 0,
             overage: 2,
         }
@@ -191,10 +197,10 @@ mod tests {
         let csv = r.to_csv();
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(lines[0], CSV_HEADER);
-        assert_eq!(lines[1], "2026-12,-u1,a@example.com,pro,12,5,4,2,1,0,2");
+        assert_eq!(lines[1], "2026-12,-u1,a@example.com,pro,12,5,4,2,1,3,0,2");
         assert_eq!(
             lines[2],
-            "2026-12,-u1,\"'=x\"\"y,z@example.com\",pro,12,5,4,2,1,0,2"
+            "2026-12,-u1,\"'=x\"\"y,z@example.com\",pro,12,5,4,2,1,3,0,2"
         );
         assert_eq!(lines[3], "", "every line ends with CRLF");
         assert_eq!(lines.len(), 4);

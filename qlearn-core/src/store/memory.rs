@@ -119,6 +119,17 @@ impl MemoryStore {
             .debit(meter, kind, n)
             .map(drop)
     }
+
+    /// Counts an evaluation job `owner` created at `now` in their usage.
+    fn count_evaluation(&self, owner: &str, now: i64) -> Result<()> {
+        let month = BillingMonth::from_unix(now);
+        self.accounts()?
+            .usage
+            .entry((owner.to_owned(), month))
+            .or_insert_with(|| MonthTally::new(Usage::empty(month)))
+            .count_evaluation(now);
+        Ok(())
+    }
 }
 
 impl MemoryStore {

@@ -34,6 +34,11 @@ pub enum CallKind {
     Decide,
     /// Each accepted reward (`Store::rewards`).
     Reward,
+    /// Each evaluation job created (`Evaluations::create_evaluation`),
+    /// counted with its insert. Not a call: it is not in
+    /// [`Usage::calls`], `per_day` or the monthly quota (jobs are limited
+    /// by the plan's `evaluations_per_day` and `evaluations_at_once`).
+    Evaluation,
     /// Counted before usage had kinds (migrated rows).
     #[default]
     Unknown,
@@ -41,24 +46,32 @@ pub enum CallKind {
 
 impl CallKind {
     /// Every kind, in the order of [`Usage::by_kind`].
-    pub const ALL: [CallKind; 5] = [
+    pub const ALL: [CallKind; 6] = [
         CallKind::Predict,
         CallKind::Update,
         CallKind::Decide,
         CallKind::Reward,
+        CallKind::Evaluation,
         CallKind::Unknown,
     ];
 
     /// The storage and wire name (`predict`, `update`, `decide`, `reward`,
-    /// `unknown`).
+    /// `evaluation`, `unknown`).
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Predict => "predict",
             CallKind::Update => "update",
             CallKind::Decide => "decide",
             CallKind::Reward => "reward",
+            CallKind::Evaluation => "evaluation",
             CallKind::Unknown => "unknown",
         }
+    }
+
+    /// Whether it is a metered call (in [`Usage::calls`] and the monthly
+    /// quota): every kind but [`CallKind::Evaluation`].
+    pub fn is_call(self) -> bool {
+        self != CallKind::Evaluation
     }
 
     /// Its index in [`CallKind::ALL`] and [`Usage::by_kind`].
@@ -89,11 +102,12 @@ impl FromStr for CallKind {
 pub struct Usage {
     /// The month.
     pub month: BillingMonth,
-    /// Calls this month (overage included).
+    /// Calls this month (overage included; evaluations are not calls).
     pub calls: u64,
     /// Calls per day: index 0 is the 1st; one entry per day of the month.
     pub per_day: Vec<u64>,
-    /// Calls by kind, indexed as [`CallKind::ALL`]; they sum to `calls`.
+    /// Counts by kind, indexed as [`CallKind::ALL`]; those of the kinds
+    /// that are calls ([`CallKind::is_call`]) sum to `calls`.
     pub by_kind: [u64; CallKind::ALL.len()],
     /// Of `calls`, those made past the monthly quota on a tier with
     /// overage (allowed and billed instead of refused).
@@ -118,7 +132,8 @@ impl Usage {
     }
 
     /// Adds a stored row: `calls` of `kind` on `day` (1-based), `overage`
-    /// of them past the quota. A day outside the month is corrupt data.
+    /// of them past the quota (a kind that is not a call only counts in
+    /// `by_kind`). A day outside the month is corrupt data.
     pub(crate) fn add_row(&mut self, day: i64, kind: CallKind, calls: u64, overage: u64) -> bool {
         let Some(slot) = usize::try_from(day - 1)
             .ok()
@@ -126,10 +141,12 @@ impl Usage {
         else {
             return false;
         };
-        *slot += calls;
-        self.calls += calls;
         self.by_kind[kind.index()] += calls;
-        self.overage += overage;
+        if kind.is_call() {
+            *slot += calls;
+            self.calls += calls;
+            self.overage += overage;
+        }
         true
     }
 }
@@ -187,6 +204,13 @@ impl MonthTally {
             n,
             overage,
         })
+    }
+
+    /// Counts one evaluation job created at `now` (not a call: no quota).
+    pub(crate) fn count_evaluation(&mut self, now: i64) {
+        let u = &mut self.0;
+        let day = u.month.day_of(now);
+        u.add_row(i64::from(day), CallKind::Evaluation, 1, 0);
     }
 
     /// Gives back a debit whose call did not happen.
@@ -253,5 +277,10 @@ mod tests {
         };
         assert!(t.debit(&meter, CallKind::Predict, 3).is_err());
         assert_eq!(t.usage().calls, 98, "a refused call is not counted");
+        t.count_evaluation(now);
+        let u = t.usage();
+        assert_eq!(u.of_kind(CallKind::Evaluation), 1);
+        assert_eq!((u.calls, u.per_day[4], u.overage), (98, 98, 0));
+        assert!(!CallKind::Evaluation.is_call() && CallKind::Reward.is_call());
     }
 }

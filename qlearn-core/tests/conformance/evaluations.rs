@@ -9,11 +9,12 @@ use std::sync::{Barrier, Mutex};
 
 use qlearn_core::decisions::Decide;
 use qlearn_core::evaluation::{EvalRequest, JobError, PolicySpec};
-use qlearn_core::store::{DecisionKeyset, EvalLimits, JobEnd, JobStatus, Meter, Store};
+use qlearn_core::store::{CallKind, DecisionKeyset, EvalLimits, JobEnd, JobStatus, Meter, Store};
+use qlearn_core::tenancy::BillingMonth;
 use qlearn_core::{Error, StateRef};
 
 use super::decisions::{logging_model, setting};
-use super::{limits, new_user, ok, seeded, NOW};
+use super::{limits, meter, new_user, ok, seeded, NOW};
 
 const MANY: EvalLimits = EvalLimits {
     per_day: 1000,
@@ -138,6 +139,77 @@ pub fn evaluation_jobs_isolation_and_listing<S: Store>(s: &S) {
         s,
         s.create_evaluation(&a.id, &m, &request(), five, tomorrow),
     );
+}
+
+/// Each job created counts once as usage of kind `evaluation` on its UTC
+/// day, with its insert; a refused one counts nothing; jobs are not calls:
+/// the monthly call count and quota stay the calls' alone.
+pub fn evaluation_usage<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let m = ok(s, s.create_model(&a.id, "m", &seeded(2, 1), None, NOW)).id;
+    let three = EvalLimits {
+        per_day: 3,
+        at_once: 100,
+    };
+    // One job before any call (nothing of the month in memory yet)...
+    ok(s, s.create_evaluation(&a.id, &m, &request(), three, NOW));
+    // ...a call that uses the whole quota of 1...
+    let l = limits(Some(1), None);
+    ok(
+        s,
+        s.predict(&meter(&a.id, &l, NOW), &m, StateRef::Int(0), true, None),
+    );
+    // ...and jobs still pass: they are limited per day, not by the quota.
+    for t in 1..3 {
+        ok(
+            s,
+            s.create_evaluation(&a.id, &m, &request(), three, NOW + t),
+        );
+    }
+    let refused = s.create_evaluation(&a.id, &m, &request(), three, NOW + 5);
+    check!(
+        s,
+        matches!(refused, Err(Error::EvaluationLimit { .. })),
+        "{refused:?}"
+    );
+    let month = BillingMonth::from_unix(NOW);
+    let u = ok(s, s.usage(&a.id, month));
+    let day = usize::from(month.day_of(NOW)) - 1;
+    check_eq!(s, u.of_kind(CallKind::Evaluation), 3, "jobs created");
+    check_eq!(s, (u.calls, u.per_day[day], u.overage), (1, 1, 0), "calls");
+    check_eq!(s, u.of_kind(CallKind::Predict), 1);
+    // The quota still sees one call: a second predict is refused.
+    let over = s.predict(&meter(&a.id, &l, NOW + 6), &m, StateRef::Int(0), true, None);
+    check!(s, over.is_err(), "over the quota: {over:?}");
+    let two = limits(Some(2), None);
+    ok(
+        s,
+        s.predict(
+            &meter(&a.id, &two, NOW + 7),
+            &m,
+            StateRef::Int(0),
+            true,
+            None,
+        ),
+    );
+    let listed = ok(s, s.usage_by_user(month));
+    let mine = listed.iter().find(|r| r.user_id == a.id).map(|r| &r.usage);
+    check_eq!(
+        s,
+        mine.map(|u| (u.calls, u.of_kind(CallKind::Evaluation))),
+        Some((2, 3)),
+        "usage_by_user"
+    );
+    // The next day's job counts on that day, in the same month's total.
+    let tomorrow = (NOW / 86_400 + 1) * 86_400;
+    if BillingMonth::from_unix(tomorrow) == month {
+        ok(
+            s,
+            s.create_evaluation(&a.id, &m, &request(), three, tomorrow),
+        );
+        let u = ok(s, s.usage(&a.id, month));
+        check_eq!(s, (u.of_kind(CallKind::Evaluation), u.calls), (4, 2));
+    }
 }
 
 /// Concurrent creations of one user never pass the limits: exactly

@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             read_only_over_plan,
             evaluation_jobs_isolation_and_listing,
             evaluation_limits_under_concurrency,
+            evaluation_usage,
             evaluation_claims,
             evaluation_decision_keyset,
         );

@@ -1,7 +1,8 @@
 //! Usage for invoicing (issue 17): `GET /admin/usage` (JSON and CSV) and
 //! `saas-host admin usage` report exactly the calls that succeeded, by
 //! kind, under concurrent load from several users on three plans, with the
-//! overage of a plan that has it; only admins may read it.
+//! overage of a plan that has it, and the evaluation jobs created (not
+//! calls); only admins may read it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,6 +24,8 @@ const PASSWORD: &str = "correct horse battery";
 const PRO_QUOTA: u64 = 40;
 /// The free plan's quota (no overage: refused past it).
 const FREE_QUOTA: u64 = 60;
+/// Evaluation jobs the enterprise customer may create a day (and creates).
+const EVALUATIONS: u32 = 2;
 /// Concurrent clients, spread over the three customers.
 const TASKS: usize = 24;
 /// Calls per client.
@@ -77,6 +80,24 @@ async fn client(s: Arc<Server>, t: usize, user: (String, String, String), counts
     }
 }
 
+/// The user turns on decisions and creates `EVALUATIONS` evaluation jobs;
+/// one more is refused by the plan's daily limit (and so not counted).
+async fn evaluate(s: &Server, user: &(String, String, String)) {
+    let (token, _, model) = user;
+    let body = json!({"decisions": {"reward_wait_seconds": 60}});
+    let path = format!("/models/{model}");
+    let (st, v) = s.json(Method::PATCH, &path, Some(token), Some(body)).await;
+    assert_eq!(st, 200, "{v}");
+    let path = format!("/models/{model}/evaluations");
+    let job = json!({"policies": [{"kind": "greedy"}]});
+    for _ in 0..EVALUATIONS {
+        let (st, v) = s.json(POST, &path, Some(token), Some(job.clone())).await;
+        assert_eq!(st, 202, "{v}");
+    }
+    let (st, v) = s.json(POST, &path, Some(token), Some(job)).await;
+    assert_error(st, &v, 429, "evaluations_per_day_reached");
+}
+
 /// The JSON report's row of `uid`.
 fn json_row<'a>(report: &'a Value, uid: &str) -> &'a Value {
     report["users"]
@@ -96,6 +117,8 @@ async fn usage_export_equals_metered_calls(b: Backend) {
         c.limits.free.monthly_calls = Some(FREE_QUOTA);
         c.limits.pro.monthly_calls = Some(PRO_QUOTA);
         c.limits.pro.overage = true;
+        c.limits.enterprise.features = qlearn_core::tenancy::Features::ALL;
+        c.limits.enterprise.evaluations_per_day = EVALUATIONS;
     })
     .await
     else {
@@ -150,6 +173,7 @@ async fn usage_export_equals_metered_calls(b: Backend) {
         c.await.unwrap();
     }
     let counts = counts.lock().unwrap().clone();
+    evaluate(&s, &users[2]).await;
     let ok =
         |uid: &str, kind: &'static str| counts.get(&(uid.to_owned(), kind)).copied().unwrap_or(0);
 
@@ -170,6 +194,8 @@ async fn usage_export_equals_metered_calls(b: Backend) {
         assert_eq!(row["predict"], p, "{row}");
         assert_eq!(row["update"], u, "{row}");
         assert_eq!(row["calls"], p + u, "{row}");
+        let jobs = if i == 2 { EVALUATIONS } else { 0 };
+        assert_eq!(row["evaluation"], jobs, "{row}");
         for zero in ["decide", "reward", "unknown"] {
             assert_eq!(row[zero], 0, "{row}");
         }
@@ -219,7 +245,9 @@ async fn usage_export_equals_metered_calls(b: Backend) {
     let mut lines = csv.split("\r\n");
     assert_eq!(
         lines.next(),
-        Some("month,user_id,email,plan,calls,predict,update,decide,reward,unknown,overage")
+        Some(
+            "month,user_id,email,plan,calls,predict,update,decide,reward,evaluation,unknown,overage"
+        )
     );
     let mut seen = 0;
     for line in lines.filter(|l| !l.is_empty()) {
@@ -230,7 +258,14 @@ async fn usage_export_equals_metered_calls(b: Backend) {
         assert_eq!(f[3], row["plan"].as_str().unwrap());
         let nums: Vec<u64> = f[4..].iter().map(|n| n.parse().unwrap()).collect();
         let want: Vec<u64> = [
-            "calls", "predict", "update", "decide", "reward", "unknown", "overage",
+            "calls",
+            "predict",
+            "update",
+            "decide",
+            "reward",
+            "evaluation",
+            "unknown",
+            "overage",
         ]
         .iter()
         .map(|k| row[*k].as_u64().unwrap())

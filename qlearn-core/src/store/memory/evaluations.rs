@@ -1,5 +1,6 @@
 //! Evaluation jobs of the [`MemoryStore`]: one mutex over every job, so
-//! the limits are checked atomically with the insert and a job is claimed
+//! the limits are checked atomically with the insert (and the job counted
+//! in its owner's usage, under the same mutex) and a job is claimed
 //! once. The decision log's keyset pages are read from the model's log.
 
 use super::{poisoned, MemoryStore};
@@ -71,6 +72,7 @@ impl Evaluations for MemoryStore {
         let today = mine().filter(|s| s.job.created_at >= day).count() as u64;
         let active = mine().filter(|s| s.job.status.active()).count() as u64;
         check_limits(limits, today, active, now)?;
+        self.count_evaluation(owner, now)?;
         let job = EvalJob::queued(owner, model_id, request, now);
         jobs.next += 1;
         let seq = jobs.next;

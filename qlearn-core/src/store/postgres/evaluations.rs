@@ -14,9 +14,10 @@ use crate::error::{Error, Result};
 use crate::evaluation::EvalRequest;
 use crate::store::decision_rows::DECISION_COLS;
 use crate::store::{
-    check_limits, day_of, end_columns, to_text, Claimed, DecisionKeyset, EvalJob, EvalLimits,
-    Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalJob,
+    EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
 };
+use crate::tenancy::BillingMonth;
 
 fn job_of(r: &postgres::Row) -> Result<EvalJob> {
     JobRow {
@@ -81,6 +82,21 @@ impl Evaluations for PgStore {
                 "INSERT INTO evaluations (id, owner, model_id, status, created_at, request) \
                  VALUES ($1, $2, $3, 'queued', $4, $5)",
                 &[&job.id, &owner, &model_id, &now, &text],
+            )
+            .map_err(pg)?;
+            // Counted by day and kind only: usage_month (the quota's total)
+            // holds calls, and a job is not one.
+            let month = BillingMonth::from_unix(now);
+            tx.execute(
+                "INSERT INTO usage_day AS d (user_id, month, day, kind, calls) \
+                 VALUES ($1, $2, $3, $4, 1) \
+                 ON CONFLICT (user_id, month, day, kind) DO UPDATE SET calls = d.calls + 1",
+                &[
+                    &owner,
+                    &month.to_string(),
+                    &i16::from(month.day_of(now)),
+                    &CallKind::Evaluation.as_str(),
+                ],
             )
             .map_err(pg)?;
             Ok(())

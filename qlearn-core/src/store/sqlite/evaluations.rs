@@ -1,21 +1,23 @@
 //! Evaluation jobs on SQLite (issue 18): every change is one small job of
-//! the writer thread, so a creation's limit check and insert, and a claim,
-//! are atomic (the writer is the only one writing). Reads, the decision
+//! the writer thread, so a creation's limit check, insert and usage count
+//! (kind `evaluation`), and a claim, are atomic (the writer is the only one
+//! writing). Reads, the decision
 //! log's keyset pages included, run on pooled read connections, never on
 //! the writer.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::decision_rows::decisions_where;
-use super::{sq, SqliteStore, BACKEND};
+use super::{lock_plain, sq, SqliteStore, BACKEND};
 use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
 use crate::evaluation::EvalRequest;
 use crate::store::decision_rows::DECISION_COLS;
 use crate::store::{
-    check_limits, day_of, end_columns, to_text, Claimed, DecisionKeyset, EvalJob, EvalLimits,
-    Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalJob,
+    EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
 };
+use crate::tenancy::BillingMonth;
 
 fn job_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
@@ -84,6 +86,19 @@ fn insert(
         params![job.id, job.owner, job.model_id, now, request],
     )
     .map_err(sq)?;
+    let month = BillingMonth::from_unix(now);
+    c.execute(
+        "INSERT INTO usage (user_id, month, day, kind, calls, overage) \
+         VALUES (?1, ?2, ?3, ?4, 1, 0) \
+         ON CONFLICT (user_id, month, day, kind) DO UPDATE SET calls = calls + 1",
+        params![
+            job.owner,
+            month.to_string(),
+            month.day_of(now),
+            CallKind::Evaluation.as_str()
+        ],
+    )
+    .map_err(sq)?;
     Ok(())
 }
 
@@ -99,7 +114,14 @@ impl Evaluations for SqliteStore {
         let job = EvalJob::queued(owner, model_id, request, now);
         let text = to_text(request)?;
         let row = job.clone();
+        // The usage counters in memory are held across the write, so no
+        // debit reloads the month between the commit and the count here.
+        let mut usage = lock_plain(&self.inner.usage);
         self.write(move |c| insert(c, &row, &text, limits, now))?;
+        let month = BillingMonth::from_unix(now);
+        if let Some(t) = usage.get_mut(owner).and_then(|m| m.get_mut(&month)) {
+            t.count_evaluation(now);
+        }
         Ok(job)
     }
 
