@@ -265,3 +265,20 @@ def test_async_decisions_rewards_and_the_stream_end(roomy):
             assert [e.state for e in got] == [1] and stream.end and stream.end.reason == "credential_revoked"
 
     asyncio.run(main())
+
+
+def test_predict_records_a_baseline_action(user):
+    mid = logging_model(user)
+    d = user.predict(mid, 1, decision_id="b1", baseline_action=2)
+    assert user.predict(mid, 1, decision_id="b1", baseline_action=2).decision_id == d.decision_id
+    with pytest.raises(qlearn.Conflict):  # another baseline on a retry
+        user.predict(mid, 1, decision_id="b1", baseline_action=0)
+    with pytest.raises(qlearn.ValidationError) as e:
+        user.predict(mid, 1, baseline_action=3)
+    assert e.value.field == "baseline_action"
+    with pytest.raises(qlearn.ValidationError):  # a model that logs no decisions
+        user.predict(user.create_model("plain", 3).id, 1, baseline_action=0)
+    with pytest.raises(TypeError, match="baseline_action"):
+        user.predict(mid, 1, baseline_action=True)
+    (listed,) = user.decisions(mid).decisions
+    assert (listed.decision_id, listed.baseline_action) == ("b1", 2)

@@ -271,6 +271,7 @@ class QLearner:
         explore: bool = True,
         decision_id: str | None = None,
         episode_id: str | None = None,
+        baseline_action: int | None = None,
         now: _Number | None = None,
     ) -> LoggedDecision: ...
     def reward(

@@ -266,13 +266,17 @@ class _Api:
 
     @_endpoint
     def predict(self, model_id: str, state: Any, explore: bool = True, allowed_actions: Any = None,
-                decision_id: Optional[str] = None, episode_id: Optional[str] = None) -> _Call[Prediction]:
+                decision_id: Optional[str] = None, episode_id: Optional[str] = None,
+                baseline_action: Optional[int] = None) -> _Call[Prediction]:
         """``POST /predict`` (metered). On a model that logs decisions the
         answer also has ``decision_id``, ``probability`` and (with an
         ``episode_id``) ``step``. A client ``decision_id`` (1-128 bytes) is
         an idempotency key: such a call is retried after a 429
         ``rate_limited``/503 (the server answers a retry with the logged
-        decision, metered once); without one, predict is never retried."""
+        decision, metered once); without one, predict is never retried.
+        ``baseline_action`` (a model that logs decisions only): the action
+        your existing rule would have taken, recorded with the decision for
+        an evaluation's ``baseline`` policy."""
         body: dict[str, Any] = {"model_id": _id(model_id), "state": _state(state), "explore": bool(explore)}
         if allowed_actions is not None:
             body["allowed_actions"] = _actions(allowed_actions, "allowed_actions")
@@ -280,6 +284,10 @@ class _Api:
             body["decision_id"] = _key(decision_id, "decision_id")
         if episode_id is not None:
             body["episode_id"] = _key(episode_id, "episode_id")
+        if baseline_action is not None:
+            if isinstance(baseline_action, (bool, float)) or not isinstance(baseline_action, (int, np.integer)):
+                raise TypeError(f"baseline_action must be an int, got {type(baseline_action).__name__}")
+            body["baseline_action"] = int(baseline_action)
         return _Call("POST", "/predict", _json(Prediction), json=body, idempotent=decision_id is not None)
 
     @_endpoint

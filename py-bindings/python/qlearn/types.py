@@ -408,6 +408,8 @@ class Decision:
     #: ...; ``None`` until it is applied): replaying the log in this order
     #: reproduces the model's Q-table.
     applied_seq: Optional[int] = None
+    #: The baseline action recorded with the decision (``None``: none).
+    baseline_action: Optional[int] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", state_from_json(self.state))

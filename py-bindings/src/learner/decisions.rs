@@ -311,6 +311,8 @@ impl QLearner {
     ///     decision_id: your id for it (an idempotency key, 1 to 128 bytes);
     ///         None: one is made up.
     ///     episode_id: the episode it belongs to (None: a one-step episode).
+    ///     baseline_action: the action your existing rule would have taken
+    ///         here (an action index), recorded for evaluate("baseline").
     ///     now: the time of the decision, Unix seconds (default time.time()).
     ///
     /// Returns:
@@ -318,12 +320,13 @@ impl QLearner {
     ///
     /// Raises:
     ///     RuntimeError: decisions are not enabled.
-    ///     ValueError: invalid state, allowed_actions or id; decision_id
-    ///         reused for another state or episode; the episode has ended.
+    ///     ValueError: invalid state, allowed_actions, id or
+    ///         baseline_action; decision_id reused for another state,
+    ///         episode or baseline_action; the episode has ended.
     ///     TypeError: an argument of a wrong type.
     #[pyo3(
-        signature = (state, *, allowed_actions=None, explore=true, decision_id=None, episode_id=None, now=None),
-        text_signature = "($self, state, *, allowed_actions=None, explore=True, decision_id=None, episode_id=None, now=None)"
+        signature = (state, *, allowed_actions=None, explore=true, decision_id=None, episode_id=None, baseline_action=None, now=None),
+        text_signature = "($self, state, *, allowed_actions=None, explore=True, decision_id=None, episode_id=None, baseline_action=None, now=None)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn decide(
@@ -334,6 +337,7 @@ impl QLearner {
         explore: bool,
         decision_id: Option<&Bound<'_, PyAny>>,
         episode_id: Option<&Bound<'_, PyAny>>,
+        baseline_action: Option<&Bound<'_, PyAny>>,
         now: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<LoggedDecision> {
         let mut buf = ArrayBuf::new();
@@ -343,6 +347,10 @@ impl QLearner {
         let episode_id = opt_id(episode_id, "episode_id")?;
         let now = now_ms(py, now)?;
         let mut request = Decide::new(s).explore(explore);
+        if let Some(b) = baseline_action.filter(|b| !b.is_none()) {
+            let a = convert::int_arg(b, "baseline_action")?;
+            request = request.baseline(convert::action(a, self.n_actions, "baseline_action")?);
+        }
         if let Some(m) = &mask {
             request = request.allowed(m);
         }

@@ -275,8 +275,8 @@ impl QLearner {
     /// Args:
     ///     policy: "greedy" (this agent's greedy policy), "exploring" (its
     ///         exploring policy), "uniform", "logged" (the behaviour
-    ///         itself) or "baseline" (a baseline action per decision: only
-    ///         in exports that carry one).
+    ///         itself) or "baseline" (the baseline_action given to each
+    ///         decide() call; ValueError when a decision has none).
     ///     episodes: False: every decision as one step (IPS, SNIPS, doubly
     ///         robust); True: whole finished episodes (per-decision WIS and
     ///         per-decision DR).
