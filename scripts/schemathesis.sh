@@ -117,7 +117,7 @@ request-timeout = 2
 # than the body limit): scripts/schemathesis_hooks.py names them and fails
 # any other 422, and a 413 for a body under the limit.
 [[operations]]
-include-name-regex = '^(POST /predict|POST /predict/probabilities|POST /update|POST /update/batch|POST /episodes/end|POST /models|PATCH /models/\{id\}|POST /models/import|POST /api-keys|POST /me/password|POST /register)\$'
+include-name-regex = '^(POST /models/\{id\}/evaluations|POST /predict|POST /predict/probabilities|POST /update|POST /update/batch|POST /episodes/end|POST /models|PATCH /models/\{id\}|POST /models/import|POST /api-keys|POST /me/password|POST /register)\$'
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", "422", "429", "5xx"]
 
 # The webhook's signature is an HMAC of the raw body under the server's

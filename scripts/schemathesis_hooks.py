@@ -23,7 +23,13 @@ ITEM = r"(experiences\[\d+\]\.)?"
 EXPECTED_422 = {
     # The model's n_actions bounds every action index, its state_bins the
     # states it takes (arrays of as many numbers)...
-    "POST /predict": [("invalid_action", ANY), ("invalid_state", ANY)],
+    # baseline_action: an action of *that* model, given only to one that
+    # logs decisions.
+    "POST /predict": [
+        ("invalid_action", ANY),
+        ("invalid_state", ANY),
+        ("invalid_field", r"baseline_action"),
+    ],
     "POST /predict/probabilities": [("invalid_action", ANY), ("invalid_state", ANY)],
     # ...and SARSA (a PATCH may switch the model to it) needs next_action.
     "POST /update": [
@@ -48,6 +54,11 @@ EXPECTED_422 = {
     "PATCH /models/{id}": [
         ("invalid_field", r"n_actions|state_bins|state_bins\[\d+\]|action_names")
     ],
+    # An evaluation request is checked against the model (it must log
+    # decisions; a candidate's config is validated as the model's changed
+    # configuration) and its members' ranges; the document describes the
+    # body in prose (docs/http-api.md), so any invalid_field is such a rule.
+    "POST /models/{id}/evaluations": [("invalid_field", ANY)],
     # Bytes of a model in the binary format (its header, checksum and body).
     "POST /models/import": [("invalid_model", ANY)],
     # An expiry in the future and at most 10 years away (the clock).

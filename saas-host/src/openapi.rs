@@ -294,7 +294,7 @@ fn complete_operation(op: &mut Value, route: Route, config: &Config) {
 /// The schema of query parameter `name` of `route`: the rule its handler
 /// enforces, from the same constants.
 fn query_schema(route: Route, name: &str) -> Option<Value> {
-    use crate::handlers::{decisions, models};
+    use crate::handlers::{decisions, evaluations, models};
     let page = |max: u64| json!({"type": "integer", "minimum": 1, "maximum": max});
     match (route, name) {
         (Route::Status, "offset") => {
@@ -309,6 +309,7 @@ fn query_schema(route: Route, name: &str) -> Option<Value> {
             Some(json!({"type": "string", "enum": wire::DECISION_STATUSES}))
         }
         (Route::ModelEpisodes, "limit") => Some(page(decisions::MAX_PAGE)),
+        (Route::ModelEvaluations, "limit") => Some(page(evaluations::MAX_PAGE.into())),
         (Route::ModelEpisodes, "status") => {
             Some(json!({"type": "string", "enum": wire::EPISODE_STATUSES}))
         }
