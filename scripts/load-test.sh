@@ -3,6 +3,7 @@
 #
 #   scripts/load-test.sh                      # SQLite (temp database)
 #   scripts/load-test.sh postgres://postgres@127.0.0.1:5432/test   # PostgreSQL
+#   EVAL_DURING=1 scripts/load-test.sh         # also predict while an evaluation job runs
 #
 # Builds the release binary, starts it on a free 127.0.0.1 port with a fresh
 # database, registers a user and makes it enterprise with the admin CLI,
@@ -115,6 +116,29 @@ for route in $ROUTES; do
   echo "$route: $line server_cpu_us_per_req=$cpu_us loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
 done
+# EVAL_DURING=1 (issue 18: evaluations never stall live traffic): after the
+# routes, an offline evaluation job (greedy, uniform, logged and one
+# candidate replay) over the logging model's decisions, with the predict
+# route run again while the job's worker computes; prints the predict
+# figures during the job and the job's own times.
+if [[ "${EVAL_DURING:-}" == 1 && " $ROUTES " == *" rewards "* ]]; then
+  JOB="$(curl -sf -X POST "$BASE/models/$LOGGING_MODEL/evaluations" -H 'content-type: application/json' \
+    -H "authorization: Bearer $TOKEN" \
+    -d '{"policies":[{"kind":"greedy"},{"kind":"uniform"},{"kind":"logged"},{"kind":"candidate","name":"lr","config":{"learning_rate":0.05}}],"mode":"one_step","min_ess":0,"min_coverage":0}' \
+    | json_field '["id"]')"
+  cpu_before="$(cpu_ticks)"
+  QL_MODEL="$MODEL" QL_THREADS="$THREADS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/predict.lua" "$BASE" > "$TMP/during.txt"
+  cpu_after="$(cpu_ticks)"
+  reqs="$(sed -n 's/^RESULT requests=\([0-9]*\) .*/\1/p' "$TMP/during.txt")"
+  cpu_us="$(python3 -c "print(round(($cpu_after - $cpu_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
+  echo "predict during the evaluation job: $(grep '^RESULT' "$TMP/during.txt") server_cpu_us_per_req=$cpu_us loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
+  for _ in $(seq 1 600); do
+    STATE="$(curl -sf "$BASE/models/$LOGGING_MODEL/evaluations/$JOB" -H "authorization: Bearer $TOKEN")"
+    echo "$STATE" | json_field '["status"]' | grep -qE '^(done|failed|cancelled)$' && break
+    sleep 1
+  done
+  echo "$STATE" | python3 -c 'import sys, json; j = json.load(sys.stdin); r = j.get("result") or {}; print("evaluation job: %s, created %s, started %s, finished %s, %s decisions" % (j["status"], j["created_at"], j["started_at"], j["finished_at"], r.get("decisions")))'
+fi
 STATUS="$(curl -sf "$BASE/status/$MODEL?limit=1" -H "authorization: Bearer $TOKEN")"
 echo "$STATUS" | python3 -c 'import sys, json; s = json.load(sys.stdin)["stats"]; print("model after the run: %d updates, %d predictions, %d states" % (s["updates"], s["predictions"], s["states"]))'
 if [[ " $ROUTES " == *" rewards "* ]]; then
