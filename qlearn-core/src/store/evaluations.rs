@@ -8,11 +8,13 @@
 //! write), then `done`, `failed` or `cancelled`. A running job whose lease
 //! expired (its instance died) is claimed again. Only the lease's holder
 //! writes progress or the end; a cancelled job's holder learns it at its
-//! next progress write. Deleting a finished job hides its record but
-//! keeps it counted in the day's limit.
+//! next progress write. Deleting a finished job, or its model, leaves a
+//! tombstone without payload, counted in the day's limit until the day is
+//! over; retention is [`super::eval_retention`]'s.
 
 use serde::{Deserialize, Serialize};
 
+use super::eval_retention::EvalFootprint;
 use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
 use crate::evaluation::{EvalRequest, JobError};
@@ -31,8 +33,9 @@ pub enum JobStatus {
     Failed,
     /// Cancelled by its owner.
     Cancelled,
-    /// A finished job's record deleted by its owner (never listed; still
-    /// counted in the day's limit).
+    /// A tombstone: a finished job deleted by its owner, or any job of a
+    /// deleted model (never listed; its payload dropped; counted in its
+    /// day's limit until the day is over).
     Deleted,
 }
 
@@ -63,6 +66,15 @@ impl JobStatus {
     /// against [`EvalLimits::at_once`].
     pub fn active(self) -> bool {
         matches!(self, JobStatus::Queued | JobStatus::Running)
+    }
+
+    /// Whether the job finished (done, failed, cancelled): a model keeps
+    /// the newest [`super::KEEP_FINISHED_JOBS`] of these.
+    pub fn finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -199,7 +211,9 @@ pub trait Evaluations {
         before: Option<&str>,
         limit: u32,
     ) -> Result<Vec<EvalJob>>;
-    /// Cancels a queued or running job, or deletes a finished one's record.
+    /// Cancels a queued or running job, or deletes a finished one (its
+    /// payload dropped at once; a tombstone stays, counted in its day's
+    /// limit).
     fn cancel_evaluation(&self, owner: &str, model_id: &str, id: &str, now: i64) -> Result<()>;
     /// Claims the oldest queued job (or running job whose lease expired)
     /// with a lease of `lease_secs`; each job is claimed by one caller at a
@@ -219,6 +233,13 @@ pub trait Evaluations {
     ) -> Result<bool>;
     /// Ends the holder's job; `false` when it was no longer the holder's.
     fn finish_evaluation(&self, id: &str, token: &str, end: JobEnd, now: i64) -> Result<bool>;
+    /// Removes what retention no longer keeps ([`super::eval_retention`]):
+    /// the tombstones created before `now`'s UTC day, and each model's
+    /// finished jobs after its newest `keep`, in bounded chunks. Returns
+    /// the rows removed (exact: again at once, none).
+    fn prune_evaluations(&self, keep: u32, now: i64) -> Result<usize>;
+    /// What the store keeps of `owner`'s jobs, tombstones included.
+    fn evaluation_footprint(&self, owner: &str) -> Result<EvalFootprint>;
     /// A page of `owner`'s model's decision log, newest first by
     /// `(time, id)`, from a keyset cursor (a model without decisions has
     /// none). Read-only: never on a writer's queue.

@@ -16,7 +16,7 @@ use super::{
     ApiKey, CallKind, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser, QPage, Report, Store,
     Updated, Usage, User,
 };
-use super::{BillingAccount, BillingEvent, BillingOutcome};
+use super::{BillingAccount, BillingEvent, BillingOutcome, Evaluations, KEEP_FINISHED_JOBS};
 use super::{Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, RewardIn};
 use crate::decisions::{Decide, DecisionLog, EpisodeEnd, RewardReceipt};
 use crate::error::{Error, Result};
@@ -436,8 +436,12 @@ impl Store for MemoryStore {
     }
 
     fn delete_model(&self, owner: &str, id: &str) -> Result<()> {
+        // Its jobs become tombstones under the jobs' mutex, held across the
+        // removal (a creation checks the model under it too).
+        let mut jobs = self.evaluations.lock().map_err(|_| poisoned())?;
         self.entry(owner, id)?;
         self.models.write().map_err(|_| poisoned())?.remove(id);
+        jobs.bury_model(owner, id);
         Ok(())
     }
 
@@ -578,6 +582,7 @@ impl Store for MemoryStore {
                 })?
                 .learned()?;
         }
+        self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         Ok(learned)
     }
 

@@ -38,6 +38,7 @@ pub mod decisions;
 mod durable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod encoding;
+pub mod eval_retention;
 mod evaluations;
 pub mod memory;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -62,6 +63,7 @@ pub use decisions::{
     Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, EpisodeSummary, RewardIn,
 };
 pub use durable::Durable;
+pub use eval_retention::{EvalFootprint, KEEP_FINISHED_JOBS, PRUNE_JOBS_CHUNK};
 pub use evaluations::{
     check_limits, day_of, end_columns, new_job_id, to_text, Claimed, DecisionKeyset, EvalJob,
     EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,

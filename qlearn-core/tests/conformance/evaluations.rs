@@ -16,12 +16,14 @@ use qlearn_core::{Error, StateRef};
 use super::decisions::{logging_model, setting};
 use super::{limits, meter, new_user, ok, seeded, NOW};
 
-const MANY: EvalLimits = EvalLimits {
+/// Limits no check reaches.
+pub(super) const MANY: EvalLimits = EvalLimits {
     per_day: 1000,
     at_once: 1000,
 };
 
-fn request() -> EvalRequest {
+/// A one-policy request.
+pub(super) fn request() -> EvalRequest {
     EvalRequest {
         policies: vec![PolicySpec::Greedy],
         ..EvalRequest::default()

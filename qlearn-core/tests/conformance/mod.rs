@@ -82,6 +82,9 @@ macro_rules! conformance_tests {
             evaluation_usage,
             evaluation_claims,
             evaluation_decision_keyset,
+            evaluation_tombstones,
+            evaluation_model_deletion,
+            evaluation_finished_cap,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {
@@ -113,7 +116,8 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("probabilities.rs"),
         include_str!("usage.rs"),
         include_str!("billing.rs"),
-        include_str!("evaluations.rs")
+        include_str!("evaluations.rs"),
+        include_str!("evaluation_retention.rs")
     );
     let mut defined: Vec<&str> = source
         .lines()
@@ -172,7 +176,9 @@ mod changes;
 pub use changes::*;
 mod decision_listing;
 pub use decision_listing::*;
+mod evaluation_retention;
 mod evaluations;
+pub use evaluation_retention::*;
 pub use evaluations::*;
 mod probabilities;
 mod tables;

@@ -2,14 +2,16 @@
 //! the limits are checked atomically with the insert (and the job counted
 //! in its owner's usage, under the same mutex) and a job is claimed
 //! once. The decision log's keyset pages are read from the model's log.
+//! A deleted job is only a tombstone (its owner and creation time), so its
+//! payload is gone at once ([`crate::store::eval_retention`]).
 
 use super::{poisoned, MemoryStore};
 use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
 use crate::evaluation::EvalRequest;
 use crate::store::{
-    check_limits, day_of, Claimed, DecisionKeyset, EvalJob, EvalLimits, Evaluations, JobEnd,
-    JobStatus,
+    check_limits, day_of, Claimed, DecisionKeyset, EvalFootprint, EvalJob, EvalLimits, Evaluations,
+    JobEnd, JobStatus,
 };
 
 /// A job with its place in the creation order and its lease.
@@ -20,24 +22,54 @@ struct Slot {
     lease: Option<(String, i64)>,
 }
 
-/// Every job, in creation order.
+/// A deleted job: what still counts in its day's limit.
+#[derive(Debug)]
+struct Tombstone {
+    owner: String,
+    created_at: i64,
+}
+
+/// Every job, in creation order, and the tombstones of deleted ones.
 #[derive(Debug, Default)]
 pub(super) struct Jobs {
     next: u64,
     slots: Vec<Slot>,
+    tombstones: Vec<Tombstone>,
 }
 
 impl Jobs {
-    fn find(&mut self, owner: &str, model_id: &str, id: &str) -> Result<&mut Slot> {
+    fn position(&self, owner: &str, model_id: &str, id: &str) -> Result<usize> {
         self.slots
-            .iter_mut()
-            .find(|s| {
-                s.job.id == id
-                    && s.job.owner == owner
-                    && s.job.model_id == model_id
-                    && s.job.status != JobStatus::Deleted
-            })
+            .iter()
+            .position(|s| s.job.id == id && s.job.owner == owner && s.job.model_id == model_id)
             .ok_or(Error::NotFound("evaluation"))
+    }
+
+    fn find(&mut self, owner: &str, model_id: &str, id: &str) -> Result<&mut Slot> {
+        let at = self.position(owner, model_id, id)?;
+        Ok(&mut self.slots[at])
+    }
+
+    /// Removes the job at `at`, leaving its tombstone.
+    fn bury(&mut self, at: usize) {
+        let job = self.slots.remove(at).job;
+        self.tombstones.push(Tombstone {
+            owner: job.owner,
+            created_at: job.created_at,
+        });
+    }
+
+    /// Turns every job of `owner`'s model `model_id` into a tombstone
+    /// (the model is being deleted; [`MemoryStore::delete_model`] holds
+    /// this mutex across the model's removal).
+    pub(super) fn bury_model(&mut self, owner: &str, model_id: &str) {
+        while let Some(at) = self
+            .slots
+            .iter()
+            .position(|s| s.job.owner == owner && s.job.model_id == model_id)
+        {
+            self.bury(at);
+        }
     }
 
     /// The running job `id` if `token` holds its lease.
@@ -65,11 +97,18 @@ impl Evaluations for MemoryStore {
         limits: EvalLimits,
         now: i64,
     ) -> Result<EvalJob> {
-        self.entry(owner, model_id)?;
+        // The model is looked up under the jobs' mutex, which its deletion
+        // holds too: no job is created for a model being deleted.
         let mut jobs = self.jobs()?;
+        self.entry(owner, model_id)?;
         let (day, _) = day_of(now);
         let mine = || jobs.slots.iter().filter(|s| s.job.owner == owner);
-        let today = mine().filter(|s| s.job.created_at >= day).count() as u64;
+        let buried = jobs
+            .tombstones
+            .iter()
+            .filter(|t| t.owner == owner && t.created_at >= day)
+            .count();
+        let today = (mine().filter(|s| s.job.created_at >= day).count() + buried) as u64;
         let active = mine().filter(|s| s.job.status.active()).count() as u64;
         check_limits(limits, today, active, now)?;
         self.count_evaluation(owner, now)?;
@@ -104,12 +143,7 @@ impl Evaluations for MemoryStore {
             .slots
             .iter()
             .rev()
-            .filter(|s| {
-                s.seq < below
-                    && s.job.owner == owner
-                    && s.job.model_id == model_id
-                    && s.job.status != JobStatus::Deleted
-            })
+            .filter(|s| s.seq < below && s.job.owner == owner && s.job.model_id == model_id)
             .take(limit as usize)
             .map(|s| s.job.clone())
             .collect())
@@ -117,13 +151,14 @@ impl Evaluations for MemoryStore {
 
     fn cancel_evaluation(&self, owner: &str, model_id: &str, id: &str, now: i64) -> Result<()> {
         let mut jobs = self.jobs()?;
-        let slot = jobs.find(owner, model_id, id)?;
+        let at = jobs.position(owner, model_id, id)?;
+        let slot = &mut jobs.slots[at];
         if slot.job.status.active() {
             slot.job.status = JobStatus::Cancelled;
             slot.job.finished_at = Some(now);
             slot.lease = None;
         } else {
-            slot.job.status = JobStatus::Deleted;
+            jobs.bury(at);
         }
         Ok(())
     }
@@ -186,6 +221,45 @@ impl Evaluations for MemoryStore {
             JobEnd::Released => slot.job.status = JobStatus::Queued,
         }
         Ok(true)
+    }
+
+    fn prune_evaluations(&self, keep: u32, now: i64) -> Result<usize> {
+        let mut jobs = self.jobs()?;
+        let (day, _) = day_of(now);
+        let before = jobs.slots.len() + jobs.tombstones.len();
+        jobs.tombstones.retain(|t| t.created_at >= day);
+        // Newest first: each model's finished jobs after its `keep`th go.
+        let mut finished: std::collections::HashMap<(String, String), u32> = Default::default();
+        let mut kept: Vec<bool> = jobs
+            .slots
+            .iter()
+            .rev()
+            .map(|s| {
+                if !s.job.status.finished() {
+                    return true;
+                }
+                let n = finished
+                    .entry((s.job.owner.clone(), s.job.model_id.clone()))
+                    .or_default();
+                *n += 1;
+                *n <= keep
+            })
+            .collect();
+        kept.reverse();
+        let mut keeps = kept.into_iter();
+        jobs.slots.retain(|_| keeps.next().unwrap_or(true));
+        Ok(before - jobs.slots.len() - jobs.tombstones.len())
+    }
+
+    fn evaluation_footprint(&self, owner: &str) -> Result<EvalFootprint> {
+        let jobs = self.jobs()?;
+        let live = jobs.slots.iter().filter(|s| s.job.owner == owner).count() as u64;
+        let deleted = jobs.tombstones.iter().filter(|t| t.owner == owner).count() as u64;
+        Ok(EvalFootprint {
+            rows: live + deleted,
+            deleted,
+            with_payload: live,
+        })
     }
 
     fn decisions_keyset(

@@ -78,6 +78,11 @@ pub const SQLITE: &[Migration] = &[
         name: "decision_baseline",
         sql: include_str!("sqlite/0010_decision_baseline.sql"),
     },
+    Migration {
+        version: 11,
+        name: "evaluation_retention",
+        sql: include_str!("sqlite/0011_evaluation_retention.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -137,6 +142,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 11,
         name: "decision_baseline",
         sql: include_str!("postgres/0011_decision_baseline.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "evaluation_retention",
+        sql: include_str!("postgres/0012_evaluation_retention.sql"),
     },
 ];
 

@@ -23,6 +23,7 @@ use crate::store::decisions::{answered, Call as DCall};
 use crate::store::encoding::{
     config_text, learner_bytes, returns_bytes, table_from_rows, values_bytes,
 };
+use crate::store::eval_retention::{chunks, PRUNE_JOBS_CHUNK, SQL_TOMBSTONE_MODEL};
 use crate::store::rules::touch_key;
 use crate::store::{
     ApiKey, CallKind, ChangeFeed, ChangeSink, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser,
@@ -352,6 +353,12 @@ impl Store for PgStore {
             if n == 0 {
                 return Err(Error::NotFound("model"));
             }
+            // Its evaluation jobs become tombstones in the same
+            // transaction, a chunk per statement.
+            chunks(|| {
+                tx.execute(SQL_TOMBSTONE_MODEL, &[&owner, &id, &PRUNE_JOBS_CHUNK])
+                    .map_err(pg)
+            })?;
             model_changed(tx, &self.channel, id)
         })
     }

@@ -42,7 +42,10 @@ use crate::store::encoding::{
     decode_key, decode_learner, decode_values, key_bytes, learner_bytes, returns_bytes,
     table_from_rows, values_bytes, Tracked,
 };
-use crate::store::{DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Meter, ModelInfo};
+use crate::store::{
+    DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, Meter, ModelInfo,
+    KEEP_FINISHED_JOBS,
+};
 use crate::table::QTable;
 use crate::tenancy::TierLimits;
 
@@ -473,6 +476,7 @@ impl PgStore {
                 .is_ok()
         {
             self.prune_all(now)?;
+            self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         }
         Ok(learned)
     }

@@ -13,9 +13,13 @@ use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
 use crate::evaluation::EvalRequest;
 use crate::store::decision_rows::DECISION_COLS;
+use crate::store::eval_retention::{
+    prune_with, PruneSteps, SQL_CANCEL_ACTIVE, SQL_DELETE_FINISHED, SQL_FOOTPRINT, SQL_OVER_CAP,
+    SQL_PRUNE_OVER_CAP, SQL_PRUNE_TOMBSTONES,
+};
 use crate::store::{
-    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalJob,
-    EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalFootprint,
+    EvalJob, EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
 };
 use crate::tenancy::BillingMonth;
 
@@ -61,8 +65,10 @@ impl Evaluations for PgStore {
             tx.query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&owner])
                 .map_err(pg)?
                 .ok_or(Error::NotFound("model"))?;
+            // FOR SHARE: a deletion of the model waits for this insert, then
+            // turns the new job into a tombstone too (or this sees no model).
             tx.query_opt(
-                "SELECT 1 FROM models WHERE id = $1 AND owner = $2",
+                "SELECT 1 FROM models WHERE id = $1 AND owner = $2 FOR SHARE",
                 &[&model_id, &owner],
             )
             .map_err(pg)?
@@ -137,14 +143,10 @@ impl Evaluations for PgStore {
     }
 
     fn cancel_evaluation(&self, owner: &str, model_id: &str, id: &str, now: i64) -> Result<()> {
-        let n = self.execute(
-            "UPDATE evaluations SET \
-             status = CASE WHEN status IN ('queued', 'running') THEN 'cancelled' ELSE 'deleted' END, \
-             finished_at = CASE WHEN status IN ('queued', 'running') THEN $4 ELSE finished_at END, \
-             lease_token = NULL, lease_until = NULL \
-             WHERE id = $1 AND owner = $2 AND model_id = $3 AND status <> 'deleted'",
-            &[&id, &owner, &model_id, &now],
-        )?;
+        let mut n = self.execute(SQL_CANCEL_ACTIVE, &[&id, &owner, &model_id, &now])?;
+        if n == 0 {
+            n = self.execute(SQL_DELETE_FINISHED, &[&id, &owner, &model_id])?;
+        }
         if n == 0 {
             return Err(Error::NotFound("evaluation"));
         }
@@ -198,6 +200,23 @@ impl Evaluations for PgStore {
         Ok(n == 1)
     }
 
+    fn prune_evaluations(&self, keep: u32, now: i64) -> Result<usize> {
+        prune_with(self, keep, now)
+    }
+
+    fn evaluation_footprint(&self, owner: &str) -> Result<EvalFootprint> {
+        let rows = self.query(SQL_FOOTPRINT, &[&owner])?;
+        let r = rows
+            .first()
+            .ok_or_else(|| Error::storage(BACKEND, "no footprint row"))?;
+        let count = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+        Ok(EvalFootprint {
+            rows: count(0),
+            deleted: count(1),
+            with_payload: count(2),
+        })
+    }
+
     fn decisions_keyset(
         &self,
         owner: &str,
@@ -228,5 +247,23 @@ impl Evaluations for PgStore {
             &[&mid, &q.since_ms, &q.until_ms, &bt, &bid, &lim],
         )?;
         rows.iter().map(decision_of).collect()
+    }
+}
+
+impl PruneSteps for PgStore {
+    fn prune_tombstones(&self, day_start: i64, chunk: i64) -> Result<u64> {
+        self.execute(SQL_PRUNE_TOMBSTONES, &[&day_start, &chunk])
+    }
+
+    fn over_cap(&self, keep: u32) -> Result<Vec<(String, String)>> {
+        let rows = self.query(SQL_OVER_CAP, &[&i64::from(keep)])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn prune_over_cap(&self, owner: &str, model_id: &str, keep: u32, chunk: i64) -> Result<u64> {
+        self.execute(
+            SQL_PRUNE_OVER_CAP,
+            &[&owner, &model_id, &i64::from(keep), &chunk],
+        )
     }
 }

@@ -392,6 +392,8 @@ impl Store for SqliteStore {
             Ok((mid, tab))
         })?;
         let (mid, tab) = tab;
+        // Its evaluation jobs become tombstones, a chunk per writer job.
+        self.bury_model_jobs(owner, id)?;
         // Deleted: a failure here leaves the rows to the next open.
         let _ = self.drop_loose(tab);
         let _ = self.drop_deleted_log(mid);

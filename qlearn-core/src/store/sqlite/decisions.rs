@@ -40,7 +40,9 @@ use crate::store::decisions::{
 };
 use crate::store::encoding::Tracked;
 use crate::store::usage::Debit;
-use crate::store::{CallKind, Decided, Durable, Meter, ModelInfo, RewardIn};
+use crate::store::{
+    CallKind, Decided, Durable, Evaluations, Meter, ModelInfo, RewardIn, KEEP_FINISHED_JOBS,
+};
 use crate::tenancy::{BillingMonth, TierLimits};
 
 /// Seconds between two retention prunings of every model.
@@ -459,6 +461,7 @@ impl SqliteStore {
                 .is_ok()
         {
             self.prune_all(now)?;
+            self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         }
         Ok(learned)
     }

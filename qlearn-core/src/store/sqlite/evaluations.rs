@@ -13,9 +13,14 @@ use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
 use crate::evaluation::EvalRequest;
 use crate::store::decision_rows::DECISION_COLS;
+use crate::store::eval_retention::{
+    chunks, prune_with, sqlite_text, PruneSteps, PRUNE_JOBS_CHUNK, SQL_CANCEL_ACTIVE,
+    SQL_DELETE_FINISHED, SQL_FOOTPRINT, SQL_OVER_CAP, SQL_PRUNE_OVER_CAP, SQL_PRUNE_TOMBSTONES,
+    SQL_TOMBSTONE_MODEL,
+};
 use crate::store::{
-    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalJob,
-    EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalFootprint,
+    EvalJob, EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
 };
 use crate::tenancy::BillingMonth;
 
@@ -158,15 +163,19 @@ impl Evaluations for SqliteStore {
     fn cancel_evaluation(&self, owner: &str, model_id: &str, id: &str, now: i64) -> Result<()> {
         let (owner, model_id, id) = (owner.to_owned(), model_id.to_owned(), id.to_owned());
         self.write(move |c| {
-            let seq = seq_of(c, &owner, &model_id, &id)?;
-            c.execute(
-                "UPDATE evaluations SET \
-                 status = CASE WHEN status IN ('queued', 'running') THEN 'cancelled' ELSE 'deleted' END, \
-                 finished_at = CASE WHEN status IN ('queued', 'running') THEN ?2 ELSE finished_at END, \
-                 lease_token = NULL, lease_until = NULL WHERE seq = ?1",
-                params![seq, now],
-            )
-            .map_err(sq)?;
+            let mut n = c
+                .prepare_cached(&sqlite_text(SQL_CANCEL_ACTIVE))
+                .and_then(|mut st| st.execute(params![id, owner, model_id, now]))
+                .map_err(sq)?;
+            if n == 0 {
+                n = c
+                    .prepare_cached(&sqlite_text(SQL_DELETE_FINISHED))
+                    .and_then(|mut st| st.execute(params![id, owner, model_id]))
+                    .map_err(sq)?;
+            }
+            if n == 0 {
+                return Err(Error::NotFound("evaluation"));
+            }
             Ok(())
         })
     }
@@ -224,6 +233,24 @@ impl Evaluations for SqliteStore {
         })
     }
 
+    fn prune_evaluations(&self, keep: u32, now: i64) -> Result<usize> {
+        prune_with(self, keep, now)
+    }
+
+    fn evaluation_footprint(&self, owner: &str) -> Result<EvalFootprint> {
+        let (rows, deleted, with_payload): (i64, i64, i64) = self.read(|c| {
+            c.query_row(&sqlite_text(SQL_FOOTPRINT), [owner], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(sq)
+        })?;
+        Ok(EvalFootprint {
+            rows: rows as u64,
+            deleted: deleted as u64,
+            with_payload: with_payload as u64,
+        })
+    }
+
     fn decisions_keyset(
         &self,
         owner: &str,
@@ -255,6 +282,59 @@ impl Evaluations for SqliteStore {
             };
             let lim = i64::try_from(q.limit).unwrap_or(i64::MAX);
             decisions_where(c, &sql, params![mid, q.since_ms, q.until_ms, bt, bid, lim])
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Turns every job of a deleted model into a tombstone, a chunk per
+    /// writer job (a creation for the model, checked in the writer, is
+    /// refused from the model's deletion on).
+    pub(super) fn bury_model_jobs(&self, owner: &str, model_id: &str) -> Result<()> {
+        let sql = sqlite_text(SQL_TOMBSTONE_MODEL);
+        chunks(|| {
+            let (o, m, sql) = (owner.to_owned(), model_id.to_owned(), sql.clone());
+            self.write(move |c| {
+                let n = c
+                    .prepare_cached(&sql)
+                    .and_then(|mut st| st.execute(params![o, m, PRUNE_JOBS_CHUNK]))
+                    .map_err(sq)?;
+                Ok(n as u64)
+            })
+        })?;
+        Ok(())
+    }
+}
+
+impl PruneSteps for SqliteStore {
+    fn prune_tombstones(&self, day_start: i64, chunk: i64) -> Result<u64> {
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(&sqlite_text(SQL_PRUNE_TOMBSTONES))
+                .and_then(|mut st| st.execute(params![day_start, chunk]))
+                .map_err(sq)?;
+            Ok(n as u64)
+        })
+    }
+
+    fn over_cap(&self, keep: u32) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(&sqlite_text(SQL_OVER_CAP)).map_err(sq)?;
+            let rows = st
+                .query_map([i64::from(keep)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sq)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
+        })
+    }
+
+    fn prune_over_cap(&self, owner: &str, model_id: &str, keep: u32, chunk: i64) -> Result<u64> {
+        let (owner, model_id) = (owner.to_owned(), model_id.to_owned());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(&sqlite_text(SQL_PRUNE_OVER_CAP))
+                .and_then(|mut st| st.execute(params![owner, model_id, i64::from(keep), chunk]))
+                .map_err(sq)?;
+            Ok(n as u64)
         })
     }
 }
