@@ -136,7 +136,7 @@ impl Worker {
         let end = match self.compute(&c) {
             Ok(Some(end)) => end,
             Ok(None) => {
-                tracing::info!(evaluation = %id, "evaluation cancelled");
+                tracing::info!(evaluation = %id, "evaluation cancelled (or its model deleted)");
                 return;
             }
             Err(e) => {
@@ -152,7 +152,9 @@ impl Worker {
                 tracing::info!(evaluation = %id, "evaluation given back at shutdown")
             }
             Ok(true) => tracing::info!(evaluation = %id, "evaluation finished"),
-            Ok(false) => tracing::info!(evaluation = %id, "evaluation no longer ours (cancelled)"),
+            Ok(false) => {
+                tracing::info!(evaluation = %id, "evaluation no longer ours (cancelled, or its model deleted)")
+            }
             Err(e) => {
                 tracing::warn!(evaluation = %id, error = %e, "writing an evaluation's end failed")
             }

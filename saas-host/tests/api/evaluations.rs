@@ -4,7 +4,8 @@
 //! greedy IPS interval covers 0.8, the logged mean is the posted rewards'
 //! mean, uniform is near 0.5; a candidate configuration; a log without
 //! exploration; isolation, the plan gate, the daily limit, cancel, the
-//! listing's keyset, bad bodies, and a queued job surviving a restart.
+//! listing's keyset, bad bodies, a queued job surviving a restart, and a
+//! model's deletion deleting its jobs (a running one too).
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ backend_tests!(
     evaluations_are_limited_and_isolated,
     evaluations_need_the_plan,
     a_queued_evaluation_survives_a_restart,
+    deleting_a_model_deletes_its_evaluations,
 );
 
 /// Every feature on the free tier, no quota, and 4 evaluations a day.
@@ -412,4 +414,93 @@ async fn a_queued_evaluation_survives_a_restart(b: Backend) {
     let done = wait(&s, &token, &mid, &id).await;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["result"]["decisions"], 50, "{done}");
+}
+
+/// Deleting a model deletes its jobs: a running one stops (the worker
+/// then runs the next job), its GET, listing and DELETE are 404, never a
+/// 5xx; the jobs created today still count in the daily limit.
+async fn deleting_a_model_deletes_its_evaluations(b: Backend) {
+    let Some(s) = start_with(b, "evaluation_model_deleted", plan).await else {
+        return;
+    };
+    let (token, _, _) = s.register("d@example.com").await;
+    let (mid, _) = bandit(&s, &token, 2000, 0.3, 1000).await;
+    let (other, _) = bandit(&s, &token, 20, 0.3, 1000).await;
+    // A long job: 16 candidates, each replayed, with 1,000 replicates.
+    let candidates: Vec<Value> = (0..16)
+        .map(|k| {
+            json!({"kind": "candidate", "name": format!("c{k}"),
+                   "config": {"learning_rate": 0.01 * f64::from(k + 1)}})
+        })
+        .collect();
+    let job = create(
+        &s,
+        &token,
+        &mid,
+        json!({"policies": candidates, "replicates": 1000}),
+    )
+    .await;
+    let one = format!("/models/{mid}/evaluations/{}", job["id"].as_str().unwrap());
+    let mut status = String::new();
+    for _ in 0..2000 {
+        let (st, j) = s.json(GET, &one, Some(&token), None).await;
+        assert_eq!(st, 200, "{j}");
+        status = j["status"].as_str().unwrap().to_owned();
+        if status != "queued" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(status, "running", "deleted while it runs");
+    let (st, v) = s
+        .json(
+            reqwest::Method::DELETE,
+            &format!("/models/{mid}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204, "{v}");
+    let gone = |method: reqwest::Method, path: String, body: Option<Value>| {
+        let (s, token) = (&s, &token);
+        async move {
+            let (st, v) = s.json(method.clone(), &path, Some(token), body).await;
+            assert_error(st, &v, 404, "not_found");
+        }
+    };
+    let list = format!("/models/{mid}/evaluations");
+    gone(GET, one.clone(), None).await;
+    gone(reqwest::Method::DELETE, one.clone(), None).await;
+    gone(GET, list.clone(), None).await;
+    gone(POST, list, Some(json!({"policies": [{"kind": "greedy"}]}))).await;
+    // The one worker leaves the buried job and runs the next one.
+    let next = create(
+        &s,
+        &token,
+        &other,
+        json!({"policies": [{"kind": "logged"}]}),
+    )
+    .await;
+    let done = wait(&s, &token, &other, next["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "done", "{done}");
+    gone(GET, one, None).await;
+    // Two jobs today so far, of the 4 a day: the deleted model's counts.
+    for _ in 0..2 {
+        create(
+            &s,
+            &token,
+            &other,
+            json!({"policies": [{"kind": "logged"}]}),
+        )
+        .await;
+    }
+    let r = s
+        .call(
+            POST,
+            &format!("/models/{other}/evaluations"),
+            Some(&token),
+            Some(json!({"policies": [{"kind": "logged"}]})),
+        )
+        .await;
+    assert_error_response(r, 429, "evaluations_per_day_reached").await;
 }
