@@ -22,6 +22,8 @@
 //! PostgreSQL's `$n`; SQLite's text is [`sqlite_text`]) and the loop
 //! ([`prune_with`]).
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use crate::error::Result;
 
 /// Finished jobs (done, failed, cancelled) kept per model, newest first.
@@ -75,12 +77,20 @@ pub const SQL_TOMBSTONE_MODEL: &str = concat!(
 /// Removes at most `$2` tombstones created before `$1` (a day's start).
 pub const SQL_PRUNE_TOMBSTONES: &str = "DELETE FROM evaluations WHERE seq IN \
      (SELECT seq FROM evaluations WHERE status = 'deleted' AND created_at < $1 \
-     ORDER BY seq LIMIT $2)";
+     ORDER BY created_at LIMIT $2)";
 
-/// The models (owner, model id) with more than `$1` finished jobs.
-pub const SQL_OVER_CAP: &str = "SELECT owner, model_id FROM evaluations \
-     WHERE status IN ('done', 'failed', 'cancelled') \
-     GROUP BY owner, model_id HAVING COUNT(*) > $1";
+/// The models (owner, model id) with more than `$1` finished jobs among
+/// those with a job finished at or after `$2`: only they can have passed
+/// the cap since the previous prune, so the candidates are found in the
+/// finish-time index and each one is counted in its model's index (no
+/// scan of every finished job; `MATERIALIZED` keeps SQLite's planner on
+/// that order).
+pub const SQL_OVER_CAP: &str = "WITH r AS MATERIALIZED (SELECT owner, model_id FROM evaluations \
+      WHERE status IN ('done', 'failed', 'cancelled') AND finished_at >= $2), \
+     c AS MATERIALIZED (SELECT DISTINCT owner, model_id FROM r) \
+     SELECT c.owner, c.model_id FROM c \
+     WHERE (SELECT COUNT(*) FROM evaluations e WHERE e.owner = c.owner \
+      AND e.model_id = c.model_id AND e.status IN ('done', 'failed', 'cancelled')) > $1";
 
 /// Removes at most `$4` of owner `$1`'s model `$2`'s finished jobs after
 /// its newest `$3`.
@@ -105,20 +115,38 @@ pub trait PruneSteps {
     /// Runs [`SQL_PRUNE_TOMBSTONES`]: rows removed.
     fn prune_tombstones(&self, day_start: i64, chunk: i64) -> Result<u64>;
     /// Runs [`SQL_OVER_CAP`].
-    fn over_cap(&self, keep: u32) -> Result<Vec<(String, String)>>;
+    fn over_cap(&self, keep: u32, since: i64) -> Result<Vec<(String, String)>>;
     /// Runs [`SQL_PRUNE_OVER_CAP`]: rows removed.
     fn prune_over_cap(&self, owner: &str, model_id: &str, keep: u32, chunk: i64) -> Result<u64>;
 }
 
+/// How far before the previous prune's `now` a finish still makes its
+/// model a candidate of the next (slack for a late commit or another
+/// instance's clock).
+pub const SINCE_SLACK_SECS: i64 = 600;
+
 /// Rules 2 and 4 on `db` at `now`, chunk after chunk until a chunk is not
-/// full: the rows removed. Exact (keeps the newest `keep` finished jobs of
-/// each model and every tombstone of `now`'s day) and idempotent.
-pub fn prune_with(db: &impl PruneSteps, keep: u32, now: i64) -> Result<usize> {
+/// full: the rows removed. `pruned_at` is when this process last pruned
+/// (0: never, then every model is a candidate); only models with a job
+/// finished since then (less [`SINCE_SLACK_SECS`]) are counted against
+/// the cap. Exact (keeps the newest `keep` finished jobs of each model and
+/// every tombstone of `now`'s day) and idempotent.
+pub fn prune_with(
+    db: &impl PruneSteps,
+    keep: u32,
+    now: i64,
+    pruned_at: &AtomicI64,
+) -> Result<usize> {
     let day = super::evaluations::day_of(now).0;
+    let since = match pruned_at.load(Ordering::Relaxed) {
+        0 => i64::MIN,
+        at => at.saturating_sub(SINCE_SLACK_SECS),
+    };
     let mut removed = chunks(|| db.prune_tombstones(day, PRUNE_JOBS_CHUNK))?;
-    for (owner, model_id) in db.over_cap(keep)? {
+    for (owner, model_id) in db.over_cap(keep, since)? {
         removed += chunks(|| db.prune_over_cap(&owner, &model_id, keep, PRUNE_JOBS_CHUNK))?;
     }
+    pruned_at.store(now, Ordering::Relaxed);
     Ok(removed)
 }
 
@@ -155,8 +183,8 @@ mod tests {
             Ok(self.tombstones.borrow_mut().remove(0))
         }
 
-        fn over_cap(&self, keep: u32) -> Result<Vec<(String, String)>> {
-            self.calls.borrow_mut().push(format!("over {keep}"));
+        fn over_cap(&self, keep: u32, since: i64) -> Result<Vec<(String, String)>> {
+            self.calls.borrow_mut().push(format!("over {keep} {since}"));
             Ok(vec![("u".into(), "m1".into()), ("u".into(), "m2".into())])
         }
 
@@ -190,20 +218,31 @@ mod tests {
     #[test]
     fn prune_runs_both_rules_in_chunks_from_the_day_start() {
         let s = Script {
-            tombstones: RefCell::new(vec![1_000, 2]),
-            over: RefCell::new(vec![1_000, 999, 5]),
+            tombstones: RefCell::new(vec![1_000, 2, 0]),
+            over: RefCell::new(vec![1_000, 999, 5, 0, 0]),
             ..Script::default()
         };
         // 2026-09-21T00:53:20Z: the day starts 3,200 s earlier.
-        let removed = prune_with(&s, 1_000, 1_790_038_400);
+        let now = 1_790_038_400;
+        let at = AtomicI64::new(0);
+        let removed = prune_with(&s, 1_000, now, &at);
         assert_eq!(removed.ok(), Some(1_000 + 2 + 1_000 + 999 + 5));
+        assert_eq!(at.load(Ordering::Relaxed), now);
+        // The next prune counts only the models finished since this one.
+        let removed = prune_with(&s, 1_000, now + 60, &at);
+        assert_eq!(removed.ok(), Some(0));
+        assert_eq!(at.load(Ordering::Relaxed), now + 60);
         assert_eq!(
             s.calls.into_inner(),
             [
                 "tombstones 1790035200 1000",
                 "tombstones 1790035200 1000",
-                "over 1000",
+                &format!("over 1000 {}", i64::MIN),
                 "cap u m1 1000 1000",
+                "cap u m1 1000 1000",
+                "cap u m2 1000 1000",
+                "tombstones 1790035200 1000",
+                "over 1000 1790037800",
                 "cap u m1 1000 1000",
                 "cap u m2 1000 1000",
             ]

@@ -186,7 +186,8 @@ pub fn evaluation_model_deletion<S: Store>(s: &S) {
 
 /// Of each model's finished jobs (done, failed, cancelled), the prune
 /// keeps the newest `keep`, removing the older ones; queued jobs, today's
-/// tombstones and other models' jobs stay. Idempotent.
+/// tombstones and other models' jobs stay. Idempotent; a model over the cap
+/// again after a prune is found by the next.
 pub fn evaluation_finished_cap<S: Store>(s: &S) {
     let a = new_user(s, "a@example.com");
     let b = new_user(s, "b@example.com");
@@ -238,5 +239,13 @@ pub fn evaluation_finished_cap<S: Store>(s: &S) {
         ok(s, s.prune_evaluations(KEEP_FINISHED_JOBS, NOW + 50)),
         0
     );
+    check_eq!(s, ids(&a.id, &m), newest);
+    // Jobs finished later put the model over the cap again: the next prune
+    // finds it.
+    let later: Vec<String> = (0..2)
+        .map(|t| finished(s, &a.id, &m, Cancelled, NOW + 5_000 + t))
+        .collect();
+    check_eq!(s, ok(s, s.prune_evaluations(3, NOW + 5_010)), 2);
+    let newest = vec![later[1].clone(), later[0].clone(), queued, ended[5].clone()];
     check_eq!(s, ids(&a.id, &m), newest);
 }

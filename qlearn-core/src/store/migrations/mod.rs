@@ -83,6 +83,11 @@ pub const SQLITE: &[Migration] = &[
         name: "evaluation_retention",
         sql: include_str!("sqlite/0011_evaluation_retention.sql"),
     },
+    Migration {
+        version: 12,
+        name: "evaluation_finish_index",
+        sql: include_str!("sqlite/0012_evaluation_finish_index.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -147,6 +152,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 12,
         name: "evaluation_retention",
         sql: include_str!("postgres/0012_evaluation_retention.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "evaluation_finish_index",
+        sql: include_str!("postgres/0013_evaluation_finish_index.sql"),
     },
 ];
 

@@ -201,7 +201,7 @@ impl Evaluations for PgStore {
     }
 
     fn prune_evaluations(&self, keep: u32, now: i64) -> Result<usize> {
-        prune_with(self, keep, now)
+        prune_with(self, keep, now, &self.evals_pruned_at)
     }
 
     fn evaluation_footprint(&self, owner: &str) -> Result<EvalFootprint> {
@@ -255,8 +255,8 @@ impl PruneSteps for PgStore {
         self.execute(SQL_PRUNE_TOMBSTONES, &[&day_start, &chunk])
     }
 
-    fn over_cap(&self, keep: u32) -> Result<Vec<(String, String)>> {
-        let rows = self.query(SQL_OVER_CAP, &[&i64::from(keep)])?;
+    fn over_cap(&self, keep: u32, since: i64) -> Result<Vec<(String, String)>> {
+        let rows = self.query(SQL_OVER_CAP, &[&i64::from(keep), &since])?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 

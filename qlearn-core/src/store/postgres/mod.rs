@@ -138,6 +138,8 @@ pub struct PgStore {
     channel: String,
     /// When this instance last pruned the decision logs (Unix seconds).
     last_prune: std::sync::atomic::AtomicI64,
+    /// When this instance last pruned the evaluation jobs.
+    evals_pruned_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -216,6 +218,7 @@ impl PgStore {
             manager,
             channel: notify::channel_of(&current),
             last_prune: std::sync::atomic::AtomicI64::new(0),
+            evals_pruned_at: std::sync::atomic::AtomicI64::new(0),
         })
     }
 

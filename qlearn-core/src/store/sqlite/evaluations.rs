@@ -234,7 +234,7 @@ impl Evaluations for SqliteStore {
     }
 
     fn prune_evaluations(&self, keep: u32, now: i64) -> Result<usize> {
-        prune_with(self, keep, now)
+        prune_with(self, keep, now, &self.inner.evals_pruned_at)
     }
 
     fn evaluation_footprint(&self, owner: &str) -> Result<EvalFootprint> {
@@ -317,11 +317,13 @@ impl PruneSteps for SqliteStore {
         })
     }
 
-    fn over_cap(&self, keep: u32) -> Result<Vec<(String, String)>> {
+    fn over_cap(&self, keep: u32, since: i64) -> Result<Vec<(String, String)>> {
         self.read(|c| {
             let mut st = c.prepare_cached(&sqlite_text(SQL_OVER_CAP)).map_err(sq)?;
             let rows = st
-                .query_map([i64::from(keep)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![i64::from(keep), since], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(sq)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
         })

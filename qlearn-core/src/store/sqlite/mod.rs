@@ -223,6 +223,8 @@ struct Inner {
     logs_held: AtomicUsize,
     /// When the decision logs were last pruned (Unix seconds).
     last_prune: AtomicI64,
+    /// When the evaluation jobs were last pruned (`eval_retention.rs`).
+    evals_pruned_at: AtomicI64,
     /// Frames in the WAL after the last commit (SQLite's WAL hook), read by
     /// the checkpointer and the writer (`checkpointer.rs`).
     wal_frames: Arc<AtomicI64>,
@@ -309,6 +311,7 @@ impl SqliteStore {
             usage: Mutex::new(HashMap::new()),
             logs_held: AtomicUsize::new(0),
             last_prune: AtomicI64::new(0),
+            evals_pruned_at: AtomicI64::new(0),
             wal_frames: wal_frames.clone(),
             next_tab: AtomicI64::new(next_tab),
             checkpoints,
