@@ -24,7 +24,8 @@
 # CARGO_TARGET_DIR (where the release binary is built), SAAS_HOST_BIN (a
 # binary to run instead, e.g. another commit's for a before/after), PERF_OUT (a folder:
 # record a `perf` CPU profile of the server, with DWARF call graphs, during
-# each route's run there as ROUTE.data; see docs/benchmarks-http.md).
+# each route's run there as ROUTE.data; see docs/benchmarks-http.md), PERF_STAT=1 (count
+# the server's context switches and system calls per request with `perf stat`).
 set -euo pipefail
 
 DB_URL="${1:-}"
@@ -63,20 +64,11 @@ export SECRET_KEY="load-test secret key of at least thirty-two bytes"
 
 # The server's CPU time so far, in clock ticks (utime + stime of /proc/PID/stat).
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+# The kernel's share of it (stime).
+sys_ticks() { awk '{print $15}' "/proc/$PID/stat"; }
 json_field() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 
-EMAIL="bench-$RANDOM@example.com"
-start_server
-BASE="http://$ADDR"
-curl -sf -X POST "$BASE/register" -H 'content-type: application/json' \
-  -d "{\"email\":\"$EMAIL\",\"password\":\"benchmark password\"}" > "$TMP/reg.json"
-# SQLite serves one process: stop the server for the admin CLI, then restart.
-stop_server
-"$BIN" admin set-tier "$EMAIL" enterprise
-start_server
-BASE="http://$ADDR"
-TOKEN="$(curl -sf -X POST "$BASE/login" -H 'content-type: application/json' \
-  -d "{\"email\":\"$EMAIL\",\"password\":\"benchmark password\"}" | json_field '["access_token"]')"
+enterprise_user
 MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"name":"bench","n_actions":4}' | json_field '["id"]')"
 LOGGING_MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
@@ -99,22 +91,34 @@ for route in $ROUTES; do
   QL_MODEL="$MODEL"
   if [[ "$route" == predict_logging || "$route" == rewards ]]; then QL_MODEL="$LOGGING_MODEL"; fi
   cpu_before="$(cpu_ticks)"
+  sys_before="$(sys_ticks)"
   PERF_PID=""
   if [[ -n "${PERF_OUT:-}" ]]; then
     perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT/$route.data" -- sleep "$DURATION" 2>/dev/null &
+    PERF_PID=$!
+  elif [[ "${PERF_STAT:-}" == 1 ]]; then
+    perf stat -x, -e context-switches,raw_syscalls:sys_enter -p "$PID" -o "$TMP/$route.stat" -- sleep "$DURATION" 2>/dev/null &
     PERF_PID=$!
   fi
   QL_MODEL="$QL_MODEL" QL_DECISIONS="$DECISIONS" QL_THREADS="$THREADS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$script.lua" "$BASE" > "$TMP/$route.txt"
   if [[ -n "$PERF_PID" ]]; then wait "$PERF_PID" || true; fi
   cpu_after="$(cpu_ticks)"
+  sys_after="$(sys_ticks)"
   line="$(grep '^RESULT' "$TMP/$route.txt")"
   reqs="$(sed -n 's/^RESULT requests=\([0-9]*\) .*/\1/p' "$TMP/$route.txt")"
   # The server's CPU time (user + system, all threads) per request: less
   # sensitive to what else runs on the machine than req/s.
   cpu_us="$(python3 -c "print(round(($cpu_after - $cpu_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
   if [[ "$route" == predict_logging ]]; then DECISIONS="$reqs"; fi
-  echo "$route: $line server_cpu_us_per_req=$cpu_us loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
+  sys_us="$(python3 -c "print(round(($sys_after - $sys_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
+  echo "$route: $line server_cpu_us_per_req=$cpu_us of_which_kernel=$sys_us loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
+  if [[ -f "$TMP/$route.stat" ]]; then
+    # The server's context switches and system calls per request (all its
+    # threads; the window is wrk's, so the division is close, not exact).
+    awk -F, -v n="$reqs" -v r="$route" '$3 == "context-switches" {cs = $1} $3 == "raw_syscalls:sys_enter" {sc = $1}
+      END {printf "%s: context_switches_per_req=%.2f syscalls_per_req=%.2f\n", r, cs / n, sc / n}' "$TMP/$route.stat"
+  fi
 done
 # EVAL_DURING=1 (issue 18: evaluations never stall live traffic): after the
 # routes, an offline evaluation job (greedy, uniform, logged and one

@@ -23,7 +23,7 @@ use qlearn_core::tenancy::{
     api_key_form, generate_api_key, generate_secret, hash_api_key, looks_like_api_key, KeyForm,
     Limiter, SecretKey, TierLimits,
 };
-use qlearn_core::{Error, Result};
+use qlearn_core::{Error, FastMap, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -77,8 +77,8 @@ pub struct App {
     pub login_address: Limiter,
     /// Registrations per client address.
     pub register_address: Limiter,
-    users: RwLock<HashMap<String, Cached>>,
-    keys: RwLock<HashMap<String, Cached>>,
+    users: RwLock<FastMap<String, Cached>>,
+    keys: RwLock<FastMap<String, Cached>>,
     /// Hashes of API keys the store did not know, with when it said so.
     unknown_keys: Mutex<HashMap<String, Instant>>,
     /// Bumped by every forget and key creation: a store read that started
@@ -91,7 +91,7 @@ pub struct App {
     pub streams: Option<Arc<dyn SharedStreams>>,
     /// JWTs whose signature was already checked, with their claims (saves
     /// the HMAC and two JSON parses per request on the hot path).
-    verified: RwLock<HashMap<String, Arc<Claims>>>,
+    verified: RwLock<FastMap<String, Arc<Claims>>>,
     /// Whether store calls may run on the async workers (the in-memory
     /// store never waits for IO).
     inline_store: bool,
@@ -105,7 +105,7 @@ pub struct App {
     /// Wakes this instance's evaluation workers when a job is queued here.
     pub evaluation_wake: Arc<crate::evaluations::Wake>,
     /// Action names per model id (with the time they were read).
-    names: RwLock<HashMap<String, (ActionNames, Instant)>>,
+    names: RwLock<FastMap<String, (ActionNames, Instant)>>,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The store's change feed, when instances share it (PostgreSQL).
     feed: OnceLock<Arc<dyn ChangeFeed>>,
@@ -224,20 +224,20 @@ impl App {
             login_account: Limiter::new("login_account", buckets.clone()),
             login_address: Limiter::new("login_address", buckets.clone()),
             register_address: Limiter::new("register_address", buckets),
-            users: RwLock::new(HashMap::new()),
-            keys: RwLock::new(HashMap::new()),
+            users: RwLock::new(FastMap::default()),
+            keys: RwLock::new(FastMap::default()),
             unknown_keys: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
             tickets,
             streams,
-            verified: RwLock::new(HashMap::new()),
+            verified: RwLock::new(FastMap::default()),
             inline_store,
             events: Arc::new(EventHub::default()),
             read_only: Default::default(),
             metrics: Metrics::default(),
             started: Instant::now(),
             evaluation_wake: Arc::new(crate::evaluations::Wake::default()),
-            names: RwLock::new(HashMap::new()),
+            names: RwLock::new(FastMap::default()),
             shutdown: tokio::sync::watch::Sender::new(false),
             feed: OnceLock::new(),
         })
@@ -285,7 +285,7 @@ impl App {
     /// event stream to check its credential now.
     pub fn forget_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        let clear = |m: &RwLock<HashMap<String, Cached>>| {
+        let clear = |m: &RwLock<FastMap<String, Cached>>| {
             m.write().unwrap_or_else(|p| p.into_inner()).clear();
         };
         clear(&self.users);
@@ -362,7 +362,7 @@ impl App {
         self.config.token_ttl.as_secs()
     }
 
-    fn cached(&self, map: &RwLock<HashMap<String, Cached>>, key: &str) -> Option<Cached> {
+    fn cached(&self, map: &RwLock<FastMap<String, Cached>>, key: &str) -> Option<Cached> {
         let m = map.read().unwrap_or_else(|p| p.into_inner());
         m.get(key)
             .filter(|c| c.at.elapsed() < self.config.auth_cache_ttl)
@@ -373,7 +373,7 @@ impl App {
     /// forgotten since the store read began at `epoch`.
     fn remember(
         &self,
-        map: &RwLock<HashMap<String, Cached>>,
+        map: &RwLock<FastMap<String, Cached>>,
         key: String,
         user: Arc<User>,
         api_key: Option<Arc<ApiKey>>,

@@ -8,15 +8,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
     AUTHORIZATION, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request};
-use qlearn_core::tenancy::{RateState, TierLimits};
+use qlearn_core::tenancy::{push_rate_item, RateState, TierLimits};
 
 use crate::app::{App, Auth};
 use crate::cidr::Cidr;
@@ -341,25 +341,38 @@ async fn authenticated(
     Ok(resp)
 }
 
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 /// Adds `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers):
 /// the `burst` token bucket always, the `monthly` quota on metered responses.
 fn rate_headers(resp: &mut Resp, limits: &TierLimits, burst: RateState) {
     let monthly = resp.extensions().get::<MonthlyState>().copied();
-    let mut policy = limits.rate_limit_policy("burst");
-    let mut state = burst.header_value("burst");
+    let mut policy = String::with_capacity(64);
+    let mut state = String::with_capacity(64);
+    limits.push_rate_limit_policy(&mut policy, "burst");
+    burst.push_header_value(&mut state, "burst");
     if let Some(m) = monthly {
-        policy.push_str(&format!(", \"monthly\";q={};w={}", m.limit, m.window_secs));
-        state.push_str(&format!(
-            ", \"monthly\";r={};t={}",
-            m.remaining, m.reset_secs
-        ));
+        policy.push_str(", ");
+        push_rate_item(
+            &mut policy,
+            "monthly",
+            [("q", m.limit), ("w", m.window_secs)],
+        );
+        state.push_str(", ");
+        push_rate_item(
+            &mut state,
+            "monthly",
+            [("r", m.remaining), ("t", m.reset_secs)],
+        );
     }
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&policy) {
-        h.insert("ratelimit-policy", v);
+    // Handed over without a copy (the value is checked, not copied).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(policy)) {
+        h.insert(RATELIMIT_POLICY, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&state) {
-        h.insert("ratelimit", v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(state)) {
+        h.insert(RATELIMIT, v);
     }
 }
 

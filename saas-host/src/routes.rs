@@ -205,36 +205,77 @@ impl Route {
             n += 1;
         }
         let segments = &segments[..n];
-        Route::ALL
+        TEMPLATES
             .iter()
-            .find_map(|&r| r.matches(segments).map(|param| (r, param)))
+            .find_map(|t| t.matches(segments).map(|param| (t.route, param)))
     }
+}
 
-    /// The placeholder's value if `segments` match this route's template
-    /// (no allocation unless they do; most routes fail on the first segment).
-    fn matches(self, segments: &[&str]) -> Option<String> {
-        let spec = self.spec();
-        let mut template = spec.template[1..].split('/').peekable();
+/// One segment of a route's template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Segment {
+    /// Must equal the path's segment.
+    Literal(&'static str),
+    /// Takes any non-empty segment (the last one of a `rest` route takes
+    /// the rest of the path).
+    Placeholder,
+}
+
+/// A route's template split once (the router matches every request against
+/// these: splitting the templates per request cost more than the rest of
+/// the match).
+#[derive(Debug)]
+struct Template {
+    route: Route,
+    segments: Vec<Segment>,
+    rest: bool,
+}
+
+/// Every route's template, in [`Route::ALL`]'s matching order.
+static TEMPLATES: std::sync::LazyLock<Vec<Template>> = std::sync::LazyLock::new(|| {
+    Route::ALL
+        .iter()
+        .map(|&route| {
+            let spec = route.spec();
+            let segments = spec.template[1..]
+                .split('/')
+                .map(|t| match t.starts_with('{') {
+                    true => Segment::Placeholder,
+                    false => Segment::Literal(t),
+                })
+                .collect();
+            Template {
+                route,
+                segments,
+                rest: spec.rest,
+            }
+        })
+        .collect()
+});
+
+impl Template {
+    /// The placeholder's value if `segments` match this template (no
+    /// allocation unless they do; most templates fail on the first segment).
+    fn matches(&self, segments: &[&str]) -> Option<String> {
+        let last = self.segments.len().checked_sub(1)?;
         let mut param = "";
         let mut first = "";
-        let mut i = 0;
-        while let Some(t) = template.next() {
+        for (i, t) in self.segments.iter().enumerate() {
             let s = *segments.get(i)?;
-            if !t.starts_with('{') {
-                if t != s {
-                    return None;
+            match *t {
+                Segment::Literal(l) if l != s => return None,
+                Segment::Literal(_) => {}
+                Segment::Placeholder if self.rest && i == last => {
+                    return Some(segments[i..].join("/"));
                 }
-            } else if spec.rest && template.peek().is_none() {
-                return Some(segments[i..].join("/"));
-            } else if s.is_empty() {
-                return None;
-            } else {
-                first = param;
-                param = s;
+                Segment::Placeholder if s.is_empty() => return None,
+                Segment::Placeholder => {
+                    first = param;
+                    param = s;
+                }
             }
-            i += 1;
         }
-        (segments.len() == i).then(|| match first {
+        (segments.len() == self.segments.len()).then(|| match first {
             "" => param.to_owned(),
             f => format!("{f}/{param}"),
         })

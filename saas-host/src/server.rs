@@ -9,8 +9,10 @@
 //!   no HTTP answer, since answering would mean reading its request first;
 //! - HTTP/1.1 and h2c (hyper-util's auto builder); a new connection must
 //!   deliver its first request head, protocol detection (the HTTP/2
-//!   preface) included, within `header_read_timeout`, and hyper bounds each
-//!   later HTTP/1 head (and the wait for it) by the same timeout;
+//!   preface) included, within `header_read_timeout`, and each later
+//!   HTTP/1 head (and the wait for it) by the same timeout from the last
+//!   response (both kept by the connection's watchdog, `conn.rs`, which
+//!   sets no timer per request);
 //! - a whole-request deadline, `request_timeout` from a request's first
 //!   byte: the body is read by [`crate::http::read_body`], which answers 408
 //!   `request_timeout` when the deadline passes; the HTTP/1 connection is
@@ -61,7 +63,7 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::config::Config;
 use crate::router;
-use conn::{Activity, Cut, Tracked, Watched};
+use conn::{Activity, Bounds, Cut, Tracked, Watched};
 use per_address::PerAddress;
 
 use crate::http::RequestDeadline;
@@ -180,7 +182,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
+        // The connection's watchdog bounds the heads (no timer per request).
+        .header_read_timeout(None)
         .keep_alive(true);
     builder
         .http2()
@@ -253,7 +256,10 @@ pub async fn serve(
         });
         let conn = graceful.watch(builder.serve_connection(io, svc).into_owned());
         let metrics_app = app.clone();
-        let (first_request, idle) = (cfg.header_read_timeout, cfg.idle_timeout);
+        let bounds = Bounds {
+            head: cfg.header_read_timeout,
+            idle: cfg.idle_timeout,
+        };
         tokio::spawn(async move {
             let _permit = permit;
             let _slot = slot;
@@ -264,8 +270,9 @@ pub async fn serve(
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 }
-                cut = activity.watchdog(first_request, idle) => match cut {
+                cut = activity.watchdog(bounds) => match cut {
                     Cut::FirstRequestLate => tracing::debug!(%peer, "no request in time"),
+                    Cut::NextRequestLate => tracing::debug!(%peer, "no next request head in time"),
                     Cut::Idle => tracing::debug!(%peer, "idle timeout"),
                 },
             }

@@ -54,4 +54,4 @@ pub use secrets::{
     api_key_form, generate_api_key, generate_secret, hash_api_key, looks_like_api_key, new_id,
     validate_secret, KeyForm, SecretKey, API_KEY_DISPLAY_CHARS, API_KEY_PREFIX, MIN_SECRET_BYTES,
 };
-pub use tier::{Limits, Role, Tier, TierLimits};
+pub use tier::{push_rate_item, Limits, Role, Tier, TierLimits};

@@ -15,7 +15,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::tier::sf_string;
+use super::tier::push_rate_item;
 use crate::{Error, Result};
 
 /// Slack for floating-point drift when comparing token counts.
@@ -39,12 +39,21 @@ impl RateState {
     /// The `RateLimit` header item for policy `policy`, e.g.
     /// `"default";r=7;t=1`.
     pub fn header_value(&self, policy: &str) -> String {
-        format!(
-            "{};r={};t={}",
-            sf_string(policy),
-            self.remaining,
-            self.reset_secs
-        )
+        let mut out = String::new();
+        self.push_header_value(&mut out, policy);
+        out
+    }
+
+    /// Appends [`RateState::header_value`] to `out`.
+    pub fn push_header_value(&self, out: &mut String, policy: &str) {
+        push_rate_item(
+            out,
+            policy,
+            [
+                ("r", u64::from(self.remaining)),
+                ("t", u64::from(self.reset_secs)),
+            ],
+        );
     }
 }
 

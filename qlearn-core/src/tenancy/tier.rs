@@ -341,9 +341,21 @@ impl TierLimits {
     /// `"default";q=10;w=2`: `q` is the burst, `w` the seconds an empty
     /// bucket takes to fill again.
     pub fn rate_limit_policy(&self, policy: &str) -> String {
+        let mut out = String::new();
+        self.push_rate_limit_policy(&mut out, policy);
+        out
+    }
+
+    /// Appends [`TierLimits::rate_limit_policy`] to `out` (the router
+    /// writes every response's headers this way, without a format).
+    pub fn push_rate_limit_policy(&self, out: &mut String, policy: &str) {
         let rate = self.rate_per_second.max(1);
         let window = self.burst.div_ceil(rate).max(1);
-        format!("{};q={};w={}", sf_string(policy), self.burst, window)
+        push_rate_item(
+            out,
+            policy,
+            [("q", u64::from(self.burst)), ("w", u64::from(window))],
+        );
     }
 
     fn validate(&self, tier: Tier) -> Result<()> {
@@ -393,10 +405,9 @@ impl TierLimits {
     }
 }
 
-/// Encodes `s` as a structured-field string (RFC 9651): quoted, with `"`
-/// and `\` escaped and anything outside printable ASCII dropped.
-pub(crate) fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Appends `s` to `out` as a structured-field string (RFC 9651): quoted,
+/// with `"` and `\` escaped and anything outside printable ASCII dropped.
+fn push_sf_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -409,7 +420,20 @@ pub(crate) fn sf_string(s: &str) -> String {
         }
     }
     out.push('"');
-    out
+}
+
+/// Appends one item of a `RateLimit` or `RateLimit-Policy` header to `out`:
+/// the policy's name as a structured-field string, then each parameter,
+/// e.g. `"monthly";q=1000;w=2592000`.
+pub fn push_rate_item(out: &mut String, policy: &str, params: [(&str, u64); 2]) {
+    push_sf_string(out, policy);
+    let mut digits = itoa::Buffer::new();
+    for (key, value) in params {
+        out.push(';');
+        out.push_str(key);
+        out.push('=');
+        out.push_str(digits.format(value));
+    }
 }
 
 /// The limits of every tier. `Default` is the SPEC's table; any tier missing

@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Why the watchdog closed a connection.
@@ -27,6 +26,19 @@ pub(super) enum Cut {
     FirstRequestLate,
     /// No request in flight for the idle timeout.
     Idle,
+    /// No complete next request head on an HTTP/1 connection within the
+    /// header-read timeout of the last response.
+    NextRequestLate,
+}
+
+/// The time bounds of a connection ([`Activity::watchdog`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    /// The header-read timeout: a new connection's first request head, and
+    /// an HTTP/1 connection's next one, must arrive within it.
+    pub(super) head: Duration,
+    /// No request in flight for this long closes any connection.
+    pub(super) idle: Duration,
 }
 
 #[derive(Debug)]
@@ -39,14 +51,20 @@ struct State {
     /// When the first byte of the next request was read (set only while
     /// nothing is in flight).
     head_started: Option<Instant>,
+    /// Whether its requests are HTTP/1 (known from the first one).
+    http1: bool,
 }
 
 /// What is in flight on one connection, shared by its reader, its service
 /// and its watchdog.
+///
+/// Requests only write the state (an uncontended lock, no wake-up): the
+/// watchdog reads it when its own timer fires and sleeps again until the
+/// next time a cut could be due, so a busy keep-alive connection costs no
+/// task wake-up or timer per request.
 #[derive(Debug)]
 pub(super) struct Activity {
     state: Mutex<State>,
-    changed: Notify,
 }
 
 impl Activity {
@@ -58,8 +76,8 @@ impl Activity {
                 idle_since: Instant::now(),
                 served: false,
                 head_started: None,
+                http1: false,
             }),
-            changed: Notify::new(),
         })
     }
 
@@ -83,9 +101,9 @@ impl Activity {
         let mut s = self.lock();
         s.in_flight += 1;
         s.served = true;
+        s.http1 = http1;
         let started = s.head_started.take().filter(|_| http1).unwrap_or(now);
         drop(s);
-        self.changed.notify_one();
         (started, InFlight(self.clone()))
     }
 
@@ -96,37 +114,44 @@ impl Activity {
             s.idle_since = Instant::now();
             s.head_started = None;
         }
-        drop(s);
-        self.changed.notify_one();
+    }
+
+    /// When the watchdog must look again, and the cut due then if nothing
+    /// changes before: while a request is in flight, `idle` from `now`
+    /// (a request that ends before that sets a later idle start, which the
+    /// next look sees); otherwise the first-request bound, or the idle
+    /// bound (for HTTP/1, also `head`: the next request's head must have
+    /// arrived within it), from the start of the idle time.
+    fn next_look(&self, now: Instant, bounds: Bounds) -> (Instant, Option<Cut>) {
+        let s = self.lock();
+        if s.in_flight > 0 {
+            (now + bounds.idle, None)
+        } else if !s.served {
+            (
+                s.idle_since + bounds.head.min(bounds.idle),
+                Some(Cut::FirstRequestLate),
+            )
+        } else if s.http1 && bounds.head < bounds.idle {
+            (s.idle_since + bounds.head, Some(Cut::NextRequestLate))
+        } else {
+            (s.idle_since + bounds.idle, Some(Cut::Idle))
+        }
     }
 
     /// Resolves when the connection must be closed: its first request head
-    /// has not arrived within `first_request` of the accept, or nothing has
-    /// been in flight for `idle`. Only one watchdog may wait per connection.
-    pub(super) async fn watchdog(&self, first_request: Duration, idle: Duration) -> Cut {
+    /// has not arrived within `bounds.head` of the accept, an HTTP/1
+    /// connection's next request head not within `bounds.head` of the last
+    /// response, or nothing has been in flight for `bounds.idle`. Exact to
+    /// the timer's resolution: a look finds either the cut due or the time
+    /// of the next look, and every change of the state only moves a due cut
+    /// later. (hyper's own header-read timer would arm a timer for every
+    /// request; this one wakes once per bound.)
+    pub(super) async fn watchdog(&self, bounds: Bounds) -> Cut {
         loop {
-            let due = {
-                let s = self.lock();
-                if s.in_flight > 0 {
-                    None
-                } else if !s.served {
-                    Some((
-                        s.idle_since + first_request.min(idle),
-                        Cut::FirstRequestLate,
-                    ))
-                } else {
-                    Some((s.idle_since + idle, Cut::Idle))
-                }
-            };
-            // A change between the check and the wait leaves a permit in
-            // `changed`, so the wait below returns at once.
-            match due {
-                None => self.changed.notified().await,
-                Some((at, cut)) if Instant::now() >= at => return cut,
-                Some((at, _)) => tokio::select! {
-                    _ = tokio::time::sleep_until(at) => {}
-                    _ = self.changed.notified() => {}
-                },
+            let now = Instant::now();
+            match self.next_look(now, bounds) {
+                (at, Some(cut)) if now >= at => return cut,
+                (at, _) => tokio::time::sleep_until(at).await,
             }
         }
     }
@@ -244,24 +269,29 @@ mod tests {
 
     const FIRST: Duration = Duration::from_millis(100);
     const IDLE: Duration = Duration::from_millis(200);
+    const BOUNDS: Bounds = Bounds {
+        head: FIRST,
+        idle: IDLE,
+    };
 
     #[tokio::test]
     async fn a_connection_without_a_request_is_cut_at_the_first_request_bound() {
         let a = Activity::new();
         let t0 = Instant::now();
         a.on_read();
-        assert_eq!(a.watchdog(FIRST, IDLE).await, Cut::FirstRequestLate);
+        assert_eq!(a.watchdog(BOUNDS).await, Cut::FirstRequestLate);
         let took = t0.elapsed();
         assert!(took >= FIRST && took < IDLE, "{took:?}");
     }
 
     #[tokio::test]
     async fn idle_counts_from_the_last_response_and_waits_while_in_flight() {
+        // HTTP/2 (the idle bound alone; HTTP/1 also has the head bound).
         let a = Activity::new();
-        let (_, req) = a.begin(true);
+        let (_, req) = a.begin(false);
         let dog = {
             let a = a.clone();
-            tokio::spawn(async move { a.watchdog(FIRST, IDLE).await })
+            tokio::spawn(async move { a.watchdog(BOUNDS).await })
         };
         tokio::time::sleep(IDLE * 2).await;
         assert!(!dog.is_finished(), "cut while a request was in flight");
@@ -272,6 +302,32 @@ mod tests {
         a.on_read();
         assert_eq!(dog.await.unwrap(), Cut::Idle);
         let took = t1.elapsed();
+        assert!(took >= IDLE && took < IDLE * 2, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn an_http1_connection_must_send_its_next_head_within_the_head_bound() {
+        let a = Activity::new();
+        let (_, req) = a.begin(true);
+        tokio::time::sleep(IDLE).await;
+        let t1 = Instant::now();
+        drop(req);
+        // A head trickling in does not extend it.
+        tokio::time::sleep(FIRST / 2).await;
+        a.on_read();
+        assert_eq!(a.watchdog(BOUNDS).await, Cut::NextRequestLate);
+        let took = t1.elapsed();
+        assert!(took >= FIRST && took < IDLE, "{took:?}");
+        // A head bound longer than the idle bound leaves the idle bound.
+        let a = Activity::new();
+        drop(a.begin(true).1);
+        let t2 = Instant::now();
+        let long_head = Bounds {
+            head: IDLE * 2,
+            idle: IDLE,
+        };
+        assert_eq!(a.watchdog(long_head).await, Cut::Idle);
+        let took = t2.elapsed();
         assert!(took >= IDLE && took < IDLE * 2, "{took:?}");
     }
 

@@ -117,6 +117,7 @@ use super::migrations;
 use super::usage::MonthTally;
 use crate::error::{Error, Result};
 use crate::tenancy::BillingMonth;
+use crate::FastMap;
 use cache::Slot;
 use checkpointer::{checkpointer_loop, Checkpoints};
 use lock::acquire_process_lock;
@@ -210,14 +211,14 @@ struct Inner {
     queue: Mutex<Queue>,
     queue_cv: Condvar,
     done: Done,
-    models: RwLock<HashMap<String, Slot>>,
+    models: RwLock<FastMap<String, Slot>>,
     /// The cached models' sizes and use order, against the byte budget.
     /// Taken under a model's mutex, never under `models`' lock.
     lru: Mutex<Lru<Slot>>,
     /// The model cache's budget in bytes ([`SqliteOptions::cache_bytes`]).
     cache_budget: usize,
     /// user -> month -> that month's usage (per day, kind, overage).
-    usage: Mutex<HashMap<String, HashMap<BillingMonth, MonthTally>>>,
+    usage: Mutex<FastMap<String, HashMap<BillingMonth, MonthTally>>>,
     /// Cached models whose decision log (or its absence) is known
     /// (`decisions.rs`; the log is kept with the cached model).
     logs_held: AtomicUsize,
@@ -305,10 +306,10 @@ impl SqliteStore {
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             done: Done::default(),
-            models: RwLock::new(HashMap::new()),
+            models: RwLock::new(FastMap::default()),
             lru: Mutex::new(Lru::new(options.cache_bytes)),
             cache_budget: options.cache_bytes,
-            usage: Mutex::new(HashMap::new()),
+            usage: Mutex::new(FastMap::default()),
             logs_held: AtomicUsize::new(0),
             last_prune: AtomicI64::new(0),
             evals_pruned_at: AtomicI64::new(0),

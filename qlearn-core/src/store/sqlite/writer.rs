@@ -2,7 +2,7 @@
 //! queue, group commit (coalescing learning jobs), the wake-up tree of the
 //! callers waiting for a commit. (Checkpoints: `checkpointer.rs`.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -18,6 +18,7 @@ use crate::store::encoding::{key_bytes, values_bytes};
 use crate::store::CallKind;
 use crate::table::QTable;
 use crate::tenancy::BillingMonth;
+use crate::FastMap;
 
 // ---- the writer --------------------------------------------------------------
 
@@ -189,8 +190,8 @@ impl Done {
 /// values per row, summed usage (calls, overage) per user, day and kind.
 #[derive(Default)]
 pub(super) struct Pending {
-    pub(super) models: HashMap<i64, PendingModel>,
-    pub(super) usage: HashMap<(String, BillingMonth, u8, CallKind), (u64, u64)>,
+    pub(super) models: FastMap<i64, PendingModel>,
+    pub(super) usage: FastMap<(String, BillingMonth, u8, CallKind), (u64, u64)>,
 }
 
 /// A row's key when the row is new, and its latest values.
@@ -301,9 +302,15 @@ impl Pending {
     }
 }
 
+/// Runs one statement without a result, prepared once per connection
+/// (`execute_batch` would parse it again on every batch).
+fn run(c: &Connection, sql: &str) -> rusqlite::Result<()> {
+    c.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// Applies one batch of jobs in one transaction.
 pub(super) fn run_batch(c: &Connection, jobs: Vec<Job>) -> rusqlite::Result<()> {
-    c.execute_batch("BEGIN IMMEDIATE")?;
+    run(c, "BEGIN IMMEDIATE")?;
     let applied = (|| {
         let mut pending = Pending::default();
         for job in jobs {
@@ -311,18 +318,17 @@ pub(super) fn run_batch(c: &Connection, jobs: Vec<Job>) -> rusqlite::Result<()> 
                 Job::Learn(l) => pending.add(l),
                 Job::Op(f) => {
                     pending.flush(c)?;
-                    c.execute_batch("SAVEPOINT op")?;
-                    if f(c) {
-                        c.execute_batch("RELEASE op")?;
-                    } else {
-                        c.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                    run(c, "SAVEPOINT op")?;
+                    if !f(c) {
+                        run(c, "ROLLBACK TO op")?;
                     }
+                    run(c, "RELEASE op")?;
                 }
             }
         }
         pending.flush(c)
     })();
-    match applied.and_then(|()| c.execute_batch("COMMIT")) {
+    match applied.and_then(|()| run(c, "COMMIT")) {
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = c.execute_batch("ROLLBACK");
