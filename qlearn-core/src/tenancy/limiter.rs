@@ -432,6 +432,96 @@ mod tests {
     }
 
     #[test]
+    fn a_full_lease_shard_drops_only_its_stale_leases() {
+        let b = Arc::new(Frozen::default());
+        let l = &limiters(1, &b)[0];
+        let s = l.shared.as_ref().unwrap();
+        let shard_of = |k: &str| s.hasher.hash_one(k) % SHARDS as u64;
+        let home = shard_of("new");
+        let mut keys = (0..)
+            .map(|i| format!("k{i}"))
+            .filter(|k| shard_of(k) == home);
+        let now = Instant::now();
+        let past = now.checked_sub(Duration::from_secs(5));
+        let future = Some(now + Duration::from_secs(600));
+        // Kept: a live lease, a remembered refusal (also past an expired
+        // lease), a refill running. Dropped: an expired lease, an expired
+        // refusal, both expired, nothing at all.
+        let kept = [
+            Lease {
+                expires: future,
+                ..Lease::default()
+            },
+            Lease {
+                blocked_until: future,
+                ..Lease::default()
+            },
+            Lease {
+                expires: past,
+                blocked_until: future,
+                ..Lease::default()
+            },
+            Lease {
+                expires: future,
+                blocked_until: past,
+                ..Lease::default()
+            },
+            Lease {
+                refilling: true,
+                expires: past,
+                ..Lease::default()
+            },
+        ];
+        let dropped = [
+            Lease {
+                expires: past,
+                ..Lease::default()
+            },
+            Lease {
+                blocked_until: past,
+                ..Lease::default()
+            },
+            Lease {
+                expires: past,
+                blocked_until: past,
+                ..Lease::default()
+            },
+            Lease::default(),
+        ];
+        let mut kept_keys = Vec::new();
+        {
+            let mut shard = s.shard("new");
+            for lease in kept {
+                let k = keys.next().unwrap();
+                kept_keys.push(k.clone());
+                shard.insert(k, lease);
+            }
+            for lease in dropped {
+                shard.insert(keys.next().unwrap(), lease);
+            }
+            while shard.len() < PRUNE_AT {
+                let expires = past;
+                shard.insert(
+                    keys.next().unwrap(),
+                    Lease {
+                        expires,
+                        ..Lease::default()
+                    },
+                );
+            }
+        }
+        // At PRUNE_AT keys a refill prunes the shard first.
+        assert!(l.take_leased("new", 5.0, 10.0, 0.0).is_ok());
+        let shard = s.shard("new");
+        let mut left: Vec<_> = shard.keys().cloned().collect();
+        left.sort();
+        let mut want = kept_keys;
+        want.push("new".to_owned());
+        want.sort();
+        assert_eq!(left, want);
+    }
+
+    #[test]
     fn in_memory_it_is_the_keyed_limiter() {
         let l = Limiter::local();
         assert!(!l.is_shared());
