@@ -262,4 +262,31 @@ mod tests {
         assert!(verify_password("old password", Some(&weak)));
         assert!(password_needs_rehash(&weak));
     }
+
+    #[test]
+    fn stored_hashes_past_each_cost_bound_are_refused() {
+        // Genuine hashes of the password, cheap to compute (small memory):
+        // at each bound they verify, one past any bound they are refused
+        // unverified.
+        let stored = |m: u32, t: u32, p: u32| {
+            Argon2::new(
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(m, t, p, None).unwrap(),
+            )
+            .hash_password_with_salt(b"stored password", b"0123456789abcdef")
+            .unwrap()
+            .to_string()
+        };
+        let at_bounds = stored(64, MAX_STORED_T_COST, MAX_STORED_P_COST);
+        assert!(verify_password("stored password", Some(&at_bounds)));
+        for (m, t, p) in [
+            (64, MAX_STORED_T_COST + 1, 1),
+            (72, 1, MAX_STORED_P_COST + 1),
+        ] {
+            let h = stored(m, t, p);
+            assert!(!verify_password("stored password", Some(&h)), "{h}");
+            assert!(password_needs_rehash(&h), "{h}");
+        }
+    }
 }
