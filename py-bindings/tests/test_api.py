@@ -28,7 +28,7 @@ def test_module_exports():
     client = {"Client", "AsyncClient", "EventStream", "AsyncEventStream", "RemoteModel"}
     decisions = {"Decision", "DecisionPage", "DecisionStats", "DecisionsSetting", "EndEvent", "EpisodeEnd",
                  "RewardError", "RewardReceipt", "LoggedDecision", "RewardOutcome",
-                 "Evaluation", "EvaluationProgress"}
+                 "Evaluation", "EvaluationProgress", "Episode", "EpisodePage"}
     errors = {"QlearnError", "BadRequest", "Unauthorized", "Forbidden", "ModelLimitReached", "NotFound",
               "Conflict", "PayloadTooLarge", "ValidationError", "TooManyRequests", "RateLimited",
               "QuotaExceeded", "ServiceUnavailable", "ConnectionFailed"}

@@ -234,6 +234,39 @@ def test_the_event_stream_ends_cleanly_when_the_password_changes(roomy, user):
         assert next(iter(again)).state == 3 and again.end is None
 
 
+def test_episodes_pages_by_key(user):
+    mid = logging_model(user)
+    a = [user.predict(mid, s, episode_id="ep-a") for s in (0, 1)]
+    for p, value in zip(a, (1.0, 2.0)):
+        user.reward(mid, p.decision_id, value, final=True)
+    user.end_episode(mid, "ep-a", "terminated")
+    user.predict(mid, 5, episode_id="ep-b")
+    c = user.predict(mid, 7, episode_id="ep-c")
+    user.reward(mid, c.decision_id, 0.5, final=True)
+    user.end_episode(mid, "ep-c", "truncated", next_state=8)
+
+    page = user.episodes(mid, limit=2)
+    assert isinstance(page, qlearn.EpisodePage) and isinstance(page.episodes[0], qlearn.Episode)
+    assert [e.episode_id for e in page.episodes] == ["ep-a", "ep-b"] and page.next_after == "ep-b"
+    ep_a, ep_b = page.episodes
+    assert (ep_a.status, ep_a.outcome, ep_a.steps, ep_a.learned_return) == ("ended", "terminated", 2, 3.0)
+    assert ep_a.started_at.endswith("Z") and ep_a.last_decision_at.endswith("Z")
+    assert (ep_b.status, ep_b.outcome, ep_b.steps, ep_b.learned_return) == ("open", None, 1, 0.0)
+    rest = user.episodes(mid, after=page.next_after, limit=2)
+    assert [(e.episode_id, e.outcome, e.learned_return) for e in rest.episodes] == [("ep-c", "truncated", 0.5)]
+    assert rest.next_after is None
+    assert [e.episode_id for e in user.episodes(mid, status="ended").episodes] == ["ep-a", "ep-c"]
+    assert [e.episode_id for e in user.episodes(mid, status="open").episodes] == ["ep-b"]
+    assert user.episodes(user.create_model("plain", 3).id) == qlearn.EpisodePage([], None)
+    with pytest.raises(qlearn.NotFound):
+        user.episodes("no-such-model")
+    for bad in ({"status": "done"}, {"limit": 0}, {"limit": 1001}, {"after": ""}):
+        with pytest.raises(ValueError):
+            user.episodes(mid, **bad)
+    with pytest.raises(TypeError, match="limit"):
+        user.episodes(mid, limit="5")
+
+
 def test_async_decisions_rewards_and_the_stream_end(roomy):
     async def main() -> None:
         async with qlearn.AsyncClient(roomy.base) as c:
@@ -253,6 +286,9 @@ def test_async_decisions_rewards_and_the_stream_end(roomy):
             assert page.total == 1 and page.decisions[0].reward == 2.0
             assert [d.decision_id async for d in c.iter_decisions(mid, page_size=1)] == ["a-1"]
             assert await c.export_decisions(mid) == page.decisions
+            episodes = await c.episodes(mid, status="ended", limit=1)
+            assert [(e.episode_id, e.steps) for e in episodes.episodes] == [("e", 1)]
+            assert episodes.next_after is None
 
             async with c.events(mid) as stream:
                 await c.update(mid, 1, 0, 1.0, 2)

@@ -19,6 +19,8 @@ from .errors import QlearnError
 from .types import (
     Decision,
     DecisionPage,
+    Episode,
+    EpisodePage,
     ModelInfo,
     RewardError,
     RewardReceipt,
@@ -95,6 +97,28 @@ def _decisions_call(model_id: str, status: Optional[str], since: Any, until: Any
         raise ValueError(f"limit must be an int in 1..={MAX_PAGE}")
     params = {**_decision_filter(status, since, until), "offset": offset, "limit": limit}
     return _Call("GET", f"/models/{_id(model_id)}/decisions", _json(DecisionPage), params=params)
+
+
+def _episodes_call(model_id: str, status: Optional[str], after: Optional[str],
+                   limit: int) -> _Call[EpisodePage]:
+    params: dict[str, Any] = {"limit": limit}
+    if status is not None:
+        if status not in ("open", "ended"):
+            raise ValueError("status must be 'open' or 'ended'")
+        params["status"] = status
+    if after is not None:
+        params["after"] = _key(after, "after")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int, got {type(limit).__name__}")
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be in 1..={MAX_PAGE}")
+    return _Call("GET", f"/models/{_id(model_id)}/episodes", _episode_page, params=params)
+
+
+def _episode_page(r: Any) -> EpisodePage:
+    body = r.json()
+    episodes = [from_json(Episode, {**e, "learned_return": e.get("return")}) for e in body["episodes"]]
+    return EpisodePage(episodes, body.get("next_after"))
 
 
 def _next_decision_offset(page: DecisionPage, offset: int) -> Optional[int]:

@@ -45,6 +45,7 @@ from ._plans import (
     _batch_call,
     _decision_filter,
     _decisions_call,
+    _episodes_call,
     _key,
     _ndjson_decisions,
     _next_decision_offset,
@@ -67,6 +68,7 @@ from .types import (
     DecisionPage,
     DecisionsSetting,
     EpisodeEnd,
+    EpisodePage,
     Evaluation,
     Health,
     ModelInfo,
@@ -414,6 +416,15 @@ class _Api:
         ``since`` (included) / ``until`` (excluded): Unix seconds or aware
         datetimes; ``limit`` <= 1,000. See :meth:`iter_decisions` for all pages."""
         return _decisions_call(model_id, status, since, until, offset, limit)
+
+    @_endpoint
+    def episodes(self, model_id: str, status: Optional[str] = None, after: Optional[str] = None,
+                 limit: int = 100) -> _Call[EpisodePage]:
+        """``GET /models/{id}/episodes``: a page of the model's episodes in id
+        order, with their steps and return so far; ``status`` ``"open"`` or
+        ``"ended"``; pass the page's ``next_after`` as ``after`` for the next
+        page (keyset paging); ``limit`` <= 1,000."""
+        return _episodes_call(model_id, status, after, limit)
 
     @_endpoint
     def export_decisions(self, model_id: str, status: Optional[str] = None, since: Any = None,

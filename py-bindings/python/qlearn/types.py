@@ -443,6 +443,33 @@ class DecisionPage:
 
 
 @dataclass(frozen=True)
+class Episode:
+    """An episode of a model that logs decisions (``GET /models/{id}/episodes``).
+    ``status``: ``open`` (going on) or ``ended``; ``outcome``:
+    ``terminated`` or ``truncated`` (``None`` while open); ``learned_return``:
+    the sum of the rewards learned from its steps so far (the wire's
+    ``return``); ``started_at`` / ``last_decision_at``: its first and last
+    decision's time (RFC 3339; ``None`` once past the retention)."""
+
+    episode_id: str
+    status: str
+    steps: int
+    learned_return: float
+    outcome: Optional[str] = None
+    started_at: Optional[str] = None
+    last_decision_at: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class EpisodePage:
+    """A page of episodes in episode id order (bytewise); ``next_after``:
+    the ``after`` of the next page (``None``: this is the last)."""
+
+    episodes: list[Episode]
+    next_after: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Health:
     """``GET /healthz``."""
 
