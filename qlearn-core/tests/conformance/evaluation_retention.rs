@@ -5,6 +5,8 @@
 //! keeps its newest finished jobs; pruning is exact and idempotent, and
 //! the settle pass runs it.
 
+use std::sync::Barrier;
+
 use qlearn_core::evaluation::JobError;
 use qlearn_core::store::{
     day_of, EvalFootprint, EvalLimits, JobEnd, JobStatus, Store, KEEP_FINISHED_JOBS,
@@ -248,4 +250,53 @@ pub fn evaluation_finished_cap<S: Store>(s: &S) {
     check_eq!(s, ok(s, s.prune_evaluations(3, NOW + 5_010)), 2);
     let newest = vec![later[1].clone(), later[0].clone(), queued, ended[5].clone()];
     check_eq!(s, ids(&a.id, &m), newest);
+}
+
+/// Creations racing a model's deletion: every job they created is buried
+/// with the model (none keeps a payload or can be claimed), however the
+/// creations and the deletion interleave.
+pub fn evaluation_creation_races_model_deletion<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let unlimited = EvalLimits {
+        per_day: u32::MAX,
+        at_once: u32::MAX,
+    };
+    let mut created = 0;
+    for round in 0..20 {
+        let name = format!("m{round}");
+        let m = ok(s, s.create_model(&a.id, &name, &seeded(2, 1), None, NOW)).id;
+        let barrier = Barrier::new(3);
+        created += std::thread::scope(|sc| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    sc.spawn(|| {
+                        barrier.wait();
+                        let mut n = 0;
+                        loop {
+                            match s.create_evaluation(&a.id, &m, &request(), unlimited, NOW) {
+                                Ok(_) => n += 1,
+                                Err(Error::NotFound(_)) => return n,
+                                Err(e) => panic!("[{}] create: {e:?}", s.backend()),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            ok(s, s.delete_model(&a.id, &m));
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("a racer"))
+                .sum::<u64>()
+        });
+    }
+    check!(s, created > 0, "the racers created jobs");
+    let f = ok(s, s.evaluation_footprint(&a.id));
+    check_eq!(s, f, footprint(created, created, 0));
+    check!(
+        s,
+        ok(s, s.claim_evaluation(60, NOW)).is_none(),
+        "a buried job claimed"
+    );
 }

@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             evaluation_tombstones,
             evaluation_model_deletion,
             evaluation_finished_cap,
+            evaluation_creation_races_model_deletion,
         );
     };
     (@each $with:path; $($check:ident),+ $(,)?) => {

@@ -65,10 +65,11 @@ impl Evaluations for PgStore {
             tx.query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&owner])
                 .map_err(pg)?
                 .ok_or(Error::NotFound("model"))?;
-            // FOR SHARE: a deletion of the model waits for this insert, then
-            // turns the new job into a tombstone too (or this sees no model).
+            // FOR KEY SHARE: a deletion of the model waits for this insert,
+            // then turns the new job into a tombstone too (or this sees no
+            // model); the model's own row updates do not wait.
             tx.query_opt(
-                "SELECT 1 FROM models WHERE id = $1 AND owner = $2 FOR SHARE",
+                "SELECT 1 FROM models WHERE id = $1 AND owner = $2 FOR KEY SHARE",
                 &[&model_id, &owner],
             )
             .map_err(pg)?
