@@ -26,7 +26,17 @@ pub fn media_type(req: &Request<Incoming>) -> Option<String> {
 /// Whether the request says its body is JSON (`application/json` or a
 /// `+json` type).
 pub fn is_json(req: &Request<Incoming>) -> bool {
-    media_type(req).is_some_and(|m| m == "application/json" || m.ends_with("+json"))
+    // As `media_type` says it, compared without lower-casing a copy.
+    let Some(ct) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let m = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    m.eq_ignore_ascii_case(b"application/json")
+        || m.len() >= 5 && m[m.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 /// How many bytes past a body limit the server still reads (and discards)
@@ -37,15 +47,22 @@ pub fn is_json(req: &Request<Incoming>) -> bool {
 const DRAIN_PAST_LIMIT: u64 = 1 << 20;
 
 /// When the request being served must have arrived in full (headers and
-/// body). The server puts one in every request's extensions; [`read_body`]
-/// answers 408 once it has passed. Declared here, where it is read, so the
-/// body reader does not depend on the server.
+/// body). The server sets one for every request ([`REQUEST_DEADLINE`]);
+/// [`read_body`] answers 408 once it has passed. Declared here, where it is
+/// read, so the body reader does not depend on the server.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestDeadline {
     /// The instant the whole request must have been read by.
     pub at: tokio::time::Instant,
     /// The configured `request_timeout` (for the error message).
     pub limit: std::time::Duration,
+}
+
+tokio::task_local! {
+    /// The deadline of the request its task serves: the server runs each
+    /// request's service future in this scope (a task-local, not the
+    /// request's extensions, whose first insert costs three allocations).
+    pub static REQUEST_DEADLINE: RequestDeadline;
 }
 
 /// Reads the whole body, refusing more than `limit` bytes: first by
@@ -55,7 +72,7 @@ pub struct RequestDeadline {
 /// [`RequestDeadline`] (set by the server) it gives up with 408, however
 /// slowly bytes still arrive.
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let deadline = req.extensions().get::<RequestDeadline>().copied();
+    let deadline = REQUEST_DEADLINE.try_with(|d| *d).ok();
     match deadline {
         Some(d) => tokio::time::timeout_at(d.at, read_whole_body(req, limit))
             .await
@@ -79,6 +96,9 @@ async fn read_whole_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, 
         }
     }
     let mut body = req.into_body();
+    // A body in one frame (the usual small JSON body) is returned as it
+    // came, without a copy; only a second frame starts a buffer.
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame =
@@ -86,14 +106,28 @@ async fn read_whole_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, 
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if buf.len() + data.len() > limit {
-            let read = (buf.len() + data.len()) as u64;
-            drain(body, (limit as u64 + DRAIN_PAST_LIMIT).saturating_sub(read)).await;
+        let read = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
+        if read > limit {
+            drain(
+                body,
+                (limit as u64 + DRAIN_PAST_LIMIT).saturating_sub(read as u64),
+            )
+            .await;
             return Err(ApiError::PayloadTooLarge(limit));
+        }
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            buf.extend_from_slice(&f);
         }
         buf.extend_from_slice(&data);
     }
-    Ok(buf.freeze())
+    Ok(match first {
+        Some(f) => f,
+        None => buf.freeze(),
+    })
 }
 
 /// Reads and discards up to `max` more bytes of `body` (stops at its end, at

@@ -84,8 +84,10 @@ pub const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// A response with `body` serialized as JSON.
 pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => bytes_response(status, JSON, bytes),
+    // Room for a typical answer up front (no regrowing while writing).
+    let mut bytes = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => bytes_response(status, JSON, bytes),
         Err(e) => {
             tracing::error!(error = %e, "response serialization failed");
             bytes_response(
@@ -111,9 +113,15 @@ pub fn bytes_response(
 ) -> Resp {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
+    // Room for the headers every answer gets (security headers, rate
+    // limits, CORS): one allocation, no regrowing.
+    *r.headers_mut() = hyper::HeaderMap::with_capacity(RESPONSE_HEADERS);
     r.headers_mut().insert(CONTENT_TYPE, content_type);
     r
 }
+
+/// How many headers a response is given room for up front.
+pub const RESPONSE_HEADERS: usize = 16;
 
 /// 204 No Content.
 pub fn no_content() -> Resp {

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
@@ -348,32 +348,35 @@ const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// the `burst` token bucket always, the `monthly` quota on metered responses.
 fn rate_headers(resp: &mut Resp, limits: &TierLimits, burst: RateState) {
     let monthly = resp.extensions().get::<MonthlyState>().copied();
-    let mut policy = String::with_capacity(64);
-    let mut state = String::with_capacity(64);
-    limits.push_rate_limit_policy(&mut policy, "burst");
-    burst.push_header_value(&mut state, "burst");
-    if let Some(m) = monthly {
-        policy.push_str(", ");
-        push_rate_item(
-            &mut policy,
-            "monthly",
-            [("q", m.limit), ("w", m.window_secs)],
-        );
-        state.push_str(", ");
-        push_rate_item(
-            &mut state,
-            "monthly",
-            [("r", m.remaining), ("t", m.reset_secs)],
-        );
-    }
     let h = resp.headers_mut();
-    // Handed over without a copy (the value is checked, not copied).
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(policy)) {
-        h.insert(RATELIMIT_POLICY, v);
-    }
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(state)) {
-        h.insert(RATELIMIT, v);
-    }
+    // Each value is written into this thread's buffer, then copied once
+    // into its header (one allocation per header).
+    HEADER_BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        limits.push_rate_limit_policy(buf, "burst");
+        if let Some(m) = monthly {
+            buf.push_str(", ");
+            push_rate_item(buf, "monthly", [("q", m.limit), ("w", m.window_secs)]);
+        }
+        if let Ok(v) = HeaderValue::from_str(buf) {
+            h.insert(RATELIMIT_POLICY, v);
+        }
+        buf.clear();
+        burst.push_header_value(buf, "burst");
+        if let Some(m) = monthly {
+            buf.push_str(", ");
+            push_rate_item(buf, "monthly", [("r", m.remaining), ("t", m.reset_secs)]);
+        }
+        if let Ok(v) = HeaderValue::from_str(buf) {
+            h.insert(RATELIMIT, v);
+        }
+    });
+}
+
+thread_local! {
+    /// Where `rate_headers` writes a header value before copying it.
+    static HEADER_BUF: std::cell::RefCell<String> =
+        std::cell::RefCell::new(String::with_capacity(128));
 }
 
 async fn route_authenticated(

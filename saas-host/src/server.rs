@@ -66,7 +66,7 @@ use crate::router;
 use conn::{Activity, Bounds, Cut, Tracked, Watched};
 use per_address::PerAddress;
 
-use crate::http::RequestDeadline;
+use crate::http::{RequestDeadline, REQUEST_DEADLINE};
 
 /// Runs blocking `work` every `every` until shutdown (a run in progress
 /// finishes first); a failure is logged as `what` and retried at the
@@ -235,17 +235,19 @@ pub async fn serve(
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let a = app.clone();
         let act = activity.clone();
-        let svc = service_fn(move |mut req: Request<_>| {
+        let svc = service_fn(move |req: Request<_>| {
             let http1 = req.version() < Version::HTTP_2;
             let (started, in_flight) = act.begin(http1);
             let limit = a.config.request_timeout;
-            req.extensions_mut().insert(RequestDeadline {
+            let deadline = RequestDeadline {
                 at: started + limit,
                 limit,
-            });
+            };
             let a = a.clone();
             async move {
-                let Ok(mut resp) = router::serve(a, req, peer).await;
+                let Ok(mut resp) = REQUEST_DEADLINE
+                    .scope(deadline, router::serve(a, req, peer))
+                    .await;
                 if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
                     // The rest of the body may still be on its way: end the connection.
                     resp.headers_mut()
