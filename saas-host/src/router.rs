@@ -207,7 +207,8 @@ async fn dispatch(
     }
     let client = client_ip(app, &req, peer.ip());
     let result = if route.spec().public {
-        public(app, route, param, req, client).await
+        // Boxed: the public routes' futures (login, registration) are large.
+        Box::pin(public(app, route, param, req, client)).await
     } else {
         authenticated(app, route, param, req, client).await
     };
@@ -386,6 +387,9 @@ async fn route_authenticated(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let m = req.method().clone();
+    // The hot routes' futures are awaited in place; every other route's is
+    // boxed, so that this future (and every one around it, moved at each
+    // await) is as small as the hot routes need.
     match (route, m) {
         (Route::Predict, Method::POST) => engine::predict(cx, req).await,
         (Route::PredictProbabilities, Method::POST) => engine::action_probabilities(cx, req).await,
@@ -393,32 +397,36 @@ async fn route_authenticated(
         (Route::UpdateBatch, Method::POST) => engine::update_batch(cx, req).await,
         (Route::Rewards, Method::POST) => decisions::reward(cx, req).await,
         (Route::RewardsBatch, Method::POST) => decisions::rewards_batch(cx, req).await,
-        (Route::EpisodesEnd, Method::POST) => decisions::end_episode(cx, req).await,
-        (Route::ModelDecisions, Method::GET) => decisions::list(cx, id, req).await,
-        (Route::ModelDecisionsExport, Method::GET) => decisions::export(cx, id, req).await,
-        (Route::ModelEvaluations, Method::POST) => evaluations::create(cx, id, req).await,
-        (Route::ModelEvaluations, Method::GET) => evaluations::list(cx, id, req).await,
-        (Route::ModelEvaluation, Method::GET) => evaluations::get(cx, id).await,
-        (Route::ModelEvaluation, Method::DELETE) => evaluations::delete(cx, id).await,
-        (Route::ModelEpisodes, Method::GET) => decisions::episodes(cx, id, req).await,
-        (Route::Me, Method::GET) => accounts::me(cx).await,
-        (Route::MePassword, Method::POST) => accounts::change_password(cx, req).await,
-        (Route::ApiKeys, Method::GET) => accounts::list_keys(cx).await,
-        (Route::ApiKeys, Method::POST) => accounts::create_key(cx, req).await,
-        (Route::ApiKey, Method::DELETE) => accounts::delete_key(cx, id).await,
-        (Route::AdminUser, Method::PATCH) => accounts::admin_patch_user(cx, id, req).await,
-        (Route::AdminUsage, Method::GET) => accounts::admin_usage(cx, req).await,
-        (Route::Models, Method::GET) => models::list(cx).await,
-        (Route::Models, Method::POST) => models::create(cx, req).await,
-        (Route::ModelsImport, Method::POST) => models::import(cx, req).await,
-        (Route::Model, Method::GET) => models::get(cx, id).await,
-        (Route::Model, Method::PATCH) => models::patch(cx, id, req).await,
-        (Route::Model, Method::DELETE) => models::delete(cx, id).await,
-        (Route::ModelExport, Method::GET) => models::export(cx, id, req).await,
-        (Route::ModelEvents, Method::GET) => engine::events(cx, id).await,
-        (Route::ModelEventsTicket, Method::POST) => engine::events_ticket(cx, id).await,
-        (Route::Status, Method::GET) => models::status(cx, id, req).await,
-        (Route::Dashboard, Method::GET) => models::dashboard(cx).await,
+        (Route::EpisodesEnd, Method::POST) => Box::pin(decisions::end_episode(cx, req)).await,
+        (Route::ModelDecisions, Method::GET) => Box::pin(decisions::list(cx, id, req)).await,
+        (Route::ModelDecisionsExport, Method::GET) => {
+            Box::pin(decisions::export(cx, id, req)).await
+        }
+        (Route::ModelEvaluations, Method::POST) => Box::pin(evaluations::create(cx, id, req)).await,
+        (Route::ModelEvaluations, Method::GET) => Box::pin(evaluations::list(cx, id, req)).await,
+        (Route::ModelEvaluation, Method::GET) => Box::pin(evaluations::get(cx, id)).await,
+        (Route::ModelEvaluation, Method::DELETE) => Box::pin(evaluations::delete(cx, id)).await,
+        (Route::ModelEpisodes, Method::GET) => Box::pin(decisions::episodes(cx, id, req)).await,
+        (Route::Me, Method::GET) => Box::pin(accounts::me(cx)).await,
+        (Route::MePassword, Method::POST) => Box::pin(accounts::change_password(cx, req)).await,
+        (Route::ApiKeys, Method::GET) => Box::pin(accounts::list_keys(cx)).await,
+        (Route::ApiKeys, Method::POST) => Box::pin(accounts::create_key(cx, req)).await,
+        (Route::ApiKey, Method::DELETE) => Box::pin(accounts::delete_key(cx, id)).await,
+        (Route::AdminUser, Method::PATCH) => {
+            Box::pin(accounts::admin_patch_user(cx, id, req)).await
+        }
+        (Route::AdminUsage, Method::GET) => Box::pin(accounts::admin_usage(cx, req)).await,
+        (Route::Models, Method::GET) => Box::pin(models::list(cx)).await,
+        (Route::Models, Method::POST) => Box::pin(models::create(cx, req)).await,
+        (Route::ModelsImport, Method::POST) => Box::pin(models::import(cx, req)).await,
+        (Route::Model, Method::GET) => Box::pin(models::get(cx, id)).await,
+        (Route::Model, Method::PATCH) => Box::pin(models::patch(cx, id, req)).await,
+        (Route::Model, Method::DELETE) => Box::pin(models::delete(cx, id)).await,
+        (Route::ModelExport, Method::GET) => Box::pin(models::export(cx, id, req)).await,
+        (Route::ModelEvents, Method::GET) => Box::pin(engine::events(cx, id)).await,
+        (Route::ModelEventsTicket, Method::POST) => Box::pin(engine::events_ticket(cx, id)).await,
+        (Route::Status, Method::GET) => Box::pin(models::status(cx, id, req)).await,
+        (Route::Dashboard, Method::GET) => Box::pin(models::dashboard(cx)).await,
         (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
     }
 }
