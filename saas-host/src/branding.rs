@@ -576,4 +576,35 @@ mod tests {
         let index = String::from_utf8(b.index.unwrap().bytes.to_vec()).unwrap();
         assert!(index.contains("href=\"https://help.acme.example/?a=1&amp;b=2\""));
     }
+
+    #[test]
+    fn a_logo_is_served_as_the_type_its_extension_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let logo = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"logo").unwrap();
+            read_logo(&path)
+        };
+        for (name, content_type) in [
+            ("a.svg", "image/svg+xml"),
+            ("a.png", "image/png"),
+            ("a.jpg", "image/jpeg"),
+            ("a.JPEG", "image/jpeg"),
+            ("a.webp", "image/webp"),
+            ("a.Gif", "image/gif"),
+        ] {
+            let r = logo(name).unwrap();
+            assert_eq!(
+                (r.content_type, &r.bytes[..]),
+                (content_type, &b"logo"[..]),
+                "{name}"
+            );
+        }
+        for name in ["a.bmp", "a.jpg.txt", "jpg"] {
+            match logo(name) {
+                Err(Error::InvalidField { field, .. }) => assert_eq!(field, "brand_logo"),
+                other => panic!("{name}: {:?}", other.map(|r| r.content_type)),
+            }
+        }
+    }
 }
