@@ -370,3 +370,30 @@ pub fn event_schema() -> Value {
         ]
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_body_route_states_its_own_byte_limit_for_413() {
+        let config = Config {
+            body_limit: 1111,
+            batch_limit: 2222,
+            import_limit: 3333,
+            ..Config::default()
+        };
+        let doc: Value = serde_json::from_str(&document(&config)).unwrap();
+        let says =
+            |path: &str| doc["paths"][path]["post"]["responses"]["413"]["description"].clone();
+        let over = |limit: &str| json!(format!("payload_too_large: the body is over {limit}"));
+        assert_eq!(
+            says("/models/import"),
+            over("the smaller of 3333 bytes and the tier's max_import_bytes")
+        );
+        assert_eq!(says("/update/batch"), over("2222 bytes"));
+        assert_eq!(says("/rewards/batch"), over("2222 bytes"));
+        assert_eq!(says("/predict"), over("1111 bytes"));
+        assert_eq!(says("/update"), over("1111 bytes"));
+    }
+}
