@@ -600,6 +600,9 @@ mod tests {
             format!("{:?}", c.unknown_key_ttl),
             format!("{:?}", c.settle_every),
             format!("{:?}", c.evaluation_workers),
+            format!("{:?}", c.max_connections),
+            format!("{:?}", c.max_connections_per_address),
+            format!("{:?}", c.import_limit),
         ]
     }
 
@@ -629,6 +632,9 @@ mod tests {
             "--max-event-streams-per-model=13",
             "--unknown-key-ttl-secs=14",
             "--settle-interval-ms=250",
+            "--max-connections=15",
+            "--max-connections-per-address=16",
+            "--import-limit-bytes=17000",
         ])
         .unwrap()
         .config()
@@ -650,6 +656,9 @@ mod tests {
             max_event_streams_per_model: 13,
             unknown_key_ttl: s(14),
             settle_every: Duration::from_millis(250),
+            max_connections: 15,
+            max_connections_per_address: 16,
+            import_limit: 17000,
             ..Config::default()
         };
         assert_eq!(knobs(&set), knobs(&want));
