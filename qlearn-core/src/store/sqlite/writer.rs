@@ -139,6 +139,28 @@ impl WaitSlot {
 pub(super) struct Ticket {
     pub(super) seq: u64,
     pub(super) slot: Arc<WaitSlot>,
+    /// The sleeping writer this job must wake, when it was the one that
+    /// filled the writer's wait: woken when the ticket is waited for
+    /// ([`SqliteStore::wait`], [`SqliteStore::durable`]) or dropped, so
+    /// after the caller let go of its model's lock (waking a thread can
+    /// hand it the caller's core while the caller still holds the lock, and
+    /// the other calls on the model would then find it held).
+    wake: Option<Arc<Inner>>,
+}
+
+impl Ticket {
+    /// Wakes the writer if this job's enqueue had to (once).
+    fn wake_writer(&mut self) {
+        if let Some(inner) = self.wake.take() {
+            inner.queue_cv.notify_one();
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.wake_writer();
+    }
 }
 
 #[derive(Default)]
@@ -489,15 +511,17 @@ impl SqliteStore {
             q.wake_at = 0;
         }
         drop(q);
-        if wake {
-            self.inner.queue_cv.notify_one();
-        }
-        Ok(Ticket { seq, slot })
+        Ok(Ticket {
+            seq,
+            slot,
+            wake: wake.then(|| self.inner.clone()),
+        })
     }
 
     /// Blocks until the ticket's job has committed, then wakes the next
     /// callers of its batch (see [`WaitSlot`]).
-    pub(super) fn wait(&self, ticket: Ticket) -> Result<()> {
+    pub(super) fn wait(&self, mut ticket: Ticket) -> Result<()> {
+        ticket.wake_writer();
         let done = &self.inner.done;
         loop {
             if done.committed.load(Ordering::Acquire) >= ticket.seq {
@@ -521,7 +545,8 @@ impl SqliteStore {
     /// The commit of a ticket enqueued for a task ([`Waiting::Task`]), as a
     /// future; the cache is trimmed once it has committed (as after
     /// [`SqliteStore::wait`]).
-    pub(super) fn durable(&self, ticket: Ticket) -> crate::store::Durable {
+    pub(super) fn durable(&self, mut ticket: Ticket) -> crate::store::Durable {
+        ticket.wake_writer();
         crate::store::Durable::new(Commit {
             inner: self.inner.clone(),
             ticket,
