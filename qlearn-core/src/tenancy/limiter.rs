@@ -270,10 +270,17 @@ impl Limiter {
             return Err(refused(t.wait_secs));
         }
         lease.blocked_until = None;
-        // The new lease replaces what is left of an expired one (dropped,
-        // never spent), also when it is this request's one token.
-        lease.tokens = t.granted - 1.0;
-        lease.expires = Some(at + LEASE_TTL);
+        if lease.expires.is_some_and(|e| at < e) {
+            // A refill that finished while this one ran (this request's one
+            // token, or the leader's lease after it): the tokens add up.
+            lease.tokens += t.granted - 1.0;
+        } else {
+            // The new lease replaces what is left of an expired one
+            // (dropped, never spent), also when it is this request's one
+            // token.
+            lease.tokens = t.granted - 1.0;
+            lease.expires = Some(at + LEASE_TTL);
+        }
         Ok(shared_state(t.left, lease.tokens, rate, burst))
     }
 }
@@ -409,6 +416,71 @@ mod tests {
         assert_eq!(state.remaining, 0);
         assert!(l.try_take_leased("u", 500.0, 26.0, 0.0).is_none());
         assert!(l.take_leased("u", 500.0, 26.0, 0.0).is_err());
+    }
+
+    /// Shared buckets whose takes wait to be let through, one kind at a
+    /// time: a lease's (more than one token) or a single token's.
+    struct Gated {
+        inner: Frozen,
+        entered: Mutex<std::sync::mpsc::Sender<bool>>,
+        lease_go: Mutex<std::sync::mpsc::Receiver<()>>,
+        one_go: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl SharedBuckets for Gated {
+        fn take(&self, key: &str, need: f64, want: f64, rate: f64, burst: f64) -> Result<Taken> {
+            let lease = want > 1.0;
+            let _ = lock(&self.entered).send(lease);
+            let gate = if lease { &self.lease_go } else { &self.one_go };
+            let _ = lock(gate).recv();
+            self.inner.take(key, need, want, rate, burst)
+        }
+        fn give(&self, key: &str, n: f64) -> Result<()> {
+            self.inner.give(key, n)
+        }
+        fn forget(&self, key: &str) -> Result<()> {
+            self.inner.forget(key)
+        }
+    }
+
+    #[test]
+    fn a_single_token_taken_during_a_refill_keeps_the_new_lease() {
+        use std::sync::mpsc::channel;
+        let (entered_tx, entered) = channel();
+        let (lease_go, lease_rx) = channel();
+        let (one_go, one_rx) = channel();
+        let b = Arc::new(Gated {
+            inner: Frozen::default(),
+            entered: Mutex::new(entered_tx),
+            lease_go: Mutex::new(lease_rx),
+            one_go: Mutex::new(one_rx),
+        });
+        let l = Arc::new(Limiter::new(
+            "api",
+            Some(b.clone() as Arc<dyn SharedBuckets>),
+        ));
+        let (rate, burst) = (500.0, 1000.0);
+        let run = |l: &Arc<Limiter>| {
+            let l = l.clone();
+            std::thread::spawn(move || l.take_leased("u", rate, burst, 0.0).is_ok())
+        };
+        // The leader's refill is in the bucket when a second request comes:
+        // that one takes its single token; the leader's lease lands first.
+        let leader = run(&l);
+        assert_eq!(entered.recv().ok(), Some(true));
+        let follower = run(&l);
+        assert_eq!(entered.recv().ok(), Some(false));
+        lease_go.send(()).unwrap();
+        assert!(leader.join().unwrap());
+        one_go.send(()).unwrap();
+        assert!(follower.join().unwrap());
+        // The lease (25 tokens, one spent by the leader) serves the next 24
+        // requests without the bucket.
+        let served = (0..24)
+            .filter(|_| matches!(l.try_take_leased("u", rate, burst, 0.0), Some(Ok(_))))
+            .count();
+        assert_eq!(served, 24);
+        assert!(l.try_take_leased("u", rate, burst, 0.0).is_none());
     }
 
     #[test]
