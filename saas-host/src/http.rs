@@ -11,30 +11,22 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// The media type of a request (lower-cased, parameters stripped), if any.
-pub fn media_type(req: &Request<Incoming>) -> Option<String> {
+/// The media type of a request as sent (parameters stripped; compare it
+/// case-insensitively), if any.
+pub fn media_type(req: &Request<Incoming>) -> Option<&str> {
     let ct = req.headers().get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    Some(ct.split(';').next().unwrap_or("").trim())
 }
 
 /// Whether the request says its body is JSON (`application/json` or a
 /// `+json` type).
 pub fn is_json(req: &Request<Incoming>) -> bool {
-    // As `media_type` says it, compared without lower-casing a copy.
-    let Some(ct) = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let m = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    media_type(req).is_some_and(is_json_type)
+}
+
+/// Whether media type `m` (as [`media_type`] gives it) is JSON.
+fn is_json_type(m: &str) -> bool {
+    let m = m.as_bytes();
     m.eq_ignore_ascii_case(b"application/json")
         || m.len() >= 5 && m[m.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
@@ -315,6 +307,28 @@ pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_media_types_in_any_case() {
+        for m in [
+            "application/json",
+            "Application/JSON",
+            "application/problem+json",
+            "x+JSON",
+        ] {
+            assert!(is_json_type(m), "{m}");
+        }
+        for m in [
+            "",
+            "json",
+            "+jso",
+            "text/plain",
+            "application/jsonx",
+            "application/json+xml",
+        ] {
+            assert!(!is_json_type(m), "{m}");
+        }
+    }
     use crate::wire::{PredictIn, UpdateIn};
 
     fn err(bytes: &[u8]) -> ApiError {

@@ -346,9 +346,9 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
     let size_limit = usize::try_from(limits.max_import_bytes)
         .unwrap_or(usize::MAX)
         .min(cx.app.config.import_limit);
-    let json = match media_type(&req).as_deref() {
-        Some("application/octet-stream") => false,
-        Some("application/json") => true,
+    let json = match media_type(&req) {
+        Some(m) if m.eq_ignore_ascii_case("application/octet-stream") => false,
+        Some(m) if m.eq_ignore_ascii_case("application/json") => true,
         _ => {
             return Err(ApiError::UnsupportedMediaType(
                 "application/octet-stream (binary model) or application/json (JSON export)",
