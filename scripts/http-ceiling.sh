@@ -10,7 +10,8 @@
 #   scripts/http-ceiling.sh postgres://postgres@127.0.0.1:5432/test
 #
 # Environment: RUNS (default 3), DURATION (8 s per route), CONNECTIONS (32),
-# THREADS (2), CARGO_TARGET_DIR. The logging predict (a model that logs
+# THREADS (2), CARGO_TARGET_DIR, PIN_WORKERS=1 (both servers bind each worker
+# thread to one CPU: `saas-host --pin-workers`). The logging predict (a model that logs
 # decisions) has no bare-hyper twin: its ratio is against the predict ceiling.
 set -euo pipefail
 

@@ -66,6 +66,10 @@ export SECRET_KEY="load-test secret key of at least thirty-two bytes"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 # The kernel's share of it (stime).
 sys_ticks() { awk '{print $15}' "/proc/$PID/stat"; }
+# The machine's idle and busy jiffies so far (all CPUs, /proc/stat): a run
+# whose server and wrk leave CPUs idle is waiting, not computing.
+idle_ticks() { awk '$1 == "cpu" {print $5 + $6}' /proc/stat; }
+all_ticks() { awk '$1 == "cpu" {s = 0; for (i = 2; i <= 9; i++) s += $i; print s}' /proc/stat; }
 json_field() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 
 enterprise_user
@@ -73,7 +77,7 @@ MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H 
   -d '{"name":"bench","n_actions":4}' | json_field '["id"]')"
 LOGGING_MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"name":"bench-decisions","n_actions":4}' | json_field '["id"]')"
-ROUTES="update predict predict_logging rewards"
+ROUTES="${ROUTES:-update predict predict_logging rewards}"
 if ! curl -sf -X PATCH "$BASE/models/$LOGGING_MODEL" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"decisions":{"reward_wait_seconds":600}}' > /dev/null; then
   # An older build (SAAS_HOST_BIN) without decision logging.
@@ -92,6 +96,8 @@ for route in $ROUTES; do
   if [[ "$route" == predict_logging || "$route" == rewards ]]; then QL_MODEL="$LOGGING_MODEL"; fi
   cpu_before="$(cpu_ticks)"
   sys_before="$(sys_ticks)"
+  idle_before="$(idle_ticks)"
+  all_before="$(all_ticks)"
   PERF_PID=""
   if [[ -n "${PERF_OUT:-}" ]]; then
     perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT/$route.data" -- sleep "$DURATION" 2>/dev/null &
@@ -104,6 +110,8 @@ for route in $ROUTES; do
   if [[ -n "$PERF_PID" ]]; then wait "$PERF_PID" || true; fi
   cpu_after="$(cpu_ticks)"
   sys_after="$(sys_ticks)"
+  idle_after="$(idle_ticks)"
+  all_after="$(all_ticks)"
   line="$(grep '^RESULT' "$TMP/$route.txt")"
   reqs="$(sed -n 's/^RESULT requests=\([0-9]*\) .*/\1/p' "$TMP/$route.txt")"
   # The server's CPU time (user + system, all threads) per request: less
@@ -111,7 +119,8 @@ for route in $ROUTES; do
   cpu_us="$(python3 -c "print(round(($cpu_after - $cpu_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
   if [[ "$route" == predict_logging ]]; then DECISIONS="$reqs"; fi
   sys_us="$(python3 -c "print(round(($sys_after - $sys_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
-  echo "$route: $line server_cpu_us_per_req=$cpu_us of_which_kernel=$sys_us loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
+  idle_pct="$(python3 -c "print(round(100 * ($idle_after - $idle_before) / max($all_after - $all_before, 1), 1))")"
+  echo "$route: $line server_cpu_us_per_req=$cpu_us of_which_kernel=$sys_us machine_idle_pct=$idle_pct loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
   if [[ -f "$TMP/$route.stat" ]]; then
     # The server's context switches and system calls per request (all its

@@ -38,6 +38,7 @@ pub mod http;
 pub mod invoicing;
 pub mod metrics;
 pub mod openapi;
+pub mod pinning;
 pub mod read_only;
 pub mod response;
 pub mod router;

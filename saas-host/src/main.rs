@@ -1,7 +1,10 @@
 //! `saas-host`: parses the command line and runs the server or an admin command.
 
+use std::sync::Arc;
+
 use clap::Parser;
 use saas_host::cli::{self, Cli, Command};
+use saas_host::pinning;
 
 fn main() -> std::process::ExitCode {
     let args = Cli::parse();
@@ -13,19 +16,31 @@ fn main() -> std::process::ExitCode {
         Some(Command::Admin(_)) => None,
         Some(Command::Healthcheck(_)) => None,
     };
+    let mut pinner = None;
     if let Some(s) = serve {
         if let Some(n) = s.worker_threads {
             rt.worker_threads(n.max(1));
         }
         rt.max_blocking_threads(s.blocking_threads().max(1));
+        if s.pin_workers {
+            // The pinner must know how many of the first threads are the
+            // workers: set the count instead of leaving it to tokio.
+            let cpus = pinning::allowed_cpus();
+            let workers = s.worker_threads.unwrap_or(cpus.len()).max(1);
+            rt.worker_threads(workers);
+            let p = Arc::new(pinning::WorkerPinner::new(workers, cpus));
+            let hook = p.clone();
+            rt.on_thread_start(move || hook.on_thread_start());
+            pinner = Some(p);
+        }
     }
     match rt.build() {
-        Ok(rt) => rt.block_on(run(args)),
+        Ok(rt) => rt.block_on(run(args, pinner)),
         Err(e) => fail(&format!("cannot start the async runtime: {e}")),
     }
 }
 
-async fn run(args: Cli) -> std::process::ExitCode {
+async fn run(args: Cli, pinner: Option<Arc<pinning::WorkerPinner>>) -> std::process::ExitCode {
     let serve = match args.command {
         Some(Command::Admin(a)) => {
             return match tokio::task::spawn_blocking(move || cli::admin(&a)).await {
@@ -47,6 +62,12 @@ async fn run(args: Cli) -> std::process::ExitCode {
         None => args.serve,
     };
     let _log = cli::init_logging(&serve.log_format);
+    if let Some(p) = pinner {
+        if p.failed() > 0 {
+            tracing::warn!(failed = p.failed(), "could not pin every worker thread");
+        }
+        tracing::info!(cpus = ?p.pinned(), "worker threads pinned, one CPU each");
+    }
     let config = match serve.config() {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),

@@ -6,7 +6,10 @@
 //!
 //! `bare-hyper [PORT]` binds 127.0.0.1 (port 0 = a free one) and prints
 //! `listening on 127.0.0.1:PORT`; `scripts/http-ceiling.sh` runs the product's
-//! wrk scripts against it and against `saas-host` in one run.
+//! wrk scripts against it and against `saas-host` in one run. With
+//! `PIN_WORKERS=1` (or `true`) its workers are pinned as `saas-host
+//! --pin-workers` pins its own (`saas_host::pinning`), so the two are
+//! compared on the same terms.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,9 +44,17 @@ fn main() -> std::io::Result<()> {
         })?,
         None => 0,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if matches!(std::env::var("PIN_WORKERS").as_deref(), Ok("1" | "true")) {
+        let cpus = saas_host::pinning::allowed_cpus();
+        let workers = cpus.len().max(1);
+        let pinner = std::sync::Arc::new(saas_host::pinning::WorkerPinner::new(workers, cpus));
+        builder
+            .worker_threads(workers)
+            .on_thread_start(move || pinner.on_thread_start());
+    }
+    let runtime = builder.build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         println!("listening on {}", listener.local_addr()?);
