@@ -14,9 +14,9 @@
 # DURATION seconds (default 10) with CONNECTIONS connections (default 32),
 # it is switched off and the counts dumped: instructions per request
 # = the dump's total / the requests wrk counted. Kernel time (syscalls, the
-# loopback, context switches) is not in these counts: SYSCALLS=1 adds a run
-# of the normal binary under `strace -c -f` and prints syscalls per request
-# by name. Under valgrind the server runs one thread at a time and ~50x
+# loopback, context switches) is not in these counts: `PERF_STAT=1
+# scripts/load-test.sh` counts system calls and context switches per request
+# of the normal binary. Under valgrind the server runs one thread at a time and ~50x
 # slower, so group commits gather more calls than at full speed: compare
 # builds with this script, not with the figures of a load test.
 set -euo pipefail
