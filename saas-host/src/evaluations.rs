@@ -80,7 +80,10 @@ impl Workers {
                 let wake = wake.clone();
                 std::thread::Builder::new()
                     .name(format!("qlearn-evaluation-{i}"))
-                    .spawn(move || w.run(&wake))
+                    .spawn(move || {
+                        crate::pinning::release_current_thread();
+                        w.run(&wake)
+                    })
                     .map_err(|e| tracing::warn!(error = %e, "cannot start an evaluation worker"))
                     .ok()
             })

@@ -24,14 +24,18 @@ fn pool() -> &'static SyncSender<Job> {
             let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("qlearn-hash-{i}"))
-                .spawn(move || loop {
-                    let job = match rx.lock() {
-                        Ok(r) => r.recv(),
-                        Err(_) => return,
-                    };
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    // Started by whichever thread hashes first, often a worker.
+                    crate::pinning::release_current_thread();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
                     }
                 });
             if let Err(e) = spawned {

@@ -29,14 +29,7 @@ fn main() -> std::process::ExitCode {
         }
         rt.max_blocking_threads(s.blocking_threads().max(1));
         if s.pin_workers {
-            // The pinner must know how many of the first threads are the
-            // workers: set the count instead of leaving it to tokio.
-            let cpus = pinning::allowed_cpus();
-            let workers = s.worker_threads.unwrap_or(cpus.len()).max(1);
-            rt.worker_threads(workers);
-            let p = Arc::new(pinning::WorkerPinner::new(workers, cpus));
-            let hook = p.clone();
-            rt.on_thread_start(move || hook.on_thread_start());
+            let p = pinning::install(&mut rt, s.worker_threads);
             pinner = Some(p);
         }
     }
@@ -72,7 +65,10 @@ async fn run(args: Cli, pinner: Option<Arc<pinning::WorkerPinner>>) -> std::proc
         if p.failed() > 0 {
             tracing::warn!(failed = p.failed(), "could not pin every worker thread");
         }
-        tracing::info!(cpus = ?p.pinned(), "worker threads pinned, one CPU each");
+        tracing::info!(
+            pinned = p.pinned(),
+            "worker threads pinned, one CPU each (each pins itself when it first parks)"
+        );
     }
     let config = match serve.config() {
         Ok(c) => c,

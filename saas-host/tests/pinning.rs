@@ -1,14 +1,46 @@
 //! `--pin-workers`: the real binary's async workers each bound to one CPU,
-//! every other thread (the SQLite writer, the blocking pool) left free;
-//! without the flag no thread is bound. Read from `/proc` (Linux).
+//! every other thread (the SQLite writer, the blocking pool, even when a
+//! pinned worker started it) left free; without the flag no thread is
+//! bound. Read from `/proc` (Linux).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
 const SECRET: &str = "pinning test secret, long enough for HS256 keys";
 
-/// The server started with `args`, once it logs that it serves.
-fn serve(dir: &std::path::Path, args: &[&str]) -> Child {
+/// Registers `n` users at once over raw HTTP/1.1: store calls on the
+/// blocking pool, whose threads the (pinned) workers start.
+fn register_at_once(addr: &str, n: usize) {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addr.to_owned();
+            std::thread::spawn(move || {
+                let body = format!(
+                    r#"{{"email":"pin{i}@example.com","password":"correct horse battery"}}"#
+                );
+                let mut s = TcpStream::connect(&addr).unwrap();
+                write!(
+                    s,
+                    "POST /register HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// The server started with `args`, once it logs that it serves, and its
+/// address.
+fn serve(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_saas-host"))
         .args([
             "serve",
@@ -30,12 +62,16 @@ fn serve(dir: &std::path::Path, args: &[&str]) -> Child {
         .spawn()
         .unwrap();
     let out = child.stdout.take().unwrap();
-    let serving = BufReader::new(out)
+    let addr = BufReader::new(out)
         .lines()
         .map_while(Result::ok)
-        .any(|l| l.contains("\"serving\""));
-    assert!(serving, "the server exited before serving");
-    child
+        .filter(|l| l.contains("\"serving\""))
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            v["fields"]["addr"].as_str().map(str::to_owned)
+        })
+        .expect("the server serves");
+    (child, addr)
 }
 
 /// Each thread's name and the CPUs it may run on.
@@ -72,7 +108,8 @@ fn stop(mut child: Child) {
 #[test]
 fn pinned_workers_get_one_cpu_each_and_nothing_else_is_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let child = serve(dir.path(), &["--pin-workers"]);
+    let (child, addr) = serve(dir.path(), &["--pin-workers"]);
+    register_at_once(&addr, 8);
     let all = threads(child.id());
     stop(child);
     let bound: Vec<&(String, String)> = all.iter().filter(|(_, c)| *c != allowed()).collect();
@@ -91,7 +128,8 @@ fn pinned_workers_get_one_cpu_each_and_nothing_else_is_bound() {
 #[test]
 fn without_the_flag_no_thread_is_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let child = serve(dir.path(), &[]);
+    let (child, addr) = serve(dir.path(), &[]);
+    register_at_once(&addr, 2);
     let all = threads(child.id());
     stop(child);
     assert!(all.iter().all(|(_, c)| *c == allowed()), "{all:?}");

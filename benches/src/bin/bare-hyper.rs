@@ -47,12 +47,7 @@ fn main() -> std::io::Result<()> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if matches!(std::env::var("PIN_WORKERS").as_deref(), Ok("1" | "true")) {
-        let cpus = saas_host::pinning::allowed_cpus();
-        let workers = cpus.len().max(1);
-        let pinner = std::sync::Arc::new(saas_host::pinning::WorkerPinner::new(workers, cpus));
-        builder
-            .worker_threads(workers)
-            .on_thread_start(move || pinner.on_thread_start());
+        saas_host::pinning::install(&mut builder, None);
     }
     let runtime = builder.build()?;
     runtime.block_on(async move {
