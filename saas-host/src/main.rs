@@ -6,11 +6,12 @@ use clap::Parser;
 use saas_host::cli::{self, Cli, Command};
 use saas_host::pinning;
 
-/// mimalloc instead of the system allocator: the request path's small,
-/// short-lived allocations (headers, JSON buffers, futures) cost less, and
-/// threads keep their own free lists (see docs/benchmarks-http.md).
+/// jemalloc instead of the system allocator: the request path's small,
+/// short-lived allocations (headers, JSON buffers, futures) cost less, also
+/// when another thread frees them (the SQLite writer frees what workers
+/// queued); see docs/benchmarks-http.md.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     let args = Cli::parse();
