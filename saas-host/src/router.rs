@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    AUTHORIZATION, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY, VARY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request};
 use qlearn_core::tenancy::{push_rate_item, RateState, TierLimits};
@@ -98,15 +98,29 @@ async fn caller(
     app.authenticate(&token).await
 }
 
-/// The Content-Security-Policy of every response (the dashboard, the API
-/// viewer and JSON alike): scripts and styles only from our own files (no
-/// inline script, so an injected `<script>` cannot run), images also as
-/// `data:` URIs (the API viewer's icons), requests only to ourselves, and no
-/// framing (`frame-ancestors 'none'`, with `X-Frame-Options: DENY` for old
-/// browsers) against click-jacking.
+/// The Content-Security-Policy of the dashboard, the API viewer and every
+/// other response that is not JSON: scripts and styles only from our own
+/// files (no inline script, so an injected `<script>` cannot run), images
+/// also as `data:` URIs (the API viewer's icons), requests only to
+/// ourselves, and no framing (`frame-ancestors 'none'`, with
+/// `X-Frame-Options: DENY` for old browsers) against click-jacking.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
+
+/// The Content-Security-Policy of a JSON response (OWASP's for REST APIs):
+/// a JSON document opened in a browser may load nothing and be framed
+/// nowhere. Stricter than the pages' policy, and a sixth of its bytes on
+/// every API answer.
+const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
+/// The policy for a response of this content type (see [`CSP`], [`JSON_CSP`]).
+fn csp_for(content_type: Option<&HeaderValue>) -> &'static str {
+    match content_type.map(HeaderValue::as_bytes) {
+        Some(b"application/json") => JSON_CSP,
+        _ => CSP,
+    }
+}
 
 /// Serves one request (hyper's service function).
 pub async fn serve(
@@ -126,7 +140,8 @@ pub async fn serve(
     let label = route.map_or("unmatched", Route::label);
     let h = resp.headers_mut();
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    let csp = csp_for(h.get(CONTENT_TYPE));
+    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     if let Some(origin) = origin {
@@ -428,5 +443,27 @@ async fn route_authenticated(
         (Route::Status, Method::GET) => Box::pin(models::status(cx, id, req)).await,
         (Route::Dashboard, Method::GET) => Box::pin(models::dashboard(cx)).await,
         (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_gets_the_strict_policy_and_everything_else_the_pages_one() {
+        let json = HeaderValue::from_static("application/json");
+        assert_eq!(csp_for(Some(&json)), JSON_CSP);
+        for other in ["text/html; charset=utf-8", "text/event-stream", "text/csv"] {
+            assert_eq!(
+                csp_for(Some(&HeaderValue::from_static(other))),
+                CSP,
+                "{other}"
+            );
+        }
+        assert_eq!(csp_for(None), CSP);
+        assert!(
+            JSON_CSP.contains("default-src 'none'") && JSON_CSP.contains("frame-ancestors 'none'")
+        );
     }
 }
