@@ -119,9 +119,14 @@ class Service:
         self.model_id = client.create_model(
             "news-recommendation", len(ARTICLES), seed=seed, action_names=ARTICLES, **PARAMS).id
         client.patch_model(self.model_id, decisions={"reward_wait_seconds": 3600, "default_reward": None})
+        self.decisions = 0
 
     def decide(self, context: str, minute: float) -> tuple[str, int]:
-        p = self.client.predict(self.model_id, context)
+        # Our own decision id makes the call safe to repeat: the client
+        # retries it after a 429 rate_limited (the server answers a retry
+        # with the decision it logged, metered once).
+        self.decisions += 1
+        p = self.client.predict(self.model_id, context, decision_id=f"news-{self.decisions}")
         if p.decision_id is None:
             raise RuntimeError("the model does not log decisions")
         return p.decision_id, p.action
