@@ -180,6 +180,7 @@ mod tests {
             vec![cpus[1 % cpus.len()]],
             "the next worker, the next CPU"
         );
+        assert_eq!(p.pinned(), 2);
         // A thread created by a pinned one inherits its CPU; started as a
         // runtime thread it may use every allowed CPU again.
         let q = p.clone();
@@ -189,5 +190,19 @@ mod tests {
         });
         assert_eq!(started, cpus);
         assert_eq!(p.failed(), 0);
+    }
+
+    #[test]
+    fn a_refused_pin_is_counted_and_changes_nothing() {
+        let cpus = allowed_cpus();
+        // A CPU no machine here has: the kernel refuses it.
+        let p = Arc::new(WorkerPinner::new(vec![CpuSet::MAX_CPU - 1]));
+        let q = p.clone();
+        let worker = on_thread(move || q.on_worker_park());
+        assert_eq!(worker, cpus);
+        assert_eq!(p.failed(), 1);
+        let q = p.clone();
+        assert_eq!(on_thread(move || q.on_thread_start()), cpus);
+        assert_eq!(p.failed(), 2);
     }
 }
