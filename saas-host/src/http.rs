@@ -14,7 +14,13 @@ use crate::error::ApiError;
 /// The media type of a request as sent (parameters stripped; compare it
 /// case-insensitively), if any.
 pub fn media_type(req: &Request<Incoming>) -> Option<&str> {
-    let ct = req.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    media_type_of(req.headers())
+}
+
+/// The media type in `headers` (a request's or a response's), as
+/// [`media_type`] gives it.
+pub fn media_type_of(headers: &hyper::HeaderMap) -> Option<&str> {
+    let ct = headers.get(CONTENT_TYPE)?.to_str().ok()?;
     Some(ct.split(';').next().unwrap_or("").trim())
 }
 
@@ -25,7 +31,7 @@ pub fn is_json(req: &Request<Incoming>) -> bool {
 }
 
 /// Whether media type `m` (as [`media_type`] gives it) is JSON.
-fn is_json_type(m: &str) -> bool {
+pub fn is_json_type(m: &str) -> bool {
     let m = m.as_bytes();
     m.eq_ignore_ascii_case(b"application/json")
         || m.len() >= 5 && m[m.len() - 5..].eq_ignore_ascii_case(b"+json")

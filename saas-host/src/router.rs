@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY, VARY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    AUTHORIZATION, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request};
 use qlearn_core::tenancy::{push_rate_item, RateState, TierLimits};
@@ -23,7 +23,7 @@ use crate::cidr::Cidr;
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::handlers::{accounts, billing, decisions, engine, evaluations, models, service};
-use crate::http::query_param;
+use crate::http::{is_json_type, media_type_of, query_param};
 use crate::openapi;
 use crate::response::{no_content, Resp};
 use crate::routes::Route;
@@ -114,11 +114,12 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 /// every API answer.
 const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
-/// The policy for a response of this content type (see [`CSP`], [`JSON_CSP`]).
-fn csp_for(content_type: Option<&HeaderValue>) -> &'static str {
-    match content_type.map(HeaderValue::as_bytes) {
-        Some(b"application/json") => JSON_CSP,
-        _ => CSP,
+/// The policy for a response with these headers (see [`CSP`], [`JSON_CSP`]).
+fn csp_for(headers: &hyper::HeaderMap) -> &'static str {
+    if media_type_of(headers).is_some_and(is_json_type) {
+        JSON_CSP
+    } else {
+        CSP
     }
 }
 
@@ -140,7 +141,7 @@ pub async fn serve(
     let label = route.map_or("unmatched", Route::label);
     let h = resp.headers_mut();
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    let csp = csp_for(h.get(CONTENT_TYPE));
+    let csp = csp_for(h);
     h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -449,19 +450,26 @@ async fn route_authenticated(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::CONTENT_TYPE;
 
     #[test]
     fn json_gets_the_strict_policy_and_everything_else_the_pages_one() {
-        let json = HeaderValue::from_static("application/json");
-        assert_eq!(csp_for(Some(&json)), JSON_CSP);
-        for other in ["text/html; charset=utf-8", "text/event-stream", "text/csv"] {
-            assert_eq!(
-                csp_for(Some(&HeaderValue::from_static(other))),
-                CSP,
-                "{other}"
-            );
+        let with = |ct: &'static str| {
+            let mut h = hyper::HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            csp_for(&h)
+        };
+        for json in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert_eq!(with(json), JSON_CSP, "{json}");
         }
-        assert_eq!(csp_for(None), CSP);
+        for other in ["text/html; charset=utf-8", "text/event-stream", "text/csv"] {
+            assert_eq!(with(other), CSP, "{other}");
+        }
+        assert_eq!(csp_for(&hyper::HeaderMap::new()), CSP);
         assert!(
             JSON_CSP.contains("default-src 'none'") && JSON_CSP.contains("frame-ancestors 'none'")
         );
