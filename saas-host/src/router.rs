@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    AUTHORIZATION, CONTENT_SECURITY_POLICY, ORIGIN, REFERRER_POLICY, VARY, X_CONTENT_TYPE_OPTIONS,
-    X_FRAME_OPTIONS,
+    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY, VARY,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use hyper::{Method, Request};
 use qlearn_core::tenancy::{push_rate_item, RateState, TierLimits};
@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::handlers::{accounts, billing, decisions, engine, evaluations, models, service};
 use crate::http::{is_json_type, media_type_of, query_param};
 use crate::openapi;
-use crate::response::{no_content, Resp};
+use crate::response::{no_content, Resp, JSON};
 use crate::routes::Route;
 
 /// The client's address: the peer, or, when the peer is a trusted proxy,
@@ -57,7 +57,7 @@ pub fn client_ip(app: &App, req: &Request<Incoming>, peer: IpAddr) -> IpAddr {
 
 /// The `Authorization: Bearer` credential. A credential in the URL
 /// (`?access_token=`) is refused on every route: URLs end up in logs.
-fn bearer(req: &Request<Incoming>) -> Result<String, ApiError> {
+fn bearer(req: &Request<Incoming>) -> Result<&str, ApiError> {
     if query_param(req.uri().query(), "access_token").is_some() {
         return Err(ApiError::CredentialInUrl);
     }
@@ -65,12 +65,14 @@ fn bearer(req: &Request<Incoming>) -> Result<String, ApiError> {
         .headers()
         .get(AUTHORIZATION)
         .ok_or(ApiError::Unauthorized)?;
-    let s = v.to_str().map_err(|_| ApiError::Unauthorized)?;
+    // Any bytes that are not UTF-8 are no credential of ours (tokens and
+    // keys are ASCII); what is, is checked by `authenticate`.
+    let s = std::str::from_utf8(v.as_bytes()).map_err(|_| ApiError::Unauthorized)?;
     let (scheme, token) = s.split_once(' ').ok_or(ApiError::Unauthorized)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::Unauthorized);
     }
-    Ok(token.trim().to_owned())
+    Ok(token.trim())
 }
 
 /// Who the request is from: its bearer credential, or, on the event
@@ -94,8 +96,7 @@ async fn caller(
             return app.authenticate(&granted.credential).await;
         }
     }
-    let token = bearer(req)?;
-    app.authenticate(&token).await
+    app.authenticate(bearer(req)?).await
 }
 
 /// The Content-Security-Policy of the dashboard, the API viewer and every
@@ -116,7 +117,12 @@ const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The policy for a response with these headers (see [`CSP`], [`JSON_CSP`]).
 fn csp_for(headers: &hyper::HeaderMap) -> &'static str {
-    if media_type_of(headers).is_some_and(is_json_type) {
+    // Most answers are `application/json` exactly: compared whole before
+    // the media type is parsed.
+    let exact = headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == JSON.as_bytes());
+    if exact || media_type_of(headers).is_some_and(is_json_type) {
         JSON_CSP
     } else {
         CSP
@@ -268,7 +274,7 @@ async fn public(
         (Route::Login, Method::POST) => accounts::login(app, req, client).await,
         (Route::Plans, Method::GET) => {
             let caller = match req.headers().contains_key(AUTHORIZATION) {
-                true => Some(app.authenticate(&bearer(&req)?).await?.user),
+                true => Some(app.authenticate(bearer(&req)?).await?.user),
                 false => None,
             };
             billing::plans(app, caller).await
@@ -368,16 +374,31 @@ fn rate_headers(resp: &mut Resp, limits: &TierLimits, burst: RateState) {
     let h = resp.headers_mut();
     // Each value is written into this thread's buffer, then copied once
     // into its header (one allocation per header).
+    // The policy only changes with the tier's limits (and the month's
+    // length): this thread's last one is reused while they are the same.
+    let key = (
+        limits.burst,
+        limits.rate_per_second,
+        monthly.map(|m| (m.limit, m.window_secs)),
+    );
+    let policy = LAST_POLICY.with_borrow_mut(|last| match last {
+        Some((k, v)) if *k == key => Some(v.clone()),
+        _ => {
+            let mut buf = String::with_capacity(64);
+            limits.push_rate_limit_policy(&mut buf, "burst");
+            if let Some(m) = monthly {
+                buf.push_str(", ");
+                push_rate_item(&mut buf, "monthly", [("q", m.limit), ("w", m.window_secs)]);
+            }
+            let v = HeaderValue::from_str(&buf).ok()?;
+            *last = Some((key, v.clone()));
+            Some(v)
+        }
+    });
+    if let Some(v) = policy {
+        h.insert(RATELIMIT_POLICY, v);
+    }
     HEADER_BUF.with_borrow_mut(|buf| {
-        buf.clear();
-        limits.push_rate_limit_policy(buf, "burst");
-        if let Some(m) = monthly {
-            buf.push_str(", ");
-            push_rate_item(buf, "monthly", [("q", m.limit), ("w", m.window_secs)]);
-        }
-        if let Ok(v) = HeaderValue::from_str(buf) {
-            h.insert(RATELIMIT_POLICY, v);
-        }
         buf.clear();
         burst.push_header_value(buf, "burst");
         if let Some(m) = monthly {
@@ -390,7 +411,14 @@ fn rate_headers(resp: &mut Resp, limits: &TierLimits, burst: RateState) {
     });
 }
 
+/// What a `RateLimit-Policy` value depends on: the burst, the rate, and
+/// the monthly limit and window when there is one.
+type PolicyKey = (u32, u32, Option<(u64, u64)>);
+
 thread_local! {
+    /// This thread's last `RateLimit-Policy` value and what it was made of.
+    static LAST_POLICY: std::cell::RefCell<Option<(PolicyKey, HeaderValue)>> =
+        const { std::cell::RefCell::new(None) };
     /// Where `rate_headers` writes a header value before copying it.
     static HEADER_BUF: std::cell::RefCell<String> =
         std::cell::RefCell::new(String::with_capacity(128));
@@ -450,7 +478,51 @@ async fn route_authenticated(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::CONTENT_TYPE;
+
+    #[test]
+    fn the_policy_header_follows_the_limits_of_each_answer() {
+        let policy = |limits: &TierLimits, monthly: Option<MonthlyState>| {
+            let mut resp = no_content();
+            if let Some(m) = monthly {
+                resp.extensions_mut().insert(m);
+            }
+            let burst = RateState {
+                limit: limits.burst,
+                remaining: 1,
+                reset_secs: 1,
+            };
+            rate_headers(&mut resp, limits, burst);
+            resp.headers()[RATELIMIT_POLICY]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let mut a = TierLimits::UNLIMITED;
+        (a.burst, a.rate_per_second) = (10, 5);
+        let mut b = a;
+        (b.burst, b.rate_per_second) = (100, 10);
+        let month = MonthlyState {
+            limit: 1000,
+            remaining: 5,
+            reset_secs: 7,
+            window_secs: 2_592_000,
+        };
+        let mut other_month = month;
+        other_month.window_secs = 2_678_400;
+        // Each answer's policy, whatever the thread answered before.
+        for _ in 0..2 {
+            assert_eq!(policy(&a, None), "\"burst\";q=10;w=2");
+            assert_eq!(policy(&b, None), "\"burst\";q=100;w=10");
+            assert_eq!(
+                policy(&a, Some(month)),
+                "\"burst\";q=10;w=2, \"monthly\";q=1000;w=2592000"
+            );
+            assert_eq!(
+                policy(&a, Some(other_month)),
+                "\"burst\";q=10;w=2, \"monthly\";q=1000;w=2678400"
+            );
+        }
+    }
 
     #[test]
     fn json_gets_the_strict_policy_and_everything_else_the_pages_one() {

@@ -178,7 +178,8 @@ impl Route {
     /// `HEAD` where it allows `GET` (every GET route answers HEAD).
     pub fn allows(self, method: &str) -> bool {
         let method = if method == "HEAD" { "GET" } else { method };
-        self.spec().allow.split(", ").any(|m| m == method)
+        let bit = method_bit(method);
+        bit != 0 && ALLOW_BITS.get(self as usize).is_some_and(|b| b & bit != 0)
     }
 
     /// The `Allow` header of the route: its methods, with `HEAD` after `GET`.
@@ -198,6 +199,18 @@ impl Route {
     pub fn parse(path: &str) -> Option<(Route, String)> {
         let p = path.strip_prefix('/')?;
         let p = p.strip_suffix('/').unwrap_or(p);
+        // A path that is a template without placeholders (`/update`,
+        // `/predict`: the hot routes) is one hash lookup, not a walk of
+        // the table.
+        if let Some(&route) = LITERALS.get(p) {
+            return Some((route, String::new()));
+        }
+        Self::walk(p)
+    }
+
+    /// [`Route::parse`] by walking the table in its matching order; `p` is
+    /// the path without its leading and trailing `/`.
+    fn walk(p: &str) -> Option<(Route, String)> {
         let mut segments = [""; MAX_SEGMENTS];
         let mut n = 0;
         for s in p.split('/') {
@@ -230,6 +243,47 @@ struct Template {
     segments: Vec<Segment>,
     rest: bool,
 }
+
+/// A method's bit in [`ALLOW_BITS`] (0: a method no route allows).
+fn method_bit(method: &str) -> u8 {
+    match method {
+        "GET" => 1,
+        "POST" => 2,
+        "PUT" => 4,
+        "PATCH" => 8,
+        "DELETE" => 16,
+        _ => 0,
+    }
+}
+
+/// Each route's `allow` list as bits of [`method_bit`], by `route as
+/// usize` (checked on every request, so not split per request).
+static ALLOW_BITS: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    Route::ALL
+        .iter()
+        .map(|r| {
+            r.spec()
+                .allow
+                .split(", ")
+                .fold(0, |bits, m| bits | method_bit(m))
+        })
+        .collect()
+});
+
+/// The routes whose template has no placeholder, by their template
+/// without its leading `/`: each only where walking the table gives that
+/// route for it too, so the lookup never answers differently.
+static LITERALS: std::sync::LazyLock<qlearn_core::FastMap<&'static str, Route>> =
+    std::sync::LazyLock::new(|| {
+        Route::ALL
+            .iter()
+            .filter_map(|&route| {
+                let t = &route.spec().template[1..];
+                let own = !t.contains('{') && Route::walk(t).is_some_and(|(r, _)| r == route);
+                own.then_some((t, route))
+            })
+            .collect()
+    });
 
 /// Every route's template, in [`Route::ALL`]'s matching order.
 static TEMPLATES: std::sync::LazyLock<Vec<Template>> = std::sync::LazyLock::new(|| {
@@ -332,6 +386,55 @@ mod tests {
             let got = Route::parse(path);
             let got = got.as_ref().map(|(r, p)| (*r, p.as_str()));
             assert_eq!(got, *want, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_literal_lookup_answers_as_the_walk_of_the_table() {
+        let mut paths: Vec<String> = ["/", "//", "/update//", "update", "/x", "/models/"]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        for &r in Route::ALL {
+            let t = r.spec().template;
+            let filled = t
+                .replace("{id}", "m1")
+                .replace("{eid}", "ev_2")
+                .replace("{file}", "a.js");
+            for p in [
+                t.to_string(),
+                format!("{t}/"),
+                filled.clone(),
+                format!("{filled}/"),
+            ] {
+                paths.push(p);
+            }
+        }
+        for path in &paths {
+            let walked = path
+                .strip_prefix('/')
+                .and_then(|p| Route::walk(p.strip_suffix('/').unwrap_or(p)));
+            assert_eq!(Route::parse(path), walked, "{path}");
+        }
+        // The hot routes take the lookup.
+        for (t, r) in [("update", Route::Update), ("predict", Route::Predict)] {
+            assert_eq!(LITERALS.get(t), Some(&r));
+        }
+    }
+
+    #[test]
+    fn every_method_a_route_allows_has_its_bit() {
+        for &r in Route::ALL {
+            for m in r.spec().allow.split(", ") {
+                assert_ne!(method_bit(m), 0, "{r:?} allows {m}");
+                assert!(r.allows(m), "{r:?} {m}");
+            }
+            for m in [
+                "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "",
+            ] {
+                let listed = r.spec().allow.split(", ").any(|a| a == m);
+                assert_eq!(r.allows(m), listed, "{r:?} {m}");
+            }
         }
     }
 

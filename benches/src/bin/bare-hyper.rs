@@ -46,8 +46,15 @@ fn main() -> std::io::Result<()> {
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    let workers = std::env::var("WORKER_THREADS")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|&w| w > 0);
+    if let Some(w) = workers {
+        builder.worker_threads(w);
+    }
     if matches!(std::env::var("PIN_WORKERS").as_deref(), Ok("1" | "true")) {
-        saas_host::pinning::install(&mut builder, None);
+        saas_host::pinning::install(&mut builder, workers);
     }
     let runtime = builder.build()?;
     runtime.block_on(async move {

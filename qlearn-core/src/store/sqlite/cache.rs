@@ -439,20 +439,17 @@ impl SqliteStore {
     pub(super) fn debit(&self, meter: &Meter<'_>, kind: CallKind, n: u64) -> Result<Debit> {
         let month = BillingMonth::from_unix(meter.now);
         let mut usage = self.inner.usage.lock().map_err(|_| poisoned())?;
-        let known = usage
-            .get(meter.user_id)
-            .is_some_and(|m| m.contains_key(&month));
-        if !known {
-            let read = self.usage_from_db(meter.user_id, month)?;
-            usage
-                .entry(meter.user_id.to_owned())
-                .or_default()
-                .insert(month, MonthTally::new(read));
+        // One lookup when the month is in memory (every call but the
+        // user's first of the month on this instance).
+        if let Some(tally) = usage.get_mut(meter.user_id).and_then(|m| m.get_mut(&month)) {
+            return tally.debit(meter, kind, n);
         }
+        let read = self.usage_from_db(meter.user_id, month)?;
         usage
-            .get_mut(meter.user_id)
-            .and_then(|m| m.get_mut(&month))
-            .ok_or_else(|| Error::Internal("usage entry vanished".into()))?
+            .entry(meter.user_id.to_owned())
+            .or_default()
+            .entry(month)
+            .or_insert(MonthTally::new(read))
             .debit(meter, kind, n)
     }
 

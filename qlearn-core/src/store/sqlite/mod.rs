@@ -104,7 +104,6 @@ mod schema;
 mod tables;
 mod writer;
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -218,7 +217,7 @@ struct Inner {
     /// The model cache's budget in bytes ([`SqliteOptions::cache_bytes`]).
     cache_budget: usize,
     /// user -> month -> that month's usage (per day, kind, overage).
-    usage: Mutex<FastMap<String, HashMap<BillingMonth, MonthTally>>>,
+    usage: Mutex<FastMap<String, FastMap<BillingMonth, MonthTally>>>,
     /// Cached models whose decision log (or its absence) is known
     /// (`decisions.rs`; the log is kept with the cached model).
     logs_held: AtomicUsize,
