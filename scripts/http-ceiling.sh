@@ -11,7 +11,8 @@
 #
 # Environment: RUNS (default 3), DURATION (8 s per route), CONNECTIONS (32),
 # THREADS (2), CARGO_TARGET_DIR, PIN_WORKERS=1 (both servers bind each worker
-# thread to one CPU: `saas-host --pin-workers`). The logging predict (a model that logs
+# thread to one CPU: `saas-host --pin-workers`), WORKER_THREADS=N (both servers
+# run N async workers; default one per core). The logging predict (a model that logs
 # decisions) has no bare-hyper twin: its ratio is against the predict ceiling.
 set -euo pipefail
 

@@ -8,8 +8,9 @@
 //! `listening on 127.0.0.1:PORT`; `scripts/http-ceiling.sh` runs the product's
 //! wrk scripts against it and against `saas-host` in one run. With
 //! `PIN_WORKERS=1` (or `true`) its workers are pinned as `saas-host
-//! --pin-workers` pins its own (`saas_host::pinning`), so the two are
-//! compared on the same terms.
+//! --pin-workers` pins its own (`saas_host::pinning`), and with
+//! `WORKER_THREADS=N` it runs N workers (as `saas-host` reads the same
+//! variable), so the two are compared on the same terms.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
