@@ -2,6 +2,8 @@
 //! limit, content type) and JSON with errors that name the offending field,
 //! and query parameters. Responses are built with [`crate::response`].
 
+use std::future::Future;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -69,31 +71,53 @@ tokio::task_local! {
 /// the 413, so that the client sees the answer. Past the request's
 /// [`RequestDeadline`] (set by the server) it gives up with 408, however
 /// slowly bytes still arrive.
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    let deadline = REQUEST_DEADLINE.try_with(|d| *d).ok();
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d.at, read_whole_body(req, limit))
-            .await
-            .map_err(|_| ApiError::RequestTimeout(d.limit))?,
-        None => read_whole_body(req, limit).await,
+pub fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> impl Future<Output = Result<Bytes, ApiError>> + Send {
+    // Only the body is kept across the reads (the head is dropped here):
+    // every handler future that awaits this one is that much smaller, and
+    // moved at each await.
+    let declared = declared_length(req.headers());
+    let body = req.into_body();
+    async move {
+        let declared = declared?;
+        let deadline = REQUEST_DEADLINE.try_with(|d| *d).ok();
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d.at, read_whole_body(body, declared, limit))
+                .await
+                .map_err(|_| ApiError::RequestTimeout(d.limit))?,
+            None => read_whole_body(body, declared, limit).await,
+        }
     }
 }
 
-async fn read_whole_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
-        let len = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| ApiError::MalformedJson("invalid Content-Length".into()))?;
+/// The body length `Content-Length` declares, if it is there.
+fn declared_length(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get(CONTENT_LENGTH)
+        .map(|len| {
+            len.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::MalformedJson("invalid Content-Length".into()))
+        })
+        .transpose()
+}
+
+async fn read_whole_body(
+    mut body: Incoming,
+    declared: Option<u64>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if let Some(len) = declared {
         if len > limit as u64 {
             if len <= limit as u64 + DRAIN_PAST_LIMIT {
-                drain(req.into_body(), len).await;
+                drain(body, len).await;
             }
             return Err(ApiError::PayloadTooLarge(limit));
         }
     }
-    let mut body = req.into_body();
     // A body in one frame (the usual small JSON body) is returned as it
     // came, without a copy; only a second frame starts a buffer.
     let mut first: Option<Bytes> = None;
@@ -147,15 +171,20 @@ async fn drain(mut body: Incoming, max: u64) {
 /// Reads a JSON body into `T`: 415 unless the content type is JSON, 413 over
 /// `limit`, 400 for invalid JSON, 422 naming the field for a missing field
 /// or a value of the wrong type.
-pub async fn read_json<T: DeserializeOwned>(
+pub fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
-) -> Result<T, ApiError> {
-    if !is_json(&req) {
-        return Err(ApiError::UnsupportedMediaType("application/json"));
+) -> impl Future<Output = Result<T, ApiError>> + Send {
+    let json = is_json(&req);
+    // Not polled (so nothing is read) unless the body is JSON.
+    let body = read_body(req, limit);
+    async move {
+        if !json {
+            return Err(ApiError::UnsupportedMediaType("application/json"));
+        }
+        let bytes = body.await?;
+        parse_json(&bytes)
     }
-    let bytes = read_body(req, limit).await?;
-    parse_json(&bytes)
 }
 
 /// Parses JSON bytes into `T` with the error mapping of [`read_json`].
