@@ -4,10 +4,11 @@
 //! route (the [`crate::routes`] table) and status, so the hot path never
 //! waits on a lock and never hashes a label. (The `prometheus-client` crate
 //! takes a read lock and hashes the label set per labelled call, and a
-//! mutex per histogram observation.)
+//! mutex per histogram observation.) The counters every request writes
+//! are kept in a few copies, one per thread in turn, summed by `render`.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use qlearn_core::tenancy::Tier;
@@ -52,10 +53,40 @@ impl Default for RouteStats {
     }
 }
 
-/// The service's counters.
-pub struct Metrics {
+/// How many copies of the per-request counters there are (see [`Stripe`]).
+const STRIPES: usize = 4;
+
+/// One copy of the counters every request writes. Each thread writes the
+/// copy of its own index (threads take indices in turn), so two worker
+/// threads do not write the same cache line on every request: a counter
+/// both wrote would move between their cores at each increment. `/metrics`
+/// sums the copies.
+#[repr(align(128))]
+struct Stripe {
     routes: [RouteStats; N_ROUTES],
     metered: [AtomicU64; 3],
+}
+
+impl Default for Stripe {
+    fn default() -> Self {
+        Stripe {
+            routes: std::array::from_fn(|_| RouteStats::default()),
+            metered: Default::default(),
+        }
+    }
+}
+
+/// The next thread's copy of the counters.
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's copy of the counters ([`Stripe`]).
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
+}
+
+/// The service's counters.
+pub struct Metrics {
+    stripes: Vec<Stripe>,
     refused_quota: [AtomicU64; 3],
     connections: AtomicU64,
     key_lookups: AtomicU64,
@@ -64,8 +95,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            routes: std::array::from_fn(|_| RouteStats::default()),
-            metered: Default::default(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             refused_quota: Default::default(),
             connections: AtomicU64::new(0),
             key_lookups: AtomicU64::new(0),
@@ -84,7 +114,7 @@ fn tier_index(t: Tier) -> usize {
 impl Metrics {
     /// Records one finished request (`None`: no route matched).
     pub fn record(&self, route: Option<Route>, status: u16, latency: Duration) {
-        let r = &self.routes[route.map_or(N_ROUTES - 1, |r| r as usize)];
+        let r = &self.stripe().routes[route.map_or(N_ROUTES - 1, |r| r as usize)];
         let s = STATUSES
             .iter()
             .position(|&x| x == status)
@@ -103,7 +133,22 @@ impl Metrics {
 
     /// Counts `n` accepted metered calls of a user of `tier`.
     pub fn metered(&self, tier: Tier, n: u64) {
-        self.metered[tier_index(tier)].fetch_add(n, Ordering::Relaxed);
+        self.stripe().metered[tier_index(tier)].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The calling thread's copy of the per-request counters.
+    fn stripe(&self) -> &Stripe {
+        let i = STRIPE.with(|i| *i);
+        // `i < STRIPES == self.stripes.len()`; the fallback is never taken.
+        self.stripes.get(i).unwrap_or(&self.stripes[0])
+    }
+
+    /// The sum over the copies of the counter `f` picks.
+    fn total(&self, f: impl Fn(&Stripe) -> &AtomicU64) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| f(s).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Counts a metered call refused for quota.
@@ -130,10 +175,10 @@ impl Metrics {
         let mut out = String::with_capacity(8192);
         out.push_str("# HELP qlearn_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE qlearn_http_requests_total counter\n");
-        for (i, r) in self.routes.iter().enumerate() {
-            let route = route_label(i);
-            for (i, n) in r.by_status.iter().enumerate() {
-                let n = n.load(Ordering::Relaxed);
+        for r in 0..N_ROUTES {
+            let route = route_label(r);
+            for i in 0..N_STATUS {
+                let n = self.total(|s| &s.routes[r].by_status[i]);
                 if n == 0 {
                     continue;
                 }
@@ -150,21 +195,21 @@ impl Metrics {
             "# HELP qlearn_http_request_duration_seconds Time from request head to response head.\n",
         );
         out.push_str("# TYPE qlearn_http_request_duration_seconds histogram\n");
-        for (i, r) in self.routes.iter().enumerate() {
-            let route = route_label(i);
-            let count = r.count.load(Ordering::Relaxed);
+        for r in 0..N_ROUTES {
+            let route = route_label(r);
+            let count = self.total(|s| &s.routes[r].count);
             if count == 0 {
                 continue;
             }
             let mut cumulative = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
-                cumulative += r.buckets[i].load(Ordering::Relaxed);
+                cumulative += self.total(|s| &s.routes[r].buckets[i]);
                 let _ = writeln!(
                     out,
                     "qlearn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}"
                 );
             }
-            cumulative += r.buckets[N_BUCKETS - 1].load(Ordering::Relaxed);
+            cumulative += self.total(|s| &s.routes[r].buckets[N_BUCKETS - 1]);
             let _ = writeln!(
                 out,
                 "qlearn_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {cumulative}"
@@ -172,7 +217,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "qlearn_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                r.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+                self.total(|s| &s.routes[r].sum_micros) as f64 / 1e6
             );
             let _ = writeln!(
                 out,
@@ -192,7 +237,7 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "qlearn_metered_calls_total{{tier=\"{t}\"}} {}",
-                self.metered[tier_index(t)].load(Ordering::Relaxed)
+                self.total(|s| &s.metered[tier_index(t)])
             );
         }
         out.push_str("# HELP qlearn_quota_refusals_total Metered requests refused because the monthly quota was used up, by tier.\n");
@@ -218,6 +263,43 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_from_many_threads_add_up() {
+        let m = Metrics::default();
+        // More threads than copies: every copy is written, some by two.
+        std::thread::scope(|scope| {
+            for t in 0..(STRIPES as u64 + 2) {
+                let m = &m;
+                scope.spawn(move || {
+                    for _ in 0..10 {
+                        m.record(Some(Route::Update), 200, Duration::from_micros(100));
+                        m.metered(Tier::Free, 1 + t);
+                    }
+                });
+            }
+        });
+        let n = STRIPES as u64 + 2;
+        let text = m.render();
+        let total = 10 * n;
+        assert!(
+            text.contains(&format!("route=\"/update\",status=\"200\"}} {total}\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "qlearn_http_request_duration_seconds_count{{route=\"/update\"}} {total}\n"
+        )));
+        assert!(text.contains(&format!("route=\"/update\",le=\"0.0002\"}} {total}\n")));
+        let sum = format!(
+            "qlearn_http_request_duration_seconds_sum{{route=\"/update\"}} {}\n",
+            (total * 100) as f64 / 1e6
+        );
+        assert!(text.contains(&sum), "{sum}");
+        let metered: u64 = (0..n).map(|t| 10 * (1 + t)).sum();
+        assert!(text.contains(&format!(
+            "qlearn_metered_calls_total{{tier=\"free\"}} {metered}\n"
+        )));
+    }
 
     #[test]
     fn every_router_label_is_counted_and_rendered() {
