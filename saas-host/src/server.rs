@@ -42,6 +42,7 @@
 #[cfg(unix)]
 mod admin_socket;
 mod conn;
+mod drain;
 mod per_address;
 
 use std::convert::Infallible;
@@ -54,7 +55,6 @@ use hyper::service::service_fn;
 use hyper::{Request, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use qlearn_core::store::{SharedStreams, Store};
 use qlearn_core::{Error, Result};
 use tokio::net::TcpListener;
@@ -177,7 +177,7 @@ pub async fn serve(
         .map_err(|e| Error::Internal(format!("starting the change feed: {e}")))??;
     let cfg = &app.config;
     let limit = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
+    let drain = drain::Drain::default();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -256,7 +256,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
             }
         });
-        let conn = graceful.watch(builder.serve_connection(io, svc).into_owned());
+        let conn = drain.watch(builder.serve_connection(io, svc).into_owned());
         let metrics_app = app.clone();
         let bounds = Bounds {
             head: cfg.header_read_timeout,
@@ -286,7 +286,7 @@ pub async fn serve(
     app.begin_shutdown();
     let timeout = app.config.shutdown_timeout;
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = drain.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(timeout) => tracing::warn!(?timeout, "shutdown timed out; closing the remaining connections"),
     }
     if let Err(e) = settler.await {

@@ -3,7 +3,9 @@
 //! lock: `cache.rs` decides what may leave (see its module docs) and does
 //! the evicting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 
 /// The cached models in least-recently-used order with their sizes, and the
 /// byte budget. `SqliteStore::trim` (in `cache.rs`) decides which entry may
@@ -12,7 +14,8 @@ pub(super) struct Lru<V> {
     budget: usize,
     total: usize,
     tick: u64,
-    entries: HashMap<String, LruEntry<V>>,
+    /// By model id (ids the service made: the fast hash).
+    entries: FastMap<String, LruEntry<V>>,
     /// tick of last use -> id, oldest first.
     order: BTreeMap<u64, String>,
 }
@@ -29,7 +32,7 @@ impl<V> Lru<V> {
             budget,
             total: 0,
             tick: 0,
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             order: BTreeMap::new(),
         }
     }
@@ -37,29 +40,30 @@ impl<V> Lru<V> {
     /// Records a use of `id` now, holding `bytes` (adds it with `value()`
     /// if absent).
     pub(super) fn touch(&mut self, id: &str, bytes: usize, value: impl FnOnce() -> V) {
-        self.tick += 1;
-        let tick = self.tick;
-        match self.entries.get_mut(id) {
-            Some(e) => {
+        if let Some(e) = self.entries.get_mut(id) {
+            self.total = self.total - e.bytes + bytes;
+            e.bytes = bytes;
+            // Already the most recently used (a model called again and
+            // again): its place in the order stands.
+            if e.tick != self.tick {
+                self.tick += 1;
                 let key = self.order.remove(&e.tick).unwrap_or_else(|| id.to_owned());
-                self.order.insert(tick, key);
-                self.total = self.total - e.bytes + bytes;
-                e.bytes = bytes;
-                e.tick = tick;
+                self.order.insert(self.tick, key);
+                e.tick = self.tick;
             }
-            None => {
-                self.order.insert(tick, id.to_owned());
-                self.entries.insert(
-                    id.to_owned(),
-                    LruEntry {
-                        bytes,
-                        tick,
-                        value: value(),
-                    },
-                );
-                self.total += bytes;
-            }
+            return;
         }
+        self.tick += 1;
+        self.order.insert(self.tick, id.to_owned());
+        self.entries.insert(
+            id.to_owned(),
+            LruEntry {
+                bytes,
+                tick: self.tick,
+                value: value(),
+            },
+        );
+        self.total += bytes;
     }
 
     /// Forgets `id` (evicted or deleted).
@@ -155,6 +159,25 @@ mod tests {
         assert_eq!(lru.remove("d"), Some(()));
         assert_eq!(lru.remove("d"), None);
         assert_eq!(lru.total(), 30);
+    }
+
+    #[test]
+    fn a_model_used_again_and_again_stays_the_newest() {
+        let mut lru = Lru::new(100);
+        lru.touch("a", 30, || ());
+        lru.touch("b", 30, || ());
+        for bytes in [30, 40, 50] {
+            lru.touch("b", bytes, || ());
+        }
+        assert_eq!(lru.total(), 80, "the newest's size still counts");
+        lru.touch("c", 30, || ());
+        lru.touch("c", 30, || ());
+        // a is the oldest, then b: the repeated uses of b and c kept them newer.
+        assert_eq!(trim(&mut lru, &[]), ["a"]);
+        lru.touch("b", 50, || ());
+        lru.touch("d", 40, || ());
+        assert_eq!(trim(&mut lru, &[]), ["c"]);
+        assert_eq!(lru.total(), 90);
     }
 
     #[test]
