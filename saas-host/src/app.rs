@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::events::{EventHub, Tickets};
+use crate::last_jwt;
 use crate::metrics::Metrics;
 use crate::now_unix;
 
@@ -84,6 +85,9 @@ pub struct App {
     /// Bumped by every forget and key creation: a store read that started
     /// before one is not cached (it may predate the change it forgets).
     epoch: AtomicU64,
+    /// This server's number in the process (`last_jwt` keeps each
+    /// server's authentications apart).
+    id: u64,
     /// Event-stream tickets (`POST /models/{id}/events/ticket`).
     pub tickets: Tickets,
     /// The open streams of every instance, when the store is shared (the
@@ -110,6 +114,9 @@ pub struct App {
     /// The store's change feed, when instances share it (PostgreSQL).
     feed: OnceLock<Arc<dyn ChangeFeed>>,
 }
+
+/// The next [`App`]'s number (`App::id`).
+static NEXT_APP: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone)]
 struct Cached {
@@ -228,6 +235,7 @@ impl App {
             keys: RwLock::new(FastMap::default()),
             unknown_keys: Mutex::new(HashMap::new()),
             epoch: AtomicU64::new(0),
+            id: NEXT_APP.fetch_add(1, Ordering::Relaxed),
             tickets,
             streams,
             verified: RwLock::new(FastMap::default()),
@@ -530,12 +538,21 @@ impl App {
 
     /// Who a bearer token (JWT or API key) authenticates, and what it allows.
     pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Auth, ApiError> {
-        let credential: Arc<str> = token.into();
         if looks_like_api_key(token) {
             let (user, key) = self.authenticate_key(token).await?;
             return Ok(Auth {
                 user,
                 scope: key.scope,
+                credential: token.into(),
+            });
+        }
+        // Before anything is read: a forget after this point is seen.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let ttl = self.config.auth_cache_ttl;
+        if let Some((user, credential)) = last_jwt::lookup(self.id, epoch, token, now_unix(), ttl) {
+            return Ok(Auth {
+                user,
+                scope: KeyScope::Admin,
                 credential,
             });
         }
@@ -557,8 +574,18 @@ impl App {
         {
             return Err(ApiError::Unauthorized);
         }
+        let credential: Arc<str> = token.into();
+        let user = cached.user;
+        last_jwt::keep(
+            self.id,
+            epoch,
+            credential.clone(),
+            user.clone(),
+            claims.exp,
+            cached.at,
+        );
         Ok(Auth {
-            user: cached.user,
+            user,
             scope: KeyScope::Admin,
             credential,
         })

@@ -36,6 +36,7 @@ pub mod handlers;
 pub mod hashing;
 pub mod http;
 pub mod invoicing;
+mod last_jwt;
 pub mod metrics;
 pub mod openapi;
 pub mod pinning;
