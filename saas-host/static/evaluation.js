@@ -43,6 +43,12 @@ export function showEvaluation(model) {
     showError($('#eval-error'), null);
     setApplyStatus(null);
     renderJob();
+    // The last model's past evaluations leave at once: opening one of them
+    // under this model would be a 404.
+    $('#eval-history').tBodies[0].replaceChildren();
+    $('#eval-history').hidden = true;
+    $('#eval-history-empty').hidden = false;
+    $('#eval-history-empty').textContent = 'Loading past evaluations…';
     loadHistory(false);
   } else if (job && ACTIVE.has(job.status) && !timer) {
     timer = setTimeout(poll, POLL_MS);
