@@ -184,6 +184,16 @@ pub(super) const MAX_GATHER: std::time::Duration = std::time::Duration::from_mic
 /// microseconds, less than the callers need to come back).
 pub(super) const MIN_GATHER: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// How many jobs the writer waits for (at most [`MAX_GATHER`]) before it
+/// starts the next batch, when the last one held `last_batch`: half.
+/// Waiting for all of them kept every caller in one group that waited on
+/// each commit while the CPUs serving it idled (issue 16: 17-19% of a
+/// 2-core machine at 32 connections); with half, one group is served
+/// while the other's commit runs (docs/benchmarks-http.md, session 10).
+pub(super) fn gather_target(last_batch: usize) -> usize {
+    last_batch.div_ceil(2)
+}
+
 #[derive(Default)]
 pub(super) struct Done {
     /// Every job up to this sequence number has committed.
@@ -393,18 +403,19 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
                     .unwrap_or_else(PoisonError::into_inner);
             }
             // The callers of the last batch were all woken at once and are
-            // queueing again: give them a moment (a fraction of a batch's
-            // time) so they share the next commit instead of being split
-            // over several small ones.
-            if q.jobs.len() < last_batch && !q.closed {
+            // queueing again: give half of them a moment (a fraction of a
+            // batch's time) so they share the next commit instead of being
+            // split over several small ones (why half: `gather_target`).
+            let target = gather_target(last_batch);
+            if q.jobs.len() < target && !q.closed {
                 let deadline =
                     std::time::Instant::now() + (last_took / 2).max(MIN_GATHER).min(MAX_GATHER);
-                while q.jobs.len() < last_batch && !q.closed {
+                while q.jobs.len() < target && !q.closed {
                     let now = std::time::Instant::now();
                     if now >= deadline {
                         break;
                     }
-                    q.wake_at = last_batch;
+                    q.wake_at = target;
                     q = inner
                         .queue_cv
                         .wait_timeout(q, deadline - now)
@@ -662,5 +673,14 @@ impl std::future::Future for Commit {
             }
             None => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_writer_waits_for_half_of_the_last_batch() {
+        let targets: Vec<usize> = [0, 1, 2, 3, 28, 29].map(super::gather_target).into();
+        assert_eq!(targets, [0, 1, 1, 2, 14, 15]);
     }
 }
