@@ -188,8 +188,9 @@ pub(super) const MIN_GATHER: std::time::Duration = std::time::Duration::from_mic
 /// starts the next batch, when the last one held `last_batch`: half.
 /// Waiting for all of them kept every caller in one group that waited on
 /// each commit while the CPUs serving it idled (issue 16: 17-19% of a
-/// 2-core machine at 32 connections); with half, one group is served
-/// while the other's commit runs (docs/benchmarks-http.md, session 10).
+/// 2-core machine at 32 connections); with half, the callers spread over
+/// several commits (6-8 jobs each there), and some are served while
+/// others' commit runs (docs/benchmarks-http.md, session 10).
 pub(super) fn gather_target(last_batch: usize) -> usize {
     last_batch.div_ceil(2)
 }
