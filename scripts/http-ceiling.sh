@@ -12,7 +12,9 @@
 # Environment: RUNS (default 3), DURATION (8 s per route), CONNECTIONS (32),
 # THREADS (2), CARGO_TARGET_DIR, PIN_WORKERS=1 (both servers bind each worker
 # thread to one CPU: `saas-host --pin-workers`), WORKER_THREADS=N (both servers
-# run N async workers; default one per core). The logging predict (a model that logs
+# run N async workers; default one per core), SAAS_WORKER_THREADS=N (saas-host
+# only, overriding WORKER_THREADS for it), BUSY_POLL_US (saas-host's
+# `--busy-poll-us`, read from the environment). The logging predict (a model that logs
 # decisions) has no bare-hyper twin: its ratio is against the predict ceiling.
 set -euo pipefail
 
@@ -69,7 +71,9 @@ printf '%-4s %-6s %-16s %9s %9s %8s %9s %9s %8s %7s %9s\n' run load route saas_r
 for run in $(seq 1 "$RUNS"); do
   load="$(cut -d' ' -f1 /proc/loadavg)"
   bare_run > "$TMP/bare-$run.txt"
-  bash "$ROOT/scripts/load-test.sh" "$@" > "$TMP/saas-$run.txt"
+  saas_env=()
+  if [[ -n "${SAAS_WORKER_THREADS:-}" ]]; then saas_env=(WORKER_THREADS="$SAAS_WORKER_THREADS"); fi
+  env "${saas_env[@]}" bash "$ROOT/scripts/load-test.sh" "$@" > "$TMP/saas-$run.txt"
   for route in update predict predict_logging; do
     twin="$route"; [[ "$route" == predict_logging ]] && twin=predict
     s="$(rps "$route" "$TMP/saas-$run.txt")"; b="$(rps "$twin" "$TMP/bare-$run.txt")"

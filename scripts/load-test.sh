@@ -88,7 +88,7 @@ DECISIONS=0
 curl -sf "$BASE/dashboard" -H "authorization: Bearer $TOKEN" | json_field '["limits"]["tier"]' | grep -qx enterprise
 
 export QL_TOKEN="$TOKEN" QL_MODEL="$MODEL"
-echo "saas-host $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') on $BACKEND at $BASE; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, 1,000 array states; $(nproc) cores"
+echo "saas-host $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') on $BACKEND at $BASE; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, 1,000 array states; $(nproc) cores; workers ${WORKER_THREADS:-one per core}, pinned ${PIN_WORKERS:-no}, busy poll ${BUSY_POLL_US:-0} µs"
 for route in $ROUTES; do
   script="$route"
   if [[ "$route" == predict_logging ]]; then script=predict; fi

@@ -236,6 +236,12 @@ pub struct ServeArgs {
     /// instance.
     #[arg(long, env = "PIN_WORKERS", value_parser = clap::builder::BoolishValueParser::new())]
     pub pin_workers: bool,
+    /// Microseconds an async worker goes on polling after the last commit
+    /// in flight instead of sleeping (`saas_host::busy_poll`); it polls
+    /// throughout while commits are in flight. 0 (the default): off. For a
+    /// machine given to this instance: a polling worker keeps a CPU busy.
+    #[arg(long, env = "BUSY_POLL_US", default_value_t = 0)]
+    pub busy_poll_us: u64,
     /// Threads running storage calls (default 8 for SQLite and memory, 32
     /// for PostgreSQL, whose calls wait on the network). Few busy threads beat
     /// many sleeping ones: fewer wake-ups and less lock contention (see

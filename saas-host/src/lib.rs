@@ -25,6 +25,7 @@ pub mod admin;
 pub mod app;
 pub mod assets;
 pub mod branding;
+pub mod busy_poll;
 pub mod cidr;
 pub mod cli;
 pub mod config;

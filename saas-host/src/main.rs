@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use saas_host::cli::{self, Cli, Command};
-use saas_host::pinning;
+use saas_host::{busy_poll, pinning};
 
 /// jemalloc instead of the system allocator: the request path's small,
 /// short-lived allocations (headers, JSON buffers, futures) cost less, also
@@ -62,6 +62,14 @@ async fn run(args: Cli, pinner: Option<Arc<pinning::WorkerPinner>>) -> std::proc
         None => args.serve,
     };
     let _log = cli::init_logging(&serve.log_format);
+    if serve.busy_poll_us > 0 {
+        let us = serve.busy_poll_us;
+        busy_poll::spawn(std::time::Duration::from_micros(us));
+        tracing::info!(
+            tail_us = us,
+            "busy polling while commits are in flight (--busy-poll-us)"
+        );
+    }
     if let Some(p) = pinner {
         if p.failed() > 0 {
             tracing::warn!(failed = p.failed(), "could not pin every worker thread");

@@ -62,7 +62,7 @@ pub use changes::{
 pub use decisions::{
     Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, EpisodeSummary, RewardIn,
 };
-pub use durable::Durable;
+pub use durable::{commit_in_flight, commits_in_flight, Durable};
 pub use eval_retention::{EvalFootprint, KEEP_FINISHED_JOBS, PRUNE_JOBS_CHUNK};
 pub use evaluations::{
     check_limits, day_of, end_columns, new_job_id, to_text, Claimed, DecisionKeyset, EvalJob,

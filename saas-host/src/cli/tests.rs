@@ -126,7 +126,10 @@ fn trusted_proxies_take_addresses_and_ranges() {
 }
 
 #[test]
-fn workers_are_pinned_only_when_asked() {
+fn workers_are_pinned_and_poll_only_when_asked() {
     assert!(!serve(&[]).unwrap().pin_workers);
     assert!(serve(&["--pin-workers"]).unwrap().pin_workers);
+    assert_eq!(serve(&[]).unwrap().busy_poll_us, 0);
+    assert_eq!(serve(&["--busy-poll-us", "100"]).unwrap().busy_poll_us, 100);
+    assert!(serve(&["--busy-poll-us", "-1"]).is_err());
 }

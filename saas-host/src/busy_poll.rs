@@ -1,0 +1,67 @@
+//! Busy polling (`--busy-poll-us`): while store calls wait for their commit
+//! (`qlearn_core::store::commits_in_flight`), and for a short tail after
+//! the last one, one task keeps an async worker polling instead of letting
+//! it sleep.
+//!
+//! Why: each SQLite commit is a hand-off to the writer thread and back. A
+//! worker that runs out of requests while the commit runs goes to sleep, and
+//! the writer then wakes it from another CPU, which on a small virtual
+//! machine costs more than the commit; the kernel also gives the sleeping
+//! worker's CPU to other threads (the writer, a local load generator) and
+//! then makes the worker wait for it. Measured on 2 cores
+//! (docs/benchmarks-http.md, issue 16). Off by default: a polling worker
+//! keeps a CPU busy whenever commits are in flight, which only pays on a
+//! machine given to this instance.
+//!
+//! How: the task yields (`tokio::task::yield_now`) while there is reason
+//! to poll. Tokio runs a yielded task again only after every other ready
+//! task and a non-blocking look at the sockets, so the poller never delays a
+//! request, and a woken task is picked up at the next turn. With nothing in
+//! flight past the tail it sleeps until the next commit starts
+//! (`qlearn_core::store::commit_in_flight`).
+
+use std::time::{Duration, Instant};
+
+use qlearn_core::store::{commit_in_flight, commits_in_flight};
+
+/// Whether the poller keeps polling: commits are in flight, or the last
+/// one left less than `tail` ago.
+pub fn keep_polling(in_flight: usize, since_last: Duration, tail: Duration) -> bool {
+    in_flight > 0 || since_last < tail
+}
+
+/// Starts the poller on the current runtime; `tail` is how long it goes on
+/// polling after the last commit in flight (a request's commit is often
+/// followed by the same client's next request within tens of microseconds).
+pub fn spawn(tail: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = Instant::now();
+        loop {
+            let in_flight = commits_in_flight();
+            if in_flight > 0 {
+                last = Instant::now();
+            }
+            if keep_polling(in_flight, last.elapsed(), tail) {
+                tokio::task::yield_now().await;
+            } else {
+                commit_in_flight().await;
+                last = Instant::now();
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_polls_while_commits_are_in_flight_and_for_the_tail_after() {
+        let tail = Duration::from_micros(100);
+        assert!(keep_polling(1, Duration::from_secs(5), tail));
+        assert!(keep_polling(0, Duration::from_micros(99), tail));
+        assert!(!keep_polling(0, tail, tail));
+        assert!(!keep_polling(0, Duration::from_secs(1), tail));
+        assert!(!keep_polling(0, Duration::ZERO, Duration::ZERO));
+    }
+}
