@@ -1,0 +1,139 @@
+//! `--busy-poll-us`: the real binary with a busy-polling worker answers
+//! concurrent updates as without it (every acknowledged update counted),
+//! and once the traffic stops it goes back to sleep instead of spinning.
+//! Process CPU time read from `/proc` (Linux).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const SECRET: &str = "busy poll test secret, long enough for HS256 keys";
+
+/// The server with `args`, once it logs that it serves, and its address.
+fn serve(dir: &std::path::Path, args: &[&str]) -> (Child, String) {
+    let limits = dir.join("limits.json");
+    std::fs::write(
+        &limits,
+        r#"{"free": {"monthly_calls": null, "max_models": null, "rate_per_second": 1000000, "burst": 1000000}}"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_saas-host"))
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .env("DATABASE_URL", format!("sqlite://{}/q.db", dir.display()))
+        .env("LIMITS_FILE", &limits)
+        .env("SECRET_KEY", SECRET)
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env_remove("BUSY_POLL_US")
+        .env_remove("WORKER_THREADS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines().map_while(Result::ok);
+    let mut polling = false;
+    let addr = lines
+        .find_map(|l| {
+            polling |= l.contains("busy polling");
+            if !l.contains("\"serving\"") {
+                return None;
+            }
+            let v: Value = serde_json::from_str(&l).ok()?;
+            v["fields"]["addr"].as_str().map(str::to_owned)
+        })
+        .expect("the server serves");
+    assert!(polling, "the server says it polls");
+    // Keep reading its log so it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+/// The process's CPU time so far (user + system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime the 14th, stime the 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_polling_server_counts_every_update_and_sleeps_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(
+        dir.path(),
+        &["--busy-poll-us", "1000", "--worker-threads", "1"],
+    );
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    let reg: Value = http
+        .post(format!("{base}/register"))
+        .json(&json!({"email": "busy@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = reg["access_token"].as_str().unwrap().to_owned();
+    let model: Value = http
+        .post(format!("{base}/models"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "busy", "n_actions": 4}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let model = model["id"].as_str().unwrap().to_owned();
+
+    // 16 clients at once, 25 updates each: commits in flight throughout.
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let (http, base, token, model) =
+                (http.clone(), base.clone(), token.clone(), model.clone());
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let r = http
+                        .post(format!("{base}/update"))
+                        .bearer_auth(&token)
+                        .json(&json!({"model_id": model, "state": [c, i], "action": i % 4,
+                                      "reward": 1.0, "next_state": [c, i + 1], "done": false}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let info: Value = http
+        .get(format!("{base}/models/{model}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["stats"]["updates"], 400, "{info}");
+
+    // Idle: a poller that kept spinning would take about a CPU-second here.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tick = 1.0 / 100.0; // USER_HZ: 100 on Linux
+    let before = cpu_ticks(child.id());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used = (cpu_ticks(child.id()) - before) as f64 * tick;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(used < 0.3, "{used} s of CPU in one idle second");
+}
