@@ -2,6 +2,7 @@
 //! the future that waits for it to leave zero (`store::commit_in_flight`):
 //! what saas-host's busy poller reads. Its own test binary, one test: the
 //! count is process-wide, so no other test may make `Durable`s meanwhile.
+#![cfg(feature = "tenancy")]
 
 use std::future::Future;
 use std::pin::pin;
