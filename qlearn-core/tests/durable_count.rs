@@ -46,6 +46,7 @@ fn pending_commits_are_counted_until_they_resolve_or_are_dropped() {
 
     // A call durable already is not in flight.
     let mut ready = pin!(Durable::ready());
+    assert_eq!(format!("{ready:?}"), "Durable(ready)");
     assert_eq!(commits_in_flight(), 0);
     assert!(matches!(ready.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
     assert_eq!(woken.0.load(Ordering::SeqCst), 0);
@@ -53,6 +54,7 @@ fn pending_commits_are_counted_until_they_resolve_or_are_dropped() {
     // The first pending commit wakes the watcher, once (it registered once).
     let first_done = Arc::new(AtomicBool::new(false));
     let first = Durable::new(commit(first_done.clone()));
+    assert_eq!(format!("{first:?}"), "Durable(pending)");
     assert_eq!(commits_in_flight(), 1);
     assert_eq!(woken.0.load(Ordering::SeqCst), 1);
     assert!(watch.as_mut().poll(&mut cx).is_ready());

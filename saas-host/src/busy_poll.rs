@@ -30,22 +30,36 @@ pub fn keep_polling(in_flight: usize, since_last: Duration, tail: Duration) -> b
     in_flight > 0 || since_last < tail
 }
 
+/// When the poller's idle time began: none while commits are in flight,
+/// else the moment it first saw none (`now`, read only then), kept until
+/// commits start again.
+pub fn idle_since(
+    in_flight: usize,
+    since: Option<Instant>,
+    now: impl FnOnce() -> Instant,
+) -> Option<Instant> {
+    if in_flight > 0 {
+        None
+    } else {
+        Some(since.unwrap_or_else(now))
+    }
+}
+
 /// Starts the poller on the current runtime; `tail` is how long it goes on
 /// polling after the last commit in flight (a request's commit is often
 /// followed by the same client's next request within tens of microseconds).
 pub fn spawn(tail: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = Instant::now();
+        let mut since = None;
         loop {
             let in_flight = commits_in_flight();
-            if in_flight > 0 {
-                last = Instant::now();
-            }
-            if keep_polling(in_flight, last.elapsed(), tail) {
+            since = idle_since(in_flight, since, Instant::now);
+            let idle = since.map_or(Duration::ZERO, |t| t.elapsed());
+            if keep_polling(in_flight, idle, tail) {
                 tokio::task::yield_now().await;
             } else {
                 commit_in_flight().await;
-                last = Instant::now();
+                since = None;
             }
         }
     })
@@ -63,5 +77,16 @@ mod tests {
         assert!(!keep_polling(0, tail, tail));
         assert!(!keep_polling(0, Duration::from_secs(1), tail));
         assert!(!keep_polling(0, Duration::ZERO, Duration::ZERO));
+    }
+
+    #[test]
+    fn the_idle_time_starts_when_the_last_commit_leaves_and_ends_with_the_next() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_micros(50);
+        let unread = || -> Instant { panic!("the clock is read only when idle starts") };
+        assert_eq!(idle_since(3, None, unread), None);
+        assert_eq!(idle_since(1, Some(t0), unread), None);
+        assert_eq!(idle_since(0, None, || t1), Some(t1));
+        assert_eq!(idle_since(0, Some(t0), unread), Some(t0));
     }
 }

@@ -32,9 +32,9 @@ pub fn commits_in_flight() -> usize {
 /// spinning while the server is idle.
 pub fn commit_in_flight() -> impl Future<Output = ()> {
     std::future::poll_fn(|cx| {
-        if commits_in_flight() > 0 {
-            return Poll::Ready(());
-        }
+        // Registered before the look, so a `Durable` made in between wakes
+        // this task (a waker left behind after `Ready` only costs a
+        // spurious wake-up at the next commit).
         {
             let mut w = WATCHERS.lock().unwrap_or_else(PoisonError::into_inner);
             match w.iter_mut().find(|old| old.will_wake(cx.waker())) {
@@ -42,12 +42,11 @@ pub fn commit_in_flight() -> impl Future<Output = ()> {
                 None => w.push(cx.waker().clone()),
             }
         }
-        // A `Durable` made between the first check and the registration
-        // found no waker to take: look again.
         if commits_in_flight() > 0 {
-            return Poll::Ready(());
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        Poll::Pending
     })
 }
 
