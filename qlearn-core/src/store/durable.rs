@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
+use crate::error::Result;
+
 /// Pending [`Durable`]s in this process (made by [`Durable::new`], not yet
 /// resolved or dropped).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -60,11 +62,10 @@ fn enter() {
     }
 }
 
+/// Counts one pending commit less (resolved, or dropped pending).
 fn leave() {
     IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
 }
-
-use crate::error::Result;
 
 /// Resolves once the store call that returned it is durable (or with the
 /// error that stopped the store). Until it resolves `Ok`, the call's answer
