@@ -62,35 +62,51 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// POSTs `body` (with `token` as bearer, if any); the answer's JSON.
+async fn post(http: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
+    let mut req = http.post(url).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// The server process, killed (by pid) and reaped when dropped, also when
+/// an assertion fails first.
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_polling_server_counts_every_update_and_sleeps_when_idle() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = serve(
+    let (child, addr) = serve(
         dir.path(),
         &["--busy-poll-us", "1000", "--worker-threads", "1"],
     );
+    let child = Stop(child);
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let reg: Value = http
-        .post(format!("{base}/register"))
-        .json(&json!({"email": "busy@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reg = post(
+        &http,
+        format!("{base}/register"),
+        None,
+        json!({"email": "busy@example.com", "password": "correct horse battery"}),
+    )
+    .await;
     let token = reg["access_token"].as_str().unwrap().to_owned();
-    let model: Value = http
-        .post(format!("{base}/models"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "busy", "n_actions": 4}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model = post(
+        &http,
+        format!("{base}/models"),
+        Some(&token),
+        json!({"name": "busy", "n_actions": 4}),
+    )
+    .await;
     let model = model["id"].as_str().unwrap().to_owned();
 
     // 16 clients at once, 25 updates each: commits in flight throughout.
@@ -130,10 +146,9 @@ async fn a_busy_polling_server_counts_every_update_and_sleeps_when_idle() {
     // Idle: a poller that kept spinning would take about a CPU-second here.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let tick = 1.0 / 100.0; // USER_HZ: 100 on Linux
-    let before = cpu_ticks(child.id());
+    let before = cpu_ticks(child.0.id());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let used = (cpu_ticks(child.id()) - before) as f64 * tick;
-    let _ = child.kill();
-    let _ = child.wait();
+    let used = (cpu_ticks(child.0.id()) - before) as f64 * tick;
+    drop(child);
     assert!(used < 0.3, "{used} s of CPU in one idle second");
 }
