@@ -1,11 +1,19 @@
 //! `--busy-poll-us`: the real binary with a busy-polling worker answers
 //! concurrent updates as without it (every acknowledged update counted),
 //! and once the traffic stops it goes back to sleep instead of spinning.
-//! Process CPU time read from `/proc` (Linux).
+//! Process CPU time read from `/proc` (Linux). In process: each polling turn
+//! gives the CPU away, and only while it polls. (Nothing else in this test
+//! binary makes `Durable`s: the count of pending commits is process-wide.)
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
+
+use qlearn_core::store::Durable;
+use saas_host::busy_poll;
 
 use serde_json::{json, Value};
 
@@ -151,4 +159,43 @@ async fn a_busy_polling_server_counts_every_update_and_sleeps_when_idle() {
     let used = (cpu_ticks(child.0.id()) - before) as f64 * tick;
     drop(child);
     assert!(used < 0.3, "{used} s of CPU in one idle second");
+}
+
+/// The polling turns that gave the CPU away (`busy_poll::spawn_with`).
+static GAVE_WAY: AtomicUsize = AtomicUsize::new(0);
+
+fn count_turn() {
+    GAVE_WAY.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A commit that never resolves (dropped pending).
+fn never() -> impl Future<Output = qlearn_core::Result<()>> + Send {
+    std::future::poll_fn(|_| Poll::Pending)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn each_polling_turn_gives_the_cpu_away_and_only_while_polling() {
+    let poller = busy_poll::spawn_with(Duration::from_micros(100), count_turn);
+    // Nothing in flight: past its first tail, the poller sleeps.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let idle = GAVE_WAY.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(GAVE_WAY.load(Ordering::SeqCst), idle, "asleep");
+
+    // A commit in flight: the poller runs a turn whenever this task
+    // yields, and gives the CPU away at each.
+    let pending = Durable::new(never());
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    let turns = GAVE_WAY.load(Ordering::SeqCst) - idle;
+    assert!(turns >= 10, "{turns} turns gave the CPU away");
+
+    // Past the tail after the last commit left, it sleeps again.
+    drop(pending);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after = GAVE_WAY.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(GAVE_WAY.load(Ordering::SeqCst), after, "asleep again");
+    poller.abort();
 }
