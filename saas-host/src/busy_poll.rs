@@ -25,8 +25,8 @@
 //! the kernel puts on its CPU (a client woken by a response, often moved to
 //! the waker's CPU) would otherwise wait for the worker's time slice to
 //! end. With no such thread the call returns at once. Measured: p99 of
-//! 1.1-1.7 ms instead of 2.0-3.3 ms at the same throughput (issue 16,
-//! session 12).
+//! 1.1-1.7 ms instead of 2.0-3.3 ms, throughput within the noise of single
+//! runs (issue 16, session 12).
 
 use std::time::{Duration, Instant};
 
