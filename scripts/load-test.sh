@@ -25,7 +25,10 @@
 # binary to run instead, e.g. another commit's for a before/after), PERF_OUT (a folder:
 # record a `perf` CPU profile of the server, with DWARF call graphs, during
 # each route's run there as ROUTE.data; see docs/benchmarks-http.md), PERF_STAT=1 (count
-# the server's context switches and system calls per request with `perf stat`).
+# the server's context switches and system calls per request with `perf stat`),
+# ROUTE_HOOK (a command run as `$ROUTE_HOOK before ROUTE` and `$ROUTE_HOOK after
+# ROUTE` around each route's run, outside its measurement: scripts/http-ceiling.sh
+# measures bare hyper there, right before and after saas-host, on the same route).
 set -euo pipefail
 
 DB_URL="${1:-}"
@@ -90,6 +93,7 @@ curl -sf "$BASE/dashboard" -H "authorization: Bearer $TOKEN" | json_field '["lim
 export QL_TOKEN="$TOKEN" QL_MODEL="$MODEL"
 echo "saas-host $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') on $BACKEND at $BASE; wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, 1,000 array states; $(nproc) cores; workers ${WORKER_THREADS:-one per core}, pinned ${PIN_WORKERS:-no}, busy poll ${BUSY_POLL_US:-0} µs"
 for route in $ROUTES; do
+  if [[ -n "${ROUTE_HOOK:-}" ]]; then $ROUTE_HOOK before "$route"; fi
   script="$route"
   if [[ "$route" == predict_logging ]]; then script=predict; fi
   QL_MODEL="$MODEL"
@@ -128,6 +132,7 @@ for route in $ROUTES; do
     awk -F, -v n="$reqs" -v r="$route" '$3 == "context-switches" {cs = $1} $3 == "raw_syscalls:sys_enter" {sc = $1}
       END {printf "%s: context_switches_per_req=%.2f syscalls_per_req=%.2f\n", r, cs / n, sc / n}' "$TMP/$route.stat"
   fi
+  if [[ -n "${ROUTE_HOOK:-}" ]]; then $ROUTE_HOOK after "$route"; fi
 done
 # EVAL_DURING=1 (issue 18: evaluations never stall live traffic): after the
 # routes, an offline evaluation job (greedy, uniform, logged and one
