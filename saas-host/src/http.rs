@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
+use futures_util::future::{Either, FutureExt as _};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -78,10 +79,12 @@ pub fn read_body(
     // Only the body is kept across the reads (the head is dropped here):
     // every handler future that awaits this one is that much smaller, and
     // moved at each await.
-    let declared = declared_length(req.headers());
+    let declared = match declared_length(req.headers()) {
+        Ok(d) => d,
+        Err(e) => return Either::Left(std::future::ready(Err(e))),
+    };
     let body = req.into_body();
-    async move {
-        let declared = declared?;
+    Either::Right(async move {
         let deadline = REQUEST_DEADLINE.try_with(|d| *d).ok();
         match deadline {
             Some(d) => tokio::time::timeout_at(d.at, read_whole_body(body, declared, limit))
@@ -89,7 +92,7 @@ pub fn read_body(
                 .map_err(|_| ApiError::RequestTimeout(d.limit))?,
             None => read_whole_body(body, declared, limit).await,
         }
-    }
+    })
 }
 
 /// The body length `Content-Length` declares, if it is there.
@@ -105,51 +108,56 @@ fn declared_length(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> 
         .transpose()
 }
 
-async fn read_whole_body(
+// A plain fn returning an async block, not an `async fn`: the block uses
+// its captured body in place, where an `async fn` would hold a second copy.
+#[allow(clippy::manual_async_fn)]
+fn read_whole_body(
     mut body: Incoming,
     declared: Option<u64>,
     limit: usize,
-) -> Result<Bytes, ApiError> {
-    if let Some(len) = declared {
-        if len > limit as u64 {
-            if len <= limit as u64 + DRAIN_PAST_LIMIT {
-                drain(body, len).await;
+) -> impl Future<Output = Result<Bytes, ApiError>> + Send {
+    async move {
+        if let Some(len) = declared {
+            if len > limit as u64 {
+                if len <= limit as u64 + DRAIN_PAST_LIMIT {
+                    drain(body, len).await;
+                }
+                return Err(ApiError::PayloadTooLarge(limit));
             }
-            return Err(ApiError::PayloadTooLarge(limit));
         }
+        // A body in one frame (the usual small JSON body) is returned as it
+        // came, without a copy; only a second frame starts a buffer.
+        let mut first: Option<Bytes> = None;
+        let mut buf = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|_| ApiError::MalformedJson("the body could not be read".into()))?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            let read = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
+            if read > limit {
+                drain(
+                    body,
+                    (limit as u64 + DRAIN_PAST_LIMIT).saturating_sub(read as u64),
+                )
+                .await;
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            if first.is_none() && buf.is_empty() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(f) = first.take() {
+                buf.extend_from_slice(&f);
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(match first {
+            Some(f) => f,
+            None => buf.freeze(),
+        })
     }
-    // A body in one frame (the usual small JSON body) is returned as it
-    // came, without a copy; only a second frame starts a buffer.
-    let mut first: Option<Bytes> = None;
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| ApiError::MalformedJson("the body could not be read".into()))?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        let read = first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len();
-        if read > limit {
-            drain(
-                body,
-                (limit as u64 + DRAIN_PAST_LIMIT).saturating_sub(read as u64),
-            )
-            .await;
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        if first.is_none() && buf.is_empty() {
-            first = Some(data);
-            continue;
-        }
-        if let Some(f) = first.take() {
-            buf.extend_from_slice(&f);
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(match first {
-        Some(f) => f,
-        None => buf.freeze(),
-    })
 }
 
 /// Reads and discards up to `max` more bytes of `body` (stops at its end, at
@@ -175,16 +183,14 @@ pub fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
 ) -> impl Future<Output = Result<T, ApiError>> + Send {
-    let json = is_json(&req);
-    // Not polled (so nothing is read) unless the body is JSON.
-    let body = read_body(req, limit);
-    async move {
-        if !json {
-            return Err(ApiError::UnsupportedMediaType("application/json"));
-        }
-        let bytes = body.await?;
-        parse_json(&bytes)
+    // Not read (nothing polled) unless the body is JSON. Combinators, not
+    // an async block: a block awaiting the body reader it captured would
+    // hold that future twice (as captured and as awaited).
+    if !is_json(&req) {
+        let refused = ApiError::UnsupportedMediaType("application/json");
+        return Either::Left(std::future::ready(refused).map(Err));
     }
+    Either::Right(read_body(req, limit).map(|bytes| parse_json(&bytes?)))
 }
 
 /// Parses JSON bytes into `T` with the error mapping of [`read_json`].

@@ -4,10 +4,13 @@
 //! headers, metrics and the access log. Handlers live in [`crate::handlers`].
 
 use std::convert::Infallible;
+use std::future::{ready, Future};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::{Either, FutureExt as _};
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
@@ -130,11 +133,17 @@ fn csp_for(headers: &hyper::HeaderMap) -> &'static str {
 }
 
 /// Serves one request (hyper's service function).
-pub async fn serve(
+///
+/// The layers of dispatch are plain functions that do their synchronous
+/// part at once and return the next future (combinators, not `async`
+/// blocks around an `.await` of a captured future, which would hold it
+/// twice): the future hyper stores per request is that much smaller, and
+/// it is moved into place once per request.
+pub fn serve(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-) -> Result<Resp, Infallible> {
+) -> impl Future<Output = Result<Resp, Infallible>> + Send {
     let start = Instant::now();
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
@@ -143,32 +152,33 @@ pub async fn serve(
     } else {
         None
     };
-    let (route, mut resp) = dispatch(&app, req, peer).await;
-    let label = route.map_or("unmatched", Route::label);
-    let h = resp.headers_mut();
-    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    let csp = csp_for(h);
-    h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
-    h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    if let Some(origin) = origin {
-        cors(&app, &origin, &mut resp);
-    }
-    let status = resp.status().as_u16();
-    let latency = start.elapsed();
-    app.metrics.record(route, status, latency);
-    if let Some(path) = path_for_log {
-        tracing::info!(
-            method = %method,
-            path = %path,
-            route = label,
-            status,
-            latency_us = latency.as_micros() as u64,
-            client = %peer.ip(),
-            "request"
-        );
-    }
-    Ok(resp)
+    dispatch(&app, req, peer).map(move |(route, mut resp)| {
+        let label = route.map_or("unmatched", Route::label);
+        let h = resp.headers_mut();
+        h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        let csp = csp_for(h);
+        h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
+        h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        if let Some(origin) = origin {
+            cors(&app, &origin, &mut resp);
+        }
+        let status = resp.status().as_u16();
+        let latency = start.elapsed();
+        app.metrics.record(route, status, latency);
+        if let Some(path) = path_for_log {
+            tracing::info!(
+                method = %method,
+                path = %path,
+                route = label,
+                status,
+                latency_us = latency.as_micros() as u64,
+                client = %peer.ip(),
+                "request"
+            );
+        }
+        Ok(resp)
+    })
 }
 
 fn cors(app: &App, origin: &HeaderValue, resp: &mut Resp) {
@@ -210,16 +220,17 @@ fn preflight(app: &App, req: &Request<Incoming>, route: Route) -> Resp {
     resp
 }
 
-async fn dispatch(
+/// The route's answer, and the route (`None` when no route matched).
+fn dispatch(
     app: &Arc<App>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
-) -> (Option<Route>, Resp) {
+) -> impl Future<Output = (Option<Route>, Resp)> + Send {
     let Some((route, param)) = Route::parse(req.uri().path()) else {
-        return (None, ApiError::RouteNotFound.into_response());
+        return Either::Left(ready((None, ApiError::RouteNotFound.into_response())));
     };
     if req.method() == Method::OPTIONS {
-        return (Some(route), preflight(app, &req, route));
+        return Either::Left(ready((Some(route), preflight(app, &req, route))));
     }
     // HEAD is GET without the body, on every route that has GET: the one
     // rule (the route table's `allows`), not code per route.
@@ -228,14 +239,19 @@ async fn dispatch(
         *req.method_mut() = Method::GET;
     }
     let client = client_ip(app, &req, peer.ip());
+    let app = app.clone();
     let result = if route.spec().public {
         // Boxed: the public routes' futures (login, registration) are large.
-        Box::pin(public(app, route, param, req, client)).await
+        Either::Left(Box::pin(async move {
+            public(&app, route, param, req, client).await
+        }))
     } else {
-        authenticated(app, route, param, req, client).await
+        Either::Right(authenticated(app, route, param, req, client))
     };
-    let resp = result.unwrap_or_else(ApiError::into_response);
-    (Some(route), if head { without_body(resp) } else { resp })
+    Either::Right(result.map(move |result| {
+        let resp = result.unwrap_or_else(ApiError::into_response);
+        (Some(route), if head { without_body(resp) } else { resp })
+    }))
 }
 
 /// `resp` with its headers and no body: the answer to a HEAD. A complete
@@ -284,84 +300,91 @@ async fn public(
     }
 }
 
-async fn authenticated(
-    app: &Arc<App>,
+/// An authenticated route's answer (with the rate-limit headers), or the
+/// refusal before it (405, 401, 403, 429 without them). A plain fn
+/// returning an async block, not an `async fn`, which would hold its
+/// arguments (the request among them) twice.
+#[allow(clippy::manual_async_fn)]
+fn authenticated(
+    app: Arc<App>,
     route: Route,
     param: String,
     req: Request<Incoming>,
     client: IpAddr,
-) -> Result<Resp, ApiError> {
-    // 405 before 401: the route's methods are no secret.
-    if !route.allows(req.method().as_str()) {
-        return Err(ApiError::MethodNotAllowed(route.allow_header()));
-    }
-    let auth = caller(app, route, &param, &req).await?;
-    let needed = route.scope(req.method().as_str());
-    if !auth.scope.covers(needed) {
-        return Err(ApiError::InsufficientScope(needed));
-    }
-    let Auth {
-        user,
-        scope,
-        credential,
-    } = auth;
-    let limits = *app.limits(&user);
-    let (rate, burst) = (f64::from(limits.rate_per_second), f64::from(limits.burst));
-    // From this instance's lease when it can; else one database call.
-    let state = match app.rate.try_take_leased(&user.id, rate, burst, app.clock()) {
-        Some(s) => s,
-        None => {
-            let id = user.id.clone();
-            app.throttle(move |a| Ok(a.rate.take_leased(&id, rate, burst, a.clock())))
-                .await?
+) -> impl Future<Output = Result<Resp, ApiError>> + Send {
+    async move {
+        // 405 before 401: the route's methods are no secret.
+        if !route.allows(req.method().as_str()) {
+            return Err(ApiError::MethodNotAllowed(route.allow_header()));
         }
-    };
-    let cx = Ctx {
-        app: app.clone(),
-        user,
-        scope,
-        credential,
-        client,
-    };
-    let burst = match &state {
-        Ok(s) => *s,
-        Err(_) => RateState {
-            limit: limits.burst,
-            remaining: 0,
-            reset_secs: limits.burst.div_ceil(limits.rate_per_second.max(1)),
-        },
-    };
-    let result = match state {
-        Err(e) => Err(ApiError::from(e)),
-        Ok(_) => route_authenticated(&cx, route, param, req).await,
-    };
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let quota = match &e {
-                ApiError::Core(qlearn_core::Error::QuotaExceeded {
-                    limit,
-                    retry_after_secs,
-                }) => {
-                    app.metrics.quota_refused(cx.user.tier);
-                    Some(MonthlyState {
-                        limit: *limit,
-                        remaining: 0,
-                        reset_secs: *retry_after_secs,
-                        window_secs: month_secs(),
-                    })
-                }
-                _ => None,
-            };
-            let mut r = e.into_response();
-            if let Some(q) = quota {
-                r.extensions_mut().insert(q);
+        let auth = caller(&app, route, &param, &req).await?;
+        let needed = route.scope(req.method().as_str());
+        if !auth.scope.covers(needed) {
+            return Err(ApiError::InsufficientScope(needed));
+        }
+        let Auth {
+            user,
+            scope,
+            credential,
+        } = auth;
+        let limits = *app.limits(&user);
+        let (rate, burst) = (f64::from(limits.rate_per_second), f64::from(limits.burst));
+        // From this instance's lease when it can; else one database call.
+        let state = match app.rate.try_take_leased(&user.id, rate, burst, app.clock()) {
+            Some(s) => s,
+            None => {
+                let id = user.id.clone();
+                app.throttle(move |a| Ok(a.rate.take_leased(&id, rate, burst, a.clock())))
+                    .await?
             }
-            r
-        }
-    };
-    rate_headers(&mut resp, &limits, burst);
-    Ok(resp)
+        };
+        let cx = Ctx {
+            app,
+            user,
+            scope,
+            credential,
+            client,
+        };
+        let burst = match &state {
+            Ok(s) => *s,
+            Err(_) => RateState {
+                limit: limits.burst,
+                remaining: 0,
+                reset_secs: limits.burst.div_ceil(limits.rate_per_second.max(1)),
+            },
+        };
+        let result = match state {
+            Err(e) => Err(ApiError::from(e)),
+            Ok(_) => route_authenticated(&cx, route, param, req).await,
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let quota = match &e {
+                    ApiError::Core(qlearn_core::Error::QuotaExceeded {
+                        limit,
+                        retry_after_secs,
+                    }) => {
+                        cx.app.metrics.quota_refused(cx.user.tier);
+                        Some(MonthlyState {
+                            limit: *limit,
+                            remaining: 0,
+                            reset_secs: *retry_after_secs,
+                            window_secs: month_secs(),
+                        })
+                    }
+                    _ => None,
+                };
+                let mut r = e.into_response();
+                if let Some(q) = quota {
+                    r.extensions_mut().insert(q);
+                }
+                r
+            }
+        };
+        rate_headers(&mut resp, &limits, burst);
+        Ok(resp)
+    }
 }
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -424,56 +447,72 @@ thread_local! {
         std::cell::RefCell::new(String::with_capacity(128));
 }
 
-async fn route_authenticated(
-    cx: &Ctx,
+/// The handler's future: the hot routes' in place, every other route's
+/// boxed, so that this future (and every one around it) is as small as
+/// the hot routes need.
+fn route_authenticated<'a>(
+    cx: &'a Ctx,
     route: Route,
     id: String,
     req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + 'a {
     let m = req.method().clone();
-    // The hot routes' futures are awaited in place; every other route's is
-    // boxed, so that this future (and every one around it, moved at each
-    // await) is as small as the hot routes need.
-    match (route, m) {
-        (Route::Predict, Method::POST) => engine::predict(cx, req).await,
-        (Route::PredictProbabilities, Method::POST) => engine::action_probabilities(cx, req).await,
-        (Route::Update, Method::POST) => engine::update(cx, req).await,
-        (Route::UpdateBatch, Method::POST) => engine::update_batch(cx, req).await,
-        (Route::Rewards, Method::POST) => decisions::reward(cx, req).await,
-        (Route::RewardsBatch, Method::POST) => decisions::rewards_batch(cx, req).await,
-        (Route::EpisodesEnd, Method::POST) => Box::pin(decisions::end_episode(cx, req)).await,
-        (Route::ModelDecisions, Method::GET) => Box::pin(decisions::list(cx, id, req)).await,
-        (Route::ModelDecisionsExport, Method::GET) => {
-            Box::pin(decisions::export(cx, id, req)).await
+    let cold: Cold<'a> = match (route, m) {
+        (Route::Predict, Method::POST) => {
+            return Either::Left(Either::Left(Either::Left(engine::predict(cx, req))))
         }
-        (Route::ModelEvaluations, Method::POST) => Box::pin(evaluations::create(cx, id, req)).await,
-        (Route::ModelEvaluations, Method::GET) => Box::pin(evaluations::list(cx, id, req)).await,
-        (Route::ModelEvaluation, Method::GET) => Box::pin(evaluations::get(cx, id)).await,
-        (Route::ModelEvaluation, Method::DELETE) => Box::pin(evaluations::delete(cx, id)).await,
-        (Route::ModelEpisodes, Method::GET) => Box::pin(decisions::episodes(cx, id, req)).await,
-        (Route::Me, Method::GET) => Box::pin(accounts::me(cx)).await,
-        (Route::MePassword, Method::POST) => Box::pin(accounts::change_password(cx, req)).await,
-        (Route::ApiKeys, Method::GET) => Box::pin(accounts::list_keys(cx)).await,
-        (Route::ApiKeys, Method::POST) => Box::pin(accounts::create_key(cx, req)).await,
-        (Route::ApiKey, Method::DELETE) => Box::pin(accounts::delete_key(cx, id)).await,
-        (Route::AdminUser, Method::PATCH) => {
-            Box::pin(accounts::admin_patch_user(cx, id, req)).await
+        (Route::PredictProbabilities, Method::POST) => {
+            return Either::Left(Either::Left(Either::Right(engine::action_probabilities(
+                cx, req,
+            ))))
         }
-        (Route::AdminUsage, Method::GET) => Box::pin(accounts::admin_usage(cx, req)).await,
-        (Route::Models, Method::GET) => Box::pin(models::list(cx)).await,
-        (Route::Models, Method::POST) => Box::pin(models::create(cx, req)).await,
-        (Route::ModelsImport, Method::POST) => Box::pin(models::import(cx, req)).await,
-        (Route::Model, Method::GET) => Box::pin(models::get(cx, id)).await,
-        (Route::Model, Method::PATCH) => Box::pin(models::patch(cx, id, req)).await,
-        (Route::Model, Method::DELETE) => Box::pin(models::delete(cx, id)).await,
-        (Route::ModelExport, Method::GET) => Box::pin(models::export(cx, id, req)).await,
-        (Route::ModelEvents, Method::GET) => Box::pin(engine::events(cx, id)).await,
-        (Route::ModelEventsTicket, Method::POST) => Box::pin(engine::events_ticket(cx, id)).await,
-        (Route::Status, Method::GET) => Box::pin(models::status(cx, id, req)).await,
-        (Route::Dashboard, Method::GET) => Box::pin(models::dashboard(cx)).await,
-        (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
-    }
+        (Route::Update, Method::POST) => {
+            return Either::Left(Either::Right(Either::Left(engine::update(cx, req))))
+        }
+        (Route::UpdateBatch, Method::POST) => {
+            return Either::Left(Either::Right(Either::Right(engine::update_batch(cx, req))))
+        }
+        (Route::Rewards, Method::POST) => {
+            return Either::Right(Either::Left(Either::Left(decisions::reward(cx, req))))
+        }
+        (Route::RewardsBatch, Method::POST) => {
+            return Either::Right(Either::Left(Either::Right(decisions::rewards_batch(
+                cx, req,
+            ))))
+        }
+        (Route::EpisodesEnd, Method::POST) => Box::pin(decisions::end_episode(cx, req)),
+        (Route::ModelDecisions, Method::GET) => Box::pin(decisions::list(cx, id, req)),
+        (Route::ModelDecisionsExport, Method::GET) => Box::pin(decisions::export(cx, id, req)),
+        (Route::ModelEvaluations, Method::POST) => Box::pin(evaluations::create(cx, id, req)),
+        (Route::ModelEvaluations, Method::GET) => Box::pin(evaluations::list(cx, id, req)),
+        (Route::ModelEvaluation, Method::GET) => Box::pin(evaluations::get(cx, id)),
+        (Route::ModelEvaluation, Method::DELETE) => Box::pin(evaluations::delete(cx, id)),
+        (Route::ModelEpisodes, Method::GET) => Box::pin(decisions::episodes(cx, id, req)),
+        (Route::Me, Method::GET) => Box::pin(accounts::me(cx)),
+        (Route::MePassword, Method::POST) => Box::pin(accounts::change_password(cx, req)),
+        (Route::ApiKeys, Method::GET) => Box::pin(accounts::list_keys(cx)),
+        (Route::ApiKeys, Method::POST) => Box::pin(accounts::create_key(cx, req)),
+        (Route::ApiKey, Method::DELETE) => Box::pin(accounts::delete_key(cx, id)),
+        (Route::AdminUser, Method::PATCH) => Box::pin(accounts::admin_patch_user(cx, id, req)),
+        (Route::AdminUsage, Method::GET) => Box::pin(accounts::admin_usage(cx, req)),
+        (Route::Models, Method::GET) => Box::pin(models::list(cx)),
+        (Route::Models, Method::POST) => Box::pin(models::create(cx, req)),
+        (Route::ModelsImport, Method::POST) => Box::pin(models::import(cx, req)),
+        (Route::Model, Method::GET) => Box::pin(models::get(cx, id)),
+        (Route::Model, Method::PATCH) => Box::pin(models::patch(cx, id, req)),
+        (Route::Model, Method::DELETE) => Box::pin(models::delete(cx, id)),
+        (Route::ModelExport, Method::GET) => Box::pin(models::export(cx, id, req)),
+        (Route::ModelEvents, Method::GET) => Box::pin(engine::events(cx, id)),
+        (Route::ModelEventsTicket, Method::POST) => Box::pin(engine::events_ticket(cx, id)),
+        (Route::Status, Method::GET) => Box::pin(models::status(cx, id, req)),
+        (Route::Dashboard, Method::GET) => Box::pin(models::dashboard(cx)),
+        (r, _) => Box::pin(ready(Err(ApiError::MethodNotAllowed(r.allow_header())))),
+    };
+    Either::Right(Either::Right(cold))
 }
+
+/// A boxed handler future (every route but the hot ones).
+type Cold<'a> = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'a>>;
 
 #[cfg(test)]
 mod tests {

@@ -50,6 +50,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::service::service_fn;
 use hyper::{Request, StatusCode, Version};
@@ -243,18 +244,19 @@ pub async fn serve(
                 at: started + limit,
                 limit,
             };
-            let a = a.clone();
-            async move {
-                let Ok(mut resp) = REQUEST_DEADLINE
-                    .scope(deadline, router::serve(a, req, peer))
-                    .await;
-                if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
-                    // The rest of the body may still be on its way: end the connection.
-                    resp.headers_mut()
-                        .insert(CONNECTION, HeaderValue::from_static("close"));
-                }
-                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
-            }
+            // A combinator, not an async block awaiting the request's
+            // future: that future is held once (hyper moves this one into
+            // place for every request).
+            REQUEST_DEADLINE
+                .scope(deadline, router::serve(a.clone(), req, peer))
+                .map(move |Ok(mut resp)| {
+                    if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
+                        // The rest of the body may still be on its way: end the connection.
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
+                })
         });
         let conn = drain.watch(builder.serve_connection(io, svc).into_owned());
         let metrics_app = app.clone();

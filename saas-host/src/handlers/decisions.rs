@@ -6,6 +6,9 @@
 //! store's decision method on a blocking thread; the store applies what
 //! became ready in the same atomic step.
 
+use std::future::Future;
+
+use futures_util::TryFutureExt as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION};
 use hyper::{Request, StatusCode};
@@ -90,18 +93,22 @@ async fn record(
         (status = 422, description = "invalid_field", body = crate::wire::ErrorBody),
         (status = 429, description = "quota_exceeded or rate_limited", body = crate::wire::ErrorBody),
     ))]
-pub async fn reward(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: RewardBody = read_json(req, cx.app.config.body_limit).await?;
-    let (model_id, r) = body.split();
-    let (mut out, monthly) = record(cx, model_id, vec![r]).await?;
-    let (decision_id, result) = out
-        .pop()
-        .ok_or_else(|| ApiError::Core(Error::Internal("a reward got no result".into())))?;
-    let receipt = result?;
-    Ok(with_monthly(
-        ok_json(&RewardOut::new(decision_id, &receipt)),
-        monthly,
-    ))
+pub fn reward(
+    cx: &Ctx,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
+    read_json(req, cx.app.config.body_limit).and_then(move |body: RewardBody| async move {
+        let (model_id, r) = body.split();
+        let (mut out, monthly) = record(cx, model_id, vec![r]).await?;
+        let (decision_id, result) = out
+            .pop()
+            .ok_or_else(|| ApiError::Core(Error::Internal("a reward got no result".into())))?;
+        let receipt = result?;
+        Ok(with_monthly(
+            ok_json(&RewardOut::new(decision_id, &receipt)),
+            monthly,
+        ))
+    })
 }
 
 /// Rewards up to 1,000 decisions of one model, in order; each has its own
@@ -118,28 +125,32 @@ pub async fn reward(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         (status = 422, description = "invalid_field (1 to 1,000 rewards)", body = crate::wire::ErrorBody),
         (status = 429, description = "quota_exceeded (every counted reward must fit; nothing recorded) or rate_limited", body = crate::wire::ErrorBody),
     ))]
-pub async fn rewards_batch(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let b: RewardsBatchIn = read_json(req, cx.app.config.batch_limit).await?;
-    if b.rewards.is_empty() || b.rewards.len() > MAX_BATCH {
-        return Err(Error::field(
-            "rewards",
-            format!(
-                "must hold 1 to {MAX_BATCH} rewards, got {}",
-                b.rewards.len()
-            ),
-        )
-        .into());
-    }
-    let rewards = b.rewards.into_iter().map(RewardIn::from).collect();
-    let (out, monthly) = record(cx, b.model_id, rewards).await?;
-    let results = out
-        .into_iter()
-        .map(|(id, r)| match r {
-            Ok(receipt) => RewardResult::ok(RewardOut::new(id, &receipt)),
-            Err(e) => RewardResult::failed(id, error_detail(e)),
-        })
-        .collect();
-    Ok(with_monthly(ok_json(&RewardsBatchOut { results }), monthly))
+pub fn rewards_batch(
+    cx: &Ctx,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
+    read_json(req, cx.app.config.batch_limit).and_then(move |b: RewardsBatchIn| async move {
+        if b.rewards.is_empty() || b.rewards.len() > MAX_BATCH {
+            return Err(Error::field(
+                "rewards",
+                format!(
+                    "must hold 1 to {MAX_BATCH} rewards, got {}",
+                    b.rewards.len()
+                ),
+            )
+            .into());
+        }
+        let rewards = b.rewards.into_iter().map(RewardIn::from).collect();
+        let (out, monthly) = record(cx, b.model_id, rewards).await?;
+        let results = out
+            .into_iter()
+            .map(|(id, r)| match r {
+                Ok(receipt) => RewardResult::ok(RewardOut::new(id, &receipt)),
+                Err(e) => RewardResult::failed(id, error_detail(e)),
+            })
+            .collect();
+        Ok(with_monthly(ok_json(&RewardsBatchOut { results }), monthly))
+    })
 }
 
 /// Ends an episode: its last step is learned (terminal, or bootstrapping

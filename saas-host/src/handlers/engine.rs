@@ -6,10 +6,12 @@
 //! metered call (quota debit and engine step, atomically, inside the store),
 //! one JSON write. Action names come from a short per-instance cache.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::TryFutureExt as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
@@ -77,44 +79,22 @@ pub(super) fn with_monthly(mut resp: Resp, m: Option<MonthlyState>) -> Resp {
         (status = 422, description = "invalid_field, invalid_state or invalid_action", body = crate::wire::ErrorBody),
         (status = 429, description = "quota_exceeded (Retry-After: seconds to the 1st, 00:00 UTC) or rate_limited", body = crate::wire::ErrorBody),
     ))]
-pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: PredictIn = read_json(req, cx.app.config.body_limit).await?;
-    // The ids are checked on every model, as the schema states them.
-    for (field, id) in [
-        ("decision_id", &body.decision_id),
-        ("episode_id", &body.episode_id),
-    ] {
-        if let Some(id) = id {
-            qlearn_core::decisions::check_id(field, id)?;
-        }
-    }
-    // A model with a decisions setting logs the decision (issue 14); any
-    // other answers a plain prediction.
-    let request = Decide {
-        state: body.state.as_ref(),
-        allowed_actions: body.allowed_actions.as_deref(),
-        explore: body.explore,
-        decision_id: body.decision_id.as_deref(),
-        episode_id: body.episode_id.as_deref(),
-        baseline_action: body.baseline_action,
-    };
-    let quick = metered_nonblocking(cx, 1, |store, meter| {
-        store.decide_nonblocking(meter, &body.model_id, &request)
-    });
-    if let Some(done) = quick.await {
-        let (d, monthly) = done?;
-        let names = match cx.app.cached_action_names(&body.model_id) {
-            Some(n) => n,
-            None => {
-                let (app, uid, mid) = (cx.app.clone(), cx.user.id.clone(), body.model_id.clone());
-                cx.app
-                    .store_call(move || app.action_names(&uid, &mid))
-                    .await?
+pub fn predict(
+    cx: &Ctx,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
+    read_json(req, cx.app.config.body_limit).and_then(move |body: PredictIn| async move {
+        // The ids are checked on every model, as the schema states them.
+        for (field, id) in [
+            ("decision_id", &body.decision_id),
+            ("episode_id", &body.episode_id),
+        ] {
+            if let Some(id) = id {
+                qlearn_core::decisions::check_id(field, id)?;
             }
-        };
-        return Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly));
-    }
-    let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
+        }
+        // A model with a decisions setting logs the decision (issue 14); any
+        // other answers a plain prediction.
         let request = Decide {
             state: body.state.as_ref(),
             allowed_actions: body.allowed_actions.as_deref(),
@@ -123,12 +103,39 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
             episode_id: body.episode_id.as_deref(),
             baseline_action: body.baseline_action,
         };
-        let d = app.store.decide(meter, &body.model_id, &request)?;
-        let names = app.action_names(meter.user_id, &body.model_id)?;
-        Ok((d, names))
+        let quick = metered_nonblocking(cx, 1, |store, meter| {
+            store.decide_nonblocking(meter, &body.model_id, &request)
+        });
+        if let Some(done) = quick.await {
+            let (d, monthly) = done?;
+            let names = match cx.app.cached_action_names(&body.model_id) {
+                Some(n) => n,
+                None => {
+                    let (app, uid, mid) =
+                        (cx.app.clone(), cx.user.id.clone(), body.model_id.clone());
+                    cx.app
+                        .store_call(move || app.action_names(&uid, &mid))
+                        .await?
+                }
+            };
+            return Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly));
+        }
+        let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
+            let request = Decide {
+                state: body.state.as_ref(),
+                allowed_actions: body.allowed_actions.as_deref(),
+                explore: body.explore,
+                decision_id: body.decision_id.as_deref(),
+                episode_id: body.episode_id.as_deref(),
+                baseline_action: body.baseline_action,
+            };
+            let d = app.store.decide(meter, &body.model_id, &request)?;
+            let names = app.action_names(meter.user_id, &body.model_id)?;
+            Ok((d, names))
+        })
+        .await?;
+        Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly))
     })
-    .await?;
-    Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly))
 }
 
 /// The behaviour policy's probability of each action (metered like a
@@ -145,22 +152,26 @@ pub async fn predict(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError>
         (status = 422, description = "invalid_state or invalid_action (not metered)", body = crate::wire::ErrorBody),
         (status = 429, description = "quota_exceeded (Retry-After: seconds to the 1st, 00:00 UTC) or rate_limited", body = crate::wire::ErrorBody),
     ))]
-pub async fn action_probabilities(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: ProbabilitiesIn = read_json(req, cx.app.config.body_limit).await?;
-    let (probabilities, monthly) = metered(cx, 1, move |app, meter| {
-        app.store.action_probabilities(
-            meter,
-            &body.model_id,
-            body.state.as_ref(),
-            body.allowed_actions.as_deref(),
-            body.explore,
-        )
+pub fn action_probabilities(
+    cx: &Ctx,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
+    read_json(req, cx.app.config.body_limit).and_then(move |body: ProbabilitiesIn| async move {
+        let (probabilities, monthly) = metered(cx, 1, move |app, meter| {
+            app.store.action_probabilities(
+                meter,
+                &body.model_id,
+                body.state.as_ref(),
+                body.allowed_actions.as_deref(),
+                body.explore,
+            )
+        })
+        .await?;
+        Ok(with_monthly(
+            ok_json(&ProbabilitiesOut { probabilities }),
+            monthly,
+        ))
     })
-    .await?;
-    Ok(with_monthly(
-        ok_json(&ProbabilitiesOut { probabilities }),
-        monthly,
-    ))
 }
 
 /// The answer of `POST /predict`.
@@ -382,14 +393,18 @@ fn update_out(o: &UpdateOutcome) -> UpdateOut {
         (status = 422, description = "invalid_field, invalid_state or invalid_action", body = crate::wire::ErrorBody),
         (status = 429, description = "quota_exceeded or rate_limited", body = crate::wire::ErrorBody),
     ))]
-pub async fn update(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let b: UpdateIn = read_json(req, cx.app.config.body_limit).await?;
-    let (model_id, exp) = b.split();
-    let (out, monthly) = apply(cx, model_id, vec![exp]).await?;
-    let o = out
-        .first()
-        .ok_or_else(|| ApiError::Core(Error::Internal("update returned no outcome".into())))?;
-    Ok(with_monthly(ok_json(&update_out(o)), monthly))
+pub fn update(
+    cx: &Ctx,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
+    read_json(req, cx.app.config.body_limit).and_then(move |b: UpdateIn| async move {
+        let (model_id, exp) = b.split();
+        let (out, monthly) = apply(cx, model_id, vec![exp]).await?;
+        let o = out
+            .first()
+            .ok_or_else(|| ApiError::Core(Error::Internal("update returned no outcome".into())))?;
+        Ok(with_monthly(ok_json(&update_out(o)), monthly))
+    })
 }
 
 /// Learns from up to 1,000 experiences in order, all or nothing (N metered calls).
@@ -406,21 +421,25 @@ pub async fn update(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         (status = 422, description = "invalid experience (names experiences[i]); nothing applied", body = crate::wire::ErrorBody),
         (status = 429, description = "quota_exceeded (the whole batch must fit) or rate_limited", body = crate::wire::ErrorBody),
     ))]
-pub async fn update_batch(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let b: BatchIn = read_json(req, cx.app.config.batch_limit).await?;
-    if b.experiences.is_empty() || b.experiences.len() > MAX_BATCH {
-        return Err(Error::field(
-            "experiences",
-            format!(
-                "must hold 1 to {MAX_BATCH} experiences, got {}",
-                b.experiences.len()
-            ),
-        )
-        .into());
-    }
-    let (out, monthly) = apply(cx, b.model_id, b.experiences).await?;
-    let results = out.iter().map(update_out).collect();
-    Ok(with_monthly(ok_json(&BatchOut { results }), monthly))
+pub fn update_batch(
+    cx: &Ctx,
+    req: Request<Incoming>,
+) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
+    read_json(req, cx.app.config.batch_limit).and_then(move |b: BatchIn| async move {
+        if b.experiences.is_empty() || b.experiences.len() > MAX_BATCH {
+            return Err(Error::field(
+                "experiences",
+                format!(
+                    "must hold 1 to {MAX_BATCH} experiences, got {}",
+                    b.experiences.len()
+                ),
+            )
+            .into());
+        }
+        let (out, monthly) = apply(cx, b.model_id, b.experiences).await?;
+        let results = out.iter().map(update_out).collect();
+        Ok(with_monthly(ok_json(&BatchOut { results }), monthly))
+    })
 }
 
 /// A ticket to open the model's event stream (`?ticket=`), for clients
