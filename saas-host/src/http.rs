@@ -76,15 +76,23 @@ pub fn read_body(
     req: Request<Incoming>,
     limit: usize,
 ) -> impl Future<Output = Result<Bytes, ApiError>> + Send {
-    // Only the body is kept across the reads (the head is dropped here):
-    // every handler future that awaits this one is that much smaller, and
-    // moved at each await.
-    let declared = match declared_length(req.headers()) {
-        Ok(d) => d,
-        Err(e) => return Either::Left(std::future::ready(Err(e))),
-    };
+    match body_reader(req, limit) {
+        Ok(read) => Either::Left(read),
+        Err(e) => Either::Right(std::future::ready(Err(e))),
+    }
+}
+
+/// What [`read_body`] awaits: the reading of the body, or the error known
+/// before anything is read (an invalid `Content-Length`). Only the body is
+/// kept across the reads (the head is dropped here): every handler future
+/// that awaits this one is that much smaller, and moved at each await.
+fn body_reader(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<impl Future<Output = Result<Bytes, ApiError>> + Send, ApiError> {
+    let declared = declared_length(req.headers())?;
     let body = req.into_body();
-    Either::Right(async move {
+    Ok(async move {
         let deadline = REQUEST_DEADLINE.try_with(|d| *d).ok();
         match deadline {
             Some(d) => tokio::time::timeout_at(d.at, read_whole_body(body, declared, limit))
@@ -186,11 +194,15 @@ pub fn read_json<T: DeserializeOwned>(
     // Not read (nothing polled) unless the body is JSON. Combinators, not
     // an async block: a block awaiting the body reader it captured would
     // hold that future twice (as captured and as awaited).
-    if !is_json(&req) {
-        let refused = ApiError::UnsupportedMediaType("application/json");
-        return Either::Left(std::future::ready(refused).map(Err));
+    let read = if is_json(&req) {
+        body_reader(req, limit)
+    } else {
+        Err(ApiError::UnsupportedMediaType("application/json"))
+    };
+    match read {
+        Ok(read) => Either::Left(read.map(|bytes| parse_json(&bytes?))),
+        Err(e) => Either::Right(std::future::ready(e).map(Err)),
     }
-    Either::Right(read_body(req, limit).map(|bytes| parse_json(&bytes?)))
 }
 
 /// Parses JSON bytes into `T` with the error mapping of [`read_json`].

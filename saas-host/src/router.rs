@@ -8,6 +8,7 @@ use std::future::{ready, Future};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::future::{Either, FutureExt as _};
@@ -459,26 +460,34 @@ fn route_authenticated<'a>(
     let m = req.method().clone();
     let cold: Cold<'a> = match (route, m) {
         (Route::Predict, Method::POST) => {
-            return Either::Left(Either::Left(Either::Left(engine::predict(cx, req))))
+            return Handler::Predict {
+                f: engine::predict(cx, req),
+            }
         }
         (Route::PredictProbabilities, Method::POST) => {
-            return Either::Left(Either::Left(Either::Right(engine::action_probabilities(
-                cx, req,
-            ))))
+            return Handler::Probabilities {
+                f: engine::action_probabilities(cx, req),
+            }
         }
         (Route::Update, Method::POST) => {
-            return Either::Left(Either::Right(Either::Left(engine::update(cx, req))))
+            return Handler::Update {
+                f: engine::update(cx, req),
+            }
         }
         (Route::UpdateBatch, Method::POST) => {
-            return Either::Left(Either::Right(Either::Right(engine::update_batch(cx, req))))
+            return Handler::UpdateBatch {
+                f: engine::update_batch(cx, req),
+            }
         }
         (Route::Rewards, Method::POST) => {
-            return Either::Right(Either::Left(Either::Left(decisions::reward(cx, req))))
+            return Handler::Reward {
+                f: decisions::reward(cx, req),
+            }
         }
         (Route::RewardsBatch, Method::POST) => {
-            return Either::Right(Either::Left(Either::Right(decisions::rewards_batch(
-                cx, req,
-            ))))
+            return Handler::RewardsBatch {
+                f: decisions::rewards_batch(cx, req),
+            }
         }
         (Route::EpisodesEnd, Method::POST) => Box::pin(decisions::end_episode(cx, req)),
         (Route::ModelDecisions, Method::GET) => Box::pin(decisions::list(cx, id, req)),
@@ -508,11 +517,55 @@ fn route_authenticated<'a>(
         (Route::Dashboard, Method::GET) => Box::pin(models::dashboard(cx)),
         (r, _) => Box::pin(ready(Err(ApiError::MethodNotAllowed(r.allow_header())))),
     };
-    Either::Right(Either::Right(cold))
+    Handler::Cold { f: cold }
 }
 
 /// A boxed handler future (every route but the hot ones).
 type Cold<'a> = Pin<Box<dyn Future<Output = Result<Resp, ApiError>> + Send + 'a>>;
+
+pin_project_lite::pin_project! {
+    /// The handler future of an authenticated route: one of the hot
+    /// routes' in place, or any other route's boxed. One enum, not nested
+    /// `Either`s: it is built with one move, and a poll's answer is
+    /// returned through one level.
+    #[project = HandlerProj]
+    enum Handler<P, Q, U, B, R, RB, C> {
+        Predict { #[pin] f: P },
+        Probabilities { #[pin] f: Q },
+        Update { #[pin] f: U },
+        UpdateBatch { #[pin] f: B },
+        Reward { #[pin] f: R },
+        RewardsBatch { #[pin] f: RB },
+        Cold { #[pin] f: C },
+    }
+}
+
+type Answer = Result<Resp, ApiError>;
+
+impl<P, Q, U, B, R, RB, C> Future for Handler<P, Q, U, B, R, RB, C>
+where
+    P: Future<Output = Answer>,
+    Q: Future<Output = Answer>,
+    U: Future<Output = Answer>,
+    B: Future<Output = Answer>,
+    R: Future<Output = Answer>,
+    RB: Future<Output = Answer>,
+    C: Future<Output = Answer>,
+{
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        match self.project() {
+            HandlerProj::Predict { f } => f.poll(cx),
+            HandlerProj::Probabilities { f } => f.poll(cx),
+            HandlerProj::Update { f } => f.poll(cx),
+            HandlerProj::UpdateBatch { f } => f.poll(cx),
+            HandlerProj::Reward { f } => f.poll(cx),
+            HandlerProj::RewardsBatch { f } => f.poll(cx),
+            HandlerProj::Cold { f } => f.poll(cx),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
