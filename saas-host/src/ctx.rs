@@ -10,6 +10,7 @@ use qlearn_core::store::{KeyScope, User};
 use qlearn_core::tenancy::TierLimits;
 
 use crate::app::App;
+use crate::http::RequestDeadline;
 
 /// An authenticated request's context.
 pub struct Ctx {
@@ -26,6 +27,8 @@ pub struct Ctx {
     /// The caller's network address (the peer, or the client behind a
     /// trusted proxy).
     pub client: IpAddr,
+    /// When the request must have arrived in full (for reading its body).
+    pub deadline: RequestDeadline,
 }
 
 impl Ctx {

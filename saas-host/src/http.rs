@@ -48,9 +48,10 @@ pub fn is_json_type(m: &str) -> bool {
 const DRAIN_PAST_LIMIT: u64 = 1 << 20;
 
 /// When the request being served must have arrived in full (headers and
-/// body). The server sets one for every request ([`REQUEST_DEADLINE`]);
-/// [`read_body`] answers 408 once it has passed. Declared here, where it is
-/// read, so the body reader does not depend on the server.
+/// body). The server sets one for every request and hands it down with the
+/// request (in [`crate::ctx::Ctx`] for the authenticated routes) to
+/// [`read_body`], which answers 408 once it has passed. Declared here, where
+/// it is read, so the body reader does not depend on the server.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestDeadline {
     /// The instant the whole request must have been read by.
@@ -59,24 +60,18 @@ pub struct RequestDeadline {
     pub limit: std::time::Duration,
 }
 
-tokio::task_local! {
-    /// The deadline of the request its task serves: the server runs each
-    /// request's service future in this scope (a task-local, not the
-    /// request's extensions, whose first insert costs three allocations).
-    pub static REQUEST_DEADLINE: RequestDeadline;
-}
-
 /// Reads the whole body, refusing more than `limit` bytes: first by
 /// `Content-Length`, then while reading (for chunked bodies). An oversized
 /// body of up to `DRAIN_PAST_LIMIT` (1 MiB) more bytes is read to its end before
 /// the 413, so that the client sees the answer. Past the request's
-/// [`RequestDeadline`] (set by the server) it gives up with 408, however
-/// slowly bytes still arrive.
+/// `deadline` (set by the server) it gives up with 408, however slowly
+/// bytes still arrive.
 pub fn read_body(
     req: Request<Incoming>,
     limit: usize,
+    deadline: RequestDeadline,
 ) -> impl Future<Output = Result<Bytes, ApiError>> + Send {
-    match body_reader(req, limit) {
+    match body_reader(req, limit, deadline) {
         Ok(read) => Either::Left(read),
         Err(e) => Either::Right(std::future::ready(Err(e))),
     }
@@ -89,17 +84,14 @@ pub fn read_body(
 fn body_reader(
     req: Request<Incoming>,
     limit: usize,
+    deadline: RequestDeadline,
 ) -> Result<impl Future<Output = Result<Bytes, ApiError>> + Send, ApiError> {
     let declared = declared_length(req.headers())?;
     let body = req.into_body();
     Ok(async move {
-        let deadline = REQUEST_DEADLINE.try_with(|d| *d).ok();
-        match deadline {
-            Some(d) => tokio::time::timeout_at(d.at, read_whole_body(body, declared, limit))
-                .await
-                .map_err(|_| ApiError::RequestTimeout(d.limit))?,
-            None => read_whole_body(body, declared, limit).await,
-        }
+        tokio::time::timeout_at(deadline.at, read_whole_body(body, declared, limit))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(deadline.limit))?
     })
 }
 
@@ -190,12 +182,13 @@ async fn drain(mut body: Incoming, max: u64) {
 pub fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
     limit: usize,
+    deadline: RequestDeadline,
 ) -> impl Future<Output = Result<T, ApiError>> + Send {
     // Not read (nothing polled) unless the body is JSON. Combinators, not
     // an async block: a block awaiting the body reader it captured would
     // hold that future twice (as captured and as awaited).
     let read = if is_json(&req) {
-        body_reader(req, limit)
+        body_reader(req, limit, deadline)
     } else {
         Err(ApiError::UnsupportedMediaType("application/json"))
     };

@@ -27,7 +27,7 @@ use crate::cidr::Cidr;
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::handlers::{accounts, billing, decisions, engine, evaluations, models, service};
-use crate::http::{is_json_type, media_type_of, query_param};
+use crate::http::{is_json_type, media_type_of, query_param, RequestDeadline};
 use crate::openapi;
 use crate::response::{no_content, Resp, JSON};
 use crate::routes::Route;
@@ -144,6 +144,7 @@ pub fn serve(
     app: Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
+    deadline: RequestDeadline,
 ) -> impl Future<Output = Result<Resp, Infallible>> + Send {
     let start = Instant::now();
     let method = req.method().clone();
@@ -153,7 +154,7 @@ pub fn serve(
     } else {
         None
     };
-    dispatch(&app, req, peer).map(move |(route, mut resp)| {
+    dispatch(&app, req, peer, deadline).map(move |(route, mut resp)| {
         let label = route.map_or("unmatched", Route::label);
         let h = resp.headers_mut();
         h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -226,6 +227,7 @@ fn dispatch(
     app: &Arc<App>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    deadline: RequestDeadline,
 ) -> impl Future<Output = (Option<Route>, Resp)> + Send {
     let Some((route, param)) = Route::parse(req.uri().path()) else {
         return Either::Left(ready((None, ApiError::RouteNotFound.into_response())));
@@ -244,10 +246,10 @@ fn dispatch(
     let result = if route.spec().public {
         // Boxed: the public routes' futures (login, registration) are large.
         Either::Left(Box::pin(async move {
-            public(&app, route, param, req, client).await
+            public(&app, route, param, req, client, deadline).await
         }))
     } else {
-        Either::Right(authenticated(app, route, param, req, client))
+        Either::Right(authenticated(app, route, param, req, client, deadline))
     };
     Either::Right(result.map(move |result| {
         let resp = result.unwrap_or_else(ApiError::into_response);
@@ -275,6 +277,7 @@ async fn public(
     param: String,
     req: Request<Incoming>,
     client: IpAddr,
+    deadline: RequestDeadline,
 ) -> Result<Resp, ApiError> {
     let m = req.method().clone();
     match (route, m) {
@@ -287,8 +290,8 @@ async fn public(
         (Route::OpenApi, Method::GET) => Ok(openapi::response(&app.config)),
         (Route::Docs, Method::GET) => service::docs(&app.config.brand, req.headers()),
         (Route::DocsAsset, Method::GET) => service::docs_asset(&param, req.headers()),
-        (Route::Register, Method::POST) => accounts::register(app, req, client).await,
-        (Route::Login, Method::POST) => accounts::login(app, req, client).await,
+        (Route::Register, Method::POST) => accounts::register(app, req, client, deadline).await,
+        (Route::Login, Method::POST) => accounts::login(app, req, client, deadline).await,
         (Route::Plans, Method::GET) => {
             let caller = match req.headers().contains_key(AUTHORIZATION) {
                 true => Some(app.authenticate(bearer(&req)?).await?.user),
@@ -296,7 +299,7 @@ async fn public(
             };
             billing::plans(app, caller).await
         }
-        (Route::BillingWebhook, Method::POST) => billing::webhook(app, req).await,
+        (Route::BillingWebhook, Method::POST) => billing::webhook(app, req, deadline).await,
         (r, _) => Err(ApiError::MethodNotAllowed(r.allow_header())),
     }
 }
@@ -312,6 +315,7 @@ fn authenticated(
     param: String,
     req: Request<Incoming>,
     client: IpAddr,
+    deadline: RequestDeadline,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send {
     async move {
         // 405 before 401: the route's methods are no secret.
@@ -345,6 +349,7 @@ fn authenticated(
             scope,
             credential,
             client,
+            deadline,
         };
         let burst = match &state {
             Ok(s) => *s,

@@ -67,7 +67,7 @@ use crate::router;
 use conn::{Activity, Bounds, Cut, Tracked, Watched};
 use per_address::PerAddress;
 
-use crate::http::{RequestDeadline, REQUEST_DEADLINE};
+use crate::http::RequestDeadline;
 
 /// Runs blocking `work` every `every` until shutdown (a run in progress
 /// finishes first); a failure is logged as `what` and retried at the
@@ -247,16 +247,14 @@ pub async fn serve(
             // A combinator, not an async block awaiting the request's
             // future: that future is held once (hyper moves this one into
             // place for every request).
-            REQUEST_DEADLINE
-                .scope(deadline, router::serve(a.clone(), req, peer))
-                .map(move |Ok(mut resp)| {
-                    if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
-                        // The rest of the body may still be on its way: end the connection.
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
-                })
+            router::serve(a.clone(), req, peer, deadline).map(move |Ok(mut resp)| {
+                if http1 && resp.status() == StatusCode::REQUEST_TIMEOUT {
+                    // The rest of the body may still be on its way: end the connection.
+                    resp.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
+            })
         });
         let conn = drain.watch(builder.serve_connection(io, svc).into_owned());
         let metrics_app = app.clone();

@@ -20,7 +20,7 @@ use crate::config::Throttle;
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::hashing::hashing;
-use crate::http::{query_param, read_json};
+use crate::http::{query_param, read_json, RequestDeadline};
 use crate::invoicing::{Format, UsageReport};
 use crate::now_unix;
 use crate::response::{bytes_response, json_response, no_content, ok_json, Resp};
@@ -71,10 +71,11 @@ pub async fn register(
     app: &Arc<App>,
     req: Request<Incoming>,
     client: IpAddr,
+    deadline: RequestDeadline,
 ) -> Result<Resp, ApiError> {
     let t = app.config.register_per_address;
     attempt(app, |a| &a.register_address, address_key(client), t).await?;
-    let body: Credentials = read_json(req, app.config.body_limit).await?;
+    let body: Credentials = read_json(req, app.config.body_limit, deadline).await?;
     let email = normalize_email(&body.email)?;
     validate_password(&body.password)?;
     let a = app.clone();
@@ -134,8 +135,9 @@ pub async fn login(
     app: &Arc<App>,
     req: Request<Incoming>,
     client: IpAddr,
+    deadline: RequestDeadline,
 ) -> Result<Resp, ApiError> {
-    let body: Credentials = read_json(req, app.config.body_limit).await?;
+    let body: Credentials = read_json(req, app.config.body_limit, deadline).await?;
     // A malformed email cannot be an account: same answer as a wrong password.
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.clone());
     let (ta, tc) = (app.config.login_per_account, app.config.login_per_address);
@@ -214,7 +216,7 @@ pub async fn me(cx: &Ctx) -> Result<Resp, ApiError> {
     ))]
 pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let app = &cx.app;
-    let body: PasswordChange = read_json(req, app.config.body_limit).await?;
+    let body: PasswordChange = read_json(req, app.config.body_limit, cx.deadline).await?;
     validate_password(&body.new_password).map_err(|e| match e {
         Error::InvalidField { message, .. } => Error::field("new_password", message),
         other => other,
@@ -278,7 +280,7 @@ pub async fn change_password(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, A
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
     ))]
 pub async fn create_key(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: NewKey = read_json(req, cx.app.config.body_limit).await?;
+    let body: NewKey = read_json(req, cx.app.config.body_limit, cx.deadline).await?;
     let name = check_name("name", &body.name)?;
     let now = now_unix();
     let scope = body.scope.unwrap_or(KeyScope::Full);
@@ -433,7 +435,7 @@ pub async fn admin_patch_user(
     if cx.user.role != Role::Admin {
         return Err(ApiError::Forbidden);
     }
-    let body: AdminUserPatch = read_json(req, cx.app.config.body_limit).await?;
+    let body: AdminUserPatch = read_json(req, cx.app.config.body_limit, cx.deadline).await?;
     let a = cx.app.clone();
     let id = user_id.clone();
     let user = blocking(move || {

@@ -13,7 +13,7 @@ use qlearn_core::tenancy::{plans::checkout_url, rfc3339, webhook, Tier};
 
 use crate::app::{blocking, App};
 use crate::error::ApiError;
-use crate::http::read_body;
+use crate::http::{read_body, RequestDeadline};
 use crate::now_unix;
 use crate::response::{ok_json, Resp};
 use crate::routes::Route;
@@ -87,7 +87,11 @@ pub async fn plans(app: &Arc<App>, caller: Option<Arc<User>>) -> Result<Resp, Ap
         (status = 413, description = "Body too large", body = crate::wire::ErrorBody),
         (status = 422, description = "invalid_field: verified, but not an event this service reads", body = crate::wire::ErrorBody),
     ))]
-pub async fn webhook(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn webhook(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    deadline: RequestDeadline,
+) -> Result<Resp, ApiError> {
     let Some(secret) = app.config.billing.webhook_secret.clone() else {
         return Err(ApiError::RouteNotFound);
     };
@@ -97,7 +101,7 @@ pub async fn webhook(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, Api
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = read_body(req, app.config.batch_limit).await?;
+    let body = read_body(req, app.config.batch_limit, deadline).await?;
     let now = now_unix();
     let tolerance = app.config.billing.webhook_tolerance_secs;
     webhook::verify(&secret, &header, &body, now, tolerance)?;

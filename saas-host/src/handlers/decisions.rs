@@ -97,18 +97,20 @@ pub fn reward(
     cx: &Ctx,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
-    read_json(req, cx.app.config.body_limit).and_then(move |body: RewardBody| async move {
-        let (model_id, r) = body.split();
-        let (mut out, monthly) = record(cx, model_id, vec![r]).await?;
-        let (decision_id, result) = out
-            .pop()
-            .ok_or_else(|| ApiError::Core(Error::Internal("a reward got no result".into())))?;
-        let receipt = result?;
-        Ok(with_monthly(
-            ok_json(&RewardOut::new(decision_id, &receipt)),
-            monthly,
-        ))
-    })
+    read_json(req, cx.app.config.body_limit, cx.deadline).and_then(
+        move |body: RewardBody| async move {
+            let (model_id, r) = body.split();
+            let (mut out, monthly) = record(cx, model_id, vec![r]).await?;
+            let (decision_id, result) = out
+                .pop()
+                .ok_or_else(|| ApiError::Core(Error::Internal("a reward got no result".into())))?;
+            let receipt = result?;
+            Ok(with_monthly(
+                ok_json(&RewardOut::new(decision_id, &receipt)),
+                monthly,
+            ))
+        },
+    )
 }
 
 /// Rewards up to 1,000 decisions of one model, in order; each has its own
@@ -129,28 +131,30 @@ pub fn rewards_batch(
     cx: &Ctx,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
-    read_json(req, cx.app.config.batch_limit).and_then(move |b: RewardsBatchIn| async move {
-        if b.rewards.is_empty() || b.rewards.len() > MAX_BATCH {
-            return Err(Error::field(
-                "rewards",
-                format!(
-                    "must hold 1 to {MAX_BATCH} rewards, got {}",
-                    b.rewards.len()
-                ),
-            )
-            .into());
-        }
-        let rewards = b.rewards.into_iter().map(RewardIn::from).collect();
-        let (out, monthly) = record(cx, b.model_id, rewards).await?;
-        let results = out
-            .into_iter()
-            .map(|(id, r)| match r {
-                Ok(receipt) => RewardResult::ok(RewardOut::new(id, &receipt)),
-                Err(e) => RewardResult::failed(id, error_detail(e)),
-            })
-            .collect();
-        Ok(with_monthly(ok_json(&RewardsBatchOut { results }), monthly))
-    })
+    read_json(req, cx.app.config.batch_limit, cx.deadline).and_then(
+        move |b: RewardsBatchIn| async move {
+            if b.rewards.is_empty() || b.rewards.len() > MAX_BATCH {
+                return Err(Error::field(
+                    "rewards",
+                    format!(
+                        "must hold 1 to {MAX_BATCH} rewards, got {}",
+                        b.rewards.len()
+                    ),
+                )
+                .into());
+            }
+            let rewards = b.rewards.into_iter().map(RewardIn::from).collect();
+            let (out, monthly) = record(cx, b.model_id, rewards).await?;
+            let results = out
+                .into_iter()
+                .map(|(id, r)| match r {
+                    Ok(receipt) => RewardResult::ok(RewardOut::new(id, &receipt)),
+                    Err(e) => RewardResult::failed(id, error_detail(e)),
+                })
+                .collect();
+            Ok(with_monthly(ok_json(&RewardsBatchOut { results }), monthly))
+        },
+    )
 }
 
 /// Ends an episode: its last step is learned (terminal, or bootstrapping
@@ -168,7 +172,7 @@ pub fn rewards_batch(
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
     ))]
 pub async fn end_episode(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: EpisodeEndIn = read_json(req, cx.app.config.body_limit).await?;
+    let body: EpisodeEndIn = read_json(req, cx.app.config.body_limit, cx.deadline).await?;
     let (model_id, episode_id, end) = body.split();
     let ep = episode_id.clone();
     super::check_writable(&cx.app, &cx.user, &model_id).await?;

@@ -83,44 +83,19 @@ pub fn predict(
     cx: &Ctx,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
-    read_json(req, cx.app.config.body_limit).and_then(move |body: PredictIn| async move {
-        // The ids are checked on every model, as the schema states them.
-        for (field, id) in [
-            ("decision_id", &body.decision_id),
-            ("episode_id", &body.episode_id),
-        ] {
-            if let Some(id) = id {
-                qlearn_core::decisions::check_id(field, id)?;
-            }
-        }
-        // A model with a decisions setting logs the decision (issue 14); any
-        // other answers a plain prediction.
-        let request = Decide {
-            state: body.state.as_ref(),
-            allowed_actions: body.allowed_actions.as_deref(),
-            explore: body.explore,
-            decision_id: body.decision_id.as_deref(),
-            episode_id: body.episode_id.as_deref(),
-            baseline_action: body.baseline_action,
-        };
-        let quick = metered_nonblocking(cx, 1, |store, meter| {
-            store.decide_nonblocking(meter, &body.model_id, &request)
-        });
-        if let Some(done) = quick.await {
-            let (d, monthly) = done?;
-            let names = match cx.app.cached_action_names(&body.model_id) {
-                Some(n) => n,
-                None => {
-                    let (app, uid, mid) =
-                        (cx.app.clone(), cx.user.id.clone(), body.model_id.clone());
-                    cx.app
-                        .store_call(move || app.action_names(&uid, &mid))
-                        .await?
+    read_json(req, cx.app.config.body_limit, cx.deadline).and_then(
+        move |body: PredictIn| async move {
+            // The ids are checked on every model, as the schema states them.
+            for (field, id) in [
+                ("decision_id", &body.decision_id),
+                ("episode_id", &body.episode_id),
+            ] {
+                if let Some(id) = id {
+                    qlearn_core::decisions::check_id(field, id)?;
                 }
-            };
-            return Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly));
-        }
-        let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
+            }
+            // A model with a decisions setting logs the decision (issue 14); any
+            // other answers a plain prediction.
             let request = Decide {
                 state: body.state.as_ref(),
                 allowed_actions: body.allowed_actions.as_deref(),
@@ -129,13 +104,40 @@ pub fn predict(
                 episode_id: body.episode_id.as_deref(),
                 baseline_action: body.baseline_action,
             };
-            let d = app.store.decide(meter, &body.model_id, &request)?;
-            let names = app.action_names(meter.user_id, &body.model_id)?;
-            Ok((d, names))
-        })
-        .await?;
-        Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly))
-    })
+            let quick = metered_nonblocking(cx, 1, |store, meter| {
+                store.decide_nonblocking(meter, &body.model_id, &request)
+            });
+            if let Some(done) = quick.await {
+                let (d, monthly) = done?;
+                let names = match cx.app.cached_action_names(&body.model_id) {
+                    Some(n) => n,
+                    None => {
+                        let (app, uid, mid) =
+                            (cx.app.clone(), cx.user.id.clone(), body.model_id.clone());
+                        cx.app
+                            .store_call(move || app.action_names(&uid, &mid))
+                            .await?
+                    }
+                };
+                return Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly));
+            }
+            let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
+                let request = Decide {
+                    state: body.state.as_ref(),
+                    allowed_actions: body.allowed_actions.as_deref(),
+                    explore: body.explore,
+                    decision_id: body.decision_id.as_deref(),
+                    episode_id: body.episode_id.as_deref(),
+                    baseline_action: body.baseline_action,
+                };
+                let d = app.store.decide(meter, &body.model_id, &request)?;
+                let names = app.action_names(meter.user_id, &body.model_id)?;
+                Ok((d, names))
+            })
+            .await?;
+            Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly))
+        },
+    )
 }
 
 /// The behaviour policy's probability of each action (metered like a
@@ -156,22 +158,24 @@ pub fn action_probabilities(
     cx: &Ctx,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
-    read_json(req, cx.app.config.body_limit).and_then(move |body: ProbabilitiesIn| async move {
-        let (probabilities, monthly) = metered(cx, 1, move |app, meter| {
-            app.store.action_probabilities(
-                meter,
-                &body.model_id,
-                body.state.as_ref(),
-                body.allowed_actions.as_deref(),
-                body.explore,
-            )
-        })
-        .await?;
-        Ok(with_monthly(
-            ok_json(&ProbabilitiesOut { probabilities }),
-            monthly,
-        ))
-    })
+    read_json(req, cx.app.config.body_limit, cx.deadline).and_then(
+        move |body: ProbabilitiesIn| async move {
+            let (probabilities, monthly) = metered(cx, 1, move |app, meter| {
+                app.store.action_probabilities(
+                    meter,
+                    &body.model_id,
+                    body.state.as_ref(),
+                    body.allowed_actions.as_deref(),
+                    body.explore,
+                )
+            })
+            .await?;
+            Ok(with_monthly(
+                ok_json(&ProbabilitiesOut { probabilities }),
+                monthly,
+            ))
+        },
+    )
 }
 
 /// The answer of `POST /predict`.
@@ -397,7 +401,7 @@ pub fn update(
     cx: &Ctx,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
-    read_json(req, cx.app.config.body_limit).and_then(move |b: UpdateIn| async move {
+    read_json(req, cx.app.config.body_limit, cx.deadline).and_then(move |b: UpdateIn| async move {
         let (model_id, exp) = b.split();
         let (out, monthly) = apply(cx, model_id, vec![exp]).await?;
         let o = out
@@ -425,7 +429,7 @@ pub fn update_batch(
     cx: &Ctx,
     req: Request<Incoming>,
 ) -> impl Future<Output = Result<Resp, ApiError>> + Send + '_ {
-    read_json(req, cx.app.config.batch_limit).and_then(move |b: BatchIn| async move {
+    read_json(req, cx.app.config.batch_limit, cx.deadline).and_then(move |b: BatchIn| async move {
         if b.experiences.is_empty() || b.experiences.len() > MAX_BATCH {
             return Err(Error::field(
                 "experiences",

@@ -57,7 +57,7 @@ pub async fn create(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp
             ..Features::NONE
         },
     )?;
-    let body: EvalRequest = read_json(req, cx.app.config.body_limit).await?;
+    let body: EvalRequest = read_json(req, cx.app.config.body_limit, cx.deadline).await?;
     let l = cx.limits();
     let limits = EvalLimits {
         per_day: l.evaluations_per_day,

@@ -58,7 +58,7 @@ pub async fn list(cx: &Ctx) -> Result<Resp, ApiError> {
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
     ))]
 pub async fn create(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: CreateModel = read_json(req, cx.app.config.body_limit).await?;
+    let body: CreateModel = read_json(req, cx.app.config.body_limit, cx.deadline).await?;
     let name = check_name("name", &body.name)?;
     let model = Model::new(body.config())?;
     require(cx, &features::needed_by_model(model.config(), false))?;
@@ -103,7 +103,7 @@ pub async fn get(cx: &Ctx, id: String) -> Result<Resp, ApiError> {
         (status = 429, description = "rate_limited (also the tier's bulk_per_minute bucket of whole-model operations: export, import, a PATCH switching to or from double Q-learning)", body = crate::wire::ErrorBody),
     ))]
 pub async fn patch(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let body: PatchModel = read_json(req, cx.app.config.body_limit).await?;
+    let body: PatchModel = read_json(req, cx.app.config.body_limit, cx.deadline).await?;
     let name = body
         .name
         .as_deref()
@@ -359,7 +359,7 @@ pub async fn import(cx: &Ctx, req: Request<Incoming>) -> Result<Resp, ApiError> 
         Some(n) => check_name("name", &n)?,
         None => "imported".to_owned(),
     };
-    let bytes = read_body(req, size_limit).await?;
+    let bytes = read_body(req, size_limit, cx.deadline).await?;
     let tier = cx.user.tier;
     let a = cx.app.clone();
     let uid = cx.user.id.clone();
