@@ -144,6 +144,19 @@ async fn decisions_and_rewards_teach_the_model(b: Backend) {
     assert_eq!(res[0]["status"], "closed", "{out}");
     assert_eq!(res[1]["status"], "duplicate", "{out}");
     assert_eq!(res[2]["error"]["code"], "not_found", "{out}");
+    // A batch holds 1 to 1,000 rewards.
+    let one = json!({"decision_id": "nope", "value": 1.0});
+    for n in [0, 1001] {
+        let (st, v) = s
+            .json(
+                POST,
+                "/rewards/batch",
+                Some(&token),
+                Some(json!({"model_id": mid, "rewards": vec![one.clone(); n]})),
+            )
+            .await;
+        assert_error(st, &v, 422, "invalid_field");
+    }
     let (st, v) = s
         .json(
             POST,
