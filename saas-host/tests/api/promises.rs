@@ -21,6 +21,7 @@ backend_tests!(
     a_patched_seed_reseeds,
     a_batch_over_the_quota_is_refused_whole,
     an_oversized_body_is_drained_before_the_413,
+    a_body_of_exactly_the_limit_is_read,
     a_graceful_stop_finishes_the_request_in_flight,
     a_slow_subscriber_is_told_what_it_missed,
 );
@@ -342,6 +343,46 @@ async fn a_batch_over_the_quota_is_refused_whole(b: Backend) {
         (d["usage"]["calls"].clone(), d["usage"]["remaining"].clone()),
         (json!(10), json!(0))
     );
+}
+
+/// A body of exactly the limit (64 KiB) is read, by Content-Length and
+/// chunked: the limit is the most allowed, not the first refused.
+async fn a_body_of_exactly_the_limit_is_read(b: Backend) {
+    let Some(s) = start_with(b, "exactlimit", |_| {}).await else {
+        return;
+    };
+    let (token, _, mid) = s.register("exact@example.com").await;
+    let head = format!("{{\"model_id\": \"{mid}\", \"state\": \"");
+    let exact = format!("{head}{}\"}}", "x".repeat(64 * 1024 - head.len() - 2));
+    assert_eq!(exact.len(), 64 * 1024);
+    for chunked in [false, true] {
+        let body = if chunked {
+            reqwest::Body::wrap_stream(futures_util::stream::iter(
+                exact
+                    .clone()
+                    .into_bytes()
+                    .chunks(8192)
+                    .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                    .collect::<Vec<_>>(),
+            ))
+        } else {
+            reqwest::Body::from(exact.clone())
+        };
+        let r = s
+            .http
+            .post(s.url("/predict"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (st, v) = (r.status(), r.json::<Value>().await.unwrap());
+        assert_ne!(
+            st, 413,
+            "a body of exactly the limit (chunked: {chunked}): {v}"
+        );
+    }
 }
 
 /// The 413 comes after the oversized body is read to its end: the client
