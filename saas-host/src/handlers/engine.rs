@@ -15,7 +15,6 @@ use futures_util::TryFutureExt as _;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Request, StatusCode};
-use qlearn_core::decisions::Decide;
 use qlearn_core::limits::MAX_BATCH;
 use qlearn_core::store::{Decided, Durable, Meter, Report, Store, StreamPlace, Updated};
 use qlearn_core::tenancy::{seconds_until_next_month, BillingMonth, TierLimits};
@@ -96,14 +95,7 @@ pub fn predict(
             }
             // A model with a decisions setting logs the decision (issue 14); any
             // other answers a plain prediction.
-            let request = Decide {
-                state: body.state.as_ref(),
-                allowed_actions: body.allowed_actions.as_deref(),
-                explore: body.explore,
-                decision_id: body.decision_id.as_deref(),
-                episode_id: body.episode_id.as_deref(),
-                baseline_action: body.baseline_action,
-            };
+            let request = body.decide();
             let quick = metered_nonblocking(cx, 1, |store, meter| {
                 store.decide_nonblocking(meter, &body.model_id, &request)
             });
@@ -122,15 +114,7 @@ pub fn predict(
                 return Ok(with_monthly(ok_json(&predict_out(d, &names)), monthly));
             }
             let ((d, names), monthly) = metered(cx, 1, move |app, meter| {
-                let request = Decide {
-                    state: body.state.as_ref(),
-                    allowed_actions: body.allowed_actions.as_deref(),
-                    explore: body.explore,
-                    decision_id: body.decision_id.as_deref(),
-                    episode_id: body.episode_id.as_deref(),
-                    baseline_action: body.baseline_action,
-                };
-                let d = app.store.decide(meter, &body.model_id, &request)?;
+                let d = app.store.decide(meter, &body.model_id, &body.decide())?;
                 let names = app.action_names(meter.user_id, &body.model_id)?;
                 Ok((d, names))
             })

@@ -1,6 +1,7 @@
 //! Engine calls: predict, update and batch bodies and answers, the status
 //! page of a Q-table and the live `update` event.
 
+use qlearn_core::decisions::Decide;
 use qlearn_core::limits::{MAX_BATCH, MAX_REWARD};
 use qlearn_core::{Experience, State};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,21 @@ pub struct PredictIn {
     /// is 422 `invalid_field` with `field: "baseline_action"`.
     #[schema(schema_with = optional_action_schema)]
     pub baseline_action: Option<usize>,
+}
+
+impl PredictIn {
+    /// The engine's request (borrowing the body): one place that maps the
+    /// wire fields, for the nonblocking and the blocking path alike.
+    pub fn decide(&self) -> Decide<'_> {
+        Decide {
+            state: self.state.as_ref(),
+            allowed_actions: self.allowed_actions.as_deref(),
+            explore: self.explore,
+            decision_id: self.decision_id.as_deref(),
+            episode_id: self.episode_id.as_deref(),
+            baseline_action: self.baseline_action,
+        }
+    }
 }
 
 /// An action index or `null`.
