@@ -1,6 +1,7 @@
 //! The workers that run offline evaluation jobs (issue 18): `N` OS threads
 //! per instance (`--evaluation-workers`, default 1; 0 runs none), never
-//! the async runtime's. Each claims the oldest queued job from the store
+//! the async runtime's. Each claims a queued job from the store (the
+//! oldest of the owner with the fewest jobs running: fair between tenants)
 //! with a lease (any instance; a job whose instance died is claimed again
 //! once its lease expired), reads the model's decision log in keyset pages
 //! through the store's read path, writes its progress after each page

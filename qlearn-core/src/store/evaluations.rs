@@ -215,9 +215,12 @@ pub trait Evaluations {
     /// payload dropped at once; a tombstone stays, counted in its day's
     /// limit).
     fn cancel_evaluation(&self, owner: &str, model_id: &str, id: &str, now: i64) -> Result<()>;
-    /// Claims the oldest queued job (or running job whose lease expired)
-    /// with a lease of `lease_secs`; each job is claimed by one caller at a
-    /// time, also across instances.
+    /// Claims a queued job (or a running job whose lease expired) with a
+    /// lease of `lease_secs`; each job is claimed by one caller at a time,
+    /// also across instances. Fair between tenants: the job is one of the
+    /// owner with the fewest jobs running under a live lease, the oldest
+    /// of those, so one tenant's queue (or many accounts') cannot hold
+    /// every worker while another tenant waits.
     fn claim_evaluation(&self, lease_secs: i64, now: i64) -> Result<Option<Claimed>>;
     /// Writes the holder's progress and renews its lease; `false` when the
     /// job is no longer the holder's (cancelled, or re-claimed after the

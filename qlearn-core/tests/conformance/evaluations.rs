@@ -283,6 +283,47 @@ pub fn evaluation_limits_under_concurrency<S: Store>(s: &S) {
     );
 }
 
+/// Claims are fair between tenants: the next job is one of the owner with
+/// the fewest jobs running under a live lease (oldest first among equals),
+/// so a tenant who queued first and most does not hold every worker; a job
+/// whose lease expired no longer counts as its owner's running one.
+pub fn evaluation_claims_are_fair_between_owners<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let b = new_user(s, "b@example.com");
+    let ma = ok(s, s.create_model(&a.id, "m", &seeded(2, 1), None, NOW)).id;
+    let mb = ok(s, s.create_model(&b.id, "m", &seeded(2, 1), None, NOW)).id;
+    let queue =
+        |owner: &str, m: &str| ok(s, s.create_evaluation(owner, m, &request(), MANY, NOW)).id;
+    let a_jobs: Vec<String> = (0..3).map(|_| queue(&a.id, &ma)).collect();
+    let b_job = queue(&b.id, &mb);
+    let claim = |at: i64| ok(s, s.claim_evaluation(60, at)).map(|c| c.job.id);
+    check_eq!(
+        s,
+        claim(NOW),
+        Some(a_jobs[0].clone()),
+        "nobody runs: the oldest"
+    );
+    check_eq!(s, claim(NOW), Some(b_job.clone()), "b runs none, a one");
+    check_eq!(
+        s,
+        claim(NOW),
+        Some(a_jobs[1].clone()),
+        "one each: the oldest"
+    );
+    // At NOW + 61 every lease has expired: all three are claimable again,
+    // and none counts as running, so the oldest comes first.
+    check_eq!(
+        s,
+        claim(NOW + 61),
+        Some(a_jobs[0].clone()),
+        "expired: the oldest"
+    );
+    check_eq!(s, claim(NOW + 61), Some(b_job), "b runs none again, a one");
+    check_eq!(s, claim(NOW + 61), Some(a_jobs[1].clone()));
+    check_eq!(s, claim(NOW + 61), Some(a_jobs[2].clone()));
+    check_eq!(s, claim(NOW + 61), None, "every job held");
+}
+
 /// Concurrent claimers take each queued job exactly once, oldest first; a
 /// running job is claimed again only once its lease expired, and then the
 /// old holder can neither write progress nor finish it.

@@ -81,6 +81,7 @@ macro_rules! conformance_tests {
             evaluation_limits_under_concurrency,
             evaluation_usage,
             evaluation_claims,
+            evaluation_claims_are_fair_between_owners,
             evaluation_decision_keyset,
             evaluation_tombstones,
             evaluation_model_deletion,

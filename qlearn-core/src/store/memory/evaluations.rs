@@ -5,6 +5,8 @@
 //! A deleted job is only a tombstone (its owner and creation time), so its
 //! payload is gone at once ([`crate::store::eval_retention`]).
 
+use std::collections::HashMap;
+
 use super::{poisoned, MemoryStore};
 use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
@@ -165,13 +167,29 @@ impl Evaluations for MemoryStore {
 
     fn claim_evaluation(&self, lease_secs: i64, now: i64) -> Result<Option<Claimed>> {
         let mut jobs = self.jobs()?;
-        let Some(slot) = jobs.slots.iter_mut().find(|s| match s.job.status {
-            JobStatus::Queued => true,
-            JobStatus::Running => s.lease.as_ref().is_none_or(|(_, until)| *until < now),
-            _ => false,
-        }) else {
+        let live = |s: &Slot| s.lease.as_ref().is_some_and(|(_, until)| *until >= now);
+        let mut running: HashMap<&str, usize> = HashMap::new();
+        for s in &jobs.slots {
+            if s.job.status == JobStatus::Running && live(s) {
+                *running.entry(s.job.owner.as_str()).or_default() += 1;
+            }
+        }
+        // The owner with the fewest jobs running first, then the oldest.
+        let at = jobs
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| match s.job.status {
+                JobStatus::Queued => true,
+                JobStatus::Running => !live(s),
+                _ => false,
+            })
+            .min_by_key(|(at, s)| (running.get(s.job.owner.as_str()).copied().unwrap_or(0), *at))
+            .map(|(at, _)| at);
+        let Some(at) = at else {
             return Ok(None);
         };
+        let slot = &mut jobs.slots[at];
         let token = crate::tenancy::new_id();
         slot.job.status = JobStatus::Running;
         slot.job.started_at.get_or_insert(now);

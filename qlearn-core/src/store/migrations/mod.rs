@@ -88,6 +88,11 @@ pub const SQLITE: &[Migration] = &[
         name: "evaluation_finish_index",
         sql: include_str!("sqlite/0012_evaluation_finish_index.sql"),
     },
+    Migration {
+        version: 13,
+        name: "evaluation_owner_running",
+        sql: include_str!("sqlite/0013_evaluation_owner_running.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -157,6 +162,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 13,
         name: "evaluation_finish_index",
         sql: include_str!("postgres/0013_evaluation_finish_index.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "evaluation_owner_running",
+        sql: include_str!("postgres/0014_evaluation_owner_running.sql"),
     },
 ];
 

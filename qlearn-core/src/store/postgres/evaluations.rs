@@ -158,9 +158,10 @@ impl Evaluations for PgStore {
         let token = crate::tenancy::new_id();
         let sql = format!(
             "UPDATE evaluations SET status = 'running', started_at = COALESCE(started_at, $1), \
-             lease_token = $2, lease_until = $3 WHERE seq = (SELECT seq FROM evaluations \
-             WHERE status = 'queued' OR (status = 'running' AND lease_until < $1) \
-             ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLS}"
+             lease_token = $2, lease_until = $3 WHERE seq = (SELECT e.seq FROM evaluations e \
+             WHERE e.status = 'queued' OR (e.status = 'running' AND e.lease_until < $1) \
+             ORDER BY (SELECT count(*) FROM evaluations r WHERE r.status = 'running' \
+             AND r.owner = e.owner AND r.lease_until >= $1), e.seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLS}"
         );
         let job = self.jobs(&sql, &[&now, &token, &(now + lease_secs)])?.pop();
         Ok(job.map(|job| Claimed { job, token }))

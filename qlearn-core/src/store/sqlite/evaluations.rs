@@ -185,9 +185,10 @@ impl Evaluations for SqliteStore {
         let t = token.clone();
         let sql = format!(
             "UPDATE evaluations SET status = 'running', started_at = COALESCE(started_at, ?1), \
-             lease_token = ?2, lease_until = ?3 WHERE seq = (SELECT seq FROM evaluations \
-             WHERE status = 'queued' OR (status = 'running' AND lease_until < ?1) \
-             ORDER BY seq LIMIT 1) RETURNING {JOB_COLS}"
+             lease_token = ?2, lease_until = ?3 WHERE seq = (SELECT e.seq FROM evaluations e \
+             WHERE e.status = 'queued' OR (e.status = 'running' AND e.lease_until < ?1) \
+             ORDER BY (SELECT count(*) FROM evaluations r WHERE r.status = 'running' \
+             AND r.owner = e.owner AND r.lease_until >= ?1), e.seq LIMIT 1) RETURNING {JOB_COLS}"
         );
         let job =
             self.write(move |c| Ok(jobs_where(c, &sql, params![now, t, now + lease_secs])?.pop()))?;
