@@ -156,10 +156,14 @@ impl Evaluations for PgStore {
 
     fn claim_evaluation(&self, lease_secs: i64, now: i64) -> Result<Option<Claimed>> {
         let token = crate::tenancy::new_id();
+        // Fair between owners (see the trait); both filters are written so
+        // that the candidates come from the active-jobs index
+        // (`evaluations_queue`) and each owner's count from
+        // `evaluations_owner_running`, never a scan of finished jobs.
         let sql = format!(
             "UPDATE evaluations SET status = 'running', started_at = COALESCE(started_at, $1), \
              lease_token = $2, lease_until = $3 WHERE seq = (SELECT e.seq FROM evaluations e \
-             WHERE e.status = 'queued' OR (e.status = 'running' AND e.lease_until < $1) \
+             WHERE e.status IN ('queued', 'running') AND (e.status = 'queued' OR e.lease_until < $1) \
              ORDER BY (SELECT count(*) FROM evaluations r WHERE r.status = 'running' \
              AND r.owner = e.owner AND r.lease_until >= $1), e.seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLS}"
         );
