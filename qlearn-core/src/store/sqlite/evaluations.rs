@@ -296,19 +296,23 @@ impl SqliteStore {
     /// writer job (a creation for the model, checked in the writer, is
     /// refused from the model's deletion on).
     pub(super) fn bury_model_jobs(&self, owner: &str, model_id: &str) -> Result<()> {
-        let sql = sqlite_text(SQL_TOMBSTONE_MODEL);
         chunks(|| {
-            let (o, m, sql) = (owner.to_owned(), model_id.to_owned(), sql.clone());
-            self.write(move |c| {
-                let n = c
-                    .prepare_cached(&sql)
-                    .and_then(|mut st| st.execute(params![o, m, PRUNE_JOBS_CHUNK]))
-                    .map_err(sq)?;
-                Ok(n as u64)
-            })
+            let (o, m) = (owner.to_owned(), model_id.to_owned());
+            self.write(move |c| bury_chunk(c, &o, &m).map_err(sq))
         })?;
         Ok(())
     }
+}
+
+/// Turns at most a chunk of the deleted model's live jobs into tombstones:
+/// how many. Model deletion runs it in the writer job that deletes the
+/// model, so a model's jobs (at most a chunk in practice) never outlive
+/// it, even when a later writer job fails.
+pub(super) fn bury_chunk(c: &Connection, owner: &str, model_id: &str) -> rusqlite::Result<u64> {
+    let n = c
+        .prepare_cached(&sqlite_text(SQL_TOMBSTONE_MODEL))?
+        .execute(params![owner, model_id, PRUNE_JOBS_CHUNK])?;
+    Ok(n as u64)
 }
 
 impl PruneSteps for SqliteStore {
