@@ -4,8 +4,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::accounts::NewModel;
-use super::cache::learn_job;
-use super::cache::Cached;
+use super::cache::{learn_job, Cached};
 use super::evaluations::bury_chunk;
 use super::schema::{
     finish_user, key_from_row, model_row, user_exists, user_from_row, ModelRow, KEY_COLS,
@@ -381,23 +380,20 @@ impl Store for SqliteStore {
         let tab = self.with_model(owner, id, |c| {
             let (mid, tab) = (c.mid, c.tab);
             let (o, m) = (owner.to_owned(), id.to_owned());
-            // The model goes in one small job with its evaluation jobs
-            // (tombstones, `eval_retention.rs`); its rows, now loose,
-            // after the lock is released, in chunks (`tables.rs`).
+            // The model goes in one small job with its evaluation jobs (now
+            // tombstones); its rows, loose, after the lock, in chunks.
             self.write(move |conn| {
                 conn.execute("DELETE FROM models WHERE mid = ?1", [mid])
                     .map_err(sq)?;
                 conn.execute("INSERT INTO loose_tables (tab) VALUES (?1)", [tab])
                     .map_err(sq)?;
-                bury_chunk(conn, &o, &m).map_err(sq)?;
-                Ok(())
+                bury_chunk(conn, &o, &m).map(drop).map_err(sq)
             })?;
             c.deleted = true;
             Ok((mid, tab))
         })?;
         let (mid, tab) = tab;
-        // Jobs past the first chunk (only a model with more live jobs than
-        // a chunk has any), a chunk per writer job.
+        // Jobs past the first chunk, if any, a chunk per writer job.
         self.bury_model_jobs(owner, id)?;
         // Deleted: a failure here leaves the rows to the next open.
         let _ = self.drop_loose(tab);
