@@ -153,6 +153,20 @@ pub fn overage_at_the_boundary<S: Store>(s: &S) {
     };
     ok(s, update(s, &meter(&b.id, &ent, NOW), &idb, &three));
     assert_eq!(usage(s, &b.id).overage, 0, "[{}]", s.backend());
+    // The invoicing report reads the same usage, overage included.
+    let all = ok(s, s.usage_by_user(BillingMonth::from_unix(NOW)));
+    let of = |id: &str| {
+        all.iter()
+            .find(|x| x.user_id == id)
+            .map(|x| x.usage.clone())
+    };
+    assert_eq!(
+        of(&a.id),
+        Some(u),
+        "[{}] a's usage in the report",
+        s.backend()
+    );
+    assert_eq!(of(&b.id), Some(usage(s, &b.id)), "[{}]", s.backend());
 }
 
 /// 16 threads (predicts, single updates and batches, on two models of one

@@ -26,8 +26,9 @@ use crate::store::encoding::{
 use crate::store::eval_retention::{chunks, PRUNE_JOBS_CHUNK, SQL_TOMBSTONE_MODEL};
 use crate::store::rules::touch_key;
 use crate::store::{
-    ApiKey, CallKind, ChangeFeed, ChangeSink, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser,
+    ApiKey, ChangeFeed, ChangeSink, Meter, ModelInfo, ModelPatch, NewApiKey, NewUser,
     OwnedExperience, QPage, Report, SharedStreams, SharedTickets, Store, Updated, Usage, User,
+    UserUsage,
 };
 use crate::store::{BillingAccount, BillingEvent, BillingOutcome};
 use crate::store::{Decided, DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, RewardIn};
@@ -514,33 +515,11 @@ impl Store for PgStore {
     }
 
     fn usage(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
-        // One statement, one snapshot: the days by kind and the month's
-        // overage (the row without a day).
-        let rows = self.query(
-            "SELECT day, kind, calls, 0::int8 FROM usage_day WHERE user_id = $1 AND month = $2 \
-             UNION ALL SELECT NULL::int2, NULL::text, 0::int8, overage FROM usage_month \
-             WHERE user_id = $1 AND month = $2",
-            &[&user_id, &month.to_string()],
-        )?;
-        let mut usage = Usage::empty(month);
-        for r in rows {
-            let day: Option<i16> = r.get(0);
-            let kind: Option<String> = r.get(1);
-            let calls = u64::try_from(r.get::<_, i64>(2)).map_err(|_| corrupt("negative usage"))?;
-            let overage =
-                u64::try_from(r.get::<_, i64>(3)).map_err(|_| corrupt("negative overage"))?;
-            let (Some(day), Some(kind)) = (day, kind) else {
-                usage.overage += overage;
-                continue;
-            };
-            let kind: CallKind = kind
-                .parse()
-                .map_err(|_| corrupt(format!("usage of unknown kind {kind:?}")))?;
-            if !usage.add_row(i64::from(day), kind, calls, 0) {
-                return Err(corrupt(format!("usage on day {day} of {month}")));
-            }
-        }
-        Ok(usage)
+        self.usage_of(user_id, month)
+    }
+
+    fn usage_by_user(&self, month: BillingMonth) -> Result<Vec<UserUsage>> {
+        self.usage_of_all(month)
     }
 
     fn flush(&self) -> Result<()> {

@@ -73,6 +73,7 @@ mod pool;
 mod sql;
 mod streams;
 mod tls;
+mod usage;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
