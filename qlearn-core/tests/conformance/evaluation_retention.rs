@@ -10,6 +10,7 @@ use std::sync::Barrier;
 use qlearn_core::evaluation::JobError;
 use qlearn_core::store::{
     day_of, EvalFootprint, EvalLimits, JobEnd, JobStatus, Store, KEEP_FINISHED_JOBS,
+    PRUNE_JOBS_CHUNK,
 };
 use qlearn_core::Error;
 
@@ -108,6 +109,28 @@ pub fn evaluation_tombstones<S: Store>(s: &S) {
     // The settle pass prunes too.
     ok(s, s.settle(tomorrow + 86_400));
     check_eq!(s, ok(s, s.evaluation_footprint(&a.id)), footprint(0, 0, 0));
+}
+
+/// Deleting a model with more live jobs than one chunk of the burial
+/// ([`PRUNE_JOBS_CHUNK`]) turns every one of them into a tombstone.
+pub fn evaluation_model_deletion_past_a_chunk<S: Store>(s: &S) {
+    let a = new_user(s, "a@example.com");
+    let m = ok(s, s.create_model(&a.id, "m", &seeded(2, 1), None, NOW)).id;
+    let n = PRUNE_JOBS_CHUNK as u64 + 2;
+    let lots = EvalLimits {
+        per_day: n as u32,
+        at_once: n as u32,
+    };
+    for _ in 0..n {
+        ok(s, s.create_evaluation(&a.id, &m, &request(), lots, NOW));
+    }
+    ok(s, s.delete_model(&a.id, &m));
+    check_eq!(s, ok(s, s.evaluation_footprint(&a.id)), footprint(n, n, 0));
+    check!(
+        s,
+        ok(s, s.claim_evaluation(60, NOW + 1)).is_none(),
+        "nothing of the model left to claim"
+    );
 }
 
 /// Deleting a model buries its jobs, queued and running ones too (the

@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
             evaluation_decision_keyset,
             evaluation_tombstones,
             evaluation_model_deletion,
+            evaluation_model_deletion_past_a_chunk,
             evaluation_finished_cap,
             evaluation_creation_races_model_deletion,
         );
