@@ -321,6 +321,25 @@ pub struct JobRow {
 pub const JOB_COLS: &str = "id, owner, model_id, status, created_at, started_at, finished_at, \
      request, decisions_read, decisions_total, error, result";
 
+/// The claim of [`Evaluations::claim_evaluation`] on an SQL store, in
+/// PostgreSQL's `$n` (`$1` now, `$2` the lease token, `$3` its end;
+/// SQLite's text is [`super::eval_retention::sqlite_text`]): the oldest
+/// job of the owner with the fewest jobs running, both filters written so
+/// that the candidates come from the active-jobs index
+/// (`evaluations_queue`) and each owner's count from
+/// `evaluations_owner_running`, never a scan of finished jobs. `lock`
+/// follows the pick (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+pub fn sql_claim(lock: &str) -> String {
+    format!(
+        "UPDATE evaluations SET status = 'running', started_at = COALESCE(started_at, $1), \
+         lease_token = $2, lease_until = $3 WHERE seq = (SELECT e.seq FROM evaluations e \
+         WHERE e.status IN ('queued', 'running') AND (e.status = 'queued' OR e.lease_until < $1) \
+         ORDER BY (SELECT count(*) FROM evaluations r WHERE r.status = 'running' \
+         AND r.owner = e.owner AND r.lease_until >= $1), e.seq LIMIT 1 {lock}) \
+         RETURNING {JOB_COLS}"
+    )
+}
+
 impl JobRow {
     /// The record (`backend` names the store in a corruption error).
     pub fn into_job(self, backend: &'static str) -> Result<EvalJob> {

@@ -64,6 +64,7 @@ pub use decisions::{
 };
 pub use durable::{commit_in_flight, commits_in_flight, Durable};
 pub use eval_retention::{EvalFootprint, KEEP_FINISHED_JOBS, PRUNE_JOBS_CHUNK};
+pub(crate) use evaluations::sql_claim;
 pub use evaluations::{
     check_limits, day_of, end_columns, new_job_id, to_text, Claimed, DecisionKeyset, EvalJob,
     EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,

@@ -18,8 +18,8 @@ use crate::store::eval_retention::{
     SQL_PRUNE_OVER_CAP, SQL_PRUNE_TOMBSTONES,
 };
 use crate::store::{
-    check_limits, day_of, end_columns, to_text, CallKind, Claimed, DecisionKeyset, EvalFootprint,
-    EvalJob, EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
+    check_limits, day_of, end_columns, sql_claim, to_text, CallKind, Claimed, DecisionKeyset,
+    EvalFootprint, EvalJob, EvalLimits, Evaluations, JobEnd, JobRow, JobStatus, JOB_COLS,
 };
 use crate::tenancy::BillingMonth;
 
@@ -156,17 +156,7 @@ impl Evaluations for PgStore {
 
     fn claim_evaluation(&self, lease_secs: i64, now: i64) -> Result<Option<Claimed>> {
         let token = crate::tenancy::new_id();
-        // Fair between owners (see the trait); both filters are written so
-        // that the candidates come from the active-jobs index
-        // (`evaluations_queue`) and each owner's count from
-        // `evaluations_owner_running`, never a scan of finished jobs.
-        let sql = format!(
-            "UPDATE evaluations SET status = 'running', started_at = COALESCE(started_at, $1), \
-             lease_token = $2, lease_until = $3 WHERE seq = (SELECT e.seq FROM evaluations e \
-             WHERE e.status IN ('queued', 'running') AND (e.status = 'queued' OR e.lease_until < $1) \
-             ORDER BY (SELECT count(*) FROM evaluations r WHERE r.status = 'running' \
-             AND r.owner = e.owner AND r.lease_until >= $1), e.seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING {JOB_COLS}"
-        );
+        let sql = sql_claim("FOR UPDATE SKIP LOCKED");
         let job = self.jobs(&sql, &[&now, &token, &(now + lease_secs)])?.pop();
         Ok(job.map(|job| Claimed { job, token }))
     }
