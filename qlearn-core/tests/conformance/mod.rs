@@ -12,9 +12,11 @@
 
 mod accounts;
 mod billing;
+mod decision_concurrency;
 mod decisions;
 pub use accounts::*;
 pub use billing::*;
+pub use decision_concurrency::*;
 pub use decisions::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,6 +67,7 @@ macro_rules! conformance_tests {
             decision_listing_filters,
             decision_episodes,
             decision_baseline_actions,
+            decisions_concurrent_on_one_model,
             change_feed,
             register_is_atomic,
             disable_user,
@@ -112,6 +115,7 @@ pub fn assert_listed(listed: &[&str]) {
     let source = concat!(
         include_str!("mod.rs"),
         include_str!("decisions.rs"),
+        include_str!("decision_concurrency.rs"),
         include_str!("decision_listing.rs"),
         include_str!("changes.rs"),
         include_str!("accounts.rs"),

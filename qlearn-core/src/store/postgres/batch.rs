@@ -2,7 +2,7 @@
 //! quota in one statement, validate, fetch only the Q-rows the calls need,
 //! run the engine, write everything back in one statement. A conflict with
 //! another transaction is [`Retry::Again`], a typed value carried to the
-//! loop in [`PgStore::run_batch`] that runs the batch again.
+//! loop in [`PgStore::run_batch`](super::PgStore::run_batch) that runs the batch again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,14 +11,14 @@ use postgres::error::SqlState;
 use postgres::{Statement, Transaction};
 
 use super::combiner::{Call, Outcome, Request};
-use super::pool::{stmt, PgConn};
+use super::pool::stmt;
 use super::sql::{
     SQL_DEBIT, SQL_DEBIT_LOCK_MODELS, SQL_FETCH_ROWS, SQL_LOCK_MODELS, SQL_WRITE_BACK,
 };
-use super::{pg, PgStore, BACKEND};
+use super::{pg, BACKEND};
 use crate::error::{Error, Result};
 use crate::model::{at_index, Learner};
-use crate::state::{canonical_key, State, StateKey};
+use crate::state::{canonical_key, State, StateKey, StateRef};
 use crate::store::encoding::{
     decode_key, decode_learner, decode_values, key_bytes, learner_bytes, returns_bytes,
     table_from_rows, values_bytes, Tracked,
@@ -40,7 +40,7 @@ pub(super) enum Retry {
 }
 
 /// A batch step's result: `Err` aborts the transaction.
-type Step<T> = std::result::Result<T, Retry>;
+pub(super) type Step<T> = std::result::Result<T, Retry>;
 
 impl From<postgres::Error> for Retry {
     fn from(e: postgres::Error) -> Retry {
@@ -243,7 +243,7 @@ pub(super) fn run_call(m: &mut Locked, req: &Request) -> Result<Outcome> {
     }
 }
 
-/// The body of [`PgStore::run_batch`]'s transaction: every call of the
+/// The body of [`PgStore::run_batch`](super::PgStore::run_batch)'s transaction: every call of the
 /// batch belongs to one user. Per-call errors go to `results`; an `Err`
 /// return aborts the transaction, `Ok(false)` rolls it back (nothing to
 /// keep), `Ok(true)` commits it.
@@ -452,9 +452,7 @@ pub(super) fn apply_batch(
     }
 
     // Write back the touched rows and the learners, all models at once.
-    let (mut w_mids, mut w_nos, mut w_keys, mut w_vals) = (vec![], vec![], vec![], vec![]);
-    let (mut m_mids, mut m_learners, mut m_returns, mut m_rows, mut m_at) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let mut wb = WriteBack::default();
     for m in models.values_mut().filter(|m| m.granted) {
         let n_fetched = m.row_nos.len();
         m.touched.sort_unstable();
@@ -467,55 +465,78 @@ pub(super) fn apply_batch(
                 Some(&n) => n,
                 None => m.n_rows + (pos - n_fetched) as i64,
             };
-            w_mids.push(m.mid);
-            w_nos.push(row_no);
-            w_keys.push(key_bytes(k));
-            w_vals.push(values_bytes(v));
+            wb.row(m.mid, row_no, k, v);
         }
-        m_mids.push(m.mid);
-        m_learners.push(learner_bytes(&m.learner));
-        m_returns.push(
-            (m.learner.counters().episodes != m.episodes_before).then(|| returns_bytes(&m.learner)),
-        );
-        m_rows.push(m.n_rows + (m.table.len() - n_fetched) as i64);
-        m_at.push(m.updated_at);
+        let ended = m.learner.counters().episodes != m.episodes_before;
+        let n_rows = m.n_rows + (m.table.len() - n_fetched) as i64;
+        wb.model(m.mid, &m.learner, ended, n_rows, m.updated_at);
     }
-    let s = stmt(st, tx, SQL_WRITE_BACK)?;
-    tx.execute(
-        &s,
-        &[
-            &w_mids,
-            &w_nos,
-            &w_keys,
-            &w_vals,
-            &m_mids,
-            &m_learners,
-            &m_returns,
-            &m_rows,
-            &m_at,
-        ],
-    )?;
+    wb.run(tx, st)?;
     Ok(true)
 }
 
-impl PgStore {
-    /// One attempt at a batch's transaction: commits when [`apply_batch`]
-    /// kept something, rolls back otherwise.
-    pub(super) fn batch_tx(
-        &self,
-        batch: &[Arc<Request>],
-        results: &mut [Option<Result<Outcome>>],
+/// What [`SQL_WRITE_BACK`] writes, column by column: changed Q-rows, and
+/// each model's learner, returns, row count and update time.
+#[derive(Default)]
+pub(super) struct WriteBack {
+    mids: Vec<i64>,
+    row_nos: Vec<i64>,
+    keys: Vec<Vec<u8>>,
+    vals: Vec<Vec<u8>>,
+    m_mids: Vec<i64>,
+    learners: Vec<Vec<u8>>,
+    returns: Vec<Option<Vec<u8>>>,
+    n_rows: Vec<i64>,
+    updated_at: Vec<Option<i64>>,
+}
+
+impl WriteBack {
+    /// Row `row_no` of model `mid`: `key`, `vals`.
+    pub(super) fn row(&mut self, mid: i64, row_no: i64, key: StateRef<'_>, vals: &[f64]) {
+        self.mids.push(mid);
+        self.row_nos.push(row_no);
+        self.keys.push(key_bytes(key));
+        self.vals.push(values_bytes(vals));
+    }
+
+    /// Model `mid`'s learner (and its returns when an episode `ended`),
+    /// its row count and update time (`None`: unchanged).
+    pub(super) fn model(
+        &mut self,
+        mid: i64,
+        learner: &Learner,
+        ended: bool,
+        n_rows: i64,
+        updated_at: Option<i64>,
+    ) {
+        self.m_mids.push(mid);
+        self.learners.push(learner_bytes(learner));
+        self.returns.push(ended.then(|| returns_bytes(learner)));
+        self.n_rows.push(n_rows);
+        self.updated_at.push(updated_at);
+    }
+
+    /// Writes it all in one statement.
+    pub(super) fn run(
+        self,
+        tx: &mut Transaction<'_>,
+        st: &mut HashMap<&'static str, Statement>,
     ) -> Step<()> {
-        let mut c = self.conn()?;
-        let PgConn {
-            client, statements, ..
-        } = &mut *c;
-        let mut tx = client.transaction()?;
-        if apply_batch(&mut tx, statements, batch, results)? {
-            tx.commit()?;
-        } else {
-            tx.rollback()?;
-        }
+        let s = stmt(st, tx, SQL_WRITE_BACK)?;
+        tx.execute(
+            &s,
+            &[
+                &self.mids,
+                &self.row_nos,
+                &self.keys,
+                &self.vals,
+                &self.m_mids,
+                &self.learners,
+                &self.returns,
+                &self.n_rows,
+                &self.updated_at,
+            ],
+        )?;
         Ok(())
     }
 }

@@ -3,10 +3,15 @@
 //! others wait for their results (see the module docs of
 //! [`PgStore`](super::PgStore), "Batched per user").
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use super::batch::Retry;
+use postgres::{Statement, Transaction};
+
+use super::batch::{apply_batch, Retry, Step};
+use super::pool::PgConn;
 use super::{lock_plain, PgStore, BACKEND};
 use crate::decisions::Decide;
 use crate::error::{Error, Result};
@@ -89,35 +94,139 @@ impl Request {
     }
 }
 
-/// Calls waiting for one user, and whether a leader is running a batch.
-#[derive(Default)]
-pub(super) struct Combiner {
-    pub(super) state: Mutex<CombinerState>,
+/// A queued call whose result a leader sets.
+pub(super) trait Queued: Send + Sync {
+    /// What the call answers.
+    type Out;
+    /// The result, once a leader has set it.
+    fn take(&self) -> Option<Result<Self::Out>>;
+}
+
+impl Queued for Request {
+    type Out = Outcome;
+
+    fn take(&self) -> Option<Result<Outcome>> {
+        lock_plain(&self.result).take()
+    }
+}
+
+/// Calls waiting for one user (or one model's decision calls), and
+/// whether a leader is running a batch.
+pub(super) struct Combiner<R> {
+    state: Mutex<CombinerState<R>>,
     /// Signalled when a leader finishes a batch.
-    pub(super) done: Condvar,
+    done: Condvar,
     /// Signalled when a call is queued (a gathering leader waits on it).
-    pub(super) arrived: Condvar,
+    arrived: Condvar,
+}
+
+impl<R> Default for Combiner<R> {
+    fn default() -> Self {
+        Combiner {
+            state: Mutex::new(CombinerState {
+                queue: Vec::new(),
+                leading: false,
+                last_batch: 0,
+                last_tx: Duration::ZERO,
+            }),
+            done: Condvar::new(),
+            arrived: Condvar::new(),
+        }
+    }
 }
 
 /// Ends a leader's turn (also if the batch panicked, so followers are
 /// never stuck).
-pub(super) struct Lead<'a>(&'a Combiner);
+struct Lead<'a, R>(&'a Combiner<R>);
 
-impl Drop for Lead<'_> {
+impl<R> Drop for Lead<'_, R> {
     fn drop(&mut self) {
         lock_plain(&self.0.state).leading = false;
         self.0.done.notify_all();
     }
 }
 
-#[derive(Default)]
-pub(super) struct CombinerState {
-    pub(super) queue: Vec<Arc<Request>>,
-    pub(super) leading: bool,
+struct CombinerState<R> {
+    queue: Vec<Arc<R>>,
+    leading: bool,
     /// Calls in the last batch: how many a new leader expects to gather.
-    pub(super) last_batch: usize,
+    last_batch: usize,
     /// How long the last batch's transaction took.
-    pub(super) last_tx: Duration,
+    last_tx: Duration,
+}
+
+/// The live combiners by key (a user, or a user's model).
+pub(super) type Combiners<K, R> = Mutex<HashMap<K, Weak<Combiner<R>>>>;
+
+/// The combiner of `key` in `map` (made when there is none).
+pub(super) fn combiner_in<K: Eq + Hash, R>(map: &Combiners<K, R>, key: K) -> Arc<Combiner<R>> {
+    let mut map = lock_plain(map);
+    if let Some(c) = map.get(&key).and_then(Weak::upgrade) {
+        return c;
+    }
+    if map.len() >= 1024 {
+        map.retain(|_, w| w.strong_count() > 0);
+    }
+    let c = Arc::new(Combiner::default());
+    map.insert(key, Arc::downgrade(&c));
+    c
+}
+
+impl<R: Queued> Combiner<R> {
+    /// Queues `req` with the other calls of this combiner and returns its
+    /// result. When no batch is running, this thread leads: it runs
+    /// everything queued (its call and everyone else's) with `run`, which
+    /// sets every result; otherwise it waits for the running batch to
+    /// finish and looks again.
+    pub(super) fn call(&self, req: R, mut run: impl FnMut(&[Arc<R>])) -> Result<R::Out> {
+        let req = Arc::new(req);
+        let mut g = lock_plain(&self.state);
+        g.queue.push(req.clone());
+        if g.leading {
+            self.arrived.notify_one();
+        }
+        loop {
+            if let Some(r) = req.take() {
+                return r;
+            }
+            if g.leading {
+                g = self.done.wait(g).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            g.leading = true;
+            let lead = Lead(self);
+            // The callers of the last batch were all woken at once and are
+            // queueing again: a leader that started at once would commit a
+            // batch of one or two and make them wait a whole transaction
+            // more. Give them a moment (a fraction of a transaction).
+            let expect = g.last_batch;
+            if g.queue.len() < expect {
+                let deadline = std::time::Instant::now() + (g.last_tx / 2).min(MAX_GATHER);
+                while g.queue.len() < expect {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    g = self
+                        .arrived
+                        .wait_timeout(g, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+            }
+            let batch = std::mem::take(&mut g.queue);
+            g.last_batch = batch.len();
+            drop(g);
+            let started = std::time::Instant::now();
+            run(&batch);
+            let took = started.elapsed();
+            g = lock_plain(&self.state);
+            g.last_tx = took;
+            drop(g);
+            drop(lead);
+            g = lock_plain(&self.state);
+        }
+    }
 }
 
 /// Most model ids remembered as logging decisions (a hint: past it the set
@@ -184,88 +293,45 @@ impl PgStore {
         }
     }
 
-    pub(super) fn combiner(&self, user_id: &str) -> Arc<Combiner> {
-        let mut map = lock_plain(&self.combiners);
-        if let Some(c) = map.get(user_id).and_then(Weak::upgrade) {
-            return c;
-        }
-        if map.len() >= 1024 {
-            map.retain(|_, w| w.strong_count() > 0);
-        }
-        let c = Arc::new(Combiner::default());
-        map.insert(user_id.to_owned(), Arc::downgrade(&c));
-        c
-    }
-
     /// Queues `req` with the other calls of its user and returns its
-    /// outcome. When no batch of this user is running, this thread leads:
-    /// it runs everything queued (its call and everyone else's, on any of
-    /// the user's models) in one transaction; otherwise it waits for the
-    /// running batch to finish and looks again.
+    /// outcome: the leader runs everything queued (its call and everyone
+    /// else's, on any of the user's models) in one transaction.
     pub(super) fn call(&self, req: Request) -> Result<Outcome> {
-        let comb = self.combiner(&req.user);
-        let req = Arc::new(req);
-        let mut g = lock_plain(&comb.state);
-        g.queue.push(req.clone());
-        if g.leading {
-            comb.arrived.notify_one();
-        }
-        loop {
-            if let Some(r) = lock_plain(&req.result).take() {
-                return r;
-            }
-            if g.leading {
-                g = comb.done.wait(g).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            g.leading = true;
-            let lead = Lead(&comb);
-            // The callers of the last batch were all woken at once and are
-            // queueing again: a leader that started at once would commit a
-            // batch of one or two and make them wait a whole transaction
-            // more. Give them a moment (a fraction of a transaction).
-            let expect = g.last_batch;
-            if g.queue.len() < expect {
-                let deadline = std::time::Instant::now() + (g.last_tx / 2).min(MAX_GATHER);
-                while g.queue.len() < expect {
-                    let now = std::time::Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    g = comb
-                        .arrived
-                        .wait_timeout(g, deadline - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-            }
-            let batch = std::mem::take(&mut g.queue);
-            g.last_batch = batch.len();
-            drop(g);
-            let started = std::time::Instant::now();
-            self.run_batch(&batch);
-            let took = started.elapsed();
-            g = lock_plain(&comb.state);
-            g.last_tx = took;
-            drop(g);
-            drop(lead);
-            g = lock_plain(&comb.state);
-        }
+        let comb = combiner_in(&self.combiners, req.user.clone());
+        comb.call(req, |batch| self.run_batch(batch))
     }
 
     /// Runs a batch of one user's calls in one transaction; sets every
     /// request's result.
     pub(super) fn run_batch(&self, batch: &[Arc<Request>]) {
-        let mut results: Vec<Option<Result<Outcome>>> = (0..batch.len()).map(|_| None).collect();
-        let mut attempt = 0;
+        let results = self.with_retries(batch.len(), |out| {
+            self.in_tx(|tx, st| apply_batch(tx, st, batch, out))
+        });
+        for (req, r) in batch.iter().zip(results) {
+            req.set(r);
+        }
+    }
+
+    /// Runs `attempt` (one transaction setting up to `n` results) until it
+    /// does not deadlock, at most five times: the results, each an error
+    /// when the transaction failed (nothing that succeeded inside it
+    /// happened).
+    pub(super) fn with_retries<O>(
+        &self,
+        n: usize,
+        mut attempt: impl FnMut(&mut [Option<Result<O>>]) -> Step<()>,
+    ) -> Vec<Result<O>> {
+        let mut results: Vec<Option<Result<O>>> = (0..n).map(|_| None).collect();
+        let mut tries = 0;
         let outcome = loop {
-            attempt += 1;
+            tries += 1;
             results.iter_mut().for_each(|r| *r = None);
-            match self.batch_tx(batch, &mut results) {
-                // Two instances can lock a month's usage rows and models in
-                // different orders (batches spanning two months): PostgreSQL
-                // aborts one; run it again.
-                Err(Retry::Again) if attempt < 5 => continue,
+            match attempt(&mut results) {
+                // Two transactions locked rows in different orders (two
+                // instances' batches spanning two months, or a model's
+                // lock met a user's usage row): PostgreSQL aborts one; run
+                // it again.
+                Err(Retry::Again) if tries < 5 => continue,
                 Err(Retry::Again) => {
                     break Err("a batch deadlocked repeatedly; try again".to_owned())
                 }
@@ -278,15 +344,32 @@ impl PgStore {
                 Ok(()) => break Ok(()),
             }
         };
-        for (req, r) in batch.iter().zip(results) {
-            let r = match (&outcome, r) {
-                // The transaction failed: nothing that succeeded inside it
-                // happened.
+        results
+            .into_iter()
+            .map(|r| match (&outcome, r) {
                 (Err(msg), Some(Ok(_)) | None) => Err(Error::storage(BACKEND, msg)),
                 (_, Some(r)) => r,
                 (Ok(()), None) => Err(Error::Internal("a combined call got no result".into())),
-            };
-            req.set(r);
+            })
+            .collect()
+    }
+
+    /// Runs `body` in a transaction: commits when it returns `Ok(true)`,
+    /// rolls back when `Ok(false)` (nothing to keep).
+    pub(super) fn in_tx(
+        &self,
+        body: impl FnOnce(&mut Transaction<'_>, &mut HashMap<&'static str, Statement>) -> Step<bool>,
+    ) -> Step<()> {
+        let mut c = self.conn()?;
+        let PgConn {
+            client, statements, ..
+        } = &mut *c;
+        let mut tx = client.transaction()?;
+        if body(&mut tx, statements)? {
+            tx.commit()?;
+        } else {
+            tx.rollback()?;
         }
+        Ok(())
     }
 }

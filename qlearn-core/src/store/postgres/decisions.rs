@@ -1,12 +1,14 @@
-//! Decisions and delayed rewards on PostgreSQL (issue 14): a decision call
-//! is one transaction holding the model's row lock (the lock every update
+//! Decisions and delayed rewards on PostgreSQL (issue 14): decision calls
+//! run in a transaction holding the model's row lock (the lock every update
 //! of the model takes, so decision calls and updates serialise per model,
-//! model row first, then its log). It reads only the decision and episode
-//! rows the call needs into a partly loaded log (`store/decision_rows.rs`),
-//! fetches only the Q-rows the call reads or writes, runs the shared steps,
-//! and writes the Q-rows, the learner, the debit, the changed decision and
-//! episode rows and the log's counts before it commits: a transition is
-//! learned in the transaction that marks its decision applied.
+//! model row first, then its log), several of one model combined in one
+//! (`decision_batch.rs`). It reads only the decision and episode rows the
+//! calls need into a partly loaded log (`store/decision_rows.rs`), fetches
+//! only the Q-rows they read or write, runs the shared steps, and writes
+//! the Q-rows, the learner, the debits, the changed decision and episode
+//! rows and the log's counts before it commits: a transition is learned in
+//! the transaction that marks its decision applied. This file holds the
+//! row reads and writes, settling, pruning and the listings.
 //!
 //! Settling: every instance lists the models with a passed deadline and
 //! takes each model's row with `FOR UPDATE SKIP LOCKED`; a model locked by
@@ -21,57 +23,49 @@ use std::sync::atomic::Ordering;
 
 use postgres::{Statement, Transaction};
 
-use super::batch::{debit, quota_error, Retry};
+use super::decision_batch::{Item, Payer};
 use super::pool::stmt;
-use super::sql::{SQL_FETCH_ROWS, SQL_WRITE_BACK};
 use super::{pg, PgStore, BACKEND};
 use crate::decisions::DecisionsConfig;
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
-use crate::state::{canonical_key, StateKey};
 use crate::store::decision_rows::{
-    changed_rows, decision_from_row, episode_from_row, episode_listing_sql, episode_page_of,
-    episode_summary, load, meta_bytes, meta_from_bytes, partial_log, rows_of_blob, status_code,
-    DecisionRow, EpisodeRow, Rows, DECISION_COLS,
+    decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
+    meta_from_bytes, rows_of_blob, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
-use crate::store::decisions::{
-    apply, config_from_text, config_text, millis, plan, transition_keys, without_log, Call, Reply,
-    Room,
-};
-use crate::store::encoding::{
-    decode_key, decode_learner, decode_values, key_bytes, learner_bytes, returns_bytes,
-    table_from_rows, values_bytes, Tracked,
-};
+use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply};
 use crate::store::{
-    DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, Meter, ModelInfo,
+    DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, ModelInfo,
     KEEP_FINISHED_JOBS,
 };
-use crate::table::QTable;
-use crate::tenancy::TierLimits;
 
 /// Seconds between two retention prunings of every model.
 const PRUNE_EVERY_SECS: i64 = 60;
 
 /// The model row a decision call locks.
-const SQL_LOCK_MODEL: &str =
+pub(super) const SQL_LOCK_MODEL: &str =
     "SELECT mid, config, learner, returns, n_rows, decisions, decision_meta FROM models \
      WHERE id = $1 AND owner = $2 FOR UPDATE";
 /// The same, skipping a row another transaction holds (settling).
-const SQL_LOCK_MODEL_SKIP: &str =
+pub(super) const SQL_LOCK_MODEL_SKIP: &str =
     "SELECT mid, config, learner, returns, n_rows, decisions, decision_meta FROM models \
      WHERE id = $1 AND owner = $2 FOR UPDATE SKIP LOCKED";
-const SQL_PUT_DECISION: &str = "INSERT INTO decisions (mid, id, episode, step, time_ms, \
-     closes_ms, state, allowed, action, prob, status, acc, rewards, reward_ids, learned, \
-     applied_seq, baseline) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-     $15, $16, $17) \
+/// A log's changed decision rows ($3-$18, one array per column) and
+/// episode rows ($19-$22) of model $1, and its counts ($2).
+const SQL_PUT_LOG: &str = "WITH d AS (INSERT INTO decisions (mid, id, episode, step, \
+     time_ms, closes_ms, state, allowed, action, prob, status, acc, rewards, reward_ids, \
+     learned, applied_seq, baseline) \
+     SELECT $1::int8, * FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], \
+     $7::int8[], $8::bytea[], $9::bytea[], $10::int8[], $11::float8[], $12::int8[], \
+     $13::float8[], $14::int8[], $15::bytea[], $16::float8[], $17::int8[], $18::int8[]) \
      ON CONFLICT (mid, id) DO UPDATE SET status = excluded.status, acc = excluded.acc, \
      rewards = excluded.rewards, reward_ids = excluded.reward_ids, learned = excluded.learned, \
-     applied_seq = excluded.applied_seq";
-const SQL_PUT_EPISODE: &str = "INSERT INTO episodes (mid, id, n_steps, end_json, \
-     learned_return) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mid, id) DO UPDATE SET \
-     n_steps = excluded.n_steps, end_json = excluded.end_json, \
-     learned_return = excluded.learned_return";
-const SQL_PUT_META: &str = "UPDATE models SET decision_meta = $2 WHERE mid = $1";
+     applied_seq = excluded.applied_seq), \
+     e AS (INSERT INTO episodes (mid, id, n_steps, end_json, learned_return) \
+     SELECT $1::int8, * FROM unnest($19::text[], $20::int8[], $21::text[], $22::float8[]) \
+     ON CONFLICT (mid, id) DO UPDATE SET n_steps = excluded.n_steps, \
+     end_json = excluded.end_json, learned_return = excluded.learned_return) \
+     UPDATE models SET decision_meta = $2 WHERE mid = $1";
 /// Decisions deleted per pruning transaction.
 pub(super) const PRUNE_CHUNK: i64 = 1000;
 /// The finished decisions of model $1 logged at or before $2 whose previous
@@ -112,10 +106,10 @@ pub(super) fn decision_of(r: &postgres::Row) -> Result<DecisionRecord> {
 }
 
 /// The rows of model `mid` in the call's transaction, for [`load`].
-struct TxRows<'a, 'b> {
-    tx: &'a mut Transaction<'b>,
-    st: &'a mut HashMap<&'static str, Statement>,
-    mid: i64,
+pub(super) struct TxRows<'a, 'b> {
+    pub(super) tx: &'a mut Transaction<'b>,
+    pub(super) st: &'a mut HashMap<&'static str, Statement>,
+    pub(super) mid: i64,
 }
 
 const SQL_DECISION: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
@@ -170,8 +164,8 @@ impl Rows for TxRows<'_, '_> {
     }
 }
 
-/// Writes a log's changed rows and counts in `tx`.
-fn put_log(
+/// Writes a log's changed rows and counts in `tx`, in one statement.
+pub(super) fn put_log(
     tx: &mut Transaction<'_>,
     st: &mut HashMap<&'static str, Statement>,
     mid: i64,
@@ -179,42 +173,40 @@ fn put_log(
     decisions: &[DecisionRow],
     episodes: &[EpisodeRow],
 ) -> Result<()> {
-    let s = stmt(st, tx, SQL_PUT_META).map_err(pg)?;
-    tx.execute(&s, &[&mid, &meta]).map_err(pg)?;
-    let s = stmt(st, tx, SQL_PUT_DECISION).map_err(pg)?;
-    for d in decisions {
-        tx.execute(
-            &s,
-            &[
-                &mid,
-                &d.id,
-                &d.episode,
-                &d.step,
-                &d.time_ms,
-                &d.closes_ms,
-                &d.state,
-                &d.allowed,
-                &d.action,
-                &d.prob,
-                &d.status,
-                &d.acc,
-                &d.rewards,
-                &d.reward_ids,
-                &d.learned,
-                &d.applied_seq,
-                &d.baseline,
-            ],
-        )
-        .map_err(pg)?;
+    fn col<'a, T: 'a, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+        rows.iter().map(f).collect()
     }
-    let s = stmt(st, tx, SQL_PUT_EPISODE).map_err(pg)?;
-    for e in episodes {
-        tx.execute(
-            &s,
-            &[&mid, &e.id, &e.n_steps, &e.end_json, &e.learned_return],
-        )
-        .map_err(pg)?;
-    }
+    let d = decisions;
+    let e = episodes;
+    let s = stmt(st, tx, SQL_PUT_LOG).map_err(pg)?;
+    tx.execute(
+        &s,
+        &[
+            &mid,
+            &meta,
+            &col(d, |r| r.id.as_str()),
+            &col(d, |r| r.episode.as_deref()),
+            &col(d, |r| r.step),
+            &col(d, |r| r.time_ms),
+            &col(d, |r| r.closes_ms),
+            &col(d, |r| r.state.as_slice()),
+            &col(d, |r| r.allowed.as_deref()),
+            &col(d, |r| r.action),
+            &col(d, |r| r.prob),
+            &col(d, |r| r.status),
+            &col(d, |r| r.acc),
+            &col(d, |r| r.rewards),
+            &col(d, |r| r.reward_ids.as_deref()),
+            &col(d, |r| r.learned),
+            &col(d, |r| r.applied_seq),
+            &col(d, |r| r.baseline),
+            &col(e, |r| r.id.as_str()),
+            &col(e, |r| r.n_steps),
+            &col(e, |r| r.end_json.as_deref()),
+            &col(e, |r| r.learned_return),
+        ],
+    )
+    .map_err(pg)?;
     Ok(())
 }
 
@@ -235,222 +227,7 @@ pub(super) fn tidy_logs(tx: &mut Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
-/// The Q-rows a call fetched: keys, values and row numbers, in fetch order.
-#[derive(Default)]
-struct Fetched {
-    keys: Vec<StateKey>,
-    values: Vec<f64>,
-    row_nos: Vec<i64>,
-}
-
-impl Fetched {
-    /// Fetches the rows of `wanted` not fetched yet; returns whether any
-    /// key was new (the table must then be rebuilt).
-    fn fetch(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        st: &mut HashMap<&'static str, Statement>,
-        mid: i64,
-        width: usize,
-        wanted: Vec<StateKey>,
-    ) -> Result<bool> {
-        let mut new: Vec<Vec<u8>> = wanted
-            .iter()
-            .filter(|k| !self.keys.contains(k))
-            .map(|k| key_bytes(k.as_ref()))
-            .collect();
-        new.sort_unstable();
-        new.dedup();
-        if new.is_empty() {
-            return Ok(false);
-        }
-        let mids = vec![mid; new.len()];
-        let s = stmt(st, tx, SQL_FETCH_ROWS).map_err(pg)?;
-        for r in tx.query(&s, &[&mids, &new]).map_err(pg)? {
-            self.row_nos.push(r.get(1));
-            self.keys.push(decode_key(BACKEND, r.get(2))?);
-            decode_values(BACKEND, r.get(3), width, &mut self.values)?;
-        }
-        Ok(true)
-    }
-
-    fn table(&self, width: usize) -> Result<QTable> {
-        table_from_rows(BACKEND, width, self.keys.clone(), self.values.clone())
-    }
-}
-
-/// Who pays for a decision call: a metered user, or nobody (settling).
-#[derive(Clone, Copy)]
-enum Payer<'a> {
-    Meter(&'a Meter<'a>),
-    Free,
-}
-
 impl PgStore {
-    /// Runs a decision call on `owner`'s model `id` at `now` (Unix
-    /// seconds) in one transaction. `Ok(None)`: a logging predict on a
-    /// model that logs no decisions (the caller predicts plainly), or,
-    /// when settling, a model another transaction holds.
-    fn decision_call(
-        &self,
-        owner: &str,
-        id: &str,
-        call: Call<'_>,
-        now: i64,
-        payer: Payer<'_>,
-    ) -> Result<Option<Reply>> {
-        let now_ms = millis(now);
-        self.tx(|tx, st| {
-            let lock = match payer {
-                Payer::Meter(_) => SQL_LOCK_MODEL,
-                Payer::Free => SQL_LOCK_MODEL_SKIP,
-            };
-            let s = stmt(st, tx, lock).map_err(pg)?;
-            let Some(row) = tx.query_opt(&s, &[&id, &owner]).map_err(pg)? else {
-                return match payer {
-                    Payer::Meter(_) => Err(Error::NotFound("model")),
-                    Payer::Free => Ok(None),
-                };
-            };
-            let mid: i64 = row.get(0);
-            let config_json: String = row.get(1);
-            let mut learner = decode_learner(BACKEND, &config_json, row.get(2), row.get(3))?;
-            let n_rows: i64 = row.get(4);
-            let Some(config) = config_from_text(BACKEND, row.get::<_, Option<&str>>(5))? else {
-                return match call {
-                    Call::Decide(_) => Ok(None),
-                    _ => without_log(call).map(Some),
-                };
-            };
-            let mut log = partial_log(BACKEND, config, row.get::<_, Option<&[u8]>>(6))?;
-            load(
-                &mut log,
-                call,
-                now_ms,
-                &mut TxRows {
-                    tx: &mut *tx,
-                    st: &mut *st,
-                    mid,
-                },
-            )?;
-            let width = learner.width();
-            let bins = learner.config().state_bins.clone();
-            let mut fetched = Fetched::default();
-            if let Call::Decide(d) = call {
-                // The state's row, for the prediction (a state the model
-                // refuses is refused by `plan`, with the same error).
-                if let Ok(k) = canonical_key(d.state, bins.as_deref()) {
-                    fetched.fetch(tx, st, mid, width, vec![k])?;
-                }
-            }
-            let mut table = fetched.table(width)?;
-            let room = Room {
-                limits: match payer {
-                    Payer::Meter(m) => m.limits,
-                    Payer::Free => &TierLimits::UNLIMITED,
-                },
-                held: usize::try_from(n_rows).unwrap_or(usize::MAX),
-            };
-            let planned = {
-                let tx = &mut *tx;
-                let st = &mut *st;
-                plan(
-                    &mut log,
-                    &mut learner,
-                    &table,
-                    room,
-                    call,
-                    now_ms,
-                    |kind, n| match payer {
-                        Payer::Meter(m) if n > 0 => {
-                            match debit(tx, st, m.user_id, m.limits, m.now, kind, n) {
-                                Ok(true) => Ok(()),
-                                Ok(false) => Err(quota_error(m.limits, m.now)),
-                                Err(Retry::Fail(e)) => Err(e),
-                                Err(Retry::Again) => Err(Error::storage(
-                                    BACKEND,
-                                    "the debit conflicted with another transaction; retry",
-                                )),
-                            }
-                        }
-                        _ => Ok(()),
-                    },
-                )?
-            };
-            let wanted = transition_keys(&learner, &planned.transitions)?;
-            if fetched.fetch(tx, st, mid, width, wanted)? {
-                table = fetched.table(width)?;
-            }
-            let episodes_before = learner.counters().episodes;
-            let mut touched = Vec::new();
-            let applied = apply(
-                &mut learner,
-                &mut Tracked {
-                    table: &mut table,
-                    touched: &mut touched,
-                },
-                &planned.transitions,
-            );
-            touched.sort_unstable();
-            touched.dedup();
-            let n_fetched = fetched.row_nos.len();
-            let (mut w_mids, mut w_nos, mut w_keys, mut w_vals) = (vec![], vec![], vec![], vec![]);
-            for &pos in &touched {
-                let Some((k, v)) = table.row_at(pos) else {
-                    continue;
-                };
-                w_mids.push(mid);
-                w_nos.push(match fetched.row_nos.get(pos) {
-                    Some(&n) => n,
-                    None => n_rows + (pos - n_fetched) as i64,
-                });
-                w_keys.push(key_bytes(k));
-                w_vals.push(values_bytes(v));
-            }
-            let returns =
-                (learner.counters().episodes != episodes_before).then(|| returns_bytes(&learner));
-            let updated_at = (!planned.transitions.is_empty()).then_some(now);
-            let s = stmt(st, tx, SQL_WRITE_BACK).map_err(pg)?;
-            tx.execute(
-                &s,
-                &[
-                    &w_mids,
-                    &w_nos,
-                    &w_keys,
-                    &w_vals,
-                    &vec![mid],
-                    &vec![learner_bytes(&learner)],
-                    &vec![returns],
-                    &vec![n_rows + (table.len() - n_fetched) as i64],
-                    &vec![updated_at],
-                ],
-            )
-            .map_err(pg)?;
-            let changes = log.take_changes();
-            let (decisions, episodes) = changed_rows(BACKEND, &log, &changes)?;
-            let meta = meta_bytes(&log.stats(), log.last_id());
-            put_log(tx, st, mid, &meta, &decisions, &episodes)?;
-            applied?;
-            Ok(Some(planned.reply))
-        })
-    }
-
-    /// A metered decision call of `meter`'s user.
-    pub(super) fn metered_call(
-        &self,
-        meter: &Meter<'_>,
-        model_id: &str,
-        call: Call<'_>,
-    ) -> Result<Option<Reply>> {
-        self.decision_call(
-            meter.user_id,
-            model_id,
-            call,
-            meter.now,
-            Payer::Meter(meter),
-        )
-    }
-
     /// Settles every model with a passed deadline (see
     /// [`crate::store::Store::settle`]).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
@@ -462,10 +239,15 @@ impl PgStore {
         let mut learned = 0;
         for r in due {
             let (owner, id): (String, String) = (r.get(0), r.get(1));
-            if let Some(Reply::Learned(n)) =
-                self.decision_call(&owner, &id, Call::Settle, now, Payer::Free)?
-            {
-                learned += n;
+            let settle = Item {
+                call: Call::Settle,
+                payer: Payer::Free,
+                now,
+            };
+            for reply in self.decision_batch(&owner, &id, true, &[settle]) {
+                if let Some(Reply::Learned(n)) = reply? {
+                    learned += n;
+                }
             }
         }
         let last = self.last_prune.load(Ordering::Relaxed);

@@ -42,6 +42,15 @@
 //!   setting again under its own lock. Models found logging are remembered
 //!   per instance as a hint (go to the decision path first), never trusted.
 //!   Batches lock their models before the usage row, as decision calls do.
+//! - **Decision calls combined per model** (`decision_batch.rs`): logging
+//!   predicts, rewards and episode ends of one model are combined the same
+//!   way, by the same [`Combiner`](combiner::Combiner): one transaction
+//!   locks the model once, fetches every decided state's row at once,
+//!   debits the logging predicts at once (given back for those that fail
+//!   or replay), runs the calls in queue order through the shared decision
+//!   steps, and writes the Q-rows, the learner and the log's rows in two
+//!   statements. One model's decision calls serialise on its row lock
+//!   anyway; combined, they share its round trips and its commit.
 //! - **Quota debit is one atomic SQL statement**: a conditional upsert of
 //!   the month's total (`INSERT ... ON CONFLICT DO UPDATE ... WHERE calls + n
 //!   <= limit RETURNING`), which adds to the per-day row in the same
@@ -66,6 +75,7 @@ mod billing;
 mod buckets;
 mod calls;
 mod combiner;
+mod decision_batch;
 mod decisions;
 mod evaluations;
 mod notify;
@@ -76,7 +86,7 @@ mod tls;
 mod usage;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use postgres::error::SqlState;
@@ -85,7 +95,7 @@ use postgres::{Row, Statement, Transaction};
 
 use super::migrations;
 use crate::error::{Error, Result};
-use combiner::Combiner;
+use combiner::Combiners;
 use pool::{Manager, PgConn, QuietErrors};
 use sql::migrate;
 
@@ -129,7 +139,10 @@ fn valid_schema_name(s: &str) -> bool {
 pub struct PgStore {
     pool: r2d2::Pool<Manager>,
     schema: Option<String>,
-    combiners: Mutex<HashMap<String, Weak<Combiner>>>,
+    combiners: Combiners<String, combiner::Request>,
+    /// Per (owner, model): the decision calls combined in one transaction
+    /// (`decision_batch.rs`).
+    decision_combiners: Combiners<(String, String), decision_batch::DecisionRequest>,
     /// Model ids last found logging decisions: where a logging predict
     /// goes first (a hint only; see [`PgStore::decide_combined`]).
     logging_models: Mutex<HashSet<String>>,
@@ -215,6 +228,7 @@ impl PgStore {
             pool,
             schema,
             combiners: Mutex::new(HashMap::new()),
+            decision_combiners: Mutex::new(HashMap::new()),
             logging_models: Mutex::new(HashSet::new()),
             manager,
             channel: notify::channel_of(&current),
