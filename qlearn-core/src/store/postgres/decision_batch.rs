@@ -23,7 +23,7 @@ use postgres::{Statement, Transaction};
 
 use super::batch::{debit, debit_signed, quota_error, Retry, Step, WriteBack};
 use super::combiner::Queued;
-use super::decisions::{put_log, TxRows, SQL_LOCK_MODEL, SQL_LOCK_MODEL_SKIP};
+use super::decisions::{prefetch, put_log, Absent, TxRows, SQL_LOCK_MODEL, SQL_LOCK_MODEL_SKIP};
 use super::pool::stmt;
 use super::sql::SQL_FETCH_ROWS;
 use super::{lock_plain, PgStore, BACKEND};
@@ -248,6 +248,14 @@ fn run_items(
         return Ok(false);
     };
     let mut log = partial_log(BACKEND, config, row.get::<_, Option<&[u8]>>(6))?;
+    // The rows the calls read, for all of them at once.
+    let absent = if items.len() > 1 {
+        let calls: Vec<(Call<'_>, i64)> =
+            items.iter().map(|it| (it.call, millis(it.now))).collect();
+        prefetch(tx, st, mid, &mut log, &calls)?
+    } else {
+        Absent::default()
+    };
     let mut rows = BatchRows::new(learner.width(), row.get(4));
     let bins = learner.config().state_bins.clone();
     let state_key = |call: Call<'_>| match call {
@@ -272,6 +280,7 @@ fn run_items(
                 tx: &mut *tx,
                 st: &mut *st,
                 mid,
+                absent: &absent,
             },
         )?;
         let room = Room {
@@ -534,3 +543,7 @@ impl PgStore {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "decision_batch_tests.rs"]
+mod tests;

@@ -18,7 +18,7 @@
 //! [`PRUNE_CHUNK`] decisions, each in a short transaction holding the
 //! model's row lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use postgres::{Statement, Transaction};
@@ -27,11 +27,12 @@ use super::decision_batch::{Item, Payer};
 use super::pool::stmt;
 use super::{pg, PgStore, BACKEND};
 use crate::decisions::DecisionsConfig;
-use crate::decisions::{DecisionRecord, EpisodeRecord};
+use crate::decisions::{DecisionLog, DecisionRecord, EpisodeRecord, Missing};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
     decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
-    meta_from_bytes, rows_of_blob, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS,
+    meta_from_bytes, missing, rows_of_blob, status_code, DecisionRow, EpisodeRow, Rows,
+    DECISION_COLS,
 };
 use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply};
 use crate::store::{
@@ -110,6 +111,124 @@ pub(super) struct TxRows<'a, 'b> {
     pub(super) tx: &'a mut Transaction<'b>,
     pub(super) st: &'a mut HashMap<&'static str, Statement>,
     pub(super) mid: i64,
+    /// What [`prefetch`] found absent (answered without a statement).
+    pub(super) absent: &'a Absent,
+}
+
+/// The rows [`prefetch`] looked for and did not find.
+#[derive(Default)]
+pub(super) struct Absent {
+    decisions: HashSet<String>,
+    episodes: HashSet<String>,
+    steps: HashSet<(String, u64)>,
+}
+
+const SQL_DECISIONS_ANY: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, \
+     action, prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline \
+     FROM decisions WHERE mid = $1 AND id = ANY($2::text[])";
+const SQL_EPISODES_ANY: &str = "SELECT id, n_steps, end_json, learned_return FROM episodes \
+     WHERE mid = $1 AND id = ANY($2::text[])";
+const SQL_STEPS_ANY: &str = "SELECT d.id, d.episode, d.step, d.time_ms, d.closes_ms, d.state, \
+     d.allowed, d.action, d.prob, d.status, d.acc, d.rewards, d.reward_ids, d.learned, \
+     d.applied_seq, d.baseline FROM decisions d \
+     JOIN unnest($2::text[], $3::int8[]) AS w(episode, step) \
+     ON d.episode = w.episode AND d.step = w.step WHERE d.mid = $1";
+
+/// Loads into `log` what `calls` (each with its time in ms) lack, for all
+/// of them at once: per round one statement per kind of row (decisions by
+/// id, episodes, steps), until nothing more is missing. Returns what was
+/// not found, so that the calls' own `load` does not look again. Run
+/// before any of the calls changes the log.
+pub(super) fn prefetch(
+    tx: &mut Transaction<'_>,
+    st: &mut HashMap<&'static str, Statement>,
+    mid: i64,
+    log: &mut DecisionLog,
+    calls: &[(Call<'_>, i64)],
+) -> Result<Absent> {
+    let mut absent = Absent::default();
+    // Each round follows one link (a decision's episode, an episode's
+    // step); three cover what a call reads.
+    for _ in 0..3 {
+        let (mut ids, mut eps, mut steps) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for &(call, now_ms) in calls {
+            for m in missing(log, call, now_ms) {
+                match m {
+                    Missing::Decision(id) if !absent.decisions.contains(&id) => {
+                        ids.insert(id);
+                    }
+                    Missing::Episode(ep) if !absent.episodes.contains(&ep) => {
+                        eps.insert(ep);
+                    }
+                    Missing::Step(ep, k) if !absent.steps.contains(&(ep.clone(), k)) => {
+                        steps.insert((ep, k));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if ids.is_empty() && eps.is_empty() && steps.is_empty() {
+            break;
+        }
+        let mut found = Vec::new();
+        if !ids.is_empty() {
+            let list: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let s = stmt(st, tx, SQL_DECISIONS_ANY).map_err(pg)?;
+            for r in tx.query(&s, &[&mid, &list]).map_err(pg)? {
+                let rec = decision_of(&r)?;
+                ids.remove(&rec.decision_id);
+                found.push(rec);
+            }
+            absent.decisions.extend(ids);
+        }
+        if !steps.is_empty() {
+            let (e, k): (Vec<&str>, Vec<i64>) =
+                steps.iter().map(|(e, k)| (e.as_str(), *k as i64)).unzip();
+            let s = stmt(st, tx, SQL_STEPS_ANY).map_err(pg)?;
+            for r in tx.query(&s, &[&mid, &e, &k]).map_err(pg)? {
+                let rec = decision_of(&r)?;
+                if let Some(ep) = &rec.episode_id {
+                    steps.remove(&(ep.clone(), rec.step));
+                }
+                found.push(rec);
+            }
+            absent.steps.extend(steps);
+        }
+        // The episodes asked for, and those of the decisions found.
+        eps.extend(
+            found
+                .iter()
+                .filter_map(|d| d.episode_id.clone())
+                .filter(|ep| log.episode(ep).is_none()),
+        );
+        if !eps.is_empty() {
+            let list: Vec<&str> = eps.iter().map(String::as_str).collect();
+            let s = stmt(st, tx, SQL_EPISODES_ANY).map_err(pg)?;
+            for r in tx.query(&s, &[&mid, &list]).map_err(pg)? {
+                let id: String = r.get(0);
+                eps.remove(&id);
+                log.load_episode(id, episode_of(&r)?);
+            }
+            absent.episodes.extend(eps);
+        }
+        for rec in found {
+            log.load_decision(rec);
+        }
+    }
+    Ok(absent)
+}
+
+/// An episode row read by the driver (columns in `EPISODE_COLS`' order).
+fn episode_of(r: &postgres::Row) -> Result<EpisodeRecord> {
+    episode_from_row(
+        BACKEND,
+        EpisodeRow {
+            id: r.get(0),
+            n_steps: r.get(1),
+            end_json: r.get(2),
+            learned_return: r.get(3),
+        },
+    )
 }
 
 const SQL_DECISION: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
@@ -126,29 +245,27 @@ const SQL_EPISODE: &str =
 
 impl Rows for TxRows<'_, '_> {
     fn decision(&mut self, id: &str) -> Result<Option<DecisionRecord>> {
+        if self.absent.decisions.contains(id) {
+            return Ok(None);
+        }
         let s = stmt(self.st, self.tx, SQL_DECISION).map_err(pg)?;
         let row = self.tx.query_opt(&s, &[&self.mid, &id]).map_err(pg)?;
         row.as_ref().map(decision_of).transpose()
     }
 
     fn episode(&mut self, id: &str) -> Result<Option<EpisodeRecord>> {
+        if self.absent.episodes.contains(id) {
+            return Ok(None);
+        }
         let s = stmt(self.st, self.tx, SQL_EPISODE).map_err(pg)?;
         let row = self.tx.query_opt(&s, &[&self.mid, &id]).map_err(pg)?;
-        row.map(|r| {
-            episode_from_row(
-                BACKEND,
-                EpisodeRow {
-                    id: r.get(0),
-                    n_steps: r.get(1),
-                    end_json: r.get(2),
-                    learned_return: r.get(3),
-                },
-            )
-        })
-        .transpose()
+        row.as_ref().map(episode_of).transpose()
     }
 
     fn step(&mut self, episode: &str, k: u64) -> Result<Option<DecisionRecord>> {
+        if self.absent.steps.contains(&(episode.to_owned(), k)) {
+            return Ok(None);
+        }
         let s = stmt(self.st, self.tx, SQL_STEP).map_err(pg)?;
         let row = self
             .tx
