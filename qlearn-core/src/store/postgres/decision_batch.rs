@@ -170,42 +170,125 @@ impl BatchRows {
     }
 }
 
-/// The logging predicts of `items` debited at once, when they share their
-/// user's limits and billing day: how many were debited (0: none, each
-/// call then pays its own).
-fn pre_debit(
-    tx: &mut Transaction<'_>,
-    st: &mut HashMap<&'static str, Statement>,
-    items: &[Item<'_>],
-) -> Step<u64> {
-    let mut first: Option<(&Meter<'_>, (BillingMonth, u8))> = None;
-    let mut n = 0u64;
-    for it in items {
-        let (Call::Decide(_), Payer::Meter(m)) = (it.call, it.payer) else {
-            continue;
-        };
-        let month = BillingMonth::from_unix(m.now);
-        let day = (month, month.day_of(m.now));
-        match first {
-            None => first = Some((m, day)),
-            Some((f, d)) => {
-                let same = f.user_id == m.user_id
-                    && f.limits.monthly_calls == m.limits.monthly_calls
-                    && f.limits.overage == m.limits.overage
-                    && d == day;
-                if !same {
-                    return Ok(0);
+/// The calls of a batch paid in advance, by kind: its logging predicts
+/// and rewards in one debit when they share their user's limits and
+/// billing day. A call takes from it what it is metered; what is left at
+/// the end (failed calls, replays, duplicate rewards) is given back.
+#[derive(Default)]
+struct Prepaid<'a> {
+    meter: Option<&'a Meter<'a>>,
+    decide: u64,
+    reward: u64,
+}
+
+impl<'a> Prepaid<'a> {
+    /// Debits the most `items` can be metered, in one statement (none when
+    /// they differ in limits or day, or fewer than two may pay).
+    fn debit(
+        tx: &mut Transaction<'_>,
+        st: &mut HashMap<&'static str, Statement>,
+        items: &[Item<'a>],
+    ) -> Step<Prepaid<'a>> {
+        let mut first: Option<(&'a Meter<'a>, (BillingMonth, u8))> = None;
+        let (mut decide, mut reward, mut paying) = (0u64, 0u64, 0usize);
+        for it in items {
+            let Payer::Meter(m) = it.payer else {
+                continue;
+            };
+            match it.call {
+                Call::Decide(_) => decide += 1,
+                Call::Rewards(r) => reward += r.len() as u64,
+                _ => continue,
+            }
+            paying += 1;
+            let month = BillingMonth::from_unix(m.now);
+            let day = (month, month.day_of(m.now));
+            match first {
+                None => first = Some((m, day)),
+                Some((f, d)) => {
+                    let same = f.user_id == m.user_id
+                        && f.limits.monthly_calls == m.limits.monthly_calls
+                        && f.limits.overage == m.limits.overage
+                        && d == day;
+                    if !same {
+                        return Ok(Prepaid::default());
+                    }
                 }
             }
         }
-        n += 1;
+        // One call pays for itself (a replay or a duplicate pays nothing).
+        let Some((m, _)) = first.filter(|_| paying >= 2) else {
+            return Ok(Prepaid::default());
+        };
+        let kinds = Prepaid {
+            meter: Some(m),
+            decide,
+            reward,
+        }
+        .kinds(1);
+        Ok(
+            if debit_signed(tx, st, m.user_id, m.limits, true, m.now, &kinds)? {
+                Prepaid {
+                    meter: Some(m),
+                    decide,
+                    reward,
+                }
+            } else {
+                Prepaid::default()
+            },
+        )
     }
-    // One predict pays for itself: a replayed one pays nothing.
-    let Some((m, _)) = first.filter(|_| n >= 2) else {
-        return Ok(0);
-    };
-    let granted = debit(tx, st, m.user_id, m.limits, m.now, CallKind::Decide, n)?;
-    Ok(if granted { n } else { 0 })
+
+    fn slot(&mut self, kind: CallKind) -> Option<&mut u64> {
+        match kind {
+            CallKind::Decide => Some(&mut self.decide),
+            CallKind::Reward => Some(&mut self.reward),
+            _ => None,
+        }
+    }
+
+    /// Takes `n` calls of `kind`: whether they were paid in advance.
+    fn take(&mut self, kind: CallKind, n: u64) -> bool {
+        match self.slot(kind) {
+            Some(left) if *left >= n => {
+                *left -= n;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Puts back what a call that failed took.
+    fn put_back(&mut self, kind: CallKind, n: u64) {
+        if let Some(left) = self.slot(kind) {
+            *left += n;
+        }
+    }
+
+    /// What is left, by kind, times `sign` (as [`debit_signed`] takes it).
+    fn kinds(&self, sign: i64) -> Vec<(CallKind, i64)> {
+        [
+            (CallKind::Decide, self.decide),
+            (CallKind::Reward, self.reward),
+        ]
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(k, n)| (k, sign.saturating_mul(i64::try_from(n).unwrap_or(i64::MAX))))
+        .collect()
+    }
+
+    /// Gives back what is left.
+    fn give_back(
+        &self,
+        tx: &mut Transaction<'_>,
+        st: &mut HashMap<&'static str, Statement>,
+    ) -> Step<()> {
+        let back = self.kinds(-1);
+        if let (Some(m), false) = (self.meter, back.is_empty()) {
+            debit_signed(tx, st, m.user_id, m.limits, false, m.now, &back)?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `items` on `owner`'s model `id` in `tx` (the batch's body): sets
@@ -257,16 +340,25 @@ fn run_items(
         Absent::default()
     };
     let mut rows = BatchRows::new(learner.width(), row.get(4));
+    // In one fetch: the decided states' rows, for the predictions, and
+    // those of the rewarded decisions the log holds, for the transitions
+    // the rewards may complete (a state the model refuses is refused by
+    // `plan`, with its error; a row found missing later is fetched then).
     let bins = learner.config().state_bins.clone();
-    let state_key = |call: Call<'_>| match call {
-        // A state the model refuses is refused by `plan`, with its error.
-        Call::Decide(d) => canonical_key(d.state, bins.as_deref()).ok(),
-        _ => None,
-    };
-    // The decided states' rows, for the predictions, in one fetch.
-    let states: Vec<StateKey> = items.iter().filter_map(|it| state_key(it.call)).collect();
+    let mut states: Vec<StateKey> = Vec::new();
+    for it in items {
+        match it.call {
+            Call::Decide(d) => states.extend(canonical_key(d.state, bins.as_deref()).ok()),
+            Call::Rewards(rw) => states.extend(
+                rw.iter()
+                    .filter_map(|r| log.get(&r.decision_id))
+                    .filter_map(|d| canonical_key(d.state.as_ref(), bins.as_deref()).ok()),
+            ),
+            _ => {}
+        }
+    }
     rows.fetch(tx, st, mid, &states)?;
-    let mut prepaid = pre_debit(tx, st, items)?;
+    let mut prepaid = Prepaid::debit(tx, st, items)?;
     let episodes_before = learner.counters().episodes;
     let mut updated_at: Option<i64> = None;
     let mut kept = false;
@@ -304,8 +396,7 @@ fn run_items(
             now_ms,
             |kind, n| match it.payer {
                 Payer::Meter(m) if n > 0 => {
-                    if kind == CallKind::Decide && prepaid >= n {
-                        prepaid -= n;
+                    if prepaid.take(kind, n) {
                         paid = Some((kind, n, true));
                         return Ok(());
                     }
@@ -335,7 +426,7 @@ fn run_items(
             Err(e) => {
                 // Errors change nothing and cost nothing.
                 match (paid, it.payer) {
-                    (Some((_, n, true)), _) => prepaid += n,
+                    (Some((kind, n, true)), _) => prepaid.put_back(kind, n),
                     (Some((kind, n, false)), Payer::Meter(m)) => {
                         let n = i64::try_from(n).unwrap_or(i64::MAX);
                         let back = [(kind, -n)];
@@ -362,18 +453,9 @@ fn run_items(
         // Nothing to keep: the prepaid debit is rolled back with the rest.
         return Ok(false);
     }
-    if prepaid > 0 {
-        // Give back what the logging predicts that failed or were replays
-        // were debited in advance.
-        if let Some(m) = items.iter().find_map(|it| match (it.call, it.payer) {
-            (Call::Decide(_), Payer::Meter(m)) => Some(m),
-            _ => None,
-        }) {
-            let n = i64::try_from(prepaid).unwrap_or(i64::MAX);
-            let back = [(CallKind::Decide, -n)];
-            debit_signed(tx, st, m.user_id, m.limits, false, m.now, &back)?;
-        }
-    }
+    // Give back what the calls that failed, replayed or were duplicates
+    // were debited in advance.
+    prepaid.give_back(tx, st)?;
     let mut wb = WriteBack::default();
     rows.write(mid, &mut wb);
     let ended = learner.counters().episodes != episodes_before;
