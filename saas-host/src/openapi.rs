@@ -70,6 +70,7 @@ impl Modify for BearerAuth {
         wire::EpisodeOut, wire::EpisodesOut,
         crate::invoicing::UsageReport, crate::invoicing::UsageRow,
         wire::PriceOut, wire::PlanOut, wire::PendingOut, wire::PlansOut, wire::WebhookOut,
+        wire::EvaluationIn, wire::PolicyIn, wire::CandidateIn,
         wire::EvaluationOut, wire::EvaluationsOut, wire::ProgressOut, wire::JobErrorOut,
     )),
     modifiers(&BearerAuth),

@@ -38,7 +38,7 @@ fn ids(param: &str) -> Result<(String, String), ApiError> {
 /// Queues an evaluation of the model's decision log.
 #[utoipa::path(post, path = Route::ModelEvaluations.label(), tag = "evaluations", security(("bearer" = [])),
     params(("id" = String, Path, description = "Model id")),
-    request_body(content = Object, description = "What to evaluate: policies (greedy, exploring, uniform, logged, baseline, candidate with name and config), since/until (Unix ms), mode, direct, confidence, replicates, seed, reward_range, min_ess, min_coverage, discount (see docs/http-api.md)"),
+    request_body(content = crate::wire::EvaluationIn, description = "What to evaluate (see docs/http-api.md)"),
     responses(
         (status = 202, description = "Queued; Location names the job", body = EvaluationOut),
         (status = 400, description = "Malformed JSON", body = crate::wire::ErrorBody),

@@ -30,7 +30,9 @@ pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,
     QTableOut, RowOut, StatusOut, TicketOut, UpdateEvent, UpdateIn, UpdateOut,
 };
-pub use evaluations::{EvaluationOut, EvaluationsOut, JobErrorOut, ProgressOut};
+pub use evaluations::{
+    CandidateIn, EvaluationIn, EvaluationOut, EvaluationsOut, JobErrorOut, PolicyIn, ProgressOut,
+};
 pub use models::{BinIn, CreateModel, ModelOut, PatchModel, StatsOut};
 
 use qlearn_core::decisions::MAX_ID_BYTES;
@@ -53,6 +55,8 @@ pub const DENY_UNKNOWN_FIELDS: &[&str] = &[
     "RewardBody",
     "RewardsBatchIn",
     "EpisodeEndIn",
+    "EvaluationIn",
+    "CandidateIn",
 ];
 
 /// Longest display name (model, API key), in characters after trimming.

@@ -77,7 +77,7 @@ fn action_names_schema() -> impl Into<RefOr<Schema>> {
 }
 
 /// A number in (0, 1] (learning rate, epsilon decay), or `null`.
-fn open_unit_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn open_unit_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(
         ObjectBuilder::new()
             .schema_type(Type::Number)
@@ -88,11 +88,11 @@ fn open_unit_schema() -> impl Into<RefOr<Schema>> {
 }
 
 /// A number in [0, 1] (discount, epsilon, its floor), or `null`.
-fn unit_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn unit_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(super::number_schema(0.0, 1.0, "In [0, 1]"))
 }
 
-fn initial_q_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn initial_q_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(super::number_schema(
         -MAX_REWARD,
         MAX_REWARD,
@@ -100,7 +100,7 @@ fn initial_q_schema() -> impl Into<RefOr<Schema>> {
     ))
 }
 
-fn temperature_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn temperature_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(
         ObjectBuilder::new()
             .schema_type(Type::Number)
@@ -110,18 +110,18 @@ fn temperature_schema() -> impl Into<RefOr<Schema>> {
     )
 }
 
-fn algorithm_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn algorithm_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(super::enum_schema(&ALGORITHMS, "The learning rule"))
 }
 
-fn exploration_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn exploration_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(super::enum_schema(
         &EXPLORATIONS,
         "The exploration strategy",
     ))
 }
 
-fn seed_schema() -> impl Into<RefOr<Schema>> {
+pub(super) fn seed_schema() -> impl Into<RefOr<Schema>> {
     super::nullable(
         ObjectBuilder::new()
             .schema_type(Type::Integer)
