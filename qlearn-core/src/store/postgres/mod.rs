@@ -44,10 +44,11 @@
 //!   Batches lock their models before the usage row, as decision calls do.
 //! - **Decision calls combined per model** (`decision_batch.rs`): logging
 //!   predicts, rewards and episode ends of one model are combined the same
-//!   way, by the same [`Combiner`](combiner::Combiner): one transaction
+//!   way, by the same `Combiner` (`combiner.rs`): one transaction
 //!   locks the model once, fetches every decided state's row at once,
-//!   debits the logging predicts at once (given back for those that fail
-//!   or replay), runs the calls in queue order through the shared decision
+//!   debits the logging predicts and rewards at once (what failed,
+//!   replayed or duplicate calls leave given back), runs the calls in
+//!   queue order through the shared decision
 //!   steps, and writes the Q-rows, the learner and the log's rows in two
 //!   statements. One model's decision calls serialise on its row lock
 //!   anyway; combined, they share its round trips and its commit.
