@@ -24,12 +24,30 @@ use crate::store::decisions::Call;
 use crate::store::encoding::{decode_key, key_bytes};
 use crate::store::{EpisodePage, EpisodeSummary};
 
+/// The columns of a decision row, in [`DecisionRow`]'s order, as a literal
+/// for `concat!` (a cached statement's text must be `&'static str`).
+macro_rules! decision_cols {
+    () => {
+        "id, episode, step, time_ms, closes_ms, state, allowed, action, prob, status, acc, \
+         rewards, reward_ids, learned, applied_seq, baseline"
+    };
+}
+pub(crate) use decision_cols;
+
+/// The columns of an episode row, in [`EpisodeRow`]'s order, as a literal
+/// for `concat!`.
+macro_rules! episode_cols {
+    () => {
+        "id, n_steps, end_json, learned_return"
+    };
+}
+pub(crate) use episode_cols;
+
 /// The columns of a decision row, in [`DecisionRow`]'s order.
-pub(crate) const DECISION_COLS: &str = "id, episode, step, time_ms, closes_ms, state, allowed, \
-     action, prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline";
+pub(crate) const DECISION_COLS: &str = decision_cols!();
 
 /// The columns of an episode row, in [`EpisodeRow`]'s order.
-pub(crate) const EPISODE_COLS: &str = "id, n_steps, end_json, learned_return";
+pub(crate) const EPISODE_COLS: &str = episode_cols!();
 
 const META_V1: u8 = 1;
 const META_LEN: usize = 1 + 7 * 8;

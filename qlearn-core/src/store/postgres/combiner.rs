@@ -304,54 +304,12 @@ impl PgStore {
     /// Runs a batch of one user's calls in one transaction; sets every
     /// request's result.
     pub(super) fn run_batch(&self, batch: &[Arc<Request>]) {
-        let results = self.with_retries(batch.len(), |out| {
+        let results = with_retries(batch.len(), |out| {
             self.in_tx(|tx, st| apply_batch(tx, st, batch, out))
         });
         for (req, r) in batch.iter().zip(results) {
             req.set(r);
         }
-    }
-
-    /// Runs `attempt` (one transaction setting up to `n` results) until it
-    /// does not deadlock, at most five times: the results, each an error
-    /// when the transaction failed (nothing that succeeded inside it
-    /// happened).
-    pub(super) fn with_retries<O>(
-        &self,
-        n: usize,
-        mut attempt: impl FnMut(&mut [Option<Result<O>>]) -> Step<()>,
-    ) -> Vec<Result<O>> {
-        let mut results: Vec<Option<Result<O>>> = (0..n).map(|_| None).collect();
-        let mut tries = 0;
-        let outcome = loop {
-            tries += 1;
-            results.iter_mut().for_each(|r| *r = None);
-            match attempt(&mut results) {
-                // Two transactions locked rows in different orders (two
-                // instances' batches spanning two months, or a model's
-                // lock met a user's usage row): PostgreSQL aborts one; run
-                // it again.
-                Err(Retry::Again) if tries < 5 => continue,
-                Err(Retry::Again) => {
-                    break Err("a batch deadlocked repeatedly; try again".to_owned())
-                }
-                Err(Retry::Fail(e)) => {
-                    break Err(match e {
-                        Error::Storage { message, .. } => message,
-                        other => other.to_string(),
-                    })
-                }
-                Ok(()) => break Ok(()),
-            }
-        };
-        results
-            .into_iter()
-            .map(|r| match (&outcome, r) {
-                (Err(msg), Some(Ok(_)) | None) => Err(Error::storage(BACKEND, msg)),
-                (_, Some(r)) => r,
-                (Ok(()), None) => Err(Error::Internal("a combined call got no result".into())),
-            })
-            .collect()
     }
 
     /// Runs `body` in a transaction: commits when it returns `Ok(true)`,
@@ -371,5 +329,104 @@ impl PgStore {
             tx.rollback()?;
         }
         Ok(())
+    }
+}
+
+/// How many times a deadlocking batch is run before its calls fail.
+const TRIES: u32 = 5;
+
+/// Runs `attempt` (one transaction setting up to `n` results) until it
+/// does not deadlock, at most [`TRIES`] times: the results, each an error
+/// when the transaction failed (nothing that succeeded inside it
+/// happened).
+pub(super) fn with_retries<O>(
+    n: usize,
+    mut attempt: impl FnMut(&mut [Option<Result<O>>]) -> Step<()>,
+) -> Vec<Result<O>> {
+    let mut results: Vec<Option<Result<O>>> = (0..n).map(|_| None).collect();
+    let mut tries = 0;
+    let outcome = loop {
+        tries += 1;
+        results.iter_mut().for_each(|r| *r = None);
+        match attempt(&mut results) {
+            // Two transactions locked rows in different orders (two
+            // instances' batches spanning two months, or a model's
+            // lock met a user's usage row): PostgreSQL aborts one; run
+            // it again.
+            Err(Retry::Again) if tries < TRIES => continue,
+            Err(Retry::Again) => break Err("a batch deadlocked repeatedly; try again".to_owned()),
+            Err(Retry::Fail(e)) => {
+                break Err(match e {
+                    Error::Storage { message, .. } => message,
+                    other => other.to_string(),
+                })
+            }
+            Ok(()) => break Ok(()),
+        }
+    };
+    results
+        .into_iter()
+        .map(|r| match (&outcome, r) {
+            (Err(msg), Some(Ok(_)) | None) => Err(Error::storage(BACKEND, msg)),
+            (_, Some(r)) => r,
+            (Ok(()), None) => Err(Error::Internal("a combined call got no result".into())),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(r: &Result<u32>) -> String {
+        match r {
+            Err(Error::Storage { message, .. }) => message.clone(),
+            other => format!("not a storage error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_that_keeps_deadlocking_is_run_tries_times_then_fails() {
+        let mut runs = 0;
+        let results = with_retries::<u32>(2, |out| {
+            runs += 1;
+            out[0] = Some(Ok(7));
+            Err(Retry::Again)
+        });
+        assert_eq!(runs, TRIES);
+        assert_eq!(results.len(), 2);
+        for r in &results {
+            assert_eq!(message(r), "a batch deadlocked repeatedly; try again");
+        }
+    }
+
+    #[test]
+    fn a_retried_batch_answers_with_its_last_run_only() {
+        let mut runs = 0;
+        let results = with_retries::<u32>(2, |out| {
+            runs += 1;
+            if runs == 1 {
+                // Set by a run that then deadlocked: must not survive.
+                out[0] = Some(Ok(1));
+                return Err(Retry::Again);
+            }
+            out[1] = Some(Ok(2));
+            Ok(())
+        });
+        assert_eq!(runs, 2);
+        assert!(matches!(results[0], Err(Error::Internal(_))), "{results:?}");
+        assert_eq!(results[1].as_ref().ok(), Some(&2));
+    }
+
+    #[test]
+    fn a_failed_batch_fails_what_succeeded_and_keeps_each_calls_own_error() {
+        let results = with_retries::<u32>(3, |out| {
+            out[0] = Some(Ok(1));
+            out[1] = Some(Err(Error::Conflict("a call of its own failed".into())));
+            Err(Retry::Fail(Error::storage(BACKEND, "disk full")))
+        });
+        assert_eq!(message(&results[0]), "disk full");
+        assert!(matches!(results[1], Err(Error::Conflict(_))), "{results:?}");
+        assert_eq!(message(&results[2]), "disk full");
     }
 }

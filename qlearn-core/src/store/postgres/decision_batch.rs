@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use postgres::{Statement, Transaction};
 
 use super::batch::{debit, debit_signed, quota_error, Retry, Step, WriteBack};
-use super::combiner::Queued;
+use super::combiner::{with_retries, Queued};
 use super::decisions::{prefetch, put_log, Absent, TxRows, SQL_LOCK_MODEL, SQL_LOCK_MODEL_SKIP};
 use super::pool::stmt;
 use super::sql::SQL_FETCH_ROWS;
@@ -220,23 +220,13 @@ impl<'a> Prepaid<'a> {
         let Some((m, _)) = first.filter(|_| paying >= 2) else {
             return Ok(Prepaid::default());
         };
-        let kinds = Prepaid {
+        let paid = Prepaid {
             meter: Some(m),
             decide,
             reward,
-        }
-        .kinds(1);
-        Ok(
-            if debit_signed(tx, st, m.user_id, m.limits, true, m.now, &kinds)? {
-                Prepaid {
-                    meter: Some(m),
-                    decide,
-                    reward,
-                }
-            } else {
-                Prepaid::default()
-            },
-        )
+        };
+        let debited = debit_signed(tx, st, m.user_id, m.limits, true, m.now, &paid.kinds(1))?;
+        Ok(if debited { paid } else { Prepaid::default() })
     }
 
     fn slot(&mut self, kind: CallKind) -> Option<&mut u64> {
@@ -558,7 +548,7 @@ impl PgStore {
         skip_locked: bool,
         items: &[Item<'_>],
     ) -> Vec<Result<Option<Reply>>> {
-        self.with_retries(items.len(), |out| {
+        with_retries(items.len(), |out| {
             self.in_tx(|tx, st| run_items(tx, st, owner, id, skip_locked, items, out))
         })
     }

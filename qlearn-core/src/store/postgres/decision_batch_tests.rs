@@ -185,3 +185,25 @@ fn a_batch_equals_its_calls_one_by_one() {
     );
     assert_eq!(shown(s, &user.id, &ids[0]), shown(s, &user.id, &ids[1]));
 }
+
+#[test]
+fn prepaid_calls_are_taken_put_back_and_the_rest_given_back() {
+    let mut p = Prepaid {
+        meter: None,
+        decide: 3,
+        reward: 2,
+    };
+    assert!(p.take(CallKind::Decide, 2));
+    assert!(!p.take(CallKind::Decide, 2), "only one decide is left");
+    assert!(!p.take(CallKind::Update, 1), "updates are never prepaid");
+    assert!(p.take(CallKind::Reward, 2));
+    // The second decide failed after its debit: it gives its unit back.
+    p.put_back(CallKind::Decide, 1);
+    assert_eq!(p.kinds(-1), vec![(CallKind::Decide, -2)]);
+    assert_eq!(p.kinds(1), vec![(CallKind::Decide, 2)]);
+    p.put_back(CallKind::Reward, 1);
+    assert_eq!(
+        p.kinds(-1),
+        vec![(CallKind::Decide, -2), (CallKind::Reward, -1)]
+    );
+}

@@ -30,9 +30,9 @@ use crate::decisions::DecisionsConfig;
 use crate::decisions::{DecisionLog, DecisionRecord, EpisodeRecord, Missing};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
-    meta_from_bytes, missing, rows_of_blob, status_code, DecisionRow, EpisodeRow, Rows,
-    DECISION_COLS,
+    decision_cols, decision_from_row, episode_cols, episode_from_row, episode_listing_sql,
+    episode_page_of, episode_summary, meta_from_bytes, missing, rows_of_blob, status_code,
+    DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
 use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply};
 use crate::store::{
@@ -53,20 +53,22 @@ pub(super) const SQL_LOCK_MODEL_SKIP: &str =
      WHERE id = $1 AND owner = $2 FOR UPDATE SKIP LOCKED";
 /// A log's changed decision rows ($3-$18, one array per column) and
 /// episode rows ($19-$22) of model $1, and its counts ($2).
-const SQL_PUT_LOG: &str = "WITH d AS (INSERT INTO decisions (mid, id, episode, step, \
-     time_ms, closes_ms, state, allowed, action, prob, status, acc, rewards, reward_ids, \
-     learned, applied_seq, baseline) \
-     SELECT $1::int8, * FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], \
+const SQL_PUT_LOG: &str = concat!(
+    "WITH d AS (INSERT INTO decisions (mid, ",
+    decision_cols!(),
+    ") SELECT $1::int8, * FROM unnest($3::text[], $4::text[], $5::int8[], $6::int8[], \
      $7::int8[], $8::bytea[], $9::bytea[], $10::int8[], $11::float8[], $12::int8[], \
      $13::float8[], $14::int8[], $15::bytea[], $16::float8[], $17::int8[], $18::int8[]) \
      ON CONFLICT (mid, id) DO UPDATE SET status = excluded.status, acc = excluded.acc, \
      rewards = excluded.rewards, reward_ids = excluded.reward_ids, learned = excluded.learned, \
      applied_seq = excluded.applied_seq), \
-     e AS (INSERT INTO episodes (mid, id, n_steps, end_json, learned_return) \
-     SELECT $1::int8, * FROM unnest($19::text[], $20::int8[], $21::text[], $22::float8[]) \
+     e AS (INSERT INTO episodes (mid, ",
+    episode_cols!(),
+    ") SELECT $1::int8, * FROM unnest($19::text[], $20::int8[], $21::text[], $22::float8[]) \
      ON CONFLICT (mid, id) DO UPDATE SET n_steps = excluded.n_steps, \
      end_json = excluded.end_json, learned_return = excluded.learned_return) \
-     UPDATE models SET decision_meta = $2 WHERE mid = $1";
+     UPDATE models SET decision_meta = $2 WHERE mid = $1"
+);
 /// Decisions deleted per pruning transaction.
 pub(super) const PRUNE_CHUNK: i64 = 1000;
 /// The finished decisions of model $1 logged at or before $2 whose previous
@@ -123,16 +125,24 @@ pub(super) struct Absent {
     steps: HashSet<(String, u64)>,
 }
 
-const SQL_DECISIONS_ANY: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, \
-     action, prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline \
-     FROM decisions WHERE mid = $1 AND id = ANY($2::text[])";
-const SQL_EPISODES_ANY: &str = "SELECT id, n_steps, end_json, learned_return FROM episodes \
-     WHERE mid = $1 AND id = ANY($2::text[])";
-const SQL_STEPS_ANY: &str = "SELECT d.id, d.episode, d.step, d.time_ms, d.closes_ms, d.state, \
-     d.allowed, d.action, d.prob, d.status, d.acc, d.rewards, d.reward_ids, d.learned, \
-     d.applied_seq, d.baseline FROM decisions d \
-     JOIN unnest($2::text[], $3::int8[]) AS w(episode, step) \
-     ON d.episode = w.episode AND d.step = w.step WHERE d.mid = $1";
+const SQL_DECISIONS_ANY: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions WHERE mid = $1 AND id = ANY($2::text[])"
+);
+const SQL_EPISODES_ANY: &str = concat!(
+    "SELECT ",
+    episode_cols!(),
+    " FROM episodes WHERE mid = $1 AND id = ANY($2::text[])"
+);
+/// The steps named by ($2, $3): the unnest's columns are named apart from
+/// the table's, so the shared column list needs no table prefix.
+const SQL_STEPS_ANY: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions JOIN unnest($2::text[], $3::int8[]) AS w(w_episode, w_step) \
+     ON episode = w_episode AND step = w_step WHERE mid = $1"
+);
 
 /// Loads into `log` what `calls` (each with its time in ms) lack, for all
 /// of them at once: per round one statement per kind of row (decisions by
@@ -231,17 +241,26 @@ fn episode_of(r: &postgres::Row) -> Result<EpisodeRecord> {
     )
 }
 
-const SQL_DECISION: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
-     prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline FROM decisions \
-     WHERE mid = $1 AND id = $2";
-const SQL_STEP: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
-     prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline FROM decisions \
-     WHERE mid = $1 AND episode = $2 AND step = $3";
-const SQL_DUE: &str = "SELECT id, episode, step, time_ms, closes_ms, state, allowed, action, \
-     prob, status, acc, rewards, reward_ids, learned, applied_seq, baseline FROM decisions \
-     WHERE status = 0 AND closes_ms <= $2 AND mid = $1";
-const SQL_EPISODE: &str =
-    "SELECT id, n_steps, end_json, learned_return FROM episodes WHERE mid = $1 AND id = $2";
+const SQL_DECISION: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions WHERE mid = $1 AND id = $2"
+);
+const SQL_STEP: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions WHERE mid = $1 AND episode = $2 AND step = $3"
+);
+const SQL_DUE: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions WHERE status = 0 AND closes_ms <= $2 AND mid = $1"
+);
+const SQL_EPISODE: &str = concat!(
+    "SELECT ",
+    episode_cols!(),
+    " FROM episodes WHERE mid = $1 AND id = $2"
+);
 
 impl Rows for TxRows<'_, '_> {
     fn decision(&mut self, id: &str) -> Result<Option<DecisionRecord>> {
