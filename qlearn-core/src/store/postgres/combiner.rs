@@ -386,6 +386,26 @@ mod tests {
     }
 
     #[test]
+    fn the_combiner_map_keeps_live_entries_and_drops_dead_ones_past_1024() {
+        let map: Combiners<u32, Request> = Mutex::default();
+        let live: Vec<_> = (0..10).map(|k| combiner_in(&map, k)).collect();
+        assert!(Arc::ptr_eq(&live[3], &combiner_in(&map, 3)));
+        // Many keys whose calls have all finished (a client cycling users
+        // or models): their entries are dead once the combiner is dropped.
+        for k in 10..5_000 {
+            drop(combiner_in(&map, k));
+        }
+        let len = lock_plain(&map).len();
+        assert!(len <= 1_025, "the map grew to {len} entries");
+        for (k, c) in (0u32..).zip(&live) {
+            assert!(
+                Arc::ptr_eq(c, &combiner_in(&map, k)),
+                "live combiner {k} lost"
+            );
+        }
+    }
+
+    #[test]
     fn a_batch_that_keeps_deadlocking_is_run_tries_times_then_fails() {
         let mut runs = 0;
         let results = with_retries::<u32>(2, |out| {
