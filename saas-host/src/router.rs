@@ -69,14 +69,20 @@ fn bearer(req: &Request<Incoming>) -> Result<&str, ApiError> {
         .headers()
         .get(AUTHORIZATION)
         .ok_or(ApiError::Unauthorized)?;
-    // Any bytes that are not UTF-8 are no credential of ours (tokens and
-    // keys are ASCII); what is, is checked by `authenticate`.
-    let s = std::str::from_utf8(v.as_bytes()).map_err(|_| ApiError::Unauthorized)?;
-    let (scheme, token) = s.split_once(' ').ok_or(ApiError::Unauthorized)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized);
+    bearer_credential(v.as_bytes()).ok_or(ApiError::Unauthorized)
+}
+
+/// The credential of an `Authorization` value: what follows `Bearer `
+/// (the scheme in any case), trimmed. Bytes that are not UTF-8 are no
+/// credential of ours (tokens and keys are ASCII); what is, is checked by
+/// `authenticate`. (Bytes, not `split_once`: this runs on every
+/// authenticated request.)
+fn bearer_credential(value: &[u8]) -> Option<&str> {
+    let (scheme, credential) = value.split_at_checked(7)?;
+    if !(scheme[..6].eq_ignore_ascii_case(b"bearer") && scheme[6] == b' ') {
+        return None;
     }
-    Ok(token.trim())
+    std::str::from_utf8(credential).ok().map(str::trim)
 }
 
 /// Who the request is from: its bearer credential, or, on the event
@@ -575,6 +581,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_credential_follows_the_scheme_in_any_case() {
+        assert_eq!(bearer_credential(b"Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer_credential(b"bEaReR  abc "), Some("abc"));
+        assert_eq!(bearer_credential(b"Bearer "), Some(""));
+        for refused in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearerabc",
+            b"Bearer\tabc",
+            b"Bearers abc",
+            b"",
+            b"Bearer \xff\xfe",
+        ] {
+            assert_eq!(bearer_credential(refused), None, "{refused:?}");
+        }
+    }
 
     #[test]
     fn the_policy_header_follows_the_limits_of_each_answer() {

@@ -267,6 +267,11 @@ pub async fn serve(
             let _slot = slot;
             metrics_app.metrics.connection(true);
             tokio::select! {
+                // In order, the connection first: this runs at every poll
+                // of the connection's task (several per request), and the
+                // watchdog, a timer, is ready only when the connection is
+                // waiting.
+                biased;
                 r = conn => {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");

@@ -10,7 +10,7 @@
 //! [`KeyedLimiter`] is per process; [`super::Limiter`] uses it, or buckets
 //! shared by every instance of one database.
 
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -202,9 +202,10 @@ const SHARDS: usize = 16;
 /// A shard prunes itself when an insert finds at least this many buckets.
 const PRUNE_FLOOR: usize = 4_096;
 
+/// One shard's buckets, looked up with the hash that chose the shard.
 #[derive(Debug)]
 struct Shard {
-    map: HashMap<String, TokenBucket>,
+    buckets: HashTable<(String, TokenBucket)>,
     /// Size at which the next insert prunes full buckets first; doubles
     /// with the live size so the pruning cost stays amortized O(1).
     prune_at: usize,
@@ -213,7 +214,7 @@ struct Shard {
 impl Default for Shard {
     fn default() -> Self {
         Shard {
-            map: HashMap::new(),
+            buckets: HashTable::new(),
             prune_at: PRUNE_FLOOR,
         }
     }
@@ -221,10 +222,16 @@ impl Default for Shard {
 
 impl Shard {
     fn prune(&mut self, now: f64) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, b| !b.is_full_at(now));
-        self.prune_at = PRUNE_FLOOR.max(self.map.len().saturating_mul(2));
-        before - self.map.len()
+        let before = self.buckets.len();
+        self.buckets.retain(|(_, b)| !b.is_full_at(now));
+        self.prune_at = PRUNE_FLOOR.max(self.buckets.len().saturating_mul(2));
+        before - self.buckets.len()
+    }
+
+    fn get_mut(&mut self, hash: u64, key: &str) -> Option<&mut TokenBucket> {
+        self.buckets
+            .find_mut(hash, |(k, _)| k == key)
+            .map(|(_, b)| b)
     }
 }
 
@@ -264,14 +271,19 @@ impl KeyedLimiter {
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+    /// `key`'s hash (SipHash, keyed per limiter: keys are client-chosen)
+    /// and its shard, locked. The hash picks the shard and finds the
+    /// bucket in it.
+    fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.hasher.hash_one(key);
         // The modulo keeps the index below SHARDS, so the narrowing is exact.
-        let i = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
+        let i = (hash % SHARDS as u64) as usize;
         // A panic while holding the lock cannot leave a bucket invalid, so a
         // poisoned lock is safe to use.
-        self.shards[i]
+        let shard = self.shards[i]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner);
+        (hash, shard)
     }
 
     /// Takes one token from `key`'s bucket (created full at the first call)
@@ -283,19 +295,22 @@ impl KeyedLimiter {
 
     /// Like [`check`](Self::check) but takes `n` tokens.
     pub fn take(&self, key: &str, rate: f64, burst: f64, now: f64, n: f64) -> Result<RateState> {
-        let mut shard = self.shard(key);
-        if let Some(bucket) = shard.map.get_mut(key) {
+        let (hash, mut shard) = self.shard(key);
+        if let Some(bucket) = shard.get_mut(hash, key) {
             if bucket.rate != sane_rate(rate) || bucket.burst != sane_burst(burst) {
                 bucket.set_limits(rate, burst);
             }
             return bucket.try_take(now, n);
         }
-        if shard.map.len() >= shard.prune_at {
+        if shard.buckets.len() >= shard.prune_at {
             shard.prune(now);
         }
         let mut bucket = TokenBucket::new(rate, burst, now);
         let result = bucket.try_take(now, n);
-        shard.map.insert(key.to_owned(), bucket);
+        let hasher = &self.hasher;
+        shard
+            .buckets
+            .insert_unique(hash, (key.to_owned(), bucket), |(k, _)| hasher.hash_one(k));
         result
     }
 
@@ -303,7 +318,8 @@ impl KeyedLimiter {
     /// creating a bucket: for login throttling, check before verifying the
     /// password and [`check`](Self::check) (take) only when it was wrong.
     pub fn peek(&self, key: &str, rate: f64, burst: f64, now: f64) -> Result<RateState> {
-        let mut bucket = match self.shard(key).map.get(key) {
+        let (hash, mut shard) = self.shard(key);
+        let mut bucket = match shard.get_mut(hash, key) {
             Some(b) => *b,
             None => return Ok(TokenBucket::new(rate, burst, now).state()),
         };
@@ -318,7 +334,8 @@ impl KeyedLimiter {
     /// [`take`](Self::take) before the password is checked, so concurrent
     /// guesses cannot all pass, and a correct password returns the slot.
     pub fn refund(&self, key: &str, n: f64) {
-        if let Some(bucket) = self.shard(key).map.get_mut(key) {
+        let (hash, mut shard) = self.shard(key);
+        if let Some(bucket) = shard.get_mut(hash, key) {
             let n = if n.is_finite() && n > 0.0 { n } else { 0.0 };
             bucket.tokens = (bucket.tokens + n).min(bucket.burst);
         }
@@ -327,7 +344,10 @@ impl KeyedLimiter {
     /// Forgets `key`'s bucket (e.g. an account's failed-login bucket after a
     /// successful login).
     pub fn reset(&self, key: &str) {
-        self.shard(key).map.remove(key);
+        let (hash, mut shard) = self.shard(key);
+        if let Ok(entry) = shard.buckets.find_entry(hash, |(k, _)| k == key) {
+            entry.remove();
+        }
     }
 
     /// Drops every bucket that is full at `now`; returns how many.
@@ -342,7 +362,12 @@ impl KeyedLimiter {
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).map.len())
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .buckets
+                    .len()
+            })
             .sum()
     }
 
