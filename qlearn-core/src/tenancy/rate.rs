@@ -318,9 +318,13 @@ impl KeyedLimiter {
     /// creating a bucket: for login throttling, check before verifying the
     /// password and [`check`](Self::check) (take) only when it was wrong.
     pub fn peek(&self, key: &str, rate: f64, burst: f64, now: f64) -> Result<RateState> {
-        let (hash, mut shard) = self.shard(key);
-        let mut bucket = match shard.get_mut(hash, key) {
-            Some(b) => *b,
+        // A copy: the shard's lock is released before the copy is worked on.
+        let found = {
+            let (hash, mut shard) = self.shard(key);
+            shard.get_mut(hash, key).map(|b| *b)
+        };
+        let mut bucket = match found {
+            Some(b) => b,
             None => return Ok(TokenBucket::new(rate, burst, now).state()),
         };
         bucket.set_limits(rate, burst);
