@@ -28,8 +28,8 @@
 //! once. Measured: p99 of 1.1-1.7 ms instead of 2.0-3.3 ms against never
 //! giving way (issue 16, session 12); giving way at every fourth turn
 //! instead of every turn cost 11% less CPU per update and 8% less per
-//! predict with the same p99 (session 16), since a turn takes microseconds and each `sched_yield`
-//! that switches threads costs about as much.
+//! predict with the same p99 (session 16), since a turn takes microseconds
+//! and each `sched_yield` that switches threads costs about as much.
 
 use std::time::{Duration, Instant};
 
