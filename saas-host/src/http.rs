@@ -8,11 +8,12 @@ use bytes::Bytes;
 use futures_util::future::{Either, FutureExt as _};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::CONTENT_LENGTH;
 use hyper::Request;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::response::{media_type_of, says_json};
 
 /// The media type of a request as sent (parameters stripped; compare it
 /// case-insensitively), if any.
@@ -20,27 +21,10 @@ pub fn media_type(req: &Request<Incoming>) -> Option<&str> {
     media_type_of(req.headers())
 }
 
-/// The media type in `headers` (a request's or a response's), as
-/// [`media_type`] gives it.
-pub fn media_type_of(headers: &hyper::HeaderMap) -> Option<&str> {
-    let ct = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    // Up to the first parameter (a byte loop: the value is ASCII, and this
-    // runs on every request with a body).
-    let end = ct.bytes().position(|b| b == b';').unwrap_or(ct.len());
-    Some(ct[..end].trim())
-}
-
 /// Whether the request says its body is JSON (`application/json` or a
 /// `+json` type).
 pub fn is_json(req: &Request<Incoming>) -> bool {
-    media_type(req).is_some_and(is_json_type)
-}
-
-/// Whether media type `m` (as [`media_type`] gives it) is JSON.
-pub fn is_json_type(m: &str) -> bool {
-    let m = m.as_bytes();
-    m.eq_ignore_ascii_case(b"application/json")
-        || m.len() >= 5 && m[m.len() - 5..].eq_ignore_ascii_case(b"+json")
+    says_json(req.headers())
 }
 
 /// How many bytes past a body limit the server still reads (and discards)
@@ -361,27 +345,6 @@ pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_media_types_in_any_case() {
-        for m in [
-            "application/json",
-            "Application/JSON",
-            "application/problem+json",
-            "x+JSON",
-        ] {
-            assert!(is_json_type(m), "{m}");
-        }
-        for m in [
-            "",
-            "json",
-            "+jso",
-            "text/plain",
-            "application/jsonx",
-            "application/json+xml",
-        ] {
-            assert!(!is_json_type(m), "{m}");
-        }
-    }
     use crate::wire::{PredictIn, UpdateIn};
 
     fn err(bytes: &[u8]) -> ApiError {

@@ -16,8 +16,7 @@ use hyper::body::Incoming;
 use hyper::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    AUTHORIZATION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ORIGIN, REFERRER_POLICY, VARY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    AUTHORIZATION, ORIGIN, VARY,
 };
 use hyper::{Method, Request};
 use qlearn_core::tenancy::{push_rate_item, RateState, TierLimits};
@@ -27,9 +26,9 @@ use crate::cidr::Cidr;
 use crate::ctx::{month_secs, Ctx, MonthlyState};
 use crate::error::ApiError;
 use crate::handlers::{accounts, billing, decisions, engine, evaluations, models, service};
-use crate::http::{is_json_type, media_type_of, query_param, RequestDeadline};
+use crate::http::{query_param, RequestDeadline};
 use crate::openapi;
-use crate::response::{no_content, Resp, JSON};
+use crate::response::{no_content, secure, Resp};
 use crate::routes::Route;
 
 /// The client's address: the peer, or, when the peer is a trusted proxy,
@@ -109,36 +108,6 @@ async fn caller(
     app.authenticate(bearer(req)?).await
 }
 
-/// The Content-Security-Policy of the dashboard, the API viewer and every
-/// other response that is not JSON: scripts and styles only from our own
-/// files (no inline script, so an injected `<script>` cannot run), images
-/// also as `data:` URIs (the API viewer's icons), requests only to
-/// ourselves, and no framing (`frame-ancestors 'none'`, with
-/// `X-Frame-Options: DENY` for old browsers) against click-jacking.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-    form-action 'self'; frame-ancestors 'none'";
-
-/// The Content-Security-Policy of a JSON response (OWASP's for REST APIs):
-/// a JSON document opened in a browser may load nothing and be framed
-/// nowhere. Stricter than the pages' policy, and a sixth of its bytes on
-/// every API answer.
-const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
-
-/// The policy for a response with these headers (see [`CSP`], [`JSON_CSP`]).
-fn csp_for(headers: &hyper::HeaderMap) -> &'static str {
-    // Most answers are `application/json` exactly: compared whole before
-    // the media type is parsed.
-    let exact = headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == JSON.as_bytes());
-    if exact || media_type_of(headers).is_some_and(is_json_type) {
-        JSON_CSP
-    } else {
-        CSP
-    }
-}
-
 /// Serves one request (hyper's service function).
 ///
 /// The layers of dispatch are plain functions that do their synchronous
@@ -162,12 +131,7 @@ pub fn serve(
     };
     dispatch(&app, req, peer, deadline).map(move |(route, mut resp)| {
         let label = route.map_or("unmatched", Route::label);
-        let h = resp.headers_mut();
-        h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        let csp = csp_for(h);
-        h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
-        h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        secure(resp.headers_mut());
         if let Some(origin) = origin {
             cors(&app, &origin, &mut resp);
         }
@@ -643,28 +607,5 @@ mod tests {
                 "\"burst\";q=10;w=2, \"monthly\";q=1000;w=2678400"
             );
         }
-    }
-
-    #[test]
-    fn json_gets_the_strict_policy_and_everything_else_the_pages_one() {
-        let with = |ct: &'static str| {
-            let mut h = hyper::HeaderMap::new();
-            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-            csp_for(&h)
-        };
-        for json in [
-            "application/json",
-            "application/json; charset=utf-8",
-            "application/problem+json",
-        ] {
-            assert_eq!(with(json), JSON_CSP, "{json}");
-        }
-        for other in ["text/html; charset=utf-8", "text/event-stream", "text/csv"] {
-            assert_eq!(with(other), CSP, "{other}");
-        }
-        assert_eq!(csp_for(&hyper::HeaderMap::new()), CSP);
-        assert!(
-            JSON_CSP.contains("default-src 'none'") && JSON_CSP.contains("frame-ancestors 'none'")
-        );
     }
 }
