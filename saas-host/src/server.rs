@@ -64,7 +64,7 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::config::Config;
 use crate::router;
-use conn::{Activity, Bounds, Cut, Tracked, Watched};
+use conn::{Activity, Bounds, Cut, OnItsWake, Tracked, Watched};
 use per_address::PerAddress;
 
 use crate::http::RequestDeadline;
@@ -268,16 +268,16 @@ pub async fn serve(
             metrics_app.metrics.connection(true);
             tokio::select! {
                 // In order, the connection first: this runs at every poll
-                // of the connection's task (several per request), and the
-                // watchdog, a timer, is ready only when the connection is
-                // waiting.
+                // of the connection's task (several per request). The
+                // watchdog, a timer, is looked at only when its timer
+                // fired (`OnItsWake`), not at each of those polls.
                 biased;
                 r = conn => {
                     if let Err(e) = r {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 }
-                cut = activity.watchdog(bounds) => match cut {
+                cut = OnItsWake::new(activity.watchdog(bounds)) => match cut {
                     Cut::FirstRequestLate => tracing::debug!(%peer, "no request in time"),
                     Cut::NextRequestLate => tracing::debug!(%peer, "no next request head in time"),
                     Cut::Idle => tracing::debug!(%peer, "idle timeout"),

@@ -7,13 +7,16 @@
 //! reaches the service until its response body is dropped, so a long
 //! response (an event stream) is never idle.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
@@ -154,6 +157,67 @@ impl Activity {
                 (at, _) => tokio::time::sleep_until(at).await,
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `F`, polled only when it asked to be: at the first poll, and after
+    /// its own waker was woken. Not at every poll of the task it shares
+    /// (the connection's task polls the watchdog beside the connection
+    /// several times per request; the watchdog's timer needs a look only
+    /// when it fires).
+    pub(super) struct OnItsWake<F> {
+        #[pin]
+        inner: F,
+        gate: Arc<Gate>,
+        waker: Waker,
+    }
+}
+
+/// Whether an [`OnItsWake`]'s future was woken, and the task to wake then.
+#[derive(Debug)]
+pub(super) struct Gate {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<F> OnItsWake<F> {
+    pub(super) fn new(inner: F) -> Self {
+        let gate = Arc::new(Gate {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        OnItsWake {
+            inner,
+            waker: Waker::from(gate.clone()),
+            gate,
+        }
+    }
+}
+
+impl<F: Future> Future for OnItsWake<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        // The task first, then the flag: a wake between the two finds the
+        // task registered and polls it again.
+        this.gate.task.register(cx.waker());
+        if !this.gate.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        this.inner.poll(&mut Context::from_waker(this.waker))
     }
 }
 
@@ -347,5 +411,84 @@ mod tests {
         let before = Instant::now();
         let (started, _req) = a.begin(false);
         assert!(started >= before);
+    }
+
+    /// A future that counts its polls and keeps the last waker.
+    struct Counting {
+        polls: usize,
+        waker: Option<Waker>,
+        ready: bool,
+    }
+
+    impl Future for Counting {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.polls += 1;
+            self.waker = Some(cx.waker().clone());
+            if self.ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A waker that counts its wakes.
+    struct Flag(std::sync::atomic::AtomicUsize);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_gated_future_is_polled_first_and_then_only_when_it_was_woken() {
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicUsize::new(0)));
+        let task = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&task);
+        let mut f = Box::pin(OnItsWake::new(Counting {
+            polls: 0,
+            waker: None,
+            ready: false,
+        }));
+        let polls = |f: &Pin<Box<OnItsWake<Counting>>>| f.inner.polls;
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(&f), 1, "the first poll reaches it");
+        // The task polled again for something else: not polled.
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(polls(&f), 1);
+        // Its own waker wakes the task, and the next poll reaches it.
+        f.inner.waker.take().unwrap().wake();
+        assert_eq!(flag.0.load(Ordering::SeqCst), 1);
+        f.as_mut().project().inner.get_mut().ready = true;
+        assert!(f.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(polls(&f), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gated_watchdog_still_cuts_beside_a_busy_future() {
+        // The watchdog shares a task with a future that wakes it often.
+        let a = Activity::new();
+        let t0 = Instant::now();
+        let dog = OnItsWake::new(a.watchdog(BOUNDS));
+        let busy = async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        };
+        let race = async {
+            tokio::select! {
+                biased;
+                _ = busy => unreachable!(),
+                cut = dog => cut,
+            }
+        };
+        let cut = tokio::time::timeout(IDLE * 5, race)
+            .await
+            .expect("the watchdog never cut");
+        assert_eq!(cut, Cut::FirstRequestLate);
+        let took = t0.elapsed();
+        assert!(took >= FIRST && took < IDLE, "{took:?}");
     }
 }
