@@ -121,7 +121,12 @@ pub fn serve(
     peer: SocketAddr,
     deadline: RequestDeadline,
 ) -> impl Future<Output = Result<Resp, Infallible>> + Send {
-    let start = Instant::now();
+    // The request began when its deadline started (its first byte, for
+    // HTTP/1): no second clock read.
+    let start = deadline
+        .at
+        .checked_sub(deadline.limit)
+        .map_or_else(Instant::now, tokio::time::Instant::into_std);
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
     let path_for_log = if tracing::enabled!(tracing::Level::INFO) {

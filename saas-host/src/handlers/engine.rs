@@ -197,9 +197,13 @@ async fn apply(
         Some(_) => Report::Touched,
         None => Report::Outcomes,
     };
-    let quick = metered_nonblocking(cx, n, |store, meter| {
-        let xs: Vec<Experience<'_>> = exps.iter().map(ExperienceIn::experience).collect();
-        store.update_nonblocking(meter, &model_id, &xs, report)
+    let quick = metered_nonblocking(cx, n, |store, meter| match exps.as_slice() {
+        // One experience (`POST /update`): borrowed in place, no list built.
+        [one] => store.update_nonblocking(meter, &model_id, &[one.experience()], report),
+        many => {
+            let xs: Vec<Experience<'_>> = many.iter().map(ExperienceIn::experience).collect();
+            store.update_nonblocking(meter, &model_id, &xs, report)
+        }
     });
     if let Some(done) = quick.await {
         let (done, monthly) = done?;

@@ -100,14 +100,17 @@ impl Activity {
     /// (its first byte, for HTTP/1; now for an HTTP/2 stream, whose bytes
     /// interleave with other streams') and the guard that keeps it in flight.
     pub(super) fn begin(self: &Arc<Self>, http1: bool) -> (Instant, InFlight) {
-        let now = Instant::now();
         let mut s = self.lock();
         s.in_flight += 1;
         s.served = true;
         s.http1 = http1;
-        let started = s.head_started.take().filter(|_| http1).unwrap_or(now);
+        let first_byte = s.head_started.take().filter(|_| http1);
         drop(s);
-        (started, InFlight(self.clone()))
+        // The clock is read only when there is no first byte to count from.
+        (
+            first_byte.unwrap_or_else(Instant::now),
+            InFlight(self.clone()),
+        )
     }
 
     fn end(&self) {
