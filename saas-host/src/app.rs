@@ -536,24 +536,31 @@ impl App {
         Ok(claims)
     }
 
-    /// Who a bearer token (JWT or API key) authenticates, and what it allows.
-    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Auth, ApiError> {
+    /// Who a bearer token (JWT or API key), as sent, authenticates, and
+    /// what it allows. A token this thread authenticated lately is
+    /// recognized by its bytes; any other must be UTF-8 (surrounding
+    /// whitespace ignored).
+    pub async fn authenticate(self: &Arc<Self>, sent: &[u8]) -> Result<Auth, ApiError> {
+        // Before anything is read: a forget after this point is seen.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let ttl = self.config.auth_cache_ttl;
+        // Only JWTs are kept there: an API key never matches.
+        if let Some((user, credential)) = last_jwt::lookup(self.id, epoch, sent, now_unix(), ttl) {
+            return Ok(Auth {
+                user,
+                scope: KeyScope::Admin,
+                credential,
+            });
+        }
+        let token = std::str::from_utf8(sent)
+            .map_err(|_| ApiError::Unauthorized)?
+            .trim();
         if looks_like_api_key(token) {
             let (user, key) = self.authenticate_key(token).await?;
             return Ok(Auth {
                 user,
                 scope: key.scope,
                 credential: token.into(),
-            });
-        }
-        // Before anything is read: a forget after this point is seen.
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        let ttl = self.config.auth_cache_ttl;
-        if let Some((user, credential)) = last_jwt::lookup(self.id, epoch, token, now_unix(), ttl) {
-            return Ok(Auth {
-                user,
-                scope: KeyScope::Admin,
-                credential,
             });
         }
         let claims = self.verify_jwt(token)?;
@@ -658,6 +665,17 @@ mod tests {
         // A read that began before the creation does not bring it back.
         a.remember_unknown("h1".into(), 0);
         assert!(!a.known_unknown("h1"));
+    }
+
+    #[tokio::test]
+    async fn a_credential_that_is_not_utf8_or_not_ours_is_refused() {
+        let a = Arc::new(app());
+        for sent in [&b"\xff\xfe"[..], b"", b"not-a-jwt", b" \x0bnot-a-jwt\x0b "] {
+            assert!(
+                matches!(a.authenticate(sent).await, Err(ApiError::Unauthorized)),
+                "{sent:?}"
+            );
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ thread_local! {
 pub fn lookup(
     app: u64,
     epoch: u64,
-    token: &str,
+    token: &[u8],
     now: i64,
     ttl: Duration,
 ) -> Option<(Arc<User>, Arc<str>)> {
@@ -59,7 +59,7 @@ pub fn lookup(
             .entries
             .iter()
             .flatten()
-            .find(|e| e.app == app && *e.token == *token)?;
+            .find(|e| e.app == app && e.token.as_bytes() == token)?;
         let fresh = e.epoch == epoch && e.exp > now && e.cached_at.elapsed() < ttl;
         fresh.then(|| (e.user.clone(), e.token.clone()))
     })
@@ -112,22 +112,25 @@ mod tests {
         let ttl = Duration::from_secs(60);
         let t: Arc<str> = "token-a".into();
         keep(1, 7, t.clone(), user("u1"), 1_000, Instant::now());
-        let hit = lookup(1, 7, "token-a", 999, ttl).expect("fresh");
+        let hit = lookup(1, 7, b"token-a", 999, ttl).expect("fresh");
         assert_eq!(hit.0.id, "u1");
         assert_eq!(&*hit.1, "token-a");
         assert!(
-            lookup(2, 7, "token-a", 999, ttl).is_none(),
+            lookup(2, 7, b"token-a", 999, ttl).is_none(),
             "another server"
         );
         assert!(
-            lookup(1, 8, "token-a", 999, ttl).is_none(),
+            lookup(1, 8, b"token-a", 999, ttl).is_none(),
             "forgotten since"
         );
-        assert!(lookup(1, 7, "token-a", 1_000, ttl).is_none(), "expired");
-        assert!(lookup(1, 7, "token-b", 999, ttl).is_none(), "another token");
+        assert!(lookup(1, 7, b"token-a", 1_000, ttl).is_none(), "expired");
+        assert!(
+            lookup(1, 7, b"token-b", 999, ttl).is_none(),
+            "another token"
+        );
         let old = Instant::now() - Duration::from_secs(61);
         keep(1, 7, t, user("u1"), 1_000, old);
-        assert!(lookup(1, 7, "token-a", 999, ttl).is_none(), "past the ttl");
+        assert!(lookup(1, 7, b"token-a", 999, ttl).is_none(), "past the ttl");
     }
 
     #[test]
@@ -137,14 +140,14 @@ mod tests {
             let token: Arc<str> = format!("t{i}").into();
             keep(3, 0, token, user(&format!("u{i}")), 10, Instant::now());
         }
-        assert!(lookup(3, 0, "t0", 1, ttl).is_none(), "t0 made room");
+        assert!(lookup(3, 0, b"t0", 1, ttl).is_none(), "t0 made room");
         for i in 1..=ENTRIES {
-            let hit = lookup(3, 0, &format!("t{i}"), 1, ttl).expect("kept");
+            let hit = lookup(3, 0, format!("t{i}").as_bytes(), 1, ttl).expect("kept");
             assert_eq!(hit.0.id, format!("u{i}"));
         }
         // Kept again, a token takes its own slot, not another's.
         keep(3, 0, "t1".into(), user("u1b"), 10, Instant::now());
-        assert_eq!(lookup(3, 0, "t1", 1, ttl).expect("kept").0.id, "u1b");
-        assert!(lookup(3, 0, &format!("t{ENTRIES}"), 1, ttl).is_some());
+        assert_eq!(lookup(3, 0, b"t1", 1, ttl).expect("kept").0.id, "u1b");
+        assert!(lookup(3, 0, format!("t{ENTRIES}").as_bytes(), 1, ttl).is_some());
     }
 }

@@ -566,7 +566,7 @@ struct Watch {
 /// store is not a revocation: the stream goes on).
 async fn still_valid(w: &Watch) -> bool {
     !matches!(
-        w.app.authenticate(&w.credential).await,
+        w.app.authenticate(w.credential.as_bytes()).await,
         Err(ApiError::Unauthorized)
     )
 }
