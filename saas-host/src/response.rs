@@ -150,7 +150,7 @@ static JSON_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| {
 /// also as `data:` URIs (the API viewer's icons), requests only to
 /// ourselves, and no framing (`frame-ancestors 'none'`, with
 /// `X-Frame-Options: DENY` for old browsers) against click-jacking.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
@@ -158,10 +158,10 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 /// a JSON document opened in a browser may load nothing and be framed
 /// nowhere. Stricter than the pages' policy, and a sixth of its bytes on
 /// every API answer.
-pub const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+const JSON_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The policy for a response with these headers (see [`CSP`], [`JSON_CSP`]).
-pub fn csp_for(headers: &HeaderMap) -> &'static str {
+fn csp_for(headers: &HeaderMap) -> &'static str {
     if says_json(headers) {
         JSON_CSP
     } else {
@@ -177,13 +177,18 @@ pub fn says_json(headers: &HeaderMap) -> bool {
     let Some(ct) = headers.get(CONTENT_TYPE) else {
         return false;
     };
-    ct.as_bytes() == JSON.as_bytes() || media_type_of(headers).is_some_and(is_json_type)
+    ct.as_bytes() == JSON.as_bytes() || media_type_in(ct).is_some_and(is_json_type)
 }
 
 /// The media type in `headers` (a request's or a response's): parameters
 /// stripped; compare it case-insensitively.
 pub fn media_type_of(headers: &HeaderMap) -> Option<&str> {
-    let ct = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    media_type_in(headers.get(CONTENT_TYPE)?)
+}
+
+/// The media type of a `Content-Type` value, as [`media_type_of`] gives it.
+fn media_type_in(value: &HeaderValue) -> Option<&str> {
+    let ct = value.to_str().ok()?;
     // Up to the first parameter (a byte loop: the value is ASCII, and this
     // runs on every request with a body).
     let end = ct.bytes().position(|b| b == b';').unwrap_or(ct.len());
@@ -191,17 +196,18 @@ pub fn media_type_of(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Whether media type `m` (as [`media_type_of`] gives it) is JSON.
-pub fn is_json_type(m: &str) -> bool {
+fn is_json_type(m: &str) -> bool {
     let m = m.as_bytes();
     m.eq_ignore_ascii_case(b"application/json")
         || m.len() >= 5 && m[m.len() - 5..].eq_ignore_ascii_case(b"+json")
 }
 
 /// Adds the security headers every answer gets: `X-Content-Type-Options:
-/// nosniff`, the Content-Security-Policy for its content type
-/// ([`csp_for`]), `X-Frame-Options: DENY` and `Referrer-Policy:
-/// no-referrer`. Headers that already have them (a JSON answer built
-/// from the prebuilt set, which has them all) are left as they are.
+/// nosniff`, the Content-Security-Policy for its content type (a strict
+/// one for JSON, the pages' one otherwise), `X-Frame-Options: DENY` and
+/// `Referrer-Policy: no-referrer`. Headers that already have them (a JSON
+/// answer built from the prebuilt set, which has them all) are left as
+/// they are.
 pub fn secure(h: &mut HeaderMap) {
     if h.contains_key(X_CONTENT_TYPE_OPTIONS) {
         return;

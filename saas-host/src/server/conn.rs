@@ -179,7 +179,7 @@ pin_project_lite::pin_project! {
 
 /// Whether an [`OnItsWake`]'s future was woken, and the task to wake then.
 #[derive(Debug)]
-pub(super) struct Gate {
+struct Gate {
     woken: AtomicBool,
     task: AtomicWaker,
 }
