@@ -6,6 +6,9 @@
 #
 #   scripts/request-cost.sh                 # saas-host on SQLite (temp database)
 #   SAAS_HOST_BIN=path scripts/request-cost.sh   # another build (before/after)
+#   ROUTES="update predict predict_logging" scripts/request-cost.sh
+#                                           # also the predict of a model that
+#                                           # logs its decisions (saas-host only)
 #   KEEP=dir scripts/request-cost.sh        # keep the callgrind files there
 #                                           # (callgrind_annotate --inclusive=yes FILE)
 #
@@ -57,14 +60,25 @@ json_field() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 enterprise_user
 MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
   -d '{"name":"cost","n_actions":4}' | json_field '["id"]')"
+# A model that logs its decisions, for the logging predict (saas-host only:
+# bare hyper answers every route the same, so it measures it as predict).
+LOGGING_MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+  -d '{"name":"cost-decisions","n_actions":4}' | json_field '["id"]')"
+curl -sf -X PATCH "$BASE/models/$LOGGING_MODEL" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+  -d '{"decisions":{"reward_wait_seconds":600}}' > /dev/null
 export QL_TOKEN="$TOKEN" QL_MODEL="$MODEL" QL_THREADS=2
 
 # wrk against $1 (base URL) for each route; the server's pid is $2.
 measure() {
   local base="$1" pid="$2" name="$3" route line reqs ir
   for route in $ROUTES; do
+    local script="$route" model="$MODEL"
+    if [[ "$route" == predict_logging ]]; then
+      [[ "$name" == bare ]] && continue
+      script=predict model="$LOGGING_MODEL"
+    fi
     callgrind_control -i on "$pid" > /dev/null 2>&1
-    wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$route.lua" "$base" > "$TMP/wrk.txt"
+    QL_MODEL="$model" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$script.lua" "$base" > "$TMP/wrk.txt"
     callgrind_control -i off "$pid" > /dev/null 2>&1
     # Each dump is a new file (callgrind.out.PID.N): the newest is this route's.
     callgrind_control -d "$pid" > /dev/null 2>&1
