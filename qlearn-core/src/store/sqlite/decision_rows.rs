@@ -117,6 +117,31 @@ pub(super) fn decisions_where(
         .collect()
 }
 
+// Queries that name their index (`INDEXED BY`): the store runs no
+// `ANALYZE`, and without statistics SQLite's planner takes a model's
+// primary-key range (`mid = ?`, every decision the model logged) over a
+// partial index, so each of these read the whole log of the model (and
+// the prune's, once per candidate row). Preparing one fails if its index
+// cannot be used; the tests below check the plans.
+
+/// Model ?1's decision at step ?3 of episode ?2.
+fn sql_step() -> String {
+    format!(
+        "SELECT {DECISION_COLS} FROM decisions INDEXED BY decisions_step \
+         WHERE mid = ?1 AND episode = ?2 AND step = ?3"
+    )
+}
+
+/// Model ?1's open decisions whose reward window closed at or before ?2,
+/// from the index of open decisions (every model's due ones are few: each
+/// settle pass closes them).
+fn sql_due() -> String {
+    format!(
+        "SELECT {DECISION_COLS} FROM decisions INDEXED BY decisions_due \
+         WHERE status = 0 AND closes_ms <= ?2 AND mid = ?1"
+    )
+}
+
 /// The file's rows of model `mid`, for [`load`].
 pub(super) struct FileRows<'a> {
     pub(super) store: &'a SqliteStore,
@@ -155,9 +180,7 @@ impl Rows for FileRows<'_> {
     }
 
     fn step(&mut self, episode: &str, k: u64) -> Result<Option<DecisionRecord>> {
-        let sql = format!(
-            "SELECT {DECISION_COLS} FROM decisions WHERE mid = ?1 AND episode = ?2 AND step = ?3"
-        );
+        let sql = sql_step();
         let mid = self.mid;
         Ok(self
             .store
@@ -166,10 +189,7 @@ impl Rows for FileRows<'_> {
     }
 
     fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>> {
-        let sql = format!(
-            "SELECT {DECISION_COLS} FROM decisions WHERE status = 0 AND closes_ms <= ?2 \
-             AND mid = ?1"
-        );
+        let sql = sql_due();
         let mid = self.mid;
         self.store
             .read(|c| decisions_where(c, &sql, params![mid, now_ms]))
@@ -360,13 +380,14 @@ impl SqliteStore {
 /// The finished decisions of model ?1 logged at or before ?2 whose previous
 /// step is finished, at most ?3.
 const SQL_PRUNABLE: &str = "SELECT d.id FROM decisions d WHERE d.mid = ?1 AND d.time_ms <= ?2 \
-     AND d.status >= 2 AND NOT EXISTS (SELECT 1 FROM decisions p WHERE p.mid = d.mid \
+     AND d.status >= 2 AND NOT EXISTS (SELECT 1 FROM decisions p INDEXED BY decisions_step \
+     WHERE p.mid = d.mid \
      AND p.episode = d.episode AND p.step = d.step - 1 AND p.status < 2) \
      ORDER BY d.time_ms LIMIT ?3";
 /// The ended episodes of model ?1 with no decision left, at most ?2.
 const SQL_EMPTY_EPISODES: &str = "SELECT e.id FROM episodes e WHERE e.mid = ?1 \
      AND e.end_json IS NOT NULL AND NOT EXISTS (SELECT 1 FROM decisions d \
-     WHERE d.mid = e.mid AND d.episode = e.id) LIMIT ?2";
+     INDEXED BY decisions_step WHERE d.mid = e.mid AND d.episode = e.id) LIMIT ?2";
 
 fn strings(c: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<Vec<String>> {
     let mut st = c.prepare_cached(sql).map_err(sq)?;
@@ -450,4 +471,75 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
         after = mid;
     }
     tx.commit().map_err(sq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::decisions::SQL_DUE_MODELS;
+    use super::*;
+
+    /// What SQLite's planner does with each statement on a new store's
+    /// schema (no statistics, as in the store): the detail column of
+    /// `EXPLAIN QUERY PLAN`, one line per step.
+    fn plans(sqls: &[&str]) -> Vec<Vec<String>> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(dir.path().join("plan.db")).expect("a new store");
+        store
+            .read(|c| {
+                let mut out = Vec::new();
+                for sql in sqls {
+                    let mut st = c
+                        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                        .map_err(sq)?;
+                    let nulls = vec![rusqlite::types::Null; st.parameter_count()];
+                    let rows = st
+                        .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                        .map_err(sq)?;
+                    out.push(
+                        rows.collect::<rusqlite::Result<Vec<String>>>()
+                            .map_err(sq)?,
+                    );
+                }
+                Ok(out)
+            })
+            .expect("the plans")
+    }
+
+    #[test]
+    fn the_decision_logs_periodic_and_file_reads_use_their_indexes_not_a_models_whole_log() {
+        let (step, due) = (sql_step(), sql_due());
+        // Each statement, and the index steps its plan must have.
+        let cases: [(&str, &[&str]); 5] = [
+            (SQL_DUE_MODELS, &["INDEX decisions_due (closes_ms<?)"]),
+            (&due, &["INDEX decisions_due (closes_ms<?)"]),
+            (
+                &step,
+                &["INDEX decisions_step (mid=? AND episode=? AND step=?)"],
+            ),
+            (
+                SQL_PRUNABLE,
+                &[
+                    "INDEX decisions_time (mid=? AND time_ms<?)",
+                    "INDEX decisions_step (mid=? AND episode=? AND step=?)",
+                ],
+            ),
+            (
+                SQL_EMPTY_EPISODES,
+                &["INDEX decisions_step (mid=? AND episode=?)"],
+            ),
+        ];
+        let sqls: Vec<&str> = cases.iter().map(|(sql, _)| *sql).collect();
+        for ((sql, wanted), plan) in cases.iter().zip(plans(&sqls)) {
+            for w in *wanted {
+                assert!(plan.iter().any(|step| step.contains(w)), "{sql}: {plan:?}");
+            }
+            // No step reads a whole table, nor a model's whole log (the
+            // prune of ended episodes goes through the model's episodes).
+            for step in &plan {
+                let whole_log =
+                    step.contains("USING PRIMARY KEY (mid=?)") && !step.starts_with("SEARCH e ");
+                assert!(!step.starts_with("SCAN") && !whole_log, "{sql}: {plan:?}");
+            }
+        }
+    }
 }
