@@ -28,7 +28,9 @@
 # the server's context switches and system calls per request with `perf stat`),
 # ROUTE_HOOK (a command run as `$ROUTE_HOOK before ROUTE` and `$ROUTE_HOOK after
 # ROUTE` around each route's run, outside its measurement: scripts/http-ceiling.sh
-# measures bare hyper there, right before and after saas-host, on the same route).
+# measures bare hyper there, right before and after saas-host, on the same route),
+# IDLE_SECS (after the routes, the server's CPU over that many seconds with no
+# request: its background work over what the run stored).
 set -euo pipefail
 
 DB_URL="${1:-}"
@@ -134,6 +136,15 @@ for route in $ROUTES; do
   fi
   if [[ -n "${ROUTE_HOOK:-}" ]]; then $ROUTE_HOOK after "$route"; fi
 done
+# IDLE_SECS=N: after the routes, the server's CPU over N seconds with no
+# request (its settle passes, checkpoints and other background work over what
+# the run stored), in milliseconds of CPU per second.
+if [[ -n "${IDLE_SECS:-}" ]]; then
+  cpu_before="$(cpu_ticks)"
+  sleep "$IDLE_SECS"
+  cpu_after="$(cpu_ticks)"
+  echo "idle after the routes: server_cpu_ms_per_s=$(python3 -c "print(round(($cpu_after - $cpu_before) * 1e3 / $(getconf CLK_TCK) / $IDLE_SECS, 1))") over $IDLE_SECS s, $DECISIONS decisions logged"
+fi
 # EVAL_DURING=1 (issue 18: evaluations never stall live traffic): after the
 # routes, an offline evaluation job (greedy, uniform, logged and one
 # candidate replay) over the logging model's decisions, with the predict
