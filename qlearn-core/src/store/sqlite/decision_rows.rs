@@ -476,6 +476,7 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::super::decisions::SQL_DUE_MODELS;
+    use super::super::evaluations::sql_keyset;
     use super::*;
 
     /// What SQLite's planner does with each statement on a new store's
@@ -506,10 +507,14 @@ mod tests {
     }
 
     #[test]
-    fn the_decision_logs_periodic_and_file_reads_use_their_indexes_not_a_models_whole_log() {
-        let (step, due) = (sql_step(), sql_due());
+    fn the_decision_logs_periodic_paged_and_file_reads_use_their_indexes_not_a_models_whole_log() {
+        let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
         // Each statement, and the index steps its plan must have.
-        let cases: [(&str, &[&str]); 5] = [
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                &keyset,
+                &["INDEX decisions_time (mid=? AND (time_ms,id)<(?,?))"],
+            ),
             (SQL_DUE_MODELS, &["INDEX decisions_due (closes_ms<?)"]),
             (&due, &["INDEX decisions_due (closes_ms<?)"]),
             (

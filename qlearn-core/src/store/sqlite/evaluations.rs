@@ -24,6 +24,27 @@ use crate::store::{
 };
 use crate::tenancy::BillingMonth;
 
+/// A page of model ?1's decisions, newest first, logged at or after ?2 and
+/// before ?3 (each when not null), at most ?4; with `before`, only those
+/// before (?5, ?6) in (time, id) order. That condition is written only when
+/// there is a cursor, as a plain row-value range, which SQLite seeks in
+/// `decisions_time`: as `?5 IS NULL OR ...` it was a filter, so each page
+/// read every newer decision again, and an evaluation's whole read grew
+/// with the square of its decisions (`decision_rows`' tests check the
+/// plan).
+pub(super) fn sql_keyset(before: bool) -> String {
+    let cursor = if before {
+        "AND (time_ms, id) < (?5, ?6) "
+    } else {
+        ""
+    };
+    format!(
+        "SELECT {DECISION_COLS} FROM decisions WHERE mid = ?1 \
+         AND (?2 IS NULL OR time_ms >= ?2) AND (?3 IS NULL OR time_ms < ?3) \
+         {cursor}ORDER BY time_ms DESC, id DESC LIMIT ?4"
+    )
+}
+
 fn job_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: r.get(0)?,
@@ -265,18 +286,19 @@ impl Evaluations for SqliteStore {
             if logs.is_none() {
                 return Ok(Vec::new());
             }
-            let sql = format!(
-                "SELECT {DECISION_COLS} FROM decisions WHERE mid = ?1 \
-                 AND (?2 IS NULL OR time_ms >= ?2) AND (?3 IS NULL OR time_ms < ?3) \
-                 AND (?4 IS NULL OR (time_ms, id) < (?4, ?5)) \
-                 ORDER BY time_ms DESC, id DESC LIMIT ?6"
-            );
-            let (bt, bid) = match &q.before {
-                Some((t, id)) => (Some(*t), Some(id.as_str())),
-                None => (None, None),
-            };
             let lim = i64::try_from(q.limit).unwrap_or(i64::MAX);
-            decisions_where(c, &sql, params![mid, q.since_ms, q.until_ms, bt, bid, lim])
+            match &q.before {
+                Some((t, id)) => decisions_where(
+                    c,
+                    &sql_keyset(true),
+                    params![mid, q.since_ms, q.until_ms, lim, t, id],
+                ),
+                None => decisions_where(
+                    c,
+                    &sql_keyset(false),
+                    params![mid, q.since_ms, q.until_ms, lim],
+                ),
+            }
         })
     }
 }
