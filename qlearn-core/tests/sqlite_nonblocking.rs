@@ -13,7 +13,7 @@ use std::thread::Thread;
 
 use qlearn_core::decisions::{Decide, DecisionsConfig, RewardStatus};
 use qlearn_core::store::sqlite::SqliteStore;
-use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, RewardIn, Store};
+use qlearn_core::store::{DecisionQuery, Meter, ModelPatch, NewUser, Report, RewardIn, Store};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
@@ -265,4 +265,104 @@ fn nonblocking_calls_decline_what_would_read_the_file() {
         .update_nonblocking(&meter, &m, &x, Report::Outcomes)
         .is_none());
     assert_eq!(s.usage(&u, month).unwrap().calls, 6);
+}
+
+/// A reward for a decision the log does not hold in memory (here: the
+/// store reopened) reads it on the calling thread through
+/// `rewards_deferred`, which answers what `rewards` answers but leaves the
+/// commit to its `Durable` instead of parking the thread until it; once
+/// that resolves, the file holds the reward.
+#[test]
+fn a_deferred_reward_reads_what_memory_lacks_and_commits_through_its_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path_a, path_b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let l = limits();
+    let patch = || ModelPatch {
+        decisions: Some(Some(DecisionsConfig::default())),
+        ..ModelPatch::default()
+    };
+    // The same user, model and decisions in two files.
+    let mut made = Vec::new();
+    for path in [&path_a, &path_b] {
+        let s = SqliteStore::open(path).unwrap();
+        let u = user(&s, "u@example.com");
+        let m = s.create_model(&u, "m", &seeded(), None, NOW).unwrap().id;
+        s.update_model(&u, &m, patch(), NOW).unwrap();
+        let meter = Meter {
+            user_id: &u,
+            limits: &l,
+            now: NOW,
+        };
+        let ids: Vec<String> = (0..3i64)
+            .map(|i| {
+                let d = s.decide(&meter, &m, &request(StateRef::Int(i))).unwrap();
+                d.decision.expect("logged").decision_id
+            })
+            .collect();
+        made.push((u, m, ids));
+    }
+    let [(ua, ma, ids_a), (ub, mb, ids_b)] = <[_; 2]>::try_from(made).unwrap();
+    assert_eq!(ids_a, ids_b);
+    let reward = |id: &str, value: f64| RewardIn {
+        decision_id: id.to_owned(),
+        value,
+        reward_id: None,
+        is_final: true,
+    };
+    let rewards = [
+        reward(&ids_a[0], 1.5),
+        reward("unknown", 1.0),
+        reward(&ids_a[2], -0.5),
+    ];
+    let month = BillingMonth::from_unix(NOW);
+    let calls_before = calls_in_file(&path_b, &ub);
+    // Reopened: neither the model nor its log is in memory.
+    let (a, b) = (
+        SqliteStore::open(&path_a).unwrap(),
+        SqliteStore::open(&path_b).unwrap(),
+    );
+    let (meter_a, meter_b) = (
+        Meter {
+            user_id: &ua,
+            limits: &l,
+            now: NOW + 1,
+        },
+        Meter {
+            user_id: &ub,
+            limits: &l,
+            now: NOW + 1,
+        },
+    );
+    assert!(b.rewards_nonblocking(&meter_b, &mb, &rewards).is_none());
+    let blocking = a.rewards(&meter_a, &ma, &rewards).unwrap();
+    let (deferred, durable) = b.rewards_deferred(&meter_b, &mb, &rewards).unwrap();
+    // The commit is left to the future, not awaited on this thread.
+    assert_eq!(format!("{durable:?}"), "Durable(pending)");
+    assert_eq!(format!("{blocking:?}"), format!("{deferred:?}"));
+    assert_eq!(deferred[0].as_ref().unwrap().status, RewardStatus::Applied);
+    assert!(matches!(deferred[1], Err(qlearn_core::Error::NotFound(_))));
+    block_on(durable).unwrap();
+    // Resolved means committed: the file counts the two accepted rewards.
+    assert_eq!(calls_in_file(&path_b, &ub), calls_before + 2);
+    assert_eq!(b.usage(&ub, month).unwrap(), a.usage(&ua, month).unwrap());
+    // And holds what was answered, as the blocking call's file does.
+    drop((a, b));
+    let (a, b) = (
+        SqliteStore::open(&path_a).unwrap(),
+        SqliteStore::open(&path_b).unwrap(),
+    );
+    assert_eq!(
+        a.export_model(&ua, &ma).unwrap().to_bytes().unwrap(),
+        b.export_model(&ub, &mb).unwrap().to_bytes().unwrap(),
+    );
+    let q = DecisionQuery {
+        limit: 10,
+        ..DecisionQuery::default()
+    };
+    let (page_a, page_b) = (
+        a.decisions(&ua, &ma, &q).unwrap(),
+        b.decisions(&ub, &mb, &q).unwrap(),
+    );
+    assert_eq!(page_b.stats.applied, 2);
+    assert_eq!(page_a.decisions, page_b.decisions);
 }

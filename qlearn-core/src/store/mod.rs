@@ -525,6 +525,24 @@ pub trait Store: Send + Sync + Evaluations {
         None
     }
 
+    /// [`Store::rewards`] for a caller that awaits the commit as a future:
+    /// it may block on reads (run it on a blocking thread), but it does not
+    /// park that thread until the commit. The answer stands once the
+    /// [`Durable`] resolves `Ok`; dropping it unresolved leaves the answer
+    /// unconfirmed, as a failed commit would. SQLite takes this path for
+    /// rewards of decisions its log no longer holds in memory (late
+    /// rewards, the usual case for delayed feedback), so the thread goes
+    /// back to the pool while the writer's group commit runs. The default
+    /// is [`Store::rewards`], durable when it returns.
+    fn rewards_deferred(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<(Vec<Result<RewardReceipt>>, Durable)> {
+        Ok((self.rewards(meter, model_id, rewards)?, Durable::ready()))
+    }
+
     /// Rewards for the model's decisions, in order: one result per reward
     /// (an unknown decision, or any on a model without decisions, is
     /// [`crate::Error::NotFound`]; a reused `reward_id` with another value

@@ -60,11 +60,16 @@ async fn record(
     let (results, monthly) = match quick {
         Some(done) => done?,
         None => {
+            // A decision the store must read first (a late reward): read on
+            // the blocking pool, the commit awaited here, so that no pool
+            // thread is parked through the group commit.
             let rewards = rewards.clone();
-            metered(cx, 0, move |app, meter| {
-                app.store.rewards(meter, &model_id, &rewards)
+            let ((results, durable), monthly) = metered(cx, 0, move |app, meter| {
+                app.store.rewards_deferred(meter, &model_id, &rewards)
             })
-            .await?
+            .await?;
+            durable.await?;
+            (results, monthly)
         }
     };
     let out: Vec<_> = rewards

@@ -542,6 +542,15 @@ impl Store for SqliteStore {
         answered(self.metered_call(meter, model_id, Call::Rewards(rewards))?)?.rewarded()
     }
 
+    fn rewards_deferred(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<(Vec<Result<RewardReceipt>>, Durable)> {
+        self.rewards_reading(meter, model_id, rewards)
+    }
+
     fn end_episode(
         &self,
         meter: &Meter<'_>,

@@ -383,6 +383,26 @@ impl SqliteStore {
         Ok(Locked::Done(applied.map(|()| planned.reply), Some(ticket)))
     }
 
+    /// Runs decision call `call` on `owner`'s model `id`, reading the file
+    /// where the log lacks what it needs, and enqueues its writes for a
+    /// caller that waits as `waiting` says.
+    #[allow(clippy::too_many_arguments)]
+    fn decision_reading(
+        &self,
+        owner: &str,
+        id: &str,
+        call: Call<'_>,
+        now: i64,
+        limits: &TierLimits,
+        debit: impl FnOnce(CallKind, u64) -> Result<Debit>,
+        waiting: Waiting,
+    ) -> Result<Locked> {
+        self.with_model(owner, id, |c| {
+            self.decision_locked(c, call, now, limits, debit, waiting, true)
+                .unwrap_or_else(|| Err(Error::Internal("a blocking decision call declined".into())))
+        })
+    }
+
     /// Runs a blocking decision call on `owner`'s model `id`. `Ok(None)`:
     /// a logging predict on a model that logs no decisions.
     fn decision_call(
@@ -394,10 +414,7 @@ impl SqliteStore {
         limits: &TierLimits,
         debit: impl FnOnce(CallKind, u64) -> Result<Debit>,
     ) -> Result<Option<Reply>> {
-        let done = self.with_model(owner, id, |c| {
-            self.decision_locked(c, call, now, limits, debit, Waiting::Thread, true)
-                .unwrap_or_else(|| Err(Error::Internal("a blocking decision call declined".into())))
-        })?;
+        let done = self.decision_reading(owner, id, call, now, limits, debit, Waiting::Thread)?;
         match done {
             Locked::Plain => Ok(None),
             Locked::Done(reply, ticket) => {
@@ -522,22 +539,41 @@ impl SqliteStore {
         model_id: &str,
         rewards: &[RewardIn],
     ) -> Option<Result<(Vec<Result<RewardReceipt>>, Durable)>> {
-        let r = self.try_with_model(meter.user_id, model_id, |c| {
+        let locked = self.try_with_model(meter.user_id, model_id, |c| {
             if !self.usage_in_memory(meter) {
                 return None;
             }
-            match self.quick_locked(c, meter, Call::Rewards(rewards))? {
-                Ok(Locked::Done(reply, ticket)) => Some(Ok((reply, ticket))),
-                Ok(Locked::Plain) => {
-                    Some(Err(Error::Internal("rewards answered as a predict".into())))
-                }
-                Err(e) => Some(Err(e)),
-            }
+            self.quick_locked(c, meter, Call::Rewards(rewards))
         })?;
-        Some(r.and_then(|(reply, ticket)| {
-            let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
-            reply.and_then(Reply::rewarded).map(|r| (r, durable))
-        }))
+        Some(locked.and_then(|l| self.rewarded(l)))
+    }
+
+    /// [`Store::rewards_deferred`](crate::store::Store::rewards_deferred):
+    /// reads what the log lacks on this (blocking) thread, and returns the
+    /// commit as a future instead of parking the thread until it.
+    pub(super) fn rewards_reading(
+        &self,
+        meter: &Meter<'_>,
+        model_id: &str,
+        rewards: &[RewardIn],
+    ) -> Result<(Vec<Result<RewardReceipt>>, Durable)> {
+        let debit = |kind: CallKind, n: u64| self.debit(meter, kind, n);
+        let call = Call::Rewards(rewards);
+        let (owner, now, limits) = (meter.user_id, meter.now, meter.limits);
+        let locked =
+            self.decision_reading(owner, model_id, call, now, limits, debit, Waiting::Task)?;
+        self.rewarded(locked)
+    }
+
+    /// The receipts of a rewards call enqueued for a task, and its commit.
+    fn rewarded(&self, locked: Locked) -> Result<(Vec<Result<RewardReceipt>>, Durable)> {
+        match locked {
+            Locked::Done(reply, ticket) => {
+                let durable = ticket.map_or_else(Durable::ready, |t| self.durable(t));
+                reply.and_then(Reply::rewarded).map(|r| (r, durable))
+            }
+            Locked::Plain => Err(Error::Internal("rewards answered as a predict".into())),
+        }
     }
 
     /// A metered decision call of `meter`'s user on model `c` that must
