@@ -69,7 +69,8 @@ pub use log::{
     check_id, DecisionLog, DecisionRecord, EpisodeRecord, LogParts, NewDecision, MAX_ID_BYTES,
 };
 pub use partial::{
-    generated_number, Changes, Missing, Saved, HELD_DECISION_BYTES, HELD_EPISODE_BYTES,
+    generated_number, Changes, Missing, Saved, GENERATED_LIMIT, HELD_DECISION_BYTES,
+    HELD_EPISODE_BYTES,
 };
 
 /// What a logged decision tells its client.

@@ -61,8 +61,15 @@ pub enum Missing {
     Step(String, u64),
 }
 
-/// The number of a generated decision id (`d` and lowercase hex), if `id`
-/// has that form: a client id of that form moves the generator past it.
+/// Generated decision ids stay below `d` and this number in hex: no log
+/// makes 2^62 decisions, so a client id past it can never meet a generated
+/// one, and it is left alone (moving the generator there would let one
+/// client id run it out of numbers).
+pub const GENERATED_LIMIT: u64 = 1 << 62;
+
+/// The number of a generated decision id (`d` and lowercase hex, below
+/// [`GENERATED_LIMIT`]), if `id` has that form: a client id of that form
+/// moves the generator past it.
 pub fn generated_number(id: &str) -> Option<u64> {
     let hex = id.strip_prefix('d')?;
     if hex.is_empty()
@@ -72,7 +79,9 @@ pub fn generated_number(id: &str) -> Option<u64> {
     {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|n| *n < GENERATED_LIMIT)
 }
 
 /// What a decision held in memory costs, as [`DecisionLog::held_bytes`]
@@ -380,6 +389,43 @@ mod tests {
         log.record_decision(new(Some("d5"), None, 1), 0).unwrap();
         let (d, _) = log.record_decision(new(None, None, 2), 0).unwrap();
         assert_eq!(d.decision_id, "d6");
+    }
+
+    #[test]
+    fn a_client_id_at_the_top_of_the_range_neither_exhausts_nor_wraps_the_generator() {
+        // u64::MAX and the limit itself: past what generated ids reach, so
+        // they leave the generator where it is (it would otherwise overflow
+        // at the next generated id, and wrap onto the model's first ids).
+        for top in ["dffffffffffffffff", "d4000000000000000"] {
+            assert_eq!(generated_number(top), None, "{top}");
+            let mut log = DecisionLog::new(DecisionsConfig::default()).unwrap();
+            let (first, _) = log.record_decision(new(None, None, 1), 0).unwrap();
+            log.record_decision(new(Some(top), None, 2), 0).unwrap();
+            let (next, _) = log.record_decision(new(None, None, 3), 0).unwrap();
+            assert_eq!(
+                (first.decision_id.as_str(), next.decision_id.as_str()),
+                ("d1", "d2")
+            );
+        }
+        // Just below the limit a client id still moves the generator.
+        assert_eq!(generated_number("d3fffffffffffffff"), Some((1 << 62) - 1));
+        // A log stored at the very top by an earlier version asks for ids
+        // instead of wrapping round to its first ones.
+        let mut log = DecisionLog::from_parts(crate::decisions::LogParts {
+            config: DecisionsConfig::default(),
+            decisions: Vec::new(),
+            episodes: Vec::new(),
+            last_id: u64::MAX,
+            stats: DecisionStats::default(),
+        })
+        .unwrap();
+        let e = log.record_decision(new(None, None, 1), 0).unwrap_err();
+        assert!(
+            matches!(&e, crate::Error::InvalidField { field, .. } if field == "decision_id"),
+            "{e:?}"
+        );
+        let (named, _) = log.record_decision(new(Some("mine"), None, 1), 0).unwrap();
+        assert_eq!(named.decision_id, "mine");
     }
 
     #[test]
