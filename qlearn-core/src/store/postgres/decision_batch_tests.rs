@@ -3,42 +3,14 @@
 //! model and one by one on an identical model, compared reply by reply and
 //! row by row. Needs PostgreSQL (`QLEARN_TEST_POSTGRES_URL`); skips loudly
 //! without it unless `QLEARN_REQUIRE_POSTGRES=1`.
+use super::super::test_db::connect;
 use super::*;
 use crate::decisions::{Aggregation, DecisionsConfig};
 use crate::store::{DecisionQuery, ModelPatch, NewUser, Store};
 use crate::tenancy::{Role, Tier};
 use crate::{Model, ModelConfig, StateRef};
-use std::io::Write as _;
 
 const NOW: i64 = 1_790_038_400;
-
-/// A store on a schema of its own, dropped at the end (also on failure).
-struct Schema(PgStore);
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let _ = self.0.drop_schema();
-    }
-}
-
-fn connect() -> Option<Schema> {
-    let url = std::env::var("QLEARN_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let schema = format!("qlearn_unit_batch_{}", std::process::id());
-    match PgStore::connect_with_schema(&url, &schema) {
-        Ok(s) => Some(Schema(s)),
-        Err(e) if std::env::var("QLEARN_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
-            panic!("[postgres] not reachable at {url}: {e}")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "SKIPPED: PostgreSQL not reachable at {url} ({e})"
-            );
-            None
-        }
-    }
-}
 
 fn reward(id: &str, value: f64, is_final: bool) -> RewardIn {
     RewardIn {
@@ -63,7 +35,9 @@ fn shown(s: &PgStore, owner: &str, id: &str) -> String {
 
 #[test]
 fn a_batch_equals_its_calls_one_by_one() {
-    let Some(schema) = connect() else { return };
+    let Some(schema) = connect("qlearn_unit_batch") else {
+        return;
+    };
     let s = &schema.0;
     let user = s
         .create_user(

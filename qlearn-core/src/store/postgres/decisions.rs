@@ -241,6 +241,9 @@ fn episode_of(r: &postgres::Row) -> Result<EpisodeRecord> {
     )
 }
 
+/// The models (owner, id) with an open decision due by $1.
+const SQL_DUE_MODELS: &str = "SELECT m.owner, m.id FROM models m WHERE m.mid IN \
+     (SELECT DISTINCT mid FROM decisions WHERE status = 0 AND closes_ms <= $1)";
 const SQL_DECISION: &str = concat!(
     "SELECT ",
     decision_cols!(),
@@ -367,11 +370,7 @@ impl PgStore {
     /// Settles every model with a passed deadline (see
     /// [`crate::store::Store::settle`]).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
-        let due = self.query(
-            "SELECT m.owner, m.id FROM models m WHERE m.mid IN \
-             (SELECT DISTINCT mid FROM decisions WHERE status = 0 AND closes_ms <= $1)",
-            &[&millis(now)],
-        )?;
+        let due = self.query(SQL_DUE_MODELS, &[&millis(now)])?;
         let mut learned = 0;
         for r in due {
             let (owner, id): (String, String) = (r.get(0), r.get(1));
@@ -575,3 +574,7 @@ pub(super) fn patch_decisions(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod plan_tests;

@@ -12,7 +12,7 @@ use super::{pg, PgStore, BACKEND};
 use crate::decisions::DecisionRecord;
 use crate::error::{Error, Result};
 use crate::evaluation::EvalRequest;
-use crate::store::decision_rows::DECISION_COLS;
+use crate::store::decision_rows::decision_cols;
 use crate::store::eval_retention::{
     prune_with, PruneSteps, SQL_CANCEL_ACTIVE, SQL_DELETE_FINISHED, SQL_FOOTPRINT, SQL_OVER_CAP,
     SQL_PRUNE_OVER_CAP, SQL_PRUNE_TOMBSTONES,
@@ -40,6 +40,20 @@ fn job_of(r: &postgres::Row) -> Result<EvalJob> {
     }
     .into_job(BACKEND)
 }
+
+/// A page of model $1's decisions for an evaluation, newest first: logged
+/// in [$2, $3) (either bound may be NULL), before the cursor ($4, $5) when
+/// there is one, at most $6. Run as a one-off statement (planned with its
+/// values), so the NULL tests fold away and the cursor seeks
+/// `decisions_time` (the plan test in `decisions.rs`).
+pub(super) const SQL_EVALUATION_PAGE: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions WHERE mid = $1 \
+     AND ($2::int8 IS NULL OR time_ms >= $2) AND ($3::int8 IS NULL OR time_ms < $3) \
+     AND ($4::int8 IS NULL OR (time_ms, id) < ($4, $5::text)) \
+     ORDER BY time_ms DESC, id DESC LIMIT $6"
+);
 
 const SQL_SEQ: &str = "SELECT seq FROM evaluations WHERE id = $1 AND owner = $2 \
      AND model_id = $3 AND status <> 'deleted'";
@@ -234,12 +248,7 @@ impl Evaluations for PgStore {
         };
         let lim = i64::try_from(q.limit).unwrap_or(i64::MAX);
         let rows = self.query(
-            &format!(
-                "SELECT {DECISION_COLS} FROM decisions WHERE mid = $1 \
-                 AND ($2::int8 IS NULL OR time_ms >= $2) AND ($3::int8 IS NULL OR time_ms < $3) \
-                 AND ($4::int8 IS NULL OR (time_ms, id) < ($4, $5::text)) \
-                 ORDER BY time_ms DESC, id DESC LIMIT $6"
-            ),
+            SQL_EVALUATION_PAGE,
             &[&mid, &q.since_ms, &q.until_ms, &bt, &bid, &lim],
         )?;
         rows.iter().map(decision_of).collect()

@@ -83,6 +83,8 @@ mod notify;
 mod pool;
 mod sql;
 mod streams;
+#[cfg(test)]
+mod test_db;
 mod tls;
 mod usage;
 
