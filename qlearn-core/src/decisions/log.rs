@@ -575,25 +575,6 @@ impl DecisionLog {
         old.len()
     }
 
-    /// A generated id no decision uses. Only a log whose last number was
-    /// stored past [`super::partial::GENERATED_LIMIT`] (by a version that
-    /// let a client id move it there) can run out: then the caller must
-    /// name its decisions.
-    fn fresh_id(&mut self) -> Result<String> {
-        loop {
-            self.last_id = self.last_id.checked_add(1).ok_or_else(|| {
-                Error::field(
-                    "decision_id",
-                    "this model's generated decision ids are used up: send a decision_id",
-                )
-            })?;
-            let id = format!("d{:x}", self.last_id);
-            if !self.decisions.contains_key(&id) {
-                return Ok(id);
-            }
-        }
-    }
-
     /// The receipt of a reward for `decision_id` with `status`.
     fn receipt(
         &self,

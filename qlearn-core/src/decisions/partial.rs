@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::log::{DecisionLog, DecisionRecord, EpisodeRecord};
 use super::{DecisionStats, DecisionStatus};
+use crate::error::{Error, Result};
 
 /// The decisions and episodes a call changed (ids), for a store to write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -116,6 +117,25 @@ pub struct Saved {
 }
 
 impl DecisionLog {
+    /// A generated id no decision uses. Only a log whose last number was
+    /// stored past [`GENERATED_LIMIT`] (by a version that
+    /// let a client id move it there) can run out: then the caller must
+    /// name its decisions.
+    pub(super) fn fresh_id(&mut self) -> Result<String> {
+        loop {
+            self.last_id = self.last_id.checked_add(1).ok_or_else(|| {
+                Error::field(
+                    "decision_id",
+                    "this model's generated decision ids are used up: send a decision_id",
+                )
+            })?;
+            let id = format!("d{:x}", self.last_id);
+            if !self.decisions.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+    }
+
     /// Starts tracking changes (see [`DecisionLog::take_changes`]).
     pub fn track_changes(&mut self) {
         if self.changes.0.is_none() {

@@ -400,6 +400,15 @@ impl SqliteStore {
         self.inner.trim_if_over();
     }
 
+    /// Whether `meter`'s user's month of usage is in memory (a debit then
+    /// reads nothing from the file).
+    pub(super) fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
+        let month = BillingMonth::from_unix(meter.now);
+        lock_plain(&self.inner.usage)
+            .get(meter.user_id)
+            .is_some_and(|m| m.contains_key(&month))
+    }
+
     /// The user's usage of `month` as the file holds it.
     pub(super) fn usage_from_db(&self, user_id: &str, month: BillingMonth) -> Result<Usage> {
         let mut usage = Usage::empty(month);

@@ -697,13 +697,4 @@ impl SqliteStore {
         };
         Ok((result, Some(seq)))
     }
-
-    /// Whether `meter`'s user's month of usage is in memory (a debit then
-    /// reads nothing from the file).
-    pub(super) fn usage_in_memory(&self, meter: &Meter<'_>) -> bool {
-        let month = BillingMonth::from_unix(meter.now);
-        lock_plain(&self.inner.usage)
-            .get(meter.user_id)
-            .is_some_and(|m| m.contains_key(&month))
-    }
 }
