@@ -78,14 +78,17 @@ rps() { sed -n "s/^$1: RESULT .* rps=\([0-9]*\) .*/\1/p" "$2"; }
 p99() { sed -n "s/^$1: RESULT .* p99_ms=\([0-9.]*\) .*/\1/p" "$2"; }
 
 cpu() { sed -n "s/^$1: RESULT .* server_cpu_us_per_req=\([0-9.]*\).*/\1/p" "$2"; }
+steal() { sed -n "s/^$1: RESULT .* machine_steal_pct=\([0-9.]*\).*/\1/p" "$2"; }
 
 # bare_before / bare_after: bare hyper's req/s on the route right before and
 # after saas-host's; ratio: saas-host req/s over their mean; cpu_ratio: bare
 # hyper's server CPU time per request (mean of the two) over saas-host's (the
 # same share, measured as CPU spent, which other load on the machine disturbs
-# less). bare_p99 is the higher of the two.
-printf '%-4s %-6s %-16s %9s %9s %8s %11s %10s %9s %8s %7s %9s\n' run load route saas_rps saas_p99 saas_cpu \
-  bare_before bare_after bare_p99 bare_cpu ratio cpu_ratio
+# less). bare_p99 is the higher of the two. steal: the share of the machine's
+# CPU time the hypervisor gave to other guests during saas-host's run (a tail
+# there with high steal is the host's).
+printf '%-4s %-6s %-16s %9s %9s %8s %6s %11s %10s %9s %8s %7s %9s\n' run load route saas_rps saas_p99 saas_cpu \
+  steal bare_before bare_after bare_p99 bare_cpu ratio cpu_ratio
 mean() { python3 -c "print(round(($1 + $2) / 2, 1))"; }
 for run in $(seq 1 "$RUNS"); do
   load="$(cut -d' ' -f1 /proc/loadavg)"
@@ -101,8 +104,8 @@ for run in $(seq 1 "$RUNS"); do
     s="$(rps "$route" "$saas")" b1="$(rps "$twin-before" "$bare")" b2="$(rps "$twin-after" "$bare")"
     sc="$(cpu "$route" "$saas")" bc="$(mean "$(cpu "$twin-before" "$bare")" "$(cpu "$twin-after" "$bare")")"
     bp="$(python3 -c "print(max($(p99 "$twin-before" "$bare"), $(p99 "$twin-after" "$bare")))")"
-    printf '%-4s %-6s %-16s %9s %9s %8s %11s %10s %9s %8s %6.1f%% %8.1f%%\n' "$run" "$load" "$route" "$s" \
-      "$(p99 "$route" "$saas")" "$sc" "$b1" "$b2" "$bp" "$bc" \
+    printf '%-4s %-6s %-16s %9s %9s %8s %5s%% %11s %10s %9s %8s %6.1f%% %8.1f%%\n' "$run" "$load" "$route" "$s" \
+      "$(p99 "$route" "$saas")" "$sc" "$(steal "$route" "$saas")" "$b1" "$b2" "$bp" "$bc" \
       "$(python3 -c "print(200 * $s / ($b1 + $b2))")" "$(python3 -c "print(100 * $bc / $sc)")"
     echo "$route $s $b1 $b2 $(p99 "$route" "$saas")" >> "$TMP/summary.txt"
   done

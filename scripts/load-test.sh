@@ -12,7 +12,10 @@
 # /predict on a model that logs decisions (issue 14: every answer is a logged
 # decision awaiting its reward), then POST /rewards: one final reward for
 # each decision that run logged (learned at once; should the rewards outrun
-# the decisions, the ids start over and those rewards are late). Prints
+# the decisions, the ids start over and those rewards are late). The route
+# `mixed` (not run unless named in ROUTES) sends decisions and their rewards
+# together, the rewards QL_LAG decisions behind (scripts/wrk/mixed.lua), on a
+# model of its own. Prints
 # req/s and p99 latency per route, the server's CPU per request and the load
 # average, and stops the server by its pid.
 #
@@ -21,6 +24,7 @@
 # limits file that lifts it (limits are configuration); quotas and metering
 # still run on every call. Environment: DURATION (default 10), CONNECTIONS
 # (32), THREADS (2), RUST_LOG (default: warnings only), BLOCKING_THREADS,
+# SQLITE_OPTIONS (the temp database URL's options, e.g. cache_mb=16),
 # CARGO_TARGET_DIR (where the release binary is built), SAAS_HOST_BIN (a
 # binary to run instead, e.g. another commit's for a before/after), PERF_OUT (a folder:
 # record a `perf` CPU profile of the server, with DWARF call graphs, during
@@ -54,7 +58,7 @@ TMP="$(mktemp -d)"
 source "$ROOT/scripts/server-lib.sh"
 
 if [[ -z "$DB_URL" ]]; then
-  DB_URL="sqlite://$TMP/load.db"
+  DB_URL="sqlite://$TMP/load.db${SQLITE_OPTIONS:+?$SQLITE_OPTIONS}"
   BACKEND=sqlite
 else
   BACKEND=postgres
@@ -75,6 +79,9 @@ sys_ticks() { awk '{print $15}' "/proc/$PID/stat"; }
 # whose server and wrk leave CPUs idle is waiting, not computing.
 idle_ticks() { awk '$1 == "cpu" {print $5 + $6}' /proc/stat; }
 all_ticks() { awk '$1 == "cpu" {s = 0; for (i = 2; i <= 9; i++) s += $i; print s}' /proc/stat; }
+# The jiffies the hypervisor gave the machine's CPUs to other guests (steal):
+# a run with a long latency tail and high steal was the host's, not ours.
+steal_ticks() { awk '$1 == "cpu" {print $9}' /proc/stat; }
 json_field() { python3 -c "import sys, json; print(json.load(sys.stdin)$1)"; }
 
 enterprise_user
@@ -89,6 +96,13 @@ if ! curl -sf -X PATCH "$BASE/models/$LOGGING_MODEL" -H 'content-type: applicati
   echo "this build has no decision logging: predict_logging skipped"
   ROUTES="update predict"
 fi
+if [[ " $ROUTES " == *" mixed "* ]]; then
+  # The mixed route's own model: its decision ids are the client's.
+  MIXED_MODEL="$(curl -sf -X POST "$BASE/models" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+    -d '{"name":"bench-mixed","n_actions":4}' | json_field '["id"]')"
+  curl -sf -X PATCH "$BASE/models/$MIXED_MODEL" -H 'content-type: application/json' -H "authorization: Bearer $TOKEN" \
+    -d '{"decisions":{"reward_wait_seconds":600}}' > /dev/null
+fi
 DECISIONS=0
 curl -sf "$BASE/dashboard" -H "authorization: Bearer $TOKEN" | json_field '["limits"]["tier"]' | grep -qx enterprise
 
@@ -100,10 +114,12 @@ for route in $ROUTES; do
   if [[ "$route" == predict_logging ]]; then script=predict; fi
   QL_MODEL="$MODEL"
   if [[ "$route" == predict_logging || "$route" == rewards ]]; then QL_MODEL="$LOGGING_MODEL"; fi
+  if [[ "$route" == mixed ]]; then QL_MODEL="$MIXED_MODEL"; fi
   cpu_before="$(cpu_ticks)"
   sys_before="$(sys_ticks)"
   idle_before="$(idle_ticks)"
   all_before="$(all_ticks)"
+  steal_before="$(steal_ticks)"
   PERF_PID=""
   if [[ -n "${PERF_OUT:-}" ]]; then
     perf record -q -F 499 --call-graph dwarf,16384 -p "$PID" -o "$PERF_OUT/$route.data" -- sleep "$DURATION" 2>/dev/null &
@@ -118,6 +134,7 @@ for route in $ROUTES; do
   sys_after="$(sys_ticks)"
   idle_after="$(idle_ticks)"
   all_after="$(all_ticks)"
+  steal_after="$(steal_ticks)"
   line="$(grep '^RESULT' "$TMP/$route.txt")"
   reqs="$(sed -n 's/^RESULT requests=\([0-9]*\) .*/\1/p' "$TMP/$route.txt")"
   # The server's CPU time (user + system, all threads) per request: less
@@ -126,7 +143,8 @@ for route in $ROUTES; do
   if [[ "$route" == predict_logging ]]; then DECISIONS="$reqs"; fi
   sys_us="$(python3 -c "print(round(($sys_after - $sys_before) * 1e6 / $(getconf CLK_TCK) / max($reqs, 1), 1))")"
   idle_pct="$(python3 -c "print(round(100 * ($idle_after - $idle_before) / max($all_after - $all_before, 1), 1))")"
-  echo "$route: $line server_cpu_us_per_req=$cpu_us of_which_kernel=$sys_us machine_idle_pct=$idle_pct loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
+  steal_pct="$(python3 -c "print(round(100 * ($steal_after - $steal_before) / max($all_after - $all_before, 1), 1))")"
+  echo "$route: $line server_cpu_us_per_req=$cpu_us of_which_kernel=$sys_us machine_idle_pct=$idle_pct machine_steal_pct=$steal_pct loadavg=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)"
   if grep -q 'Non-2xx' "$TMP/$route.txt"; then grep 'Non-2xx' "$TMP/$route.txt"; fi
   if [[ -f "$TMP/$route.stat" ]]; then
     # The server's context switches and system calls per request (all its
@@ -172,6 +190,9 @@ STATUS="$(curl -sf "$BASE/status/$MODEL?limit=1" -H "authorization: Bearer $TOKE
 echo "$STATUS" | python3 -c 'import sys, json; s = json.load(sys.stdin)["stats"]; print("model after the run: %d updates, %d predictions, %d states" % (s["updates"], s["predictions"], s["states"]))'
 if [[ " $ROUTES " == *" rewards "* ]]; then
   curl -sf "$BASE/models/$LOGGING_MODEL" -H "authorization: Bearer $TOKEN" | python3 -c 'import sys, json; m = json.load(sys.stdin); print("logging model after the run: %s; %d updates" % (m["decision_stats"], m["stats"]["updates"]))'
+fi
+if [[ " $ROUTES " == *" mixed "* ]]; then
+  curl -sf "$BASE/models/$MIXED_MODEL" -H "authorization: Bearer $TOKEN" | python3 -c 'import sys, json; m = json.load(sys.stdin); print("mixed model after the run: %s; %d updates" % (m["decision_stats"], m["stats"]["updates"]))'
 fi
 stop_server
 # Stored bytes per decision (SQLite): the pages of the decision rows and their

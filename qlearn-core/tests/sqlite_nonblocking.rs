@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 
-use qlearn_core::decisions::{Decide, DecisionsConfig, RewardStatus};
+use qlearn_core::decisions::{Decide, DecisionsConfig, LoggedDecision, RewardStatus};
 use qlearn_core::store::sqlite::SqliteStore;
 use qlearn_core::store::{DecisionQuery, Meter, ModelPatch, NewUser, Report, RewardIn, Store};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
@@ -223,9 +223,10 @@ fn nonblocking_calls_decline_what_would_read_the_file() {
         .unwrap_err();
     assert!(matches!(e, qlearn_core::Error::NotFound(_)), "{e:?}");
     // A model that logs decisions: a predict and a reward for a pending
-    // decision run from memory; what the log does not hold (a client's
-    // decision id, a decision no longer or never in memory) is read on
-    // the blocking path.
+    // decision run from memory, and so do a new client decision id and a
+    // reward for an id never logged (the file cannot hold them); what the
+    // file holds and memory does not (a finished decision once committed)
+    // is read on the blocking path.
     let patch = ModelPatch {
         decisions: Some(Some(DecisionsConfig::default())),
         ..ModelPatch::default()
@@ -238,33 +239,85 @@ fn nonblocking_calls_decline_what_would_read_the_file() {
         .unwrap();
     block_on(d).unwrap();
     let logged = logged.decision.expect("logged");
-    let with_id = Decide {
-        decision_id: Some("client-1"),
+    let with_id = |id| Decide {
+        decision_id: Some(id),
         ..request(StateRef::Int(1))
     };
-    assert!(s.decide_nonblocking(&meter, &m, &with_id).is_none());
+    let (client, d) = s
+        .decide_nonblocking(&meter, &m, &with_id("client-1"))
+        .expect("a new client decision id from memory")
+        .unwrap();
+    block_on(d).unwrap();
+    let client = client.decision.expect("logged");
+    assert_eq!(client.decision_id, "client-1");
+    // What a retry of it answers: the same decision, replayed.
+    let replayed = Some(LoggedDecision {
+        replayed: true,
+        ..client.clone()
+    });
     let reward = |id: &str| RewardIn {
         decision_id: id.to_owned(),
         value: 1.0,
         reward_id: None,
         is_final: true,
     };
-    assert!(s
-        .rewards_nonblocking(&meter, &m, &[reward("unknown")])
-        .is_none());
     let (got, d) = s
-        .rewards_nonblocking(&meter, &m, &[reward(&logged.decision_id)])
-        .expect("a pending decision is in memory")
+        .rewards_nonblocking(&meter, &m, &[reward("unknown")])
+        .expect("an id never logged, from memory")
+        .unwrap();
+    block_on(d).unwrap();
+    assert!(
+        matches!(got[0], Err(qlearn_core::Error::NotFound(_))),
+        "{got:?}"
+    );
+    let (got, d) = s
+        .rewards_nonblocking(
+            &meter,
+            &m,
+            &[reward(&logged.decision_id), reward("client-1")],
+        )
+        .expect("pending decisions are in memory")
         .unwrap();
     block_on(d).unwrap();
     assert_eq!(got[0].as_ref().unwrap().status, RewardStatus::Applied);
+    assert_eq!(got[1].as_ref().unwrap().status, RewardStatus::Applied);
+    // Finished and committed, the two leave memory at the next call; a
+    // retry of "client-1" must then read it from the file, and answers
+    // the decision logged first.
+    let (_, d) = s
+        .decide_nonblocking(&meter, &m, &with_id("client-2"))
+        .expect("a new client decision id from memory")
+        .unwrap();
+    block_on(d).unwrap();
+    assert!(s
+        .decide_nonblocking(&meter, &m, &with_id("client-1"))
+        .is_none());
+    let retry = s.decide(&meter, &m, &with_id("client-1")).unwrap();
+    assert_eq!(retry.decision, replayed, "a retry answers the first");
+    assert_eq!(retry.prediction.action, client.action);
     // A model not in memory (the store reopened) is read on the blocking path.
     drop(s);
     let s = SqliteStore::open(&path).unwrap();
     assert!(s
         .update_nonblocking(&meter, &m, &x, Report::Outcomes)
         .is_none());
-    assert_eq!(s.usage(&u, month).unwrap().calls, 6);
+    // Once its log is open (the file's ids read), an id of the file is
+    // read and a new one is not.
+    s.decide(&meter, &m, &request(StateRef::Int(1))).unwrap();
+    for id in ["client-1", "client-2"] {
+        assert!(
+            s.decide_nonblocking(&meter, &m, &with_id(id)).is_none(),
+            "{id}"
+        );
+    }
+    let (_, d) = s
+        .decide_nonblocking(&meter, &m, &with_id("client-3"))
+        .expect("a new client decision id from memory")
+        .unwrap();
+    block_on(d).unwrap();
+    let retry = s.decide(&meter, &m, &with_id("client-1")).unwrap();
+    assert_eq!(retry.decision, replayed, "a retry answers the first");
+    assert_eq!(s.usage(&u, month).unwrap().calls, 11, "the calls metered");
 }
 
 /// A reward for a decision the log does not hold in memory (here: the

@@ -16,6 +16,19 @@ M.headers = {
   ["Authorization"] = "Bearer " .. M.token,
 }
 
+-- Numbers each wrk thread (wrk's setup(), in the main Lua state): a script
+-- sets `setup = c.setup` and reads its thread's number with c.thread_number()
+-- in init().
+local threads = 0
+function M.setup(thread)
+  thread:set("number", threads)
+  threads = threads + 1
+end
+
+function M.thread_number()
+  return tonumber(wrk.thread:get("number")) or 0
+end
+
 function M.done(summary, latency, requests)
   local secs = summary.duration / 1e6
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write

@@ -6,21 +6,14 @@ package.path = package.path .. ";" .. debug.getinfo(1, "S").source:sub(2):match(
 local c = require("common")
 
 local decisions = tonumber(os.getenv("QL_DECISIONS") or error("set QL_DECISIONS"))
-local threads = {}
-local counter = 0
-
-function setup(thread)
-  thread:set("offset", counter)
-  counter = counter + 1
-  table.insert(threads, thread)
-end
+setup = c.setup
 
 local offset = 0
 local stride = 1
 local k = 0
 
 function init(args)
-  offset = tonumber(wrk.thread:get("offset")) or 0
+  offset = c.thread_number()
   stride = tonumber(os.getenv("QL_THREADS") or "2")
 end
 

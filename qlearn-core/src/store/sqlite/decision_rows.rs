@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::cache::Cached;
 use super::decisions::LogSlot;
+use super::id_filter::{may_hold, IdFilter, IdKind};
 use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
@@ -196,7 +197,70 @@ impl Rows for FileRows<'_> {
     }
 }
 
+/// [`FileRows`] that leaves out the ids the file cannot hold (the log's
+/// [`IdFilter`], `hot_log.rs`): such a decision or episode is absent
+/// without a read.
+pub(super) struct Sifted<'a> {
+    pub(super) rows: FileRows<'a>,
+    pub(super) ids: Option<&'a IdFilter>,
+}
+
+impl Rows for Sifted<'_> {
+    fn decision(&mut self, id: &str) -> Result<Option<DecisionRecord>> {
+        if !may_hold(self.ids, IdKind::Decision, id) {
+            return Ok(None);
+        }
+        self.rows.decision(id)
+    }
+
+    fn episode(&mut self, id: &str) -> Result<Option<EpisodeRecord>> {
+        if !may_hold(self.ids, IdKind::Episode, id) {
+            return Ok(None);
+        }
+        self.rows.episode(id)
+    }
+
+    fn step(&mut self, episode: &str, k: u64) -> Result<Option<DecisionRecord>> {
+        self.rows.step(episode, k)
+    }
+
+    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>> {
+        self.rows.due(now_ms)
+    }
+}
+
+/// Every decision id of a model (`decisions_time` covers it: a secondary
+/// index of a `WITHOUT ROWID` table holds the primary key).
+const SQL_DECISION_IDS: &str = "SELECT id FROM decisions WHERE mid = ?1";
+/// Every episode id of a model.
+const SQL_EPISODE_IDS: &str = "SELECT id FROM episodes WHERE mid = ?1";
+
 impl SqliteStore {
+    /// The ids of model `mid`'s log in the file, for a log opened with
+    /// nothing in memory (`HotLog::set_file_ids`); `None` past
+    /// [`super::id_filter::MAX_IDS`] of them (the log then reads every id
+    /// it lacks). One pass over two indexes.
+    pub(super) fn file_ids(&self, mid: i64) -> Result<Option<IdFilter>> {
+        self.read(|c| {
+            let mut f = IdFilter::new();
+            for (sql, kind) in [
+                (SQL_DECISION_IDS, IdKind::Decision),
+                (SQL_EPISODE_IDS, IdKind::Episode),
+            ] {
+                let mut st = c.prepare_cached(sql).map_err(sq)?;
+                let mut rows = st.query([mid]).map_err(sq)?;
+                while let Some(r) = rows.next().map_err(sq)? {
+                    let id = (r.get_ref(0).map_err(sq)?.as_str())
+                        .map_err(|e| Error::storage(BACKEND, e.to_string()))?;
+                    if !f.insert(kind, id) {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(f))
+        })
+    }
+
     /// A page of `owner`'s model `id`'s decision log, read from the file
     /// (which holds every acknowledged call).
     pub(super) fn decision_page(

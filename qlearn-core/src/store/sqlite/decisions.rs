@@ -26,8 +26,9 @@ use std::sync::atomic::Ordering;
 use rusqlite::{params, OptionalExtension};
 
 use super::cache::{learn_job, Cached};
-use super::decision_rows::{drop_log_chunk, FileRows, LogWrite};
+use super::decision_rows::{drop_log_chunk, FileRows, LogWrite, Sifted};
 use super::hot_log::{Held, HotLog};
+use super::id_filter::IdFilter;
 use super::writer::{row_writes, Job, Ticket, Waiting};
 use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{Decide, DecisionsConfig, RewardReceipt};
@@ -129,11 +130,11 @@ impl SqliteStore {
             .ok_or(Error::NotFound("model"))?;
         c.log = match config_from_text(BACKEND, text.as_deref())? {
             None => LogSlot::Plain,
-            Some(config) => LogSlot::Hot(Box::new(HotLog::new(partial_log(
-                BACKEND,
-                config,
-                meta.as_deref(),
-            )?))),
+            Some(config) => {
+                let mut hot = HotLog::new(partial_log(BACKEND, config, meta.as_deref())?);
+                hot.set_file_ids(self.file_ids(mid)?);
+                LogSlot::Hot(Box::new(hot))
+            }
         };
         self.inner.logs_held.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -210,11 +211,11 @@ impl SqliteStore {
             Some(d) => match &mut c.log {
                 LogSlot::Hot(h) if !fresh => h.log.set_config(d.clone())?,
                 _ => {
-                    c.log = LogSlot::Hot(Box::new(HotLog::new(partial_log(
-                        BACKEND,
-                        d.clone(),
-                        None,
-                    )?)))
+                    // What an earlier log left was dropped above: the
+                    // file holds no id of this one.
+                    let mut hot = HotLog::new(partial_log(BACKEND, d.clone(), None)?);
+                    hot.set_file_ids(Some(IdFilter::new()));
+                    c.log = LogSlot::Hot(Box::new(hot))
                 }
             },
         }
@@ -281,16 +282,22 @@ impl SqliteStore {
                 })
             }
         };
-        let reads = matches!(call, Call::Settle) || !missing(&hot.log, call, now_ms).is_empty();
+        // A record memory lacks is read only if the file may have it: a
+        // new id (the client's decision id, a new episode) is not.
+        let reads = matches!(call, Call::Settle)
+            || missing(&hot.log, call, now_ms)
+                .iter()
+                .any(|m| hot.may_be_in_file(m));
         if reads {
             if !may_read {
                 return None;
             }
-            let mut rows = FileRows {
+            let (log, ids) = hot.log_and_file_ids();
+            let rows = FileRows {
                 store: self,
                 mid: c.mid,
             };
-            if let Err(e) = load(&mut hot.log, call, now_ms, &mut rows) {
+            if let Err(e) = load(log, call, now_ms, &mut Sifted { rows, ids }) {
                 return Some(Err(e));
             }
         }

@@ -6,7 +6,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::decisions::{DecisionLog, DecisionRecord, HELD_DECISION_BYTES};
+use super::id_filter::{may_hold, IdFilter, IdKind};
+use crate::decisions::{DecisionLog, DecisionRecord, Missing, HELD_DECISION_BYTES};
 
 /// A record of a partly loaded log, by id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +30,10 @@ pub(super) struct HotLog {
     writing: HashMap<Held, u64>,
     /// Where [`HotLog::trim`] goes on (decision and episode id).
     cursor: (String, String),
+    /// Every id the file may hold that memory lacks (the file's ids when
+    /// the log was opened, and each record forgotten since); `None` when
+    /// not known, and every id memory lacks is then looked up in the file.
+    file_ids: Option<IdFilter>,
 }
 
 impl HotLog {
@@ -38,6 +43,54 @@ impl HotLog {
             inflight: VecDeque::new(),
             writing: HashMap::new(),
             cursor: (String::new(), String::new()),
+            file_ids: None,
+        }
+    }
+
+    /// Sets the ids the file holds that memory lacks (read from the file
+    /// under the model's lock, so no call ran in between); `None`: not
+    /// known.
+    pub(super) fn set_file_ids(&mut self, ids: Option<IdFilter>) {
+        self.file_ids = ids;
+    }
+
+    /// Whether a record memory lacks may be in the file, so that a call
+    /// needing it must read the file. `false` is certain: the id was never
+    /// in the file, or was pruned from it.
+    pub(super) fn may_be_in_file(&self, m: &Missing) -> bool {
+        let ids = self.file_ids.as_ref();
+        match m {
+            Missing::Decision(id) => may_hold(ids, IdKind::Decision, id),
+            Missing::Episode(id) => may_hold(ids, IdKind::Episode, id),
+            Missing::Step(..) => true,
+        }
+    }
+
+    /// The log, and the filter of [`HotLog::may_be_in_file`] for a reader
+    /// of the file that loads into it.
+    pub(super) fn log_and_file_ids(&mut self) -> (&mut DecisionLog, Option<&IdFilter>) {
+        (&mut self.log, self.file_ids.as_ref())
+    }
+
+    /// Forgets decision `id` (committed: the file has it), noting that the
+    /// file holds it.
+    fn forget_decision(&mut self, id: &str) {
+        self.note_in_file(IdKind::Decision, id);
+        self.log.forget(id);
+    }
+
+    /// Forgets episode `id` (committed), noting that the file holds it.
+    fn forget_episode(&mut self, id: &str) {
+        self.note_in_file(IdKind::Episode, id);
+        self.log.forget_episode(id);
+    }
+
+    fn note_in_file(&mut self, kind: IdKind, id: &str) {
+        if let Some(f) = &mut self.file_ids {
+            if !f.insert(kind, id) {
+                // Full: from now on every id memory lacks is read.
+                self.file_ids = None;
+            }
         }
     }
 
@@ -68,7 +121,7 @@ impl HotLog {
                 self.writing.remove(&r);
                 if let Held::Decision(id) = &r {
                     if self.log.get(id).is_some_and(DecisionRecord::is_finished) {
-                        self.log.forget(id);
+                        self.forget_decision(id);
                     }
                 }
             }
@@ -79,14 +132,21 @@ impl HotLog {
     pub(super) fn memory_bytes(&self) -> usize {
         self.log.held_bytes()
             + (self.inflight.len() + self.writing.len()) * std::mem::size_of::<(u64, Held)>()
+            + self.file_ids.as_ref().map_or(0, IdFilter::bytes)
     }
 
-    /// Forgets committed records until the log holds at most `cap` bytes:
+    /// Forgets committed records until the log holds at most `cap` bytes
+    /// (and the id filter, should it pass `cap` alone):
     /// the open decisions with the earliest deadlines first (the oldest),
     /// then any decision and then episodes, going round in id order. They
     /// are read again from the file when a call needs them; the records of
     /// writes in flight stay.
     pub(super) fn trim(&mut self, cap: usize) {
+        if self.file_ids.as_ref().is_some_and(|f| f.bytes() > cap) {
+            // The filter alone would pass the budget: every id memory
+            // lacks is read from the file again.
+            self.file_ids = None;
+        }
         let over = self.memory_bytes().saturating_sub(cap);
         if over == 0 {
             return;
@@ -97,7 +157,7 @@ impl HotLog {
                 return;
             }
             if !self.writing.contains_key(&Held::Decision(id.clone())) {
-                self.log.forget(&id);
+                self.forget_decision(&id);
             }
         }
         self.trim_round(cap, false);
@@ -134,10 +194,10 @@ impl HotLog {
                 }
                 if episodes {
                     if !self.writing.contains_key(&Held::Episode(id.clone())) {
-                        self.log.forget_episode(&id);
+                        self.forget_episode(&id);
                     }
                 } else if !self.writing.contains_key(&Held::Decision(id.clone())) {
-                    self.log.forget(&id);
+                    self.forget_decision(&id);
                 }
             }
             *self.cursor_mut(episodes) = last;
@@ -250,6 +310,43 @@ mod tests {
         h.evict(9);
         h.trim(0);
         assert_eq!(h.log.held(), (0, 0));
+        assert_eq!(h.memory_bytes(), 0);
+    }
+
+    #[test]
+    fn what_memory_forgets_the_file_is_known_to_hold() {
+        let mut h = log(&["a", "b", "c"], Some("e"));
+        let missing = |id: &str| Missing::Decision(id.to_owned());
+        let episode = |id: &str| Missing::Episode(id.to_owned());
+        // Without a filter every id may be in the file.
+        assert!(h.may_be_in_file(&missing("new")));
+        h.set_file_ids(Some(IdFilter::new()));
+        assert!(!h.may_be_in_file(&missing("new")));
+        assert!(!h.may_be_in_file(&missing("a")), "in memory only so far");
+        // A finished decision evicted after its commit, an open one and
+        // the episode trimmed: all in the file now.
+        h.log.record_reward("a", 1.0, None, true, 5).unwrap();
+        h.wrote(5, vec![d("a")]);
+        h.evict(5);
+        assert!(h.may_be_in_file(&missing("a")));
+        assert!(!h.may_be_in_file(&missing("b")));
+        let bits = h.file_ids.as_ref().map_or(0, IdFilter::bytes);
+        h.trim(bits);
+        assert_eq!(held(&h), Vec::<String>::new());
+        assert_eq!(h.memory_bytes(), bits, "the filter's bits are counted");
+        for id in ["a", "b", "c"] {
+            assert!(h.may_be_in_file(&missing(id)), "{id}");
+        }
+        assert!(h.may_be_in_file(&episode("e")));
+        assert!(!h.may_be_in_file(&episode("new")));
+        assert!(!h.may_be_in_file(&missing("new")));
+        assert!(
+            h.may_be_in_file(&Missing::Step("new".into(), 0)),
+            "steps are read"
+        );
+        // A budget below the filter's bits drops it: every id is read.
+        h.trim(bits - 1);
+        assert!(h.may_be_in_file(&missing("new")));
         assert_eq!(h.memory_bytes(), 0);
     }
 }

@@ -98,6 +98,7 @@ mod decision_rows;
 mod decisions;
 mod evaluations;
 mod hot_log;
+mod id_filter;
 mod lock;
 mod lru;
 mod schema;
