@@ -301,9 +301,14 @@ fn nonblocking_calls_decline_what_would_read_the_file() {
     assert!(s
         .update_nonblocking(&meter, &m, &x, Report::Outcomes)
         .is_none());
-    // Once its log is open (the file's ids read), an id of the file is
-    // read and a new one is not.
+    // Its log opened, the file's ids are not read yet: a new client id is
+    // read on the blocking path, which reads them; then an id of the file
+    // is read and a new one is not.
     s.decide(&meter, &m, &request(StateRef::Int(1))).unwrap();
+    assert!(s
+        .decide_nonblocking(&meter, &m, &with_id("client-3"))
+        .is_none());
+    s.decide(&meter, &m, &with_id("client-3")).unwrap();
     for id in ["client-1", "client-2"] {
         assert!(
             s.decide_nonblocking(&meter, &m, &with_id(id)).is_none(),
@@ -311,13 +316,13 @@ fn nonblocking_calls_decline_what_would_read_the_file() {
         );
     }
     let (_, d) = s
-        .decide_nonblocking(&meter, &m, &with_id("client-3"))
+        .decide_nonblocking(&meter, &m, &with_id("client-4"))
         .expect("a new client decision id from memory")
         .unwrap();
     block_on(d).unwrap();
     let retry = s.decide(&meter, &m, &with_id("client-1")).unwrap();
     assert_eq!(retry.decision, replayed, "a retry answers the first");
-    assert_eq!(s.usage(&u, month).unwrap().calls, 11, "the calls metered");
+    assert_eq!(s.usage(&u, month).unwrap().calls, 12, "the calls metered");
 }
 
 /// A reward for a decision the log does not hold in memory (here: the

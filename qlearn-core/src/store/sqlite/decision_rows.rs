@@ -1,6 +1,6 @@
 //! The rows of the decision log on SQLite (issue 14): what a decision
 //! call writes ([`LogWrite`], in the writer's transaction), what it reads
-//! (`FileRows`), the listing, retention pruning in chunks of
+//! (`FileRows`; `file_ids.rs` the ids it may hold), the listing, retention pruning in chunks of
 //! [`PRUNE_CHUNK`] decisions (one small writer job each), dropping a
 //! model's log in chunks, and turning the whole-log blobs of an earlier
 //! version into rows at open.
@@ -9,7 +9,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::cache::Cached;
 use super::decisions::LogSlot;
-use super::id_filter::{may_hold, IdFilter, IdKind};
 use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
@@ -197,70 +196,7 @@ impl Rows for FileRows<'_> {
     }
 }
 
-/// [`FileRows`] that leaves out the ids the file cannot hold (the log's
-/// [`IdFilter`], `hot_log.rs`): such a decision or episode is absent
-/// without a read.
-pub(super) struct Sifted<'a> {
-    pub(super) rows: FileRows<'a>,
-    pub(super) ids: Option<&'a IdFilter>,
-}
-
-impl Rows for Sifted<'_> {
-    fn decision(&mut self, id: &str) -> Result<Option<DecisionRecord>> {
-        if !may_hold(self.ids, IdKind::Decision, id) {
-            return Ok(None);
-        }
-        self.rows.decision(id)
-    }
-
-    fn episode(&mut self, id: &str) -> Result<Option<EpisodeRecord>> {
-        if !may_hold(self.ids, IdKind::Episode, id) {
-            return Ok(None);
-        }
-        self.rows.episode(id)
-    }
-
-    fn step(&mut self, episode: &str, k: u64) -> Result<Option<DecisionRecord>> {
-        self.rows.step(episode, k)
-    }
-
-    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>> {
-        self.rows.due(now_ms)
-    }
-}
-
-/// Every decision id of a model (`decisions_time` covers it: a secondary
-/// index of a `WITHOUT ROWID` table holds the primary key).
-const SQL_DECISION_IDS: &str = "SELECT id FROM decisions WHERE mid = ?1";
-/// Every episode id of a model.
-const SQL_EPISODE_IDS: &str = "SELECT id FROM episodes WHERE mid = ?1";
-
 impl SqliteStore {
-    /// The ids of model `mid`'s log in the file, for a log opened with
-    /// nothing in memory (`HotLog::set_file_ids`); `None` past
-    /// [`super::id_filter::MAX_IDS`] of them (the log then reads every id
-    /// it lacks). One pass over two indexes.
-    pub(super) fn file_ids(&self, mid: i64) -> Result<Option<IdFilter>> {
-        self.read(|c| {
-            let mut f = IdFilter::new();
-            for (sql, kind) in [
-                (SQL_DECISION_IDS, IdKind::Decision),
-                (SQL_EPISODE_IDS, IdKind::Episode),
-            ] {
-                let mut st = c.prepare_cached(sql).map_err(sq)?;
-                let mut rows = st.query([mid]).map_err(sq)?;
-                while let Some(r) = rows.next().map_err(sq)? {
-                    let id = (r.get_ref(0).map_err(sq)?.as_str())
-                        .map_err(|e| Error::storage(BACKEND, e.to_string()))?;
-                    if !f.insert(kind, id) {
-                        return Ok(None);
-                    }
-                }
-            }
-            Ok(Some(f))
-        })
-    }
-
     /// A page of `owner`'s model `id`'s decision log, read from the file
     /// (which holds every acknowledged call).
     pub(super) fn decision_page(
@@ -538,7 +474,7 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::decisions::SQL_DUE_MODELS;
     use super::super::evaluations::sql_keyset;
     use super::*;
@@ -546,7 +482,7 @@ mod tests {
     /// What SQLite's planner does with each statement on a new store's
     /// schema (no statistics, as in the store): the detail column of
     /// `EXPLAIN QUERY PLAN`, one line per step.
-    fn plans(sqls: &[&str]) -> Vec<Vec<String>> {
+    pub(in crate::store::sqlite) fn plans(sqls: &[&str]) -> Vec<Vec<String>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = SqliteStore::open(dir.path().join("plan.db")).expect("a new store");
         store

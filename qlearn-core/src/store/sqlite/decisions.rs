@@ -26,7 +26,8 @@ use std::sync::atomic::Ordering;
 use rusqlite::{params, OptionalExtension};
 
 use super::cache::{learn_job, Cached};
-use super::decision_rows::{drop_log_chunk, FileRows, LogWrite, Sifted};
+use super::decision_rows::{drop_log_chunk, FileRows, LogWrite};
+use super::file_ids::Sifted;
 use super::hot_log::{Held, HotLog};
 use super::id_filter::IdFilter;
 use super::writer::{row_writes, Job, Ticket, Waiting};
@@ -130,11 +131,11 @@ impl SqliteStore {
             .ok_or(Error::NotFound("model"))?;
         c.log = match config_from_text(BACKEND, text.as_deref())? {
             None => LogSlot::Plain,
-            Some(config) => {
-                let mut hot = HotLog::new(partial_log(BACKEND, config, meta.as_deref())?);
-                hot.set_file_ids(self.file_ids(mid)?);
-                LogSlot::Hot(Box::new(hot))
-            }
+            Some(config) => LogSlot::Hot(Box::new(HotLog::new(partial_log(
+                BACKEND,
+                config,
+                meta.as_deref(),
+            )?))),
         };
         self.inner.logs_held.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -265,6 +266,7 @@ impl SqliteStore {
         may_read: bool,
     ) -> Option<Result<Locked>> {
         let now_ms = millis(now);
+        let mid = c.mid;
         if matches!(c.log, LogSlot::Unknown) {
             if !may_read {
                 return None;
@@ -283,20 +285,26 @@ impl SqliteStore {
             }
         };
         // A record memory lacks is read only if the file may have it: a
-        // new id (the client's decision id, a new episode) is not.
-        let reads = matches!(call, Call::Settle)
-            || missing(&hot.log, call, now_ms)
-                .iter()
-                .any(|m| hot.may_be_in_file(m));
+        // new id (the client's decision id, a new episode) is not. The
+        // file's ids are read once a logging predict first names an id
+        // memory lacks.
+        let lacks = missing(&hot.log, call, now_ms);
+        if matches!(call, Call::Decide(_)) && !lacks.is_empty() && hot.file_ids_unset() {
+            if !may_read {
+                return None;
+            }
+            match self.file_ids(mid) {
+                Ok(ids) => hot.set_file_ids(ids),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let reads = matches!(call, Call::Settle) || lacks.iter().any(|m| hot.may_be_in_file(m));
         if reads {
             if !may_read {
                 return None;
             }
             let (log, ids) = hot.log_and_file_ids();
-            let rows = FileRows {
-                store: self,
-                mid: c.mid,
-            };
+            let rows = FileRows { store: self, mid };
             if let Err(e) = load(log, call, now_ms, &mut Sifted { rows, ids }) {
                 return Some(Err(e));
             }

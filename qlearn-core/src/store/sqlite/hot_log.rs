@@ -30,10 +30,14 @@ pub(super) struct HotLog {
     writing: HashMap<Held, u64>,
     /// Where [`HotLog::trim`] goes on (decision and episode id).
     cursor: (String, String),
-    /// Every id the file may hold that memory lacks (the file's ids when
-    /// the log was opened, and each record forgotten since); `None` when
-    /// not known, and every id memory lacks is then looked up in the file.
+    /// Every id the file may hold that memory lacks (the file's ids, read
+    /// once a logging predict first needed them, and each record forgotten
+    /// since); `None` when not known, and every id memory lacks is then
+    /// looked up in the file.
     file_ids: Option<IdFilter>,
+    /// Whether `file_ids` was set (read or given up) since the log was
+    /// opened: the file's ids are read at most once per opening.
+    file_ids_set: bool,
 }
 
 impl HotLog {
@@ -44,14 +48,23 @@ impl HotLog {
             writing: HashMap::new(),
             cursor: (String::new(), String::new()),
             file_ids: None,
+            file_ids_set: false,
         }
     }
 
     /// Sets the ids the file holds that memory lacks (read from the file
     /// under the model's lock, so no call ran in between); `None`: not
-    /// known.
+    /// known (too many to read).
     pub(super) fn set_file_ids(&mut self, ids: Option<IdFilter>) {
         self.file_ids = ids;
+        self.file_ids_set = true;
+    }
+
+    /// Whether the file's ids have not been read since the log was opened
+    /// (opening a log reads none: a model whose ids are all generated
+    /// never needs them).
+    pub(super) fn file_ids_unset(&self) -> bool {
+        !self.file_ids_set
     }
 
     /// Whether a record memory lacks may be in the file, so that a call

@@ -97,6 +97,7 @@ mod checkpointer;
 mod decision_rows;
 mod decisions;
 mod evaluations;
+mod file_ids;
 mod hot_log;
 mod id_filter;
 mod lock;
