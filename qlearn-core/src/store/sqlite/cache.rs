@@ -12,7 +12,8 @@
 //! - when the writer has committed its last learning job
 //!   ([`Cached::last_seq`]; other writes are waited for under the mutex).
 //!
-//! Evicting marks the slot [`SlotState::Evicted`] (freeing the model) and
+//! Evicting marks the slot [`SlotState::Evicted`] (the model freed after
+//! the cache's lock is released, a large one on its own thread: `freer.rs`) and
 //! removes it from the map under the slot's mutex, so a caller that looked
 //! the slot up before sees `Evicted` and looks again, loading the model
 //! from the file, which holds exactly what was acknowledged. A model in use
@@ -538,11 +539,22 @@ impl Inner {
     }
 
     /// Evicts least recently used models until the cache fits its budget,
-    /// skipping those that may not go yet (see the module docs).
+    /// skipping those that may not go yet (see the module docs), and frees
+    /// them once the cache's lock is released ([`Freer`]).
     fn trim(&self) {
         let committed = self.done.committed.load(Ordering::Acquire);
+        let mut evicted = Vec::new();
         // What is in use now stays: a later call trims again.
-        lock_plain(&self.lru).trim(|id, slot| self.evict(id, slot, committed));
+        lock_plain(&self.lru).trim(|id, slot| match self.evict(id, slot, committed) {
+            Some(c) => {
+                evicted.push(c);
+                true
+            }
+            None => false,
+        });
+        for c in evicted {
+            self.freer.free(c);
+        }
     }
 
     /// Trims the cache if it is over its budget.
@@ -553,26 +565,29 @@ impl Inner {
         }
     }
 
-    /// Evicts `slot` if nobody holds it and its writes are committed.
-    fn evict(&self, id: &str, slot: &Slot, committed: u64) -> bool {
+    /// Evicts `slot` if nobody holds it and its writes are committed,
+    /// returning the model for the caller to free.
+    fn evict(&self, id: &str, slot: &Slot, committed: u64) -> Option<Box<Cached>> {
         let mut g = match slot.try_lock() {
             Ok(g) => g,
-            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return false,
+            Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return None,
         };
         if !matches!(&*g, SlotState::Ready(c) if c.last_seq <= committed) {
-            return false;
+            return None;
         }
         if self.unmap(id, slot).is_err() {
-            return false;
+            return None;
         }
-        // Its decision log leaves memory with it (committed with its last
-        // job, so the next use reloads it from the file).
-        if let SlotState::Ready(c) = &*g {
-            if !matches!(c.log, LogSlot::Unknown) {
-                self.logs_held.fetch_sub(1, Ordering::Relaxed);
+        match std::mem::replace(&mut *g, SlotState::Evicted) {
+            SlotState::Ready(c) => {
+                // Its decision log leaves memory with it (committed with
+                // its last job, so the next use reloads it from the file).
+                if !matches!(c.log, LogSlot::Unknown) {
+                    self.logs_held.fetch_sub(1, Ordering::Relaxed);
+                }
+                Some(c)
             }
+            _ => None,
         }
-        *g = SlotState::Evicted;
-        true
     }
 }

@@ -98,6 +98,7 @@ mod decision_rows;
 mod decisions;
 mod evaluations;
 mod file_ids;
+mod freer;
 mod hot_log;
 mod id_filter;
 mod lock;
@@ -237,6 +238,8 @@ struct Inner {
     /// it holds a descriptor of the database file that must be closed only
     /// after every connection (see `Checkpoints`).
     checkpoints: Checkpoints,
+    /// Frees evicted models off the evicting call's path (`cache.rs`).
+    freer: freer::Freer,
 }
 
 /// The SQLite store. See the module docs for its design and guarantees.
@@ -317,6 +320,7 @@ impl SqliteStore {
             wal_frames: wal_frames.clone(),
             next_tab: AtomicI64::new(next_tab),
             checkpoints,
+            freer: freer::Freer::start()?,
         });
         let for_writer = inner.clone();
         let checkpoints = open_connection(&inner.path)?;
