@@ -178,7 +178,14 @@ mod tests {
         // The stride is odd, so it never repeats a bit within a stage; a
         // stride of 0 would set one bit seven times (a hash whose high half
         // is 1 gives a stride of 1 or, made even, 0).
-        for h in [0, 1, 1 << 32, (1 << 32) | 5, u64::MAX, 0x9e37_79b9_7f4a_7c15] {
+        for h in [
+            0,
+            1,
+            1 << 32,
+            (1 << 32) | 5,
+            u64::MAX,
+            0x9e37_79b9_7f4a_7c15,
+        ] {
             let mut at: Vec<usize> = positions(h, 63).collect();
             at.sort_unstable();
             at.dedup();
