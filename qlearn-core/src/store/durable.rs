@@ -74,7 +74,11 @@ fn leave() {
 /// Returned by the non-blocking calls of [`Store`](super::Store)
 /// ([`Store::decide_nonblocking`](super::Store::decide_nonblocking),
 /// [`Store::update_nonblocking`](super::Store::update_nonblocking)). Needs
-/// no particular runtime: whoever completes the commit wakes the task.
+/// no particular runtime: whoever completes the commit wakes the task. A
+/// poll may run the commit itself (the SQLite store's first waiting task
+/// leads the group commit of the jobs queued with it), so it blocks for
+/// about a commit's time at most: poll it where that is acceptable (an
+/// async worker, a thread), not under a lock another call needs.
 #[must_use = "the call is not durable until this resolves"]
 pub struct Durable(Option<Pin<Box<dyn Future<Output = Result<()>> + Send>>>);
 

@@ -16,6 +16,13 @@
 //!   share the next commit; after a commit it wakes only the batch's first
 //!   caller, and each woken caller wakes two more (a wake-up tree), so the
 //!   one thread everybody waits for does not spend its time in wake-ups.
+//! - **Async callers commit their own batches.** A non-blocking call's
+//!   job (its [`Durable`](super::Durable) awaited by an async task) is not
+//!   the writer thread's: the first task waiting for one leads the group
+//!   commit on its own thread, after the tasks its runtime had ready queued
+//!   theirs, on the same connection and in the same order (`leader.rs`).
+//!   No thread hand-off per batch (issue 16; docs/benchmarks-http.md,
+//!   session 22).
 //! - **Models are served from memory.** A model is loaded on first use (its
 //!   learner and Q-table) and kept behind its own mutex, in a cache bounded
 //!   by bytes ([`SqliteOptions::cache_bytes`], 256 MiB by default): the
@@ -101,6 +108,7 @@ mod file_ids;
 mod freer;
 mod hot_log;
 mod id_filter;
+mod leader;
 mod lock;
 mod lru;
 mod schema;
@@ -109,7 +117,7 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -212,6 +220,12 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     queue: Mutex<Queue>,
     queue_cv: Condvar,
+    /// The connection every write goes through: the writer thread's, and a
+    /// leading task's (`leader.rs`); a batch is taken and committed under
+    /// its lock.
+    conn: Mutex<Connection>,
+    /// Whether a task leads the next commit (`leader.rs`).
+    leading: AtomicBool,
     done: Done,
     models: RwLock<FastMap<String, Slot>>,
     /// The cached models' sizes and use order, against the byte budget.
@@ -309,6 +323,8 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
+            conn: Mutex::new(conn),
+            leading: AtomicBool::new(false),
             done: Done::default(),
             models: RwLock::new(FastMap::default()),
             lru: Mutex::new(Lru::new(options.cache_bytes)),
@@ -331,7 +347,7 @@ impl SqliteStore {
             .map_err(|e| Error::storage(BACKEND, format!("cannot start the checkpointer: {e}")))?;
         let writer = std::thread::Builder::new()
             .name("qlearn-sqlite-writer".into())
-            .spawn(move || writer_loop(for_writer, conn))
+            .spawn(move || writer_loop(for_writer))
             .map_err(|e| Error::storage(BACKEND, format!("cannot start the writer: {e}")))?;
         Ok(SqliteStore {
             inner,

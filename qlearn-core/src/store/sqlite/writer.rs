@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::thread::Thread;
 
 use rusqlite::{params, Connection};
@@ -104,6 +104,9 @@ pub(super) struct WaitSlot {
     /// Set by the writer before it publishes the commit: the batch's
     /// waiting threads and this caller's position among them (threads only).
     pub(super) batch: OnceLock<(Arc<Vec<Thread>>, usize)>,
+    /// A task's job that a waiting task commits (`leader.rs`) rather than
+    /// the writer thread: decided when it is queued.
+    pub(super) lead: bool,
 }
 
 /// Who waits for a job's commit.
@@ -117,7 +120,7 @@ pub(super) enum Waiter {
 
 impl WaitSlot {
     /// Wakes a task waiter (a thread waiter is woken through the tree).
-    fn wake_task(&self) {
+    pub(super) fn wake_task(&self) {
         if let Waiter::Task(w) = &self.waiter {
             if let Some(w) = lock_plain(w).take() {
                 w.wake();
@@ -150,7 +153,7 @@ pub(super) struct Ticket {
 
 impl Ticket {
     /// Wakes the writer if this job's enqueue had to (once).
-    fn wake_writer(&mut self) {
+    pub(super) fn wake_writer(&mut self) {
         if let Some(inner) = self.wake.take() {
             inner.queue_cv.notify_one();
         }
@@ -391,25 +394,25 @@ pub(super) struct WriterGuard(Arc<Inner>);
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        let mut q = lock_plain(&self.0.queue);
-        if !q.closed || !q.jobs.is_empty() {
+        let clean = {
+            let q = lock_plain(&self.0.queue);
+            q.closed && q.jobs.is_empty()
+        };
+        if !clean {
             self.0
                 .done
                 .fail("the writer thread stopped unexpectedly; reopen the store".into());
         }
-        q.closed = true;
-        for (_, waiter) in q.jobs.drain(..) {
-            waiter.wake_any();
-        }
+        close_queue(&self.0);
     }
 }
 
-pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
+pub(super) fn writer_loop(inner: Arc<Inner>) {
     let _guard = WriterGuard(inner.clone());
     let mut last_batch = 0usize;
     let mut last_took = std::time::Duration::ZERO;
     loop {
-        let (taken, last) = {
+        {
             let mut q = lock_plain(&inner.queue);
             while q.jobs.is_empty() && !q.closed {
                 q.wake_at = 1;
@@ -440,57 +443,25 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
             }
             q.wake_at = 0;
             if q.jobs.is_empty() {
-                break;
+                // Closed, or a caller's task committed them (`leader.rs`).
+                if q.closed {
+                    break;
+                }
+                continue;
             }
-            (std::mem::take(&mut q.jobs), q.last_seq)
-        };
+        }
         let started = std::time::Instant::now();
-        last_batch = taken.len();
-        let (jobs, waiters): (Vec<Job>, Vec<Arc<WaitSlot>>) = taken.into_iter().unzip();
-        let result = run_batch(&conn, jobs);
-        last_took = started.elapsed();
-        let failed = result.is_err();
-        match result {
-            Ok(()) => {
-                let parked: Vec<&Arc<WaitSlot>> = waiters
-                    .iter()
-                    .filter(|w| matches!(w.waiter, Waiter::Thread(_)))
-                    .collect();
-                let threads: Arc<Vec<Thread>> = Arc::new(
-                    parked
-                        .iter()
-                        .filter_map(|w| match &w.waiter {
-                            Waiter::Thread(t) => Some(t.clone()),
-                            Waiter::Task(_) => None,
-                        })
-                        .collect(),
-                );
-                for (i, w) in parked.iter().enumerate() {
-                    let _ = w.batch.set((threads.clone(), i));
-                }
-                inner.done.committed.store(last, Ordering::Release);
-                // The threads wake each other (see `WaitSlot`); tasks are
-                // woken here (after the store of `committed`: see `Durable`).
-                if let Some(first) = threads.first() {
-                    first.unpark();
-                }
-                for w in &waiters {
-                    w.wake_task();
-                }
-            }
-            Err(e) => {
-                inner.done.fail(format!(
-                    "a commit failed ({e}); the store has stopped: reopen it"
-                ));
-                for w in waiters {
-                    w.wake_any();
-                }
-            }
-        }
-        if failed {
+        let batch = {
+            let conn = lock_plain(&inner.conn);
+            commit_queued(&inner, &conn, usize::MAX)
+        };
+        match batch {
+            Ok(0) => continue,
+            Ok(n) => last_batch = n,
             // The guard closes the queue and wakes whoever still waits.
-            return;
+            Err(()) => return,
         }
+        last_took = started.elapsed();
         // After the acknowledgements: a quiet window for the checkpointer
         // when the WAL is long (see `checkpointer.rs`).
         inner
@@ -498,7 +469,91 @@ pub(super) fn writer_loop(inner: Arc<Inner>, conn: Connection) {
             .between_batches(inner.wal_frames.load(Ordering::Relaxed));
     }
     // Clean close: fold the WAL into the database file.
+    let conn = lock_plain(&inner.conn);
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+/// Commits the oldest `max` queued jobs in one batch on `conn` (the
+/// writer's connection, locked by the caller: batches commit in the order
+/// they were taken) and wakes their callers. Run by the writer thread and
+/// by a caller's task leading a commit (`leader.rs`). Returns how many jobs
+/// it committed; `Err` when the commit failed, after stopping the store
+/// (every waiter woken with the failure).
+pub(super) fn commit_queued(
+    inner: &Inner,
+    conn: &Connection,
+    max: usize,
+) -> std::result::Result<usize, ()> {
+    let (taken, last) = {
+        let mut q = lock_plain(&inner.queue);
+        if q.jobs.is_empty() {
+            return Ok(0);
+        }
+        let n = q.jobs.len().min(max);
+        let left = (q.jobs.len() - n) as u64;
+        let taken: Vec<(Job, Arc<WaitSlot>)> = if n == q.jobs.len() {
+            std::mem::take(&mut q.jobs)
+        } else {
+            q.jobs.drain(..n).collect()
+        };
+        // Jobs are numbered in queue order: the last taken is the last
+        // enqueued less those left.
+        (taken, q.last_seq - left)
+    };
+    let n = taken.len();
+    let (jobs, waiters): (Vec<Job>, Vec<Arc<WaitSlot>>) = taken.into_iter().unzip();
+    match run_batch(conn, jobs) {
+        Ok(()) => {
+            let parked: Vec<&Arc<WaitSlot>> = waiters
+                .iter()
+                .filter(|w| matches!(w.waiter, Waiter::Thread(_)))
+                .collect();
+            let threads: Arc<Vec<Thread>> = Arc::new(
+                parked
+                    .iter()
+                    .filter_map(|w| match &w.waiter {
+                        Waiter::Thread(t) => Some(t.clone()),
+                        Waiter::Task(_) => None,
+                    })
+                    .collect(),
+            );
+            for (i, w) in parked.iter().enumerate() {
+                let _ = w.batch.set((threads.clone(), i));
+            }
+            inner.done.committed.store(last, Ordering::Release);
+            // The threads wake each other (see `WaitSlot`); tasks are
+            // woken here (after the store of `committed`: see `Durable`).
+            if let Some(first) = threads.first() {
+                first.unpark();
+            }
+            for w in &waiters {
+                w.wake_task();
+            }
+            Ok(n)
+        }
+        Err(e) => {
+            inner.done.fail(format!(
+                "a commit failed ({e}); the store has stopped: reopen it"
+            ));
+            for w in waiters {
+                w.wake_any();
+            }
+            close_queue(inner);
+            Err(())
+        }
+    }
+}
+
+/// Closes the queue after a failure and wakes whoever still waits in it
+/// (and the writer thread, which then ends).
+fn close_queue(inner: &Inner) {
+    let mut q = lock_plain(&inner.queue);
+    q.closed = true;
+    for (_, waiter) in q.jobs.drain(..) {
+        waiter.wake_any();
+    }
+    drop(q);
+    inner.queue_cv.notify_all();
 }
 
 impl SqliteStore {
@@ -510,13 +565,14 @@ impl SqliteStore {
 
     /// Queues `job` for the next batch, to be waited for by `waiting`.
     pub(super) fn enqueue_for(&self, job: Job, waiting: Waiting) -> Result<Ticket> {
-        let waiter = match waiting {
-            Waiting::Thread => Waiter::Thread(std::thread::current()),
-            Waiting::Task => Waiter::Task(Mutex::new(None)),
+        let (waiter, lead) = match waiting {
+            Waiting::Thread => (Waiter::Thread(std::thread::current()), false),
+            Waiting::Task => (Waiter::Task(Mutex::new(None)), self.inner.may_lead()),
         };
         let slot = Arc::new(WaitSlot {
             waiter,
             batch: OnceLock::new(),
+            lead,
         });
         let mut q = lock_plain(&self.inner.queue);
         if q.closed {
@@ -532,7 +588,8 @@ impl SqliteStore {
         q.last_seq += 1;
         let seq = q.last_seq;
         q.jobs.push((job, slot.clone()));
-        let wake = q.wake_at > 0 && q.jobs.len() >= q.wake_at;
+        // A job a task will commit does not wake the writer thread.
+        let wake = !lead && q.wake_at > 0 && q.jobs.len() >= q.wake_at;
         if wake {
             q.wake_at = 0;
         }
@@ -566,17 +623,6 @@ impl SqliteStore {
             // The timeout only guards against a lost wake-up.
             std::thread::park_timeout(std::time::Duration::from_millis(100));
         }
-    }
-
-    /// The commit of a ticket enqueued for a task ([`Waiting::Task`]), as a
-    /// future; the cache is trimmed once it has committed (as after
-    /// [`SqliteStore::wait`]).
-    pub(super) fn durable(&self, mut ticket: Ticket) -> crate::store::Durable {
-        ticket.wake_writer();
-        crate::store::Durable::new(Commit {
-            inner: self.inner.clone(),
-            ticket,
-        })
     }
 
     /// Runs `f` in the writer (in a savepoint of the next batch) and returns
@@ -642,53 +688,6 @@ pub(super) enum Waiting {
     Thread,
     /// As a future ([`SqliteStore::durable`]).
     Task,
-}
-
-/// The future of [`SqliteStore::durable`].
-struct Commit {
-    inner: Arc<Inner>,
-    ticket: Ticket,
-}
-
-impl std::future::Future for Commit {
-    type Output = Result<()>;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        let done = &this.inner.done;
-        let ready = |done: &Done| -> Option<Result<()>> {
-            if done.committed.load(Ordering::Acquire) >= this.ticket.seq {
-                return Some(Ok(()));
-            }
-            if done.failed.load(Ordering::Acquire) {
-                return Some(Err(Error::storage(
-                    BACKEND,
-                    done.failure().unwrap_or_default(),
-                )));
-            }
-            None
-        };
-        if let Some(r) = ready(done) {
-            if r.is_ok() {
-                this.inner.trim_if_over();
-            }
-            return Poll::Ready(r);
-        }
-        if let Waiter::Task(w) = &this.ticket.slot.waiter {
-            *lock_plain(w) = Some(cx.waker().clone());
-        }
-        // The writer stores `committed` before it takes the waker: a commit
-        // that took no waker (it came before the line above) is seen here.
-        match ready(done) {
-            Some(r) => {
-                if r.is_ok() {
-                    this.inner.trim_if_over();
-                }
-                Poll::Ready(r)
-            }
-            None => Poll::Pending,
-        }
-    }
 }
 
 #[cfg(test)]

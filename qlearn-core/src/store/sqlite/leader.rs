@@ -1,0 +1,397 @@
+//! The group commit led by a waiting task: a call made for an async task
+//! ([`Waiting::Task`]) is committed by the first of the waiting tasks, on
+//! its own thread, once the tasks its runtime had ready have queued their
+//! jobs too; the writer thread commits only what threads wait for.
+//!
+//! Why: handing every batch to the writer thread and back cost each request
+//! two wake-ups across threads, and on a small machine the kernel then put
+//! the writer, the async workers and the clients on the same cores by
+//! turns (issue 16, docs/benchmarks-http.md, session 22). A task that
+//! commits needs no wake-up at all: its runtime wakes the other waiting
+//! tasks on its own queue.
+//!
+//! The protocol, all under the writer's connection lock so that batches
+//! commit in the order they were taken:
+//! - A task's [`Commit`] that finds no leader becomes it (`Inner::leading`),
+//!   wakes itself and returns pending: its runtime polls it again after the
+//!   tasks already queued, which queue their jobs meanwhile.
+//! - Polled again, the leader commits the oldest [`LEAD_MAX_JOBS`] queued
+//!   jobs ([`commit_queued`]) and wakes their callers, steps down, and wakes
+//!   the first task whose job is still queued, which leads the next batch.
+//! - A [`Commit`] dropped before its job committed (its request cancelled)
+//!   wakes the writer thread, which commits what is queued: no job is left
+//!   without someone to commit it.
+//! - Past [`WAL_RESTART_FRAMES`] jobs are the writer thread's again, so that
+//!   it can grant the checkpointer its quiet windows between batches (a
+//!   task never waits for the checkpointer).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::checkpointer::WAL_RESTART_FRAMES;
+use super::writer::{commit_queued, Ticket, Waiter};
+use super::{lock_plain, Inner, SqliteStore, BACKEND};
+use crate::error::{Error, Result};
+
+/// The most jobs a leading task commits in one batch: its thread serves
+/// other requests too, and a batch's time grows with its jobs. The rest are
+/// led by the next task.
+pub(super) const LEAD_MAX_JOBS: usize = 128;
+
+impl Inner {
+    /// Whether a task's job queued now is committed by a task
+    /// (`leader.rs`): while the WAL is short, so the writer thread can grant
+    /// the checkpointer its windows once it is not.
+    pub(super) fn may_lead(&self) -> bool {
+        self.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES
+    }
+
+    /// Commits the oldest queued jobs as the leader, steps down, and wakes
+    /// the task that leads the next batch if jobs are left.
+    fn lead(&self) {
+        {
+            let conn = lock_plain(&self.conn);
+            // A failure stops the store and wakes every waiter.
+            let _ = commit_queued(self, &conn, LEAD_MAX_JOBS);
+        }
+        self.leading.store(false, Ordering::SeqCst);
+        // A job queued while this one led found a leader and waits: hand
+        // the next batch to its task. (A job queued after this look finds
+        // no leader and leads itself.)
+        let q = lock_plain(&self.queue);
+        if let Some((_, slot)) = q.jobs.iter().find(|(_, s)| s.lead) {
+            slot.wake_task();
+        }
+    }
+}
+
+impl SqliteStore {
+    /// The commit of a ticket enqueued for a task ([`Waiting::Task`]), as a
+    /// future; the cache is trimmed once it has committed (as after
+    /// [`SqliteStore::wait`]).
+    ///
+    /// [`Waiting::Task`]: super::writer::Waiting::Task
+    pub(super) fn durable(&self, mut ticket: Ticket) -> crate::store::Durable {
+        ticket.wake_writer();
+        crate::store::Durable::new(Commit {
+            inner: self.inner.clone(),
+            ticket,
+            role: Role::Waiting,
+        })
+    }
+}
+
+/// Where a [`Commit`] is in the protocol (module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Waits for the leader (or the writer thread).
+    Waiting,
+    /// Leads: woke itself, commits at its next poll.
+    Leading,
+    /// Committed or resolved.
+    Done,
+}
+
+/// The future of [`SqliteStore::durable`].
+struct Commit {
+    inner: Arc<Inner>,
+    ticket: Ticket,
+    role: Role,
+}
+
+impl Commit {
+    /// The job's outcome once it is known: committed, or the store stopped.
+    fn ready(&self) -> Option<Result<()>> {
+        let done = &self.inner.done;
+        if done.committed.load(Ordering::Acquire) >= self.ticket.seq {
+            return Some(Ok(()));
+        }
+        if done.failed.load(Ordering::Acquire) {
+            return Some(Err(Error::storage(
+                BACKEND,
+                done.failure().unwrap_or_default(),
+            )));
+        }
+        None
+    }
+
+    fn finish(&mut self, r: Result<()>) -> Poll<Result<()>> {
+        self.role = Role::Done;
+        if r.is_ok() {
+            self.inner.trim_if_over();
+        }
+        Poll::Ready(r)
+    }
+}
+
+impl std::future::Future for Commit {
+    type Output = Result<()>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.role == Role::Leading {
+            this.inner.lead();
+            this.role = Role::Waiting;
+        }
+        if let Some(r) = this.ready() {
+            return this.finish(r);
+        }
+        if let Waiter::Task(w) = &this.ticket.slot.waiter {
+            *lock_plain(w) = Some(cx.waker().clone());
+        }
+        // The committer stores `committed` before it takes the waker: a
+        // commit that took no waker (it came before the line above) is
+        // seen here.
+        if let Some(r) = this.ready() {
+            return this.finish(r);
+        }
+        if this.ticket.slot.lead && !this.inner.leading.swap(true, Ordering::SeqCst) {
+            // Lead, after the tasks the runtime has ready (a task that wakes
+            // itself is polled again after them).
+            this.role = Role::Leading;
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Commit {
+    /// A commit given up before its job committed (its request cancelled):
+    /// the job is still queued and must commit; the writer thread takes it
+    /// (and steps in for this task if it led).
+    fn drop(&mut self) {
+        if self.role == Role::Done || !self.ticket.slot.lead || self.ready().is_some() {
+            return;
+        }
+        if self.role == Role::Leading {
+            self.inner.leading.store(false, Ordering::SeqCst);
+        }
+        let _q = lock_plain(&self.inner.queue);
+        self.inner.queue_cv.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    use super::LEAD_MAX_JOBS;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Durable, Meter, NewUser, Report, Store};
+    use crate::tenancy::{Role, Tier, TierLimits};
+    use crate::{Experience, Model, ModelConfig, StateRef};
+
+    const NOW: i64 = 1_790_038_400;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A durable call and its own counting waker.
+    struct Call {
+        durable: Pin<Box<Durable>>,
+        woken: Arc<Count>,
+    }
+
+    impl Call {
+        fn poll(&mut self) -> Poll<crate::Result<()>> {
+            let waker = Waker::from(self.woken.clone());
+            self.durable.as_mut().poll(&mut Context::from_waker(&waker))
+        }
+        fn woken(&self) -> usize {
+            self.woken.0.load(Ordering::SeqCst)
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        s: SqliteStore,
+        user: String,
+        model: String,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let s = SqliteStore::open(dir.path().join("lead.db")).expect("a store");
+        let new = NewUser {
+            email: "u@example.com".into(),
+            password_hash: "$argon2id$fake".into(),
+            tier: Tier::Free,
+            role: Role::User,
+        };
+        let user = s.create_user(new, NOW).expect("a user").id;
+        let m = Model::new(ModelConfig::new(4)).expect("a model");
+        let model = s.create_model(&user, "m", &m, None, NOW).expect("m").id;
+        // A blocking call first loads the model into memory.
+        let limits = TierLimits::UNLIMITED;
+        let meter = Meter {
+            user_id: &user,
+            limits: &limits,
+            now: NOW,
+        };
+        s.predict(&meter, &model, StateRef::Int(0), false, None)
+            .expect("a predict");
+        // Then the writer thread goes back to sleep, waiting for a job
+        // (it takes what it finds queued before that).
+        let started = Instant::now();
+        while super::lock_plain(&s.inner.queue).wake_at != 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the writer sleeps"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Fixture {
+            _dir: dir,
+            s,
+            user,
+            model,
+        }
+    }
+
+    impl Fixture {
+        /// One non-blocking update of state `i`, not yet polled.
+        fn update(&self, i: i64) -> Call {
+            let limits = TierLimits::UNLIMITED;
+            let meter = Meter {
+                user_id: &self.user,
+                limits: &limits,
+                now: NOW,
+            };
+            let x = Experience::new(StateRef::Int(i), 1, 1.0, StateRef::Int(i + 1));
+            let (_, durable) = self
+                .s
+                .update_nonblocking(&meter, &self.model, &[x], Report::Outcomes)
+                .expect("the model is in memory")
+                .expect("an update");
+            Call {
+                durable: Box::pin(durable),
+                woken: Arc::default(),
+            }
+        }
+
+        fn committed(&self) -> u64 {
+            self.s.inner.done.committed.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Polls `c` until it is ready or five seconds have passed.
+    fn settle(c: &mut Call) -> Poll<crate::Result<()>> {
+        let started = Instant::now();
+        loop {
+            let p = c.poll();
+            if p.is_ready() || started.elapsed() > Duration::from_secs(5) {
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn the_first_waiting_task_commits_on_its_own_thread_at_its_next_poll() {
+        let f = fixture();
+        let mut a = f.update(1);
+        let mut b = f.update(2);
+        let before = f.committed();
+        // `a` leads: it wakes itself to be polled after the other ready
+        // tasks, which queue their jobs meanwhile (`b`).
+        assert!(a.poll().is_pending());
+        assert_eq!(a.woken(), 1, "the leader woke itself");
+        assert!(b.poll().is_pending());
+        assert_eq!(b.woken(), 0, "one leader at a time");
+        // Nobody woke the writer thread: nothing commits until `a` is polled.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(f.committed(), before);
+        assert!(matches!(a.poll(), Poll::Ready(Ok(()))));
+        assert_eq!(f.committed(), before + 2, "one batch, both jobs");
+        assert_eq!(b.woken(), 1, "the leader woke the other waiting task");
+        assert!(matches!(b.poll(), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn jobs_left_past_a_batch_are_handed_to_the_next_waiting_task() {
+        let f = fixture();
+        let mut calls: Vec<Call> = (0..LEAD_MAX_JOBS as i64 + 2).map(|i| f.update(i)).collect();
+        for c in &mut calls {
+            assert!(c.poll().is_pending());
+        }
+        let before = f.committed();
+        assert!(matches!(calls[0].poll(), Poll::Ready(Ok(()))));
+        assert_eq!(f.committed(), before + LEAD_MAX_JOBS as u64);
+        let (next, last) = (LEAD_MAX_JOBS, LEAD_MAX_JOBS + 1);
+        assert_eq!(calls[next].woken(), 1, "the first job left leads next");
+        assert_eq!(calls[last].woken(), 0);
+        assert!(
+            calls[next].poll().is_pending(),
+            "it leads: wakes itself first"
+        );
+        assert_eq!(calls[next].woken(), 2);
+        assert!(matches!(calls[next].poll(), Poll::Ready(Ok(()))));
+        assert_eq!(calls[last].woken(), 1);
+        assert!(matches!(calls[last].poll(), Poll::Ready(Ok(()))));
+        assert_eq!(f.committed(), before + LEAD_MAX_JOBS as u64 + 2);
+    }
+
+    #[test]
+    fn a_leader_dropped_before_its_commit_leaves_the_jobs_to_the_writer_thread() {
+        let f = fixture();
+        let mut a = f.update(1);
+        let mut b = f.update(2);
+        assert!(a.poll().is_pending());
+        assert!(b.poll().is_pending());
+        let before = f.committed();
+        drop(a);
+        // The writer thread commits both jobs (the dropped call's too: the
+        // model in memory already has it) and wakes `b`, which is not
+        // polled until then.
+        let started = Instant::now();
+        while b.woken() == 0 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(b.woken(), 1, "the writer thread woke the waiting task");
+        assert_eq!(f.committed(), before + 2);
+        assert!(matches!(b.poll(), Poll::Ready(Ok(()))));
+        // And the next call leads again.
+        let mut c = f.update(3);
+        assert!(c.poll().is_pending());
+        assert_eq!(c.woken(), 1);
+        assert!(matches!(c.poll(), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn a_call_never_polled_is_still_committed() {
+        let f = fixture();
+        let before = f.committed();
+        drop(f.update(1));
+        let started = Instant::now();
+        while f.committed() == before && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(f.committed(), before + 1);
+    }
+
+    #[test]
+    fn past_the_restart_size_of_the_wal_the_writer_thread_commits() {
+        let f = fixture();
+        f.s.inner
+            .wal_frames
+            .store(super::WAL_RESTART_FRAMES + 1, Ordering::Relaxed);
+        let mut a = f.update(1);
+        let first = a.poll();
+        if first.is_pending() {
+            assert_eq!(a.woken(), 0, "no task leads");
+        }
+        assert!(matches!(settle(&mut a), Poll::Ready(Ok(()))));
+    }
+}
