@@ -270,6 +270,31 @@ impl Billing {
 /// `postgres://...`/`postgresql://...`, or `memory://` (nothing persists).
 /// Blocks (connects, migrates): call it off the async executor.
 pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    open_store_with(url, true)
+}
+
+/// [`open_store`] for a server whose async runtime has `workers` worker
+/// threads on `cpus` CPUs: a SQLite store's non-blocking calls are then
+/// committed by the waiting tasks when the workers take every CPU, and by
+/// the store's writer thread when they leave one idle
+/// ([`task_commits`]).
+pub fn open_store_for_runtime(url: &str, workers: usize, cpus: usize) -> Result<Arc<dyn Store>> {
+    open_store_with(url, task_commits(workers, cpus))
+}
+
+/// Whether the SQLite store's non-blocking calls are committed by their
+/// waiting tasks ([`SqliteOptions::task_commits`]): when the async
+/// workers are at least as many as the CPUs. With fewer, the writer
+/// thread's commits run on a core the workers leave idle, which paid for
+/// its two thread hand-offs per batch in the measurements of issue 16
+/// (docs/benchmarks-http.md, session 22): one worker on two cores served
+/// 3-9% more requests with the writer thread, two workers 8-15% more
+/// with task commits.
+pub fn task_commits(workers: usize, cpus: usize) -> bool {
+    workers >= cpus
+}
+
+fn open_store_with(url: &str, task_commits: bool) -> Result<Arc<dyn Store>> {
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(MemoryStore::new()));
     }
@@ -277,7 +302,7 @@ pub fn open_store(url: &str) -> Result<Arc<dyn Store>> {
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
     {
-        return open_sqlite(path);
+        return open_sqlite(path, task_commits);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return open_postgres(url);
@@ -335,8 +360,14 @@ fn sqlite_target(target: &str) -> Result<(&str, SqliteOptions)> {
 }
 
 /// Opens the SQLite store (see [`sqlite_target`]) and logs its options.
-fn open_sqlite(target: &str) -> Result<Arc<dyn Store>> {
-    let (path, options) = sqlite_target(target)?;
+fn open_sqlite(target: &str, task_commits: bool) -> Result<Arc<dyn Store>> {
+    let (path, mut options) = sqlite_target(target)?;
+    options.task_commits = task_commits;
+    let commits = if task_commits {
+        "by the waiting tasks (the async workers take every CPU)"
+    } else {
+        "by the writer thread (fewer async workers than CPUs)"
+    };
     let synchronous = match options.durability {
         Durability::Process => {
             "NORMAL (survives a process crash; ?synchronous=full for power loss)"
@@ -344,7 +375,13 @@ fn open_sqlite(target: &str) -> Result<Arc<dyn Store>> {
         Durability::PowerLoss => "FULL (survives power loss)",
     };
     let cache_mb = options.cache_bytes >> 20;
-    tracing::info!(path, synchronous, cache_mb, "opening the SQLite store");
+    tracing::info!(
+        path,
+        synchronous,
+        cache_mb,
+        commits,
+        "opening the SQLite store"
+    );
     Ok(Arc::new(SqliteStore::open_with(path, options)?))
 }
 
@@ -364,10 +401,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn waiting_tasks_commit_when_the_workers_take_every_cpu() {
+        assert!(task_commits(2, 2));
+        assert!(task_commits(4, 2));
+        assert!(
+            !task_commits(1, 2),
+            "one worker leaves a core to the writer"
+        );
+        assert!(task_commits(1, 1));
+    }
+
+    #[test]
     fn sqlite_urls_choose_the_durability() {
         let options = |durability, cache_mb: usize| SqliteOptions {
             durability,
             cache_bytes: cache_mb << 20,
+            ..SqliteOptions::default()
         };
         assert_eq!(SqliteOptions::default(), options(Durability::Process, 256));
         for (url, path, want) in [

@@ -153,9 +153,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let url = config.database_url.clone();
-    let store = tokio::task::spawn_blocking(move || crate::config::open_store(&url))
-        .await
-        .map_err(|e| Error::Internal(format!("opening the store: {e}")))??;
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let store = tokio::task::spawn_blocking(move || {
+        crate::config::open_store_for_runtime(&url, workers, cpus)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("opening the store: {e}")))??;
     serve(listener, store, config, shutdown).await
 }
 

@@ -24,6 +24,11 @@
 //! - Past [`WAL_RESTART_FRAMES`] jobs are the writer thread's again, so that
 //!   it can grant the checkpointer its quiet windows between batches (a
 //!   task never waits for the checkpointer).
+//! - Only with [`SqliteOptions::task_commits`] (the default): where the
+//!   async workers leave a core idle, the writer thread's commits on it are
+//!   worth their hand-offs (saas-host turns it off then).
+//!
+//! [`SqliteOptions::task_commits`]: super::SqliteOptions::task_commits
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,10 +46,12 @@ pub(super) const LEAD_MAX_JOBS: usize = 128;
 
 impl Inner {
     /// Whether a task's job queued now is committed by a task
-    /// (`leader.rs`): while the WAL is short, so the writer thread can grant
-    /// the checkpointer its windows once it is not.
+    /// (`leader.rs`): when the store's options ask for it
+    /// ([`SqliteOptions::task_commits`](super::SqliteOptions::task_commits)),
+    /// and while the WAL is short, so the writer thread can grant the
+    /// checkpointer its windows once it is not.
     pub(super) fn may_lead(&self) -> bool {
-        self.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES
+        self.task_commits && self.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES
     }
 
     /// Commits the oldest queued jobs as the leader, steps down, and wakes
@@ -182,7 +189,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::LEAD_MAX_JOBS;
-    use crate::store::sqlite::SqliteStore;
+    use crate::store::sqlite::{SqliteOptions, SqliteStore};
     use crate::store::{Durable, Meter, NewUser, Report, Store};
     use crate::tenancy::{Role, Tier, TierLimits};
     use crate::{Experience, Model, ModelConfig, StateRef};
@@ -222,8 +229,12 @@ mod tests {
     }
 
     fn fixture() -> Fixture {
+        fixture_with(SqliteOptions::default())
+    }
+
+    fn fixture_with(options: SqliteOptions) -> Fixture {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let s = SqliteStore::open(dir.path().join("lead.db")).expect("a store");
+        let s = SqliteStore::open_with(dir.path().join("lead.db"), options).expect("a store");
         let new = NewUser {
             email: "u@example.com".into(),
             password_hash: "$argon2id$fake".into(),
@@ -381,17 +392,32 @@ mod tests {
         assert_eq!(f.committed(), before + 1);
     }
 
-    #[test]
-    fn past_the_restart_size_of_the_wal_the_writer_thread_commits() {
-        let f = fixture();
-        f.s.inner
-            .wal_frames
-            .store(super::WAL_RESTART_FRAMES + 1, Ordering::Relaxed);
+    /// Polls a call once and then until it is ready: no task leads it,
+    /// the writer thread commits it.
+    fn committed_by_the_writer_thread(f: &Fixture) {
         let mut a = f.update(1);
         let first = a.poll();
         if first.is_pending() {
             assert_eq!(a.woken(), 0, "no task leads");
         }
         assert!(matches!(settle(&mut a), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn past_the_restart_size_of_the_wal_the_writer_thread_commits() {
+        let f = fixture();
+        f.s.inner
+            .wal_frames
+            .store(super::WAL_RESTART_FRAMES + 1, Ordering::Relaxed);
+        committed_by_the_writer_thread(&f);
+    }
+
+    #[test]
+    fn without_task_commits_the_writer_thread_commits() {
+        let f = fixture_with(SqliteOptions {
+            task_commits: false,
+            ..SqliteOptions::default()
+        });
+        committed_by_the_writer_thread(&f);
     }
 }

@@ -173,6 +173,14 @@ pub struct SqliteOptions {
     /// `usize::MAX` keeps every model and decision (memory then grows with
     /// the models served).
     pub cache_bytes: usize,
+    /// Who commits the jobs of the non-blocking calls (those whose
+    /// [`Durable`](super::Durable) an async task awaits): the first waiting
+    /// task, on its own thread (`true`, the default), or the writer thread
+    /// (`false`). The writer thread gives commits a core of their own at
+    /// the price of two thread hand-offs per batch: worth it only when the
+    /// async runtime leaves a core idle for it (saas-host: fewer workers
+    /// than CPUs). Blocking calls are always the writer thread's.
+    pub task_commits: bool,
 }
 
 /// The default [`SqliteOptions::cache_bytes`]: 256 MiB, e.g. about 3,500
@@ -185,6 +193,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             durability: Durability::Process,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            task_commits: true,
         }
     }
 }
@@ -226,6 +235,8 @@ struct Inner {
     conn: Mutex<Connection>,
     /// Whether a task leads the next commit (`leader.rs`).
     leading: AtomicBool,
+    /// [`SqliteOptions::task_commits`].
+    task_commits: bool,
     done: Done,
     models: RwLock<FastMap<String, Slot>>,
     /// The cached models' sizes and use order, against the byte budget.
@@ -325,6 +336,7 @@ impl SqliteStore {
             queue_cv: Condvar::new(),
             conn: Mutex::new(conn),
             leading: AtomicBool::new(false),
+            task_commits: options.task_commits,
             done: Done::default(),
             models: RwLock::new(FastMap::default()),
             lru: Mutex::new(Lru::new(options.cache_bytes)),
