@@ -363,18 +363,7 @@ fn sqlite_target(target: &str) -> Result<(&str, SqliteOptions)> {
 fn open_sqlite(target: &str, task_commits: bool) -> Result<Arc<dyn Store>> {
     let (path, mut options) = sqlite_target(target)?;
     options.task_commits = task_commits;
-    let commits = if task_commits {
-        "by the waiting tasks (the async workers take every CPU)"
-    } else {
-        "by the writer thread (fewer async workers than CPUs)"
-    };
-    let synchronous = match options.durability {
-        Durability::Process => {
-            "NORMAL (survives a process crash; ?synchronous=full for power loss)"
-        }
-        Durability::PowerLoss => "FULL (survives power loss)",
-    };
-    let cache_mb = options.cache_bytes >> 20;
+    let (synchronous, cache_mb, commits) = described(&options);
     tracing::info!(
         path,
         synchronous,
@@ -383,6 +372,23 @@ fn open_sqlite(target: &str, task_commits: bool) -> Result<Arc<dyn Store>> {
         "opening the SQLite store"
     );
     Ok(Arc::new(SqliteStore::open_with(path, options)?))
+}
+
+/// What the log says of a SQLite store's options: its durability, its
+/// cache budget in MiB, and who commits the async calls.
+fn described(options: &SqliteOptions) -> (&'static str, usize, &'static str) {
+    let synchronous = match options.durability {
+        Durability::Process => {
+            "NORMAL (survives a process crash; ?synchronous=full for power loss)"
+        }
+        Durability::PowerLoss => "FULL (survives power loss)",
+    };
+    let commits = if options.task_commits {
+        "by the waiting tasks (the async workers take every CPU)"
+    } else {
+        "by the writer thread (fewer async workers than CPUs)"
+    };
+    (synchronous, options.cache_bytes >> 20, commits)
 }
 
 /// Whether this build can open `postgres://` URLs.
@@ -399,6 +405,22 @@ fn open_postgres(url: &str) -> Result<Arc<dyn Store>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_describes_the_sqlite_options() {
+        let (synchronous, cache_mb, commits) = described(&SqliteOptions::default());
+        assert!(synchronous.starts_with("NORMAL"));
+        assert_eq!(cache_mb, 256);
+        assert!(commits.starts_with("by the waiting tasks"));
+        let (synchronous, cache_mb, commits) = described(&SqliteOptions {
+            durability: Durability::PowerLoss,
+            cache_bytes: 8 << 20,
+            task_commits: false,
+        });
+        assert!(synchronous.starts_with("FULL"));
+        assert_eq!(cache_mb, 8);
+        assert!(commits.starts_with("by the writer thread"));
+    }
 
     #[test]
     fn waiting_tasks_commit_when_the_workers_take_every_cpu() {
