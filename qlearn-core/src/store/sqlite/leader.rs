@@ -24,6 +24,9 @@
 //! - Past [`WAL_RESTART_FRAMES`] jobs are the writer thread's again, so that
 //!   it can grant the checkpointer its quiet windows between batches (a
 //!   task never waits for the checkpointer).
+//! - A job that writes decision-log rows (a logging predict, a reward) is
+//!   the writer thread's: about three times an update's SQLite work, it
+//!   served fewer calls with a higher p99 when committed on the workers.
 //! - Only with [`SqliteOptions::task_commits`] (the default): where the
 //!   async workers leave a core idle, the writer thread's commits on it are
 //!   worth their hand-offs (saas-host turns it off then).
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::checkpointer::WAL_RESTART_FRAMES;
-use super::writer::{commit_queued, Ticket, Waiter};
+use super::writer::{commit_queued, Job, Ticket, Waiter};
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 
@@ -44,14 +47,27 @@ use crate::error::{Error, Result};
 /// led by the next task.
 pub(super) const LEAD_MAX_JOBS: usize = 128;
 
+/// Whether a job is light enough for a task to commit: not one that writes
+/// decision-log rows (a logging predict, a reward). Those cost SQLite about
+/// three times an update's work (rows in a table with two indexes), and
+/// committing them on the async workers served 3-15% fewer logging
+/// predicts and delayed rewards, with a higher p99, than the writer thread
+/// (docs/benchmarks-http.md, session 22).
+fn light(job: &Job) -> bool {
+    matches!(job, Job::Learn(l) if l.decisions.is_none())
+}
+
 impl Inner {
-    /// Whether a task's job queued now is committed by a task
+    /// Whether a task's `job` queued now is committed by a task
     /// (`leader.rs`): when the store's options ask for it
     /// ([`SqliteOptions::task_commits`](super::SqliteOptions::task_commits)),
-    /// and while the WAL is short, so the writer thread can grant the
-    /// checkpointer its windows once it is not.
-    pub(super) fn may_lead(&self) -> bool {
-        self.task_commits && self.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES
+    /// for a job without decision-log rows, and while the WAL is short, so
+    /// the writer thread can grant the checkpointer its windows once it is
+    /// not.
+    pub(super) fn may_lead(&self, job: &Job) -> bool {
+        self.task_commits
+            && light(job)
+            && self.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES
     }
 
     /// Commits the oldest queued jobs as the leader, steps down, and wakes
@@ -253,8 +269,18 @@ mod tests {
         };
         s.predict(&meter, &model, StateRef::Int(0), false, None)
             .expect("a predict");
-        // Then the writer thread goes back to sleep, waiting for a job
-        // (it takes what it finds queued before that).
+        writer_asleep(&s);
+        Fixture {
+            _dir: dir,
+            s,
+            user,
+            model,
+        }
+    }
+
+    /// Waits until the writer thread sleeps, waiting for a job (it takes
+    /// what it finds queued before that).
+    fn writer_asleep(s: &SqliteStore) {
         let started = Instant::now();
         while super::lock_plain(&s.inner.queue).wake_at != 1 {
             assert!(
@@ -262,12 +288,6 @@ mod tests {
                 "the writer sleeps"
             );
             std::thread::sleep(Duration::from_millis(1));
-        }
-        Fixture {
-            _dir: dir,
-            s,
-            user,
-            model,
         }
     }
 
@@ -419,5 +439,54 @@ mod tests {
             ..SqliteOptions::default()
         });
         committed_by_the_writer_thread(&f);
+    }
+
+    #[test]
+    fn a_call_writing_decision_log_rows_is_committed_by_the_writer_thread() {
+        use crate::decisions::{Decide, DecisionsConfig};
+        use crate::store::ModelPatch;
+        let f = fixture();
+        let patch = ModelPatch {
+            decisions: Some(Some(DecisionsConfig::default())),
+            ..ModelPatch::default()
+        };
+        f.s.update_model(&f.user, &f.model, patch, NOW)
+            .expect("decisions on");
+        let limits = TierLimits::UNLIMITED;
+        let meter = Meter {
+            user_id: &f.user,
+            limits: &limits,
+            now: NOW,
+        };
+        let decide = |i: i64| Decide {
+            state: StateRef::Int(i),
+            allowed_actions: None,
+            explore: true,
+            decision_id: None,
+            episode_id: None,
+            baseline_action: None,
+        };
+        // The first logging predict reads the model's log: blocking.
+        f.s.decide(&meter, &f.model, &decide(0))
+            .expect("a decision");
+        let (logged, durable) =
+            f.s.decide_nonblocking(&meter, &f.model, &decide(1))
+                .expect("a logging predict from memory")
+                .expect("a decision");
+        assert!(logged.decision.is_some(), "logged");
+        let mut call = Call {
+            durable: Box::pin(durable),
+            woken: Arc::default(),
+        };
+        if call.poll().is_pending() {
+            assert_eq!(call.woken(), 0, "no task leads a decision's commit");
+        }
+        assert!(matches!(settle(&mut call), Poll::Ready(Ok(()))));
+        // A plain update still leads.
+        writer_asleep(&f.s);
+        let mut u = f.update(2);
+        assert!(u.poll().is_pending());
+        assert_eq!(u.woken(), 1);
+        assert!(matches!(u.poll(), Poll::Ready(Ok(()))));
     }
 }

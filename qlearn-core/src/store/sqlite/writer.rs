@@ -567,7 +567,7 @@ impl SqliteStore {
     pub(super) fn enqueue_for(&self, job: Job, waiting: Waiting) -> Result<Ticket> {
         let (waiter, lead) = match waiting {
             Waiting::Thread => (Waiter::Thread(std::thread::current()), false),
-            Waiting::Task => (Waiter::Task(Mutex::new(None)), self.inner.may_lead()),
+            Waiting::Task => (Waiter::Task(Mutex::new(None)), self.inner.may_lead(&job)),
         };
         let slot = Arc::new(WaitSlot {
             waiter,
