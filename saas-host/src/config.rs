@@ -288,7 +288,7 @@ pub fn open_store_for_runtime(url: &str, workers: usize, cpus: usize) -> Result<
 /// thread's commits run on a core the workers leave idle, which paid for
 /// its two thread hand-offs per batch in the measurements of issue 16
 /// (docs/benchmarks-http.md, session 22): one worker on two cores served
-/// 3-9% more requests with the writer thread, two workers 8-15% more
+/// 5-9% more requests with the writer thread, two workers 9-15% more
 /// with task commits.
 pub fn task_commits(workers: usize, cpus: usize) -> bool {
     workers >= cpus

@@ -15,9 +15,12 @@
 //! - A task's [`Commit`] that finds no leader becomes it (`Inner::leading`),
 //!   wakes itself and returns pending: its runtime polls it again after the
 //!   tasks already queued, which queue their jobs meanwhile.
-//! - Polled again, the leader commits the oldest [`LEAD_MAX_JOBS`] queued
-//!   jobs ([`commit_queued`]) and wakes their callers, steps down, and wakes
-//!   the first task whose job is still queued, which leads the next batch.
+//! - Polled again, the leader commits the light jobs at the queue's front,
+//!   at most [`LEAD_MAX_JOBS`] ([`commit_queued`], [`light_prefix`]), wakes
+//!   their callers, steps down, and wakes the first task whose job is still
+//!   queued, which leads the next batch. If the first queued job is the
+//!   writer thread's, the leader takes nothing and waits: the writer
+//!   commits it and every job behind it.
 //! - A [`Commit`] dropped before its job committed (its request cancelled)
 //!   wakes the writer thread, which commits what is queued: no job is left
 //!   without someone to commit it.
@@ -25,8 +28,10 @@
 //!   it can grant the checkpointer its quiet windows between batches (a
 //!   task never waits for the checkpointer).
 //! - A job that writes decision-log rows (a logging predict, a reward) is
-//!   the writer thread's: about three times an update's SQLite work, it
-//!   served fewer calls with a higher p99 when committed on the workers.
+//!   the writer thread's, and so is an operation (a chunk of an import or
+//!   a reshape, about a millisecond): a decision costs SQLite about three
+//!   times an update, and served fewer calls with a higher p99 when
+//!   committed on the workers. An async worker commits only light jobs.
 //! - Only with [`SqliteOptions::task_commits`] (the default): where the
 //!   async workers leave a core idle, the writer thread's commits on it are
 //!   worth their hand-offs (saas-host turns it off then).
@@ -38,7 +43,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::checkpointer::WAL_RESTART_FRAMES;
-use super::writer::{commit_queued, Job, Ticket, Waiter};
+use super::writer::{commit_queued, Job, Queued, Ticket, Waiter};
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 
@@ -57,6 +62,17 @@ fn light(job: &Job) -> bool {
     matches!(job, Job::Learn(l) if l.decisions.is_none())
 }
 
+/// How many of the queued jobs a leading task commits: the light ones at
+/// the front, at most [`LEAD_MAX_JOBS`]. The jobs behind the first that is
+/// not light are committed with it by the writer thread, so an async worker
+/// never runs a decision-log write or a chunk of an import.
+fn light_prefix(jobs: &Queued) -> usize {
+    jobs.iter()
+        .take(LEAD_MAX_JOBS)
+        .take_while(|(job, _)| light(job))
+        .count()
+}
+
 impl Inner {
     /// Whether a task's `job` queued now is committed by a task
     /// (`leader.rs`): when the store's options ask for it
@@ -70,22 +86,29 @@ impl Inner {
             && self.wal_frames.load(Ordering::Relaxed) <= WAL_RESTART_FRAMES
     }
 
-    /// Commits the oldest queued jobs as the leader, steps down, and wakes
-    /// the task that leads the next batch if jobs are left.
-    fn lead(&self) {
-        {
+    /// Commits the oldest queued jobs as the leader (the light ones at the
+    /// queue's front, [`light_prefix`]), steps down, and wakes the task that
+    /// leads the next batch if jobs are left. `false` when the queue's first
+    /// job is the writer thread's (its caller woke the writer, which then
+    /// commits every job queued, this leader's included).
+    fn lead(&self) -> bool {
+        let taken = {
             let conn = lock_plain(&self.conn);
             // A failure stops the store and wakes every waiter.
-            let _ = commit_queued(self, &conn, LEAD_MAX_JOBS);
-        }
+            commit_queued(self, &conn, light_prefix)
+        };
         self.leading.store(false, Ordering::SeqCst);
         // A job queued while this one led found a leader and waits: hand
         // the next batch to its task. (A job queued after this look finds
         // no leader and leads itself.)
         let q = lock_plain(&self.queue);
+        if taken == Ok(0) && !q.jobs.is_empty() {
+            return false;
+        }
         if let Some((_, slot)) = q.jobs.iter().find(|(_, s)| s.lead) {
             slot.wake_task();
         }
+        true
     }
 }
 
@@ -153,8 +176,12 @@ impl std::future::Future for Commit {
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
+        // Whether this poll may lead: not right after finding the writer
+        // thread's job first in the queue (the writer commits this job too
+        // and wakes this task; leading again would only spin).
+        let mut may_lead = true;
         if this.role == Role::Leading {
-            this.inner.lead();
+            may_lead = this.inner.lead();
             this.role = Role::Waiting;
         }
         if let Some(r) = this.ready() {
@@ -169,7 +196,7 @@ impl std::future::Future for Commit {
         if let Some(r) = this.ready() {
             return this.finish(r);
         }
-        if this.ticket.slot.lead && !this.inner.leading.swap(true, Ordering::SeqCst) {
+        if may_lead && this.ticket.slot.lead && !this.inner.leading.swap(true, Ordering::SeqCst) {
             // Lead, after the tasks the runtime has ready (a task that wakes
             // itself is polled again after them).
             this.role = Role::Leading;
@@ -488,5 +515,81 @@ mod tests {
         assert!(u.poll().is_pending());
         assert_eq!(u.woken(), 1);
         assert!(matches!(u.poll(), Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn a_leader_takes_the_light_jobs_at_the_front_of_the_queue() {
+        use super::super::writer::{Job, Learn, WaitSlot, Waiter};
+        use super::light_prefix;
+        use std::sync::{Mutex, OnceLock};
+        let learn = || {
+            Job::Learn(Learn {
+                mid: 1,
+                tab: 1,
+                learner: Vec::new(),
+                returns: None,
+                n_rows: 0,
+                updated_at: None,
+                rows: Vec::new(),
+                usage: None,
+                decisions: None,
+            })
+        };
+        let op = || Job::Op(Box::new(|_: &rusqlite::Connection| true));
+        let queued = |jobs: Vec<Job>| -> Vec<(Job, Arc<WaitSlot>)> {
+            jobs.into_iter()
+                .map(|j| {
+                    let slot = Arc::new(WaitSlot {
+                        waiter: Waiter::Task(Mutex::new(None)),
+                        batch: OnceLock::new(),
+                        lead: true,
+                    });
+                    (j, slot)
+                })
+                .collect()
+        };
+        assert_eq!(
+            light_prefix(&queued(vec![learn(), learn(), op(), learn()])),
+            2
+        );
+        assert_eq!(light_prefix(&queued(vec![op(), learn()])), 0);
+        assert_eq!(light_prefix(&queued(Vec::new())), 0);
+        let many = (0..LEAD_MAX_JOBS + 5).map(|_| learn()).collect();
+        assert_eq!(light_prefix(&queued(many)), LEAD_MAX_JOBS);
+    }
+
+    #[test]
+    fn a_leader_leaves_a_queue_headed_by_the_writer_threads_job_to_it() {
+        use super::super::writer::{Job, WaitSlot, Waiter};
+        use std::sync::{Mutex, OnceLock};
+        let f = fixture();
+        let before = f.committed();
+        // An operation first (the writer thread's: its caller wakes the
+        // writer, here after the leader has looked), then an update a task
+        // waits for.
+        {
+            let mut q = super::lock_plain(&f.s.inner.queue);
+            q.last_seq += 1;
+            let slot = Arc::new(WaitSlot {
+                waiter: Waiter::Task(Mutex::new(None)),
+                batch: OnceLock::new(),
+                lead: false,
+            });
+            q.jobs
+                .push((Job::Op(Box::new(|_: &rusqlite::Connection| true)), slot));
+        }
+        let mut a = f.update(1);
+        assert!(a.poll().is_pending());
+        assert_eq!(a.woken(), 1, "it leads");
+        assert!(a.poll().is_pending(), "it takes nothing");
+        assert_eq!(f.committed(), before);
+        assert_eq!(a.woken(), 1, "and does not lead again at once");
+        f.s.inner.queue_cv.notify_one();
+        let started = Instant::now();
+        while a.woken() == 1 && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(matches!(a.poll(), Poll::Ready(Ok(()))));
+        assert_eq!(f.committed(), before + 2, "the writer committed both");
     }
 }

@@ -453,7 +453,7 @@ pub(super) fn writer_loop(inner: Arc<Inner>) {
         let started = std::time::Instant::now();
         let batch = {
             let conn = lock_plain(&inner.conn);
-            commit_queued(&inner, &conn, usize::MAX)
+            commit_queued(&inner, &conn, <[_]>::len)
         };
         match batch {
             Ok(0) => continue,
@@ -473,23 +473,27 @@ pub(super) fn writer_loop(inner: Arc<Inner>) {
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-/// Commits the oldest `max` queued jobs in one batch on `conn` (the
-/// writer's connection, locked by the caller: batches commit in the order
-/// they were taken) and wakes their callers. Run by the writer thread and
-/// by a caller's task leading a commit (`leader.rs`). Returns how many jobs
-/// it committed; `Err` when the commit failed, after stopping the store
-/// (every waiter woken with the failure).
+/// The queue's jobs, each with its caller's wake-up slot.
+pub(super) type Queued = [(Job, Arc<WaitSlot>)];
+
+/// Commits the oldest queued jobs, as many as `take` says of the queue, in
+/// one batch on `conn` (the writer's connection, locked by the caller:
+/// batches commit in the order they were taken) and wakes their callers.
+/// Run by the writer thread (every job) and by a caller's task leading a
+/// commit (`leader.rs`). Returns how many jobs it committed; `Err` when the
+/// commit failed, after stopping the store (every waiter woken with the
+/// failure).
 pub(super) fn commit_queued(
     inner: &Inner,
     conn: &Connection,
-    max: usize,
+    take: impl FnOnce(&Queued) -> usize,
 ) -> std::result::Result<usize, ()> {
     let (taken, last) = {
         let mut q = lock_plain(&inner.queue);
-        if q.jobs.is_empty() {
+        let n = take(&q.jobs).min(q.jobs.len());
+        if n == 0 {
             return Ok(0);
         }
-        let n = q.jobs.len().min(max);
         let left = (q.jobs.len() - n) as u64;
         let taken: Vec<(Job, Arc<WaitSlot>)> = if n == q.jobs.len() {
             std::mem::take(&mut q.jobs)
