@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use qlearn_core::decisions::{Decide, DecisionsConfig, LoggedDecision, RewardStatus};
 use qlearn_core::store::sqlite::SqliteStore;
@@ -20,8 +21,12 @@ use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 /// 2026-09-21T00:53:20Z.
 const NOW: i64 = 1_790_038_400;
 
+/// How long `block_on` waits for a future before failing the test: a call
+/// whose commit never comes (a broken commit path) fails here, not hangs.
+const DEADLINE: Duration = Duration::from_secs(30);
+
 /// Runs a future to completion on this thread (no runtime needed: the
-/// store's writer wakes the task).
+/// store's writer wakes the task). Panics past `DEADLINE`.
 fn block_on<F: Future>(f: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
@@ -32,11 +37,14 @@ fn block_on<F: Future>(f: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut f = pin!(f);
+    let started = Instant::now();
     loop {
         if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return v;
         }
-        std::thread::park();
+        let left = DEADLINE.checked_sub(started.elapsed());
+        let left = left.unwrap_or_else(|| panic!("no answer within {DEADLINE:?}"));
+        std::thread::park_timeout(left);
     }
 }
 

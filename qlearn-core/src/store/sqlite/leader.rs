@@ -344,6 +344,23 @@ mod tests {
         }
     }
 
+    /// Sleeps until `done` holds, five seconds at most.
+    fn wait_until(done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Asserts that `c`, polled now, leads (wakes itself and waits) and
+    /// commits its batch at its next poll.
+    fn leads_then_commits(c: &mut Call) {
+        let woken = c.woken();
+        assert!(c.poll().is_pending(), "it leads: pending first");
+        assert_eq!(c.woken(), woken + 1, "it woke itself");
+        assert!(matches!(c.poll(), Poll::Ready(Ok(()))));
+    }
+
     /// Polls `c` until it is ready or five seconds have passed.
     fn settle(c: &mut Call) -> Poll<crate::Result<()>> {
         let started = Instant::now();
@@ -413,18 +430,12 @@ mod tests {
         // The writer thread commits both jobs (the dropped call's too: the
         // model in memory already has it) and wakes `b`, which is not
         // polled until then.
-        let started = Instant::now();
-        while b.woken() == 0 && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(|| b.woken() > 0);
         assert_eq!(b.woken(), 1, "the writer thread woke the waiting task");
         assert_eq!(f.committed(), before + 2);
         assert!(matches!(b.poll(), Poll::Ready(Ok(()))));
         // And the next call leads again.
-        let mut c = f.update(3);
-        assert!(c.poll().is_pending());
-        assert_eq!(c.woken(), 1);
-        assert!(matches!(c.poll(), Poll::Ready(Ok(()))));
+        leads_then_commits(&mut f.update(3));
     }
 
     #[test]
@@ -432,10 +443,7 @@ mod tests {
         let f = fixture();
         let before = f.committed();
         drop(f.update(1));
-        let started = Instant::now();
-        while f.committed() == before && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(|| f.committed() > before);
         assert_eq!(f.committed(), before + 1);
     }
 
@@ -511,10 +519,7 @@ mod tests {
         assert!(matches!(settle(&mut call), Poll::Ready(Ok(()))));
         // A plain update still leads.
         writer_asleep(&f.s);
-        let mut u = f.update(2);
-        assert!(u.poll().is_pending());
-        assert_eq!(u.woken(), 1);
-        assert!(matches!(u.poll(), Poll::Ready(Ok(()))));
+        leads_then_commits(&mut f.update(2));
     }
 
     #[test]
@@ -585,10 +590,7 @@ mod tests {
         assert_eq!(f.committed(), before);
         assert_eq!(a.woken(), 1, "and does not lead again at once");
         f.s.inner.queue_cv.notify_one();
-        let started = Instant::now();
-        while a.woken() == 1 && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_until(|| a.woken() > 1);
         assert!(matches!(a.poll(), Poll::Ready(Ok(()))));
         assert_eq!(f.committed(), before + 2, "the writer committed both");
     }
