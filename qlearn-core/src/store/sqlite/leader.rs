@@ -24,6 +24,11 @@
 //! - A [`Commit`] dropped before its job committed (its request cancelled)
 //!   wakes the writer thread, which commits what is queued: no job is left
 //!   without someone to commit it.
+//! - A leader never polled again (its future leaked, its runtime blocked)
+//!   is stood in for: the writer thread, which sleeps at most
+//!   [`STRANDED_AFTER`] at a time, commits the queue once the same job has
+//!   been first in it at two of its looks, and clears the leader flag so
+//!   the next task's job leads again.
 //! - Past [`WAL_RESTART_FRAMES`] jobs are the writer thread's again, so that
 //!   it can grant the checkpointer its quiet windows between batches (a
 //!   task never waits for the checkpointer).
@@ -38,12 +43,12 @@
 //!
 //! [`SqliteOptions::task_commits`]: super::SqliteOptions::task_commits
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use super::checkpointer::WAL_RESTART_FRAMES;
-use super::writer::{commit_queued, Job, Queued, Ticket, Waiter};
+use super::writer::{commit_queued, Job, Queue, Queued, Ticket, Waiter};
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 
@@ -51,6 +56,26 @@ use crate::error::{Error, Result};
 /// other requests too, and a batch's time grows with its jobs. The rest are
 /// led by the next task.
 pub(super) const LEAD_MAX_JOBS: usize = 128;
+
+/// How long the writer thread sleeps between looks at the jobs a leading
+/// task should commit (`leader.rs`). A job found first in the queue at two
+/// looks in a row has waited at least this long: its leader was never
+/// polled again (a leaked future, a blocked runtime), and the writer
+/// commits it and every job behind it.
+pub(super) const STRANDED_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether the job numbered `first`, first in the queue now, was first at
+/// the writer's last look too (`first_seen`, updated): stranded. Then the
+/// leader flag is cleared, so that the next task's job leads again instead
+/// of waiting for the writer's next look.
+pub(super) fn stranded(first_seen: &mut Option<u64>, first: u64, leading: &AtomicBool) -> bool {
+    if *first_seen == Some(first) {
+        leading.store(false, Ordering::SeqCst);
+        return true;
+    }
+    *first_seen = Some(first);
+    false
+}
 
 /// Whether a job is light enough for a task to commit: not one that writes
 /// decision-log rows (a logging predict, a reward). Those cost SQLite about
@@ -109,6 +134,35 @@ impl Inner {
             slot.wake_task();
         }
         true
+    }
+}
+
+impl Inner {
+    /// The writer thread's sleep, from `q` (the queue, locked): while the
+    /// queue is empty, and while the jobs queued meanwhile are a task's to
+    /// commit (they do not wake the writer), unless the same job has been
+    /// first in the queue at two of its looks ([`stranded`]). Returns the
+    /// queue, locked, with jobs or closed.
+    pub(super) fn writer_sleep<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        let mut first_seen = None;
+        let mut asleep = q.jobs.is_empty();
+        while asleep && !q.closed {
+            q.wake_at = 1;
+            let (guard, woke) = self
+                .queue_cv
+                .wait_timeout(q, STRANDED_AFTER)
+                .unwrap_or_else(PoisonError::into_inner);
+            q = guard;
+            asleep = if q.jobs.is_empty() {
+                true
+            } else if woke.timed_out() {
+                let first = q.last_seq + 1 - q.jobs.len() as u64;
+                !stranded(&mut first_seen, first, &self.leading)
+            } else {
+                false
+            };
+        }
+        q
     }
 }
 
@@ -436,6 +490,43 @@ mod tests {
         assert!(matches!(b.poll(), Poll::Ready(Ok(()))));
         // And the next call leads again.
         leads_then_commits(&mut f.update(3));
+    }
+
+    #[test]
+    fn a_leader_never_polled_again_is_stood_in_for_by_the_writer_thread() {
+        let f = fixture();
+        let mut a = f.update(1);
+        assert!(a.poll().is_pending());
+        assert_eq!(a.woken(), 1, "it leads");
+        // Leaked: never polled again, never dropped.
+        std::mem::forget(a);
+        let mut b = f.update(2);
+        assert!(b.poll().is_pending());
+        assert_eq!(b.woken(), 0, "one leader at a time");
+        let before = f.committed();
+        let started = Instant::now();
+        wait_until(|| b.woken() > 0);
+        assert!(
+            started.elapsed() >= super::STRANDED_AFTER,
+            "not before the jobs have waited"
+        );
+        assert_eq!(f.committed(), before + 2, "the writer committed both");
+        assert!(matches!(b.poll(), Poll::Ready(Ok(()))));
+        // The leader flag was cleared: the next call leads again.
+        leads_then_commits(&mut f.update(3));
+    }
+
+    #[test]
+    fn a_stranded_job_is_one_first_in_the_queue_at_two_looks() {
+        use super::stranded;
+        use std::sync::atomic::AtomicBool;
+        let leading = AtomicBool::new(true);
+        let mut seen = None;
+        assert!(!stranded(&mut seen, 5, &leading), "first look");
+        assert!(!stranded(&mut seen, 7, &leading), "jobs were committed");
+        assert!(leading.load(Ordering::SeqCst));
+        assert!(stranded(&mut seen, 7, &leading));
+        assert!(!leading.load(Ordering::SeqCst), "the flag is cleared");
     }
 
     #[test]

@@ -413,14 +413,7 @@ pub(super) fn writer_loop(inner: Arc<Inner>) {
     let mut last_took = std::time::Duration::ZERO;
     loop {
         {
-            let mut q = lock_plain(&inner.queue);
-            while q.jobs.is_empty() && !q.closed {
-                q.wake_at = 1;
-                q = inner
-                    .queue_cv
-                    .wait(q)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
+            let mut q = inner.writer_sleep(lock_plain(&inner.queue));
             // The callers of the last batch were all woken at once and are
             // queueing again: give half of them a moment (a fraction of a
             // batch's time) so they share the next commit instead of being
