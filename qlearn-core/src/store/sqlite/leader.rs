@@ -58,11 +58,11 @@ use crate::error::{Error, Result};
 pub(super) const LEAD_MAX_JOBS: usize = 128;
 
 /// How long the writer thread sleeps between looks at the jobs a leading
-/// task should commit (`leader.rs`). A job found first in the queue at two
+/// task should commit. A job found first in the queue at two
 /// looks in a row has waited at least this long: its leader was never
 /// polled again (a leaked future, a blocked runtime), and the writer
 /// commits it and every job behind it.
-pub(super) const STRANDED_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+const STRANDED_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The number of the first job queued in `q` (not empty): jobs are
 /// numbered in queue order, the last one `last_seq`.
@@ -74,7 +74,7 @@ fn first_queued(q: &Queue) -> u64 {
 /// the writer's last look too (`first_seen`, updated): stranded. Then the
 /// leader flag is cleared, so that the next task's job leads again instead
 /// of waiting for the writer's next look.
-pub(super) fn stranded(first_seen: &mut Option<u64>, first: u64, leading: &AtomicBool) -> bool {
+fn stranded(first_seen: &mut Option<u64>, first: u64, leading: &AtomicBool) -> bool {
     if *first_seen == Some(first) {
         leading.store(false, Ordering::SeqCst);
         return true;
@@ -141,27 +141,35 @@ impl Inner {
         }
         true
     }
-}
 
-impl Inner {
     /// The writer thread's sleep, from `q` (the queue, locked): while the
     /// queue is empty, and while the jobs queued meanwhile are a task's to
     /// commit (they do not wake the writer), unless the same job has been
-    /// first in the queue at two of its looks ([`stranded`]). Returns the
-    /// queue, locked, with jobs or closed.
+    /// first in the queue at two of its looks ([`stranded`]). Without task
+    /// commits no task leads, and it sleeps until woken. Returns the queue,
+    /// locked, with jobs or closed.
     pub(super) fn writer_sleep<'a>(&self, mut q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
         let mut first_seen = None;
         let mut asleep = q.jobs.is_empty();
         while asleep && !q.closed {
             q.wake_at = 1;
-            let (guard, woke) = self
-                .queue_cv
-                .wait_timeout(q, STRANDED_AFTER)
-                .unwrap_or_else(PoisonError::into_inner);
-            q = guard;
+            let timed_out = if self.task_commits {
+                let (guard, woke) = self
+                    .queue_cv
+                    .wait_timeout(q, STRANDED_AFTER)
+                    .unwrap_or_else(PoisonError::into_inner);
+                q = guard;
+                woke.timed_out()
+            } else {
+                q = self
+                    .queue_cv
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+                false
+            };
             asleep = if q.jobs.is_empty() {
                 true
-            } else if woke.timed_out() {
+            } else if timed_out {
                 !stranded(&mut first_seen, first_queued(&q), &self.leading)
             } else {
                 false
