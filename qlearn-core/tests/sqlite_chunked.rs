@@ -80,7 +80,8 @@ fn peek(path: &Path) -> rusqlite::Connection {
 fn loose_rows(c: &rusqlite::Connection) -> Vec<(i64, i64)> {
     let mut st = c
         .prepare(
-            "SELECT l.tab, (SELECT COUNT(*) FROM q_rows WHERE mid = l.tab) FROM loose_tables l",
+            "SELECT l.tab, (SELECT COUNT(*) FROM q_rows WHERE id BETWEEN l.tab * 4294967296 \
+             AND l.tab * 4294967296 + 4294967295) FROM loose_tables l",
         )
         .expect("prepare");
     let rows = st
@@ -433,6 +434,19 @@ fn kill_mid_way(op: &str, path: &Path, uid: &str, id: &str) {
 
 /// After the crash: nothing loose or unused in the file, and the user's
 /// models exactly `models`, each whole.
+/// Asserts that the file holds exactly the rows its models count: none
+/// of a loose table is left.
+fn every_row_counted(c: &rusqlite::Connection) {
+    let (stored, counted): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM q_rows), (SELECT SUM(n_rows) FROM models)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(stored, counted, "every stored row belongs to a model");
+}
+
 fn check_after_crash(path: &Path, uid: &str, id: &str, big: &Model) {
     let s = SqliteStore::open(path).expect("reopen after SIGKILL");
     let models = s.models(uid).unwrap();
@@ -446,14 +460,7 @@ fn check_after_crash(path: &Path, uid: &str, id: &str, big: &Model) {
     drop(s);
     let c = peek(path);
     assert!(loose_rows(&c).is_empty(), "loose tables deleted at open");
-    let (stored, counted): (i64, i64) = c
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM q_rows), (SELECT SUM(n_rows) FROM models)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(stored, counted, "every stored row belongs to a model");
+    every_row_counted(&c);
     let ok: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -476,4 +483,132 @@ fn a_crash_mid_import_or_reshape_leaves_the_old_model_and_no_garbage() {
     // A first reshape that is killed while writing its new table.
     kill_mid_way("reshape", &path, &uid, &id);
     check_after_crash(&path, &uid, &id, &big);
+}
+
+/// Rewrites the Q-rows of the store file at `path` in the layout before
+/// migration 14 (a `WITHOUT ROWID` table keyed by table and row number)
+/// and forgets that migration, as a file written by an earlier release;
+/// then runs `extra` (SQL) in the same transaction.
+fn to_schema_13(path: &Path, extra: &str) {
+    peek(path)
+        .execute_batch(&format!(
+            "BEGIN IMMEDIATE; \
+             CREATE TABLE q_old (mid INTEGER NOT NULL, row_no INTEGER NOT NULL, \
+               key BLOB NOT NULL, vals BLOB NOT NULL, PRIMARY KEY (mid, row_no)) WITHOUT ROWID; \
+             INSERT INTO q_old SELECT id >> 32, id & 4294967295, key, vals FROM q_rows; \
+             DROP TABLE q_rows; \
+             ALTER TABLE q_old RENAME TO q_rows; \
+             DELETE FROM schema_migrations WHERE version = 14; \
+             {extra} \
+             COMMIT;"
+        ))
+        .expect("back to schema 13");
+}
+
+/// Every model, exported, by owner and id.
+fn exports(s: &SqliteStore, owners: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut all = Vec::new();
+    for owner in owners {
+        for info in s.models(owner).unwrap() {
+            let m = s.export_model(owner, &info.id).unwrap();
+            all.push((info.id, m.to_bytes().unwrap()));
+        }
+    }
+    all
+}
+
+/// A file written before Q-rows had one integer key (schema 13) opens with
+/// every model whole: a model's own rows, a reshaped model's rows under a
+/// table number of its own, rows learned one by one; a leftover loose
+/// table's rows are deleted; and learning goes on from there.
+#[test]
+fn rows_stored_before_the_integer_keys_migrate_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v13.db");
+    let (s, other, other_model, a, _) = two_tenants(&path);
+    let plain = s
+        .create_model(&a, "plain", &filled(3_000), None, NOW)
+        .unwrap()
+        .id;
+    let reshaped = s
+        .create_model(&a, "reshaped", &filled(2_000), None, NOW)
+        .unwrap()
+        .id;
+    let mut double = filled(1).config().clone();
+    double.algorithm = Algorithm::DoubleQLearning;
+    s.update_model(
+        &a,
+        &reshaped,
+        ModelPatch {
+            config: Some(double.into()),
+            ..ModelPatch::default()
+        },
+        NOW,
+    )
+    .unwrap();
+    for state in [3, 60, 61, 3] {
+        update(&s, &other, &other_model, state);
+    }
+    update(&s, &a, &plain, 5_000);
+    let before = exports(&s, &[&a, &other]);
+    drop(s);
+    // A crash left a loose table behind, under a number past every model's.
+    to_schema_13(
+        &path,
+        "INSERT INTO loose_tables (tab) VALUES (1000); \
+         INSERT INTO q_rows VALUES (1000, 0, x'00', x'00'), (1000, 1, x'01', x'01');",
+    );
+    let s = SqliteStore::open(&path).expect("migrates");
+    assert_eq!(exports(&s, &[&a, &other]), before, "every model whole");
+    update(&s, &other, &other_model, 62);
+    update(&s, &a, &reshaped, 7);
+    let after = exports(&s, &[&a, &other]);
+    assert_ne!(after, before, "the updates learned");
+    drop(s);
+    let s = SqliteStore::open(&path).expect("reopens");
+    assert_eq!(
+        exports(&s, &[&a, &other]),
+        after,
+        "learned after the migration"
+    );
+    let c = peek(&path);
+    every_row_counted(&c);
+    let version: i64 = c
+        .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, 14);
+}
+
+/// A row that cannot be keyed (its row number past 2^32 - 1) fails the
+/// migration rather than land on another table's keys, and the file is
+/// left as it was.
+#[test]
+fn a_row_past_the_key_bounds_fails_the_migration_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v13.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let a = user(&s, "a@example.com");
+    s.create_model(&a, "m", &filled(10), None, NOW).unwrap();
+    drop(s);
+    // Row 2^32 of table 1 would be keyed as row 0 of table 2.
+    to_schema_13(
+        &path,
+        "INSERT INTO q_rows VALUES (1, 4294967296, x'00', x'00');",
+    );
+    let Err(err) = SqliteStore::open(&path) else {
+        panic!("a row past the key bounds migrated");
+    };
+    assert!(err.to_string().contains("NOT NULL"), "{err}");
+    let c = peek(&path);
+    let (rows, version): (i64, i64) = c
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM q_rows WHERE row_no >= 0), \
+             (SELECT MAX(version) FROM schema_migrations)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, version), (11, 13), "the old table as it was");
 }

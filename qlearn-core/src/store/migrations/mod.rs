@@ -93,6 +93,11 @@ pub const SQLITE: &[Migration] = &[
         name: "evaluation_owner_running",
         sql: include_str!("sqlite/0013_evaluation_owner_running.sql"),
     },
+    Migration {
+        version: 14,
+        name: "q_rows_by_id",
+        sql: include_str!("sqlite/0014_q_rows_by_id.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.

@@ -172,7 +172,7 @@ impl SqliteStore {
         now: i64,
     ) -> Result<(User, ModelInfo)> {
         let u = User::register(user, now);
-        let new = NewModel::of(self.new_tab(), &u.id, model_name, model)?;
+        let new = NewModel::of(self.new_tab()?, &u.id, model_name, model)?;
         let (id, mid) = (new.id().to_owned(), new.mid());
         // Its rows, if any, first (`tables.rs`); then the user and the
         // model in one job.

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, TryLockError};
 use rusqlite::{params, OptionalExtension};
 
 use super::decisions::LogSlot;
-use super::schema::{model_row, MODEL_COLS};
+use super::schema::{model_row, tab_ids, MODEL_COLS};
 use super::writer::{Job, Learn, RowWrite, UsageDelta, Waiting};
 use super::{corrupt, lock_plain, poisoned, sq, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
@@ -58,8 +58,9 @@ const SPINS: usize = 200;
 pub(super) struct Cached {
     pub(super) id: String,
     pub(super) mid: i64,
-    /// The table number its Q-rows are stored under (`q_rows.mid`): its
-    /// `mid` until a reshape writes them anew (`tables.rs`).
+    /// The table number its Q-rows are stored under (the high bits of
+    /// `q_rows.id`): its `mid` until a reshape writes them anew
+    /// (`tables.rs`).
     pub(super) tab: i64,
     pub(super) owner: String,
     pub(super) name: String,
@@ -148,10 +149,12 @@ impl SqliteStore {
             {
                 let mut st = tx
                     .prepare_cached(
-                        "SELECT row_no, key, vals FROM q_rows WHERE mid = ?1 ORDER BY row_no",
+                        "SELECT id - ?1, key, vals FROM q_rows WHERE id BETWEEN ?1 AND ?2 \
+                         ORDER BY id",
                     )
                     .map_err(sq)?;
-                let mut rows = st.query([row.tab]).map_err(sq)?;
+                let (first, last) = tab_ids(row.tab);
+                let mut rows = st.query([first, last]).map_err(sq)?;
                 while let Some(r) = rows.next().map_err(sq)? {
                     let row_no: i64 = r.get(0).map_err(sq)?;
                     if row_no != keys.len() as i64 {

@@ -250,7 +250,7 @@ impl Store for SqliteStore {
     ) -> Result<ModelInfo> {
         // The rows first, in chunks between other commits (`tables.rs`);
         // then the model row, numbered like its table, in one small job.
-        let new = NewModel::of(self.new_tab(), owner, name, model)?;
+        let new = NewModel::of(self.new_tab()?, owner, name, model)?;
         let (id, mid) = (new.id().to_owned(), new.mid());
         self.write_loose(mid, model.table())?;
         if let Err(e) = self.write(move |c| new.insert(c, max_models, now)) {
@@ -318,7 +318,7 @@ impl Store for SqliteStore {
             // for its lock; the switch below is one small job.
             let new_tab = match &reshaped {
                 Some(t) => {
-                    let tab = self.new_tab();
+                    let tab = self.new_tab()?;
                     self.write_loose(tab, t)?;
                     Some(tab)
                 }

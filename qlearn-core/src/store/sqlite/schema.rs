@@ -132,7 +132,8 @@ pub(super) fn user_exists(c: &Connection, id: &str) -> Result<bool> {
 /// A model's metadata row, decoded.
 pub(super) struct ModelRow {
     pub(super) mid: i64,
-    /// The table number its Q-rows are stored under (`q_rows.mid`).
+    /// The table number its Q-rows are stored under (the high bits of
+    /// `q_rows.id`).
     pub(super) tab: i64,
     pub(super) id: String,
     pub(super) owner: String,
@@ -181,17 +182,45 @@ impl ModelRow {
     }
 }
 
+/// Rows a table can hold in SQLite. A Q-row's key (`q_rows.id`, one
+/// integer) is its table number times this plus its row number: a rowid
+/// table's row is updated in place, where a two-column key's index record
+/// was deleted and inserted again (issue 16, migration 14).
+pub(super) const ROWS_PER_TAB: i64 = 1 << 32;
+
+/// The last table number whose rows' keys fit in an `i64`.
+pub(super) const MAX_TAB: i64 = i64::MAX / ROWS_PER_TAB;
+
+/// The key (`q_rows.id`) of row `row_no` of table `tab`; an error past
+/// [`MAX_TAB`] or [`ROWS_PER_TAB`] (never reached by a table that fits in
+/// memory, but a key must not wrap onto another table's rows).
+pub(super) fn row_id(tab: i64, row_no: i64) -> rusqlite::Result<i64> {
+    if (0..=MAX_TAB).contains(&tab) && (0..ROWS_PER_TAB).contains(&row_no) {
+        Ok(tab * ROWS_PER_TAB + row_no)
+    } else {
+        Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("Q-row {row_no} of table {tab} is past the bounds of a row key").into(),
+        ))
+    }
+}
+
+/// The first and the last key (inclusive) of table `tab`'s rows.
+pub(super) fn tab_ids(tab: i64) -> (i64, i64) {
+    let first = tab.saturating_mul(ROWS_PER_TAB);
+    (first, first.saturating_add(ROWS_PER_TAB - 1))
+}
+
 /// Rows per execution of the multi-row insert of a chunk of a table.
 pub(super) const ROWS_PER_INSERT: usize = 128;
 
-/// `INSERT INTO q_rows ... VALUES (?,?,?,?), ...` for `rows` rows.
+/// `INSERT INTO q_rows ... VALUES (?,?,?), ...` for `rows` rows.
 pub(super) fn multi_row_insert(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO q_rows (mid, row_no, key, vals) VALUES ");
+    let mut sql = String::from("INSERT INTO q_rows (id, key, vals) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?)");
+        sql.push_str("(?,?,?)");
     }
     sql
 }
@@ -257,31 +286,28 @@ impl EncodedRows {
         let w8 = self.width * 8;
         let n = self.ends.len();
         let full = n / ROWS_PER_INSERT * ROWS_PER_INSERT;
+        let id = |r: usize| row_id(tab, i64::try_from(self.first + r).unwrap_or(i64::MAX));
         let mut many = c.prepare_cached(&multi_row_insert(ROWS_PER_INSERT))?;
         let mut key_start = 0;
         let mut i = 0;
         while i < full {
             for j in 0..ROWS_PER_INSERT {
                 let r = i + j;
-                let at = j * 4;
+                let at = j * 3;
                 let end = self.ends[r];
-                many.raw_bind_parameter(at + 1, tab)?;
-                many.raw_bind_parameter(at + 2, (self.first + r) as i64)?;
-                many.raw_bind_parameter(at + 3, &self.keys[key_start..end])?;
-                many.raw_bind_parameter(at + 4, &self.vals[r * w8..(r + 1) * w8])?;
+                many.raw_bind_parameter(at + 1, id(r)?)?;
+                many.raw_bind_parameter(at + 2, &self.keys[key_start..end])?;
+                many.raw_bind_parameter(at + 3, &self.vals[r * w8..(r + 1) * w8])?;
                 key_start = end;
             }
             many.raw_execute()?;
             i += ROWS_PER_INSERT;
         }
-        let mut one = c.prepare_cached(
-            "INSERT INTO q_rows (mid, row_no, key, vals) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut one = c.prepare_cached("INSERT INTO q_rows (id, key, vals) VALUES (?1, ?2, ?3)")?;
         for r in full..n {
             let end = self.ends[r];
             one.execute(params![
-                tab,
-                (self.first + r) as i64,
+                id(r)?,
                 &self.keys[key_start..end],
                 &self.vals[r * w8..(r + 1) * w8]
             ])?;

@@ -2,8 +2,9 @@
 //! import, a reshape or a deletion of a big model never holds the one
 //! writer for long: other tenants' commits go between its chunks.
 //!
-//! A model's rows are stored under its *table number* (`q_rows.mid`): the
-//! model's `mid` at first, a fresh number after a reshape (`models.tab`).
+//! A model's rows are stored under its *table number* (the high bits of
+//! their key, `q_rows.id`; `schema::row_id`): the model's `mid` at first,
+//! a fresh number after a reshape (`models.tab`).
 //! A new table is written as a *loose* table (listed in `loose_tables`,
 //! used by no model) one chunk per writer job ([`CHUNK_ROWS`] rows or
 //! [`CHUNK_BYTES`] bytes at most, about a millisecond), each job waited for
@@ -28,9 +29,9 @@ use std::sync::atomic::Ordering;
 
 use rusqlite::{params, Connection};
 
-use super::schema::{EncodedRows, CHUNK_ROWS};
-use super::{sq, SqliteStore};
-use crate::error::Result;
+use super::schema::{tab_ids, EncodedRows, CHUNK_ROWS, MAX_TAB, ROWS_PER_TAB};
+use super::{sq, SqliteStore, BACKEND};
+use crate::error::{Error, Result};
 use crate::table::QTable;
 
 #[cfg(doc)]
@@ -38,9 +39,17 @@ use super::schema::CHUNK_BYTES;
 
 impl SqliteStore {
     /// A table number no model and no loose table uses (also the `mid` of
-    /// a new model, so the two never meet).
-    pub(super) fn new_tab(&self) -> i64 {
-        self.inner.next_tab.fetch_add(1, Ordering::Relaxed)
+    /// a new model, so the two never meet); an error once they are used up
+    /// (past [`MAX_TAB`], where a row's key would not fit in an `i64`).
+    pub(super) fn new_tab(&self) -> Result<i64> {
+        let tab = self.inner.next_tab.fetch_add(1, Ordering::Relaxed);
+        if tab > MAX_TAB {
+            return Err(Error::storage(
+                BACKEND,
+                format!("table numbers are used up (the last is {MAX_TAB})"),
+            ));
+        }
+        Ok(tab)
     }
 
     /// Writes `table` as the loose table `tab`, one chunk per writer job
@@ -87,11 +96,12 @@ impl SqliteStore {
 /// Deletes the next chunk of the loose table `tab`; when no row is left,
 /// its listing too. Whether rows were deleted.
 fn drop_chunk(c: &Connection, tab: i64) -> Result<bool> {
+    let (first, last) = tab_ids(tab);
     let n = c
         .execute(
-            "DELETE FROM q_rows WHERE mid = ?1 \
-             AND row_no < (SELECT MIN(row_no) FROM q_rows WHERE mid = ?1) + ?2",
-            params![tab, CHUNK_ROWS as i64],
+            "DELETE FROM q_rows WHERE id BETWEEN ?1 AND ?2 \
+             AND id < (SELECT MIN(id) FROM q_rows WHERE id BETWEEN ?1 AND ?2) + ?3",
+            params![first, last, CHUNK_ROWS as i64],
         )
         .map_err(sq)?;
     if n == 0 {
@@ -104,9 +114,11 @@ fn drop_chunk(c: &Connection, tab: i64) -> Result<bool> {
 /// At open, before the writer starts: deletes every loose table a crash
 /// left behind, and returns the first free table number.
 pub(super) fn tidy_tables(c: &Connection) -> Result<i64> {
+    // Each loose table's key range, so that no row of another is read.
     c.execute_batch(
         "BEGIN IMMEDIATE; \
-         DELETE FROM q_rows WHERE mid IN (SELECT tab FROM loose_tables); \
+         DELETE FROM q_rows WHERE id IN (SELECT q.id FROM loose_tables l JOIN q_rows q \
+           ON q.id BETWEEN l.tab * 4294967296 AND l.tab * 4294967296 + 4294967295); \
          DELETE FROM loose_tables; \
          COMMIT;",
     )
@@ -118,10 +130,60 @@ pub(super) fn tidy_tables(c: &Connection) -> Result<i64> {
         .query_row(
             "SELECT MAX(COALESCE((SELECT MAX(mid) FROM models), 0), \
              COALESCE((SELECT MAX(tab) FROM models), 0), \
-             COALESCE((SELECT MAX(mid) FROM q_rows), 0))",
-            [],
+             COALESCE((SELECT MAX(id) FROM q_rows), 0) / ?1)",
+            [ROWS_PER_TAB],
             |r| r.get(0),
         )
         .map_err(sq)?;
     Ok(last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema::{row_id, tab_ids, MAX_TAB, ROWS_PER_TAB};
+    use super::*;
+    use crate::store::{NewUser, Store};
+    use crate::tenancy::{Role, Tier};
+    use crate::{Experience, Model, ModelConfig};
+
+    #[test]
+    fn a_row_key_is_its_table_number_then_its_row_number() {
+        assert_eq!(row_id(2, 3).unwrap(), (2 << 32) | 3);
+        assert_eq!(row_id(0, 0).unwrap(), 0);
+        assert_eq!(row_id(MAX_TAB, ROWS_PER_TAB - 1).unwrap(), i64::MAX);
+        assert_eq!(tab_ids(2), (2 << 32, (3 << 32) - 1));
+        assert_eq!(tab_ids(MAX_TAB).1, i64::MAX);
+        for (tab, row_no) in [(MAX_TAB + 1, 0), (1, ROWS_PER_TAB), (-1, 0), (1, -1)] {
+            assert!(row_id(tab, row_no).is_err(), "{tab}, {row_no}");
+        }
+    }
+
+    #[test]
+    fn table_numbers_used_up_refuse_a_new_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("t.db")).unwrap();
+        let u = s
+            .create_user(
+                NewUser {
+                    email: "a@example.com".into(),
+                    password_hash: "x".into(),
+                    tier: Tier::Free,
+                    role: Role::User,
+                },
+                0,
+            )
+            .unwrap();
+        let mut m = Model::new(ModelConfig::new(2)).unwrap();
+        m.update(&Experience::new(0, 1, 2.0, 1)).unwrap();
+        s.inner.next_tab.store(MAX_TAB, Ordering::Relaxed);
+        // The last number still keys its rows (up to i64::MAX).
+        let last = s.create_model(&u.id, "last", &m, None, 0).unwrap().id;
+        let err = s.create_model(&u.id, "past", &m, None, 0).unwrap_err();
+        assert!(err.to_string().contains("used up"), "{err}");
+        assert_eq!(s.models(&u.id).unwrap().len(), 1);
+        drop(s);
+        let s = SqliteStore::open(dir.path().join("t.db")).unwrap();
+        let back = s.export_model(&u.id, &last).unwrap();
+        assert_eq!(back.to_bytes().unwrap(), m.to_bytes().unwrap());
+    }
 }

@@ -12,6 +12,7 @@ use std::thread::Thread;
 use rusqlite::{params, Connection};
 
 use super::decision_rows::LogWrite;
+use super::schema::row_id;
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::store::encoding::{key_bytes, values_bytes};
@@ -56,7 +57,8 @@ pub(super) fn row_writes(
 /// The persistent effect of one metered call.
 pub(super) struct Learn {
     pub(super) mid: i64,
-    /// The table number the model's rows are stored under (`q_rows.mid`).
+    /// The table number the model's rows are stored under (the high bits
+    /// of `q_rows.id`).
     pub(super) tab: i64,
     pub(super) learner: Vec<u8>,
     pub(super) returns: Option<Vec<u8>>,
@@ -313,20 +315,20 @@ impl Pending {
                  WHERE mid = ?1",
             )?;
             let mut ins_row = c.prepare_cached(
-                "INSERT INTO q_rows (mid, row_no, key, vals) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (mid, row_no) DO UPDATE SET vals = excluded.vals",
+                "INSERT INTO q_rows (id, key, vals) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET vals = excluded.vals",
             )?;
-            let mut upd_row =
-                c.prepare_cached("UPDATE q_rows SET vals = ?3 WHERE mid = ?1 AND row_no = ?2")?;
+            let mut upd_row = c.prepare_cached("UPDATE q_rows SET vals = ?2 WHERE id = ?1")?;
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
                 if let Some(d) = m.decisions {
                     (*d).flush(c, mid)?;
                 }
                 for ((tab, row_no), (key, vals)) in m.rows {
+                    let id = row_id(tab, row_no)?;
                     match key {
-                        Some(k) => ins_row.execute(params![tab, row_no, k, vals])?,
-                        None => upd_row.execute(params![tab, row_no, vals])?,
+                        Some(k) => ins_row.execute(params![id, k, vals])?,
+                        None => upd_row.execute(params![id, vals])?,
                     };
                 }
             }
