@@ -432,8 +432,6 @@ fn kill_mid_way(op: &str, path: &Path, uid: &str, id: &str) {
     assert!(!status.success(), "killed, not exited");
 }
 
-/// After the crash: nothing loose or unused in the file, and the user's
-/// models exactly `models`, each whole.
 /// Asserts that the file holds exactly the rows its models count: none
 /// of a loose table is left.
 fn every_row_counted(c: &rusqlite::Connection) {
@@ -447,6 +445,8 @@ fn every_row_counted(c: &rusqlite::Connection) {
     assert_eq!(stored, counted, "every stored row belongs to a model");
 }
 
+/// After the crash: nothing loose or unused in the file, and the user's
+/// models exactly `models`, each whole.
 fn check_after_crash(path: &Path, uid: &str, id: &str, big: &Model) {
     let s = SqliteStore::open(path).expect("reopen after SIGKILL");
     let models = s.models(uid).unwrap();
