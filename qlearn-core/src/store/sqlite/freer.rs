@@ -78,8 +78,8 @@ impl Freer {
 #[cfg(test)]
 mod tests {
     use crate::store::sqlite::{SqliteOptions, SqliteStore};
-    use crate::store::{Meter, NewUser, Store};
-    use crate::tenancy::{Role, Tier, TierLimits};
+    use crate::store::{Meter, Store};
+    use crate::tenancy::TierLimits;
     use crate::{Experience, Model, ModelConfig, StateRef};
 
     #[test]
@@ -91,13 +91,7 @@ mod tests {
         };
         let s = SqliteStore::open_with(dir.path().join("free.db"), options).expect("a store");
         let now = 1_790_038_400;
-        let user = NewUser {
-            email: "u@example.com".into(),
-            password_hash: "$argon2id$fake".into(),
-            tier: Tier::Free,
-            role: Role::User,
-        };
-        let u = s.create_user(user, now).expect("a user").id;
+        let u = crate::store::sqlite::test_user(&s, now);
         // 40,000 states of 4 actions: over a megabyte in memory.
         let mut large = Model::new(ModelConfig::new(4)).expect("a model");
         for i in 0..40_000 {

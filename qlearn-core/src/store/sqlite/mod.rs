@@ -115,6 +115,21 @@ mod schema;
 mod tables;
 mod writer;
 
+/// The unit tests' user: a free user `u@example.com` created at `now` in
+/// `s`. Returns its id.
+#[cfg(test)]
+fn test_user(s: &SqliteStore, now: i64) -> String {
+    use crate::store::{NewUser, Store};
+    use crate::tenancy::{Role, Tier};
+    let user = NewUser {
+        email: "u@example.com".into(),
+        password_hash: "$argon2id$fake".into(),
+        tier: Tier::Free,
+        role: Role::User,
+    };
+    s.create_user(user, now).expect("a user").id
+}
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};

@@ -114,15 +114,17 @@ fn drop_chunk(c: &Connection, tab: i64) -> Result<bool> {
 /// At open, before the writer starts: deletes every loose table a crash
 /// left behind, and returns the first free table number.
 pub(super) fn tidy_tables(c: &Connection) -> Result<i64> {
-    // Each loose table's key range, so that no row of another is read.
-    c.execute_batch(
-        "BEGIN IMMEDIATE; \
-         DELETE FROM q_rows WHERE id IN (SELECT q.id FROM loose_tables l JOIN q_rows q \
-           ON q.id BETWEEN l.tab * 4294967296 AND l.tab * 4294967296 + 4294967295); \
-         DELETE FROM loose_tables; \
-         COMMIT;",
-    )
-    .map_err(|e| {
+    let tidy = || {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        // Each loose table's key range, so that no row of another is read.
+        c.execute(
+            "DELETE FROM q_rows WHERE id IN (SELECT q.id FROM loose_tables l JOIN q_rows q \
+             ON q.id BETWEEN l.tab * ?1 AND l.tab * ?1 + ?1 - 1)",
+            [ROWS_PER_TAB],
+        )?;
+        c.execute_batch("DELETE FROM loose_tables; COMMIT;")
+    };
+    tidy().map_err(|e| {
         let _ = c.execute_batch("ROLLBACK");
         sq(e)
     })?;
@@ -142,8 +144,7 @@ pub(super) fn tidy_tables(c: &Connection) -> Result<i64> {
 mod tests {
     use super::super::schema::{row_id, tab_ids, MAX_TAB, ROWS_PER_TAB};
     use super::*;
-    use crate::store::{NewUser, Store};
-    use crate::tenancy::{Role, Tier};
+    use crate::store::Store;
     use crate::{Experience, Model, ModelConfig};
 
     #[test]
@@ -162,28 +163,18 @@ mod tests {
     fn table_numbers_used_up_refuse_a_new_model() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(dir.path().join("t.db")).unwrap();
-        let u = s
-            .create_user(
-                NewUser {
-                    email: "a@example.com".into(),
-                    password_hash: "x".into(),
-                    tier: Tier::Free,
-                    role: Role::User,
-                },
-                0,
-            )
-            .unwrap();
+        let uid = super::super::test_user(&s, 0);
         let mut m = Model::new(ModelConfig::new(2)).unwrap();
         m.update(&Experience::new(0, 1, 2.0, 1)).unwrap();
         s.inner.next_tab.store(MAX_TAB, Ordering::Relaxed);
         // The last number still keys its rows (up to i64::MAX).
-        let last = s.create_model(&u.id, "last", &m, None, 0).unwrap().id;
-        let err = s.create_model(&u.id, "past", &m, None, 0).unwrap_err();
+        let last = s.create_model(&uid, "last", &m, None, 0).unwrap().id;
+        let err = s.create_model(&uid, "past", &m, None, 0).unwrap_err();
         assert!(err.to_string().contains("used up"), "{err}");
-        assert_eq!(s.models(&u.id).unwrap().len(), 1);
+        assert_eq!(s.models(&uid).unwrap().len(), 1);
         drop(s);
         let s = SqliteStore::open(dir.path().join("t.db")).unwrap();
-        let back = s.export_model(&u.id, &last).unwrap();
+        let back = s.export_model(&uid, &last).unwrap();
         assert_eq!(back.to_bytes().unwrap(), m.to_bytes().unwrap());
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use super::super::writer::{Job, Learn, WaitSlot, Waiter};
 use super::LEAD_MAX_JOBS;
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
-use crate::store::{Durable, Meter, NewUser, Report, Store};
-use crate::tenancy::{Role, Tier, TierLimits};
+use crate::store::{Durable, Meter, Report, Store};
+use crate::tenancy::TierLimits;
 use crate::{Experience, Model, ModelConfig, StateRef};
 use std::sync::{Mutex, OnceLock};
 
@@ -85,13 +85,7 @@ fn fixture() -> Fixture {
 fn fixture_with(options: SqliteOptions) -> Fixture {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let s = SqliteStore::open_with(dir.path().join("lead.db"), options).expect("a store");
-    let new = NewUser {
-        email: "u@example.com".into(),
-        password_hash: "$argon2id$fake".into(),
-        tier: Tier::Free,
-        role: Role::User,
-    };
-    let user = s.create_user(new, NOW).expect("a user").id;
+    let user = crate::store::sqlite::test_user(&s, NOW);
     let m = Model::new(ModelConfig::new(4)).expect("a model");
     let model = s.create_model(&user, "m", &m, None, NOW).expect("m").id;
     // A blocking call first loads the model into memory.
