@@ -30,6 +30,9 @@
 # record a `perf` CPU profile of the server, with DWARF call graphs, during
 # each route's run there as ROUTE.data; see docs/benchmarks-http.md), PERF_STAT=1 (count
 # the server's context switches and system calls per request with `perf stat`),
+# SCHED_OUT (a folder: record the whole machine's scheduler events for 2 s in
+# the middle of each route's run there as ROUTE.sched.data, and print where its
+# idle time came from with scripts/idle-causes.py),
 # ROUTE_HOOK (a command run as `$ROUTE_HOOK before ROUTE` and `$ROUTE_HOOK after
 # ROUTE` around each route's run, outside its measurement: scripts/http-ceiling.sh
 # measures bare hyper there, right before and after saas-host, on the same route),
@@ -127,6 +130,12 @@ for route in $ROUTES; do
   elif [[ "${PERF_STAT:-}" == 1 ]]; then
     perf stat -x, -e context-switches,raw_syscalls:sys_enter -p "$PID" -o "$TMP/$route.stat" -- sleep "$DURATION" 2>/dev/null &
     PERF_PID=$!
+  elif [[ -n "${SCHED_OUT:-}" ]]; then
+    # Two seconds from the middle of the run: the whole machine (the load
+    # generator's switches are half of the story).
+    (sleep "$(python3 -c "print(max(0, $DURATION / 2 - 1))")" &&
+      perf sched record -q -o "$SCHED_OUT/$route.sched.data" -- sleep 2 > /dev/null 2>&1) &
+    PERF_PID=$!
   fi
   QL_MODEL="$QL_MODEL" QL_DECISIONS="$DECISIONS" QL_THREADS="$THREADS" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/scripts/wrk/$script.lua" "$BASE" > "$TMP/$route.txt"
   if [[ -n "$PERF_PID" ]]; then wait "$PERF_PID" || true; fi
@@ -151,6 +160,10 @@ for route in $ROUTES; do
     # threads; the window is wrk's, so the division is close, not exact).
     awk -F, -v n="$reqs" -v r="$route" '$3 == "context-switches" {cs = $1} $3 == "raw_syscalls:sys_enter" {sc = $1}
       END {printf "%s: context_switches_per_req=%.2f syscalls_per_req=%.2f\n", r, cs / n, sc / n}' "$TMP/$route.stat"
+  fi
+  if [[ -n "${SCHED_OUT:-}" && -f "$SCHED_OUT/$route.sched.data" ]]; then
+    echo "$route: where the machine's idle time came from (2 s mid-run):"
+    python3 "$ROOT/scripts/idle-causes.py" "$SCHED_OUT/$route.sched.data" 8 | sed 's/^/  /'
   fi
   if [[ -n "${ROUTE_HOOK:-}" ]]; then $ROUTE_HOOK after "$route"; fi
 done
