@@ -6,7 +6,7 @@
 use super::super::test_db::connect;
 use super::*;
 use crate::decisions::{Aggregation, DecisionsConfig};
-use crate::store::{DecisionQuery, ModelPatch, NewUser, Store};
+use crate::store::{DecisionQuery, ModelPatch, NewUser, Store, Usage, User};
 use crate::tenancy::{Role, Tier};
 use crate::{Model, ModelConfig, StateRef};
 
@@ -33,16 +33,13 @@ fn shown(s: &PgStore, owner: &str, id: &str) -> String {
     format!("{table:?}\n{log:?}\n{:?}", info.decision_stats)
 }
 
-#[test]
-fn a_batch_equals_its_calls_one_by_one() {
-    let Some(schema) = connect("qlearn_unit_batch") else {
-        return;
-    };
-    let s = &schema.0;
+/// A user (`email`) with two identical models that log decisions: one
+/// runs a batch, the other the same calls one by one.
+fn two_logging_models(s: &PgStore, email: &str) -> (User, Vec<String>) {
     let user = s
         .create_user(
             NewUser {
-                email: "batch@example.com".into(),
+                email: email.into(),
                 password_hash: "x".into(),
                 tier: Tier::Free,
                 role: Role::User,
@@ -73,6 +70,112 @@ fn a_batch_equals_its_calls_one_by_one() {
             .expect("decisions on");
         ids.push(info.id);
     }
+    (user, ids)
+}
+
+/// The calls both tests run: a few stored before the batch (which its
+/// calls must read from the rows), then the batch's, with a decide that
+/// fails validation, a replayed decision id, a reward for an unknown id
+/// and a decide on an ended episode among them.
+struct Script {
+    setup: [Decide<'static>; 4],
+    x0: [RewardIn; 1],
+    decides: [Decide<'static>; 7],
+    first_rewards: [RewardIn; 2],
+    more_rewards: [RewardIn; 3],
+    end: crate::decisions::EpisodeEnd,
+}
+
+impl Script {
+    fn new() -> Script {
+        Script {
+            setup: [
+                Decide::new(StateRef::Int(0)).id("a0").episode("e1"),
+                Decide::new(StateRef::Int(1)).id("b0").episode("e2"),
+                Decide::new(StateRef::Int(2)).id("c0"),
+                Decide::new(StateRef::Int(1)).id("x0").episode("e3"),
+            ],
+            // x0's reward is in: its transition waits for the next step,
+            // which the batch logs (reading x0 as e3's last step).
+            x0: [reward("x0", 3.0, true)],
+            decides: [
+                Decide::new(StateRef::Int(2)).id("x1").episode("e3"),
+                Decide::new(StateRef::Int(1)).id("a1").episode("e1"),
+                Decide::new(StateRef::Int(0)).id("a0").episode("e1"),
+                Decide::new(StateRef::Int(1)).allowed(&[9]),
+                Decide::new(StateRef::Int(3)),
+                Decide::new(StateRef::Int(2)).id("b1").episode("e2"),
+                Decide::new(StateRef::Int(4)).id("a2").episode("e1"),
+            ],
+            first_rewards: [reward("a0", 1.0, true), reward("c0", 0.5, false)],
+            more_rewards: [
+                reward("a1", 2.0, true),
+                reward("zz", 1.0, true),
+                reward("b0", -1.0, true),
+            ],
+            end: crate::decisions::EpisodeEnd::terminated(),
+        }
+    }
+
+    /// The calls stored before the batch, one call at a time.
+    fn before(&self) -> Vec<Call<'_>> {
+        self.setup
+            .iter()
+            .map(Call::Decide)
+            .chain([Call::Rewards(&self.x0)])
+            .collect()
+    }
+
+    /// Stores the calls before the batch on each model, one at a time.
+    fn store_before(&self, s: &PgStore, owner: &str, ids: &[String], payer: Payer<'_>) {
+        for id in ids {
+            for call in self.before() {
+                let r = s.decision_batch(owner, id, false, &Self::items(vec![call], payer));
+                assert!(matches!(r.as_slice(), [Ok(Some(_))]), "{r:?}");
+            }
+        }
+    }
+
+    /// `calls` as a batch's items, paid by `payer`.
+    fn items<'a>(calls: Vec<Call<'a>>, payer: Payer<'a>) -> Vec<Item<'a>> {
+        calls
+            .into_iter()
+            .map(|call| Item {
+                call,
+                payer,
+                now: NOW,
+            })
+            .collect()
+    }
+
+    /// The batch's calls.
+    fn batch(&self) -> Vec<Call<'_>> {
+        let d = &self.decides;
+        vec![
+            Call::Decide(&d[0]),
+            Call::Decide(&d[1]),
+            Call::Rewards(&self.first_rewards),
+            Call::Decide(&d[2]),
+            Call::Decide(&d[3]),
+            Call::Decide(&d[4]),
+            Call::Rewards(&self.more_rewards),
+            Call::Decide(&d[5]),
+            Call::End {
+                episode_id: "e1",
+                end: &self.end,
+            },
+            Call::Decide(&d[6]),
+        ]
+    }
+}
+
+#[test]
+fn a_batch_equals_its_calls_one_by_one() {
+    let Some(schema) = connect("qlearn_unit_batch") else {
+        return;
+    };
+    let s = &schema.0;
+    let (user, ids) = two_logging_models(s, "batch@example.com");
     let limits = TierLimits {
         monthly_calls: Some(1_000),
         ..TierLimits::UNLIMITED
@@ -82,60 +185,9 @@ fn a_batch_equals_its_calls_one_by_one() {
         limits: &limits,
         now: NOW,
     };
-    let item = |call| Item {
-        call,
-        payer: Payer::Meter(&m),
-        now: NOW,
-    };
-    // Stored before the batch: what its calls must read from the rows.
-    let setup = [
-        Decide::new(StateRef::Int(0)).id("a0").episode("e1"),
-        Decide::new(StateRef::Int(1)).id("b0").episode("e2"),
-        Decide::new(StateRef::Int(2)).id("c0"),
-        Decide::new(StateRef::Int(1)).id("x0").episode("e3"),
-    ];
-    // x0's reward is in: its transition waits for the next step, which
-    // the batch logs (reading x0 as e3's last step).
-    let x0 = [reward("x0", 3.0, true)];
-    for id in &ids {
-        let calls = setup.iter().map(Call::Decide).chain([Call::Rewards(&x0)]);
-        for call in calls {
-            let r = s.decision_batch(&user.id, id, false, &[item(call)]);
-            assert!(matches!(r.as_slice(), [Ok(Some(_))]), "{r:?}");
-        }
-    }
-    let decides = [
-        Decide::new(StateRef::Int(2)).id("x1").episode("e3"),
-        Decide::new(StateRef::Int(1)).id("a1").episode("e1"),
-        Decide::new(StateRef::Int(0)).id("a0").episode("e1"),
-        Decide::new(StateRef::Int(1)).allowed(&[9]),
-        Decide::new(StateRef::Int(3)),
-        Decide::new(StateRef::Int(2)).id("b1").episode("e2"),
-        Decide::new(StateRef::Int(4)).id("a2").episode("e1"),
-    ];
-    let first_rewards = [reward("a0", 1.0, true), reward("c0", 0.5, false)];
-    let more_rewards = [
-        reward("a1", 2.0, true),
-        reward("zz", 1.0, true),
-        reward("b0", -1.0, true),
-    ];
-    let end = crate::decisions::EpisodeEnd::terminated();
-    let calls = [
-        Call::Decide(&decides[0]),
-        Call::Decide(&decides[1]),
-        Call::Rewards(&first_rewards),
-        Call::Decide(&decides[2]),
-        Call::Decide(&decides[3]),
-        Call::Decide(&decides[4]),
-        Call::Rewards(&more_rewards),
-        Call::Decide(&decides[5]),
-        Call::End {
-            episode_id: "e1",
-            end: &end,
-        },
-        Call::Decide(&decides[6]),
-    ];
-    let items: Vec<Item<'_>> = calls.iter().map(|&c| item(c)).collect();
+    let script = Script::new();
+    script.store_before(s, &user.id, &ids, Payer::Meter(&m));
+    let items = Script::items(script.batch(), Payer::Meter(&m));
     let usage = |s: &PgStore| {
         s.usage(&user.id, BillingMonth::from_unix(NOW))
             .expect("usage")
@@ -158,6 +210,66 @@ fn a_batch_equals_its_calls_one_by_one() {
         "the invalid decide and the decide after the end fail: {combined:?}"
     );
     assert_eq!(shown(s, &user.id, &ids[0]), shown(s, &user.id, &ids[1]));
+}
+
+/// A batch debits its calls up front and gives back those that failed
+/// (`SQL_DEBIT` with a negative count). On a tier with overage, the quota
+/// crossed inside the batch, the month's overage must still be exactly
+/// the calls past the quota, and each kind's count what the calls one by
+/// one leave.
+#[test]
+fn a_batch_past_the_quota_gives_back_its_failed_calls_overage_included() {
+    let Some(schema) = connect("qlearn_unit_batch_overage") else {
+        return;
+    };
+    let s = &schema.0;
+    let (user, ids) = two_logging_models(s, "overage@example.com");
+    let script = Script::new();
+    let month = BillingMonth::from_unix(NOW);
+    let usage = || s.usage(&user.id, month).expect("usage");
+    // The quota falls two calls into the batch.
+    let stored_before = 2 * script.before().len() as u64;
+    let limits = TierLimits {
+        monthly_calls: Some(stored_before + 2),
+        overage: true,
+        ..TierLimits::UNLIMITED
+    };
+    let m = Meter {
+        user_id: &user.id,
+        limits: &limits,
+        now: NOW,
+    };
+    script.store_before(s, &user.id, &ids, Payer::Meter(&m));
+    assert_eq!((usage().calls, usage().overage), (stored_before, 0));
+    let items = Script::items(script.batch(), Payer::Meter(&m));
+    let quota = stored_before + 2;
+    let at_start = usage();
+    let combined = s.decision_batch(&user.id, &ids[0], false, &items);
+    let after_batch = usage();
+    assert!(
+        combined.iter().filter(|r| r.is_err()).count() >= 2,
+        "failed calls to give back: {combined:?}"
+    );
+    assert!(after_batch.calls > quota, "the batch crossed the quota");
+    assert_eq!(after_batch.overage, after_batch.calls - quota, "overage");
+    for it in &items {
+        s.decision_batch(&user.id, &ids[1], false, &[*it]);
+    }
+    let after_alone = usage();
+    assert_eq!(after_alone.overage, after_alone.calls - quota, "overage");
+    let kinds = |a: &Usage, b: &Usage| -> Vec<u64> {
+        a.by_kind
+            .iter()
+            .zip(&b.by_kind)
+            .map(|(x, y)| x - y)
+            .collect()
+    };
+    assert_eq!(
+        kinds(&after_batch, &at_start),
+        kinds(&after_alone, &after_batch),
+        "each kind's calls, batch against one by one"
+    );
+    assert_eq!(after_alone.per_day.iter().sum::<u64>(), after_alone.calls);
 }
 
 #[test]
