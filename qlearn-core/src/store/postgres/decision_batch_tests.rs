@@ -229,8 +229,9 @@ fn a_batch_past_the_quota_gives_back_its_failed_calls_overage_included() {
     let usage = || s.usage(&user.id, month).expect("usage");
     // The quota falls two calls into the batch.
     let stored_before = 2 * script.before().len() as u64;
+    let quota = stored_before + 2;
     let limits = TierLimits {
-        monthly_calls: Some(stored_before + 2),
+        monthly_calls: Some(quota),
         overage: true,
         ..TierLimits::UNLIMITED
     };
@@ -242,7 +243,6 @@ fn a_batch_past_the_quota_gives_back_its_failed_calls_overage_included() {
     script.store_before(s, &user.id, &ids, Payer::Meter(&m));
     assert_eq!((usage().calls, usage().overage), (stored_before, 0));
     let items = Script::items(script.batch(), Payer::Meter(&m));
-    let quota = stored_before + 2;
     let at_start = usage();
     let combined = s.decision_batch(&user.id, &ids[0], false, &items);
     let after_batch = usage();
