@@ -32,7 +32,8 @@
 # the server's context switches and system calls per request with `perf stat`),
 # SCHED_OUT (a folder: record the whole machine's scheduler events for 2 s in
 # the middle of each route's run there as ROUTE.sched.data, and print where its
-# idle time came from with scripts/idle-causes.py),
+# idle time came from with scripts/idle-causes.py; one perf at a time: it is
+# skipped when PERF_OUT or PERF_STAT is set),
 # ROUTE_HOOK (a command run as `$ROUTE_HOOK before ROUTE` and `$ROUTE_HOOK after
 # ROUTE` around each route's run, outside its measurement: scripts/http-ceiling.sh
 # measures bare hyper there, right before and after saas-host, on the same route),
