@@ -111,6 +111,7 @@ mod id_filter;
 mod leader;
 mod lock;
 mod lru;
+mod row_writes;
 mod schema;
 mod tables;
 mod writer;

@@ -12,7 +12,7 @@ use std::thread::Thread;
 use rusqlite::{params, Connection};
 
 use super::decision_rows::LogWrite;
-use super::schema::row_id;
+use super::row_writes::write_rows;
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
 use crate::store::encoding::{key_bytes, values_bytes};
@@ -314,23 +314,12 @@ impl Pending {
                  updated_at = COALESCE(?4, updated_at), returns = COALESCE(?5, returns) \
                  WHERE mid = ?1",
             )?;
-            let mut ins_row = c.prepare_cached(
-                "INSERT INTO q_rows (id, key, vals) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (id) DO UPDATE SET vals = excluded.vals",
-            )?;
-            let mut upd_row = c.prepare_cached("UPDATE q_rows SET vals = ?2 WHERE id = ?1")?;
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
                 if let Some(d) = m.decisions {
                     (*d).flush(c, mid)?;
                 }
-                for ((tab, row_no), (key, vals)) in m.rows {
-                    let id = row_id(tab, row_no)?;
-                    match key {
-                        Some(k) => ins_row.execute(params![id, k, vals])?,
-                        None => upd_row.execute(params![id, vals])?,
-                    };
-                }
+                write_rows(c, m.rows)?;
             }
         }
         if !self.usage.is_empty() {
