@@ -114,6 +114,12 @@ mod tests {
         vec![b; n]
     }
 
+    /// Runs `sql` with row `(tab, row_no)`'s id and `width` bytes of 0.
+    fn exec(c: &Connection, sql: &str, (tab, row_no): (i64, i64), width: usize) {
+        c.execute(sql, params![row_id(tab, row_no).unwrap(), vals(0, width)])
+            .unwrap();
+    }
+
     #[test]
     fn changed_rows_are_overwritten_and_new_rows_inserted() {
         let c = table();
@@ -138,13 +144,28 @@ mod tests {
     }
 
     #[test]
+    fn rows_inserted_between_two_overwrites_keep_every_row_right() {
+        let c = table();
+        exec(&c, "INSERT INTO q_rows VALUES (?1, x'05', ?2)", (5, 0), 16);
+        // Table 4's new rows sort between table 3's and table 5's, and are
+        // enough to split pages under the open handle.
+        let mut rows: BTreeMap<_, PendingRow> = (0..300)
+            .map(|r| ((4, r), (Some(vec![4]), vals(4, 16))))
+            .collect();
+        rows.insert((3, 1), (None, vals(1, 16)));
+        rows.insert((5, 0), (None, vals(5, 16)));
+        write_rows(&c, rows).unwrap();
+        let got = stored(&c);
+        assert_eq!(got.len(), 4 + 300 + 1);
+        assert_eq!(got[1].2, vals(1, 16));
+        assert!(got[4..304].iter().all(|(_, _, v)| *v == vals(4, 16)));
+        assert_eq!(got[304], (row_id(5, 0).unwrap(), vec![5], vals(5, 16)));
+    }
+
+    #[test]
     fn a_row_of_another_width_or_none_takes_the_update_and_the_rest_still_write() {
         let c = table();
-        c.execute(
-            "UPDATE q_rows SET vals = ?2 WHERE id = ?1",
-            params![row_id(3, 1).unwrap(), vals(9, 8)],
-        )
-        .unwrap();
+        exec(&c, "UPDATE q_rows SET vals = ?2 WHERE id = ?1", (3, 1), 8);
         let rows = BTreeMap::from([
             ((3, 0), (None, vals(5, 16))),
             // Stored 8 bytes wide: the blob cannot take 16.
