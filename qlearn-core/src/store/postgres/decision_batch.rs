@@ -430,13 +430,15 @@ fn run_items(
         };
         let wanted = transition_keys(&learner, &planned.transitions)?;
         rows.fetch(tx, st, mid, &wanted)?;
-        // Fails only with imported Q-values near `f64::MAX`: the whole
-        // batch fails, as the one call would alone.
-        rows.apply(&mut learner, &planned.transitions)?;
+        // Fails only with imported Q-values near `f64::MAX`. As in every
+        // store, the call gets the error and what it did before is kept:
+        // its log's changes and the transitions applied before the one
+        // refused (`apply`); the batch's other calls go on.
+        let applied = rows.apply(&mut learner, &planned.transitions);
         if !planned.transitions.is_empty() {
             updated_at = Some(updated_at.map_or(it.now, |t| t.max(it.now)));
         }
-        *o = Some(Ok(Some(planned.reply)));
+        *o = Some(applied.map(|()| Some(planned.reply)));
         kept = true;
     }
     if !kept {

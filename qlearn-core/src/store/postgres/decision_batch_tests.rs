@@ -36,6 +36,14 @@ fn shown(s: &PgStore, owner: &str, id: &str) -> String {
 /// A user (`email`) with two identical models that log decisions: one
 /// runs a batch, the other the same calls one by one.
 fn two_logging_models(s: &PgStore, email: &str) -> (User, Vec<String>) {
+    let mut c = ModelConfig::new(3);
+    c.seed = Some(5);
+    c.epsilon = 0.5;
+    two_logging(s, email, &Model::new(c).expect("model"))
+}
+
+/// A user (`email`) with two copies of `model` that log decisions.
+fn two_logging(s: &PgStore, email: &str, model: &Model) -> (User, Vec<String>) {
     let user = s
         .create_user(
             NewUser {
@@ -47,10 +55,6 @@ fn two_logging_models(s: &PgStore, email: &str) -> (User, Vec<String>) {
             NOW,
         )
         .expect("user");
-    let mut c = ModelConfig::new(3);
-    c.seed = Some(5);
-    c.epsilon = 0.5;
-    let model = Model::new(c).expect("model");
     let setting = DecisionsConfig {
         reward_wait_seconds: 600,
         default_reward: Some(0.0),
@@ -60,7 +64,7 @@ fn two_logging_models(s: &PgStore, email: &str) -> (User, Vec<String>) {
     let mut ids = Vec::new();
     for _ in 0..2 {
         let info = s
-            .create_model(&user.id, "m", &model, None, NOW)
+            .create_model(&user.id, "m", model, None, NOW)
             .expect("create");
         let patch = ModelPatch {
             decisions: Some(Some(setting.clone())),
@@ -292,4 +296,76 @@ fn prepaid_calls_are_taken_put_back_and_the_rest_given_back() {
         p.kinds(-1),
         vec![(CallKind::Decide, -2), (CallKind::Reward, -1)]
     );
+}
+
+/// A call whose learning the engine refuses (imported Q-values near
+/// `f64::MAX`: the step 0 → 1 would overflow) fails alone: the batch's
+/// other calls answer and store what they would one by one, and the
+/// refused call gets the engine's error, not a storage error.
+#[test]
+fn a_refused_learning_fails_only_its_call() {
+    let Some(schema) = connect("qlearn_unit_batch_refused") else {
+        return;
+    };
+    let s = &schema.0;
+    let mut c = ModelConfig::new(2);
+    c.seed = Some(3);
+    c.learning_rate = 1.0;
+    c.discount_factor = 1.0;
+    let big = f64::MAX * 0.75;
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&Model::new(c).expect("model").to_json().expect("json")).expect("doc");
+    doc["q_table"] = serde_json::json!([
+        { "state": 0, "q": [-big, -big] },
+        { "state": 1, "q": [big, big] },
+    ]);
+    let model = Model::from_json(&doc.to_string()).expect("import");
+    let (user, ids) = two_logging(s, "refused@example.com", &model);
+    let steps = [
+        Decide::new(StateRef::Int(0)).id("d0").episode("e"),
+        Decide::new(StateRef::Int(1)).id("d1").episode("e"),
+    ];
+    let before: Vec<Call<'_>> = steps.iter().map(Call::Decide).collect();
+    for id in &ids {
+        for call in &before {
+            let r = s.decision_batch(
+                &user.id,
+                id,
+                false,
+                &Script::items(vec![*call], Payer::Free),
+            );
+            assert!(matches!(r.as_slice(), [Ok(Some(_))]), "{r:?}");
+        }
+    }
+    let (refused, last) = ([reward("d0", 0.0, true)], [reward("d1", 1.0, true)]);
+    let other = Decide::new(StateRef::Int(2)).id("d2");
+    let end = crate::decisions::EpisodeEnd::terminated();
+    let batch = vec![
+        Call::Decide(&other),
+        Call::Rewards(&refused),
+        Call::Rewards(&last),
+        Call::End {
+            episode_id: "e",
+            end: &end,
+        },
+    ];
+    let items = Script::items(batch, Payer::Free);
+    let combined = s.decision_batch(&user.id, &ids[0], false, &items);
+    let alone: Vec<_> = items
+        .iter()
+        .flat_map(|it| s.decision_batch(&user.id, &ids[1], false, &[*it]))
+        .collect();
+    assert_eq!(format!("{combined:?}"), format!("{alone:?}"));
+    assert!(
+        matches!(&combined[1], Err(Error::InvalidField { field, .. }) if field == "reward"),
+        "{combined:?}"
+    );
+    assert!(
+        combined
+            .iter()
+            .enumerate()
+            .all(|(i, r)| i == 1 || r.is_ok()),
+        "only the refused call fails: {combined:?}"
+    );
+    assert_eq!(shown(s, &user.id, &ids[0]), shown(s, &user.id, &ids[1]));
 }
