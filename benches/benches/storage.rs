@@ -12,15 +12,17 @@
 //! `QLEARN_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`; PostgreSQL rows are skipped
 //! with a message when it is unreachable). Filter sections with an argument:
-//! `sqlite`, `postgres`, `predict`, `large`.
+//! `sqlite`, `postgres`, `predict`, `large`, `settle` (the settle pass over
+//! many logging models, on both backends).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
+use qlearn_core::decisions::{Aggregation, Decide, DecisionsConfig};
 use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::sqlite::{Durability, SqliteOptions, SqliteStore};
-use qlearn_core::store::{Meter, NewUser, Report, Store};
+use qlearn_core::store::{Meter, ModelPatch, NewUser, Report, Store};
 use qlearn_core::tenancy::{Role, Tier, TierLimits};
 use qlearn_core::{Experience, Model, ModelConfig, StateRef};
 
@@ -212,6 +214,82 @@ fn predict_section(n: u64) {
     );
 }
 
+/// The settle pass over `models` logging models with `each` open decisions
+/// apiece (a 60 s window, a default reward): one pass while none is due
+/// (what every pass costs between deadlines), then the pass that settles
+/// them all. Microseconds per pass.
+fn settle_rows(s: &dyn Store, backend: &str, models: usize, each: i64) {
+    let owner = user(s, &format!("settle-{backend}@bench"));
+    let limits = TierLimits::UNLIMITED;
+    let meter = Meter {
+        user_id: &owner,
+        limits: &limits,
+        now: NOW,
+    };
+    let config = DecisionsConfig {
+        reward_wait_seconds: 60,
+        default_reward: Some(0.0),
+        aggregation: Aggregation::Sum,
+        retention_days: 30,
+    };
+    for k in 0..models {
+        let id = s
+            .create_model(&owner, &format!("settle{k}"), &model(), None, NOW)
+            .expect("create")
+            .id;
+        let patch = ModelPatch {
+            decisions: Some(Some(config.clone())),
+            ..ModelPatch::default()
+        };
+        s.update_model(&owner, &id, patch, NOW)
+            .expect("decisions on");
+        for st in 0..each {
+            s.decide(&meter, &id, &Decide::new(StateRef::Int(st)))
+                .expect("decide");
+        }
+    }
+    let what = format!("settle pass, {models} models x {each} open decisions");
+    // The first pass also prunes every log (at most once a minute): not
+    // timed. The next two come within the minute.
+    assert_eq!(s.settle(NOW + 1).expect("settle"), 0);
+    let t = Instant::now();
+    assert_eq!(s.settle(NOW + 2).expect("settle"), 0);
+    let idle = t.elapsed();
+    row(
+        backend,
+        &format!("{what}, none due"),
+        idle.as_secs_f64() * 1e6,
+        "µs",
+    );
+    let t = Instant::now();
+    let learned = s.settle(NOW + 60).expect("settle");
+    let all = t.elapsed();
+    assert_eq!(learned, models * each as usize);
+    row(
+        backend,
+        &format!("{what}, all due"),
+        all.as_secs_f64() * 1e6,
+        "µs",
+    );
+}
+
+fn settle_section(models: usize, each: i64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SqliteStore::open(dir.path().join("settle.db")).expect("open");
+    settle_rows(&s, "sqlite", models, each);
+    let url = pg_url();
+    let schema = format!("qlearn_bench_settle_{}", std::process::id());
+    match PgStore::connect_with_schema(&url, &schema) {
+        Ok(pg) => {
+            settle_rows(&pg, "postgres", models, each);
+            if let Err(e) = pg.drop_schema() {
+                println!("(could not drop bench schema {schema}: {e})");
+            }
+        }
+        Err(e) => println!("| postgres | SKIPPED: PostgreSQL not reachable at {url}: {e} | | |"),
+    }
+}
+
 fn large_section(states: i64) {
     let mut cfg = ModelConfig::new(4);
     cfg.seed = Some(3);
@@ -294,5 +372,9 @@ fn main() {
     }
     if want("large") {
         large_section(if full { 1_000_000 } else { 10_000 });
+    }
+    if want("settle") {
+        let (models, each) = if full { (500, 20) } else { (5, 3) };
+        settle_section(models, each);
     }
 }

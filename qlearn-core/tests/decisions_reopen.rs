@@ -20,6 +20,17 @@ fn reward(id: &str, value: f64, is_final: bool) -> RewardIn {
     }
 }
 
+/// A new free user's id.
+fn new_user(s: &SqliteStore, email: &str) -> String {
+    let user = NewUser {
+        email: email.into(),
+        password_hash: "x".into(),
+        tier: Tier::Free,
+        role: Role::User,
+    };
+    s.create_user(user, NOW).unwrap().id
+}
+
 #[test]
 fn a_reopened_store_carries_on_with_its_decisions() {
     let dir = tempfile::tempdir().unwrap();
@@ -31,18 +42,7 @@ fn a_reopened_store_carries_on_with_its_decisions() {
     let (user, id, d0, d1, late);
     {
         let s = SqliteStore::open(&path).unwrap();
-        user = s
-            .create_user(
-                NewUser {
-                    email: "a@example.com".into(),
-                    password_hash: "x".into(),
-                    tier: Tier::Free,
-                    role: Role::User,
-                },
-                NOW,
-            )
-            .unwrap()
-            .id;
+        user = new_user(&s, "a@example.com");
         id = s.create_model(&user, "m", &local, None, NOW).unwrap().id;
         let setting = DecisionsConfig {
             reward_wait_seconds: 60,
@@ -149,4 +149,75 @@ fn a_reopened_store_carries_on_with_its_decisions() {
         .all(|d| d.status == DecisionStatus::Applied));
     assert_eq!(s.model(&user, &id).unwrap().stats.updates, 3);
     s.flush().unwrap();
+}
+
+/// A file written before migration 15 (the open decisions indexed by
+/// deadline alone) opens with the index keyed by model, then deadline, and
+/// settles the open decisions it holds, each model's once.
+#[test]
+fn a_file_from_before_the_due_index_by_model_settles_its_open_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let limits = TierLimits::UNLIMITED;
+    let mut models = Vec::new();
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        for k in 0..3 {
+            let user = new_user(&s, &format!("u{k}@example.com"));
+            let model = Model::new(ModelConfig::new(2)).unwrap();
+            let id = s.create_model(&user, "m", &model, None, NOW).unwrap().id;
+            let setting = DecisionsConfig {
+                reward_wait_seconds: 60,
+                default_reward: Some(0.5),
+                ..DecisionsConfig::default()
+            };
+            let patch = ModelPatch {
+                decisions: Some(Some(setting)),
+                ..ModelPatch::default()
+            };
+            s.update_model(&user, &id, patch, NOW).unwrap();
+            let m = Meter {
+                user_id: &user,
+                limits: &limits,
+                now: NOW,
+            };
+            for st in 0..2 {
+                s.decide(&m, &id, &Decide::new(StateRef::Int(st))).unwrap();
+            }
+            models.push((user, id));
+        }
+    }
+    let index = |c: &rusqlite::Connection| -> String {
+        c.query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'decisions_due'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "BEGIN IMMEDIATE; DROP INDEX decisions_due; \
+             CREATE INDEX decisions_due ON decisions (closes_ms) WHERE status = 0; \
+             DELETE FROM schema_migrations WHERE version >= 15; COMMIT;",
+        )
+        .unwrap();
+        assert!(index(&c).contains("(closes_ms)"), "{}", index(&c));
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert!(index(&c).contains("(mid, closes_ms)"), "{}", index(&c));
+    assert_eq!(s.settle(NOW + 59).unwrap(), 0, "none due yet");
+    assert_eq!(s.settle(NOW + 61).unwrap(), 6, "every model's two");
+    assert_eq!(s.settle(NOW + 62).unwrap(), 0, "each once");
+    for (user, id) in &models {
+        let q = DecisionQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        let page = s.decisions(user, id, &q).unwrap();
+        assert_eq!(page.stats.pending, 0, "{id}");
+        assert_eq!(page.stats.defaulted, 2, "{id}");
+    }
 }

@@ -486,9 +486,10 @@ fn a_crash_mid_import_or_reshape_leaves_the_old_model_and_no_garbage() {
 }
 
 /// Rewrites the Q-rows of the store file at `path` in the layout before
-/// migration 14 (a `WITHOUT ROWID` table keyed by table and row number)
-/// and forgets that migration, as a file written by an earlier release;
-/// then runs `extra` (SQL) in the same transaction.
+/// migration 14 (a `WITHOUT ROWID` table keyed by table and row number),
+/// and the open decisions' index as before migration 15 (by deadline
+/// alone), and forgets both migrations, as a file written by an earlier
+/// release; then runs `extra` (SQL) in the same transaction.
 fn to_schema_13(path: &Path, extra: &str) {
     peek(path)
         .execute_batch(&format!(
@@ -498,7 +499,9 @@ fn to_schema_13(path: &Path, extra: &str) {
              INSERT INTO q_old SELECT id >> 32, id & 4294967295, key, vals FROM q_rows; \
              DROP TABLE q_rows; \
              ALTER TABLE q_old RENAME TO q_rows; \
-             DELETE FROM schema_migrations WHERE version = 14; \
+             DROP INDEX decisions_due; \
+             CREATE INDEX decisions_due ON decisions (closes_ms) WHERE status = 0; \
+             DELETE FROM schema_migrations WHERE version >= 14; \
              {extra} \
              COMMIT;"
         ))
@@ -578,7 +581,12 @@ fn rows_stored_before_the_integer_keys_migrate_whole() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, 14);
+    assert_eq!(
+        version,
+        i64::from(qlearn_core::store::migrations::latest(
+            qlearn_core::store::migrations::SQLITE
+        ))
+    );
 }
 
 /// A row that cannot be keyed (its row number past 2^32 - 1) fails the

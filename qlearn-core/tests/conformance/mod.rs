@@ -14,11 +14,13 @@ mod accounts;
 mod billing;
 mod decision_concurrency;
 mod decision_errors;
+mod decision_settle;
 mod decisions;
 pub use accounts::*;
 pub use billing::*;
 pub use decision_concurrency::*;
 pub use decision_errors::*;
+pub use decision_settle::*;
 pub use decisions::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -67,6 +69,7 @@ macro_rules! conformance_tests {
             decision_counts_order_and_retention,
             decision_late_step_after_next_learned,
             decision_overflow_fails_only_its_call,
+            decision_settle_finds_each_models_due_decisions,
             decision_listing_filters,
             decision_episodes,
             decision_baseline_actions,
@@ -120,6 +123,7 @@ pub fn assert_listed(listed: &[&str]) {
         include_str!("decisions.rs"),
         include_str!("decision_concurrency.rs"),
         include_str!("decision_errors.rs"),
+        include_str!("decision_settle.rs"),
         include_str!("decision_listing.rs"),
         include_str!("changes.rs"),
         include_str!("accounts.rs"),

@@ -98,6 +98,11 @@ pub const SQLITE: &[Migration] = &[
         name: "q_rows_by_id",
         sql: include_str!("sqlite/0014_q_rows_by_id.sql"),
     },
+    Migration {
+        version: 15,
+        name: "decisions_due_by_model",
+        sql: include_str!("sqlite/0015_decisions_due_by_model.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, oldest first.
@@ -172,6 +177,11 @@ pub const POSTGRES: &[Migration] = &[
         version: 14,
         name: "evaluation_owner_running",
         sql: include_str!("postgres/0014_evaluation_owner_running.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "decisions_due_by_model",
+        sql: include_str!("postgres/0015_decisions_due_by_model.sql"),
     },
 ];
 

@@ -99,8 +99,21 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
         (SQL_STEP, &step, generic, &["decisions_step"]),
         (SQL_STEPS_ANY, &steps, generic, &["decisions_step"]),
         (SQL_EPISODES_ANY, &ids, generic, &["episodes_pkey"]),
-        (SQL_DUE, &due, generic, &["decisions_due"]),
-        (SQL_DUE_MODELS, "50600", custom, &["decisions_due"]),
+        (
+            SQL_DUE,
+            &due,
+            generic,
+            &[
+                "decisions_due",
+                "Index Cond: ((mid = $1) AND (closes_ms <= $2))",
+            ],
+        ),
+        (
+            SQL_DUE_MODELS,
+            "50600",
+            custom,
+            &["decisions_due", "Index Cond: (mid > live"],
+        ),
         (
             SQL_PRUNE,
             &prune,

@@ -51,15 +51,24 @@ use crate::tenancy::{BillingMonth, TierLimits};
 const PRUNE_EVERY_SECS: i64 = 60;
 
 /// The models (owner, id) with an open decision whose reward window closed
-/// at or before ?1, for each settle pass (every second by default), found
-/// in the partial index `decisions_due`, which holds only open decisions.
-/// It was `SELECT DISTINCT mid`, for which SQLite's planner read the whole
-/// `decisions` table in key order: every pass read every decision logged
-/// by every model. `IN` needs no distinct list; the index is named so that
-/// no planner choice brings the scan back (`decision_rows`' tests check
-/// the plan).
-pub(super) const SQL_DUE_MODELS: &str = "SELECT m.owner, m.id FROM models m WHERE m.mid IN \
-     (SELECT mid FROM decisions INDEXED BY decisions_due WHERE status = 0 AND closes_ms <= ?1)";
+/// at or before ?1, for each settle pass (every second by default): a skip
+/// over the partial index `decisions_due` (open decisions only, keyed
+/// (mid, closes_ms) since migration 15), from below the least model number,
+/// one seek to each model with an open decision and one to its earliest
+/// deadline. A pass costs the models with open decisions (measured: 0.3 ms
+/// for 500), not every due decision once per model with one. (A `SELECT
+/// DISTINCT mid` had SQLite's planner read the whole `decisions` table in
+/// key order.) The index is named so that no planner choice brings a scan
+/// back (`decision_rows`' tests check the plan).
+pub(super) const SQL_DUE_MODELS: &str = "WITH RECURSIVE live(mid) AS (\
+     SELECT -9223372036854775808 \
+     UNION ALL \
+     SELECT (SELECT d.mid FROM decisions d INDEXED BY decisions_due \
+             WHERE d.status = 0 AND d.mid > live.mid ORDER BY d.mid LIMIT 1) \
+     FROM live WHERE live.mid IS NOT NULL) \
+     SELECT m.owner, m.id FROM live JOIN models m ON m.mid = live.mid \
+     WHERE (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
+            WHERE d.status = 0 AND d.mid = live.mid) <= ?1";
 
 /// A cached model's decision log.
 pub(super) enum LogSlot {
