@@ -13,7 +13,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`; PostgreSQL rows are skipped
 //! with a message when it is unreachable). Filter sections with an argument:
 //! `sqlite`, `postgres`, `predict`, `large`, `settle` (the settle pass over
-//! many logging models, on both backends).
+//! many logging models, on both backends; `QLEARN_BENCH_SETTLE=models,each`,
+//! default `500,20`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
@@ -273,6 +274,18 @@ fn settle_rows(s: &dyn Store, backend: &str, models: usize, each: i64) {
     );
 }
 
+/// The settle section's models and open decisions per model:
+/// `QLEARN_BENCH_SETTLE=models,each`, default 500 models of 20.
+fn settle_size() -> (usize, i64) {
+    std::env::var("QLEARN_BENCH_SETTLE")
+        .ok()
+        .and_then(|v| {
+            let (m, e) = v.split_once(',')?;
+            Some((m.trim().parse().ok()?, e.trim().parse().ok()?))
+        })
+        .unwrap_or((500, 20))
+}
+
 fn settle_section(models: usize, each: i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = SqliteStore::open(dir.path().join("settle.db")).expect("open");
@@ -374,7 +387,7 @@ fn main() {
         large_section(if full { 1_000_000 } else { 10_000 });
     }
     if want("settle") {
-        let (models, each) = if full { (500, 20) } else { (5, 3) };
+        let (models, each) = if full { settle_size() } else { (5, 3) };
         settle_section(models, each);
     }
 }
