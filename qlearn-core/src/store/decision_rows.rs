@@ -364,12 +364,12 @@ pub(crate) fn missing(log: &DecisionLog, call: Call<'_>, now_ms: i64) -> Vec<Mis
         Call::Decide(d) => log.missing_for_decide(d.decision_id, d.episode_id),
         Call::Rewards(r) => log.missing_for_rewards(r.iter().map(|r| r.decision_id.as_str())),
         Call::End { episode_id, .. } => log.missing_for_end(episode_id),
-        Call::Settle => log.missing_for_due(now_ms),
+        Call::Settle { through_ms } => log.missing_for_due(through_ms.min(now_ms)),
     }
 }
 
 /// Loads into `log` what `call` reads and `log` lacks (for a settlement,
-/// first every due decision `rows` holds): a decision with its episode,
+/// first every decision `rows` holds that is due by its `through_ms`): a decision with its episode,
 /// an episode, a step.
 pub(crate) fn load(
     log: &mut DecisionLog,
@@ -377,8 +377,8 @@ pub(crate) fn load(
     now_ms: i64,
     rows: &mut dyn Rows,
 ) -> Result<()> {
-    if let Call::Settle = call {
-        for rec in rows.due(now_ms)? {
+    if let Call::Settle { through_ms } = call {
+        for rec in rows.due(through_ms.min(now_ms))? {
             load_with_episode(log, rec, rows)?;
         }
     }

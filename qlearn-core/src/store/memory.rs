@@ -576,11 +576,14 @@ impl Store for MemoryStore {
             if !due {
                 continue;
             }
-            learned +=
-                Self::decision_call(&mut e, Call::Settle, now, &TierLimits::UNLIMITED, |_, _| {
-                    Ok(())
-                })?
-                .learned()?;
+            learned += Self::decision_call(
+                &mut e,
+                Call::Settle { through_ms: now_ms },
+                now,
+                &TierLimits::UNLIMITED,
+                |_, _| Ok(()),
+            )?
+            .learned()?;
         }
         self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         Ok(learned)

@@ -1,9 +1,12 @@
-//! Conformance check of the settle pass over many models (listed in
-//! `conformance_tests!` with the rest of the suite): it must find every
-//! model with a decision past its deadline, however the models' numbers
-//! and deadlines interleave, and settle only those decisions.
+//! Conformance checks of the settle pass (listed in `conformance_tests!`
+//! with the rest of the suite): it must find every model with a decision
+//! past its deadline, however the models' numbers and deadlines
+//! interleave, and settle only those decisions; and a model's backlog of
+//! more than a chunk must settle whole in one pass, learning what passes on
+//! time would have learned.
 
 use qlearn_core::decisions::Decide;
+use qlearn_core::store::decisions::SETTLE_CHUNK;
 use qlearn_core::store::Store;
 use qlearn_core::StateRef;
 
@@ -59,4 +62,61 @@ pub fn decision_settle_finds_each_models_due_decisions<S: Store>(s: &S) {
     assert_eq!(ok(s, s.settle(NOW + 3601)), 2, "[{name}] the hour's");
     assert_eq!(all(), [0, 0, 0, 0, 0], "[{name}] after the hour");
     assert_eq!(ok(s, s.settle(NOW + 7200)), 0, "[{name}] nothing left");
+}
+
+/// Two identical models log the same decisions, in episodes of ten steps,
+/// three to a second (so deadlines tie, also across a chunk's end), with a
+/// 60 s window and a default reward. The first model's decisions are
+/// settled by passes every 100 s, each closing fewer than a chunk; the
+/// second model's, more than two chunks ([`SETTLE_CHUNK`]), all fall due
+/// together, as after an outage, and one pass must settle them all (in
+/// chunks, on the SQL stores). Both must then hold the same Q-values and
+/// counts: the chunks close decisions in deadline order, as one pass does.
+pub fn decision_settle_works_through_a_backlog_in_chunks<S: Store>(s: &S) {
+    let l = limits(None, None);
+    let user = new_user(s, "backlog@example.com");
+    let n = 2 * SETTLE_CHUNK as i64 + 7;
+    let name = s.backend();
+    let log_all = |id: &str, t0: i64| {
+        for i in 0..n {
+            let episode = format!("e{}", i / 10);
+            let d = Decide::new(StateRef::Int(i % 5)).episode(&episode);
+            ok(s, s.decide(&meter(&user.id, &l, t0 + i / 3), id, &d));
+        }
+    };
+    let on_time = logging_model(s, &user.id, &seeded(3, 5), setting(60, Some(0.5)));
+    log_all(&on_time, NOW);
+    // Passes every 100 s until past the last deadline.
+    let last_deadline = NOW + (n - 1) / 3 + 60;
+    let mut t = NOW;
+    let mut learned_on_time = 0;
+    while t <= last_deadline {
+        t += 100;
+        learned_on_time += ok(s, s.settle(t));
+    }
+    let stats = log_page(s, &user.id, &on_time).stats;
+    // Every window closed; an episode's last step waits for its next state.
+    assert_eq!(stats.defaulted, n as u64, "[{name}] on time: {stats:?}");
+    let backlog = logging_model(s, &user.id, &seeded(3, 5), setting(60, Some(0.5)));
+    let t0 = t + 10_000;
+    log_all(&backlog, t0);
+    let pending = log_page(s, &user.id, &backlog).stats.pending;
+    assert_eq!(pending, n as u64, "[{name}] the backlog");
+    let learned = ok(s, s.settle(t0 + (n - 1) / 3 + 61));
+    assert_eq!(
+        log_page(s, &user.id, &backlog).stats,
+        stats,
+        "[{name}] one pass settles the whole backlog"
+    );
+    assert_eq!(learned, learned_on_time, "[{name}] learned");
+    assert!(
+        learned > SETTLE_CHUNK as usize,
+        "[{name}] learned {learned}"
+    );
+    let (a, b) = (
+        ok(s, s.export_model(&user.id, &on_time)),
+        ok(s, s.export_model(&user.id, &backlog)),
+    );
+    assert_eq!(a.stats().updates, b.stats().updates, "[{name}] updates");
+    assert_eq!(a.rows(0, 100), b.rows(0, 100), "[{name}] the Q-values");
 }

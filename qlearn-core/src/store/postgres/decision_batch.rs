@@ -511,7 +511,7 @@ impl Input {
                 episode_id: episode_id.to_owned(),
                 end: end.clone(),
             },
-            Call::Settle => return None,
+            Call::Settle { .. } => return None,
         })
     }
 }

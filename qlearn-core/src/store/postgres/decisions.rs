@@ -34,7 +34,9 @@ use crate::store::decision_rows::{
     episode_page_of, episode_summary, meta_from_bytes, missing, rows_of_blob, status_code,
     DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
-use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply};
+use crate::store::decisions::{
+    config_from_text, config_text, millis, settle_in_chunks, Call, DueBounds, Reply, SETTLE_CHUNK,
+};
 use crate::store::{
     DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, ModelInfo,
     KEEP_FINISHED_JOBS,
@@ -253,8 +255,15 @@ const SQL_DUE_MODELS: &str = "WITH RECURSIVE live AS (\
      SELECT n.mid, n.closes_ms FROM live CROSS JOIN LATERAL \
        (SELECT d.mid, d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid > live.mid \
         ORDER BY d.mid, d.closes_ms LIMIT 1) n) \
-     SELECT m.owner, m.id FROM live JOIN models m ON m.mid = live.mid \
+     SELECT m.owner, m.id, m.mid FROM live JOIN models m ON m.mid = live.mid \
      WHERE live.closes_ms <= $1";
+/// A model's [`DueBounds`] for the settle pass's next chunk: its earliest
+/// open deadline, and the deadline of its `$3 + 1`-th decision due by `$2`
+/// (two seeks on `decisions_due`, and a walk of at most a chunk).
+const SQL_DUE_BOUNDS: &str = "SELECT \
+     (SELECT min(closes_ms) FROM decisions WHERE status = 0 AND mid = $1), \
+     (SELECT closes_ms FROM decisions WHERE status = 0 AND mid = $1 AND closes_ms <= $2 \
+      ORDER BY closes_ms LIMIT 1 OFFSET $3)";
 const SQL_DECISION: &str = concat!(
     "SELECT ",
     decision_cols!(),
@@ -381,20 +390,37 @@ impl PgStore {
     /// Settles every model with a passed deadline (see
     /// [`crate::store::Store::settle`]).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
-        let due = self.query(SQL_DUE_MODELS, &[&millis(now)])?;
+        let now_ms = millis(now);
+        let due = self.query(SQL_DUE_MODELS, &[&now_ms])?;
         let mut learned = 0;
         for r in due {
-            let (owner, id): (String, String) = (r.get(0), r.get(1));
-            let settle = Item {
-                call: Call::Settle,
-                payer: Payer::Free,
-                now,
+            let (owner, id, mid): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+            let bounds = || {
+                let rows =
+                    self.query(SQL_DUE_BOUNDS, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
+                let r = rows
+                    .first()
+                    .ok_or_else(|| Error::Internal("the due bounds returned no row".into()))?;
+                Ok(DueBounds {
+                    first_ms: r.get(0),
+                    nth_ms: r.get(1),
+                })
             };
-            for reply in self.decision_batch(&owner, &id, true, &[settle]) {
-                if let Some(Reply::Learned(n)) = reply? {
-                    learned += n;
+            let settle = |through_ms: i64| {
+                let settle = Item {
+                    call: Call::Settle { through_ms },
+                    payer: Payer::Free,
+                    now,
+                };
+                let mut n = 0;
+                for reply in self.decision_batch(&owner, &id, true, &[settle]) {
+                    if let Some(Reply::Learned(k)) = reply? {
+                        n += k;
+                    }
                 }
-            }
+                Ok(n)
+            };
+            learned += settle_in_chunks(now_ms, bounds, settle)?;
         }
         let last = self.last_prune.load(Ordering::Relaxed);
         if now >= last + PRUNE_EVERY_SECS

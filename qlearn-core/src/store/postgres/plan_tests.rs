@@ -93,7 +93,7 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
     );
     // Each statement, its arguments, how it runs, and the index its plan
     // must use (with the condition it must seek on).
-    let cases: [(&str, &str, &str, &[&str]); 10] = [
+    let cases: [(&str, &str, &str, &[&str]); 11] = [
         (SQL_DECISION, &one, generic, &["decisions_pkey"]),
         (SQL_DECISIONS_ANY, &ids, generic, &["decisions_pkey"]),
         (SQL_STEP, &step, generic, &["decisions_step"]),
@@ -102,6 +102,15 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
         (
             SQL_DUE,
             &due,
+            generic,
+            &[
+                "decisions_due",
+                "Index Cond: ((mid = $1) AND (closes_ms <= $2))",
+            ],
+        ),
+        (
+            SQL_DUE_BOUNDS,
+            &format!("{mid}, 650000, 1023"),
             generic,
             &[
                 "decisions_due",

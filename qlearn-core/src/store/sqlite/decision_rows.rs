@@ -477,7 +477,7 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::decisions::SQL_DUE_MODELS;
+    use super::super::decisions::{SQL_DUE_BOUNDS, SQL_DUE_MODELS};
     use super::super::evaluations::sql_keyset;
     use super::*;
 
@@ -512,7 +512,7 @@ pub(super) mod tests {
     fn the_decision_logs_periodic_paged_and_file_reads_use_their_indexes_not_a_models_whole_log() {
         let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
         // Each statement, and the index steps its plan must have.
-        let cases: [(&str, &[&str]); 6] = [
+        let cases: [(&str, &[&str]); 7] = [
             (
                 &keyset,
                 &["INDEX decisions_time (mid=? AND (time_ms,id)<(?,?))"],
@@ -522,6 +522,13 @@ pub(super) mod tests {
                 &["INDEX decisions_due (mid>?)", "INDEX decisions_due (mid=?)"],
             ),
             (&due, &["INDEX decisions_due (mid=? AND closes_ms<?)"]),
+            (
+                SQL_DUE_BOUNDS,
+                &[
+                    "INDEX decisions_due (mid=?)",
+                    "INDEX decisions_due (mid=? AND closes_ms<?)",
+                ],
+            ),
             (
                 &step,
                 &["INDEX decisions_step (mid=? AND episode=? AND step=?)"],

@@ -38,7 +38,8 @@ use crate::store::decision_rows::{
     changed_rows, load, meta_bytes, meta_from_bytes, missing, partial_log,
 };
 use crate::store::decisions::{
-    apply, check_plain, config_from_text, config_text, millis, plan, without_log, Call, Reply, Room,
+    apply, check_plain, config_from_text, config_text, millis, plan, settle_in_chunks, without_log,
+    Call, DueBounds, Reply, Room, SETTLE_CHUNK,
 };
 use crate::store::encoding::Tracked;
 use crate::store::usage::Debit;
@@ -66,9 +67,19 @@ pub(super) const SQL_DUE_MODELS: &str = "WITH RECURSIVE live(mid) AS (\
      SELECT (SELECT d.mid FROM decisions d INDEXED BY decisions_due \
              WHERE d.status = 0 AND d.mid > live.mid ORDER BY d.mid LIMIT 1) \
      FROM live WHERE live.mid IS NOT NULL) \
-     SELECT m.owner, m.id FROM live JOIN models m ON m.mid = live.mid \
+     SELECT m.owner, m.id, m.mid FROM live JOIN models m ON m.mid = live.mid \
      WHERE (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
             WHERE d.status = 0 AND d.mid = live.mid) <= ?1";
+
+/// A model's [`DueBounds`] for the settle pass's next chunk: its earliest
+/// open deadline, and the deadline of its `?3 + 1`-th decision due by
+/// `?2`; two seeks and a walk of at most a chunk along `decisions_due`.
+pub(super) const SQL_DUE_BOUNDS: &str = "SELECT \
+     (SELECT min(closes_ms) FROM decisions INDEXED BY decisions_due \
+      WHERE status = 0 AND mid = ?1), \
+     (SELECT closes_ms FROM decisions INDEXED BY decisions_due \
+      WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 \
+      ORDER BY closes_ms LIMIT 1 OFFSET ?3)";
 
 /// A cached model's decision log.
 pub(super) enum LogSlot {
@@ -307,7 +318,8 @@ impl SqliteStore {
                 Err(e) => return Some(Err(e)),
             }
         }
-        let reads = matches!(call, Call::Settle) || lacks.iter().any(|m| hot.may_be_in_file(m));
+        let reads =
+            matches!(call, Call::Settle { .. }) || lacks.iter().any(|m| hot.may_be_in_file(m));
         if reads {
             if !may_read {
                 return None;
@@ -471,33 +483,50 @@ impl SqliteStore {
     /// [`crate::store::Store::settle`]), and prunes the logs past their
     /// retention (at most once a minute).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
-        let due: Vec<(String, String)> = self.read(|c| {
+        let now_ms = millis(now);
+        let due: Vec<(String, String, i64)> = self.read(|c| {
             let mut st = c.prepare_cached(SQL_DUE_MODELS).map_err(sq)?;
             let rows = st
-                .query_map([millis(now)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(sq)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
         })?;
         let month = BillingMonth::from_unix(now);
         let mut learned = 0;
-        for (owner, id) in due {
-            let free = |kind: CallKind, n: u64| {
-                Ok(Debit {
-                    user: owner.clone(),
-                    month,
-                    day: month.day_of(now),
-                    kind,
-                    n,
-                    overage: 0,
+        for (owner, id, mid) in due {
+            let bounds = || {
+                self.read(|c| {
+                    let mut st = c.prepare_cached(SQL_DUE_BOUNDS).map_err(sq)?;
+                    st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
+                        Ok(DueBounds {
+                            first_ms: r.get(0)?,
+                            nth_ms: r.get(1)?,
+                        })
+                    })
+                    .map_err(sq)
                 })
             };
-            match self.decision_call(&owner, &id, Call::Settle, now, &TierLimits::UNLIMITED, free) {
-                Ok(Some(Reply::Learned(n))) => learned += n,
-                Ok(_) => {}
-                // Deleted since the list was read.
-                Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
-            }
+            let settle = |through_ms: i64| {
+                let free = |kind: CallKind, n: u64| {
+                    Ok(Debit {
+                        user: owner.clone(),
+                        month,
+                        day: month.day_of(now),
+                        kind,
+                        n,
+                        overage: 0,
+                    })
+                };
+                let call = Call::Settle { through_ms };
+                match self.decision_call(&owner, &id, call, now, &TierLimits::UNLIMITED, free) {
+                    Ok(Some(Reply::Learned(n))) => Ok(n),
+                    Ok(_) => Ok(0),
+                    // Deleted since the list was read.
+                    Err(Error::NotFound(_)) => Ok(0),
+                    Err(e) => Err(e),
+                }
+            };
+            learned += settle_in_chunks(now_ms, bounds, settle)?;
         }
         let last = self.inner.last_prune.load(Ordering::Relaxed);
         if now >= last + PRUNE_EVERY_SECS
