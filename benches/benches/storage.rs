@@ -262,6 +262,7 @@ fn settle_rows(s: &dyn Store, backend: &str, models: usize, each: i64) {
         idle.as_secs_f64() * 1e6,
         "µs",
     );
+    let before = reset_peak_rss();
     let t = Instant::now();
     let learned = s.settle(NOW + 60).expect("settle");
     let all = t.elapsed();
@@ -272,6 +273,32 @@ fn settle_rows(s: &dyn Store, backend: &str, models: usize, each: i64) {
         all.as_secs_f64() * 1e6,
         "µs",
     );
+    if let (Some(before), Some(peak)) = (before, peak_rss_kib()) {
+        row(
+            backend,
+            &format!("{what}, all due: peak resident memory over the pass's start"),
+            peak.saturating_sub(before) as f64,
+            "KiB",
+        );
+    }
+}
+
+/// Resets the process's peak resident set to its current size (Linux:
+/// `clear_refs` 5) and returns that size in KiB; `None` elsewhere.
+fn reset_peak_rss() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kib("VmRSS:")
+}
+
+/// The process's peak resident set since the last reset, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The settle section's models and open decisions per model:

@@ -1044,3 +1044,58 @@ fn logged_probabilities_match_observed_frequencies() {
         }
     }
 }
+
+/// `expire_through` closes exactly the decisions up to a (deadline, id) in
+/// closing order (deadline, then id bytewise), and its pieces in turn
+/// close what one `expire` closes, transition for transition.
+#[test]
+fn expire_through_closes_up_to_a_decision_in_closing_order() {
+    let config = |c: &mut DecisionsConfig| {
+        c.reward_wait_seconds = 10;
+        c.default_reward = Some(1.0);
+    };
+    let mut whole = log_with(config);
+    // Two decisions at t = 0 (deadline 10,000) and two at t = 1,000 (11,000),
+    // in one episode each pair, logged under ids out of order.
+    for (id, ep, at) in [
+        ("b", "e1", 0),
+        ("a", "e2", 0),
+        ("d", "e1", 1_000),
+        ("c", "e2", 1_000),
+    ] {
+        let new = NewDecision {
+            decision_id: Some(id),
+            episode_id: Some(ep),
+            state: State::Int(id.as_bytes()[0] as i64),
+            allowed_actions: None,
+            action: 0,
+            probability: 1.0,
+            baseline_action: None,
+        };
+        whole.record_decision(new, at).unwrap();
+    }
+    let mut parts = whole.clone();
+    let open = |log: &DecisionLog| {
+        let mut ids: Vec<String> = ["a", "b", "c", "d"]
+            .iter()
+            .filter(|id| {
+                log.get(id)
+                    .is_some_and(|d| d.status == DecisionStatus::Open)
+            })
+            .map(|id| id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut learned = parts.expire_through(10_000, Some("a"));
+    assert_eq!(open(&parts), ["b", "c", "d"], "through (10,000, a)");
+    learned.extend(parts.expire_through(10_000, Some("a")));
+    assert_eq!(open(&parts), ["b", "c", "d"], "again: nothing more");
+    learned.extend(parts.expire_through(11_000, Some("c")));
+    assert_eq!(open(&parts), ["d"], "through (11,000, c): b, then c");
+    learned.extend(parts.expire_through(11_000, None));
+    assert!(open(&parts).is_empty(), "the rest of 11,000");
+    let all = whole.expire(20_000);
+    assert_eq!(learned, all, "the pieces close what one expire closes");
+    assert_eq!(all.len(), 2, "each episode's first step learned");
+}

@@ -532,12 +532,21 @@ impl DecisionLog {
     /// aggregated reward, else the default reward, else nothing learned)
     /// and returns the transitions that became ready.
     pub fn expire(&mut self, now_ms: i64) -> Vec<Transition> {
+        self.expire_through(now_ms, None)
+    }
+
+    /// [`DecisionLog::expire`] up to a decision: closes, in their order
+    /// (deadline, then id), the decisions whose deadline is before
+    /// `closes_ms`, and those whose deadline is `closes_ms` and whose id is
+    /// at most `id` (`None`: all of them). A store settles a long backlog
+    /// this way a bounded part at a time, in the order one call would.
+    pub fn expire_through(&mut self, closes_ms: i64, id: Option<&str>) -> Vec<Transition> {
         let mut out = Vec::new();
-        while let Some((closes_at, id)) = self.open.first().cloned() {
-            if closes_at > now_ms {
+        while let Some((closes_at, next)) = self.open.first().cloned() {
+            if super::past(closes_at, &next, closes_ms, id) {
                 break;
             }
-            self.close_at_deadline(&id, &mut out);
+            self.close_at_deadline(&next, &mut out);
         }
         out
     }

@@ -250,3 +250,10 @@ pub struct DecisionStats {
     /// Transitions produced.
     pub applied: u64,
 }
+
+/// Whether an open decision (deadline `at`, id `id`) comes after the bound
+/// (`closes_ms`, `bound`) in the order windows close in: deadline, then id
+/// (bytewise; `None` takes every id of that deadline).
+pub(crate) fn past(at: i64, id: &str, closes_ms: i64, bound: Option<&str>) -> bool {
+    at > closes_ms || (at == closes_ms && bound.is_some_and(|b| id > b))
+}

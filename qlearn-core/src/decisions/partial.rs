@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::log::{DecisionLog, DecisionRecord, EpisodeRecord};
-use super::{DecisionStats, DecisionStatus};
+use super::{past, DecisionStats, DecisionStatus};
 use crate::error::{Error, Result};
 
 /// The decisions and episodes a call changed (ids), for a store to write.
@@ -308,15 +308,16 @@ impl DecisionLog {
         out
     }
 
-    /// What a partly loaded log lacks to close the windows due by
-    /// `now_ms` of the decisions it holds.
-    pub fn missing_for_due(&self, now_ms: i64) -> Vec<Missing> {
+    /// What a partly loaded log lacks to close the windows of the
+    /// decisions it holds that are due through (`closes_ms`, `id`) (see
+    /// [`DecisionLog::expire_through`]).
+    pub fn missing_for_due(&self, closes_ms: i64, id: Option<&str>) -> Vec<Missing> {
         let mut out = Vec::new();
-        for (at, id) in &self.open {
-            if *at > now_ms {
+        for (at, open) in &self.open {
+            if past(*at, open, closes_ms, id) {
                 break;
             }
-            self.missing_around(id, &mut out);
+            self.missing_around(open, &mut out);
         }
         out
     }
@@ -533,7 +534,7 @@ mod tests {
         }
         // Deadlines close the rest (the last one waits for the end).
         learned.0.extend(whole.expire(100_000));
-        let m = part.missing_for_due(100_000);
+        let m = part.missing_for_due(100_000, None);
         fill(&mut part, m, &stored, &stored_eps);
         learned.1.extend(part.expire(100_000));
         sync(&mut part, &mut stored, &mut stored_eps);

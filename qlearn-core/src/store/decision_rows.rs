@@ -22,6 +22,7 @@ use crate::decisions::{
 use crate::error::{Error, Result};
 use crate::store::decisions::Call;
 use crate::store::encoding::{decode_key, key_bytes};
+use crate::store::settle::due_through;
 use crate::store::{EpisodePage, EpisodeSummary};
 
 /// The columns of a decision row, in [`DecisionRow`]'s order, as a literal
@@ -354,8 +355,10 @@ pub(crate) trait Rows {
     fn episode(&mut self, id: &str) -> Result<Option<EpisodeRecord>>;
     /// Step `k` of an episode.
     fn step(&mut self, episode: &str, k: u64) -> Result<Option<DecisionRecord>>;
-    /// The open decisions whose window has closed by `now_ms`.
-    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>>;
+    /// The open decisions due through (`closes_ms`, `id`) in closing
+    /// order (deadline, then id bytewise; `id` `None`: every decision of
+    /// that deadline).
+    fn due(&mut self, closes_ms: i64, id: Option<&str>) -> Result<Vec<DecisionRecord>>;
 }
 
 /// What `log` lacks for `call` at `now_ms` (empty: it can run from memory).
@@ -364,7 +367,13 @@ pub(crate) fn missing(log: &DecisionLog, call: Call<'_>, now_ms: i64) -> Vec<Mis
         Call::Decide(d) => log.missing_for_decide(d.decision_id, d.episode_id),
         Call::Rewards(r) => log.missing_for_rewards(r.iter().map(|r| r.decision_id.as_str())),
         Call::End { episode_id, .. } => log.missing_for_end(episode_id),
-        Call::Settle { through_ms } => log.missing_for_due(through_ms.min(now_ms)),
+        Call::Settle {
+            through_ms,
+            through_id,
+        } => {
+            let (ms, id) = due_through(through_ms, through_id, now_ms);
+            log.missing_for_due(ms, id)
+        }
     }
 }
 
@@ -377,8 +386,13 @@ pub(crate) fn load(
     now_ms: i64,
     rows: &mut dyn Rows,
 ) -> Result<()> {
-    if let Call::Settle { through_ms } = call {
-        for rec in rows.due(through_ms.min(now_ms))? {
+    if let Call::Settle {
+        through_ms,
+        through_id,
+    } = call
+    {
+        let (ms, id) = due_through(through_ms, through_id, now_ms);
+        for rec in rows.due(ms, id)? {
             load_with_episode(log, rec, rows)?;
         }
     }

@@ -31,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::model::{Experience, Learner, Prediction};
 use crate::state::{canonical_key, StateKey, StateRef};
 use crate::store::rules::{check_state_room, check_writable};
+use crate::store::settle::due_through;
+pub use crate::store::settle::SETTLE_CHUNK;
 use crate::store::CallKind;
 use crate::table::QRows;
 use crate::tenancy::TierLimits;
@@ -169,11 +171,15 @@ pub(crate) enum Call<'a> {
         episode_id: &'a str,
         end: &'a EpisodeEnd,
     },
-    /// Closing the windows whose deadline is at or before `through_ms`
-    /// (the pass's clock, or a chunk's end: see [`settle_in_chunks`]).
+    /// Closing the windows due through a decision, in the order windows
+    /// close in (deadline, then id; see [`DecisionLog::expire_through`]):
+    /// the pass's clock, or a chunk's last decision (see
+    /// [`settle_in_chunks`](crate::store::settle::settle_in_chunks)).
     Settle {
-        /// The last deadline (ms) this call closes.
+        /// The last deadline (ms) this call closes (at most the clock).
         through_ms: i64,
+        /// The last id of that deadline this call closes (`None`: all).
+        through_id: Option<&'a str>,
     },
 }
 
@@ -404,9 +410,13 @@ pub(crate) fn plan<T: QRows>(
                 transitions,
             })
         }
-        Call::Settle { through_ms } => {
+        Call::Settle {
+            through_ms,
+            through_id,
+        } => {
             debit(CallKind::Reward, 0)?;
-            let transitions = log.expire(through_ms.min(now_ms));
+            let (ms, id) = due_through(through_ms, through_id, now_ms);
+            let transitions = log.expire_through(ms, id);
             Ok(Planned {
                 reply: Reply::Learned(transitions.len()),
                 transitions,
@@ -536,148 +546,4 @@ pub(crate) fn without_log(call: Call<'_>) -> Result<Reply> {
 /// The milliseconds of `now` (Unix seconds), the clock of the decision log.
 pub(crate) fn millis(now: i64) -> i64 {
     now.saturating_mul(1000)
-}
-
-/// The most due decisions one settling transaction of an SQL store reads:
-/// a model's backlog (after an outage, every decision logged meanwhile is
-/// due at once) is settled in transactions of about this many decisions,
-/// so that the pass holds a bounded part of it in memory and the model's
-/// lock for a bounded time, not the whole backlog in one read.
-pub const SETTLE_CHUNK: u64 = 1024;
-
-/// Where a model's due decisions stand, read before each chunk of
-/// [`settle_in_chunks`]: the earliest open deadline, and the deadline of
-/// the [`SETTLE_CHUNK`]-th (in deadline order) of those due by the pass's
-/// clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct DueBounds {
-    /// The earliest deadline of an open decision (`None`: none open).
-    pub first_ms: Option<i64>,
-    /// The deadline of the chunk's last decision (`None`: fewer than a
-    /// chunk are due).
-    pub nth_ms: Option<i64>,
-}
-
-/// Settles one model's due decisions by `now_ms` in chunks: each chunk
-/// closes the deadlines up to the last one whose decisions all fit in a
-/// chunk (every decision due before the chunk's last deadline; when the
-/// whole chunk shares one deadline, that deadline's decisions, which only
-/// the calls of one millisecond can log). Decisions close in deadline
-/// order, the order one pass closes them in, so the learning is the same
-/// as in one transaction. `bounds` reads [`DueBounds`]; `settle` runs a
-/// settling call through the given deadline and returns what it learned.
-/// Stops when nothing is due, or when a chunk's end does not move on (a
-/// decision the call left open: the next pass retries).
-pub(crate) fn settle_in_chunks(
-    now_ms: i64,
-    mut bounds: impl FnMut() -> Result<DueBounds>,
-    mut settle: impl FnMut(i64) -> Result<usize>,
-) -> Result<usize> {
-    let mut learned = 0;
-    let mut last: Option<i64> = None;
-    loop {
-        let b = bounds()?;
-        let Some(first) = b.first_ms.filter(|f| *f <= now_ms) else {
-            return Ok(learned);
-        };
-        let through = match b.nth_ms {
-            None => now_ms,
-            Some(nth) if nth > first => nth - 1,
-            Some(nth) => nth,
-        };
-        if last.is_some_and(|l| through <= l) {
-            return Ok(learned);
-        }
-        learned += settle(through)?;
-        if through >= now_ms {
-            return Ok(learned);
-        }
-        last = Some(through);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{settle_in_chunks, DueBounds};
-    use crate::error::Result;
-    use std::cell::RefCell;
-
-    /// Runs [`settle_in_chunks`] on one model's open deadlines with chunks
-    /// of `chunk`; returns the deadlines each settling call closed, call by
-    /// call, and the deadlines left open.
-    fn run(open: &[i64], chunk: usize, now: i64, stuck: bool) -> (Vec<Vec<i64>>, Vec<i64>) {
-        let open = RefCell::new(open.to_vec());
-        let mut calls = Vec::new();
-        let learned = settle_in_chunks(
-            now,
-            || -> Result<DueBounds> {
-                let o = open.borrow();
-                let due: Vec<i64> = o.iter().copied().filter(|d| *d <= now).collect();
-                Ok(DueBounds {
-                    first_ms: o.first().copied(),
-                    nth_ms: due.get(chunk - 1).copied(),
-                })
-            },
-            |through| {
-                let mut o = open.borrow_mut();
-                let closed: Vec<i64> = o.iter().copied().filter(|d| *d <= through).collect();
-                if !stuck {
-                    o.retain(|d| *d > through);
-                }
-                let n = if stuck { 0 } else { closed.len() };
-                calls.push(closed);
-                Ok(n)
-            },
-        )
-        .unwrap();
-        let left = open.into_inner();
-        let settled: usize = if stuck {
-            0
-        } else {
-            calls.iter().map(Vec::len).sum()
-        };
-        assert_eq!(learned, settled);
-        (calls, left)
-    }
-
-    #[test]
-    fn a_backlog_settles_in_deadline_order_in_chunks() {
-        let (calls, left) = run(&[1, 2, 3, 4, 5, 6, 7, 11, 12], 3, 10, false);
-        assert_eq!(
-            calls,
-            vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![7]],
-            "each chunk closes the deadlines before its third"
-        );
-        assert_eq!(left, vec![11, 12], "not due yet");
-    }
-
-    #[test]
-    fn a_chunk_of_one_deadline_closes_all_its_decisions() {
-        let (calls, left) = run(&[5, 5, 5, 5, 6, 6, 6, 9], 3, 10, false);
-        assert_eq!(calls, vec![vec![5, 5, 5, 5], vec![6, 6, 6], vec![9]]);
-        assert!(left.is_empty());
-    }
-
-    #[test]
-    fn fewer_than_a_chunk_settle_in_one_call_through_the_clock() {
-        let (calls, left) = run(&[3, 4], 3, 10, false);
-        assert_eq!(calls, vec![vec![3, 4]]);
-        assert!(left.is_empty());
-        let (calls, left) = run(&[11], 3, 10, false);
-        assert!(calls.is_empty(), "nothing due: no call");
-        assert_eq!(left, vec![11]);
-        let (calls, _) = run(&[], 3, 10, false);
-        assert!(calls.is_empty());
-    }
-
-    #[test]
-    fn a_chunk_that_stays_open_ends_the_models_turn() {
-        let (calls, left) = run(&[1, 2, 3, 4], 3, 10, true);
-        assert_eq!(
-            calls,
-            vec![vec![1, 2]],
-            "tried once, left for the next pass"
-        );
-        assert_eq!(left, vec![1, 2, 3, 4]);
-    }
 }

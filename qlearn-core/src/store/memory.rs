@@ -578,7 +578,10 @@ impl Store for MemoryStore {
             }
             learned += Self::decision_call(
                 &mut e,
-                Call::Settle { through_ms: now_ms },
+                Call::Settle {
+                    through_ms: now_ms,
+                    through_id: None,
+                },
                 now,
                 &TierLimits::UNLIMITED,
                 |_, _| Ok(()),

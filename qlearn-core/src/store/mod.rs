@@ -49,6 +49,7 @@ mod patch;
 pub mod postgres;
 mod report;
 mod rules;
+mod settle;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod usage;

@@ -7,7 +7,7 @@
 
 use qlearn_core::decisions::Decide;
 use qlearn_core::store::decisions::SETTLE_CHUNK;
-use qlearn_core::store::Store;
+use qlearn_core::store::{DecisionQuery, Store};
 use qlearn_core::StateRef;
 
 use super::decisions::{log_page, logging_model, reward, setting};
@@ -64,14 +64,19 @@ pub fn decision_settle_finds_each_models_due_decisions<S: Store>(s: &S) {
     assert_eq!(ok(s, s.settle(NOW + 7200)), 0, "[{name}] nothing left");
 }
 
-/// Two identical models log the same decisions, in episodes of ten steps,
-/// three to a second (so deadlines tie, also across a chunk's end), with a
+/// Two identical models log the same decisions, three to a second (so
+/// deadlines tie, also across a chunk's end), each second's last in one of
+/// seven episodes taking turns and the rest in none (so that a settle
+/// does not read a deadline's other decisions as some episode's steps),
+/// with a
 /// 60 s window and a default reward. The first model's decisions are
 /// settled by passes every 100 s, each closing fewer than a chunk; the
 /// second model's, more than two chunks ([`SETTLE_CHUNK`]), all fall due
 /// together, as after an outage, and one pass must settle them all (in
-/// chunks, on the SQL stores). Both must then hold the same Q-values and
-/// counts: the chunks close decisions in deadline order, as one pass does.
+/// chunks, on the SQL stores). Both must then have learned each decision
+/// at the same place in order (`applied_seq`), and hold the same Q-values
+/// and counts: the chunks close decisions in closing order (deadline, then
+/// id), as one pass does.
 pub fn decision_settle_works_through_a_backlog_in_chunks<S: Store>(s: &S) {
     let l = limits(None, None);
     let user = new_user(s, "backlog@example.com");
@@ -79,8 +84,9 @@ pub fn decision_settle_works_through_a_backlog_in_chunks<S: Store>(s: &S) {
     let name = s.backend();
     let log_all = |id: &str, t0: i64| {
         for i in 0..n {
-            let episode = format!("e{}", i / 10);
-            let d = Decide::new(StateRef::Int(i % 5)).episode(&episode);
+            let episode = format!("e{}", (i / 3) % 7);
+            let d = Decide::new(StateRef::Int(i % 5));
+            let d = if i % 3 == 2 { d.episode(&episode) } else { d };
             ok(s, s.decide(&meter(&user.id, &l, t0 + i / 3), id, &d));
         }
     };
@@ -112,6 +118,41 @@ pub fn decision_settle_works_through_a_backlog_in_chunks<S: Store>(s: &S) {
     assert!(
         learned > SETTLE_CHUNK as usize,
         "[{name}] learned {learned}"
+    );
+    // Each decision's place in the order of learning (`applied_seq`).
+    let order = |id: &str| {
+        let mut seq = Vec::new();
+        let mut offset = 0;
+        loop {
+            let q = DecisionQuery {
+                offset,
+                limit: 500,
+                ..Default::default()
+            };
+            let page = ok(s, s.decisions(&user.id, id, &q));
+            if page.decisions.is_empty() {
+                break;
+            }
+            offset += page.decisions.len() as u64;
+            seq.extend(
+                page.decisions
+                    .into_iter()
+                    .map(|d| (d.decision_id, d.applied_seq)),
+            );
+        }
+        seq.sort();
+        seq
+    };
+    let learned_order = order(&on_time);
+    assert_eq!(learned_order.len(), n as usize, "[{name}] listed");
+    let backlog_order = order(&backlog);
+    let first_difference = learned_order
+        .iter()
+        .zip(&backlog_order)
+        .find(|(a, b)| a != b);
+    assert_eq!(
+        first_difference, None,
+        "[{name}] the order of learning (on time, backlog)"
     );
     let (a, b) = (
         ok(s, s.export_model(&user.id, &on_time)),

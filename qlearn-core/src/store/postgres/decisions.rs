@@ -34,9 +34,8 @@ use crate::store::decision_rows::{
     episode_page_of, episode_summary, meta_from_bytes, missing, rows_of_blob, status_code,
     DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
-use crate::store::decisions::{
-    config_from_text, config_text, millis, settle_in_chunks, Call, DueBounds, Reply, SETTLE_CHUNK,
-};
+use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply, SETTLE_CHUNK};
+use crate::store::settle::{settle_in_chunks, DueKey};
 use crate::store::{
     DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, ModelInfo,
     KEEP_FINISHED_JOBS,
@@ -257,13 +256,13 @@ const SQL_DUE_MODELS: &str = "WITH RECURSIVE live AS (\
         ORDER BY d.mid, d.closes_ms LIMIT 1) n) \
      SELECT m.owner, m.id, m.mid FROM live JOIN models m ON m.mid = live.mid \
      WHERE live.closes_ms <= $1";
-/// A model's [`DueBounds`] for the settle pass's next chunk: its earliest
-/// open deadline, and the deadline of its `$3 + 1`-th decision due by `$2`
-/// (two seeks on `decisions_due`, and a walk of at most a chunk).
-const SQL_DUE_BOUNDS: &str = "SELECT \
-     (SELECT min(closes_ms) FROM decisions WHERE status = 0 AND mid = $1), \
-     (SELECT closes_ms FROM decisions WHERE status = 0 AND mid = $1 AND closes_ms <= $2 \
-      ORDER BY closes_ms LIMIT 1 OFFSET $3)";
+/// The key (deadline, id) of the `$3 + 1`-th decision of model `$1` due
+/// by `$2`, in closing order (ids bytewise, `COLLATE "C"`, as the log
+/// orders them): the end of the settle pass's next chunk (`decisions_due`
+/// gives the deadlines in order; a deadline's ids are sorted).
+const SQL_DUE_NTH: &str = "SELECT closes_ms, id FROM decisions \
+     WHERE status = 0 AND mid = $1 AND closes_ms <= $2 \
+     ORDER BY closes_ms, id COLLATE \"C\" LIMIT 1 OFFSET $3";
 const SQL_DECISION: &str = concat!(
     "SELECT ",
     decision_cols!(),
@@ -278,6 +277,13 @@ const SQL_DUE: &str = concat!(
     "SELECT ",
     decision_cols!(),
     " FROM decisions WHERE status = 0 AND mid = $1 AND closes_ms <= $2"
+);
+/// [`SQL_DUE`] through a decision: the last deadline's ids up to `$3`.
+const SQL_DUE_THROUGH: &str = concat!(
+    "SELECT ",
+    decision_cols!(),
+    " FROM decisions WHERE status = 0 AND mid = $1 AND closes_ms <= $2 \
+     AND (closes_ms < $2 OR id COLLATE \"C\" <= $3)"
 );
 const SQL_EPISODE: &str = concat!(
     "SELECT ",
@@ -316,9 +322,18 @@ impl Rows for TxRows<'_, '_> {
         row.as_ref().map(decision_of).transpose()
     }
 
-    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>> {
-        let s = stmt(self.st, self.tx, SQL_DUE).map_err(pg)?;
-        let rows = self.tx.query(&s, &[&self.mid, &now_ms]).map_err(pg)?;
+    fn due(&mut self, closes_ms: i64, id: Option<&str>) -> Result<Vec<DecisionRecord>> {
+        let rows = match id {
+            None => {
+                let s = stmt(self.st, self.tx, SQL_DUE).map_err(pg)?;
+                self.tx.query(&s, &[&self.mid, &closes_ms])
+            }
+            Some(id) => {
+                let s = stmt(self.st, self.tx, SQL_DUE_THROUGH).map_err(pg)?;
+                self.tx.query(&s, &[&self.mid, &closes_ms, &id])
+            }
+        }
+        .map_err(pg)?;
         rows.iter().map(decision_of).collect()
     }
 }
@@ -395,20 +410,16 @@ impl PgStore {
         let mut learned = 0;
         for r in due {
             let (owner, id, mid): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            let bounds = || {
-                let rows =
-                    self.query(SQL_DUE_BOUNDS, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
-                let r = rows
-                    .first()
-                    .ok_or_else(|| Error::Internal("the due bounds returned no row".into()))?;
-                Ok(DueBounds {
-                    first_ms: r.get(0),
-                    nth_ms: r.get(1),
-                })
+            let nth = || {
+                let rows = self.query(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
+                Ok(rows.first().map(|r| (r.get(0), r.get(1))))
             };
-            let settle = |through_ms: i64| {
+            let settle = |through: Option<&DueKey>| {
                 let settle = Item {
-                    call: Call::Settle { through_ms },
+                    call: Call::Settle {
+                        through_ms: through.map_or(now_ms, |t| t.0),
+                        through_id: through.map(|t| t.1.as_str()),
+                    },
                     payer: Payer::Free,
                     now,
                 };
@@ -420,7 +431,7 @@ impl PgStore {
                 }
                 Ok(n)
             };
-            learned += settle_in_chunks(now_ms, bounds, settle)?;
+            learned += settle_in_chunks(nth, settle)?;
         }
         let last = self.last_prune.load(Ordering::Relaxed);
         if now >= last + PRUNE_EVERY_SECS

@@ -93,7 +93,7 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
     );
     // Each statement, its arguments, how it runs, and the index its plan
     // must use (with the condition it must seek on).
-    let cases: [(&str, &str, &str, &[&str]); 11] = [
+    let cases: [(&str, &str, &str, &[&str]); 12] = [
         (SQL_DECISION, &one, generic, &["decisions_pkey"]),
         (SQL_DECISIONS_ANY, &ids, generic, &["decisions_pkey"]),
         (SQL_STEP, &step, generic, &["decisions_step"]),
@@ -109,8 +109,17 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             ],
         ),
         (
-            SQL_DUE_BOUNDS,
+            SQL_DUE_NTH,
             &format!("{mid}, 650000, 1023"),
+            generic,
+            &[
+                "decisions_due",
+                "Index Cond: ((mid = $1) AND (closes_ms <= $2))",
+            ],
+        ),
+        (
+            SQL_DUE_THROUGH,
+            &format!("{mid}, 650000, 'd7530'"),
             generic,
             &[
                 "decisions_due",

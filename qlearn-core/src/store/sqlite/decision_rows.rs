@@ -144,6 +144,16 @@ fn sql_due() -> String {
     )
 }
 
+/// [`sql_due`] through a decision: the last deadline's ids up to `?3`
+/// (`decisions_due` holds the key's id after the deadline; `TEXT`
+/// compares bytewise, as the log's order does).
+fn sql_due_through() -> String {
+    format!(
+        "SELECT {DECISION_COLS} FROM decisions INDEXED BY decisions_due \
+         WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 AND (closes_ms < ?2 OR id <= ?3)"
+    )
+}
+
 /// The file's rows of model `mid`, for [`load`].
 pub(super) struct FileRows<'a> {
     pub(super) store: &'a SqliteStore,
@@ -190,11 +200,20 @@ impl Rows for FileRows<'_> {
             .pop())
     }
 
-    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>> {
-        let sql = sql_due();
+    fn due(&mut self, closes_ms: i64, id: Option<&str>) -> Result<Vec<DecisionRecord>> {
         let mid = self.mid;
-        self.store
-            .read(|c| decisions_where(c, &sql, params![mid, now_ms]))
+        match id {
+            None => {
+                let sql = sql_due();
+                self.store
+                    .read(|c| decisions_where(c, &sql, params![mid, closes_ms]))
+            }
+            Some(id) => {
+                let sql = sql_due_through();
+                self.store
+                    .read(|c| decisions_where(c, &sql, params![mid, closes_ms, id]))
+            }
+        }
     }
 }
 
@@ -477,7 +496,7 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::decisions::{SQL_DUE_BOUNDS, SQL_DUE_MODELS};
+    use super::super::decisions::{SQL_DUE_MODELS, SQL_DUE_NTH};
     use super::super::evaluations::sql_keyset;
     use super::*;
 
@@ -511,8 +530,9 @@ pub(super) mod tests {
     #[test]
     fn the_decision_logs_periodic_paged_and_file_reads_use_their_indexes_not_a_models_whole_log() {
         let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
+        let due_through = sql_due_through();
         // Each statement, and the index steps its plan must have.
-        let cases: [(&str, &[&str]); 7] = [
+        let cases: [(&str, &[&str]); 8] = [
             (
                 &keyset,
                 &["INDEX decisions_time (mid=? AND (time_ms,id)<(?,?))"],
@@ -523,11 +543,12 @@ pub(super) mod tests {
             ),
             (&due, &["INDEX decisions_due (mid=? AND closes_ms<?)"]),
             (
-                SQL_DUE_BOUNDS,
-                &[
-                    "INDEX decisions_due (mid=?)",
-                    "INDEX decisions_due (mid=? AND closes_ms<?)",
-                ],
+                &due_through,
+                &["INDEX decisions_due (mid=? AND closes_ms<?)"],
+            ),
+            (
+                SQL_DUE_NTH,
+                &["INDEX decisions_due (mid=? AND closes_ms<?)"],
             ),
             (
                 &step,

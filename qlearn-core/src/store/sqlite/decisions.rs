@@ -38,10 +38,11 @@ use crate::store::decision_rows::{
     changed_rows, load, meta_bytes, meta_from_bytes, missing, partial_log,
 };
 use crate::store::decisions::{
-    apply, check_plain, config_from_text, config_text, millis, plan, settle_in_chunks, without_log,
-    Call, DueBounds, Reply, Room, SETTLE_CHUNK,
+    apply, check_plain, config_from_text, config_text, millis, plan, without_log, Call, Reply,
+    Room, SETTLE_CHUNK,
 };
 use crate::store::encoding::Tracked;
+use crate::store::settle::{settle_in_chunks, DueKey};
 use crate::store::usage::Debit;
 use crate::store::{
     CallKind, Decided, Durable, Evaluations, Meter, ModelInfo, RewardIn, KEEP_FINISHED_JOBS,
@@ -71,15 +72,14 @@ pub(super) const SQL_DUE_MODELS: &str = "WITH RECURSIVE live(mid) AS (\
      WHERE (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
             WHERE d.status = 0 AND d.mid = live.mid) <= ?1";
 
-/// A model's [`DueBounds`] for the settle pass's next chunk: its earliest
-/// open deadline, and the deadline of its `?3 + 1`-th decision due by
-/// `?2`; two seeks and a walk of at most a chunk along `decisions_due`.
-pub(super) const SQL_DUE_BOUNDS: &str = "SELECT \
-     (SELECT min(closes_ms) FROM decisions INDEXED BY decisions_due \
-      WHERE status = 0 AND mid = ?1), \
-     (SELECT closes_ms FROM decisions INDEXED BY decisions_due \
-      WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 \
-      ORDER BY closes_ms LIMIT 1 OFFSET ?3)";
+/// The key (deadline, id) of the `?3 + 1`-th decision of model `?1` due
+/// by `?2`, in closing order: the end of the settle pass's next chunk (a
+/// walk of at most a chunk along `decisions_due`, whose entries hold the
+/// id after the deadline).
+pub(super) const SQL_DUE_NTH: &str =
+    "SELECT closes_ms, id FROM decisions INDEXED BY decisions_due \
+     WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 \
+     ORDER BY closes_ms, id LIMIT 1 OFFSET ?3";
 
 /// A cached model's decision log.
 pub(super) enum LogSlot {
@@ -494,19 +494,17 @@ impl SqliteStore {
         let month = BillingMonth::from_unix(now);
         let mut learned = 0;
         for (owner, id, mid) in due {
-            let bounds = || {
+            let nth = || {
                 self.read(|c| {
-                    let mut st = c.prepare_cached(SQL_DUE_BOUNDS).map_err(sq)?;
+                    let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
                     st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
-                        Ok(DueBounds {
-                            first_ms: r.get(0)?,
-                            nth_ms: r.get(1)?,
-                        })
+                        Ok((r.get(0)?, r.get(1)?))
                     })
+                    .optional()
                     .map_err(sq)
                 })
             };
-            let settle = |through_ms: i64| {
+            let settle = |through: Option<&DueKey>| {
                 let free = |kind: CallKind, n: u64| {
                     Ok(Debit {
                         user: owner.clone(),
@@ -517,7 +515,10 @@ impl SqliteStore {
                         overage: 0,
                     })
                 };
-                let call = Call::Settle { through_ms };
+                let call = Call::Settle {
+                    through_ms: through.map_or(now_ms, |t| t.0),
+                    through_id: through.map(|t| t.1.as_str()),
+                };
                 match self.decision_call(&owner, &id, call, now, &TierLimits::UNLIMITED, free) {
                     Ok(Some(Reply::Learned(n))) => Ok(n),
                     Ok(_) => Ok(0),
@@ -526,7 +527,7 @@ impl SqliteStore {
                     Err(e) => Err(e),
                 }
             };
-            learned += settle_in_chunks(now_ms, bounds, settle)?;
+            learned += settle_in_chunks(nth, settle)?;
         }
         let last = self.inner.last_prune.load(Ordering::Relaxed);
         if now >= last + PRUNE_EVERY_SECS

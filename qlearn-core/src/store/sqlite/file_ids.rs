@@ -36,8 +36,8 @@ impl Rows for Sifted<'_> {
         self.rows.step(episode, k)
     }
 
-    fn due(&mut self, now_ms: i64) -> Result<Vec<DecisionRecord>> {
-        self.rows.due(now_ms)
+    fn due(&mut self, closes_ms: i64, id: Option<&str>) -> Result<Vec<DecisionRecord>> {
+        self.rows.due(closes_ms, id)
     }
 }
 
