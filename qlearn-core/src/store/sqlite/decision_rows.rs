@@ -144,13 +144,15 @@ fn sql_due() -> String {
     )
 }
 
-/// [`sql_due`] through a decision: the last deadline's ids up to `?3`
-/// (`decisions_due` holds the key's id after the deadline; `TEXT`
-/// compares bytewise, as the log's order does).
+/// [`sql_due`] through a decision: the last deadline's ids up to `?3`.
+/// `decisions_due` holds the key's id after the deadline, so the read is
+/// one range that ends at the decision, not at the end of its deadline
+/// (a second of a busy model's decisions share one); `TEXT` compares
+/// bytewise, as the log's order does.
 fn sql_due_through() -> String {
     format!(
         "SELECT {DECISION_COLS} FROM decisions INDEXED BY decisions_due \
-         WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 AND (closes_ms < ?2 OR id <= ?3)"
+         WHERE status = 0 AND mid = ?1 AND (closes_ms, id) <= (?2, ?3)"
     )
 }
 
@@ -544,7 +546,7 @@ pub(super) mod tests {
             (&due, &["INDEX decisions_due (mid=? AND closes_ms<?)"]),
             (
                 &due_through,
-                &["INDEX decisions_due (mid=? AND closes_ms<?)"],
+                &["INDEX decisions_due (mid=? AND (closes_ms,id)<(?,?))"],
             ),
             (
                 SQL_DUE_NTH,
