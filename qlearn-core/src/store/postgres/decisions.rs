@@ -411,7 +411,8 @@ impl PgStore {
         for r in due {
             let (owner, id, mid): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
             let nth = || {
-                let rows = self.query(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
+                let rows =
+                    self.query_prepared(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
                 Ok(rows.first().map(|r| (r.get(0), r.get(1))))
             };
             let settle = |through: Option<&DueKey>| {

@@ -305,6 +305,21 @@ impl PgStore {
         c.client.query(sql, params).map_err(pg)
     }
 
+    /// [`PgStore::query`] of a statement prepared once per connection
+    /// (for a statement run again and again: one round trip, not two).
+    fn query_prepared(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let mut c = self.conn()?;
+        let PgConn {
+            client, statements, ..
+        } = &mut *c;
+        let s = pool::stmt(statements, client, sql).map_err(pg)?;
+        client.query(&s, params).map_err(pg)
+    }
+
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         let mut c = self.conn()?;
         c.client.execute(sql, params).map_err(pg)

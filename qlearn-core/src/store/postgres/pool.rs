@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Statement, Transaction};
+use postgres::{Client, Statement};
 
 use super::tls;
 
@@ -26,10 +26,10 @@ pub(super) struct PgConn {
 /// client is still never handed out (`has_broken`).
 const CHECK_VALID_FOR: Duration = Duration::from_secs(1);
 
-/// Prepares `sql` once per connection.
-pub(super) fn stmt(
+/// Prepares `sql` once per connection (in a transaction or not).
+pub(super) fn stmt<C: postgres::GenericClient>(
     statements: &mut HashMap<&'static str, Statement>,
-    tx: &mut Transaction<'_>,
+    tx: &mut C,
     sql: &'static str,
 ) -> Result<Statement, postgres::Error> {
     if let Some(s) = statements.get(sql) {
