@@ -57,9 +57,32 @@ pub(crate) fn settle_in_chunks(
     }
 }
 
+/// The rows the SQL stores' tests of their bounds query insert (model
+/// `mid`): [`SETTLE_CHUNK`] + 2 open decisions, two to a deadline, their
+/// ids in the opposite order to their deadlines, plus one open decision not
+/// due by `1000 * SETTLE_CHUNK` and one closed; and the key the query must
+/// return at that clock.
+#[cfg(test)]
+pub(crate) fn nth_fixture() -> (Vec<(String, i64, i64)>, DueKey) {
+    let n = SETTLE_CHUNK as i64 + 2;
+    let mut rows: Vec<(String, i64, i64)> = (0..n)
+        .map(|i| (format!("d{:05}", n - i), 1000 * (i / 2), 0))
+        .collect();
+    rows.push(("late".into(), 1000 * (SETTLE_CHUNK as i64 + 1), 0));
+    rows.push(("closed".into(), 0, 2));
+    let mut due: Vec<DueKey> = rows
+        .iter()
+        .filter(|(_, at, status)| *status == 0 && *at <= 1000 * SETTLE_CHUNK as i64)
+        .map(|(id, at, _)| (*at, id.clone()))
+        .collect();
+    due.sort();
+    let nth = due[SETTLE_CHUNK as usize - 1].clone();
+    (rows, nth)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{settle_in_chunks, DueKey};
+    use super::{due_through, settle_in_chunks, DueKey};
     use std::cell::RefCell;
 
     /// Runs [`settle_in_chunks`] on one model's open decisions (deadline,
@@ -109,6 +132,14 @@ mod tests {
 
     fn keys(k: &[(i64, &str)]) -> Vec<DueKey> {
         k.iter().map(|(t, id)| (*t, id.to_string())).collect()
+    }
+
+    #[test]
+    fn a_call_closes_through_its_bound_or_the_clock_when_the_bound_is_past_it() {
+        assert_eq!(due_through(5, Some("a"), 10), (5, Some("a")));
+        assert_eq!(due_through(10, Some("a"), 10), (10, Some("a")));
+        assert_eq!(due_through(10, None, 10), (10, None));
+        assert_eq!(due_through(11, Some("a"), 10), (10, None));
     }
 
     #[test]

@@ -410,11 +410,7 @@ impl PgStore {
         let mut learned = 0;
         for r in due {
             let (owner, id, mid): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            let nth = || {
-                let rows =
-                    self.query_prepared(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
-                Ok(rows.first().map(|r| (r.get(0), r.get(1))))
-            };
+            let nth = || self.due_nth(mid, now_ms);
             let settle = |through: Option<&DueKey>| {
                 let settle = Item {
                     call: Call::Settle {
@@ -445,6 +441,15 @@ impl PgStore {
             self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         }
         Ok(learned)
+    }
+
+    /// The key of model `mid`'s [`SETTLE_CHUNK`]-th decision due by
+    /// `now_ms` in closing order: where the settle pass's next chunk ends
+    /// (`None`: fewer are due).
+    pub(super) fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {
+        let rows =
+            self.query_prepared(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
     }
 
     /// Deletes, model by model, in chunks of [`PRUNE_CHUNK`] (each a

@@ -33,23 +33,27 @@ fn plan(s: &PgStore, sql: &str, args: &str, mode: &str) -> Vec<String> {
     rows.iter().map(|r| r.get::<_, String>(0)).collect()
 }
 
+/// A free user of `s`.
+fn new_user(s: &PgStore, email: &str) -> crate::store::User {
+    s.create_user(
+        NewUser {
+            email: email.into(),
+            password_hash: "x".into(),
+            tier: Tier::Free,
+            role: Role::User,
+        },
+        0,
+    )
+    .expect("user")
+}
+
 #[test]
 fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
     let Some(schema) = connect("qlearn_unit_plans") else {
         return;
     };
     let s = &schema.0;
-    let user = s
-        .create_user(
-            NewUser {
-                email: "plans@example.com".into(),
-                password_hash: "x".into(),
-                tier: Tier::Free,
-                role: Role::User,
-            },
-            0,
-        )
-        .expect("user");
+    let user = new_user(s, "plans@example.com");
     let model = Model::new(ModelConfig::new(2)).expect("model");
     for name in ["a", "b", "c", "d"] {
         s.create_model(&user.id, name, &model, None, 0)
@@ -179,4 +183,49 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             assert!(!l.contains("Seq Scan") && !whole_log, "{sql}\n{text}");
         }
     }
+}
+
+#[test]
+fn the_settle_chunks_end_is_the_chunks_th_due_decision_in_closing_order() {
+    let Some(schema) = connect("qlearn_unit_due_nth") else {
+        return;
+    };
+    let s = &schema.0;
+    let user = new_user(s, "nth@example.com");
+    let model = Model::new(ModelConfig::new(2)).expect("model");
+    let a = s
+        .create_model(&user.id, "a", &model, None, 0)
+        .expect("model");
+    s.create_model(&user.id, "b", &model, None, 0)
+        .expect("model");
+    let mut c = s.conn().expect("a connection");
+    let mid: i64 = c
+        .client
+        .query_one("SELECT mid FROM models WHERE id = $1", &[&a.id])
+        .expect("the model")
+        .get(0);
+    let other: i64 = c
+        .client
+        .query_one("SELECT mid FROM models WHERE id <> $1", &[&a.id])
+        .expect("the other model")
+        .get(0);
+    let (rows, nth) = crate::store::settle::nth_fixture();
+    for (id, closes, status) in &rows {
+        c.client
+            .execute(
+                "INSERT INTO decisions (mid, id, step, time_ms, closes_ms, state, action, prob, \
+                 status, rewards) VALUES ($1, $2, 0, 0, $3, '\\x01', 0, 0.5, $4, 0)",
+                &[&mid, id, closes, status],
+            )
+            .expect("a row");
+    }
+    drop(c);
+    let chunk = SETTLE_CHUNK as i64;
+    assert_eq!(s.due_nth(mid, 1000 * chunk).expect("nth"), Some(nth));
+    assert_eq!(s.due_nth(mid, 1000 * 10).expect("nth"), None, "22 due");
+    assert_eq!(
+        s.due_nth(other, 1000 * chunk).expect("nth"),
+        None,
+        "another model"
+    );
 }

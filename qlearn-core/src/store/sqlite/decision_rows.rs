@@ -530,6 +530,35 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_settle_chunks_end_is_the_chunks_th_due_decision_in_closing_order() {
+        let (rows, nth) = crate::store::settle::nth_fixture();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = SqliteStore::open(dir.path().join("nth.db")).expect("a new store");
+        store
+            .write(move |c| {
+                for (id, closes, status) in &rows {
+                    c.execute(
+                        "INSERT INTO decisions (mid, id, step, time_ms, closes_ms, state, \
+                         action, prob, status, rewards) \
+                         VALUES (7, ?1, 0, 0, ?2, x'01', 0, 0.5, ?3, 0)",
+                        params![id, closes, status],
+                    )
+                    .map_err(sq)?;
+                }
+                Ok(())
+            })
+            .expect("the rows");
+        let chunk = crate::store::decisions::SETTLE_CHUNK as i64;
+        assert_eq!(store.due_nth(7, 1000 * chunk).expect("nth"), Some(nth));
+        assert_eq!(store.due_nth(7, 1000 * 10).expect("nth"), None, "22 due");
+        assert_eq!(
+            store.due_nth(8, 1000 * chunk).expect("nth"),
+            None,
+            "another model"
+        );
+    }
+
+    #[test]
     fn the_decision_logs_periodic_paged_and_file_reads_use_their_indexes_not_a_models_whole_log() {
         let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
         let due_through = sql_due_through();

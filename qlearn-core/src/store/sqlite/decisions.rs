@@ -494,16 +494,7 @@ impl SqliteStore {
         let month = BillingMonth::from_unix(now);
         let mut learned = 0;
         for (owner, id, mid) in due {
-            let nth = || {
-                self.read(|c| {
-                    let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
-                    st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .optional()
-                    .map_err(sq)
-                })
-            };
+            let nth = || self.due_nth(mid, now_ms);
             let settle = |through: Option<&DueKey>| {
                 let free = |kind: CallKind, n: u64| {
                     Ok(Debit {
@@ -541,6 +532,20 @@ impl SqliteStore {
             self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         }
         Ok(learned)
+    }
+
+    /// The key of model `mid`'s [`SETTLE_CHUNK`]-th decision due by
+    /// `now_ms` in closing order: where the settle pass's next chunk ends
+    /// (`None`: fewer are due).
+    pub(super) fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
+            st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(sq)
+        })
     }
 
     /// [`Store::decide_nonblocking`](crate::store::Store::decide_nonblocking).
