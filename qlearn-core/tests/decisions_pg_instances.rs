@@ -9,6 +9,7 @@
 #![cfg(feature = "postgres")]
 
 use qlearn_core::decisions::{Decide, DecisionsConfig};
+use qlearn_core::store::decisions::FULL_SCAN_EVERY_SECS;
 use qlearn_core::store::postgres::PgStore;
 use qlearn_core::store::{CallKind, Meter, ModelPatch, NewUser, Report, Store};
 use qlearn_core::tenancy::{BillingMonth, Role, Tier, TierLimits};
@@ -262,4 +263,37 @@ fn two_instances_settle_each_deadline_once() {
         a.settle(NOW + 120).unwrap() + second.settle(NOW + 120).unwrap(),
         0
     );
+}
+
+/// A decision logged through one instance that then stops settling (it
+/// stopped, say) is settled by the other instance's settle pass by its next
+/// full scan of the models with open decisions, at most
+/// [`FULL_SCAN_EVERY_SECS`] after its deadline, even though that instance
+/// had passed over the database since and never saw the decision logged.
+#[test]
+fn a_decision_of_an_instance_that_stopped_is_settled_by_the_other() {
+    let Some(first) = connect("settle_other") else {
+        return;
+    };
+    let a = &first.0;
+    let b = PgStore::connect_with_schema(&url(), a.schema().unwrap()).unwrap();
+    let user = new_user(a);
+    let model = Model::new(ModelConfig::new(2)).unwrap();
+    let id = a.create_model(&user, "m", &model, None, NOW).unwrap().id;
+    let setting = DecisionsConfig {
+        reward_wait_seconds: 3,
+        default_reward: Some(1.0),
+        ..DecisionsConfig::default()
+    };
+    set_decisions(a, &user, &id, Some(setting));
+    assert_eq!(b.settle(NOW).unwrap(), 0, "b scans: nothing open");
+    a.decide(&meter(&user), &id, &Decide::new(StateRef::Int(0)))
+        .unwrap();
+    let scan = NOW + FULL_SCAN_EVERY_SECS;
+    let mut learned = 0;
+    for t in NOW + 4..=scan {
+        learned += b.settle(t).unwrap();
+    }
+    assert_eq!(learned, 1, "settled by b's next full scan at the latest");
+    assert_eq!(a.settle(scan + 1).unwrap(), 0, "once");
 }

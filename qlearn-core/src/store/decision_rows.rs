@@ -88,6 +88,16 @@ pub(crate) struct EpisodeRow {
 }
 
 /// The status as stored.
+/// The earliest deadline among the open decisions in `rows` (what a write
+/// tells the settle pass once committed: `due_models`).
+pub(crate) fn earliest_open(rows: &[DecisionRow]) -> Option<i64> {
+    let open = status_code(DecisionStatus::Open);
+    rows.iter()
+        .filter(|d| d.status == open)
+        .map(|d| d.closes_ms)
+        .min()
+}
+
 pub(crate) fn status_code(s: DecisionStatus) -> i64 {
     match s {
         DecisionStatus::Open => 0,

@@ -30,9 +30,11 @@ use crate::decisions::{
 use crate::error::{Error, Result};
 use crate::model::{Experience, Learner, Prediction};
 use crate::state::{canonical_key, StateKey, StateRef};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use crate::store::due_models::FULL_SCAN_EVERY_SECS;
 use crate::store::rules::{check_state_room, check_writable};
-use crate::store::settle::due_through;
 pub use crate::store::settle::SETTLE_CHUNK;
+use crate::store::settle::{due_through, DueKey};
 use crate::store::CallKind;
 use crate::table::QRows;
 use crate::tenancy::TierLimits;
@@ -181,6 +183,17 @@ pub(crate) enum Call<'a> {
         /// The last id of that deadline this call closes (`None`: all).
         through_id: Option<&'a str>,
     },
+}
+
+impl<'a> Call<'a> {
+    /// The settle pass's call at `now` (Unix s) through a chunk's last
+    /// decision (`None`: through the clock).
+    pub(crate) fn settle(through: Option<&'a DueKey>, now: i64) -> Call<'a> {
+        Call::Settle {
+            through_ms: through.map_or(millis(now), |t| t.0),
+            through_id: through.map(|t| t.1.as_str()),
+        }
+    }
 }
 
 /// What a call answers.

@@ -35,6 +35,8 @@ pub mod changes;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decision_rows;
 pub mod decisions;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod due_models;
 mod durable;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod encoding;

@@ -6,7 +6,7 @@
 //! time would have learned.
 
 use qlearn_core::decisions::Decide;
-use qlearn_core::store::decisions::SETTLE_CHUNK;
+use qlearn_core::store::decisions::{FULL_SCAN_EVERY_SECS, SETTLE_CHUNK};
 use qlearn_core::store::{DecisionQuery, Store};
 use qlearn_core::StateRef;
 
@@ -62,6 +62,48 @@ pub fn decision_settle_finds_each_models_due_decisions<S: Store>(s: &S) {
     assert_eq!(ok(s, s.settle(NOW + 3601)), 2, "[{name}] the hour's");
     assert_eq!(all(), [0, 0, 0, 0, 0], "[{name}] after the hour");
     assert_eq!(ok(s, s.settle(NOW + 7200)), 0, "[{name}] nothing left");
+}
+
+/// Decisions logged between two passes, due before the SQL stores' next
+/// full scan of the models with open decisions
+/// ([`FULL_SCAN_EVERY_SECS`]): one on a model whose earliest known deadline
+/// is a day away, one on a model with none open at the last pass. Each
+/// must be settled by the first pass after its deadline, not left until a
+/// scan. A third, logged on another model with a day's window, stays open.
+pub fn decision_settle_finds_decisions_logged_since_the_last_pass<S: Store>(s: &S) {
+    let l = limits(None, None);
+    let name = s.backend();
+    let user = new_user(s, "settle-since@example.com");
+    let day = logging_model(s, &user.id, &seeded(3, 5), setting(86_400, Some(0.0)));
+    let short = logging_model(s, &user.id, &seeded(3, 5), setting(3, Some(0.0)));
+    let decide = |id: &str, at: i64, st: i64| {
+        let m = meter(&user.id, &l, at);
+        ok(s, s.decide(&m, id, &Decide::new(StateRef::Int(st))));
+    };
+    decide(&day, NOW, 0);
+    assert_eq!(ok(s, s.settle(NOW + 1)), 0, "[{name}] a day away");
+    // The day model's settings now give a 3 s window to its next decision.
+    let patch = qlearn_core::store::ModelPatch {
+        decisions: Some(Some(setting(3, Some(0.0)))),
+        ..Default::default()
+    };
+    ok(s, s.update_model(&user.id, &day, patch, NOW + 2));
+    decide(&day, NOW + 2, 1);
+    decide(&short, NOW + 2, 2);
+    const { assert!(FULL_SCAN_EVERY_SECS > 8, "the passes fall between scans") };
+    assert_eq!(ok(s, s.settle(NOW + 4)), 0, "[{name}] not due yet");
+    assert_eq!(
+        ok(s, s.settle(NOW + 5)),
+        2,
+        "[{name}] both logged since the last pass, at their deadline"
+    );
+    let pending = |id: &str| log_page(s, &user.id, id).stats.pending;
+    assert_eq!(
+        (pending(&day), pending(&short)),
+        (1, 0),
+        "[{name}] the day's decision stays open"
+    );
+    assert_eq!(ok(s, s.settle(NOW + 6)), 0, "[{name}] nothing more");
 }
 
 /// Two identical models log the same decisions, three to a second (so

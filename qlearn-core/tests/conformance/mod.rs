@@ -70,6 +70,7 @@ macro_rules! conformance_tests {
             decision_late_step_after_next_learned,
             decision_overflow_fails_only_its_call,
             decision_settle_finds_each_models_due_decisions,
+            decision_settle_finds_decisions_logged_since_the_last_pass,
             decision_settle_works_through_a_backlog_in_chunks,
             decision_listing_filters,
             decision_episodes,

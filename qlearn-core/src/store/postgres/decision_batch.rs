@@ -16,6 +16,7 @@
 //! a database error fails the whole batch (nothing of it happened), and a
 //! deadlock with another instance runs the batch again.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +32,7 @@ use crate::decisions::{Decide, EpisodeEnd, Transition};
 use crate::error::{Error, Result};
 use crate::model::Learner;
 use crate::state::{canonical_key, State, StateKey};
-use crate::store::decision_rows::{changed_rows, load, meta_bytes, partial_log};
+use crate::store::decision_rows::{changed_rows, earliest_open, load, meta_bytes, partial_log};
 use crate::store::decisions::{
     apply, config_from_text, millis, plan, transition_keys, without_log, Call, Reply, RewardIn,
     Room,
@@ -292,6 +293,7 @@ fn run_items(
     skip_locked: bool,
     items: &[Item<'_>],
     out: &mut [Outcome],
+    opened: &Cell<Option<(i64, i64)>>,
 ) -> Step<bool> {
     let lock = if skip_locked {
         SQL_LOCK_MODEL_SKIP
@@ -457,6 +459,7 @@ fn run_items(
     let (decisions, episodes) = changed_rows(BACKEND, &log, &changes)?;
     let meta = meta_bytes(&log.stats(), log.last_id());
     put_log(tx, st, mid, &meta, &decisions, &episodes)?;
+    opened.set(earliest_open(&decisions).map(|at| (mid, at)));
     Ok(true)
 }
 
@@ -550,9 +553,16 @@ impl PgStore {
         skip_locked: bool,
         items: &[Item<'_>],
     ) -> Vec<Result<Option<Reply>>> {
-        with_retries(items.len(), |out| {
-            self.in_tx(|tx, st| run_items(tx, st, owner, id, skip_locked, items, out))
-        })
+        // The earliest open deadline written, told to the settle pass
+        // after the commit (a failed attempt's is harmless: one look more).
+        let opened = Cell::new(None);
+        let results = with_retries(items.len(), |out| {
+            self.in_tx(|tx, st| run_items(tx, st, owner, id, skip_locked, items, out, &opened))
+        });
+        if let Some((mid, at)) = opened.get() {
+            self.due.logged(mid, at);
+        }
+        results
     }
 
     /// A metered decision call of `meter`'s user, combined with the other

@@ -35,7 +35,8 @@ use crate::store::decision_rows::{
     DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
 use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply, SETTLE_CHUNK};
-use crate::store::settle::{settle_in_chunks, DueKey};
+use crate::store::due_models::{settle_due, DueStore};
+use crate::store::settle::DueKey;
 use crate::store::{
     DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, ModelInfo,
     KEEP_FINISHED_JOBS,
@@ -242,20 +243,25 @@ fn episode_of(r: &postgres::Row) -> Result<EpisodeRecord> {
     )
 }
 
-/// The models (owner, id) with an open decision due by $1: a skip over
-/// the partial index `decisions_due` (open decisions only, keyed
-/// (mid, closes_ms) since migration 15), one seek to each model with an
-/// open decision, which finds its earliest deadline too. A pass costs the
-/// models with open decisions (measured: 2.3-2.8 ms for 500), not every
-/// due decision once per model with one.
-const SQL_DUE_MODELS: &str = "WITH RECURSIVE live AS (\
+/// Every model with an open decision and its earliest deadline: the
+/// settle pass's full scan (`due_models`), a skip over the partial index
+/// `decisions_due` (open decisions only, keyed (mid, closes_ms) since
+/// migration 15), one seek to each model with an open decision, which
+/// finds its earliest deadline too. It costs the models with open
+/// decisions (measured: 2.3-2.8 ms for 500), not their decisions.
+pub(super) const SQL_OPEN_MODELS: &str = "WITH RECURSIVE live AS (\
      (SELECT mid, closes_ms FROM decisions WHERE status = 0 ORDER BY mid, closes_ms LIMIT 1) \
      UNION ALL \
      SELECT n.mid, n.closes_ms FROM live CROSS JOIN LATERAL \
        (SELECT d.mid, d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid > live.mid \
         ORDER BY d.mid, d.closes_ms LIMIT 1) n) \
-     SELECT m.owner, m.id, m.mid FROM live JOIN models m ON m.mid = live.mid \
-     WHERE live.closes_ms <= $1";
+     SELECT mid, closes_ms FROM live";
+/// Model $1's owner and id, and its earliest open deadline (NULL: none
+/// open): one seek on `decisions_due`.
+pub(super) const SQL_FIRST_OPEN: &str = "SELECT owner, id, \
+     (SELECT d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid = $1 \
+      ORDER BY d.closes_ms LIMIT 1) \
+     FROM models WHERE mid = $1";
 /// The key (deadline, id) of the `$3 + 1`-th decision of model `$1` due
 /// by `$2`, in closing order (ids bytewise, `COLLATE "C"`, as the log
 /// orders them): the end of the settle pass's next chunk (`decisions_due`
@@ -403,33 +409,9 @@ pub(super) fn tidy_logs(tx: &mut Transaction<'_>) -> Result<()> {
 
 impl PgStore {
     /// Settles every model with a passed deadline (see
-    /// [`crate::store::Store::settle`]).
+    /// [`crate::store::Store::settle`]; which models: `due_models`).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
-        let now_ms = millis(now);
-        let due = self.query(SQL_DUE_MODELS, &[&now_ms])?;
-        let mut learned = 0;
-        for r in due {
-            let (owner, id, mid): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-            let nth = || self.due_nth(mid, now_ms);
-            let settle = |through: Option<&DueKey>| {
-                let settle = Item {
-                    call: Call::Settle {
-                        through_ms: through.map_or(now_ms, |t| t.0),
-                        through_id: through.map(|t| t.1.as_str()),
-                    },
-                    payer: Payer::Free,
-                    now,
-                };
-                let mut n = 0;
-                for reply in self.decision_batch(&owner, &id, true, &[settle]) {
-                    if let Some(Reply::Learned(k)) = reply? {
-                        n += k;
-                    }
-                }
-                Ok(n)
-            };
-            learned += settle_in_chunks(nth, settle)?;
-        }
+        let learned = settle_due(self, &self.due, now)?;
         let last = self.last_prune.load(Ordering::Relaxed);
         if now >= last + PRUNE_EVERY_SECS
             && self
@@ -441,15 +423,6 @@ impl PgStore {
             self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         }
         Ok(learned)
-    }
-
-    /// The key of model `mid`'s [`SETTLE_CHUNK`]-th decision due by
-    /// `now_ms` in closing order: where the settle pass's next chunk ends
-    /// (`None`: fewer are due).
-    pub(super) fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {
-        let rows =
-            self.query_prepared(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
-        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
     }
 
     /// Deletes, model by model, in chunks of [`PRUNE_CHUNK`] (each a
@@ -632,3 +605,42 @@ pub(super) fn patch_decisions(
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod plan_tests;
+
+impl DueStore for PgStore {
+    fn open_models(&self) -> Result<Vec<(i64, i64)>> {
+        let rows = self.query(SQL_OPEN_MODELS, &[])?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn first_open(&self, mid: i64) -> Result<Option<(String, String, Option<i64>)>> {
+        let rows = self.query_prepared(SQL_FIRST_OPEN, &[&mid])?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {
+        let rows =
+            self.query_prepared(SQL_DUE_NTH, &[&mid, &now_ms, &(SETTLE_CHUNK as i64 - 1)])?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn settle_model(
+        &self,
+        owner: &str,
+        id: &str,
+        through: Option<&DueKey>,
+        now: i64,
+    ) -> Result<usize> {
+        let settle = Item {
+            call: Call::settle(through, now),
+            payer: Payer::Free,
+            now,
+        };
+        let mut n = 0;
+        for reply in self.decision_batch(owner, id, true, &[settle]) {
+            if let Some(Reply::Learned(k)) = reply? {
+                n += k;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -96,6 +96,7 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Row, Statement, Transaction};
 
+use super::due_models::DueModels;
 use super::migrations;
 use crate::error::{Error, Result};
 use combiner::Combiners;
@@ -155,6 +156,10 @@ pub struct PgStore {
     channel: String,
     /// When this instance last pruned the decision logs (Unix seconds).
     last_prune: std::sync::atomic::AtomicI64,
+    /// Each model's earliest open deadline as this instance knows it, for
+    /// its settle pass (`due_models`; told of every open decision this
+    /// instance commits by `decision_batch`).
+    due: DueModels,
     /// When this instance last pruned the evaluation jobs.
     evals_pruned_at: std::sync::atomic::AtomicI64,
 }
@@ -236,6 +241,7 @@ impl PgStore {
             manager,
             channel: notify::channel_of(&current),
             last_prune: std::sync::atomic::AtomicI64::new(0),
+            due: DueModels::default(),
             evals_pruned_at: std::sync::atomic::AtomicI64::new(0),
         })
     }

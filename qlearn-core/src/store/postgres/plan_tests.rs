@@ -9,6 +9,7 @@
 use super::super::evaluations::SQL_EVALUATION_PAGE;
 use super::super::test_db::connect;
 use super::*;
+use crate::store::due_models::DueStore;
 use crate::store::{NewUser, Store};
 use crate::tenancy::{Role, Tier};
 use crate::{Model, ModelConfig};
@@ -25,7 +26,14 @@ fn plan(s: &PgStore, sql: &str, args: &str, mode: &str) -> Vec<String> {
         .expect("prepared");
     let rows = c
         .client
-        .query(&format!("EXPLAIN EXECUTE checked({args})"), &[])
+        .query(
+            &if args.is_empty() {
+                "EXPLAIN EXECUTE checked".to_string()
+            } else {
+                format!("EXPLAIN EXECUTE checked({args})")
+            },
+            &[],
+        )
         .expect("explained");
     c.client
         .batch_execute("DEALLOCATE ALL; RESET enable_seqscan; RESET plan_cache_mode")
@@ -131,8 +139,8 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             ],
         ),
         (
-            SQL_DUE_MODELS,
-            "50600",
+            SQL_OPEN_MODELS,
+            "",
             custom,
             &["decisions_due", "Index Cond: (mid > live"],
         ),
@@ -183,6 +191,13 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             assert!(!l.contains("Seq Scan") && !whole_log, "{sql}\n{text}");
         }
     }
+    // A model's first open deadline: the first entry of its range of
+    // `decisions_due` (open decisions only), not its log.
+    let text = plan(s, SQL_FIRST_OPEN, &mid.to_string(), generic).join("\n");
+    for w in ["Limit", "decisions_due", "Index Cond: (mid = $1)"] {
+        assert!(text.contains(w), "{text}");
+    }
+    assert!(!text.contains("Seq Scan"), "{text}");
 }
 
 #[test]

@@ -13,8 +13,9 @@ use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
-    meta_from_bytes, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS, EPISODE_COLS,
+    decision_from_row, earliest_open, episode_from_row, episode_listing_sql, episode_page_of,
+    episode_summary, meta_from_bytes, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS,
+    EPISODE_COLS,
 };
 use crate::store::decisions::{config_from_text, millis};
 use crate::store::{DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery};
@@ -38,6 +39,11 @@ impl LogWrite {
         self.meta = later.meta;
         self.decisions.extend(later.decisions);
         self.episodes.extend(later.episodes);
+    }
+
+    /// The earliest deadline among the open decisions it writes.
+    pub(super) fn earliest_open(&self) -> Option<i64> {
+        earliest_open(&self.decisions)
     }
 
     /// Writes it (in the writer's transaction).
@@ -498,9 +504,10 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::decisions::{SQL_DUE_MODELS, SQL_DUE_NTH};
+    use super::super::decisions::{SQL_DUE_NTH, SQL_FIRST_OPEN, SQL_OPEN_MODELS};
     use super::super::evaluations::sql_keyset;
     use super::*;
+    use crate::store::due_models::DueStore;
 
     /// What SQLite's planner does with each statement on a new store's
     /// schema (no statistics, as in the store): the detail column of
@@ -563,15 +570,16 @@ pub(super) mod tests {
         let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
         let due_through = sql_due_through();
         // Each statement, and the index steps its plan must have.
-        let cases: [(&str, &[&str]); 8] = [
+        let cases: [(&str, &[&str]); 9] = [
             (
                 &keyset,
                 &["INDEX decisions_time (mid=? AND (time_ms,id)<(?,?))"],
             ),
             (
-                SQL_DUE_MODELS,
+                SQL_OPEN_MODELS,
                 &["INDEX decisions_due (mid>?)", "INDEX decisions_due (mid=?)"],
             ),
+            (SQL_FIRST_OPEN, &["INDEX decisions_due (mid=?)"]),
             (&due, &["INDEX decisions_due (mid=? AND closes_ms<?)"]),
             (
                 &due_through,

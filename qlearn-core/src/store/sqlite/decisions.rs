@@ -41,8 +41,9 @@ use crate::store::decisions::{
     apply, check_plain, config_from_text, config_text, millis, plan, without_log, Call, Reply,
     Room, SETTLE_CHUNK,
 };
+use crate::store::due_models::{settle_due, DueStore};
 use crate::store::encoding::Tracked;
-use crate::store::settle::{settle_in_chunks, DueKey};
+use crate::store::settle::DueKey;
 use crate::store::usage::Debit;
 use crate::store::{
     CallKind, Decided, Durable, Evaluations, Meter, ModelInfo, RewardIn, KEEP_FINISHED_JOBS,
@@ -52,25 +53,31 @@ use crate::tenancy::{BillingMonth, TierLimits};
 /// Seconds between two retention prunings of every model.
 const PRUNE_EVERY_SECS: i64 = 60;
 
-/// The models (owner, id) with an open decision whose reward window closed
-/// at or before ?1, for each settle pass (every second by default): a skip
-/// over the partial index `decisions_due` (open decisions only, keyed
-/// (mid, closes_ms) since migration 15), from below the least model number,
-/// one seek to each model with an open decision and one to its earliest
-/// deadline. A pass costs the models with open decisions (measured: 0.3 ms
-/// for 500), not every due decision once per model with one. (A `SELECT
+/// Every model with an open decision and its earliest deadline: the settle
+/// pass's full scan (`due_models`), a skip over the partial index
+/// `decisions_due` (open decisions only, keyed (mid, closes_ms) since
+/// migration 15), from below the least model number, one seek to each
+/// model with an open decision and one to its earliest deadline. It costs
+/// the models with open decisions, not their decisions. (A `SELECT
 /// DISTINCT mid` had SQLite's planner read the whole `decisions` table in
 /// key order.) The index is named so that no planner choice brings a scan
 /// back (`decision_rows`' tests check the plan).
-pub(super) const SQL_DUE_MODELS: &str = "WITH RECURSIVE live(mid) AS (\
+pub(super) const SQL_OPEN_MODELS: &str = "WITH RECURSIVE live(mid) AS (\
      SELECT -9223372036854775808 \
      UNION ALL \
      SELECT (SELECT d.mid FROM decisions d INDEXED BY decisions_due \
              WHERE d.status = 0 AND d.mid > live.mid ORDER BY d.mid LIMIT 1) \
      FROM live WHERE live.mid IS NOT NULL) \
-     SELECT m.owner, m.id, m.mid FROM live JOIN models m ON m.mid = live.mid \
-     WHERE (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
-            WHERE d.status = 0 AND d.mid = live.mid) <= ?1";
+     SELECT live.mid, (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
+                       WHERE d.status = 0 AND d.mid = live.mid) \
+     FROM live WHERE live.mid > -9223372036854775808";
+
+/// Model ?1's owner and id, and its earliest open deadline (NULL: none
+/// open): one seek on `decisions_due`.
+pub(super) const SQL_FIRST_OPEN: &str = "SELECT owner, id, \
+     (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
+      WHERE d.status = 0 AND d.mid = ?1) \
+     FROM models WHERE mid = ?1";
 
 /// The key (deadline, id) of the `?3 + 1`-th decision of model `?1` due
 /// by `?2`, in closing order: the end of the settle pass's next chunk (a
@@ -480,46 +487,10 @@ impl SqliteStore {
     }
 
     /// Settles every model with a passed deadline (see
-    /// [`crate::store::Store::settle`]), and prunes the logs past their
-    /// retention (at most once a minute).
+    /// [`crate::store::Store::settle`]; which models: `due_models`), and
+    /// prunes the logs past their retention (at most once a minute).
     pub(super) fn settle_all(&self, now: i64) -> Result<usize> {
-        let now_ms = millis(now);
-        let due: Vec<(String, String, i64)> = self.read(|c| {
-            let mut st = c.prepare_cached(SQL_DUE_MODELS).map_err(sq)?;
-            let rows = st
-                .query_map([now_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(sq)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
-        })?;
-        let month = BillingMonth::from_unix(now);
-        let mut learned = 0;
-        for (owner, id, mid) in due {
-            let nth = || self.due_nth(mid, now_ms);
-            let settle = |through: Option<&DueKey>| {
-                let free = |kind: CallKind, n: u64| {
-                    Ok(Debit {
-                        user: owner.clone(),
-                        month,
-                        day: month.day_of(now),
-                        kind,
-                        n,
-                        overage: 0,
-                    })
-                };
-                let call = Call::Settle {
-                    through_ms: through.map_or(now_ms, |t| t.0),
-                    through_id: through.map(|t| t.1.as_str()),
-                };
-                match self.decision_call(&owner, &id, call, now, &TierLimits::UNLIMITED, free) {
-                    Ok(Some(Reply::Learned(n))) => Ok(n),
-                    Ok(_) => Ok(0),
-                    // Deleted since the list was read.
-                    Err(Error::NotFound(_)) => Ok(0),
-                    Err(e) => Err(e),
-                }
-            };
-            learned += settle_in_chunks(nth, settle)?;
-        }
+        let learned = settle_due(self, &self.inner.due, now)?;
         let last = self.inner.last_prune.load(Ordering::Relaxed);
         if now >= last + PRUNE_EVERY_SECS
             && self
@@ -532,20 +503,6 @@ impl SqliteStore {
             self.prune_evaluations(KEEP_FINISHED_JOBS, now)?;
         }
         Ok(learned)
-    }
-
-    /// The key of model `mid`'s [`SETTLE_CHUNK`]-th decision due by
-    /// `now_ms` in closing order: where the settle pass's next chunk ends
-    /// (`None`: fewer are due).
-    pub(super) fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
-            st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(sq)
-        })
     }
 
     /// [`Store::decide_nonblocking`](crate::store::Store::decide_nonblocking).
@@ -652,5 +609,65 @@ impl SqliteStore {
             Waiting::Task,
             false,
         )
+    }
+}
+
+impl DueStore for SqliteStore {
+    fn open_models(&self) -> Result<Vec<(i64, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(SQL_OPEN_MODELS).map_err(sq)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sq)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
+        })
+    }
+
+    fn first_open(&self, mid: i64) -> Result<Option<(String, String, Option<i64>)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(SQL_FIRST_OPEN).map_err(sq)?;
+            st.query_row([mid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(sq)
+        })
+    }
+
+    fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
+            st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(sq)
+        })
+    }
+
+    fn settle_model(
+        &self,
+        owner: &str,
+        id: &str,
+        through: Option<&DueKey>,
+        now: i64,
+    ) -> Result<usize> {
+        let month = BillingMonth::from_unix(now);
+        let free = |kind: CallKind, n: u64| {
+            Ok(Debit {
+                user: owner.to_string(),
+                month,
+                day: month.day_of(now),
+                kind,
+                n,
+                overage: 0,
+            })
+        };
+        let call = Call::settle(through, now);
+        match self.decision_call(owner, id, call, now, &TierLimits::UNLIMITED, free) {
+            Ok(Some(Reply::Learned(n))) => Ok(n),
+            Ok(_) => Ok(0),
+            // Deleted since the list was read.
+            Err(Error::NotFound(_)) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 }

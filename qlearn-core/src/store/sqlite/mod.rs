@@ -139,6 +139,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
+use super::due_models::DueModels;
 use super::migrations;
 use super::usage::MonthTally;
 use crate::error::{Error, Result};
@@ -267,6 +268,9 @@ struct Inner {
     logs_held: AtomicUsize,
     /// When the decision logs were last pruned (Unix seconds).
     last_prune: AtomicI64,
+    /// Each model's earliest open deadline, for the settle pass (told of
+    /// every committed open decision by `writer::commit_queued`).
+    due: DueModels,
     /// When the evaluation jobs were last pruned (`eval_retention.rs`).
     evals_pruned_at: AtomicI64,
     /// Frames in the WAL after the last commit (SQLite's WAL hook), read by
@@ -360,6 +364,7 @@ impl SqliteStore {
             usage: Mutex::new(FastMap::default()),
             logs_held: AtomicUsize::new(0),
             last_prune: AtomicI64::new(0),
+            due: DueModels::default(),
             evals_pruned_at: AtomicI64::new(0),
             wal_frames: wal_frames.clone(),
             next_tab: AtomicI64::new(next_tab),

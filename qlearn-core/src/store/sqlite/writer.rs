@@ -245,6 +245,9 @@ impl Done {
 pub(super) struct Pending {
     pub(super) models: FastMap<i64, PendingModel>,
     pub(super) usage: FastMap<(String, BillingMonth, u8, CallKind), (u64, u64)>,
+    /// Each model's earliest deadline among the open decisions written,
+    /// for the settle pass once the batch has committed.
+    pub(super) opened: Vec<(i64, i64)>,
 }
 
 /// A row's key when the row is new, and its latest values.
@@ -317,6 +320,9 @@ impl Pending {
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
                 if let Some(d) = m.decisions {
+                    if let Some(at) = d.earliest_open() {
+                        self.opened.push((mid, at));
+                    }
                     (*d).flush(c, mid)?;
                 }
                 write_rows(c, m.rows)?;
@@ -350,8 +356,9 @@ fn run(c: &Connection, sql: &str) -> rusqlite::Result<()> {
     c.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// Applies one batch of jobs in one transaction.
-pub(super) fn run_batch(c: &Connection, jobs: Vec<Job>) -> rusqlite::Result<()> {
+/// Applies one batch of jobs in one transaction; returns each model's
+/// earliest deadline among the open decisions it wrote.
+pub(super) fn run_batch(c: &Connection, jobs: Vec<Job>) -> rusqlite::Result<Vec<(i64, i64)>> {
     run(c, "BEGIN IMMEDIATE")?;
     let applied = (|| {
         let mut pending = Pending::default();
@@ -368,10 +375,11 @@ pub(super) fn run_batch(c: &Connection, jobs: Vec<Job>) -> rusqlite::Result<()> 
                 }
             }
         }
-        pending.flush(c)
+        pending.flush(c)?;
+        Ok(pending.opened)
     })();
-    match applied.and_then(|()| run(c, "COMMIT")) {
-        Ok(()) => Ok(()),
+    match applied.and_then(|opened| run(c, "COMMIT").map(|()| opened)) {
+        Ok(opened) => Ok(opened),
         Err(e) => {
             let _ = c.execute_batch("ROLLBACK");
             Err(e)
@@ -491,7 +499,10 @@ pub(super) fn commit_queued(
     let n = taken.len();
     let (jobs, waiters): (Vec<Job>, Vec<Arc<WaitSlot>>) = taken.into_iter().unzip();
     match run_batch(conn, jobs) {
-        Ok(()) => {
+        Ok(opened) => {
+            for (mid, at) in opened {
+                inner.due.logged(mid, at);
+            }
             let parked: Vec<&Arc<WaitSlot>> = waiters
                 .iter()
                 .filter(|w| matches!(w.waiter, Waiter::Thread(_)))
