@@ -193,8 +193,13 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
     }
     // A model's first open deadline: the first entry of its range of
     // `decisions_due` (open decisions only), not its log.
-    let text = plan(s, SQL_FIRST_OPEN, &mid.to_string(), generic).join("\n");
-    for w in ["Limit", "decisions_due", "Index Cond: (mid = $1)"] {
+    let text = plan(s, SQL_FIRST_OPEN, &format!("{mid}, 650000, 1023"), generic).join("\n");
+    for w in [
+        "Limit",
+        "decisions_due",
+        "Index Cond: (mid = $1)",
+        "Index Cond: ((mid = $1) AND (closes_ms <= $2))",
+    ] {
         assert!(text.contains(w), "{text}");
     }
     assert!(!text.contains("Seq Scan"), "{text}");
@@ -236,8 +241,16 @@ fn the_settle_chunks_end_is_the_chunks_th_due_decision_in_closing_order() {
     }
     drop(c);
     let chunk = SETTLE_CHUNK as i64;
-    assert_eq!(s.due_nth(mid, 1000 * chunk).expect("nth"), Some(nth));
+    assert_eq!(
+        s.due_nth(mid, 1000 * chunk).expect("nth"),
+        Some(nth.clone())
+    );
     assert_eq!(s.due_nth(mid, 1000 * 10).expect("nth"), None, "22 due");
+    // The pass's look at the model ends its first chunk the same way.
+    let first = |now_ms: i64| s.first_open(mid, now_ms).expect("read").expect("the model");
+    assert_eq!(first(1000 * chunk).nth, Some(nth));
+    assert_eq!(first(1000 * 10).nth, None, "22 due");
+    assert_eq!(first(1000 * 10).first, Some(0), "the earliest deadline");
     assert_eq!(
         s.due_nth(other, 1000 * chunk).expect("nth"),
         None,

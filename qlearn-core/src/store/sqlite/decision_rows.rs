@@ -508,6 +508,7 @@ pub(super) mod tests {
     use super::super::evaluations::sql_keyset;
     use super::*;
     use crate::store::due_models::DueStore;
+    use crate::store::Store;
 
     /// What SQLite's planner does with each statement on a new store's
     /// schema (no statistics, as in the store): the detail column of
@@ -541,14 +542,35 @@ pub(super) mod tests {
         let (rows, nth) = crate::store::settle::nth_fixture();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let store = SqliteStore::open(dir.path().join("nth.db")).expect("a new store");
+        let user = store
+            .create_user(
+                crate::store::NewUser {
+                    email: "nth@example.com".into(),
+                    password_hash: "x".into(),
+                    tier: crate::tenancy::Tier::Free,
+                    role: crate::tenancy::Role::User,
+                },
+                0,
+            )
+            .expect("a user");
+        let model = crate::Model::new(crate::ModelConfig::new(2)).expect("model");
+        store
+            .create_model(&user.id, "m", &model, None, 0)
+            .expect("a model");
+        let mid: i64 = store
+            .read(|c| {
+                c.query_row("SELECT mid FROM models", [], |r| r.get(0))
+                    .map_err(sq)
+            })
+            .expect("its number");
         store
             .write(move |c| {
                 for (id, closes, status) in &rows {
                     c.execute(
                         "INSERT INTO decisions (mid, id, step, time_ms, closes_ms, state, \
                          action, prob, status, rewards) \
-                         VALUES (7, ?1, 0, 0, ?2, x'01', 0, 0.5, ?3, 0)",
-                        params![id, closes, status],
+                         VALUES (?4, ?1, 0, 0, ?2, x'01', 0, 0.5, ?3, 0)",
+                        params![id, closes, status, mid],
                     )
                     .map_err(sq)?;
                 }
@@ -556,13 +578,26 @@ pub(super) mod tests {
             })
             .expect("the rows");
         let chunk = crate::store::decisions::SETTLE_CHUNK as i64;
-        assert_eq!(store.due_nth(7, 1000 * chunk).expect("nth"), Some(nth));
-        assert_eq!(store.due_nth(7, 1000 * 10).expect("nth"), None, "22 due");
         assert_eq!(
-            store.due_nth(8, 1000 * chunk).expect("nth"),
+            store.due_nth(mid, 1000 * chunk).expect("nth"),
+            Some(nth.clone())
+        );
+        assert_eq!(store.due_nth(mid, 1000 * 10).expect("nth"), None, "22 due");
+        assert_eq!(
+            store.due_nth(mid + 1, 1000 * chunk).expect("nth"),
             None,
             "another model"
         );
+        // The pass's look at the model ends its first chunk the same way.
+        let first = |now_ms: i64| {
+            store
+                .first_open(mid, now_ms)
+                .expect("read")
+                .expect("the model")
+        };
+        assert_eq!(first(1000 * chunk).nth, Some(nth));
+        assert_eq!(first(1000 * 10).nth, None, "22 due");
+        assert_eq!(first(1000 * 10).first, Some(0), "the earliest deadline");
     }
 
     #[test]
@@ -579,7 +614,13 @@ pub(super) mod tests {
                 SQL_OPEN_MODELS,
                 &["INDEX decisions_due (mid>?)", "INDEX decisions_due (mid=?)"],
             ),
-            (SQL_FIRST_OPEN, &["INDEX decisions_due (mid=?)"]),
+            (
+                SQL_FIRST_OPEN,
+                &[
+                    "INDEX decisions_due (mid=?)",
+                    "INDEX decisions_due (mid=? AND closes_ms<?)",
+                ],
+            ),
             (&due, &["INDEX decisions_due (mid=? AND closes_ms<?)"]),
             (
                 &due_through,
@@ -613,12 +654,15 @@ pub(super) mod tests {
             // No step reads a whole table, nor a model's whole log (the
             // prune of ended episodes goes through the model's episodes).
             // The settle pass's skip over the models reads its own
-            // recursive rows (`live`), which are no table.
+            // recursive rows (`live`), and its look at a model the one row
+            // of its chunk's end (`n`): neither is a table.
             for step in &plan {
                 let whole_log =
                     step.contains("USING PRIMARY KEY (mid=?)") && !step.starts_with("SEARCH e ");
-                let table_scan =
-                    step.starts_with("SCAN") && step != "SCAN live" && step != "SCAN CONSTANT ROW";
+                let table_scan = step.starts_with("SCAN")
+                    && step != "SCAN live"
+                    && step != "SCAN n LEFT-JOIN"
+                    && step != "SCAN CONSTANT ROW";
                 assert!(!table_scan && !whole_log, "{sql}: {plan:?}");
             }
         }
