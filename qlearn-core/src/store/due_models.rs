@@ -192,6 +192,9 @@ pub(crate) trait DueStore {
     /// Every model with an open decision and its earliest deadline (ms):
     /// a full scan.
     fn open_models(&self) -> Result<Vec<(i64, i64)>>;
+    /// The earliest open deadline (ms; `None`: none open, or no such
+    /// model) of each of `mids`, in their order, in one read.
+    fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>>;
     /// Model `mid` as the pass at `now_ms` finds it, in one read; `None`
     /// when there is no such model.
     fn first_open(&self, mid: i64, now_ms: i64) -> Result<Option<FirstOpen>>;
@@ -209,14 +212,17 @@ pub(crate) trait DueStore {
     ) -> Result<usize>;
 }
 
+/// Models whose earliest open deadline one read of
+/// [`DueStore::earliest_open`] asks for at most.
+const READ_BATCH: usize = 4096;
+
 /// One settle pass of an SQL store at `now` (Unix s): a full scan when one
-/// is due, then every model whose known deadline has passed, read once
-/// (its earliest deadline and its first chunk's end) and settled in
-/// chunks. A settled model is looked at again by the next pass, whose read
-/// learns its next deadline (and, when it is due again, ends its first
-/// chunk): a model due every second costs the same reads as before this
-/// bookkeeping. Returns the transitions learned. A failure ends the pass,
-/// and the next one scans every model.
+/// is due, then the models whose known deadline has passed: their earliest
+/// deadlines read in one statement, and each one still due read once more
+/// (its first chunk's end) and settled in chunks. A settled model is
+/// looked at again by the next pass, whose batched read learns its next
+/// deadline. Returns the transitions learned. A failure ends the pass, and
+/// the next one scans every model.
 pub(crate) fn settle_due(store: &impl DueStore, due: &DueModels, now: i64) -> Result<usize> {
     let now_ms = now.saturating_mul(1000);
     let pass = || -> Result<usize> {
@@ -224,28 +230,50 @@ pub(crate) fn settle_due(store: &impl DueStore, due: &DueModels, now: i64) -> Re
             due.scanned(since, store.open_models()?);
         }
         let mut learned = 0;
-        for (mid, version) in due.due(now_ms) {
-            let Some(model) = store.first_open(mid, now_ms)? else {
-                due.checked(mid, version, None);
-                continue;
-            };
-            if model.first.is_none_or(|f| f > now_ms) {
-                due.checked(mid, version, model.first);
-                continue;
+        for batch in due.due(now_ms).chunks(READ_BATCH) {
+            let mids: Vec<i64> = batch.iter().map(|(mid, _)| *mid).collect();
+            let firsts = store.earliest_open(&mids)?;
+            for (&(mid, version), first) in batch.iter().zip(firsts) {
+                if first.is_none_or(|f| f > now_ms) {
+                    due.checked(mid, version, first);
+                    continue;
+                }
+                learned += settle_model(store, due, mid, version, now)?;
             }
-            let mut first_chunk = Some(model.nth);
-            learned += settle_in_chunks(
-                || match first_chunk.take() {
-                    Some(nth) => Ok(nth),
-                    None => store.due_nth(mid, now_ms),
-                },
-                |through| store.settle_model(&model.owner, &model.id, through, now),
-            )?;
-            due.checked(mid, version, Some(now_ms.saturating_add(1)));
         }
         Ok(learned)
     };
     pass().inspect_err(|_| due.failed())
+}
+
+/// Settles model `mid`, found due with entry `version`, in chunks; it is
+/// looked at again by the next pass.
+fn settle_model(
+    store: &impl DueStore,
+    due: &DueModels,
+    mid: i64,
+    version: u64,
+    now: i64,
+) -> Result<usize> {
+    let now_ms = now.saturating_mul(1000);
+    let Some(model) = store.first_open(mid, now_ms)? else {
+        due.checked(mid, version, None);
+        return Ok(0);
+    };
+    if model.first.is_none_or(|f| f > now_ms) {
+        due.checked(mid, version, model.first);
+        return Ok(0);
+    }
+    let mut first_chunk = Some(model.nth);
+    let learned = settle_in_chunks(
+        || match first_chunk.take() {
+            Some(nth) => Ok(nth),
+            None => store.due_nth(mid, now_ms),
+        },
+        |through| store.settle_model(&model.owner, &model.id, through, now),
+    )?;
+    due.checked(mid, version, Some(now_ms));
+    Ok(learned)
 }
 
 #[cfg(test)]
@@ -326,6 +354,7 @@ mod tests {
         open: RefCell<BTreeMap<i64, Vec<DueKey>>>,
         scans: Cell<usize>,
         reads: Cell<usize>,
+        batches: Cell<usize>,
         fail_scan: Cell<bool>,
     }
 
@@ -335,6 +364,7 @@ mod tests {
                 open: RefCell::new(BTreeMap::new()),
                 scans: Cell::new(0),
                 reads: Cell::new(0),
+                batches: Cell::new(0),
                 fail_scan: Cell::new(false),
             };
             for (mid, at) in open {
@@ -363,6 +393,14 @@ mod tests {
             let o = self.open.borrow();
             Ok(o.iter()
                 .filter_map(|(mid, v)| v.first().map(|k| (*mid, k.0)))
+                .collect())
+        }
+        fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>> {
+            self.batches.set(self.batches.get() + 1);
+            let o = self.open.borrow();
+            Ok(mids
+                .iter()
+                .map(|mid| o.get(mid).and_then(|v| v.first().map(|k| k.0)))
                 .collect())
         }
         fn first_open(&self, mid: i64, _now_ms: i64) -> Result<Option<FirstOpen>> {
@@ -402,26 +440,19 @@ mod tests {
     fn a_pass_visits_only_the_models_due_between_full_scans() {
         let f = Fake::new(&[(1, 5_000), (1, 20_000), (2, 100_000), (3, 200_000)]);
         let d = DueModels::default();
+        let counts = || (f.scans.get(), f.batches.get(), f.reads.get());
         assert_eq!(settle_due(&f, &d, 1).unwrap(), 0);
-        assert_eq!(
-            (f.scans.get(), f.reads.get()),
-            (1, 0),
-            "a scan, no model due"
-        );
+        assert_eq!(counts(), (1, 0, 0), "a scan, no model due");
         assert_eq!(settle_due(&f, &d, 5).unwrap(), 1);
-        assert_eq!((f.scans.get(), f.reads.get()), (1, 1), "model 1 read once");
+        assert_eq!(counts(), (1, 1, 1), "model 1 read, then read alone");
         assert_eq!(settle_due(&f, &d, 6).unwrap(), 0);
         assert_eq!(
-            (f.scans.get(), f.reads.get()),
-            (1, 2),
+            counts(),
+            (1, 2, 1),
             "the next pass reads model 1's next deadline"
         );
         assert_eq!(settle_due(&f, &d, 7).unwrap(), 0);
-        assert_eq!(
-            (f.scans.get(), f.reads.get()),
-            (1, 2),
-            "nothing due: no read"
-        );
+        assert_eq!(counts(), (1, 2, 1), "nothing due: no read");
         // Logged by this process: due at its deadline, before the next scan.
         f.add(3, 8_000);
         d.logged(3, 8_000);

@@ -279,6 +279,12 @@ pub(super) const SQL_FIRST_OPEN: &str = concat!(
     due_nth_pg!(),
     ") n ON true WHERE m.mid = $1"
 );
+/// The earliest open deadline (NULL: none open) of each model of $1, in
+/// its order: one seek on `decisions_due` per model, in one statement.
+pub(super) const SQL_EARLIEST_OPEN: &str = "SELECT \
+     (SELECT d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid = m.mid \
+      ORDER BY d.closes_ms LIMIT 1) \
+     FROM unnest($1::int8[]) WITH ORDINALITY AS m (mid, n) ORDER BY m.n";
 /// The same bounds query alone: the end of a later chunk.
 const SQL_DUE_NTH: &str = due_nth_pg!();
 const SQL_DECISION: &str = concat!(
@@ -622,6 +628,11 @@ impl DueStore for PgStore {
     fn open_models(&self) -> Result<Vec<(i64, i64)>> {
         let rows = self.query(SQL_OPEN_MODELS, &[])?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>> {
+        let rows = self.query_prepared(SQL_EARLIEST_OPEN, &[&mids])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     fn first_open(&self, mid: i64, now_ms: i64) -> Result<Option<FirstOpen>> {

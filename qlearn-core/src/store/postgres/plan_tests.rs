@@ -105,7 +105,7 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
     );
     // Each statement, its arguments, how it runs, and the index its plan
     // must use (with the condition it must seek on).
-    let cases: [(&str, &str, &str, &[&str]); 12] = [
+    let cases: [(&str, &str, &str, &[&str]); 13] = [
         (SQL_DECISION, &one, generic, &["decisions_pkey"]),
         (SQL_DECISIONS_ANY, &ids, generic, &["decisions_pkey"]),
         (SQL_STEP, &step, generic, &["decisions_step"]),
@@ -137,6 +137,12 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
                 "decisions_due",
                 "Index Cond: ((mid = $1) AND (closes_ms <= $2))",
             ],
+        ),
+        (
+            SQL_EARLIEST_OPEN,
+            &format!("'{{{mid}, {mid}}}'"),
+            generic,
+            &["decisions_due", "Index Cond: (mid = m.mid)"],
         ),
         (
             SQL_OPEN_MODELS,
@@ -251,6 +257,11 @@ fn the_settle_chunks_end_is_the_chunks_th_due_decision_in_closing_order() {
     assert_eq!(first(1000 * chunk).nth, Some(nth));
     assert_eq!(first(1000 * 10).nth, None, "22 due");
     assert_eq!(first(1000 * 10).first, Some(0), "the earliest deadline");
+    assert_eq!(
+        s.earliest_open(&[other, -1, mid]).expect("read"),
+        [None, None, Some(0)],
+        "in the order asked"
+    );
     assert_eq!(
         s.due_nth(other, 1000 * chunk).expect("nth"),
         None,

@@ -504,7 +504,9 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::decisions::{SQL_DUE_NTH, SQL_FIRST_OPEN, SQL_OPEN_MODELS};
+    use super::super::decisions::{
+        SQL_DUE_NTH, SQL_EARLIEST_OPEN, SQL_FIRST_OPEN, SQL_OPEN_MODELS,
+    };
     use super::super::evaluations::sql_keyset;
     use super::*;
     use crate::store::due_models::DueStore;
@@ -598,6 +600,11 @@ pub(super) mod tests {
         assert_eq!(first(1000 * chunk).nth, Some(nth));
         assert_eq!(first(1000 * 10).nth, None, "22 due");
         assert_eq!(first(1000 * 10).first, Some(0), "the earliest deadline");
+        assert_eq!(
+            store.earliest_open(&[mid + 1, mid]).expect("read"),
+            [None, Some(0)],
+            "in the order asked"
+        );
     }
 
     #[test]
@@ -605,7 +612,7 @@ pub(super) mod tests {
         let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
         let due_through = sql_due_through();
         // Each statement, and the index steps its plan must have.
-        let cases: [(&str, &[&str]); 9] = [
+        let cases: [(&str, &[&str]); 10] = [
             (
                 &keyset,
                 &["INDEX decisions_time (mid=? AND (time_ms,id)<(?,?))"],
@@ -614,6 +621,7 @@ pub(super) mod tests {
                 SQL_OPEN_MODELS,
                 &["INDEX decisions_due (mid>?)", "INDEX decisions_due (mid=?)"],
             ),
+            (SQL_EARLIEST_OPEN, &["INDEX decisions_due (mid=?)"]),
             (
                 SQL_FIRST_OPEN,
                 &[

@@ -97,6 +97,12 @@ pub(super) const SQL_FIRST_OPEN: &str = concat!(
     ") n ON 1 WHERE m.mid = ?1"
 );
 
+/// Model ?1's earliest open deadline (NULL: none open): one seek on
+/// `decisions_due`, run for each model of a batch in one read.
+pub(super) const SQL_EARLIEST_OPEN: &str =
+    "SELECT min(closes_ms) FROM decisions INDEXED BY decisions_due \
+     WHERE status = 0 AND mid = ?1";
+
 /// The same bounds query alone: the end of a later chunk.
 pub(super) const SQL_DUE_NTH: &str = due_nth_sqlite!();
 
@@ -632,6 +638,15 @@ impl DueStore for SqliteStore {
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(sq)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sq)
+        })
+    }
+
+    fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(SQL_EARLIEST_OPEN).map_err(sq)?;
+            mids.iter()
+                .map(|mid| st.query_row([mid], |r| r.get(0)).map_err(sq))
+                .collect()
         })
     }
 
