@@ -76,35 +76,25 @@ pub(super) const SQL_OPEN_MODELS: &str = "WITH RECURSIVE live(mid) AS (\
 /// by `?2`, in closing order: the end of the settle pass's next chunk (a
 /// walk of at most a chunk along `decisions_due`, whose entries hold the
 /// id after the deadline).
-macro_rules! due_nth_sqlite {
-    () => {
-        "SELECT closes_ms, id FROM decisions INDEXED BY decisions_due \
-         WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 \
-         ORDER BY closes_ms, id LIMIT 1 OFFSET ?3"
-    };
-}
+pub(super) const SQL_DUE_NTH: &str =
+    "SELECT closes_ms, id FROM decisions INDEXED BY decisions_due \
+     WHERE status = 0 AND mid = ?1 AND closes_ms <= ?2 \
+     ORDER BY closes_ms, id LIMIT 1 OFFSET ?3";
 
-/// Model ?1's owner and id, its earliest open deadline (NULL: none
-/// open), and the key of its `?3 + 1`-th decision due by ?2 in closing
-/// order (NULLs: fewer are due): the settle pass's look at a model, with
-/// its first chunk's end (two seeks on `decisions_due`).
-pub(super) const SQL_FIRST_OPEN: &str = concat!(
-    "SELECT m.owner, m.id, \
+/// Model ?1's owner and id, and its earliest open deadline (NULL: none
+/// open): with [`SQL_DUE_NTH`] in the same read, the settle pass's look at
+/// a model (a join of the two had SQLite materialize the bounds query
+/// first, for a slower read).
+pub(super) const SQL_FIRST_OPEN: &str = "SELECT owner, id, \
      (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
-      WHERE d.status = 0 AND d.mid = ?1), n.closes_ms, n.id \
-     FROM models m LEFT JOIN (",
-    due_nth_sqlite!(),
-    ") n ON 1 WHERE m.mid = ?1"
-);
+      WHERE d.status = 0 AND d.mid = ?1) \
+     FROM models WHERE mid = ?1";
 
 /// Model ?1's earliest open deadline (NULL: none open): one seek on
 /// `decisions_due`, run for each model of a batch in one read.
 pub(super) const SQL_EARLIEST_OPEN: &str =
     "SELECT min(closes_ms) FROM decisions INDEXED BY decisions_due \
      WHERE status = 0 AND mid = ?1";
-
-/// The same bounds query alone: the end of a later chunk.
-pub(super) const SQL_DUE_NTH: &str = due_nth_sqlite!();
 
 /// A cached model's decision log.
 pub(super) enum LogSlot {
@@ -653,18 +643,26 @@ impl DueStore for SqliteStore {
     fn first_open(&self, mid: i64, now_ms: i64) -> Result<Option<FirstOpen>> {
         self.read(|c| {
             let mut st = c.prepare_cached(SQL_FIRST_OPEN).map_err(sq)?;
-            st.query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
-                let nth: Option<i64> = r.get(3)?;
-                let nth_id: Option<String> = r.get(4)?;
-                Ok(FirstOpen {
-                    owner: r.get(0)?,
-                    id: r.get(1)?,
-                    first: r.get(2)?,
-                    nth: nth.zip(nth_id),
+            let found = st
+                .query_row([mid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(sq)?;
+            let Some((owner, id, first)) = found else {
+                return Ok(None);
+            };
+            let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
+            let nth = st
+                .query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
                 })
-            })
-            .optional()
-            .map_err(sq)
+                .optional()
+                .map_err(sq)?;
+            Ok(Some(FirstOpen {
+                owner,
+                id,
+                first,
+                nth,
+            }))
         })
     }
 
