@@ -173,18 +173,14 @@ impl DueModels {
     }
 }
 
-/// A model as the settle pass finds it ([`DueStore::first_open`]).
-pub(crate) struct FirstOpen {
+/// A model as the settle pass finds it ([`DueStore::next_deadlines`]).
+pub(crate) struct Found {
     /// The model's owner.
     pub(crate) owner: String,
     /// The model's id.
     pub(crate) id: String,
     /// Its earliest open deadline (ms); `None`: no decision open.
     pub(crate) first: Option<i64>,
-    /// The key of its [`crate::store::SETTLE_CHUNK`]-th decision due by
-    /// the pass's clock, in closing order: where its first chunk ends
-    /// (`None`: fewer are due).
-    pub(crate) nth: Option<DueKey>,
 }
 
 /// What the settle pass needs from an SQL store.
@@ -192,12 +188,9 @@ pub(crate) trait DueStore {
     /// Every model with an open decision and its earliest deadline (ms):
     /// a full scan.
     fn open_models(&self) -> Result<Vec<(i64, i64)>>;
-    /// The earliest open deadline (ms; `None`: none open, or no such
-    /// model) of each of `mids`, in their order, in one read.
-    fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>>;
-    /// Model `mid` as the pass at `now_ms` finds it, in one read; `None`
-    /// when there is no such model.
-    fn first_open(&self, mid: i64, now_ms: i64) -> Result<Option<FirstOpen>>;
+    /// Each of `mids`, in their order, with its earliest open deadline
+    /// (`None`: no such model), in one read.
+    fn next_deadlines(&self, mids: &[i64]) -> Result<Vec<Option<Found>>>;
     /// The key of model `mid`'s [`crate::store::SETTLE_CHUNK`]-th decision
     /// due by `now_ms`, in closing order (`None`: fewer are due).
     fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>>;
@@ -212,14 +205,13 @@ pub(crate) trait DueStore {
     ) -> Result<usize>;
 }
 
-/// Models whose earliest open deadline one read of
-/// [`DueStore::earliest_open`] asks for at most.
+/// Models one read of [`DueStore::next_deadlines`] asks for at most.
 const READ_BATCH: usize = 4096;
 
 /// One settle pass of an SQL store at `now` (Unix s): a full scan when one
-/// is due, then the models whose known deadline has passed: their earliest
-/// deadlines read in one statement, and each one still due read once more
-/// (its first chunk's end) and settled in chunks. A settled model is
+/// is due, then the models whose known deadline has passed, read in one
+/// statement per batch (owner, id, earliest deadline), and each one still
+/// due settled in chunks, as before this bookkeeping. A settled model is
 /// looked at again by the next pass, whose batched read learns its next
 /// deadline. Returns the transitions learned. A failure ends the pass, and
 /// the next one scans every model.
@@ -232,13 +224,21 @@ pub(crate) fn settle_due(store: &impl DueStore, due: &DueModels, now: i64) -> Re
         let mut learned = 0;
         for batch in due.due(now_ms).chunks(READ_BATCH) {
             let mids: Vec<i64> = batch.iter().map(|(mid, _)| *mid).collect();
-            let firsts = store.earliest_open(&mids)?;
-            for (&(mid, version), first) in batch.iter().zip(firsts) {
-                if first.is_none_or(|f| f > now_ms) {
-                    due.checked(mid, version, first);
+            let found = store.next_deadlines(&mids)?;
+            for (&(mid, version), model) in batch.iter().zip(found) {
+                let Some(model) = model else {
+                    due.checked(mid, version, None);
+                    continue;
+                };
+                if model.first.is_none_or(|f| f > now_ms) {
+                    due.checked(mid, version, model.first);
                     continue;
                 }
-                learned += settle_model(store, due, mid, version, now)?;
+                learned += settle_in_chunks(
+                    || store.due_nth(mid, now_ms),
+                    |through| store.settle_model(&model.owner, &model.id, through, now),
+                )?;
+                due.checked(mid, version, Some(now_ms));
             }
         }
         Ok(learned)
@@ -246,39 +246,9 @@ pub(crate) fn settle_due(store: &impl DueStore, due: &DueModels, now: i64) -> Re
     pass().inspect_err(|_| due.failed())
 }
 
-/// Settles model `mid`, found due with entry `version`, in chunks; it is
-/// looked at again by the next pass.
-fn settle_model(
-    store: &impl DueStore,
-    due: &DueModels,
-    mid: i64,
-    version: u64,
-    now: i64,
-) -> Result<usize> {
-    let now_ms = now.saturating_mul(1000);
-    let Some(model) = store.first_open(mid, now_ms)? else {
-        due.checked(mid, version, None);
-        return Ok(0);
-    };
-    if model.first.is_none_or(|f| f > now_ms) {
-        due.checked(mid, version, model.first);
-        return Ok(0);
-    }
-    let mut first_chunk = Some(model.nth);
-    let learned = settle_in_chunks(
-        || match first_chunk.take() {
-            Some(nth) => Ok(nth),
-            None => store.due_nth(mid, now_ms),
-        },
-        |through| store.settle_model(&model.owner, &model.id, through, now),
-    )?;
-    due.checked(mid, version, Some(now_ms));
-    Ok(learned)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{settle_due, DueModels, DueStore, FirstOpen, FULL_SCAN_EVERY_SECS};
+    use super::{settle_due, DueModels, DueStore, Found, FULL_SCAN_EVERY_SECS};
     use crate::error::{Error, Result};
     use crate::store::settle::DueKey;
     use std::cell::{Cell, RefCell};
@@ -353,7 +323,7 @@ mod tests {
     struct Fake {
         open: RefCell<BTreeMap<i64, Vec<DueKey>>>,
         scans: Cell<usize>,
-        reads: Cell<usize>,
+        settles: Cell<usize>,
         batches: Cell<usize>,
         fail_scan: Cell<bool>,
     }
@@ -363,7 +333,7 @@ mod tests {
             let f = Fake {
                 open: RefCell::new(BTreeMap::new()),
                 scans: Cell::new(0),
-                reads: Cell::new(0),
+                settles: Cell::new(0),
                 batches: Cell::new(0),
                 fail_scan: Cell::new(false),
             };
@@ -395,27 +365,19 @@ mod tests {
                 .filter_map(|(mid, v)| v.first().map(|k| (*mid, k.0)))
                 .collect())
         }
-        fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>> {
+        fn next_deadlines(&self, mids: &[i64]) -> Result<Vec<Option<Found>>> {
             self.batches.set(self.batches.get() + 1);
             let o = self.open.borrow();
             Ok(mids
                 .iter()
-                .map(|mid| o.get(mid).and_then(|v| v.first().map(|k| k.0)))
+                .map(|mid| {
+                    Some(Found {
+                        owner: "o".into(),
+                        id: mid.to_string(),
+                        first: o.get(mid).and_then(|v| v.first().map(|k| k.0)),
+                    })
+                })
                 .collect())
-        }
-        fn first_open(&self, mid: i64, _now_ms: i64) -> Result<Option<FirstOpen>> {
-            self.reads.set(self.reads.get() + 1);
-            let first = self
-                .open
-                .borrow()
-                .get(&mid)
-                .and_then(|v| v.first().map(|k| k.0));
-            Ok(Some(FirstOpen {
-                owner: "o".into(),
-                id: mid.to_string(),
-                first,
-                nth: None,
-            }))
         }
         fn due_nth(&self, _mid: i64, _now_ms: i64) -> Result<Option<DueKey>> {
             Ok(None)
@@ -427,6 +389,7 @@ mod tests {
             _through: Option<&DueKey>,
             now: i64,
         ) -> Result<usize> {
+            self.settles.set(self.settles.get() + 1);
             let mid: i64 = id.parse().map_err(|_| Error::NotFound("model"))?;
             let mut o = self.open.borrow_mut();
             let v = o.entry(mid).or_default();
@@ -440,16 +403,16 @@ mod tests {
     fn a_pass_visits_only_the_models_due_between_full_scans() {
         let f = Fake::new(&[(1, 5_000), (1, 20_000), (2, 100_000), (3, 200_000)]);
         let d = DueModels::default();
-        let counts = || (f.scans.get(), f.batches.get(), f.reads.get());
+        let counts = || (f.scans.get(), f.batches.get(), f.settles.get());
         assert_eq!(settle_due(&f, &d, 1).unwrap(), 0);
         assert_eq!(counts(), (1, 0, 0), "a scan, no model due");
         assert_eq!(settle_due(&f, &d, 5).unwrap(), 1);
-        assert_eq!(counts(), (1, 1, 1), "model 1 read, then read alone");
+        assert_eq!(counts(), (1, 1, 1), "model 1 read and settled");
         assert_eq!(settle_due(&f, &d, 6).unwrap(), 0);
         assert_eq!(
             counts(),
             (1, 2, 1),
-            "the next pass reads model 1's next deadline"
+            "the next pass reads model 1's next deadline, settles nothing"
         );
         assert_eq!(settle_due(&f, &d, 7).unwrap(), 0);
         assert_eq!(counts(), (1, 2, 1), "nothing due: no read");

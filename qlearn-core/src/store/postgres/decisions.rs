@@ -35,7 +35,7 @@ use crate::store::decision_rows::{
     DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
 use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply, SETTLE_CHUNK};
-use crate::store::due_models::{settle_due, DueStore, FirstOpen};
+use crate::store::due_models::{settle_due, DueStore, Found};
 use crate::store::settle::DueKey;
 use crate::store::{
     DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery, Evaluations, ModelInfo,
@@ -260,33 +260,17 @@ pub(super) const SQL_OPEN_MODELS: &str = "WITH RECURSIVE live AS (\
 /// by `$2`, in closing order (ids bytewise, `COLLATE "C"`, as the log
 /// orders them): the end of the settle pass's next chunk (`decisions_due`
 /// gives the deadlines in order; a deadline's ids are sorted).
-macro_rules! due_nth_pg {
-    () => {
-        "SELECT closes_ms, id FROM decisions \
-         WHERE status = 0 AND mid = $1 AND closes_ms <= $2 \
-         ORDER BY closes_ms, id COLLATE \"C\" LIMIT 1 OFFSET $3"
-    };
-}
-/// Model $1's owner and id, its earliest open deadline (NULL: none open),
-/// and the key of its `$3 + 1`-th decision due by $2 in closing order
-/// (NULLs: fewer are due): the settle pass's look at a model, with its
-/// first chunk's end (two seeks on `decisions_due`).
-pub(super) const SQL_FIRST_OPEN: &str = concat!(
-    "SELECT m.owner, m.id, \
-     (SELECT d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid = $1 \
-      ORDER BY d.closes_ms LIMIT 1), n.closes_ms, n.id \
-     FROM models m LEFT JOIN LATERAL (",
-    due_nth_pg!(),
-    ") n ON true WHERE m.mid = $1"
-);
-/// The earliest open deadline (NULL: none open) of each model of $1, in
-/// its order: one seek on `decisions_due` per model, in one statement.
-pub(super) const SQL_EARLIEST_OPEN: &str = "SELECT \
-     (SELECT d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid = m.mid \
+const SQL_DUE_NTH: &str = "SELECT closes_ms, id FROM decisions \
+     WHERE status = 0 AND mid = $1 AND closes_ms <= $2 \
+     ORDER BY closes_ms, id COLLATE \"C\" LIMIT 1 OFFSET $3";
+/// Each model of $1, in its order, with its owner and id (NULL: no such
+/// model) and its earliest open deadline (NULL: none open): one seek on
+/// `decisions_due` per model, in one statement.
+pub(super) const SQL_NEXT_DEADLINES: &str = "SELECT m.owner, m.id, \
+     (SELECT d.closes_ms FROM decisions d WHERE d.status = 0 AND d.mid = u.mid \
       ORDER BY d.closes_ms LIMIT 1) \
-     FROM unnest($1::int8[]) WITH ORDINALITY AS m (mid, n) ORDER BY m.n";
-/// The same bounds query alone: the end of a later chunk.
-const SQL_DUE_NTH: &str = due_nth_pg!();
+     FROM unnest($1::int8[]) WITH ORDINALITY AS u (mid, n) \
+     LEFT JOIN models m ON m.mid = u.mid ORDER BY u.n";
 const SQL_DECISION: &str = concat!(
     "SELECT ",
     decision_cols!(),
@@ -630,22 +614,20 @@ impl DueStore for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>> {
-        let rows = self.query_prepared(SQL_EARLIEST_OPEN, &[&mids])?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    fn first_open(&self, mid: i64, now_ms: i64) -> Result<Option<FirstOpen>> {
-        let chunk = SETTLE_CHUNK as i64 - 1;
-        let rows = self.query_prepared(SQL_FIRST_OPEN, &[&mid, &now_ms, &chunk])?;
-        Ok(rows.first().map(|r| FirstOpen {
-            owner: r.get(0),
-            id: r.get(1),
-            first: r.get(2),
-            nth: r
-                .get::<_, Option<i64>>(3)
-                .zip(r.get::<_, Option<String>>(4)),
-        }))
+    fn next_deadlines(&self, mids: &[i64]) -> Result<Vec<Option<Found>>> {
+        let rows = self.query_prepared(SQL_NEXT_DEADLINES, &[&mids])?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let owner: Option<String> = r.get(0);
+                let id: Option<String> = r.get(1);
+                owner.zip(id).map(|(owner, id)| Found {
+                    owner,
+                    id,
+                    first: r.get(2),
+                })
+            })
+            .collect())
     }
 
     fn due_nth(&self, mid: i64, now_ms: i64) -> Result<Option<DueKey>> {

@@ -139,10 +139,10 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             ],
         ),
         (
-            SQL_EARLIEST_OPEN,
+            SQL_NEXT_DEADLINES,
             &format!("'{{{mid}, {mid}}}'"),
             generic,
-            &["decisions_due", "Index Cond: (mid = m.mid)"],
+            &["decisions_due", "Index Cond: (mid = u.mid)"],
         ),
         (
             SQL_OPEN_MODELS,
@@ -197,18 +197,6 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             assert!(!l.contains("Seq Scan") && !whole_log, "{sql}\n{text}");
         }
     }
-    // A model's first open deadline: the first entry of its range of
-    // `decisions_due` (open decisions only), not its log.
-    let text = plan(s, SQL_FIRST_OPEN, &format!("{mid}, 650000, 1023"), generic).join("\n");
-    for w in [
-        "Limit",
-        "decisions_due",
-        "Index Cond: (mid = $1)",
-        "Index Cond: ((mid = $1) AND (closes_ms <= $2))",
-    ] {
-        assert!(text.contains(w), "{text}");
-    }
-    assert!(!text.contains("Seq Scan"), "{text}");
 }
 
 #[test]
@@ -252,14 +240,14 @@ fn the_settle_chunks_end_is_the_chunks_th_due_decision_in_closing_order() {
         Some(nth.clone())
     );
     assert_eq!(s.due_nth(mid, 1000 * 10).expect("nth"), None, "22 due");
-    // The pass's look at the model ends its first chunk the same way.
-    let first = |now_ms: i64| s.first_open(mid, now_ms).expect("read").expect("the model");
-    assert_eq!(first(1000 * chunk).nth, Some(nth));
-    assert_eq!(first(1000 * 10).nth, None, "22 due");
-    assert_eq!(first(1000 * 10).first, Some(0), "the earliest deadline");
+    // The pass's batched read: each model in the order asked, with its
+    // earliest open deadline, and nothing for a model that is not there.
+    let found = s.next_deadlines(&[other, -1, mid]).expect("read");
+    let firsts: Vec<Option<Option<i64>>> =
+        found.iter().map(|f| f.as_ref().map(|f| f.first)).collect();
     assert_eq!(
-        s.earliest_open(&[other, -1, mid]).expect("read"),
-        [None, None, Some(0)],
+        firsts,
+        [Some(None), None, Some(Some(0))],
         "in the order asked"
     );
     assert_eq!(

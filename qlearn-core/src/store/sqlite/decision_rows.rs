@@ -504,9 +504,7 @@ pub(super) fn tidy_logs(c: &mut Connection) -> Result<()> {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::decisions::{
-        SQL_DUE_NTH, SQL_EARLIEST_OPEN, SQL_FIRST_OPEN, SQL_OPEN_MODELS,
-    };
+    use super::super::decisions::{SQL_DUE_NTH, SQL_NEXT_DEADLINE, SQL_OPEN_MODELS};
     use super::super::evaluations::sql_keyset;
     use super::*;
     use crate::store::due_models::DueStore;
@@ -590,21 +588,12 @@ pub(super) mod tests {
             None,
             "another model"
         );
-        // The pass's look at the model ends its first chunk the same way.
-        let first = |now_ms: i64| {
-            store
-                .first_open(mid, now_ms)
-                .expect("read")
-                .expect("the model")
-        };
-        assert_eq!(first(1000 * chunk).nth, Some(nth));
-        assert_eq!(first(1000 * 10).nth, None, "22 due");
-        assert_eq!(first(1000 * 10).first, Some(0), "the earliest deadline");
-        assert_eq!(
-            store.earliest_open(&[mid + 1, mid]).expect("read"),
-            [None, Some(0)],
-            "in the order asked"
-        );
+        // The pass's batched read: each model in the order asked, with its
+        // earliest open deadline, and nothing for a model that is not there.
+        let found = store.next_deadlines(&[mid + 1, mid]).expect("read");
+        let firsts: Vec<Option<Option<i64>>> =
+            found.iter().map(|f| f.as_ref().map(|f| f.first)).collect();
+        assert_eq!(firsts, [None, Some(Some(0))], "in the order asked");
     }
 
     #[test]
@@ -612,7 +601,7 @@ pub(super) mod tests {
         let (step, due, keyset) = (sql_step(), sql_due(), sql_keyset(true));
         let due_through = sql_due_through();
         // Each statement, and the index steps its plan must have.
-        let cases: [(&str, &[&str]); 10] = [
+        let cases: [(&str, &[&str]); 9] = [
             (
                 &keyset,
                 &["INDEX decisions_time (mid=? AND (time_ms,id)<(?,?))"],
@@ -621,8 +610,7 @@ pub(super) mod tests {
                 SQL_OPEN_MODELS,
                 &["INDEX decisions_due (mid>?)", "INDEX decisions_due (mid=?)"],
             ),
-            (SQL_EARLIEST_OPEN, &["INDEX decisions_due (mid=?)"]),
-            (SQL_FIRST_OPEN, &["INDEX decisions_due (mid=?)"]),
+            (SQL_NEXT_DEADLINE, &["INDEX decisions_due (mid=?)"]),
             (&due, &["INDEX decisions_due (mid=? AND closes_ms<?)"]),
             (
                 &due_through,

@@ -41,7 +41,7 @@ use crate::store::decisions::{
     apply, check_plain, config_from_text, config_text, millis, plan, without_log, Call, Reply,
     Room, SETTLE_CHUNK,
 };
-use crate::store::due_models::{settle_due, DueStore, FirstOpen};
+use crate::store::due_models::{settle_due, DueStore, Found};
 use crate::store::encoding::Tracked;
 use crate::store::settle::DueKey;
 use crate::store::usage::Debit;
@@ -82,19 +82,12 @@ pub(super) const SQL_DUE_NTH: &str =
      ORDER BY closes_ms, id LIMIT 1 OFFSET ?3";
 
 /// Model ?1's owner and id, and its earliest open deadline (NULL: none
-/// open): with [`SQL_DUE_NTH`] in the same read, the settle pass's look at
-/// a model (a join of the two had SQLite materialize the bounds query
-/// first, for a slower read).
-pub(super) const SQL_FIRST_OPEN: &str = "SELECT owner, id, \
+/// open): one seek on `decisions_due`, run for each model of the settle
+/// pass's batch in one read.
+pub(super) const SQL_NEXT_DEADLINE: &str = "SELECT owner, id, \
      (SELECT min(d.closes_ms) FROM decisions d INDEXED BY decisions_due \
       WHERE d.status = 0 AND d.mid = ?1) \
      FROM models WHERE mid = ?1";
-
-/// Model ?1's earliest open deadline (NULL: none open): one seek on
-/// `decisions_due`, run for each model of a batch in one read.
-pub(super) const SQL_EARLIEST_OPEN: &str =
-    "SELECT min(closes_ms) FROM decisions INDEXED BY decisions_due \
-     WHERE status = 0 AND mid = ?1";
 
 /// A cached model's decision log.
 pub(super) enum LogSlot {
@@ -631,38 +624,22 @@ impl DueStore for SqliteStore {
         })
     }
 
-    fn earliest_open(&self, mids: &[i64]) -> Result<Vec<Option<i64>>> {
+    fn next_deadlines(&self, mids: &[i64]) -> Result<Vec<Option<Found>>> {
         self.read(|c| {
-            let mut st = c.prepare_cached(SQL_EARLIEST_OPEN).map_err(sq)?;
+            let mut st = c.prepare_cached(SQL_NEXT_DEADLINE).map_err(sq)?;
             mids.iter()
-                .map(|mid| st.query_row([mid], |r| r.get(0)).map_err(sq))
-                .collect()
-        })
-    }
-
-    fn first_open(&self, mid: i64, now_ms: i64) -> Result<Option<FirstOpen>> {
-        self.read(|c| {
-            let mut st = c.prepare_cached(SQL_FIRST_OPEN).map_err(sq)?;
-            let found = st
-                .query_row([mid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-                .map_err(sq)?;
-            let Some((owner, id, first)) = found else {
-                return Ok(None);
-            };
-            let mut st = c.prepare_cached(SQL_DUE_NTH).map_err(sq)?;
-            let nth = st
-                .query_row(params![mid, now_ms, SETTLE_CHUNK as i64 - 1], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
+                .map(|mid| {
+                    st.query_row([mid], |r| {
+                        Ok(Found {
+                            owner: r.get(0)?,
+                            id: r.get(1)?,
+                            first: r.get(2)?,
+                        })
+                    })
+                    .optional()
+                    .map_err(sq)
                 })
-                .optional()
-                .map_err(sq)?;
-            Ok(Some(FirstOpen {
-                owner,
-                id,
-                first,
-                nth,
-            }))
+                .collect()
         })
     }
 
