@@ -10,8 +10,10 @@
 //! process learns each model's earliest deadline from a full scan (the
 //! first pass, then every [`FULL_SCAN_EVERY_SECS`]) and from every open
 //! decision it commits itself ([`DueModels::logged`], called after the
-//! commit). Between full scans a pass settles the models whose known
-//! deadline has passed and reads their next one. The periodic full scan
+//! commit). Between full scans a pass reads the models whose known
+//! deadline has passed in one statement, settles those still due, and
+//! leaves each settled model to the next pass's read, which learns its next
+//! deadline. The periodic full scan
 //! finds what other processes logged (PostgreSQL instances share one
 //! database; each settles its own decisions on time, and another's within
 //! [`FULL_SCAN_EVERY_SECS`] if it stops).
