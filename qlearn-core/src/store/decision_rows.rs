@@ -563,6 +563,28 @@ mod tests {
         assert!(decision_from_row("t", negative).is_err());
     }
 
+    /// What a write tells the settle pass: the earliest deadline among
+    /// its open decisions only (a closed one, however early, is no
+    /// deadline), none when nothing it writes is open.
+    #[test]
+    fn a_writes_earliest_open_deadline_skips_closed_decisions() {
+        let row = |closes_ms: i64, status: DecisionStatus| DecisionRow {
+            closes_ms,
+            status: status_code(status),
+            ..decision_row_min()
+        };
+        let rows = [
+            row(9_000, DecisionStatus::Open),
+            row(1_000, DecisionStatus::Applied),
+            row(7_000, DecisionStatus::Open),
+            row(2_000, DecisionStatus::Closed),
+            row(8_000, DecisionStatus::Open),
+        ];
+        assert_eq!(earliest_open(&rows), Some(7_000));
+        assert_eq!(earliest_open(&rows[1..2]), None);
+        assert_eq!(earliest_open(&[]), None);
+    }
+
     fn decision_row_min() -> DecisionRow {
         DecisionRow {
             id: "x".into(),

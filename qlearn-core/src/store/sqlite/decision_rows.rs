@@ -13,9 +13,8 @@ use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    decision_from_row, earliest_open, episode_from_row, episode_listing_sql, episode_page_of,
-    episode_summary, meta_from_bytes, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS,
-    EPISODE_COLS,
+    decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
+    meta_from_bytes, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS, EPISODE_COLS,
 };
 use crate::store::decisions::{config_from_text, millis};
 use crate::store::{DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery};
@@ -39,11 +38,6 @@ impl LogWrite {
         self.meta = later.meta;
         self.decisions.extend(later.decisions);
         self.episodes.extend(later.episodes);
-    }
-
-    /// The earliest deadline among the open decisions it writes.
-    pub(super) fn earliest_open(&self) -> Option<i64> {
-        earliest_open(&self.decisions)
     }
 
     /// Writes it (in the writer's transaction).

@@ -15,6 +15,7 @@ use super::decision_rows::LogWrite;
 use super::row_writes::write_rows;
 use super::{lock_plain, Inner, SqliteStore, BACKEND};
 use crate::error::{Error, Result};
+use crate::store::decision_rows::earliest_open;
 use crate::store::encoding::{key_bytes, values_bytes};
 use crate::store::CallKind;
 use crate::table::QTable;
@@ -320,7 +321,7 @@ impl Pending {
             for (mid, m) in self.models.drain() {
                 upd_model.execute(params![mid, m.learner, m.n_rows, m.updated_at, m.returns])?;
                 if let Some(d) = m.decisions {
-                    if let Some(at) = d.earliest_open() {
+                    if let Some(at) = earliest_open(&d.decisions) {
                         self.opened.push((mid, at));
                     }
                     (*d).flush(c, mid)?;
