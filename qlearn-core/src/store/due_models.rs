@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::Result;
+use crate::store::decisions::millis;
 use crate::store::settle::{settle_in_chunks, DueKey};
 
 fn lock_plain<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -218,7 +219,7 @@ const READ_BATCH: usize = 4096;
 /// deadline. Returns the transitions learned. A failure ends the pass, and
 /// the next one scans every model.
 pub(crate) fn settle_due(store: &impl DueStore, due: &DueModels, now: i64) -> Result<usize> {
-    let now_ms = now.saturating_mul(1000);
+    let now_ms = millis(now);
     let pass = || -> Result<usize> {
         if let Some(since) = due.full_scan_due(now) {
             due.scanned(since, store.open_models()?);
