@@ -500,6 +500,8 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await page.locator('#decisions-card').waitFor({ state: 'visible' });
     assert.match(await page.locator('#decisions-setting').textContent(), /rewards wait 4 s · aggregation sum · default reward 0/);
     await untilText(page.locator('#dstat-decisions'), /^4$/);
+    // The latest page, read newest first and shown in time order.
+    await untilText(page.locator('#decisions-status'), /^all 4 decisions in the log, updated /);
     assert.equal(await page.locator('#dstat-rewards').textContent(), '2');
     assert.equal(await page.locator('#dstat-pending').textContent(), '3');
     const statusOf = (id) => page.locator(`[data-testid="decision-row"][data-decision-id="${id}"]`).getAttribute('data-status');

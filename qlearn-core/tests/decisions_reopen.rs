@@ -137,7 +137,7 @@ fn a_reopened_store_carries_on_with_its_decisions() {
             },
         )
         .unwrap();
-    assert_eq!(page.total, 3);
+    assert_eq!(page.total, Some(3));
     // The baseline action recorded with the open decision survived too.
     for d in &page.decisions {
         let want = (d.decision_id == late.decision_id).then_some(2);

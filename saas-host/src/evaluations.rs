@@ -183,6 +183,9 @@ impl Worker {
             .store
             .decisions(owner, model_id, &count)?
             .total
+            .ok_or(Error::Internal(
+                "a counted listing came back uncounted".into(),
+            ))?
             .min(cap);
         let progress = |read: u64| {
             self.store

@@ -134,8 +134,10 @@ export const api = {
   predict: (body) => request('POST', '/predict', body, { metered: true }),
   update: (body) => request('POST', '/update', body, { metered: true }),
   updateBatch: (body) => request('POST', '/update/batch', body, { metered: true }),
-  decisions: (id, offset, limit) =>
-    request('GET', `/models/${encodeURIComponent(id)}/decisions?offset=${offset}&limit=${limit}`),
+  // The latest `limit` decisions, newest first, uncounted: read from the
+  // log's end, however long the log is.
+  latestDecisions: (id, limit) =>
+    request('GET', `/models/${encodeURIComponent(id)}/decisions?order=newest&count=false&limit=${limit}`),
   status: (id, offset, limit) =>
     request('GET', `/status/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`),
   // Offline evaluations (issue 18): jobs created, polled, listed, cancelled.

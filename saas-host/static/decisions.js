@@ -50,10 +50,10 @@ export async function refreshDecisions() {
   if (!id || loading) return;
   loading = true;
   try {
-    // The listing is oldest first: the newest page starts at total - PAGE.
-    const head = await api.decisions(id, 0, 1);
-    const offset = Math.max(0, (head.total || 0) - PAGE);
-    const page = offset === 0 && head.total <= 1 ? head : await api.decisions(id, offset, PAGE);
+    // One read from the log's end (no count, no offset: a long log costs
+    // no more than a short one), put back in time order for the chart.
+    const page = await api.latestDecisions(id, PAGE);
+    page.decisions = (page.decisions || []).reverse();
     if (id === shownId) render(page);
   } catch (e) {
     if (id === shownId) $('#decisions-status').textContent = `not refreshed: ${e.message}`;
@@ -98,7 +98,7 @@ function render(page) {
   set('#dstat-defaulted', fmtInt(st.defaulted ?? 0));
   const n = list.length;
   $('#decisions-status').textContent = page
-    ? `${n === page.total ? 'all' : `the latest ${fmtInt(n)} of`} ${fmtInt(page.total)} decision${page.total === 1 ? '' : 's'} in the log, updated ${new Date().toLocaleTimeString('en-GB')}`
+    ? `${n < PAGE ? `all ${fmtInt(n)}` : `the latest ${fmtInt(n)}`} decision${n === 1 ? '' : 's'} in the log, updated ${new Date().toLocaleTimeString('en-GB')}`
     : 'loading…';
   decisionsChart($('#decisions-chart'), list);
   renderTable(list.slice(-RECENT).reverse());

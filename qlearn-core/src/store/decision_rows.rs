@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::store::decisions::Call;
 use crate::store::encoding::{decode_key, key_bytes};
 use crate::store::settle::due_through;
-use crate::store::{EpisodePage, EpisodeSummary};
+use crate::store::{DecisionQuery, EpisodePage, EpisodeSummary};
 
 /// The columns of a decision row, in [`DecisionRow`]'s order, as a literal
 /// for `concat!` (a cached statement's text must be `&'static str`).
@@ -242,6 +242,76 @@ pub(crate) fn episode_listing_sql(postgres: bool) -> String {
          FROM episodes e WHERE e.mid = {mid} AND ({after} IS NULL OR {id} > {after}) \
          AND ({ended} IS NULL OR (e.end_json IS NOT NULL) = {ended}) ORDER BY {id} LIMIT {limit}"
     )
+}
+
+/// The SQL of a decision listing on model `mid` (both SQL stores), with
+/// its values in placeholder order; see [`decision_listing_sql`].
+pub(crate) struct DecisionListing {
+    /// The count, unless the query asks for none; it binds the first
+    /// [`Self::filter_values`] of [`Self::values`].
+    pub count: Option<String>,
+    /// The page: the filter's values, then the limit and the offset.
+    pub page: String,
+    /// Every value the page binds.
+    pub values: Vec<i64>,
+    /// How many of `values` the filter (and the count) binds.
+    pub filter_values: usize,
+}
+
+/// The SQL of a decision listing on model `mid` (columns `cols`), in
+/// PostgreSQL's placeholders or SQLite's. Only the filters `q` sets are
+/// in its `WHERE` clause: a filter left to the engine as `(? IS NULL OR
+/// status = ?)` makes it read every row's status, where an unfiltered
+/// count reads the `(mid, time_ms)` index alone. The order is by time,
+/// then id, descending when `q` asks for the newest first, so that the
+/// latest page is read from the index's end instead of past an offset.
+pub(crate) fn decision_listing_sql(
+    postgres: bool,
+    mid: i64,
+    q: &DecisionQuery,
+    cols: &str,
+) -> DecisionListing {
+    let ph = |n: usize| {
+        if postgres {
+            format!("${n}")
+        } else {
+            format!("?{n}")
+        }
+    };
+    let mut values = vec![mid];
+    let mut filter = format!("mid = {}", ph(1));
+    let conds = [
+        ("status =", q.status.map(status_code)),
+        ("time_ms >=", q.since_ms),
+        ("time_ms <", q.until_ms),
+    ];
+    for (cond, value) in conds {
+        if let Some(v) = value {
+            values.push(v);
+            filter = format!("{filter} AND {cond} {}", ph(values.len()));
+        }
+    }
+    let filter_values = values.len();
+    let count =
+        (!q.without_total).then(|| format!("SELECT COUNT(*) FROM decisions WHERE {filter}"));
+    let order = if q.newest_first {
+        "time_ms DESC, id DESC"
+    } else {
+        "time_ms, id"
+    };
+    values.push(i64::try_from(q.limit).unwrap_or(i64::MAX));
+    values.push(i64::try_from(q.offset).unwrap_or(i64::MAX));
+    let page = format!(
+        "SELECT {cols} FROM decisions WHERE {filter} ORDER BY {order} LIMIT {} OFFSET {}",
+        ph(filter_values + 1),
+        ph(filter_values + 2)
+    );
+    DecisionListing {
+        count,
+        page,
+        values,
+        filter_values,
+    }
 }
 
 /// An episode of a listing (the columns of [`episode_listing_sql`]).

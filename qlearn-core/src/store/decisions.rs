@@ -78,13 +78,24 @@ pub struct DecisionQuery {
     pub offset: u64,
     /// Decisions to return at most.
     pub limit: u64,
+    /// Newest first (by time, then id, both descending) instead of oldest
+    /// first: the latest page without skipping the whole log (an offset is
+    /// a scan of the decisions it skips).
+    pub newest_first: bool,
+    /// Leave [`DecisionPage::total`] uncounted (`None`): counting is a
+    /// scan of every matching decision, which a caller that only shows
+    /// the latest page need not pay.
+    pub without_total: bool,
 }
 
-/// A page of a model's decision log, oldest first (by time, then id).
+/// A page of a model's decision log, in the query's order (by time, then
+/// id: oldest first unless [`DecisionQuery::newest_first`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DecisionPage {
-    /// Decisions matching the query (before offset and limit).
-    pub total: u64,
+    /// Decisions matching the query (before offset and limit); `None`
+    /// when the query asked for no count
+    /// ([`DecisionQuery::without_total`]).
+    pub total: Option<u64>,
     /// The page.
     pub decisions: Vec<DecisionRecord>,
     /// The log's counts.
@@ -284,10 +295,10 @@ pub(crate) fn decided_or_plain<S: super::Store + ?Sized>(
 }
 
 impl DecisionPage {
-    /// The page of a model that logs no decisions.
-    pub fn empty() -> Self {
+    /// The page `q` finds on a model that logs no decisions.
+    pub fn empty(q: &DecisionQuery) -> Self {
         DecisionPage {
-            total: 0,
+            total: q.counted(0),
             decisions: Vec::new(),
             stats: DecisionStats::default(),
         }
@@ -514,6 +525,14 @@ pub fn capped(config: Option<DecisionsConfig>, retention_days: u32) -> Option<De
     })
 }
 
+impl DecisionQuery {
+    /// `n` as the page's [`DecisionPage::total`]: `None` when the query
+    /// asked for no count.
+    pub fn counted(&self, n: u64) -> Option<u64> {
+        (!self.without_total).then_some(n)
+    }
+}
+
 /// The page of `log` that `q` asks for.
 pub(crate) fn page(log: &DecisionLog, q: &DecisionQuery) -> DecisionPage {
     let mut hits: Vec<&DecisionRecord> = log
@@ -527,7 +546,10 @@ pub(crate) fn page(log: &DecisionLog, q: &DecisionQuery) -> DecisionPage {
             .cmp(&b.time_ms)
             .then_with(|| a.decision_id.cmp(&b.decision_id))
     });
-    let total = hits.len() as u64;
+    if q.newest_first {
+        hits.reverse();
+    }
+    let total = q.counted(hits.len() as u64);
     let off = usize::try_from(q.offset).unwrap_or(usize::MAX);
     let lim = usize::try_from(q.limit).unwrap_or(usize::MAX);
     DecisionPage {

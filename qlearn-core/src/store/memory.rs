@@ -602,7 +602,7 @@ impl Store for MemoryStore {
         let e = e.lock().map_err(|_| poisoned())?;
         Ok(e.decisions
             .as_ref()
-            .map_or_else(DecisionPage::empty, |log| page(log, query)))
+            .map_or_else(|| DecisionPage::empty(query), |log| page(log, query)))
     }
 
     fn episodes(&self, owner: &str, model_id: &str, query: &EpisodeQuery) -> Result<EpisodePage> {

@@ -62,17 +62,17 @@ pub fn decision_listing_filters<S: Store>(s: &S) {
     let b = s.backend();
     assert_eq!(
         list(q(None, Some(t1))),
-        (1, vec![ids[0].clone()]),
+        (Some(1), vec![ids[0].clone()]),
         "[{b}] until"
     );
     assert_eq!(
         list(q(Some(t1), None)),
-        (2, vec![ids[1].clone(), ids[2].clone()]),
+        (Some(2), vec![ids[1].clone(), ids[2].clone()]),
         "[{b}] since"
     );
     assert_eq!(
         list(q(Some(t1), Some(t2))),
-        (1, vec![ids[1].clone()]),
+        (Some(1), vec![ids[1].clone()]),
         "[{b}] since and until"
     );
     let status = |st| DecisionQuery {
@@ -82,12 +82,12 @@ pub fn decision_listing_filters<S: Store>(s: &S) {
     };
     assert_eq!(
         list(status(DecisionStatus::Applied)),
-        (1, vec![ids[0].clone()]),
+        (Some(1), vec![ids[0].clone()]),
         "[{b}] applied"
     );
     assert_eq!(
         list(status(DecisionStatus::Open)),
-        (2, vec![ids[1].clone(), ids[2].clone()]),
+        (Some(2), vec![ids[1].clone(), ids[2].clone()]),
         "[{b}] open"
     );
     let paged = DecisionQuery {
@@ -95,7 +95,63 @@ pub fn decision_listing_filters<S: Store>(s: &S) {
         limit: 1,
         ..Default::default()
     };
-    assert_eq!(list(paged), (3, vec![ids[1].clone()]), "[{b}] paged");
+    assert_eq!(list(paged), (Some(3), vec![ids[1].clone()]), "[{b}] paged");
+    // Newest first: the same order reversed, paged from the newest; a
+    // query may leave the total uncounted.
+    let newest = |offset: u64, without_total: bool| DecisionQuery {
+        offset,
+        limit: 2,
+        newest_first: true,
+        without_total,
+        ..Default::default()
+    };
+    assert_eq!(
+        list(newest(0, false)),
+        (Some(3), vec![ids[2].clone(), ids[1].clone()]),
+        "[{b}] newest first"
+    );
+    assert_eq!(
+        list(newest(2, true)),
+        (None, vec![ids[0].clone()]),
+        "[{b}] newest first, the next page, uncounted"
+    );
+    let open_newest = DecisionQuery {
+        status: Some(DecisionStatus::Open),
+        since_ms: Some(t0),
+        until_ms: Some(t2 + 1),
+        limit: 10,
+        newest_first: true,
+        without_total: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        list(open_newest),
+        (None, vec![ids[2].clone(), ids[1].clone()]),
+        "[{b}] open, in a time range, newest first, uncounted"
+    );
+    // Decisions logged in the same second list by id (descending when
+    // newest first).
+    for k in ["t-b", "t-a"] {
+        let mut d = Decide::new(StateRef::Int(1));
+        d.decision_id = Some(k);
+        ok(s, s.decide(&at(NOW + 10), &id, &d));
+    }
+    let same = |newest_first: bool| DecisionQuery {
+        limit: 2,
+        newest_first,
+        offset: if newest_first { 0 } else { 3 },
+        ..Default::default()
+    };
+    assert_eq!(
+        list(same(true)),
+        (Some(5), vec!["t-b".to_string(), "t-a".to_string()]),
+        "[{b}] same time, newest first"
+    );
+    assert_eq!(
+        list(same(false)),
+        (Some(5), vec!["t-a".to_string(), "t-b".to_string()]),
+        "[{b}] same time, oldest first"
+    );
 }
 
 /// The episode listing (`Store::episodes`): steps, the return learned so
@@ -292,7 +348,11 @@ pub fn decision_baseline_actions<S: Store>(s: &S) {
     }
     ok(s, s.reward(&m, &id, reward("b1", 1.0, None, true)));
     let page = log_page(s, &a.id, &id);
-    assert_eq!(page.total, 2, "[{b}] the refused decision is not logged");
+    assert_eq!(
+        page.total,
+        Some(2),
+        "[{b}] the refused decision is not logged"
+    );
     let baseline = |id: &str| {
         let rec = page
             .decisions

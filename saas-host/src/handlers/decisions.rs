@@ -239,18 +239,45 @@ fn decision_query(query: Option<&str>, max: u64, default: u64) -> Result<Decisio
         until_ms: int_param(query, "until")?.map(|s| s.saturating_mul(1000)),
         offset: count("offset", 0)?,
         limit,
+        ..DecisionQuery::default()
     })
 }
 
-/// A page of the model's decision log, oldest first, with its counts.
+/// The listing's own options: `order` (`oldest`, the default, or
+/// `newest`: the latest decisions first, read from the log's end) and
+/// `count` (`true`, the default, or `false`: `total` is `null`, and the
+/// scan of every matching decision it takes is saved).
+fn listing_options(query: Option<&str>, q: &mut DecisionQuery) -> Result<(), ApiError> {
+    q.newest_first = two_way(query, "order", "oldest", "newest")?;
+    q.without_total = two_way(query, "count", "true", "false")?;
+    Ok(())
+}
+
+/// Query parameter `name` of two values: `false` when absent or `default`,
+/// `true` when `other`; anything else is 422 `invalid_field`.
+fn two_way(query: Option<&str>, name: &str, default: &str, other: &str) -> Result<bool, ApiError> {
+    match query_param(query, name) {
+        None => Ok(false),
+        Some(v) if v == default => Ok(false),
+        Some(v) if v == other => Ok(true),
+        Some(v) => {
+            Err(Error::field(name, format!("must be {default} or {other}, got {v:?}")).into())
+        }
+    }
+}
+
+/// A page of the model's decision log (oldest first, or newest first),
+/// with its counts.
 #[utoipa::path(get, path = Route::ModelDecisions.label(), tag = "decisions", security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "Model id"),
         ("status" = Option<String>, Query, description = "Only decisions in this status: open, closed, applied or expired"),
         ("since" = Option<i64>, Query, description = "Only decisions logged at or after this time (Unix seconds)"),
         ("until" = Option<i64>, Query, description = "Only decisions logged before this time (Unix seconds)"),
-        ("offset" = Option<u64>, Query, description = "Decisions to skip (default 0)"),
+        ("offset" = Option<u64>, Query, description = "Decisions to skip, in the listing's order (default 0); each skipped decision is read, so page deep logs with since/until or order=newest"),
         ("limit" = Option<u64>, Query, description = format!("Decisions (1..={MAX_PAGE}, default {DEFAULT_PAGE})")),
+        ("order" = Option<String>, Query, description = "oldest (default): by time, then id; newest: the reverse, the latest decisions first"),
+        ("count" = Option<bool>, Query, description = "true (default): total counts every matching decision; false: total is null, and that scan is saved"),
     ),
     responses(
         (status = 200, description = "The page (empty for a model that logs no decisions)", body = DecisionsOut),
@@ -260,7 +287,8 @@ fn decision_query(query: Option<&str>, max: u64, default: u64) -> Result<Decisio
         (status = 429, description = "rate_limited", body = crate::wire::ErrorBody),
     ))]
 pub async fn list(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let q = decision_query(req.uri().query(), MAX_PAGE, DEFAULT_PAGE)?;
+    let mut q = decision_query(req.uri().query(), MAX_PAGE, DEFAULT_PAGE)?;
+    listing_options(req.uri().query(), &mut q)?;
     let (a, uid) = (cx.app.clone(), cx.user.id.clone());
     let (info, page) = blocking(move || {
         let info = a.store.model(&uid, &id)?;

@@ -458,8 +458,9 @@ impl From<DecisionStats> for DecisionStatsOut {
 /// `GET /models/{id}/decisions` response, oldest first.
 #[derive(Serialize, ToSchema)]
 pub struct DecisionsOut {
-    /// Decisions matching the filter.
-    pub total: u64,
+    /// Decisions matching the filter; `null` when the request asked for
+    /// no count (`count=false`).
+    pub total: Option<u64>,
     /// The page.
     pub decisions: Vec<DecisionOut>,
     /// The log's counts.

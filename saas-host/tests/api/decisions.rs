@@ -209,6 +209,50 @@ async fn decisions_and_rewards_teach_the_model(b: Backend) {
         )
         .await;
     assert_error(st, &v, 422, "invalid_field");
+    // The latest first, uncounted: what the dashboard asks every 2 s.
+    let (st, latest) = s
+        .json(
+            GET,
+            &format!("/models/{mid}/decisions?order=newest&count=false&limit=1"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{latest}");
+    assert!(latest["total"].is_null(), "{latest}");
+    assert_eq!(latest["decisions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        latest["decisions"][0]["decision_id"], page["decisions"][1]["decision_id"],
+        "{latest}"
+    );
+    assert_eq!(latest["stats"], page["stats"]);
+    let (_, oldest) = s
+        .json(
+            GET,
+            &format!("/models/{mid}/decisions?order=oldest&count=true"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(oldest, page);
+    for bad in ["order=latest", "order=", "count=no", "count=1"] {
+        let (st, v) = s
+            .json(
+                GET,
+                &format!("/models/{mid}/decisions?{bad}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_error(st, &v, 422, "invalid_field");
+        let field = bad.split('=').next().unwrap_or_default();
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(field)),
+            "{bad}: {v}"
+        );
+    }
 
     let r = s
         .call(

@@ -30,8 +30,8 @@ use crate::decisions::DecisionsConfig;
 use crate::decisions::{DecisionLog, DecisionRecord, EpisodeRecord, Missing};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    decision_cols, decision_from_row, episode_cols, episode_from_row, episode_listing_sql,
-    episode_page_of, episode_summary, meta_from_bytes, missing, rows_of_blob, status_code,
+    decision_cols, decision_from_row, decision_listing_sql, episode_cols, episode_from_row,
+    episode_listing_sql, episode_page_of, episode_summary, meta_from_bytes, missing, rows_of_blob,
     DecisionRow, EpisodeRow, Rows, DECISION_COLS,
 };
 use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply, SETTLE_CHUNK};
@@ -486,30 +486,28 @@ impl PgStore {
         let r = rows.first().ok_or(Error::NotFound("model"))?;
         let mid: i64 = r.get(0);
         if config_from_text(BACKEND, r.get::<_, Option<&str>>(1))?.is_none() {
-            return Ok(DecisionPage::empty());
+            return Ok(DecisionPage::empty(q));
         }
         let stats = meta_from_bytes(BACKEND, r.get::<_, Option<&[u8]>>(2))?.0;
-        let filter = "mid = $1 AND ($2::int8 IS NULL OR status = $2) \
-             AND ($3::int8 IS NULL OR time_ms >= $3) AND ($4::int8 IS NULL OR time_ms < $4)";
-        let status = q.status.map(status_code);
-        let total: i64 = self
-            .query(
-                &format!("SELECT COUNT(*) FROM decisions WHERE {filter}"),
-                &[&mid, &status, &q.since_ms, &q.until_ms],
-            )?
-            .first()
-            .map_or(0, |r| r.get(0));
-        let lim = i64::try_from(q.limit).unwrap_or(i64::MAX);
-        let off = i64::try_from(q.offset).unwrap_or(i64::MAX);
-        let rows = self.query(
-            &format!(
-                "SELECT {DECISION_COLS} FROM decisions WHERE {filter} \
-                 ORDER BY time_ms, id LIMIT $5 OFFSET $6"
-            ),
-            &[&mid, &status, &q.since_ms, &q.until_ms, &lim, &off],
-        )?;
+        let sql = decision_listing_sql(true, mid, q, DECISION_COLS);
+        let values: Vec<&(dyn postgres::types::ToSql + Sync)> = sql
+            .values
+            .iter()
+            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        let total = match &sql.count {
+            Some(count) => {
+                let n: i64 = self
+                    .query(count, &values[..sql.filter_values])?
+                    .first()
+                    .map_or(0, |r| r.get(0));
+                Some(u64::try_from(n).unwrap_or(0))
+            }
+            None => None,
+        };
+        let rows = self.query(&sql.page, &values)?;
         Ok(DecisionPage {
-            total: total as u64,
+            total,
             decisions: rows.iter().map(decision_of).collect::<Result<_>>()?,
             stats,
         })

@@ -197,6 +197,26 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             assert!(!l.contains("Seq Scan") && !whole_log, "{sql}\n{text}");
         }
     }
+    // The listing's pages, newest first and oldest first: the model's
+    // (time, id) index read from the end it starts at, no sort of the
+    // model's log (the page stops at its limit).
+    for newest_first in [true, false] {
+        let q = DecisionQuery {
+            limit: 100,
+            newest_first,
+            without_total: true,
+            ..DecisionQuery::default()
+        };
+        let page = decision_listing_sql(true, mid, &q, DECISION_COLS).page;
+        let text = plan(s, &page, &format!("{mid}, 100, 0"), generic).join("\n");
+        let scan = if newest_first {
+            "Index Scan Backward using decisions_time_id"
+        } else {
+            "Index Scan using decisions_time_id"
+        };
+        assert!(text.contains(scan), "{page}\n{text}");
+        assert!(!text.contains("Sort"), "{page}\n{text}");
+    }
 }
 
 #[test]

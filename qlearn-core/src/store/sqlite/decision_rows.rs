@@ -5,7 +5,7 @@
 //! model's log in chunks, and turning the whole-log blobs of an earlier
 //! version into rows at open.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 
 use super::cache::Cached;
 use super::decisions::LogSlot;
@@ -13,8 +13,9 @@ use super::{sq, SqliteStore, BACKEND};
 use crate::decisions::{DecisionRecord, EpisodeRecord};
 use crate::error::{Error, Result};
 use crate::store::decision_rows::{
-    decision_from_row, episode_from_row, episode_listing_sql, episode_page_of, episode_summary,
-    meta_from_bytes, status_code, DecisionRow, EpisodeRow, Rows, DECISION_COLS, EPISODE_COLS,
+    decision_from_row, decision_listing_sql, episode_from_row, episode_listing_sql,
+    episode_page_of, episode_summary, meta_from_bytes, DecisionRow, EpisodeRow, Rows,
+    DECISION_COLS, EPISODE_COLS,
 };
 use crate::store::decisions::{config_from_text, millis};
 use crate::store::{DecisionPage, DecisionQuery, EpisodePage, EpisodeQuery};
@@ -245,31 +246,22 @@ impl SqliteStore {
                 .map_err(sq)?
                 .ok_or(Error::NotFound("model"))?;
             if text.is_none() {
-                return Ok(DecisionPage::empty());
+                return Ok(DecisionPage::empty(q));
             }
-            let filter = "mid = ?1 AND (?2 IS NULL OR status = ?2) \
-                 AND (?3 IS NULL OR time_ms >= ?3) AND (?4 IS NULL OR time_ms < ?4)";
-            let status = q.status.map(status_code);
-            let total: i64 = c
-                .query_row(
-                    &format!("SELECT COUNT(*) FROM decisions WHERE {filter}"),
-                    params![mid, status, q.since_ms, q.until_ms],
-                    |r| r.get(0),
-                )
-                .map_err(sq)?;
-            let sql = format!(
-                "SELECT {DECISION_COLS} FROM decisions WHERE {filter} \
-                 ORDER BY time_ms, id LIMIT ?5 OFFSET ?6"
-            );
-            let lim = i64::try_from(q.limit).unwrap_or(i64::MAX);
-            let off = i64::try_from(q.offset).unwrap_or(i64::MAX);
-            let decisions = decisions_where(
-                c,
-                &sql,
-                params![mid, status, q.since_ms, q.until_ms, lim, off],
-            )?;
+            let sql = decision_listing_sql(false, mid, q, DECISION_COLS);
+            let total = match &sql.count {
+                Some(count) => {
+                    let values = &sql.values[..sql.filter_values];
+                    let n: i64 = c
+                        .query_row(count, params_from_iter(values), |r| r.get(0))
+                        .map_err(sq)?;
+                    Some(u64::try_from(n).unwrap_or(0))
+                }
+                None => None,
+            };
+            let decisions = decisions_where(c, &sql.page, params_from_iter(&sql.values))?;
             Ok(DecisionPage {
-                total: total as u64,
+                total,
                 decisions,
                 stats: meta_from_bytes(BACKEND, meta.as_deref())?.0,
             })
@@ -529,6 +521,55 @@ pub(super) mod tests {
                 Ok(out)
             })
             .expect("the plans")
+    }
+
+    #[test]
+    fn the_listing_reads_the_time_index_in_its_order_and_counts_from_it_alone() {
+        let q = |newest_first: bool, since: Option<i64>, without_total: bool| DecisionQuery {
+            since_ms: since,
+            until_ms: since.map(|t| t + 1000),
+            limit: 10,
+            newest_first,
+            without_total,
+            ..DecisionQuery::default()
+        };
+        let listings = [
+            decision_listing_sql(false, 1, &q(true, None, false), DECISION_COLS),
+            decision_listing_sql(false, 1, &q(false, None, false), DECISION_COLS),
+            decision_listing_sql(false, 1, &q(true, Some(5), true), DECISION_COLS),
+        ];
+        assert!(listings[2].count.is_none(), "no count asked, none made");
+        let count = listings[0].count.clone().expect("a count");
+        let sqls: Vec<&str> = listings
+            .iter()
+            .map(|l| l.page.as_str())
+            .chain([count.as_str()])
+            .collect();
+        let plans = plans(&sqls);
+        // The pages: the (mid, time_ms) index in the listing's order, no sort.
+        for (sql, want) in sqls.iter().zip([
+            "INDEX decisions_time (mid=?)",
+            "INDEX decisions_time (mid=?)",
+            "INDEX decisions_time (mid=? AND time_ms>? AND time_ms<?)",
+        ]) {
+            let plan = &plans[sqls.iter().position(|s| s == sql).expect("planned")];
+            assert!(
+                plan.iter().any(|step| step.contains(want)),
+                "{sql}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{sql}: {plan:?}"
+            );
+        }
+        // The unfiltered count: the index alone, no row read.
+        assert!(
+            plans[3]
+                .iter()
+                .any(|step| step.contains("COVERING INDEX decisions_time (mid=?)")),
+            "{count}: {:?}",
+            plans[3]
+        );
     }
 
     #[test]
