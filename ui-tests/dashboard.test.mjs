@@ -496,12 +496,20 @@ test('the web dashboard, end to end in headless Chromium', async (t) => {
     await page.evaluate((id) => { location.hash = `#/operate/${id}`; }, plainId);
     await untilText(page.locator('#live-status'), /live/);
     assert.ok(await page.locator('#decisions-card').isHidden());
+    // Every read of the log asks for its latest page, newest first and
+    // uncounted: no count and no offset over the whole log.
+    const listings = [];
+    const onRequest = (req) => { if (req.url().includes('/decisions?')) listings.push(new URL(req.url()).search); };
+    page.on('request', onRequest);
     await page.selectOption('#model-select', mid);
     await page.locator('#decisions-card').waitFor({ state: 'visible' });
     assert.match(await page.locator('#decisions-setting').textContent(), /rewards wait 4 s · aggregation sum · default reward 0/);
     await untilText(page.locator('#dstat-decisions'), /^4$/);
     // The latest page, read newest first and shown in time order.
     await untilText(page.locator('#decisions-status'), /^all 4 decisions in the log, updated /);
+    page.off('request', onRequest);
+    assert.ok(listings.length > 0, 'the view read the log');
+    for (const search of listings) assert.equal(search, '?order=newest&count=false&limit=1000');
     assert.equal(await page.locator('#dstat-rewards').textContent(), '2');
     assert.equal(await page.locator('#dstat-pending').textContent(), '3');
     const statusOf = (id) => page.locator(`[data-testid="decision-row"][data-decision-id="${id}"]`).getAttribute('data-status');
