@@ -106,13 +106,22 @@ fn decision_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<DecisionRow> {
     })
 }
 
-/// Decisions read by `sql` with `p`.
+/// Decisions read by `sql` with `p` (a statement kept in the
+/// connection's cache).
 pub(super) fn decisions_where(
     c: &Connection,
     sql: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<DecisionRecord>> {
     let mut st = c.prepare_cached(sql).map_err(sq)?;
+    decisions_of(&mut st, p)
+}
+
+/// Decisions read by statement `st` with `p`.
+fn decisions_of(
+    st: &mut rusqlite::Statement<'_>,
+    p: impl rusqlite::Params,
+) -> Result<Vec<DecisionRecord>> {
     let rows = st.query_map(p, decision_of).map_err(sq)?;
     rows.map(|r| decision_from_row(BACKEND, r.map_err(sq)?))
         .collect()
@@ -259,7 +268,10 @@ impl SqliteStore {
                 }
                 None => None,
             };
-            let decisions = decisions_where(c, &sql.page, params_from_iter(&sql.values))?;
+            // Not kept in the connection's cache: a listing's text varies
+            // with its filters and order, and would push out the hot reads.
+            let mut page = c.prepare(&sql.page).map_err(sq)?;
+            let decisions = decisions_of(&mut page, params_from_iter(&sql.values))?;
             Ok(DecisionPage {
                 total,
                 decisions,
