@@ -3,7 +3,8 @@
 # (GET /models/{id}/decisions), on SQLite (temp database) or PostgreSQL:
 #
 #   scripts/decision-listing.sh                      # SQLite
-#   scripts/decision-listing.sh postgres://...       # PostgreSQL (a fresh schema)
+#   scripts/decision-listing.sh postgres://...       # PostgreSQL (a fresh schema; psql
+#                                                    # runs ANALYZE after the fill)
 #   OLD_BIN=path scripts/decision-listing.sh         # also an older build, on the same file
 #
 # Starts the release binary (SAAS_HOST_BIN, else built) with an enterprise
@@ -14,7 +15,9 @@
 #   - oldest-first: the dashboard before `order`: the count (`offset=0&limit=1`),
 #     then the newest 1,000 past an offset of total - 1,000;
 #   - newest, uncounted: `order=newest&count=false&limit=1000` (the dashboard now);
-#   - newest, counted: `order=newest&limit=1000`.
+#   - newest, counted: `order=newest&limit=1000`;
+#   - the page half-way down the log, newest first, by `offset` and by the
+#     `cursor` of the decision before it.
 # With OLD_BIN (a build without `order`), the server is restarted on the same
 # database with it and the oldest-first pair is timed there too. Stops what it
 # starts by pid.
@@ -50,6 +53,11 @@ curl -sf -X PATCH "$BASE/models/$MODEL" -H 'content-type: application/json' -H "
   -d '{"decisions":{"reward_wait_seconds":3600}}' > /dev/null
 QL_TOKEN="$TOKEN" QL_MODEL="$MODEL" wrk -t2 -c32 -d"${FILL_SECONDS}s" -s "$ROOT/scripts/wrk/predict.lua" "$BASE" > "$TMP/fill.txt"
 TOTAL="$(curl -sf "$BASE/models/$MODEL/decisions?limit=1" -H "authorization: Bearer $TOKEN" | json_field '["total"]')"
+if [[ "$DB_URL" == postgres* ]]; then
+  # The statistics autovacuum keeps of a table that grew gradually: without
+  # them the planner takes the just-filled table for empty.
+  psql -q "$DB_URL" -c 'ANALYZE decisions'
+fi
 echo "saas-host $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') at $DB_URL: $TOTAL decisions in one model's log"
 
 # Seconds one GET of $1 (a query) takes.
@@ -75,6 +83,13 @@ oldest_first() {
 timed "oldest-first (count, then an offset of total - 1000)" oldest_first
 timed "newest, uncounted (order=newest&count=false&limit=1000)" get 'order=newest&count=false&limit=1000'
 timed "newest, counted (order=newest&limit=1000)" get 'order=newest&limit=1000'
+HALF=$((TOTAL / 2))
+CURSOR="$(curl -sf "$BASE/models/$MODEL/decisions?order=newest&count=false&limit=1&offset=$((HALF - 1))" \
+  -H "authorization: Bearer $TOKEN" | json_field '["next"]')"
+timed "half-way down by offset (order=newest&count=false&limit=1000&offset=$HALF)" \
+  get "order=newest&count=false&limit=1000&offset=$HALF"
+timed "the same page by cursor (order=newest&count=false&limit=1000&cursor=...)" \
+  get "order=newest&count=false&limit=1000&cursor=$CURSOR"
 
 if [[ -n "${OLD_BIN:-}" ]]; then
   stop_server

@@ -244,16 +244,26 @@ pub(crate) fn episode_listing_sql(postgres: bool) -> String {
     )
 }
 
+/// A value a decision listing binds.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum SqlValue {
+    /// An integer (the model, a status code, a time, the limit, the offset).
+    Int(i64),
+    /// A text (the cursor's decision id).
+    Text(String),
+}
+
 /// The SQL of a decision listing on model `mid` (both SQL stores), with
 /// its values in placeholder order; see [`decision_listing_sql`].
 pub(crate) struct DecisionListing {
     /// The count, unless the query asks for none; it binds the first
     /// [`Self::filter_values`] of [`Self::values`].
     pub count: Option<String>,
-    /// The page: the filter's values, then the limit and the offset.
+    /// The page: the filter's values, the cursor's, then the limit and
+    /// the offset.
     pub page: String,
     /// Every value the page binds.
-    pub values: Vec<i64>,
+    pub values: Vec<SqlValue>,
     /// How many of `values` the filter (and the count) binds.
     pub filter_values: usize,
 }
@@ -264,7 +274,9 @@ pub(crate) struct DecisionListing {
 /// status = ?)` makes it read every row's status, where an unfiltered
 /// count reads the `(mid, time_ms)` index alone. The order is by time,
 /// then id, descending when `q` asks for the newest first, so that the
-/// latest page is read from the index's end instead of past an offset.
+/// latest page is read from the index's end instead of past an offset;
+/// a cursor (`q.after`) starts the page in the index, past it in that
+/// order, and is left out of the count.
 pub(crate) fn decision_listing_sql(
     postgres: bool,
     mid: i64,
@@ -278,7 +290,7 @@ pub(crate) fn decision_listing_sql(
             format!("?{n}")
         }
     };
-    let mut values = vec![mid];
+    let mut values = vec![SqlValue::Int(mid)];
     let mut filter = format!("mid = {}", ph(1));
     let conds = [
         ("status =", q.status.map(status_code)),
@@ -287,24 +299,30 @@ pub(crate) fn decision_listing_sql(
     ];
     for (cond, value) in conds {
         if let Some(v) = value {
-            values.push(v);
+            values.push(SqlValue::Int(v));
             filter = format!("{filter} AND {cond} {}", ph(values.len()));
         }
     }
     let filter_values = values.len();
     let count =
         (!q.without_total).then(|| format!("SELECT COUNT(*) FROM decisions WHERE {filter}"));
-    let order = if q.newest_first {
-        "time_ms DESC, id DESC"
+    let (order, past) = if q.newest_first {
+        ("time_ms DESC, id DESC", "<")
     } else {
-        "time_ms, id"
+        ("time_ms, id", ">")
     };
-    values.push(i64::try_from(q.limit).unwrap_or(i64::MAX));
-    values.push(i64::try_from(q.offset).unwrap_or(i64::MAX));
+    if let Some((t, id)) = &q.after {
+        values.push(SqlValue::Int(*t));
+        values.push(SqlValue::Text(id.clone()));
+        let (a, b) = (ph(values.len() - 1), ph(values.len()));
+        filter = format!("{filter} AND (time_ms, id) {past} ({a}, {b})");
+    }
+    values.push(SqlValue::Int(i64::try_from(q.limit).unwrap_or(i64::MAX)));
+    values.push(SqlValue::Int(i64::try_from(q.offset).unwrap_or(i64::MAX)));
     let page = format!(
         "SELECT {cols} FROM decisions WHERE {filter} ORDER BY {order} LIMIT {} OFFSET {}",
-        ph(filter_values + 1),
-        ph(filter_values + 2)
+        ph(values.len() - 1),
+        ph(values.len())
     );
     DecisionListing {
         count,

@@ -86,6 +86,11 @@ pub struct DecisionQuery {
     /// scan of every matching decision, which a caller that only shows
     /// the latest page need not pay.
     pub without_total: bool,
+    /// Only decisions after this `(time_ms, decision_id)` in the listing's
+    /// order (the last of the previous page): the next page found in the
+    /// index, where an offset reads every decision it skips. Not applied
+    /// to [`DecisionPage::total`].
+    pub after: Option<(i64, String)>,
 }
 
 /// A page of a model's decision log, in the query's order (by time, then
@@ -550,6 +555,18 @@ pub(crate) fn page(log: &DecisionLog, q: &DecisionQuery) -> DecisionPage {
         hits.reverse();
     }
     let total = q.counted(hits.len() as u64);
+    if let Some((t, id)) = &q.after {
+        // Past the cursor in the listing's order.
+        let past = |r: &&DecisionRecord| {
+            let at = (r.time_ms, r.decision_id.as_str());
+            if q.newest_first {
+                at < (*t, id.as_str())
+            } else {
+                at > (*t, id.as_str())
+            }
+        };
+        hits.retain(past);
+    }
     let off = usize::try_from(q.offset).unwrap_or(usize::MAX);
     let lim = usize::try_from(q.limit).unwrap_or(usize::MAX);
     DecisionPage {

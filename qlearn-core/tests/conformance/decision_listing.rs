@@ -152,6 +152,82 @@ pub fn decision_listing_filters<S: Store>(s: &S) {
         (Some(5), vec!["t-a".to_string(), "t-b".to_string()]),
         "[{b}] same time, oldest first"
     );
+    // A cursor (the last decision of a page) gives the next page in either
+    // order, across decisions of the same second; the count ignores it.
+    let (t_same, _) = {
+        let p = ok(s, s.decisions(&a.id, &id, &same(true)));
+        (p.decisions[0].time_ms, p.decisions[0].decision_id.clone())
+    };
+    for (newest_first, want) in [
+        (
+            true,
+            vec![
+                vec!["t-b", "t-a"],
+                vec![ids[2].as_str(), ids[1].as_str()],
+                vec![ids[0].as_str()],
+            ],
+        ),
+        (
+            false,
+            vec![
+                vec![ids[0].as_str(), ids[1].as_str()],
+                vec![ids[2].as_str(), "t-a"],
+                vec!["t-b"],
+            ],
+        ),
+    ] {
+        let mut after = None;
+        for (k, page_want) in want.iter().enumerate() {
+            let got = ok(
+                s,
+                s.decisions(
+                    &a.id,
+                    &id,
+                    &DecisionQuery {
+                        limit: 2,
+                        newest_first,
+                        after: after.clone(),
+                        ..Default::default()
+                    },
+                ),
+            );
+            let got_ids: Vec<&str> = got
+                .decisions
+                .iter()
+                .map(|r| r.decision_id.as_str())
+                .collect();
+            assert_eq!(
+                (got.total, &got_ids),
+                (Some(5), page_want),
+                "[{b}] page {k}, newest first {newest_first}"
+            );
+            after = got
+                .decisions
+                .last()
+                .map(|r| (r.time_ms, r.decision_id.clone()));
+        }
+    }
+    // A cursor between two decisions of the same second.
+    let mid_second = DecisionQuery {
+        limit: 10,
+        newest_first: true,
+        after: Some((t_same, "t-az".to_string())),
+        without_total: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        list(mid_second),
+        (
+            None,
+            vec![
+                "t-a".to_string(),
+                ids[2].clone(),
+                ids[1].clone(),
+                ids[0].clone()
+            ]
+        ),
+        "[{b}] past a cursor inside a second"
+    );
 }
 
 /// The episode listing (`Store::episodes`): steps, the return learned so

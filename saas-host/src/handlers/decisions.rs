@@ -25,8 +25,8 @@ use crate::http::{query_param, read_json};
 use crate::response::{bytes_response, ok_json, Resp};
 use crate::routes::Route;
 use crate::wire::{
-    DecisionOut, DecisionsOut, EpisodeEndIn, EpisodeEndOut, EpisodeOut, EpisodesOut, RewardBody,
-    RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut,
+    listing_cursor, parse_listing_cursor, DecisionOut, DecisionsOut, EpisodeEndIn, EpisodeEndOut,
+    EpisodeOut, EpisodesOut, RewardBody, RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut,
 };
 
 /// Most decisions in a page of `GET /models/{id}/decisions`.
@@ -244,12 +244,22 @@ fn decision_query(query: Option<&str>, max: u64, default: u64) -> Result<Decisio
 }
 
 /// The listing's own options: `order` (`oldest`, the default, or
-/// `newest`: the latest decisions first, read from the log's end) and
+/// `newest`: the latest decisions first, read from the log's end),
 /// `count` (`true`, the default, or `false`: `total` is `null`, and the
-/// scan of every matching decision it takes is saved).
+/// scan of every matching decision it takes is saved) and `cursor` (a
+/// page's `next`: the decisions after that page, found in the index).
 fn listing_options(query: Option<&str>, q: &mut DecisionQuery) -> Result<(), ApiError> {
     q.newest_first = two_way(query, "order", "oldest", "newest")?;
     q.without_total = two_way(query, "count", "true", "false")?;
+    q.after = match query_param(query, "cursor") {
+        None => None,
+        Some(c) => Some(parse_listing_cursor(&c).ok_or_else(|| {
+            Error::field(
+                "cursor",
+                "must be a page's next cursor, as a listing gave it",
+            )
+        })?),
+    };
     Ok(())
 }
 
@@ -278,6 +288,7 @@ fn two_way(query: Option<&str>, name: &str, default: &str, other: &str) -> Resul
         ("limit" = Option<u64>, Query, description = format!("Decisions (1..={MAX_PAGE}, default {DEFAULT_PAGE})")),
         ("order" = Option<String>, Query, description = "oldest (default): by time, then id; newest: the reverse, the latest decisions first"),
         ("count" = Option<bool>, Query, description = "true (default): total counts every matching decision; false: total is null, and that scan is saved"),
+        ("cursor" = Option<String>, Query, description = "A page's next: the decisions after that page's last, in the same order and filters (found in the index, where an offset reads what it skips)"),
     ),
     responses(
         (status = 200, description = "The page (empty for a model that logs no decisions)", body = DecisionsOut),
@@ -289,6 +300,7 @@ fn two_way(query: Option<&str>, name: &str, default: &str, other: &str) -> Resul
 pub async fn list(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let mut q = decision_query(req.uri().query(), MAX_PAGE, DEFAULT_PAGE)?;
     listing_options(req.uri().query(), &mut q)?;
+    let limit = q.limit;
     let (a, uid) = (cx.app.clone(), cx.user.id.clone());
     let (info, page) = blocking(move || {
         let info = a.store.model(&uid, &id)?;
@@ -297,8 +309,15 @@ pub async fn list(cx: &Ctx, id: String, req: Request<Incoming>) -> Result<Resp, 
     })
     .await?;
     let aggregation = info.decisions.map(|d| d.aggregation).unwrap_or_default();
+    let next = match page.decisions.last() {
+        Some(last) if page.decisions.len() as u64 >= limit => {
+            Some(listing_cursor(last.time_ms, &last.decision_id))
+        }
+        _ => None,
+    };
     Ok(ok_json(&DecisionsOut {
         total: page.total,
+        next,
         decisions: page
             .decisions
             .into_iter()

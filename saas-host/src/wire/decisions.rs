@@ -463,6 +463,10 @@ pub struct DecisionsOut {
     pub total: Option<u64>,
     /// The page.
     pub decisions: Vec<DecisionOut>,
+    /// When the page is full: the `cursor` that asks for the next one (the
+    /// decisions after this page's last, in the same order); `null` when
+    /// the page is not full.
+    pub next: Option<String>,
     /// The log's counts.
     pub stats: DecisionStatsOut,
 }
@@ -515,4 +519,59 @@ pub struct EpisodesOut {
     pub episodes: Vec<EpisodeOut>,
     /// The `after` of the next page (null: this is the last).
     pub next_after: Option<String>,
+}
+
+/// The cursor of a position in a decision listing: the decision's time in
+/// milliseconds, a dot, and its id in hexadecimal (`1764000000123.642d30`),
+/// so that it needs no escaping in a URL.
+pub fn listing_cursor(time_ms: i64, decision_id: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{time_ms}.");
+    for b in decision_id.bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The position a [`listing_cursor`] names; `None` for any other text.
+pub fn parse_listing_cursor(cursor: &str) -> Option<(i64, String)> {
+    let (time, hex) = cursor.split_once('.')?;
+    if time.is_empty() || !time.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        return None;
+    }
+    let time_ms = time.parse::<i64>().ok()?;
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()?;
+    Some((time_ms, String::from_utf8(bytes).ok()?))
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::{listing_cursor, parse_listing_cursor};
+
+    #[test]
+    fn a_cursor_names_its_position_and_nothing_else_parses() {
+        for (t, id) in [(1_764_000_000_123, "d-42"), (0, "é & = ?"), (-5, "x")] {
+            let c = listing_cursor(t, id);
+            assert!(
+                c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
+                "{c}"
+            );
+            assert_eq!(parse_listing_cursor(&c), Some((t, id.to_string())), "{c}");
+        }
+        for bad in [
+            "", ".", "12", "12.", ".64", "x.64", "12.6", "12.zz", "12.ff", "1.2.64", "+1.64",
+        ] {
+            assert_eq!(parse_listing_cursor(bad), None, "{bad:?}");
+        }
+    }
 }

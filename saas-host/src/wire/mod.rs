@@ -22,9 +22,9 @@ pub use accounts::{
 pub use billing::{PendingOut, PlanOut, PlansOut, PriceOut, WebhookOut};
 pub use dashboard::{DashboardOut, DayOut, LimitsOut, UsageOut};
 pub use decisions::{
-    DecisionOut, DecisionStatsOut, DecisionsOut, DecisionsSetting, EpisodeEndIn, EpisodeEndOut,
-    EpisodeOut, EpisodesOut, RewardBody, RewardItem, RewardOut, RewardResult, RewardsBatchIn,
-    RewardsBatchOut, DECISION_STATUSES, EPISODE_STATUSES,
+    listing_cursor, parse_listing_cursor, DecisionOut, DecisionStatsOut, DecisionsOut,
+    DecisionsSetting, EpisodeEndIn, EpisodeEndOut, EpisodeOut, EpisodesOut, RewardBody, RewardItem,
+    RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut, DECISION_STATUSES, EPISODE_STATUSES,
 };
 pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,

@@ -226,6 +226,39 @@ async fn decisions_and_rewards_teach_the_model(b: Backend) {
         "{latest}"
     );
     assert_eq!(latest["stats"], page["stats"]);
+    // Its `next` cursor gives the page after it, then an empty one.
+    let next = latest["next"]
+        .as_str()
+        .expect("a full page has a next cursor");
+    let (st, older) = s
+        .json(
+            GET,
+            &format!("/models/{mid}/decisions?order=newest&limit=1&cursor={next}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{older}");
+    assert_eq!(older["total"], 2, "{older}");
+    assert_eq!(
+        older["decisions"][0]["decision_id"], page["decisions"][0]["decision_id"],
+        "{older}"
+    );
+    let last = older["next"].as_str().expect("still a full page");
+    let (_, end) = s
+        .json(
+            GET,
+            &format!("/models/{mid}/decisions?order=newest&limit=1&cursor={last}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(end["decisions"], serde_json::json!([]), "{end}");
+    assert!(end["next"].is_null(), "{end}");
+    assert!(
+        page["next"].is_null(),
+        "a page that is not full has none: {page}"
+    );
     let (_, oldest) = s
         .json(
             GET,
@@ -235,7 +268,15 @@ async fn decisions_and_rewards_teach_the_model(b: Backend) {
         )
         .await;
     assert_eq!(oldest, page);
-    for bad in ["order=latest", "order=", "count=no", "count=1"] {
+    for bad in [
+        "order=latest",
+        "order=",
+        "count=no",
+        "count=1",
+        "cursor=12",
+        "cursor=x.64",
+        "cursor=1.6",
+    ] {
         let (st, v) = s
             .json(
                 GET,

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::store::decision_rows::{
     decision_cols, decision_from_row, decision_listing_sql, episode_cols, episode_from_row,
     episode_listing_sql, episode_page_of, episode_summary, meta_from_bytes, missing, rows_of_blob,
-    DecisionRow, EpisodeRow, Rows, DECISION_COLS,
+    DecisionRow, EpisodeRow, Rows, SqlValue, DECISION_COLS,
 };
 use crate::store::decisions::{config_from_text, config_text, millis, Call, Reply, SETTLE_CHUNK};
 use crate::store::due_models::{settle_due, DueStore, Found};
@@ -493,7 +493,10 @@ impl PgStore {
         let values: Vec<&(dyn postgres::types::ToSql + Sync)> = sql
             .values
             .iter()
-            .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+            .map(|v| match v {
+                SqlValue::Int(i) => i as &(dyn postgres::types::ToSql + Sync),
+                SqlValue::Text(t) => t,
+            })
             .collect();
         let total = match &sql.count {
             Some(count) => {

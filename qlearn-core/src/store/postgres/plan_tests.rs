@@ -197,18 +197,31 @@ fn the_decision_logs_reads_use_their_indexes_not_a_models_whole_log() {
             assert!(!l.contains("Seq Scan") && !whole_log, "{sql}\n{text}");
         }
     }
-    // The listing's pages, newest first and oldest first: the model's
-    // (time, id) index read from the end it starts at, no sort of the
-    // model's log (the page stops at its limit).
-    for newest_first in [true, false] {
+    // The listing's pages, newest first and oldest first, from the start
+    // and past a cursor: the model's (time, id) index read from where the
+    // page starts, no sort of the model's log (the page stops at its
+    // limit).
+    for (newest_first, after) in [(true, false), (false, false), (true, true), (false, true)] {
         let q = DecisionQuery {
             limit: 100,
             newest_first,
             without_total: true,
+            after: after.then(|| (30000, "d7530".to_string())),
             ..DecisionQuery::default()
         };
         let page = decision_listing_sql(true, mid, &q, DECISION_COLS).page;
-        let text = plan(s, &page, &format!("{mid}, 100, 0"), generic).join("\n");
+        let args = if after {
+            format!("{mid}, 30000, 'd7530', 100, 0")
+        } else {
+            format!("{mid}, 100, 0")
+        };
+        let text = plan(s, &page, &args, generic).join("\n");
+        if after {
+            assert!(
+                text.contains("Index Cond: ((mid = $1) AND (ROW(time_ms, id)"),
+                "{page}\n{text}"
+            );
+        }
         let scan = if newest_first {
             "Index Scan Backward using decisions_time_id"
         } else {
