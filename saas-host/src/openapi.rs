@@ -314,6 +314,12 @@ fn query_schema(route: Route, name: &str) -> Option<Value> {
         (Route::ModelEpisodes, "status") => {
             Some(json!({"type": "string", "enum": wire::EPISODE_STATUSES}))
         }
+        (Route::ModelDecisions, "order") => {
+            Some(json!({"type": "string", "enum": ["oldest", "newest"]}))
+        }
+        (Route::ModelDecisions, "cursor") => {
+            Some(json!({"type": "string", "pattern": wire::CURSOR_PATTERN}))
+        }
         (Route::ModelDecisions | Route::ModelDecisionsExport, "since" | "until") => {
             Some(json!({"type": "integer", "minimum": i64::MIN, "maximum": i64::MAX}))
         }

@@ -533,13 +533,27 @@ pub fn listing_cursor(time_ms: i64, decision_id: &str) -> String {
     out
 }
 
-/// The position a [`listing_cursor`] names; `None` for any other text.
+/// The rule of a `cursor` (the OpenAPI document's pattern): what
+/// [`parse_listing_cursor`] takes. The hexadecimal is of a UTF-8 id
+/// without a zero byte, which [`listing_cursor`] never writes.
+pub const CURSOR_PATTERN: &str = "^-?[0-9]{1,19}[.](?:[1-9a-f][0-9a-f]|0[1-9a-f]){1,512}$";
+
+/// The position a cursor names: any time (past the 64-bit range, its
+/// end) and any id without a zero byte (bytes that are not UTF-8 read as
+/// U+FFFD), since every such pair is a place in the listing's order; a
+/// listing's own cursors ([`listing_cursor`]) come back exactly. `None`
+/// for text not of that form.
 pub fn parse_listing_cursor(cursor: &str) -> Option<(i64, String)> {
     let (time, hex) = cursor.split_once('.')?;
-    if time.is_empty() || !time.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+    let digits = time.strip_prefix('-').unwrap_or(time);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let time_ms = time.parse::<i64>().ok()?;
+    let time_ms = time.parse::<i64>().unwrap_or(if time.starts_with('-') {
+        i64::MIN
+    } else {
+        i64::MAX
+    });
     if hex.is_empty() || hex.len() % 2 != 0 {
         return None;
     }
@@ -550,7 +564,10 @@ pub fn parse_listing_cursor(cursor: &str) -> Option<(i64, String)> {
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         })
         .collect::<Option<Vec<u8>>>()?;
-    Some((time_ms, String::from_utf8(bytes).ok()?))
+    if bytes.contains(&0) {
+        return None;
+    }
+    Some((time_ms, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[cfg(test)]
@@ -559,19 +576,31 @@ mod cursor_tests {
 
     #[test]
     fn a_cursor_names_its_position_and_nothing_else_parses() {
+        let pattern = regex::Regex::new(super::CURSOR_PATTERN).expect("the pattern");
         for (t, id) in [(1_764_000_000_123, "d-42"), (0, "é & = ?"), (-5, "x")] {
             let c = listing_cursor(t, id);
-            assert!(
-                c.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'),
-                "{c}"
-            );
+            assert!(pattern.is_match(&c), "{c}");
             assert_eq!(parse_listing_cursor(&c), Some((t, id.to_string())), "{c}");
         }
+        // Every text of the pattern is a position.
+        for (c, want) in [
+            ("1.ff", (1, "\u{fffd}")),
+            ("9999999999999999999.64", (i64::MAX, "d")),
+            ("-9999999999999999999.64", (i64::MIN, "d")),
+        ] {
+            assert!(pattern.is_match(c), "{c}");
+            assert_eq!(
+                parse_listing_cursor(c),
+                Some((want.0, want.1.to_string())),
+                "{c}"
+            );
+        }
         for bad in [
-            "", ".", "12", "12.", ".64", "x.64", "12.6", "12.zz", "12.ff", "1.2.64", "+1.64",
+            "", ".", "12", "12.", ".64", "x.64", "12.6", "12.zz", "12.00", "12.6400", "1.2.64",
+            "+1.64", "-.64",
         ] {
             assert_eq!(parse_listing_cursor(bad), None, "{bad:?}");
+            assert!(!pattern.is_match(bad), "{bad:?}");
         }
     }
 }

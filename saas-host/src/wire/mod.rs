@@ -24,7 +24,8 @@ pub use dashboard::{DashboardOut, DayOut, LimitsOut, UsageOut};
 pub use decisions::{
     listing_cursor, parse_listing_cursor, DecisionOut, DecisionStatsOut, DecisionsOut,
     DecisionsSetting, EpisodeEndIn, EpisodeEndOut, EpisodeOut, EpisodesOut, RewardBody, RewardItem,
-    RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut, DECISION_STATUSES, EPISODE_STATUSES,
+    RewardOut, RewardResult, RewardsBatchIn, RewardsBatchOut, CURSOR_PATTERN, DECISION_STATUSES,
+    EPISODE_STATUSES,
 };
 pub use engine::{
     BatchIn, BatchOut, ExperienceIn, PredictIn, PredictOut, ProbabilitiesIn, ProbabilitiesOut,
