@@ -194,6 +194,24 @@ async fn openapi_states_the_constraints() {
         .and_then(|p| p.iter().find(|p| p["name"] == "format"))
         .expect("format");
     assert_eq!(format["schema"]["enum"], json!(["binary", "json"]));
+    // The decision listing's order and cursor, as the handler reads them.
+    let listing = &api["paths"]["/models/{id}/decisions"]["get"]["parameters"];
+    let param = |name: &str| {
+        listing
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("{name} in {listing}"))
+            .clone()
+    };
+    assert_eq!(
+        param("order")["schema"]["enum"],
+        json!(["oldest", "newest"])
+    );
+    assert_eq!(
+        param("cursor")["schema"]["pattern"],
+        json!(saas_host::wire::CURSOR_PATTERN)
+    );
+    assert_eq!(param("count")["schema"]["type"], "boolean");
     let predict = &api["components"]["schemas"]["PredictIn"]["properties"]["allowed_actions"];
     assert_eq!(predict["oneOf"][0]["minItems"], 1, "{predict}");
     let patch = &api["components"]["schemas"]["PatchModel"];
